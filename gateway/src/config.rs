@@ -1,0 +1,1190 @@
+//! Gateway configuration: defaults < TOML file (`--config`) < environment (`GATEWAY_…`) < flags.
+//!
+//! The loader lives below the types; see `Config::load`.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser as _;
+
+/// Log output format.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The whole gateway configuration, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Origin base URLs, in failover order. Empty = serve the built-in demo origin.
+    pub origins: Vec<String>,
+    pub log_format: LogFormat,
+    /// tracing-subscriber EnvFilter directive, default "info".
+    pub log_level: String,
+    pub cache: CacheConfig,
+    pub origin: OriginConfig,
+    pub server: ServerConfig,
+    pub follower: FollowerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    /// Upper bound of cached body bytes. Default 512 MiB.
+    pub max_bytes: u64,
+    /// Overrides of the per-class freshness (None = the class default of DESIGN.md §3).
+    pub ttl_multivariant: Option<Duration>,
+    pub ttl_live_media: Option<Duration>,
+    pub ttl_vod_media: Option<Duration>,
+    pub ttl_segment: Option<Duration>,
+    /// How long origin 4xx/5xx answers are cached. Default 1 s, capped at 1 s.
+    pub ttl_error: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OriginConfig {
+    pub connect_timeout: Duration,    // default 2 s
+    pub first_byte_timeout: Duration, // default 5 s
+    pub total_timeout: Duration,      // default 30 s
+    /// Retries after the first attempt, for idempotent requests. Default 2.
+    pub retries: u32,
+    pub backoff_base: Duration, // default 50 ms
+    pub backoff_max: Duration,  // default 1 s
+    /// Largest accepted origin body. Default 64 MiB.
+    pub max_body_bytes: u64,
+    /// Consecutive failures that open an origin's circuit. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open circuit stays open before a trial request. Default 10 s.
+    pub breaker_open: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Max total request header bytes (HTTP/1 read buffer). Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Max number of request headers. Default 64.
+    pub max_headers: usize,
+    /// Time allowed to receive a request's headers. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections are closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Requests processed at once; more are shed with 503. Default 4096.
+    pub max_concurrency: usize,
+    /// How long SIGTERM waits for in-flight requests. Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowerConfig {
+    pub enabled: bool, // default true
+    /// A live rendition not requested for this long stops being followed. Default 30 s.
+    pub idle_after: Duration,
+    /// At most this many renditions are followed at once. Default 256.
+    pub max_renditions: usize,
+}
+
+// ---------------------------------------------------------------------------
+// Defaults
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            origins: Vec::new(),
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            cache: CacheConfig::default(),
+            origin: OriginConfig::default(),
+            server: ServerConfig::default(),
+            follower: FollowerConfig::default(),
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 512 * MIB,
+            ttl_multivariant: None,
+            ttl_live_media: None,
+            ttl_vod_media: None,
+            ttl_segment: None,
+            ttl_error: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            connect_timeout: Duration::from_secs(2),
+            first_byte_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(30),
+            retries: 2,
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(1),
+            max_body_bytes: 64 * MIB,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrency: 4096,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for FollowerConfig {
+    fn default() -> Self {
+        FollowerConfig {
+            enabled: true,
+            idle_after: Duration::from_secs(30),
+            max_renditions: 256,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// Errors
+
+/// Why the configuration could not be loaded. Every message names the offending
+/// key (or environment variable) and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--help`, `--version` or a malformed command line. The caller should
+    /// call [`clap::Error::exit`] on it (exit code 0 for help/version).
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    /// The `--config` file could not be read.
+    #[error("cannot read configuration file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax error, or a value of the wrong type / unparsable value.
+    /// `location` is the file path or `"environment"`; `message` names the key.
+    #[error("invalid configuration in {location}: {message}")]
+    Parse { location: String, message: String },
+    /// A key that does not exist: the full dotted key (`cache.max_bytez`) for
+    /// files, the variable name (`GATEWAY_CACHE_MAX_BYTEZ`) for the environment.
+    #[error("unknown configuration key \"{key}\" in {location}")]
+    UnknownKey { location: String, key: String },
+    /// The merged configuration is inconsistent or out of range.
+    #[error("invalid configuration value for {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// `location` used for errors in environment variables.
+const ENV_LOCATION: &str = "environment";
+/// Every environment variable with this prefix must name a key.
+const ENV_PREFIX: &str = "GATEWAY_";
+
+// ---------------------------------------------------------------------------
+// Loading
+
+impl Config {
+    /// Builds the configuration from `args` (including the program name, as in
+    /// `std::env::args_os()`) and `env`, layering
+    /// defaults < `--config` TOML file < `GATEWAY_*` environment < flags,
+    /// then validates and normalises the result.
+    pub fn load<I, T>(
+        args: I,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        let mut config = Config::default();
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            config.apply_toml_str(&text, &path.display().to_string())?;
+        }
+        config.apply_env(env)?;
+        cli.apply_to(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with the process's arguments and environment.
+    ///
+    /// Unlike `std::env::vars` this does not panic on non-UTF-8 variables:
+    /// unrelated ones are ignored, a non-UTF-8 `GATEWAY_*` value is an error.
+    pub fn from_process() -> Result<Config, ConfigError> {
+        let env = env_from_os(std::env::vars_os())?;
+        Config::load(std::env::args_os(), env)
+    }
+
+    /// Applies one TOML document; `location` names it in errors.
+    fn apply_toml_str(&mut self, text: &str, location: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                location: location.to_owned(),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        for (name, value) in &table {
+            if SECTIONS.contains(&name.as_str()) {
+                let toml::Value::Table(section) = value else {
+                    return Err(ConfigError::Parse {
+                        location: location.to_owned(),
+                        message: format!(
+                            "{name}: expected a table ([{name}]), found {}",
+                            value.type_str()
+                        ),
+                    });
+                };
+                for (field, value) in section {
+                    self.apply_toml_key(&format!("{name}.{field}"), Some(field), value, location)?;
+                }
+            } else {
+                self.apply_toml_key(name, None, value, location)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `dotted` is the full key; `field` the part after the section, if any.
+    fn apply_toml_key(
+        &mut self,
+        dotted: &str,
+        field: Option<&str>,
+        value: &toml::Value,
+        location: &str,
+    ) -> Result<(), ConfigError> {
+        // A quoted key such as `"cache.max_bytes" = 1` is one key containing a
+        // dot, not a path; it must not match.
+        let last = field.unwrap_or(dotted);
+        let key = KEYS
+            .iter()
+            .find(|k| k.name == dotted && !last.contains('.'))
+            .ok_or_else(|| ConfigError::UnknownKey {
+                location: location.to_owned(),
+                key: dotted.to_owned(),
+            })?;
+        (key.set)(self, Raw::Toml(value)).map_err(|message| ConfigError::Parse {
+            location: location.to_owned(),
+            message: format!("{dotted}: {message}"),
+        })
+    }
+
+    /// Applies every `GATEWAY_*` variable; other variables are ignored.
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        // Deterministic order, so the first error reported does not depend on
+        // the platform's environment order. Stable: a repeated name's last value wins.
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (var, value) in &vars {
+            let key = KEYS
+                .iter()
+                .find(|k| env_var_name(k.name) == *var)
+                .ok_or_else(|| ConfigError::UnknownKey {
+                    location: ENV_LOCATION.to_owned(),
+                    key: var.clone(),
+                })?;
+            (key.set)(self, Raw::Str(value)).map_err(|message| ConfigError::Parse {
+                location: ENV_LOCATION.to_owned(),
+                message: format!("{var}: {message}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Checks ranges and cross-field rules; normalises origins to end in `/`.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                message: message.into(),
+            }
+        }
+
+        for (i, origin) in self.origins.iter_mut().enumerate() {
+            *origin = normalize_origin(origin)
+                .map_err(|m| invalid("origins", format!("entry {}: {m}", i + 1)))?;
+        }
+
+        if self.cache.max_bytes == 0 {
+            return Err(invalid("cache.max_bytes", "must be greater than 0"));
+        }
+        if self.cache.ttl_error > MAX_TTL_ERROR {
+            return Err(invalid(
+                "cache.ttl_error",
+                format!(
+                    "must be at most 1s (errors are cached briefly), got {}",
+                    format_duration(self.cache.ttl_error)
+                ),
+            ));
+        }
+        if self.origin.max_body_bytes == 0 {
+            return Err(invalid("origin.max_body_bytes", "must be greater than 0"));
+        }
+        if self.origin.breaker_failures == 0 {
+            return Err(invalid("origin.breaker_failures", "must be at least 1"));
+        }
+        if self.origin.backoff_base > self.origin.backoff_max {
+            return Err(invalid(
+                "origin.backoff_base",
+                format!(
+                    "{} is larger than origin.backoff_max ({})",
+                    format_duration(self.origin.backoff_base),
+                    format_duration(self.origin.backoff_max)
+                ),
+            ));
+        }
+        if self.server.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(invalid(
+                "server.max_header_bytes",
+                format!(
+                    "must be at least {MIN_HEADER_BYTES} (8KiB, hyper's minimum HTTP/1 buffer), got {}",
+                    self.server.max_header_bytes
+                ),
+            ));
+        }
+        if self.server.max_headers == 0 {
+            return Err(invalid("server.max_headers", "must be at least 1"));
+        }
+        if self.server.max_concurrency == 0 {
+            return Err(invalid("server.max_concurrency", "must be at least 1"));
+        }
+        if self.server.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid(
+                "server.max_concurrency",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
+        }
+
+        let timeouts = [
+            ("origin.connect_timeout", self.origin.connect_timeout),
+            ("origin.first_byte_timeout", self.origin.first_byte_timeout),
+            ("origin.total_timeout", self.origin.total_timeout),
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("server.drain_timeout", self.server.drain_timeout),
+        ];
+        for (key, value) in timeouts {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+
+        // Durations are added to `Instant`s elsewhere; absurd values would
+        // overflow (and panic) there.
+        let durations = [
+            ("cache.ttl_multivariant", self.cache.ttl_multivariant),
+            ("cache.ttl_live_media", self.cache.ttl_live_media),
+            ("cache.ttl_vod_media", self.cache.ttl_vod_media),
+            ("cache.ttl_segment", self.cache.ttl_segment),
+            ("origin.backoff_max", Some(self.origin.backoff_max)),
+            ("origin.breaker_open", Some(self.origin.breaker_open)),
+            ("follower.idle_after", Some(self.follower.idle_after)),
+        ]
+        .into_iter()
+        .chain(timeouts.into_iter().map(|(k, v)| (k, Some(v))));
+        for (key, value) in durations {
+            if value.is_some_and(|v| v > MAX_DURATION) {
+                return Err(invalid(key, "must be at most 365d"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Upper bound of `cache.ttl_error`.
+const MAX_TTL_ERROR: Duration = Duration::from_secs(1);
+/// hyper panics if the HTTP/1 read buffer is smaller than 8192 bytes.
+const MIN_HEADER_BYTES: usize = 8192;
+/// Upper bound of every duration (one year).
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Converts the process environment without panicking on non-UTF-8 entries.
+fn env_from_os(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in vars {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(value) => out.push((name, value)),
+            Err(_) if name.starts_with(ENV_PREFIX) => {
+                return Err(ConfigError::Parse {
+                    location: ENV_LOCATION.to_owned(),
+                    message: format!("{name}: value is not valid UTF-8"),
+                })
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that `origin` is an absolute http(s) base URL and makes it end in `/`.
+fn normalize_origin(origin: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected an absolute http:// or https:// URL such as \"http://127.0.0.1:9000/\"";
+    let uri: http::Uri = origin
+        .parse()
+        .map_err(|e| format!("{origin:?} is not a valid URL ({e}); {EXPECTED}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{origin:?}: {EXPECTED}")),
+    }
+    match uri.authority() {
+        Some(authority) if !authority.host().is_empty() => {}
+        _ => return Err(format!("{origin:?} has no host; {EXPECTED}")),
+    }
+    if uri.query().is_some() || origin.contains('#') {
+        return Err(format!(
+            "{origin:?}: a base URL must not contain a query or fragment"
+        ));
+    }
+    let mut normalized = origin.to_owned();
+    if !normalized.ends_with('/') {
+        normalized.push('/');
+    }
+    Ok(normalized)
+}
+
+// ---------------------------------------------------------------------------
+// Keys shared by the TOML file and the environment
+
+/// Names of the TOML tables; their keys are `<section>.<field>`.
+const SECTIONS: &[&str] = &["cache", "origin", "server", "follower"];
+
+type Setter = fn(&mut Config, Raw<'_>) -> Result<(), String>;
+
+/// One settable key. `name` is the dotted TOML key; the environment variable
+/// and the flag are derived from it (see [`env_var_name`]).
+struct Key {
+    name: &'static str,
+    set: Setter,
+}
+
+/// Every configuration key. The flags in [`Cli`] mirror this list (checked by tests).
+#[rustfmt::skip]
+static KEYS: &[Key] = &[
+    Key { name: "listen", set: |c, v| { c.listen = v.socket_addr()?; Ok(()) } },
+    Key { name: "origins", set: |c, v| { c.origins = v.origins()?; Ok(()) } },
+    Key { name: "log_format", set: |c, v| { c.log_format = v.log_format()?; Ok(()) } },
+    Key { name: "log_level", set: |c, v| { c.log_level = v.string()?; Ok(()) } },
+    Key { name: "cache.max_bytes", set: |c, v| { c.cache.max_bytes = v.bytes()?; Ok(()) } },
+    Key { name: "cache.ttl_multivariant", set: |c, v| { c.cache.ttl_multivariant = v.ttl_override()?; Ok(()) } },
+    Key { name: "cache.ttl_live_media", set: |c, v| { c.cache.ttl_live_media = v.ttl_override()?; Ok(()) } },
+    Key { name: "cache.ttl_vod_media", set: |c, v| { c.cache.ttl_vod_media = v.ttl_override()?; Ok(()) } },
+    Key { name: "cache.ttl_segment", set: |c, v| { c.cache.ttl_segment = v.ttl_override()?; Ok(()) } },
+    Key { name: "cache.ttl_error", set: |c, v| { c.cache.ttl_error = v.duration()?; Ok(()) } },
+    Key { name: "origin.connect_timeout", set: |c, v| { c.origin.connect_timeout = v.duration()?; Ok(()) } },
+    Key { name: "origin.first_byte_timeout", set: |c, v| { c.origin.first_byte_timeout = v.duration()?; Ok(()) } },
+    Key { name: "origin.total_timeout", set: |c, v| { c.origin.total_timeout = v.duration()?; Ok(()) } },
+    Key { name: "origin.retries", set: |c, v| { c.origin.retries = v.count_u32()?; Ok(()) } },
+    Key { name: "origin.backoff_base", set: |c, v| { c.origin.backoff_base = v.duration()?; Ok(()) } },
+    Key { name: "origin.backoff_max", set: |c, v| { c.origin.backoff_max = v.duration()?; Ok(()) } },
+    Key { name: "origin.max_body_bytes", set: |c, v| { c.origin.max_body_bytes = v.bytes()?; Ok(()) } },
+    Key { name: "origin.breaker_failures", set: |c, v| { c.origin.breaker_failures = v.count_u32()?; Ok(()) } },
+    Key { name: "origin.breaker_open", set: |c, v| { c.origin.breaker_open = v.duration()?; Ok(()) } },
+    Key { name: "server.max_header_bytes", set: |c, v| { c.server.max_header_bytes = v.bytes_usize()?; Ok(()) } },
+    Key { name: "server.max_headers", set: |c, v| { c.server.max_headers = v.count_usize()?; Ok(()) } },
+    Key { name: "server.header_read_timeout", set: |c, v| { c.server.header_read_timeout = v.duration()?; Ok(()) } },
+    Key { name: "server.idle_timeout", set: |c, v| { c.server.idle_timeout = v.duration()?; Ok(()) } },
+    Key { name: "server.max_concurrency", set: |c, v| { c.server.max_concurrency = v.count_usize()?; Ok(()) } },
+    Key { name: "server.drain_timeout", set: |c, v| { c.server.drain_timeout = v.duration()?; Ok(()) } },
+    Key { name: "follower.enabled", set: |c, v| { c.follower.enabled = v.boolean()?; Ok(()) } },
+    Key { name: "follower.idle_after", set: |c, v| { c.follower.idle_after = v.duration()?; Ok(()) } },
+    Key { name: "follower.max_renditions", set: |c, v| { c.follower.max_renditions = v.count_usize()?; Ok(()) } },
+];
+
+/// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
+fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// A value from the TOML file (typed) or the environment (always a string).
+/// Strings go through the same parsers wherever they come from.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Toml(&'a toml::Value),
+    Str(&'a str),
+}
+
+const DURATION_EXPECTED: &str = "a duration such as \"250ms\", \"2s\", \"1.5s\", \"1m\" or \"1h\"";
+const BYTES_EXPECTED: &str = "a byte size such as 1048576, \"16KiB\", \"512MiB\" or \"10MB\"";
+
+impl<'a> Raw<'a> {
+    fn as_str(self) -> Option<&'a str> {
+        match self {
+            Raw::Str(s) => Some(s),
+            Raw::Toml(toml::Value::String(s)) => Some(s),
+            Raw::Toml(_) => None,
+        }
+    }
+
+    fn type_error(self, expected: &str) -> String {
+        match self {
+            Raw::Toml(v) => format!("expected {expected}, found {}", v.type_str()),
+            Raw::Str(s) => format!("expected {expected}, found {s:?}"),
+        }
+    }
+
+    /// A non-negative TOML integer.
+    fn toml_uint(self) -> Option<Result<u64, String>> {
+        match self {
+            Raw::Toml(toml::Value::Integer(n)) => {
+                Some(u64::try_from(*n).map_err(|_| format!("must not be negative, found {n}")))
+            }
+            _ => None,
+        }
+    }
+
+    fn duration(self) -> Result<Duration, String> {
+        if let Some(s) = self.as_str() {
+            return parse_duration(s);
+        }
+        if let Some(secs) = self.toml_uint() {
+            return secs.map(Duration::from_secs);
+        }
+        match self {
+            Raw::Toml(toml::Value::Float(f)) => Duration::try_from_secs_f64(*f).map_err(|_| {
+                format!("invalid duration {f} (must be a non-negative number of seconds)")
+            }),
+            _ => Err(self.type_error(DURATION_EXPECTED)),
+        }
+    }
+
+    /// A duration, or `"default"` for the built-in class default (`None`).
+    fn ttl_override(self) -> Result<Option<Duration>, String> {
+        match self.as_str() {
+            Some(s) if is_default_keyword(s) => Ok(None),
+            _ => self.duration().map(Some),
+        }
+    }
+
+    fn bytes(self) -> Result<u64, String> {
+        if let Some(s) = self.as_str() {
+            return parse_bytes(s);
+        }
+        self.toml_uint()
+            .unwrap_or_else(|| Err(self.type_error(BYTES_EXPECTED)))
+    }
+
+    fn bytes_usize(self) -> Result<usize, String> {
+        to_usize(self.bytes()?)
+    }
+
+    fn count(self) -> Result<u64, String> {
+        if let Some(s) = self.as_str() {
+            return parse_count(s);
+        }
+        self.toml_uint()
+            .unwrap_or_else(|| Err(self.type_error("a non-negative integer")))
+    }
+
+    fn count_u32(self) -> Result<u32, String> {
+        to_u32(self.count()?)
+    }
+
+    fn count_usize(self) -> Result<usize, String> {
+        to_usize(self.count()?)
+    }
+
+    fn boolean(self) -> Result<bool, String> {
+        if let Some(s) = self.as_str() {
+            return parse_bool(s);
+        }
+        match self {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            _ => Err(self.type_error("true or false")),
+        }
+    }
+
+    fn string(self) -> Result<String, String> {
+        self.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| self.type_error("a string"))
+    }
+
+    fn socket_addr(self) -> Result<SocketAddr, String> {
+        let s = self.as_str().ok_or_else(|| self.type_error("a string"))?;
+        parse_socket_addr(s)
+    }
+
+    fn log_format(self) -> Result<LogFormat, String> {
+        let s = self
+            .as_str()
+            .ok_or_else(|| self.type_error("\"text\" or \"json\""))?;
+        parse_log_format(s)
+    }
+
+    /// TOML: an array of strings. Environment: a comma-separated list.
+    fn origins(self) -> Result<Vec<String>, String> {
+        const EXPECTED: &str = "an array of URL strings such as [\"http://127.0.0.1:9000/\"]";
+        match self {
+            Raw::Str(s) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Raw::Toml(toml::Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(format!(
+                        "entry {}: expected a URL string, found {}",
+                        i + 1,
+                        other.type_str()
+                    )),
+                })
+                .collect(),
+            Raw::Toml(_) => Err(self.type_error(EXPECTED)),
+        }
+    }
+}
+
+fn to_u32(n: u64) -> Result<u32, String> {
+    u32::try_from(n).map_err(|_| format!("{n} is too large (maximum {})", u32::MAX))
+}
+
+fn to_usize(n: u64) -> Result<usize, String> {
+    usize::try_from(n).map_err(|_| format!("{n} is too large (maximum {})", usize::MAX))
+}
+
+fn is_default_keyword(s: &str) -> bool {
+    s.trim().eq_ignore_ascii_case("default")
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers (used for TOML strings, environment values and flags)
+
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Duration units; lowercase only (`M` could mean months).
+const DURATION_UNITS: &[(&str, u128)] = &[
+    ("ns", 1),
+    ("us", 1_000),
+    ("µs", 1_000),
+    ("ms", 1_000_000),
+    ("s", NANOS_PER_SEC),
+    ("m", 60 * NANOS_PER_SEC),
+    ("min", 60 * NANOS_PER_SEC),
+    ("h", 3600 * NANOS_PER_SEC),
+    ("d", 86_400 * NANOS_PER_SEC),
+];
+
+/// Byte units, matched case-insensitively: decimal (`MB` = 10^6) and binary (`MiB` = 2^20).
+const BYTE_UNITS: &[(&str, u128)] = &[
+    ("b", 1),
+    ("kb", 1_000),
+    ("mb", 1_000_000),
+    ("gb", 1_000_000_000),
+    ("tb", 1_000_000_000_000),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("tib", 1 << 40),
+];
+
+/// Fractional digits beyond this many are ignored (they are below 1 ns / 1 byte
+/// for every unit), which keeps the arithmetic inside `u128`.
+const MAX_FRACTION_DIGITS: usize = 18;
+
+/// A decimal number `123`, `1.5` or `.5`, split into parts.
+struct Decimal {
+    int: u128,
+    frac: u128,
+    /// 10^(number of fractional digits kept).
+    frac_scale: u128,
+}
+
+impl Decimal {
+    fn parse(s: &str) -> Result<Decimal, &'static str> {
+        let (int_digits, frac_digits) = match s.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (s, ""),
+        };
+        let all_digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+        if (int_digits.is_empty() && frac_digits.is_empty())
+            || !all_digits(int_digits)
+            || !all_digits(frac_digits)
+        {
+            return Err("not a number");
+        }
+        let mut int: u128 = 0;
+        for b in int_digits.bytes() {
+            int = int
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u128::from(b - b'0')))
+                .ok_or("number is too large")?;
+        }
+        let mut frac: u128 = 0;
+        let mut frac_scale: u128 = 1;
+        for b in frac_digits.bytes().take(MAX_FRACTION_DIGITS) {
+            frac = frac * 10 + u128::from(b - b'0');
+            frac_scale *= 10;
+        }
+        Ok(Decimal {
+            int,
+            frac,
+            frac_scale,
+        })
+    }
+
+    /// `self * unit`, and whether the result is exact.
+    fn scale(&self, unit: u128) -> Option<(u128, bool)> {
+        let whole = self.int.checked_mul(unit)?;
+        let frac = self.frac * unit; // < 10^18 * 2^47: no overflow
+        let total = whole.checked_add(frac / self.frac_scale)?;
+        Some((total, frac % self.frac_scale == 0))
+    }
+}
+
+/// Splits a leading run of digits and dots off `s`.
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    s.split_at(end)
+}
+
+/// Parses a duration: `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"`, `"1d"`,
+/// combinations such as `"1m30s"`, or a bare number of seconds (`"5"`, `"0.5"`).
+/// Units: ns, us, µs, ms, s, m, min, h, d.
+pub fn parse_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    let err =
+        |why: String| format!("invalid duration {input:?}: {why}; expected {DURATION_EXPECTED}");
+    if s.is_empty() {
+        return Err(err("empty".to_owned()));
+    }
+    if s.starts_with('-') {
+        return Err(err("must not be negative".to_owned()));
+    }
+    let mut rest = s;
+    let mut total: u128 = 0;
+    let mut first = true;
+    while !rest.is_empty() {
+        let (number, after) = split_number(rest);
+        if number.is_empty() {
+            return Err(err(format!("expected a number at {rest:?}")));
+        }
+        let decimal = Decimal::parse(number).map_err(|why| err(why.to_owned()))?;
+        let after = after.trim_start();
+        let unit_end = after
+            .find(|c: char| !c.is_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, tail) = after.split_at(unit_end);
+        let unit_nanos = if unit.is_empty() {
+            if first && tail.is_empty() {
+                NANOS_PER_SEC // bare number = seconds
+            } else {
+                return Err(err(format!("missing unit after {number:?}")));
+            }
+        } else {
+            DURATION_UNITS
+                .iter()
+                .find(|(name, _)| *name == unit)
+                .map(|(_, nanos)| *nanos)
+                .ok_or_else(|| {
+                    err(format!(
+                        "unknown unit {unit:?} (units: ns, us, ms, s, m, min, h, d)"
+                    ))
+                })?
+        };
+        let (nanos, _) = decimal
+            .scale(unit_nanos)
+            .ok_or_else(|| err("too large".to_owned()))?;
+        total = total
+            .checked_add(nanos)
+            .ok_or_else(|| err("too large".to_owned()))?;
+        rest = tail.trim_start();
+        first = false;
+    }
+    let secs = u64::try_from(total / NANOS_PER_SEC).map_err(|_| err("too large".to_owned()))?;
+    // The remainder is below 10^9, so it fits in u32.
+    let nanos = u32::try_from(total % NANOS_PER_SEC).map_err(|_| err("too large".to_owned()))?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Parses a byte size: a plain number of bytes (`"1000000"`) or a number with
+/// a unit, optionally separated by spaces: `"16KiB"`, `"64 MiB"`, `"1.5GiB"`,
+/// `"10MB"` (MB = 10^6, MiB = 2^20). Units (any case): B, KB, MB, GB, TB, KiB, MiB, GiB, TiB.
+pub fn parse_bytes(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let err =
+        |why: String| format!("invalid byte size {input:?}: {why}; expected {BYTES_EXPECTED}");
+    if s.is_empty() {
+        return Err(err("empty".to_owned()));
+    }
+    if s.starts_with('-') {
+        return Err(err("must not be negative".to_owned()));
+    }
+    let (number, unit) = split_number(s);
+    if number.is_empty() {
+        return Err(err("expected a number".to_owned()));
+    }
+    let decimal = Decimal::parse(number).map_err(|why| err(why.to_owned()))?;
+    let unit = unit.trim_start();
+    let multiplier = if unit.is_empty() {
+        1
+    } else {
+        BYTE_UNITS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(unit))
+            .map(|(_, m)| *m)
+            .ok_or_else(|| {
+                err(format!(
+                    "unknown unit {unit:?} (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+                ))
+            })?
+    };
+    let (total, exact) = decimal
+        .scale(multiplier)
+        .ok_or_else(|| err("too large".to_owned()))?;
+    if !exact {
+        return Err(err("not a whole number of bytes".to_owned()));
+    }
+    u64::try_from(total).map_err(|_| err(format!("too large (maximum {} bytes)", u64::MAX)))
+}
+
+/// Parses a non-negative integer count such as `"4096"`.
+pub fn parse_count(input: &str) -> Result<u64, String> {
+    let s = input.trim();
+    let err = |why: &str| format!("invalid number {input:?}: {why}");
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    if s.starts_with('-') {
+        return Err(err("must not be negative"));
+    }
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err("expected a whole number"));
+    }
+    s.parse::<u64>()
+        .map_err(|_| err(&format!("too large (maximum {})", u64::MAX)))
+}
+
+fn parse_count_u32(input: &str) -> Result<u32, String> {
+    to_u32(parse_count(input)?)
+}
+
+fn parse_count_usize(input: &str) -> Result<usize, String> {
+    to_usize(parse_count(input)?)
+}
+
+fn parse_bytes_usize(input: &str) -> Result<usize, String> {
+    to_usize(parse_bytes(input)?)
+}
+
+/// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`), any case.
+pub fn parse_bool(input: &str) -> Result<bool, String> {
+    match input.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("invalid boolean {input:?}: expected true or false")),
+    }
+}
+
+fn parse_socket_addr(input: &str) -> Result<SocketAddr, String> {
+    input.trim().parse().map_err(|_| {
+        format!("invalid address {input:?}: expected IP:PORT such as 127.0.0.1:8080 or [::]:8080")
+    })
+}
+
+fn parse_log_format(input: &str) -> Result<LogFormat, String> {
+    match input.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!(
+            "invalid log format {input:?}: expected \"text\" or \"json\""
+        )),
+    }
+}
+
+/// `--cache-ttl-*` value: a duration, or `default` for the class default.
+#[derive(Debug, Clone, Copy)]
+struct TtlOverride(Option<Duration>);
+
+fn parse_ttl_override(input: &str) -> Result<TtlOverride, String> {
+    if is_default_keyword(input) {
+        Ok(TtlOverride(None))
+    } else {
+        parse_duration(input).map(|d| TtlOverride(Some(d)))
+    }
+}
+
+/// `1.5s`, `250ms`, `2m`: for messages.
+fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.subsec_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{d:?}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Command line
+
+const ABOUT: &str =
+    "HTTP edge gateway for HLS with P2P-assisted delivery. With no --origin it serves a built-in demo stream.";
+
+const AFTER_HELP: &str = "\
+Configuration layers, later ones win:
+  built-in defaults < --config FILE (TOML) < GATEWAY_* environment variables < command-line flags
+
+Environment variables: GATEWAY_ followed by the TOML key in upper case with '.' replaced by '_',
+e.g. listen -> GATEWAY_LISTEN, cache.max_bytes -> GATEWAY_CACHE_MAX_BYTES,
+follower.enabled -> GATEWAY_FOLLOWER_ENABLED. GATEWAY_ORIGINS is a comma-separated list.
+A GATEWAY_* variable or file key that names no setting is an error.
+
+Flags: --<section>-<field> with '_' written as '-', e.g. --cache-max-bytes, --origin-connect-timeout.
+Durations: 250ms, 2s, 1.5s, 1m, 1h, 1m30s (a bare number is seconds).
+Sizes: 1048576, 16KiB, 64 MiB, 1GiB (binary: KiB = 1024), 10MB (decimal: MB = 10^6).";
+
+/// Command-line flags. Every field is optional so that an absent flag leaves
+/// the lower layers' value alone; defaults are documented in the help texts.
+#[derive(Debug, clap::Parser)]
+#[command(name = "gateway", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    /// Read settings from this TOML file (see gateway.toml for every key) [default: none]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Address and port the HTTP server listens on [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_addr)]
+    listen: Option<SocketAddr>,
+
+    /// Origin base URL (http:// or https://). Repeat for failover order, first = primary; replaces the file's/environment's list [default: none (serves the built-in demo stream)]
+    #[arg(long = "origin", value_name = "URL")]
+    origins: Vec<String>,
+
+    /// Log output format [default: text]
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+
+    /// Log filter, a tracing EnvFilter directive such as info or gateway=debug,hyper=warn [default: info]
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    /// Upper bound of cached body bytes, e.g. 512MiB, 2GiB [default: 512MiB]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
+    cache_max_bytes: Option<u64>,
+
+    /// Freshness of multivariant playlists; "default" keeps the per-class default [default: class default]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_ttl_override)]
+    cache_ttl_multivariant: Option<TtlOverride>,
+
+    /// Freshness of live media playlists; "default" keeps the per-class default [default: class default]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_ttl_override)]
+    cache_ttl_live_media: Option<TtlOverride>,
+
+    /// Freshness of VOD media playlists; "default" keeps the per-class default [default: class default]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_ttl_override)]
+    cache_ttl_vod_media: Option<TtlOverride>,
+
+    /// Freshness of media segments; "default" keeps the per-class default [default: class default]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_ttl_override)]
+    cache_ttl_segment: Option<TtlOverride>,
+
+    /// How long origin 4xx/5xx answers are cached, at most 1s [default: 1s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    cache_ttl_error: Option<Duration>,
+
+    /// Time allowed to connect to an origin [default: 2s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_connect_timeout: Option<Duration>,
+
+    /// Time allowed until an origin's response headers arrive [default: 5s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_first_byte_timeout: Option<Duration>,
+
+    /// Time allowed for a whole origin fetch, body included [default: 30s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_total_timeout: Option<Duration>,
+
+    /// Retries after the first attempt, for idempotent requests; 0 disables retrying [default: 2]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
+    origin_retries: Option<u32>,
+
+    /// Base delay of the exponential retry backoff [default: 50ms]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_backoff_base: Option<Duration>,
+
+    /// Largest retry backoff delay; must be >= --origin-backoff-base [default: 1s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_backoff_max: Option<Duration>,
+
+    /// Largest accepted origin response body [default: 64MiB]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
+    origin_max_body_bytes: Option<u64>,
+
+    /// Consecutive failures that open an origin's circuit breaker [default: 5]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
+    origin_breaker_failures: Option<u32>,
+
+    /// How long an open circuit stays open before a trial request [default: 10s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    origin_breaker_open: Option<Duration>,
+
+    /// Max total request header bytes (HTTP/1 read buffer), at least 8KiB [default: 16KiB]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes_usize)]
+    server_max_header_bytes: Option<usize>,
+
+    /// Max number of request headers [default: 64]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    server_max_headers: Option<usize>,
+
+    /// Time allowed to receive a request's headers [default: 10s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    server_header_read_timeout: Option<Duration>,
+
+    /// Idle keep-alive connections are closed after this [default: 60s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    server_idle_timeout: Option<Duration>,
+
+    /// Requests processed at once; more are shed with 503 [default: 4096]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    server_max_concurrency: Option<usize>,
+
+    /// How long SIGTERM waits for in-flight requests [default: 30s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    server_drain_timeout: Option<Duration>,
+
+    /// Keep following (refreshing) live renditions that clients request [default: true]
+    #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    follower_enabled: Option<bool>,
+
+    /// A live rendition not requested for this long stops being followed [default: 30s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    follower_idle_after: Option<Duration>,
+
+    /// At most this many renditions are followed at once [default: 256]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    follower_max_renditions: Option<usize>,
+}
+
+impl Cli {
+    /// Applies the flags that were given; absent flags leave `config` alone.
+    fn apply_to(self, config: &mut Config) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        fn set_ttl(slot: &mut Option<Duration>, value: Option<TtlOverride>) {
+            if let Some(TtlOverride(value)) = value {
+                *slot = value;
+            }
+        }
+        // Destructured so that a new flag cannot be silently ignored.
+        let Cli {
+            config: _,
+            listen,
+            origins,
+            log_format,
+            log_level,
+            cache_max_bytes,
+            cache_ttl_multivariant,
+            cache_ttl_live_media,
+            cache_ttl_vod_media,
+            cache_ttl_segment,
+            cache_ttl_error,
+            origin_connect_timeout,
+            origin_first_byte_timeout,
+            origin_total_timeout,
+            origin_retries,
+            origin_backoff_base,
+            origin_backoff_max,
+            origin_max_body_bytes,
+            origin_breaker_failures,
+            origin_breaker_open,
+            server_max_header_bytes,
+            server_max_headers,
+            server_header_read_timeout,
+            server_idle_timeout,
+            server_max_concurrency,
+            server_drain_timeout,
+            follower_enabled,
+            follower_idle_after,
+            follower_max_renditions,
+        } = self;
+
+        set(&mut config.listen, listen);
+        if !origins.is_empty() {
+            config.origins = origins;
+        }
+        set(&mut config.log_format, log_format);
+        set(&mut config.log_level, log_level);
+
+        let c = &mut config.cache;
+        set(&mut c.max_bytes, cache_max_bytes);
+        set_ttl(&mut c.ttl_multivariant, cache_ttl_multivariant);
+        set_ttl(&mut c.ttl_live_media, cache_ttl_live_media);
+        set_ttl(&mut c.ttl_vod_media, cache_ttl_vod_media);
+        set_ttl(&mut c.ttl_segment, cache_ttl_segment);
+        set(&mut c.ttl_error, cache_ttl_error);
+
+        let o = &mut config.origin;
+        set(&mut o.connect_timeout, origin_connect_timeout);
+        set(&mut o.first_byte_timeout, origin_first_byte_timeout);
+        set(&mut o.total_timeout, origin_total_timeout);
+        set(&mut o.retries, origin_retries);
+        set(&mut o.backoff_base, origin_backoff_base);
+        set(&mut o.backoff_max, origin_backoff_max);
+        set(&mut o.max_body_bytes, origin_max_body_bytes);
+        set(&mut o.breaker_failures, origin_breaker_failures);
+        set(&mut o.breaker_open, origin_breaker_open);
+
+        let s = &mut config.server;
+        set(&mut s.max_header_bytes, server_max_header_bytes);
+        set(&mut s.max_headers, server_max_headers);
+        set(&mut s.header_read_timeout, server_header_read_timeout);
+        set(&mut s.idle_timeout, server_idle_timeout);
+        set(&mut s.max_concurrency, server_max_concurrency);
+        set(&mut s.drain_timeout, server_drain_timeout);
+
+        let f = &mut config.follower;
+        set(&mut f.enabled, follower_enabled);
+        set(&mut f.idle_after, follower_idle_after);
+        set(&mut f.max_renditions, follower_max_renditions);
+    }
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;
