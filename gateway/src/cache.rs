@@ -1,0 +1,139 @@
+//! The object cache: moka, bounded by body bytes, each entry kept for its class lifetime.
+//!
+//! Freshness is judged by the gateway's [`Clock`](crate::clock::Clock) (see [`crate::policy`]); moka's own
+//! expiry only bounds how long an entry may be kept at all, in real time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+
+use crate::hls::{ObjectClass, PlaylistInfo};
+use crate::path::CacheKey;
+use crate::policy::{self, Lifetime, State};
+
+/// SHA-256 of an object's body.
+pub type Digest = [u8; 32];
+
+/// Per-entry bookkeeping counted against the byte bound besides the body.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// One cached answer from the origin (a success or a briefly cached error).
+#[derive(Debug)]
+pub struct CachedObject {
+    pub status: StatusCode,
+    pub class: ObjectClass,
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+    pub etag: HeaderValue,
+    pub last_modified: Option<HeaderValue>,
+    /// Headers passed through for non-2xx answers (e.g. `Location`, `Retry-After`).
+    pub location: Option<HeaderValue>,
+    /// When the object was generated, by the gateway clock (stored time minus the origin's `Age`).
+    pub stored_at: Instant,
+    pub lifetime: Lifetime,
+    /// SHA-256 of the body, for media objects (segments, init sections, parts).
+    pub digest: Option<Digest>,
+    pub playlist: Option<PlaylistInfo>,
+}
+
+impl CachedObject {
+    pub fn state(&self, now: Instant) -> State {
+        policy::state(self.stored_at, self.lifetime, now)
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// Target duration, for media playlists.
+    pub fn target_duration(&self) -> Option<Duration> {
+        self.playlist.as_ref().and_then(|p| p.target_duration)
+    }
+}
+
+struct ByLifetime;
+
+impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedObject>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        // A little slack so an entry is still there for the request that finds it just expired.
+        Some(value.lifetime.total() + Duration::from_secs(1))
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &CacheKey,
+        value: &Arc<CachedObject>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct ObjectCache {
+    inner: Cache<CacheKey, Arc<CachedObject>>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for ObjectCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectCache")
+            .field("max_bytes", &self.max_bytes)
+            .field("weighted_size", &self.inner.weighted_size())
+            .finish()
+    }
+}
+
+impl ObjectCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let inner = Cache::builder()
+            .max_capacity(max_bytes)
+            // Live streams make new objects the most wanted: plain LRU never refuses them, where
+            // TinyLFU admission could turn away the newest segment.
+            .eviction_policy(EvictionPolicy::lru())
+            .weigher(|key: &CacheKey, value: &Arc<CachedObject>| {
+                let weight = value.body.len() + key.0.len() + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .expire_after(ByLifetime)
+            .build();
+        Self { inner, max_bytes }
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>> {
+        self.inner.get(key).await
+    }
+
+    pub async fn insert(&self, key: CacheKey, value: Arc<CachedObject>) {
+        self.inner.insert(key, value).await;
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes held, after moka has applied pending evictions.
+    pub async fn weighted_size(&self) -> u64 {
+        self.inner.run_pending_tasks().await;
+        self.inner.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+}

@@ -1,0 +1,370 @@
+//! The edge cache in motion: look objects up, fetch misses from the origin exactly once however many
+//! viewers ask, refresh stale playlists in the background, and learn from playlists what the objects
+//! they name are.
+//!
+//! A fetch runs in a task of its own, so a viewer that goes away neither cancels nor restarts it. Every
+//! viewer waiting for the same key holds a clone of one shared future and is woken when the task ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
+use http::HeaderValue;
+use sha2::{Digest as _, Sha256};
+
+use crate::cache::{CachedObject, Digest, ObjectCache};
+use crate::clock::Clock;
+use crate::config::{CacheConfig, FollowerConfig};
+use crate::error::FetchError;
+use crate::follower::Follower;
+use crate::hls::{self, ObjectClass, PlaylistInfo};
+use crate::metrics::Metrics;
+use crate::origin::{OriginClient, OriginResponse};
+use crate::path::CacheKey;
+use crate::policy::{self, CacheControl, State};
+
+/// The outcome of a fetch, shared by every waiter.
+pub type FetchResult = Result<Arc<CachedObject>, FetchError>;
+type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+
+/// Bodies larger than this are hashed on the blocking pool rather than on a runtime worker.
+const HASH_INLINE_MAX: usize = 64 * 1024;
+
+/// An object to fetch: its cache key and how to ask the origin for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub key: CacheKey,
+    /// Gateway (and origin) path, percent-encoded, no query.
+    pub path: String,
+    /// Query to send to the origin, if any.
+    pub origin_query: Option<String>,
+}
+
+impl ObjectRef {
+    /// A reference found in a playlist: no query.
+    pub fn from_path(path: &str) -> Self {
+        Self {
+            key: CacheKey(path.into()),
+            path: path.to_owned(),
+            origin_query: None,
+        }
+    }
+}
+
+/// What the cache holds for a key right now.
+#[derive(Debug)]
+pub enum Lookup {
+    Fresh(Arc<CachedObject>),
+    Stale(Arc<CachedObject>),
+    Expired(Arc<CachedObject>),
+    Miss,
+}
+
+/// See the module docs.
+pub struct Edge {
+    pub cache: ObjectCache,
+    pub origin: OriginClient,
+    pub metrics: Metrics,
+    pub clock: Arc<dyn Clock>,
+    config: CacheConfig,
+    /// What playlists said each path is.
+    names: moka::sync::Cache<String, ObjectClass>,
+    in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
+    pub follower: Follower,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    pub fn new(
+        cache_config: CacheConfig,
+        follower_config: FollowerConfig,
+        origin: OriginClient,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cache: ObjectCache::new(cache_config.max_bytes),
+            origin,
+            metrics,
+            clock,
+            config: cache_config,
+            names: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            in_flight: Mutex::new(HashMap::new()),
+            follower: Follower::new(follower_config),
+        })
+    }
+
+    /// The class of a path before its body is seen: from the playlists that named it, else its name.
+    pub fn class_hint(&self, path: &str) -> ObjectClass {
+        self.names
+            .get(path)
+            .unwrap_or_else(|| hls::class_from_name(path))
+    }
+
+    pub async fn lookup(&self, key: &CacheKey) -> Lookup {
+        match self.cache.get(key).await {
+            None => Lookup::Miss,
+            Some(object) => match object.state(self.clock.now()) {
+                State::Fresh => Lookup::Fresh(object),
+                State::Stale => Lookup::Stale(object),
+                State::Expired => Lookup::Expired(object),
+            },
+        }
+    }
+
+    /// Joins the fetch of `object` in progress, or starts one. The second value is true when this call
+    /// started it.
+    pub fn fetch(self: &Arc<Self>, object: &ObjectRef) -> (SharedFetch, bool) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = in_flight.get(&object.key) {
+            return (shared.clone(), false);
+        }
+        let edge = Arc::clone(self);
+        let task_ref = object.clone();
+        let handle = tokio::spawn(async move {
+            let key = task_ref.key.clone();
+            let result = Arc::clone(&edge).run_fetch(task_ref).await;
+            edge.in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            result
+        });
+        let shared = async move {
+            match handle.await {
+                Ok(result) => result,
+                Err(e) => Err(FetchError::Internal(format!("fetch task ended: {e}"))),
+            }
+        }
+        .boxed()
+        .shared();
+        in_flight.insert(object.key.clone(), shared.clone());
+        (shared, true)
+    }
+
+    /// Starts a background refresh of `object` unless one is running. Nobody waits for it.
+    pub fn refresh(self: &Arc<Self>, object: &ObjectRef) {
+        let _ = self.fetch(object);
+    }
+
+    /// Makes sure `object` is cached or being fetched; returns whether an origin fetch was started.
+    pub async fn prefetch(self: &Arc<Self>, object: &ObjectRef) -> bool {
+        match self.lookup(&object.key).await {
+            Lookup::Fresh(_) | Lookup::Stale(_) => false,
+            Lookup::Expired(_) | Lookup::Miss => {
+                let (_, started) = self.fetch(object);
+                if started {
+                    self.metrics.prefetches.inc();
+                }
+                started
+            }
+        }
+    }
+
+    /// Number of origin fetches in progress.
+    pub fn fetches_in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    async fn run_fetch(self: Arc<Self>, object: ObjectRef) -> FetchResult {
+        // Another fetch may have completed between the caller's lookup and this task.
+        if let Lookup::Fresh(cached) = self.lookup(&object.key).await {
+            return Ok(cached);
+        }
+        let hint = self.class_hint(&object.path);
+        let target = match &object.origin_query {
+            Some(q) => format!("{}?{}", object.path, q),
+            None => object.path.clone(),
+        };
+        let started = Instant::now();
+        self.metrics.in_flight_fetches.inc();
+        let result = self.origin.get(&target).await;
+        self.metrics.in_flight_fetches.dec();
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(path = %object.path, error = %e, "origin fetch failed");
+                self.metrics.origin_request(hint, e.outcome());
+                return Err(e);
+            }
+        };
+        let body_len = response.body.len();
+        let built = Arc::new(self.build(&object, hint, response).await);
+        let outcome = if built.status.is_success() {
+            "ok"
+        } else if built.status.is_client_error() {
+            "http_4xx"
+        } else {
+            "http_error"
+        };
+        self.metrics.origin_request(built.class, outcome);
+        self.metrics
+            .origin_fetch(built.class, started.elapsed().as_secs_f64(), body_len);
+        if built.is_success() {
+            if let Some(info) = &built.playlist {
+                self.learn(&object, info).await;
+            }
+        }
+        self.store(&object, Arc::clone(&built)).await;
+        Ok(built)
+    }
+
+    /// Turns an origin answer into a cache entry (not yet stored).
+    async fn build(
+        &self,
+        object: &ObjectRef,
+        hint: ObjectClass,
+        response: OriginResponse,
+    ) -> CachedObject {
+        let now = self.clock.now();
+        let OriginResponse {
+            status,
+            headers,
+            body,
+            ..
+        } = response;
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let origin_type = headers.get(CONTENT_TYPE).cloned();
+        let looks_like_playlist = hint.is_playlist()
+            || header(CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().contains("mpegurl"))
+            || body.starts_with(b"#EXTM3U");
+        let playlist = (status.is_success() && looks_like_playlist)
+            .then(|| hls::parse_playlist(&object.path, &body));
+        let class = match &playlist {
+            Some(info) => info.class,
+            None if hint.is_playlist() => ObjectClass::Other,
+            None => hint,
+        };
+        let cc = header(CACHE_CONTROL)
+            .map(CacheControl::parse)
+            .unwrap_or_default();
+        let lifetime = if status.is_success() {
+            policy::lifetime(
+                class,
+                playlist.as_ref().and_then(|p| p.target_duration),
+                &cc,
+                &self.config,
+            )
+        } else if self.may_cache_error(object, class) {
+            Some(policy::error_lifetime(&self.config))
+        } else {
+            None
+        };
+        let lifetime = lifetime.unwrap_or(policy::Lifetime {
+            fresh: Duration::ZERO,
+            stale: Duration::ZERO,
+        });
+        let digest = self.digest(&body).await;
+        let etag = headers
+            .get(ETAG)
+            .filter(|v| v.as_bytes().first() == Some(&b'"') || v.as_bytes().starts_with(b"W/\""))
+            .cloned()
+            .unwrap_or_else(|| etag_from(&digest));
+        let origin_age = header(AGE)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(Duration::ZERO, Duration::from_secs)
+            .min(lifetime.total());
+        let content_type = hls::content_type(&object.path, class)
+            .map(HeaderValue::from_static)
+            .or(origin_type);
+        CachedObject {
+            status,
+            class,
+            content_type,
+            etag,
+            last_modified: headers.get(LAST_MODIFIED).cloned(),
+            location: headers.get(LOCATION).cloned(),
+            stored_at: now.checked_sub(origin_age).unwrap_or(now),
+            lifetime,
+            digest: (class.is_media() && status.is_success()).then_some(digest),
+            playlist,
+            body,
+        }
+    }
+
+    /// Errors are cached (briefly) only for objects known to exist in a playlist, or playlists: a 404 for
+    /// a segment beyond the live edge, or a blocking LL-HLS request, must not stick.
+    fn may_cache_error(&self, object: &ObjectRef, class: ObjectClass) -> bool {
+        if object.key.0.contains("_HLS_") {
+            return false;
+        }
+        match class {
+            ObjectClass::Segment | ObjectClass::Part | ObjectClass::Init => {
+                self.names.contains_key(&object.path)
+            }
+            _ => true,
+        }
+    }
+
+    async fn digest(&self, body: &bytes::Bytes) -> Digest {
+        let started = Instant::now();
+        let digest = if body.len() <= HASH_INLINE_MAX {
+            Sha256::digest(body).into()
+        } else {
+            let owned = body.clone();
+            match tokio::task::spawn_blocking(move || Sha256::digest(&owned).into()).await {
+                Ok(d) => d,
+                Err(_) => Sha256::digest(body).into(),
+            }
+        };
+        self.metrics
+            .digest_seconds
+            .observe(started.elapsed().as_secs_f64());
+        digest
+    }
+
+    async fn store(&self, object: &ObjectRef, built: Arc<CachedObject>) {
+        if built.lifetime.total().is_zero() {
+            return;
+        }
+        if !built.is_success() {
+            // Stale-if-error: an origin error never replaces a good object that may still be served.
+            if let Some(existing) = self.cache.get(&object.key).await {
+                if existing.is_success() && existing.state(self.clock.now()) != State::Expired {
+                    return;
+                }
+            }
+        }
+        self.cache.insert(object.key.clone(), built).await;
+    }
+
+    /// Records what a playlist names and hands live playlists to the follower.
+    async fn learn(self: &Arc<Self>, object: &ObjectRef, info: &PlaylistInfo) {
+        for reference in &info.references {
+            let known = self.names.get(&reference.path);
+            if known.is_none_or(|k| k == ObjectClass::Playlist || k == reference.class) {
+                self.names.insert(reference.path.clone(), reference.class);
+            }
+        }
+        if info.class == ObjectClass::LiveMedia {
+            for reference in self.follower.new_references(&object.key, info) {
+                let target = ObjectRef::from_path(&reference.path);
+                self.prefetch(&target).await;
+            }
+        }
+    }
+}
+
+fn etag_from(digest: &Digest) -> HeaderValue {
+    let text = format!("\"{}\"", hex::encode(&digest[..16]));
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}

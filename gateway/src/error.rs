@@ -1,0 +1,63 @@
+//! Errors at the gateway's edges, classified by who caused them, so that the HTTP status, the retry
+//! decision and the metric label follow from the type.
+
+use http::StatusCode;
+
+/// Why fetching an object from the origin failed. The origin's fault unless stated otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("origin did not connect in time")]
+    ConnectTimeout,
+    #[error("origin sent no response headers in time")]
+    FirstByteTimeout,
+    #[error("origin did not finish the body in time")]
+    TotalTimeout,
+    #[error("origin connection failed: {0}")]
+    Connect(String),
+    #[error("origin body truncated: {got} of {expected} bytes")]
+    Truncated { expected: u64, got: u64 },
+    #[error("origin body broken: {0}")]
+    Body(String),
+    #[error("origin body larger than the {0}-byte limit")]
+    TooLarge(u64),
+    #[error("every origin's circuit is open")]
+    CircuitOpen,
+    /// Our fault: a bug or a resource problem in the gateway.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FetchError {
+    /// The status a viewer gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            FetchError::ConnectTimeout
+            | FetchError::FirstByteTimeout
+            | FetchError::TotalTimeout => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Whether another attempt (maybe at another origin) could succeed.
+    pub fn retryable(&self) -> bool {
+        !matches!(
+            self,
+            FetchError::TooLarge(_) | FetchError::CircuitOpen | FetchError::Internal(_)
+        )
+    }
+
+    /// The `outcome` label of `gateway_origin_requests_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            FetchError::ConnectTimeout
+            | FetchError::FirstByteTimeout
+            | FetchError::TotalTimeout => "timeout",
+            FetchError::Connect(_) => "connect_error",
+            FetchError::Truncated { .. } | FetchError::Body(_) => "truncated",
+            FetchError::TooLarge(_) => "too_large",
+            FetchError::CircuitOpen => "circuit_open",
+            FetchError::Internal(_) => "internal",
+        }
+    }
+}

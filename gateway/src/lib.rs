@@ -1,0 +1,91 @@
+//! The edge gateway: serves HLS playlists and segments from an in-memory cache, fetching each missing
+//! object from the origin exactly once however many viewers ask for it at the same time.
+//!
+//! Pure logic (paths and keys, classification, freshness policy, ranges, the circuit breaker, the demo
+//! live timeline) lives in modules without I/O; [`edge`], [`follower`], [`origin`] and [`server`] are
+//! the async shells around it. See `docs/ARCHITECTURE.md`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod breaker;
+pub mod cache;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod error;
+pub mod follower;
+pub mod hls;
+pub mod metrics;
+pub mod origin;
+pub mod path;
+pub mod policy;
+pub mod range;
+pub mod server;
+pub mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::Config;
+pub use server::Drained;
+
+/// A configured gateway, ready to serve.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    state: Arc<service::AppState>,
+    config: Config,
+}
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no origin configured")]
+    NoOrigin,
+    #[error("TLS setup for origins failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl Gateway {
+    /// A gateway on the real clock.
+    pub fn new(config: Config) -> Result<Self, BuildError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// A gateway whose freshness decisions read `clock` (tests drive it explicitly).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
+        if config.origins.is_empty() {
+            return Err(BuildError::NoOrigin);
+        }
+        let origin =
+            origin::OriginClient::new(&config.origins, config.origin.clone(), Arc::clone(&clock))?;
+        let edge = edge::Edge::new(
+            config.cache.clone(),
+            config.follower.clone(),
+            origin,
+            metrics::Metrics::new(),
+            clock,
+        );
+        Ok(Self {
+            state: service::AppState::new(edge),
+            config,
+        })
+    }
+
+    pub fn edge(&self) -> &Arc<edge::Edge> {
+        &self.state.edge
+    }
+
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.state.edge.metrics
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then stops accepting, turns `/readyz` to 503 and
+    /// waits up to the drain timeout for requests in flight.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Drained {
+        server::serve(listener, self.state, self.config.server.clone(), shutdown).await
+    }
+}

@@ -1,0 +1,242 @@
+//! Prometheus metrics. Label values come from closed sets (object classes, cache results, outcomes,
+//! status codes), so cardinality stays bounded whatever the traffic.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::hls::ObjectClass;
+
+/// The `result` label of `gateway_cache_results_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Coalesced,
+    Stale,
+    Error,
+}
+
+impl CacheResult {
+    const ALL: [CacheResult; 5] = [
+        CacheResult::Hit,
+        CacheResult::Miss,
+        CacheResult::Coalesced,
+        CacheResult::Stale,
+        CacheResult::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+            CacheResult::Stale => "stale",
+            CacheResult::Error => "error",
+        }
+    }
+}
+
+const CLASSES: usize = ObjectClass::ALL.len();
+const RESULTS: usize = CacheResult::ALL.len();
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    cache_results: [[IntCounter; RESULTS]; CLASSES],
+    origin_requests: IntCounterVec,
+    origin_fetch_seconds: HistogramVec,
+    origin_bytes: [IntCounter; CLASSES],
+    served_bytes: [IntCounter; CLASSES],
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    pub followed_renditions: IntGauge,
+    pub prefetches: IntCounter,
+    pub load_shed: IntCounter,
+    pub open_connections: IntGauge,
+    pub in_flight_fetches: IntGauge,
+    pub digest_seconds: Histogram,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static: a failure here is a programming error caught by the tests.
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("invalid metric definition: {e}"),
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = must(IntCounterVec::new(Opts::new(name, help), labels));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = must(IntGauge::new(name, help));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = must(IntCounter::new(name, help));
+            must(registry.register(Box::new(c.clone())));
+            c
+        };
+        let requests = counter_vec(
+            "gateway_requests_total",
+            "HTTP requests answered, by object class and status code.",
+            &["class", "status"],
+        );
+        let results = counter_vec(
+            "gateway_cache_results_total",
+            "Cache lookups by object class and result (hit, miss, coalesced, stale, error).",
+            &["class", "result"],
+        );
+        let origin_requests = counter_vec(
+            "gateway_origin_requests_total",
+            "Origin fetch attempts by object class and outcome.",
+            &["class", "outcome"],
+        );
+        let origin_bytes_vec = counter_vec(
+            "gateway_origin_bytes_total",
+            "Body bytes received from origins, by object class.",
+            &["class"],
+        );
+        let served = counter_vec(
+            "gateway_served_bytes_total",
+            "Body bytes sent to clients, by object class.",
+            &["class"],
+        );
+        let origin_fetch_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_origin_fetch_seconds",
+                "Time to fetch a whole object from the origin, retries included.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["class"],
+        ));
+        must(registry.register(Box::new(origin_fetch_seconds.clone())));
+        let digest_seconds = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_digest_seconds",
+                "Time to compute a SHA-256 digest.",
+            )
+            .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05]),
+        ));
+        must(registry.register(Box::new(digest_seconds.clone())));
+        let per_class =
+            |vec: &IntCounterVec| ObjectClass::ALL.map(|c| vec.with_label_values(&[c.label()]));
+        Metrics {
+            cache_results: ObjectClass::ALL.map(|c| {
+                CacheResult::ALL.map(|r| results.with_label_values(&[c.label(), r.label()]))
+            }),
+            origin_bytes: per_class(&origin_bytes_vec),
+            served_bytes: per_class(&served),
+            requests,
+            origin_requests,
+            origin_fetch_seconds,
+            cache_bytes: gauge(
+                "gateway_cache_bytes",
+                "Weighted size of the cache in bytes.",
+            ),
+            cache_entries: gauge("gateway_cache_entries", "Objects in the cache."),
+            followed_renditions: gauge(
+                "gateway_followed_renditions",
+                "Live renditions the playlist follower is refreshing.",
+            ),
+            prefetches: counter(
+                "gateway_prefetches_total",
+                "Segments the live follower fetched before any viewer asked.",
+            ),
+            load_shed: counter(
+                "gateway_load_shed_total",
+                "Requests refused with 503 because the concurrency limit was reached.",
+            ),
+            open_connections: gauge("gateway_open_connections", "Client connections open."),
+            in_flight_fetches: gauge("gateway_origin_in_flight", "Origin fetches in progress."),
+            digest_seconds,
+            registry,
+        }
+    }
+
+    pub fn request(&self, class: ObjectClass, status: http::StatusCode) {
+        self.requests
+            .with_label_values(&[class.label(), status.as_str()])
+            .inc();
+    }
+
+    pub fn cache_result(&self, class: ObjectClass, result: CacheResult) {
+        self.cache_results[class.index()][result as usize].inc();
+    }
+
+    pub fn origin_request(&self, class: ObjectClass, outcome: &str) {
+        self.origin_requests
+            .with_label_values(&[class.label(), outcome])
+            .inc();
+    }
+
+    pub fn origin_fetch(&self, class: ObjectClass, seconds: f64, bytes: usize) {
+        self.origin_fetch_seconds
+            .with_label_values(&[class.label()])
+            .observe(seconds);
+        self.origin_bytes[class.index()].inc_by(bytes as u64);
+    }
+
+    pub fn served(&self, class: ObjectClass, bytes: usize) {
+        self.served_bytes[class.index()].inc_by(bytes as u64);
+    }
+
+    /// The registry, for other parts (the P2P tracker) to register their series in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            return format!("# metrics encoding failed: {e}\n");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_required_series() {
+        let m = Metrics::new();
+        m.request(ObjectClass::Segment, http::StatusCode::OK);
+        m.cache_result(ObjectClass::Segment, CacheResult::Hit);
+        m.origin_request(ObjectClass::Segment, "ok");
+        m.origin_fetch(ObjectClass::Segment, 0.01, 10);
+        m.served(ObjectClass::Segment, 10);
+        m.cache_bytes.set(5);
+        let text = m.render();
+        for series in [
+            "gateway_requests_total{class=\"segment\",status=\"200\"} 1",
+            "gateway_cache_results_total{class=\"segment\",result=\"hit\"} 1",
+            "gateway_origin_requests_total{class=\"segment\",outcome=\"ok\"} 1",
+            "gateway_origin_fetch_seconds_bucket",
+            "gateway_served_bytes_total{class=\"segment\"} 10",
+            "gateway_cache_bytes 5",
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Request-path hygiene and cache keys (pure).
+//!
+//! A request path is accepted only if it cannot name anything outside the origin's tree: dot segments,
+//! encoded separators and control bytes are rejected, in plain and percent-encoded (also double-encoded)
+//! forms. The cache key keeps the query parameters that change the object (`_HLS_*` and unknown ones) and
+//! drops those that only identify the viewer (tokens, CMCD), in a stable order.
+
+use std::fmt;
+
+/// Why a request target was refused. Always the client's fault (400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    #[error("path contains a dot segment ('.' or '..')")]
+    DotSegment,
+    #[error("path contains an encoded separator or control character")]
+    EncodedSeparator,
+    #[error("path contains an invalid percent-encoding")]
+    BadEncoding,
+    #[error("path is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// Longest accepted path plus query.
+pub const MAX_TARGET_LEN: usize = 4096;
+
+/// Query parameters that never take part in a cache key: viewer tokens and CMCD.
+pub const DEFAULT_DROPPED_PARAMS: &[&str] = &[
+    "token",
+    "hdnts",
+    "hdnea",
+    "policy",
+    "signature",
+    "key-pair-id",
+    "expires",
+    "sig",
+    "cmcd",
+];
+
+/// A request target that passed [`normalize`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanTarget {
+    /// The path, still percent-encoded as received, with repeated slashes folded.
+    pub path: String,
+    /// The query string as received (without '?'), if any.
+    pub query: Option<String>,
+}
+
+/// Checks and normalises a request path.
+pub fn normalize(path: &str, query: Option<&str>) -> Result<CleanTarget, PathError> {
+    if path.len() + query.map_or(0, str::len) > MAX_TARGET_LEN {
+        return Err(PathError::TooLong(MAX_TARGET_LEN));
+    }
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut clean = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        if segment.is_empty() {
+            continue;
+        }
+        check_segment(segment)?;
+        clean.push('/');
+        clean.push_str(segment);
+    }
+    if clean.is_empty() || path.ends_with('/') {
+        clean.push('/');
+    }
+    Ok(CleanTarget {
+        path: clean,
+        query: query.filter(|q| !q.is_empty()).map(str::to_owned),
+    })
+}
+
+/// Decodes a segment layer by layer (up to three encodings deep); any layer that names a separator, a
+/// control byte or a dot segment makes the whole path invalid. The received form must be valid
+/// percent-encoding; a deeper layer that is not is a literal '%' in a name and ends the check.
+fn check_segment(segment: &str) -> Result<(), PathError> {
+    let mut current: Vec<u8> = segment.as_bytes().to_vec();
+    for layer in 0..4 {
+        if current == b"." || current == b".." {
+            return Err(PathError::DotSegment);
+        }
+        if current
+            .iter()
+            .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+        {
+            return Err(PathError::EncodedSeparator);
+        }
+        if !current.contains(&b'%') {
+            return Ok(());
+        }
+        current = match percent_decode_strict(&current) {
+            Ok(decoded) => decoded,
+            Err(e) if layer == 0 => return Err(e),
+            Err(_) => return Ok(()),
+        };
+    }
+    // Encoded four or more times: nobody names a file like that but an attacker.
+    Err(PathError::BadEncoding)
+}
+
+fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            let hi = input.get(i + 1).and_then(|b| (*b as char).to_digit(16));
+            let lo = input.get(i + 2).and_then(|b| (*b as char).to_digit(16));
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                }
+                _ => return Err(PathError::BadEncoding),
+            }
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The identity of a cached object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(pub std::sync::Arc<str>);
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CacheKey {
+    /// The key for `target`: path plus the query parameters that matter, sorted.
+    pub fn new(target: &CleanTarget, dropped: &[&str]) -> Self {
+        let Some(query) = target.query.as_deref() else {
+            return CacheKey(target.path.as_str().into());
+        };
+        let mut kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or(pair);
+                !is_dropped(name, dropped)
+            })
+            .collect();
+        if kept.is_empty() {
+            return CacheKey(target.path.as_str().into());
+        }
+        kept.sort_unstable();
+        let mut key = String::with_capacity(target.path.len() + query.len() + 1);
+        key.push_str(&target.path);
+        key.push('?');
+        key.push_str(&kept.join("&"));
+        CacheKey(key.into())
+    }
+
+    /// The path part of the key (no query).
+    pub fn path(&self) -> &str {
+        self.0.split('?').next().unwrap_or(&self.0)
+    }
+}
+
+fn is_dropped(name: &str, dropped: &[&str]) -> bool {
+    if name.starts_with("_HLS_") {
+        return false;
+    }
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("cmcd") || dropped.iter().any(|d| lower == *d)
+}
+
+/// The query to forward to the origin: the received one without CMCD (per-viewer telemetry that would
+/// make the single shared fetch look like one viewer's). Tokens are kept: the origin may check them.
+pub fn origin_query(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("cmcd"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+/// Resolves a URI found in a playlist at `playlist_path` to a gateway path (no query), if it points into
+/// the same tree: relative and root-relative references. Absolute URLs are left to the player.
+pub fn resolve_reference(playlist_path: &str, uri: &str) -> Option<String> {
+    let uri = uri.split(['?', '#']).next().unwrap_or(uri);
+    if uri.is_empty() || uri.contains("://") || uri.starts_with("//") || uri.starts_with("data:") {
+        return None;
+    }
+    let mut parts: Vec<&str> = if uri.starts_with('/') {
+        Vec::new()
+    } else {
+        let dir = playlist_path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        dir.split('/').filter(|s| !s.is_empty()).collect()
+    };
+    for seg in uri.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_paths_and_folds_slashes() {
+        let t = normalize("/live//a/seg_1.ts", Some("x=1")).expect("valid");
+        assert_eq!(t.path, "/live/a/seg_1.ts");
+        assert_eq!(t.query.as_deref(), Some("x=1"));
+        assert_eq!(normalize("/", None).expect("root").path, "/");
+        assert_eq!(normalize("/a/", Some("")).expect("dir").path, "/a/");
+    }
+
+    #[test]
+    fn rejects_traversal_in_every_encoding() {
+        for bad in [
+            "/../etc/passwd",
+            "/a/../../b",
+            "/a/./b",
+            "/a/%2e%2e/b",
+            "/a/%2E%2e/b",
+            "/a/.%2e/b",
+            "/a/%252e%252e/b",
+            "/a%2fb",
+            "/a%5c..%5cb",
+            "/a/%25252e%25252e/b",
+        ] {
+            assert!(normalize(bad, None).is_err(), "{bad} must be rejected");
+        }
+        assert_eq!(normalize("/a/%zz", None), Err(PathError::BadEncoding));
+        assert_eq!(normalize("/a/%00", None), Err(PathError::EncodedSeparator));
+        assert_eq!(normalize("a", None), Err(PathError::NotAbsolute));
+        let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
+        assert!(matches!(normalize(&long, None), Err(PathError::TooLong(_))));
+    }
+
+    #[test]
+    fn allows_dots_inside_names() {
+        assert!(normalize("/a/..b/c.d.ts", None).is_ok());
+        assert!(normalize("/a/%41.ts", None).is_ok());
+        assert!(
+            normalize("/a/100%25.ts", None).is_ok(),
+            "a literal percent sign"
+        );
+    }
+
+    #[test]
+    fn key_drops_tokens_and_cmcd_keeps_hls_directives_sorted() {
+        let t = normalize(
+            "/live/index.m3u8",
+            Some("token=abc&_HLS_part=2&CMCD=bl%3D200&_HLS_msn=10&v=3"),
+        )
+        .expect("valid");
+        let key = CacheKey::new(&t, DEFAULT_DROPPED_PARAMS);
+        assert_eq!(&*key.0, "/live/index.m3u8?_HLS_msn=10&_HLS_part=2&v=3");
+        assert_eq!(key.path(), "/live/index.m3u8");
+        let only_token = normalize("/s.ts", Some("token=1&hdnts=exp%3D1")).expect("valid");
+        assert_eq!(
+            &*CacheKey::new(&only_token, DEFAULT_DROPPED_PARAMS).0,
+            "/s.ts"
+        );
+    }
+
+    #[test]
+    fn origin_query_drops_only_cmcd() {
+        assert_eq!(
+            origin_query(Some("CMCD=x&token=1")).as_deref(),
+            Some("token=1")
+        );
+        assert_eq!(origin_query(Some("CMCD=x")), None);
+        assert_eq!(origin_query(None), None);
+    }
+
+    #[test]
+    fn resolves_playlist_references() {
+        assert_eq!(
+            resolve_reference("/demo/vod/240p/index.m3u8", "seg_001.ts").as_deref(),
+            Some("/demo/vod/240p/seg_001.ts")
+        );
+        assert_eq!(
+            resolve_reference("/demo/vod/master.m3u8", "240p/index.m3u8?x=1").as_deref(),
+            Some("/demo/vod/240p/index.m3u8")
+        );
+        assert_eq!(
+            resolve_reference("/a/b/index.m3u8", "../init.mp4").as_deref(),
+            Some("/a/init.mp4")
+        );
+        assert_eq!(
+            resolve_reference("/a/index.m3u8", "/x/y.ts").as_deref(),
+            Some("/x/y.ts")
+        );
+        assert_eq!(resolve_reference("/a/index.m3u8", "../../../x.ts"), None);
+        assert_eq!(resolve_reference("/a/index.m3u8", "https://cdn/x.ts"), None);
+    }
+}

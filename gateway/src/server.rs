@@ -1,0 +1,134 @@
+//! Accepting connections: HTTP/1.1 and HTTP/2 on one port, header limits and timeouts, a concurrency
+//! limit that sheds load with 503, and a graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::config::ServerConfig;
+use crate::service::{self, AppState, Body};
+
+/// hyper refuses read buffers smaller than this.
+const MIN_BUF: usize = 8192;
+
+/// How a server run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// Every in-flight request finished.
+    Clean,
+    /// The drain timeout passed with requests still running.
+    TimedOut,
+}
+
+fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also bounds how long a keep-alive connection may sit idle between requests.
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_BUF))
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(config.idle_timeout))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Drained {
+    let handler_state = Arc::clone(&state);
+    let limited = ServiceBuilder::new()
+        .load_shed()
+        .concurrency_limit(config.max_concurrency.max(1))
+        .service_fn(move |request: Request<Incoming>| {
+            let state = Arc::clone(&handler_state);
+            async move { Ok::<_, Infallible>(service::handle(state, request).await) }
+        });
+    let builder = builder(&config);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let limited = limited.clone();
+        let metrics = state.edge.metrics.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let mut limited = limited.clone();
+            let metrics = metrics.clone();
+            async move {
+                let ready = match limited.ready().await {
+                    Ok(ready) => ready.call(request).await,
+                    Err(e) => Err(e),
+                };
+                Ok::<_, Infallible>(ready.unwrap_or_else(|e| {
+                    if e.is::<tower::load_shed::error::Overloaded>() {
+                        metrics.load_shed.inc();
+                    } else {
+                        tracing::error!(error = %e, "request service failed");
+                    }
+                    overloaded()
+                }))
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(connection);
+        let gauge = state.edge.metrics.open_connections.clone();
+        tokio::spawn(async move {
+            gauge.inc();
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            gauge.dec();
+        });
+    }
+    drop(listener);
+    state.start_draining();
+    tracing::info!(connections = graceful.count(), timeout = ?config.drain_timeout, "draining");
+    match tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await {
+        Ok(()) => Drained::Clean,
+        Err(_) => Drained::TimedOut,
+    }
+}
+
+fn overloaded() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"503 Service Unavailable: overloaded\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}

@@ -1,0 +1,398 @@
+//! The HTTP face of the gateway: operational endpoints, CORS, and cached object delivery with `Age`,
+//! validators, byte ranges and HEAD.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_HEADERS, AGE, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE,
+    RETRY_AFTER,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::cache::CachedObject;
+use crate::edge::{Edge, Lookup, ObjectRef};
+use crate::error::FetchError;
+use crate::follower::Follower;
+use crate::hls::ObjectClass;
+use crate::metrics::CacheResult;
+use crate::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
+use crate::range::{self, RangeAnswer};
+
+/// The response body type of every gateway answer.
+pub type Body = Full<Bytes>;
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+const EXPOSED: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub edge: Arc<Edge>,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(edge: Arc<Edge>) -> Arc<Self> {
+        Arc::new(Self {
+            edge,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on `/readyz` answers 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+/// Answers one request. Never fails: every problem becomes a status code.
+pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Body> {
+    let method = request.method().clone();
+    if method == Method::OPTIONS {
+        return preflight(request.headers());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET, HEAD and OPTIONS\n",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        return response;
+    }
+    let head = method == Method::HEAD;
+    let mut response = match request.uri().path() {
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        "/readyz" if state.is_draining() => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        "/readyz" => plain(StatusCode::OK, "ready\n"),
+        "/metrics" => metrics(&state).await,
+        _ => return deliver(&state, &request, head).await,
+    };
+    if head {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
+
+async fn metrics(state: &AppState) -> Response<Body> {
+    let edge = &state.edge;
+    edge.metrics
+        .cache_bytes
+        .set(edge.cache.weighted_size().await as i64);
+    edge.metrics
+        .cache_entries
+        .set(edge.cache.entry_count() as i64);
+    let mut response = Response::new(Full::new(Bytes::from(edge.metrics.render())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+fn preflight(headers: &HeaderMap) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let h = response.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    let allowed = headers
+        .get(ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn error_response(status: StatusCode, text: String, head: bool) -> Response<Body> {
+    let body = if head {
+        Bytes::new()
+    } else {
+        Bytes::from(text)
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Response<Body> {
+    let edge = &state.edge;
+    let uri = request.uri();
+    let target = match path::normalize(uri.path(), uri.query()) {
+        Ok(t) => t,
+        Err(e) => {
+            edge.metrics
+                .request(ObjectClass::Other, StatusCode::BAD_REQUEST);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request: {e}\n"),
+                head,
+            );
+        }
+    };
+    let object = ObjectRef {
+        key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
+        origin_query: path::origin_query(target.query.as_deref()),
+        path: target.path,
+    };
+    let (found, result) = find(edge, &object).await;
+    match found {
+        Ok(cached) => {
+            if cached.class == ObjectClass::LiveMedia && cached.is_success() {
+                Follower::touch(edge, &object);
+            }
+            edge.metrics.cache_result(cached.class, result);
+            let response = respond(&cached, request.headers(), edge.clock.now(), result, head);
+            edge.metrics.request(cached.class, response.status());
+            if !head {
+                edge.metrics.served(cached.class, content_len(&response));
+            }
+            response
+        }
+        Err(failure) => {
+            let class = edge.class_hint(&object.path);
+            edge.metrics.cache_result(class, CacheResult::Error);
+            let response = match failure {
+                Failure::LivePlaylistTooOld { retry_after } => {
+                    let mut r = error_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "503 Service Unavailable: the live playlist cannot be refreshed from the origin\n".into(),
+                        head,
+                    );
+                    r.headers_mut()
+                        .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+                    r
+                }
+                Failure::Fetch(e) => {
+                    error_response(e.status(), format!("{} {e}\n", e.status()), head)
+                }
+            };
+            edge.metrics.request(class, response.status());
+            response
+        }
+    }
+}
+
+enum Failure {
+    /// The live playlist is past its stale bound and the origin cannot give a new one.
+    LivePlaylistTooOld {
+        retry_after: Duration,
+    },
+    Fetch(FetchError),
+}
+
+/// The object to answer with, and how the cache got it.
+async fn find(
+    edge: &Arc<Edge>,
+    object: &ObjectRef,
+) -> (Result<Arc<CachedObject>, Failure>, CacheResult) {
+    let expired = match edge.lookup(&object.key).await {
+        Lookup::Fresh(cached) => return (Ok(cached), CacheResult::Hit),
+        Lookup::Stale(cached) => {
+            edge.refresh(object);
+            return (Ok(cached), CacheResult::Stale);
+        }
+        Lookup::Expired(old) => Some(old),
+        Lookup::Miss => None,
+    };
+    let (fetch, started) = edge.fetch(object);
+    let result = if started {
+        CacheResult::Miss
+    } else {
+        CacheResult::Coalesced
+    };
+    let fetched = fetch.await;
+    // A live playlist whose stale bound has passed is never served; when the origin cannot replace
+    // it, players get a clear 503 and retry after a target duration.
+    if let Some(old) = expired.filter(|o| o.class == ObjectClass::LiveMedia && o.is_success()) {
+        let failed = match &fetched {
+            Ok(new) => new.status.is_server_error(),
+            Err(_) => true,
+        };
+        if failed {
+            let retry_after = old.target_duration().unwrap_or(Duration::from_secs(2));
+            return (
+                Err(Failure::LivePlaylistTooOld { retry_after }),
+                CacheResult::Error,
+            );
+        }
+    }
+    (fetched.map_err(Failure::Fetch), result)
+}
+
+fn content_len(response: &Response<Body>) -> usize {
+    response
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn x_cache(result: CacheResult) -> HeaderValue {
+    HeaderValue::from_static(match result {
+        CacheResult::Hit => "HIT",
+        CacheResult::Miss => "MISS",
+        CacheResult::Coalesced => "COALESCED",
+        CacheResult::Stale => "STALE",
+        CacheResult::Error => "ERROR",
+    })
+}
+
+/// Builds the answer for a cached object: status, validators, `Age`, range, CORS.
+pub fn respond(
+    object: &CachedObject,
+    request: &HeaderMap,
+    now: Instant,
+    result: CacheResult,
+    head: bool,
+) -> Response<Body> {
+    let age = object.age(now);
+    let mut headers = HeaderMap::with_capacity(12);
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED),
+    );
+    headers.insert(AGE, HeaderValue::from(age.as_secs()));
+    headers.insert(X_CACHE.clone(), x_cache(result));
+    headers.insert(ETAG, object.etag.clone());
+    let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
+    let cache_control = if object.is_success() {
+        format!("public, max-age={remaining}")
+    } else {
+        format!("max-age={remaining}")
+    };
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        headers.insert(CACHE_CONTROL, v);
+    }
+    if let Some(lm) = &object.last_modified {
+        headers.insert(LAST_MODIFIED, lm.clone());
+    }
+    if let Some(location) = &object.location {
+        headers.insert(LOCATION, location.clone());
+    }
+
+    if object.is_success() && not_modified(object, request) {
+        return finish(StatusCode::NOT_MODIFIED, headers, Bytes::new(), None);
+    }
+    if let Some(ct) = &object.content_type {
+        headers.insert(CONTENT_TYPE, ct.clone());
+    }
+    if !object.is_success() {
+        let body = if head {
+            Bytes::new()
+        } else {
+            object.body.clone()
+        };
+        return finish(object.status, headers, body, Some(object.body.len() as u64));
+    }
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let len = object.body.len() as u64;
+    let range = request
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeAnswer::Full, |r| range::parse_range(r, len));
+    match range {
+        RangeAnswer::Full => {
+            let body = if head {
+                Bytes::new()
+            } else {
+                object.body.clone()
+            };
+            finish(StatusCode::OK, headers, body, Some(len))
+        }
+        RangeAnswer::Partial(r) => {
+            let text = format!("bytes {}-{}/{len}", r.start, r.end - 1);
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                headers.insert(CONTENT_RANGE, v);
+            }
+            let count = r.end - r.start;
+            let body = if head {
+                Bytes::new()
+            } else {
+                object.body.slice(r.start as usize..r.end as usize)
+            };
+            finish(StatusCode::PARTIAL_CONTENT, headers, body, Some(count))
+        }
+        RangeAnswer::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                headers.insert(CONTENT_RANGE, v);
+            }
+            headers.remove(CONTENT_TYPE);
+            finish(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                headers,
+                Bytes::new(),
+                Some(0),
+            )
+        }
+    }
+}
+
+fn not_modified(object: &CachedObject, request: &HeaderMap) -> bool {
+    if let Some(inm) = request.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        return object
+            .etag
+            .to_str()
+            .is_ok_and(|etag| range::if_none_match(inm, etag));
+    }
+    let since = request
+        .get(IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = object
+        .last_modified
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
+
+fn finish(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    body: Bytes,
+    len: Option<u64>,
+) -> Response<Body> {
+    if let Some(len) = len {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
