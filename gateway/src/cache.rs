@@ -68,8 +68,14 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
         value: &Arc<CachedObject>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        // A little slack so an entry is still there for the request that finds it just expired.
-        Some(value.lifetime.total() + Duration::from_secs(1))
+        // Slack so an entry is still there for the request that finds it just expired; a live
+        // playlist is kept a minute past its bound so an origin outage keeps answering 503.
+        let slack = if value.class == ObjectClass::LiveMedia {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        Some(value.lifetime.total() + slack)
     }
 
     fn expire_after_update(

@@ -337,9 +337,14 @@ impl Edge {
             return;
         }
         if !built.is_success() {
-            // Stale-if-error: an origin error never replaces a good object that may still be served.
             if let Some(existing) = self.cache.get(&object.key).await {
-                if existing.is_success() && existing.state(self.clock.now()) != State::Expired {
+                // Stale-if-error: an origin error never replaces a good object that may still be
+                // served. Nor does a 5xx replace a live playlist past its bound: that one is kept so
+                // viewers keep getting a 503 with Retry-After while the origin is down.
+                let servable = existing.state(self.clock.now()) != State::Expired;
+                let live_outage =
+                    existing.class == ObjectClass::LiveMedia && built.status.is_server_error();
+                if existing.is_success() && (servable || live_outage) {
                     return;
                 }
             }
