@@ -298,7 +298,7 @@ impl Config {
     ) -> Result<(), ConfigError> {
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX) && !is_service_link(name))
             .collect();
         // Deterministic order, so the first error reported does not depend on
         // the platform's environment order. Stable: a repeated name's last value wins.
@@ -528,6 +528,15 @@ static KEYS: &[Key] = &[
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
+/// Kubernetes injects `GATEWAY_PORT`, `GATEWAY_PORT_8080_TCP…` and `GATEWAY_SERVICE_HOST/PORT…` into
+/// every pod of a namespace with a Service named `gateway`: they are not configuration and must not
+/// stop the gateway from starting.
+fn is_service_link(name: &str) -> bool {
+    name == "GATEWAY_PORT"
+        || name.starts_with("GATEWAY_PORT_")
+        || name.starts_with("GATEWAY_SERVICE_")
+}
+
 fn env_var_name(key: &str) -> String {
     format!("{ENV_PREFIX}{}", key.replace('.', "_").to_ascii_uppercase())
 }

@@ -1152,3 +1152,19 @@ fn parsers_never_panic() {
     }
     assert!(inputs.len() > 100_000);
 }
+
+#[test]
+fn kubernetes_service_link_variables_are_not_configuration() {
+    let env = [
+        ("GATEWAY_PORT", "tcp://10.0.0.1:8080"),
+        ("GATEWAY_PORT_8080_TCP_ADDR", "10.0.0.1"),
+        ("GATEWAY_SERVICE_HOST", "10.0.0.1"),
+        ("GATEWAY_SERVICE_PORT", "8080"),
+    ];
+    let config = load(&[], &env).expect("service links are ignored");
+    assert_eq!(config, Config::default());
+    assert!(matches!(
+        load(&[], &[("GATEWAY_PORTS", "1")]),
+        Err(ConfigError::UnknownKey { .. })
+    ));
+}
