@@ -1,0 +1,103 @@
+//! A real third-party HLS client (ffprobe/ffmpeg) reads every rendition of the demo through the gateway.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{TestGateway, TestOrigin};
+
+fn tool(name: &str) -> String {
+    let found = Command::new(name)
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is required for this test: install Debian's ffmpeg (scripts/test does)"
+    );
+    name.to_owned()
+}
+
+async fn demo_gateway() -> TestGateway {
+    let demo = gateway::demo::spawn().await.expect("demo origin");
+    // The origin helper is only used for the config defaults; the demo origin replaces it.
+    let placeholder = TestOrigin::start().await;
+    let mut config = support::test_config(&placeholder);
+    config.origins = vec![format!("http://{demo}/")];
+    config.follower.enabled = true;
+    TestGateway::start(config).await
+}
+
+async fn run(mut command: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("spawn")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffprobe_and_ffmpeg_decode_every_demo_rendition_through_the_gateway() {
+    let ffprobe = tool("ffprobe");
+    let ffmpeg = tool("ffmpeg");
+    let gw = demo_gateway().await;
+
+    for kind in ["vod", "live"] {
+        let master = gw.url(&format!("/demo/{kind}/master.m3u8"));
+        let mut probe = Command::new(&ffprobe);
+        probe.args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            &master,
+        ]);
+        let out = tokio::time::timeout(Duration::from_secs(60), run(probe))
+            .await
+            .expect("ffprobe in time");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ffprobe {master}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for size in ["426,240", "640,360", "854,480"] {
+            assert!(
+                text.contains(&format!("h264,{size}")),
+                "{kind}: no {size} video in\n{text}"
+            );
+        }
+        assert!(text.contains("aac"), "{kind}: no audio in\n{text}");
+
+        for rendition in ["240p", "360p", "480p"] {
+            let url = gw.url(&format!("/demo/{kind}/{rendition}/index.m3u8"));
+            let mut decode = Command::new(&ffmpeg);
+            decode.args(["-nostdin", "-v", "error", "-i", &url]);
+            if kind == "live" {
+                decode.args(["-t", "4"]);
+            }
+            decode.args(["-f", "null", "-"]);
+            let out = tokio::time::timeout(Duration::from_secs(60), run(decode))
+                .await
+                .expect("ffmpeg in time");
+            let errors = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "ffmpeg {url} failed: {errors}");
+            assert!(
+                errors.trim().is_empty(),
+                "ffmpeg {url} reported decode errors:\n{errors}"
+            );
+        }
+    }
+    let hits = gw
+        .metric("gateway_cache_results_total{class=\"segment\",result=\"hit\"}")
+        .await;
+    let misses = gw
+        .metric("gateway_cache_results_total{class=\"segment\",result=\"miss\"}")
+        .await;
+    assert!(
+        hits + misses > 0.0,
+        "segments went through the gateway's cache"
+    );
+}

@@ -1,0 +1,357 @@
+//! Shared helpers for the gateway's integration tests: a real HTTP/1.1 origin on an ephemeral loopback
+//! port that counts requests and can be told to misbehave, a gateway started in-process, and a client.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway::{Clock, Config, Drained, Gateway};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// How the origin answers one path.
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// Status, extra headers, body (with a correct Content-Length).
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Bytes,
+    },
+    /// Declares `declared` bytes, sends `body`, then closes.
+    Truncated { declared: usize, body: Bytes },
+    /// Chunked encoding that stops in the middle of a chunk.
+    BrokenChunked { body: Bytes },
+    /// Waits, then answers like `Full`.
+    Slow { delay: Duration, body: Bytes },
+    /// Accepts the request and never answers.
+    Hang,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<Bytes>) -> Self {
+        Reply::Full {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    pub fn with_headers(body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Self {
+        Reply::Full {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Reply::Full {
+            status,
+            headers: Vec::new(),
+            body: Bytes::from_static(b"origin error\n"),
+        }
+    }
+}
+
+#[derive(Default)]
+struct OriginState {
+    routes: Mutex<HashMap<String, Reply>>,
+    counts: Mutex<HashMap<String, usize>>,
+    total: AtomicUsize,
+}
+
+/// A real origin on 127.0.0.1:0. Every connection carries one request (`Connection: close`).
+#[derive(Clone)]
+pub struct TestOrigin {
+    pub addr: SocketAddr,
+    state: Arc<OriginState>,
+}
+
+impl TestOrigin {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(OriginState::default());
+        let accept_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&accept_state);
+                tokio::spawn(async move {
+                    let _ = serve_one(stream, state).await;
+                });
+            }
+        });
+        TestOrigin { addr, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn set(&self, path: &str, reply: Reply) {
+        self.state
+            .routes
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), reply);
+    }
+
+    /// Requests received for `path` (query included as sent).
+    pub fn count(&self, path: &str) -> usize {
+        self.state
+            .counts
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total(&self) -> usize {
+        self.state.total.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_one(mut stream: TcpStream, state: Arc<OriginState>) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let path = target.split('?').next().unwrap_or("/").to_owned();
+    state.total.fetch_add(1, Ordering::SeqCst);
+    *state
+        .counts
+        .lock()
+        .unwrap()
+        .entry(target.clone())
+        .or_default() += 1;
+    if target != path {
+        *state
+            .counts
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default() += 1;
+    }
+    let reply = state.routes.lock().unwrap().get(&path).cloned();
+    let reply = reply.unwrap_or(Reply::Full {
+        status: 404,
+        headers: Vec::new(),
+        body: Bytes::from_static(b"not found\n"),
+    });
+    match reply {
+        Reply::Full {
+            status,
+            headers,
+            body,
+        } => write_full(&mut stream, status, &headers, &body).await,
+        Reply::Slow { delay, body } => {
+            tokio::time::sleep(delay).await;
+            write_full(&mut stream, 200, &[], &body).await
+        }
+        Reply::Truncated { declared, body } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\nConnection: close\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(&body).await?;
+            stream.shutdown().await
+        }
+        Reply::BrokenChunked { body } => {
+            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+            stream.write_all(head.as_bytes()).await?;
+            let half = body.len() / 2;
+            stream
+                .write_all(format!("{:x}\r\n", body.len()).as_bytes())
+                .await?;
+            stream.write_all(&body[..half]).await?;
+            stream.shutdown().await
+        }
+        Reply::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        }
+    }
+}
+
+async fn write_full(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.shutdown().await
+}
+
+/// A gateway serving on 127.0.0.1:0 in this process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub gateway: Gateway,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Drained>>,
+}
+
+/// A config for tests: fast timeouts, few retries, the follower off unless a test turns it on.
+pub fn test_config(origin: &TestOrigin) -> Config {
+    let mut config = Config::default();
+    config.origins = vec![origin.base()];
+    config.origin.connect_timeout = Duration::from_secs(1);
+    config.origin.first_byte_timeout = Duration::from_secs(2);
+    config.origin.total_timeout = Duration::from_secs(3);
+    config.origin.retries = 1;
+    config.origin.backoff_base = Duration::from_millis(10);
+    config.origin.backoff_max = Duration::from_millis(20);
+    config.follower.enabled = false;
+    config
+}
+
+impl TestGateway {
+    pub async fn start(config: Config) -> Self {
+        Self::start_with_clock(config, Arc::new(gateway::SystemClock)).await
+    }
+
+    pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gateway = Gateway::with_clock(config, clock).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = gateway.clone();
+        let done = tokio::spawn(async move {
+            serving
+                .serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        TestGateway {
+            addr,
+            gateway,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Fetched {
+        get(&self.url(path), &[]).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Fetched {
+        get(&self.url(path), headers).await
+    }
+
+    /// The value of one metric series line from `/metrics`, e.g.
+    /// `gateway_cache_results_total{class="segment",result="hit"}`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub async fn stop(mut self) -> Drained {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.done.take().unwrap().await.unwrap()
+    }
+}
+
+/// A whole response.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Fetched {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Fetched {
+    request(&client(), "GET", url, headers).await
+}
+
+pub async fn request(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Fetched {
+    let mut builder = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.request(builder.body(Empty::new()).unwrap()),
+    )
+    .await
+    .expect("gateway answered in time")
+    .expect("request to the gateway");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Fetched {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A body of `len` bytes whose content depends on `seed`.
+pub fn pattern(len: usize, seed: u8) -> Bytes {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect::<Vec<u8>>()
+        .into()
+}
