@@ -39,12 +39,15 @@ impl CacheResult {
 }
 
 const CLASSES: usize = ObjectClass::ALL.len();
+/// Status codes whose counters are resolved once, so the hot path does no label hashing.
+const COMMON_STATUSES: [u16; 4] = [200, 206, 304, 404];
 const RESULTS: usize = CacheResult::ALL.len();
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    common_requests: [[IntCounter; COMMON_STATUSES.len()]; CLASSES],
     cache_results: [[IntCounter; RESULTS]; CLASSES],
     origin_requests: IntCounterVec,
     origin_fetch_seconds: HistogramVec,
@@ -139,6 +142,9 @@ impl Metrics {
         let per_class =
             |vec: &IntCounterVec| ObjectClass::ALL.map(|c| vec.with_label_values(&[c.label()]));
         Metrics {
+            common_requests: ObjectClass::ALL.map(|c| {
+                COMMON_STATUSES.map(|s| requests.with_label_values(&[c.label(), &s.to_string()]))
+            }),
             cache_results: ObjectClass::ALL.map(|c| {
                 CacheResult::ALL.map(|r| results.with_label_values(&[c.label(), r.label()]))
             }),
@@ -172,6 +178,10 @@ impl Metrics {
     }
 
     pub fn request(&self, class: ObjectClass, status: http::StatusCode) {
+        if let Some(i) = COMMON_STATUSES.iter().position(|s| *s == status.as_u16()) {
+            self.common_requests[class.index()][i].inc();
+            return;
+        }
         self.requests
             .with_label_values(&[class.label(), status.as_str()])
             .inc();

@@ -103,12 +103,23 @@ pub fn lifetime(
         ObjectClass::Playlist => (MULTIVARIANT_FRESH, target, None),
         ObjectClass::Other => (OTHER_FRESH, OTHER_FRESH, None),
     };
-    let fresh = match (overridden, cc.shared_max_age()) {
-        (Some(configured), _) => configured,
-        (None, Some(origin)) => default_fresh.min(origin),
-        (None, None) => default_fresh,
-    };
-    Some(Lifetime { fresh, stale })
+    match (overridden, cc.shared_max_age()) {
+        (Some(configured), _) => Some(Lifetime {
+            fresh: configured,
+            stale,
+        }),
+        // `no-cache` or `max-age=0`: every reuse needs the origin's word (RFC 9111 §4.2.4), so the
+        // object is not stored; concurrent requests still share one fetch.
+        (None, Some(origin)) if origin.is_zero() => None,
+        (None, Some(origin)) => Some(Lifetime {
+            fresh: default_fresh.min(origin),
+            stale,
+        }),
+        (None, None) => Some(Lifetime {
+            fresh: default_fresh,
+            stale,
+        }),
+    }
 }
 
 /// The lifetime of an origin error answer (4xx/5xx): at most [`ERROR_MAX`], never stale.
@@ -237,9 +248,30 @@ mod tests {
                 None,
                 &CacheControl::parse("no-cache"),
                 &c
+            ),
+            None
+        );
+        assert_eq!(
+            lifetime(
+                ObjectClass::LiveMedia,
+                None,
+                &CacheControl::parse("max-age=0"),
+                &c
+            ),
+            None
+        );
+        let mut overridden = config();
+        overridden.ttl_live_media = Some(Duration::from_secs(1));
+        assert_eq!(
+            lifetime(
+                ObjectClass::LiveMedia,
+                None,
+                &CacheControl::parse("no-cache"),
+                &overridden
             )
             .map(|l| l.fresh),
-            Some(Duration::ZERO)
+            Some(Duration::from_secs(1)),
+            "the operator's override wins over the origin"
         );
     }
 

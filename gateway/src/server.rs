@@ -80,11 +80,12 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let first_bytes = config.header_read_timeout;
         let limited = limited.clone();
-        let metrics = state.edge.metrics.clone();
+        let shed = state.edge.metrics.load_shed.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let mut limited = limited.clone();
-            let metrics = metrics.clone();
+            let shed = shed.clone();
             async move {
                 let ready = match limited.ready().await {
                     Ok(ready) => ready.call(request).await,
@@ -92,7 +93,7 @@ pub async fn serve(
                 };
                 Ok::<_, Infallible>(ready.unwrap_or_else(|e| {
                     if e.is::<tower::load_shed::error::Overloaded>() {
-                        metrics.load_shed.inc();
+                        shed.inc();
                     } else {
                         tracing::error!(error = %e, "request service failed");
                     }
@@ -100,14 +101,22 @@ pub async fn serve(
                 }))
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let watched = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         let gauge = state.edge.metrics.open_connections.clone();
         tokio::spawn(async move {
+            // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a timeout, and the
+            // header-read timer only starts after that: bound it here, or a silent client holds the
+            // connection forever.
+            if !protocol_bytes_arrive(&stream, first_bytes).await {
+                tracing::debug!(%peer, "closing a connection that sent no request in time");
+                return;
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             gauge.inc();
-            if let Err(e) = watched.await {
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             gauge.dec();
@@ -122,13 +131,40 @@ pub async fn serve(
     }
 }
 
+/// The HTTP/2 connection preface: a client that starts it must finish it before hyper can tell the
+/// protocol.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until the client has sent enough to tell its protocol: one byte that cannot start the HTTP/2
+/// preface, or the whole preface. False when `limit` passes first or the client goes away.
+async fn protocol_bytes_arrive(stream: &tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    let wait = async {
+        let mut buf = [0u8; H2_PREFACE.len()];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) => {
+                    return true
+                }
+                // A partial preface: peek returns at once while those bytes sit unread.
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+}
+
 fn overloaded() -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(
         b"503 Service Unavailable: overloaded\n",
     )));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    let headers = response.headers_mut();
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    // Browser players must be able to read the status and Retry-After.
+    headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     response
 }

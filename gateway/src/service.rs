@@ -291,13 +291,18 @@ pub fn respond(
     headers.insert(X_CACHE.clone(), x_cache(result));
     headers.insert(ETAG, object.etag.clone());
     let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
-    let cache_control = if object.is_success() {
-        format!("public, max-age={remaining}")
+    if object.lifetime.total().is_zero() {
+        // Not stored here (no-store, private, no-cache...): no downstream cache may store it either.
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     } else {
-        format!("max-age={remaining}")
-    };
-    if let Ok(v) = HeaderValue::from_str(&cache_control) {
-        headers.insert(CACHE_CONTROL, v);
+        let cache_control = if object.is_success() {
+            format!("public, max-age={remaining}")
+        } else {
+            format!("max-age={remaining}")
+        };
+        if let Ok(v) = HeaderValue::from_str(&cache_control) {
+            headers.insert(CACHE_CONTROL, v);
+        }
     }
     if let Some(lm) = &object.last_modified {
         headers.insert(LAST_MODIFIED, lm.clone());
