@@ -1,6 +1,6 @@
 //! Shared helpers for the gateway's integration tests: a real HTTP/1.1 origin on an ephemeral loopback
 //! port that counts requests and can be told to misbehave, a gateway started in-process, and a client.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
