@@ -33,6 +33,7 @@ pub struct Config {
     pub origin: OriginConfig,
     pub server: ServerConfig,
     pub follower: FollowerConfig,
+    pub p2p: P2pConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +82,26 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
 }
 
+/// The peer-assist tracker mounted at `/p2p/v1/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct P2pConfig {
+    pub enabled: bool, // default true
+    /// Request header carrying the viewer's network region, set by the load balancer. Default "" (none).
+    pub region_header: String,
+    /// Split swarms by region (else the region only orders matching). Default false.
+    pub split_by_region: bool,
+    /// Peers introduced to each peer. Default 8.
+    pub peers_returned: usize,
+    /// Peers in one swarm. Default 500.
+    pub max_peers_per_swarm: usize,
+    /// Swarms at once. Default 10 000.
+    pub max_swarms: usize,
+    /// Sustained signalling messages per second per connection. Default 20.
+    pub messages_per_second: u32,
+    /// Largest signalling message. Default 64 KiB.
+    pub max_message_bytes: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowerConfig {
     pub enabled: bool, // default true
@@ -104,6 +125,7 @@ impl Default for Config {
             origin: OriginConfig::default(),
             server: ServerConfig::default(),
             follower: FollowerConfig::default(),
+            p2p: P2pConfig::default(),
         }
     }
 }
@@ -156,6 +178,21 @@ impl Default for FollowerConfig {
             enabled: true,
             idle_after: Duration::from_secs(30),
             max_renditions: 256,
+        }
+    }
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            enabled: true,
+            region_header: String::new(),
+            split_by_region: false,
+            peers_returned: 8,
+            max_peers_per_swarm: 500,
+            max_swarms: 10_000,
+            messages_per_second: 20,
+            max_message_bytes: 64 * 1024,
         }
     }
 }
@@ -483,7 +520,7 @@ fn normalize_origin(origin: &str) -> Result<String, String> {
 // Keys shared by the TOML file and the environment
 
 /// Names of the TOML tables; their keys are `<section>.<field>`.
-const SECTIONS: &[&str] = &["cache", "origin", "server", "follower"];
+const SECTIONS: &[&str] = &["cache", "origin", "server", "follower", "p2p"];
 
 type Setter = fn(&mut Config, Raw<'_>) -> Result<(), String>;
 
@@ -525,6 +562,14 @@ static KEYS: &[Key] = &[
     Key { name: "follower.enabled", set: |c, v| { c.follower.enabled = v.boolean()?; Ok(()) } },
     Key { name: "follower.idle_after", set: |c, v| { c.follower.idle_after = v.duration()?; Ok(()) } },
     Key { name: "follower.max_renditions", set: |c, v| { c.follower.max_renditions = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.enabled", set: |c, v| { c.p2p.enabled = v.boolean()?; Ok(()) } },
+    Key { name: "p2p.region_header", set: |c, v| { c.p2p.region_header = v.string()?; Ok(()) } },
+    Key { name: "p2p.split_by_region", set: |c, v| { c.p2p.split_by_region = v.boolean()?; Ok(()) } },
+    Key { name: "p2p.peers_returned", set: |c, v| { c.p2p.peers_returned = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.max_peers_per_swarm", set: |c, v| { c.p2p.max_peers_per_swarm = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.max_swarms", set: |c, v| { c.p2p.max_swarms = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.messages_per_second", set: |c, v| { c.p2p.messages_per_second = v.count_u32()?; Ok(()) } },
+    Key { name: "p2p.max_message_bytes", set: |c, v| { c.p2p.max_message_bytes = v.bytes_usize()?; Ok(()) } },
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
@@ -1105,6 +1150,38 @@ struct Cli {
     /// At most this many renditions are followed at once [default: 256]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
     follower_max_renditions: Option<usize>,
+
+    /// Run the peer-assist tracker at /p2p/v1/ [default: true]
+    #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    p2p_enabled: Option<bool>,
+
+    /// Request header with the viewer's region, set by the load balancer (empty: none) [default: ]
+    #[arg(long, value_name = "HEADER")]
+    p2p_region_header: Option<String>,
+
+    /// Split swarms by region instead of only preferring same-region peers [default: false]
+    #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    p2p_split_by_region: Option<bool>,
+
+    /// Peers introduced to each peer [default: 8]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    p2p_peers_returned: Option<usize>,
+
+    /// Peers in one swarm; more joins are refused [default: 500]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    p2p_max_peers_per_swarm: Option<usize>,
+
+    /// Swarms at once; more are refused [default: 10000]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    p2p_max_swarms: Option<usize>,
+
+    /// Sustained signalling messages per second per connection; faster ones are closed [default: 20]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
+    p2p_messages_per_second: Option<u32>,
+
+    /// Largest signalling message; larger ones close the connection [default: 64KiB]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes_usize)]
+    p2p_max_message_bytes: Option<usize>,
 }
 
 impl Cli {
@@ -1151,6 +1228,14 @@ impl Cli {
             follower_enabled,
             follower_idle_after,
             follower_max_renditions,
+            p2p_enabled,
+            p2p_region_header,
+            p2p_split_by_region,
+            p2p_peers_returned,
+            p2p_max_peers_per_swarm,
+            p2p_max_swarms,
+            p2p_messages_per_second,
+            p2p_max_message_bytes,
         } = self;
 
         set(&mut config.listen, listen);
@@ -1191,6 +1276,16 @@ impl Cli {
         set(&mut f.enabled, follower_enabled);
         set(&mut f.idle_after, follower_idle_after);
         set(&mut f.max_renditions, follower_max_renditions);
+
+        let p = &mut config.p2p;
+        set(&mut p.enabled, p2p_enabled);
+        set(&mut p.region_header, p2p_region_header);
+        set(&mut p.split_by_region, p2p_split_by_region);
+        set(&mut p.peers_returned, p2p_peers_returned);
+        set(&mut p.max_peers_per_swarm, p2p_max_peers_per_swarm);
+        set(&mut p.max_swarms, p2p_max_swarms);
+        set(&mut p.messages_per_second, p2p_messages_per_second);
+        set(&mut p.max_message_bytes, p2p_max_message_bytes);
     }
 }
 

@@ -135,6 +135,14 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("follower.enabled", "false"),
     ("follower.idle_after", "2m"),
     ("follower.max_renditions", "8"),
+    ("p2p.enabled", "false"),
+    ("p2p.region_header", "x-region"),
+    ("p2p.split_by_region", "true"),
+    ("p2p.peers_returned", "4"),
+    ("p2p.max_peers_per_swarm", "50"),
+    ("p2p.max_swarms", "7"),
+    ("p2p.messages_per_second", "5"),
+    ("p2p.max_message_bytes", "8KiB"),
 ];
 
 fn non_default_config() -> Config {
@@ -177,6 +185,16 @@ fn non_default_config() -> Config {
             enabled: false,
             idle_after: SECS(120),
             max_renditions: 8,
+        },
+        p2p: P2pConfig {
+            enabled: false,
+            region_header: "x-region".to_owned(),
+            split_by_region: true,
+            peers_returned: 4,
+            max_peers_per_swarm: 50,
+            max_swarms: 7,
+            messages_per_second: 5,
+            max_message_bytes: 8 * 1024,
         },
     }
 }

@@ -29,6 +29,17 @@ use crate::policy::{self, CacheControl, State};
 pub type FetchResult = Result<Arc<CachedObject>, FetchError>;
 type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
+/// A media object was cached with its digest: what peers need to verify it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestEvent {
+    /// The media playlist that names the object.
+    pub playlist: String,
+    /// The object's path (its id in the peer protocol).
+    pub id: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
 /// Bodies larger than this are hashed on the blocking pool rather than on a runtime worker.
 const HASH_INLINE_MAX: usize = 64 * 1024;
 
@@ -73,6 +84,9 @@ pub struct Edge {
     names: moka::sync::Cache<String, ObjectClass>,
     in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
     pub follower: Follower,
+    /// Media object path → the media playlist that names it.
+    owners: moka::sync::Cache<String, Arc<str>>,
+    digests: tokio::sync::broadcast::Sender<DigestEvent>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -103,6 +117,11 @@ impl Edge {
                 .build(),
             in_flight: Mutex::new(HashMap::new()),
             follower: Follower::new(follower_config),
+            owners: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            digests: tokio::sync::broadcast::channel(4096).0,
         })
     }
 
@@ -173,6 +192,11 @@ impl Edge {
         }
     }
 
+    /// Digest events of media objects as they are cached (for the peer-assist tracker).
+    pub fn subscribe_digests(&self) -> tokio::sync::broadcast::Receiver<DigestEvent> {
+        self.digests.subscribe()
+    }
+
     /// Number of origin fetches in progress.
     pub fn fetches_in_flight(&self) -> usize {
         self.in_flight
@@ -221,6 +245,14 @@ impl Edge {
             }
         }
         self.store(&object, Arc::clone(&built)).await;
+        if let (Some(digest), Some(playlist)) = (built.digest, self.owners.get(&object.path)) {
+            let _ = self.digests.send(DigestEvent {
+                playlist: playlist.to_string(),
+                id: object.path.clone(),
+                digest,
+                size: built.body.len() as u64,
+            });
+        }
         Ok(built)
     }
 
@@ -354,7 +386,13 @@ impl Edge {
 
     /// Records what a playlist names and hands live playlists to the follower.
     async fn learn(self: &Arc<Self>, object: &ObjectRef, info: &PlaylistInfo) {
+        let media_playlist = matches!(info.class, ObjectClass::LiveMedia | ObjectClass::VodMedia);
+        let owner: Arc<str> = object.path.as_str().into();
         for reference in &info.references {
+            if media_playlist && reference.class.is_media() {
+                self.owners
+                    .insert(reference.path.clone(), Arc::clone(&owner));
+            }
             let known = self.names.get(&reference.path);
             if known.is_none_or(|k| k == ObjectClass::Playlist || k == reference.class) {
                 self.names.insert(reference.path.clone(), reference.class);

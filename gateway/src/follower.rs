@@ -109,6 +109,12 @@ impl Follower {
             };
             let wait = match current {
                 Ok(playlist) if playlist.is_success() => {
+                    // Also covers the playlist stored just before the rendition became followed.
+                    if let Some(info) = &playlist.playlist {
+                        for reference in edge.follower.new_references(&object.key, info) {
+                            edge.prefetch(&ObjectRef::from_path(&reference.path)).await;
+                        }
+                    }
                     if playlist.class != ObjectClass::LiveMedia {
                         break; // It ended (EXT-X-ENDLIST): nothing more will appear.
                     }
@@ -185,6 +191,7 @@ mod tests {
             target_duration: Some(Duration::from_secs(2)),
             media_sequence: first,
             references,
+            variants: 0,
         }
     }
 

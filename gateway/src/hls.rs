@@ -136,8 +136,10 @@ pub struct PlaylistInfo {
     pub target_duration: Option<Duration>,
     /// Media sequence number of the first segment.
     pub media_sequence: u64,
-    /// Objects the playlist names, resolvable to gateway paths, in playlist order.
+    /// Objects the playlist names, resolvable to gateway paths, in playlist order. For a multivariant
+    /// playlist the first `variants` of them are its variant streams, in order.
     pub references: Vec<Reference>,
+    pub variants: usize,
 }
 
 impl PlaylistInfo {
@@ -160,10 +162,14 @@ pub fn parse_playlist(playlist_path: &str, body: &[u8]) -> PlaylistInfo {
                         class,
                         sequence: None,
                     });
+                    1
+                } else {
+                    0
                 }
             };
+            let mut variants = 0;
             for v in &master.variants {
-                add(&v.uri, ObjectClass::Playlist);
+                variants += add(&v.uri, ObjectClass::Playlist);
             }
             for a in &master.alternatives {
                 if let Some(uri) = &a.uri {
@@ -180,6 +186,7 @@ pub fn parse_playlist(playlist_path: &str, body: &[u8]) -> PlaylistInfo {
                 target_duration: None,
                 media_sequence: 0,
                 references,
+                variants,
             }
         }
         Ok(m3u8_rs::Playlist::MediaPlaylist(media)) => {
@@ -235,6 +242,7 @@ pub fn parse_playlist(playlist_path: &str, body: &[u8]) -> PlaylistInfo {
                 target_duration: Some(Duration::from_secs(media.target_duration.max(1))),
                 media_sequence: media.media_sequence,
                 references,
+                variants: 0,
             }
         }
         Err(_) => classify_by_tags(body),
@@ -269,6 +277,7 @@ fn classify_by_tags(body: &[u8]) -> PlaylistInfo {
         target_duration: target,
         media_sequence: 0,
         references: Vec::new(),
+        variants: 0,
     }
 }
 
@@ -285,6 +294,7 @@ mod tests {
         let info = parse_playlist("/demo/live/master.m3u8", MASTER.as_bytes());
         assert_eq!(info.class, ObjectClass::Multivariant);
         assert_eq!(info.references.len(), 2);
+        assert_eq!(info.variants, 2);
         assert_eq!(info.references[0].path, "/demo/live/240p/index.m3u8");
         assert_eq!(info.references[0].class, ObjectClass::Playlist);
     }

@@ -18,6 +18,7 @@ pub mod follower;
 pub mod hls;
 pub mod metrics;
 pub mod origin;
+pub mod p2p;
 pub mod path;
 pub mod policy;
 pub mod range;
@@ -55,7 +56,8 @@ impl Gateway {
         Self::with_clock(config, Arc::new(SystemClock))
     }
 
-    /// A gateway whose freshness decisions read `clock` (tests drive it explicitly).
+    /// A gateway whose freshness decisions read `clock` (tests drive it explicitly). Call it inside a
+    /// Tokio runtime: the peer-assist tracker starts a task.
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, BuildError> {
         if config.origins.is_empty() {
             return Err(BuildError::NoOrigin);
@@ -69,8 +71,12 @@ impl Gateway {
             metrics::Metrics::new(),
             clock,
         );
+        let p2p = config
+            .p2p
+            .enabled
+            .then(|| p2p::P2p::start(&edge, &config.p2p));
         Ok(Self {
-            state: service::AppState::new(edge),
+            state: service::AppState::new(edge, p2p),
             config,
         })
     }

@@ -35,13 +35,15 @@ const EXPOSED: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
 #[derive(Debug)]
 pub struct AppState {
     pub edge: Arc<Edge>,
+    pub p2p: Option<crate::p2p::P2p>,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(edge: Arc<Edge>) -> Arc<Self> {
+    pub fn new(edge: Arc<Edge>, p2p: Option<crate::p2p::P2p>) -> Arc<Self> {
         Arc::new(Self {
             edge,
+            p2p,
             draining: AtomicBool::new(false),
         })
     }
@@ -57,7 +59,10 @@ impl AppState {
 }
 
 /// Answers one request. Never fails: every problem becomes a status code.
-pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Body> {
+pub async fn handle<B: Send + 'static>(
+    state: Arc<AppState>,
+    request: Request<B>,
+) -> Response<Body> {
     let method = request.method().clone();
     if method == Method::OPTIONS {
         return preflight(request.headers());
@@ -78,6 +83,13 @@ pub async fn handle<B>(state: Arc<AppState>, request: Request<B>) -> Response<Bo
         "/readyz" if state.is_draining() => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => plain(StatusCode::OK, "ready\n"),
         "/metrics" => metrics(&state).await,
+        p if p.starts_with(crate::p2p::PREFIX) => match &state.p2p {
+            Some(p2p) => return p2p.handle(&state.edge, request).await,
+            None => plain(
+                StatusCode::NOT_FOUND,
+                "peer-assist is disabled on this gateway\n",
+            ),
+        },
         _ => return deliver(&state, &request, head).await,
     };
     if head {

@@ -1,0 +1,316 @@
+//! The peer-assist tracker mounted in the gateway: WebSocket signalling at `/p2p/v1/ws?stream=PATH`,
+//! the digests of a rendition at `/p2p/v1/digests/{stream}/{rendition}`, and digests pushed to peers as
+//! the gateway caches new segments. The tracker itself lives in `peer-assist`; this module gives it
+//! what only the gateway knows (playlists, digests) through [`GatewayBackend`].
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use peer_assist::protocol::signal::{self, DigestEntry};
+use peer_assist::tracker::{Backend, ConnectionInfo, Tracker, TrackerConfig};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::P2pConfig;
+use crate::edge::{Edge, Lookup, ObjectRef};
+use crate::hls::ObjectClass;
+use crate::service::Body;
+
+/// Path prefix of everything peer-assist on the gateway.
+pub const PREFIX: &str = "/p2p/v1/";
+
+/// What the tracker asks of the gateway, answered from the edge cache.
+pub struct GatewayBackend {
+    edge: Arc<Edge>,
+}
+
+impl GatewayBackend {
+    pub fn new(edge: Arc<Edge>) -> Self {
+        Self { edge }
+    }
+}
+
+/// A playlist from the cache, fetched through the normal coalesced path if needed.
+async fn playlist(edge: &Arc<Edge>, path: &str) -> Option<Arc<crate::cache::CachedObject>> {
+    let object = ObjectRef::from_path(path);
+    let found = match edge.lookup(&object.key).await {
+        Lookup::Fresh(o) | Lookup::Stale(o) => o,
+        Lookup::Expired(_) | Lookup::Miss => edge.fetch(&object).0.await.ok()?,
+    };
+    (found.is_success() && found.playlist.is_some()).then_some(found)
+}
+
+/// The recent digests of a media playlist: its segments and init sections that are cached.
+pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestEntry> {
+    let Some(playlist) = playlist(edge, playlist_path).await else {
+        return Vec::new();
+    };
+    let Some(info) = &playlist.playlist else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for reference in info.references.iter().filter(|r| r.class.is_media()) {
+        let key = crate::path::CacheKey(reference.path.as_str().into());
+        if let Some(cached) = edge.cache.get(&key).await {
+            if let Some(digest) = cached.digest {
+                entries.push(DigestEntry {
+                    id: reference.path.clone(),
+                    sha256: signal::digest_hex(&digest),
+                    size: cached.body.len() as u64,
+                });
+            }
+        }
+    }
+    entries
+}
+
+impl Backend for GatewayBackend {
+    fn resolve(&self, stream: &str, rendition: u32) -> BoxFuture<'static, Result<String, String>> {
+        let edge = Arc::clone(&self.edge);
+        let stream = stream.to_owned();
+        async move {
+            let clean = crate::path::normalize(&stream, None).map_err(|e| e.to_string())?;
+            let multivariant = playlist(&edge, &clean.path)
+                .await
+                .ok_or_else(|| format!("{stream} is not a playlist the gateway can fetch"))?;
+            let info = multivariant.playlist.as_ref().ok_or("not a playlist")?;
+            match info.class {
+                ObjectClass::Multivariant => info
+                    .references
+                    .get(..info.variants)
+                    .and_then(|variants| variants.get(rendition as usize))
+                    .map(|r| r.path.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "{stream} has {} renditions, not {}",
+                            info.variants,
+                            rendition + 1
+                        )
+                    }),
+                // A stream named by its media playlist has one rendition: itself.
+                ObjectClass::LiveMedia | ObjectClass::VodMedia if rendition == 0 => Ok(clean.path),
+                _ => Err(format!("{stream} has no rendition {rendition}")),
+            }
+        }
+        .boxed()
+    }
+
+    fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>> {
+        let edge = Arc::clone(&self.edge);
+        let playlist = playlist.to_owned();
+        async move { digest_window(&edge, &playlist).await }.boxed()
+    }
+}
+
+/// The tracker and the settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct P2p {
+    pub tracker: Tracker,
+    region_header: Option<http::HeaderName>,
+    max_message_bytes: usize,
+}
+
+impl P2p {
+    /// Builds the tracker, registers its metrics and starts forwarding digest events to it.
+    pub fn start(edge: &Arc<Edge>, config: &P2pConfig) -> Self {
+        let tracker_config = TrackerConfig {
+            peers_returned: config.peers_returned,
+            max_peers_per_swarm: config.max_peers_per_swarm,
+            max_swarms: config.max_swarms,
+            messages_per_second: f64::from(config.messages_per_second),
+            message_burst: f64::from(config.messages_per_second) * 2.0,
+            max_message_bytes: config.max_message_bytes,
+            split_by_region: config.split_by_region,
+            ..TrackerConfig::default()
+        };
+        let tracker = Tracker::new(
+            tracker_config,
+            Arc::new(GatewayBackend::new(Arc::clone(edge))),
+            edge.metrics.registry(),
+        );
+        let mut events = edge.subscribe_digests();
+        let forward = tracker.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => forward.publish_digest(
+                        &event.playlist,
+                        DigestEntry {
+                            id: event.id,
+                            sha256: signal::digest_hex(&event.digest),
+                            size: event.size,
+                        },
+                    ),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "digest events lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        let region_header = (!config.region_header.is_empty())
+            .then(|| http::HeaderName::from_bytes(config.region_header.as_bytes()).ok())
+            .flatten();
+        Self {
+            tracker,
+            region_header,
+            max_message_bytes: config.max_message_bytes,
+        }
+    }
+
+    /// Answers a request under [`PREFIX`].
+    pub async fn handle<B: Send + 'static>(
+        &self,
+        edge: &Arc<Edge>,
+        mut request: Request<B>,
+    ) -> Response<Body> {
+        let path = request.uri().path().to_owned();
+        if path == "/p2p/v1/ws" {
+            return self.upgrade(&mut request);
+        }
+        if let Some(rest) = path.strip_prefix("/p2p/v1/digests/") {
+            return digests_endpoint(edge, rest).await;
+        }
+        text(StatusCode::NOT_FOUND, "unknown peer-assist endpoint\n")
+    }
+
+    fn upgrade<B: Send + 'static>(&self, request: &mut Request<B>) -> Response<Body> {
+        let headers = request.headers();
+        let is_websocket = headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        let version_ok = headers
+            .get(SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+        let Some(key) = headers
+            .get(SEC_WEBSOCKET_KEY)
+            .map(|k| derive_accept_key(k.as_bytes()))
+        else {
+            return text(StatusCode::BAD_REQUEST, "a WebSocket upgrade is required\n");
+        };
+        if !is_websocket || !version_ok {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket (version 13) upgrade is required\n",
+            );
+        }
+        let stream = request
+            .uri()
+            .query()
+            .and_then(|q| {
+                q.split('&')
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(k, _)| *k == "stream")
+                    .map(|(_, v)| {
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned()
+                    })
+            })
+            .unwrap_or_default();
+        if !stream.starts_with('/') {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the stream query parameter must name a playlist path\n",
+            );
+        }
+        let region = self
+            .region_header
+            .as_ref()
+            .and_then(|h| request.headers().get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let on_upgrade = hyper::upgrade::on(request);
+        let tracker = self.tracker.clone();
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(self.max_message_bytes);
+        ws_config.max_frame_size = Some(self.max_message_bytes);
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config),
+                    )
+                    .await;
+                    tracker.serve(ws, ConnectionInfo { stream, region }).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        if let Ok(accept) = HeaderValue::from_str(&key) {
+            h.insert(SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
+    }
+}
+
+/// `GET /p2p/v1/digests/{stream path without the leading slash}/{rendition}`.
+async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
+    let Some((stream, rendition)) = rest.rsplit_once('/') else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected /p2p/v1/digests/{stream}/{rendition}\n",
+        );
+    };
+    let Ok(rendition) = rendition.parse::<u32>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the rendition must be a variant index (0, 1, ...)\n",
+        );
+    };
+    let stream = format!("/{stream}");
+    let backend = GatewayBackend::new(Arc::clone(edge));
+    let playlist = match backend.resolve(&stream, rendition).await {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+    };
+    let segments = digest_window(edge, &playlist).await;
+    let body = serde_json::json!({ "playlist": playlist, "segments": segments });
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    let h = response.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}

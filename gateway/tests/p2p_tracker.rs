@@ -1,0 +1,309 @@
+//! The peer-assist tracker mounted in the gateway, over real WebSockets: joining, peer lists, digests
+//! (pushed and on the HTTP endpoint), and limits that close abusive connections while serving others.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use support::{pattern, test_config, Reply, TestGateway, TestOrigin};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+const MASTER: &str = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=400000\nhigh/index.m3u8\n";
+
+fn live(first: u64, last: u64) -> String {
+    let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+    for s in first..=last {
+        text.push_str(&format!("#EXTINF:1.0,\n{s}.ts\n"));
+    }
+    text
+}
+
+async fn setup(configure: impl FnOnce(&mut gateway::Config)) -> (TestOrigin, TestGateway) {
+    let origin = TestOrigin::start().await;
+    origin.set("/s/master.m3u8", Reply::ok(MASTER));
+    origin.set("/s/low/index.m3u8", Reply::ok(live(0, 2)));
+    for s in 0..=5u8 {
+        origin.set(&format!("/s/low/{s}.ts"), Reply::ok(pattern(2000, s)));
+    }
+    let mut config = test_config(&origin);
+    config.follower.enabled = true;
+    configure(&mut config);
+    let gw = TestGateway::start(config).await;
+    (origin, gw)
+}
+
+async fn connect(gw: &TestGateway, stream: &str) -> Ws {
+    let url = format!("ws://{}/p2p/v1/ws?stream={stream}", gw.addr);
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket upgrade");
+    ws
+}
+
+fn join(rendition: u32) -> String {
+    json!({
+        "type": "join", "v": 1, "stream": "/s/master.m3u8", "rendition": rendition,
+        "capabilities": { "transports": ["quic"], "upload": true },
+        "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
+    })
+    .to_string()
+}
+
+/// The next JSON message, skipping pings.
+async fn next(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .ok()??;
+        match message.ok()? {
+            Message::Text(text) => return serde_json::from_str(&text).ok(),
+            Message::Close(_) => return None,
+            _ => continue,
+        }
+    }
+}
+
+/// Reads until a message of `kind` arrives.
+async fn until(ws: &mut Ws, kind: &str) -> Value {
+    for _ in 0..50 {
+        match next(ws).await {
+            Some(m) if m["type"] == kind => return m,
+            Some(_) => continue,
+            None => panic!("connection ended before a {kind} message"),
+        }
+    }
+    panic!("no {kind} message");
+}
+
+#[tokio::test]
+async fn peers_join_get_welcome_digests_and_each_other() {
+    let (_origin, gw) = setup(|_| {}).await;
+    // A viewer watches the rendition, so the follower caches its segments and digests exist.
+    assert_eq!(gw.get("/s/low/index.m3u8").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut a = connect(&gw, "/s/master.m3u8").await;
+    a.send(Message::text(join(0))).await.unwrap();
+    let welcome = next(&mut a).await.expect("welcome");
+    assert_eq!(welcome["type"], "welcome");
+    assert_eq!(
+        welcome["playlist"], "/s/low/index.m3u8",
+        "rendition 0 is the first variant"
+    );
+    let a_id = welcome["peer_id"].as_str().unwrap().to_owned();
+    let digests = next(&mut a).await.expect("digests");
+    assert_eq!(digests["type"], "digests");
+    let expected = hex::encode(Sha256::digest(pattern(2000, 2)));
+    let entries = digests["segments"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|d| d["id"] == "/s/low/2.ts" && d["sha256"] == expected && d["size"] == 2000),
+        "the gateway's SHA-256 of 2.ts is published: {digests}"
+    );
+    let alone = until(&mut a, "peers").await;
+    assert_eq!(alone["peers"], json!([]), "never matched with itself");
+
+    let mut b = connect(&gw, "/s/master.m3u8").await;
+    b.send(Message::text(join(0))).await.unwrap();
+    let b_id = next(&mut b).await.unwrap()["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b_peers = until(&mut b, "peers").await;
+    assert_eq!(b_peers["peers"][0]["peer_id"], a_id.as_str());
+    assert_eq!(b_peers["peers"][0]["quic"]["addr"], "127.0.0.1:4000");
+    let a_peers = until(&mut a, "peers").await;
+    assert_eq!(
+        a_peers["peers"][0]["peer_id"],
+        b_id.as_str(),
+        "the first peer learns about the second"
+    );
+
+    // Another rendition is another swarm.
+    let mut c = connect(&gw, "/s/master.m3u8").await;
+    c.send(Message::text(join(1))).await.unwrap();
+    assert_eq!(
+        next(&mut c).await.unwrap()["playlist"],
+        "/s/high/index.m3u8"
+    );
+    assert_eq!(until(&mut c, "peers").await["peers"], json!([]));
+
+    // A new segment appears: its digest is pushed to the swarm.
+    _origin.set("/s/low/index.m3u8", Reply::ok(live(1, 3)));
+    let expected3 = hex::encode(Sha256::digest(pattern(2000, 3)));
+    let mut pushed = false;
+    for _ in 0..20 {
+        let m = until(&mut a, "digests").await;
+        if m["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == "/s/low/3.ts" && d["sha256"] == expected3)
+        {
+            pushed = true;
+            break;
+        }
+    }
+    assert!(pushed, "the digest of the new segment was pushed");
+
+    // Reports move the p2p metrics.
+    let report = json!({"type": "report", "http_bytes": 1000, "p2p_bytes": 3000, "http_segments": 1,
+        "p2p_segments": 3, "uploaded_bytes": 0, "failures": {"timeout": 1}, "peers": []});
+    a.send(Message::text(report.to_string())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await,
+        3000.0
+    );
+    assert_eq!(
+        gw.metric("p2p_reported_bytes_total{source=\"http\"}").await,
+        1000.0
+    );
+    assert_eq!(
+        gw.metric("p2p_fallbacks_total{cause=\"timeout\"}").await,
+        1.0
+    );
+    assert_eq!(gw.metric("p2p_peers").await, 3.0);
+    assert_eq!(gw.metric("p2p_swarms").await, 2.0);
+
+    // Leaving updates the others.
+    a.send(Message::text(json!({"type": "leave"}).to_string()))
+        .await
+        .unwrap();
+    let after = until(&mut b, "peers").await;
+    assert_eq!(after["peers"], json!([]));
+}
+
+#[tokio::test]
+async fn digests_endpoint_serves_the_recent_window() {
+    let (_origin, gw) = setup(|_| {}).await;
+    assert_eq!(gw.get("/s/low/index.m3u8").await.status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = gw.get("/p2p/v1/digests/s/master.m3u8/0").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["playlist"], "/s/low/index.m3u8");
+    let ids: Vec<&str> = body["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"/s/low/2.ts"), "{ids:?}");
+    assert_eq!(gw.get("/p2p/v1/digests/s/master.m3u8/7").await.status, 404);
+    assert_eq!(gw.get("/p2p/v1/digests/s/master.m3u8/x").await.status, 400);
+}
+
+/// Sends `messages` on a fresh joined connection and returns the error code it was closed with.
+async fn closed_with(gw: &TestGateway, messages: Vec<Message>) -> String {
+    let mut ws = connect(gw, "/s/master.m3u8").await;
+    ws.send(Message::text(join(0))).await.unwrap();
+    assert_eq!(next(&mut ws).await.unwrap()["type"], "welcome");
+    for m in messages {
+        if ws.send(m).await.is_err() {
+            break;
+        }
+    }
+    loop {
+        match next(&mut ws).await {
+            Some(m) if m["type"] == "error" => return m["code"].as_str().unwrap().to_owned(),
+            Some(_) => continue,
+            None => return "closed without error".into(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn tracker_limits_close_abusive_connections_and_keep_serving_others() {
+    let (_origin, gw) = setup(|c| {
+        c.p2p.messages_per_second = 5;
+        c.p2p.max_message_bytes = 4096;
+        c.p2p.max_peers_per_swarm = 3;
+    })
+    .await;
+    let mut good = connect(&gw, "/s/master.m3u8").await;
+    good.send(Message::text(join(0))).await.unwrap();
+    assert_eq!(next(&mut good).await.unwrap()["type"], "welcome");
+
+    let flood = (0..40).map(|_| {
+        Message::text(json!({"type": "relay", "to": "nobody", "payload": {}}).to_string())
+    });
+    assert_eq!(closed_with(&gw, flood.collect()).await, "rate_limited");
+    let big = json!({"type": "relay", "to": "x", "payload": "y".repeat(10_000)}).to_string();
+    let code = closed_with(&gw, vec![Message::text(big)]).await;
+    assert!(
+        code == "message_too_large" || code == "closed without error",
+        "{code}"
+    );
+    assert_eq!(
+        closed_with(&gw, vec![Message::text("{not json")]).await,
+        "bad_message"
+    );
+    assert_eq!(
+        closed_with(
+            &gw,
+            vec![Message::text(json!({"type": "hello"}).to_string())]
+        )
+        .await,
+        "bad_message"
+    );
+
+    // Join problems: wrong version, unknown rendition, stream other than the URL's.
+    for (message, code) in [
+        (join(0).replace("\"v\":1", "\"v\":2"), "unsupported_version"),
+        (join(9), "not_found"),
+        (
+            join(0).replace("/s/master.m3u8", "/other.m3u8"),
+            "bad_message",
+        ),
+    ] {
+        let mut ws = connect(&gw, "/s/master.m3u8").await;
+        ws.send(Message::text(message)).await.unwrap();
+        let m = next(&mut ws).await.expect("an error");
+        assert_eq!(m["code"], code, "{m}");
+    }
+
+    // The swarm limit: good + 2 more fit, the fourth is refused.
+    let mut extra = Vec::new();
+    for _ in 0..2 {
+        let mut ws = connect(&gw, "/s/master.m3u8").await;
+        ws.send(Message::text(join(0))).await.unwrap();
+        assert_eq!(next(&mut ws).await.unwrap()["type"], "welcome");
+        extra.push(ws);
+    }
+    let mut full = connect(&gw, "/s/master.m3u8").await;
+    full.send(Message::text(join(0))).await.unwrap();
+    assert_eq!(next(&mut full).await.unwrap()["code"], "swarm_full");
+
+    // The well-behaved peer is still served.
+    let report = json!({"type": "report", "http_bytes": 1, "p2p_bytes": 0, "http_segments": 1,
+        "p2p_segments": 0, "uploaded_bytes": 0, "failures": {}, "peers": []});
+    good.send(Message::text(report.to_string())).await.unwrap();
+    assert_eq!(until(&mut good, "peers").await["type"], "peers");
+    assert!(
+        gw.metric("p2p_connections_closed_total{reason=\"rate_limited\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(gw.metric("p2p_peers").await, 3.0);
+}
+
+#[tokio::test]
+async fn a_plain_get_on_the_socket_path_is_a_clean_400() {
+    let (_origin, gw) = setup(|_| {}).await;
+    assert_eq!(gw.get("/p2p/v1/ws?stream=/s/master.m3u8").await.status, 400);
+}

@@ -1,0 +1,9 @@
+//! The tracker the gateway mounts: swarm registry and matching ([`registry`], pure) and the WebSocket
+//! shell that runs one task per connected peer ([`hub`]).
+
+pub mod hub;
+pub mod metrics;
+pub mod registry;
+
+pub use hub::{Backend, ConnectionInfo, Tracker};
+pub use registry::{Registry, SwarmKey, TrackerConfig};
