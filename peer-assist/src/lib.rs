@@ -5,3 +5,4 @@
 pub mod protocol;
 pub mod scheduler;
 pub mod tracker;
+pub mod transport;

@@ -1,0 +1,542 @@
+//! QUIC peer links on 127.0.0.1: framing, pinning, closing, concurrency.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use peer_assist::transport::quic::{QuicIdentity, QuicTransport, QuicTuning, SERVER_NAME};
+use peer_assist::transport::{LinkError, PeerLink, FRAME_HEADER_LEN, MAX_FRAME_LEN};
+use sha2::{Digest, Sha256};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+/// Every test must finish within this.
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn transport(tuning: QuicTuning) -> QuicTransport {
+    QuicTransport::bind(localhost(), QuicIdentity::generate().unwrap(), tuning).unwrap()
+}
+
+fn frame(kind: u8, payload: &[u8]) -> Bytes {
+    let mut f = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    f.push(kind);
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    Bytes::from(f)
+}
+
+/// A frame whose payload starts with `seq` and is filled with a pattern derived from it.
+fn seq_frame(seq: u32, payload_len: usize) -> Bytes {
+    let mut payload = vec![0u8; payload_len];
+    let seq_bytes = seq.to_be_bytes();
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b = if i < 4 {
+            seq_bytes[i]
+        } else {
+            (seq as usize).wrapping_mul(31).wrapping_add(i) as u8
+        };
+    }
+    frame(7, &payload)
+}
+
+/// A connected pair of links: (A's end, B's end). A has sent a first frame (kind 0) so B's
+/// stream is visible; it has been consumed from B's receiver.
+async fn connect_pair(a: &QuicTransport, b: &QuicTransport) -> (PeerLink, PeerLink) {
+    let link_a = a.connect(b.local_addr(), b.fingerprint()).await.unwrap();
+    let mut link_b = b.accept().await.unwrap();
+    link_a.sender.send(frame(0, b"hello")).await.unwrap();
+    let hello = link_b.receiver.recv().await.unwrap();
+    assert_eq!(hello, frame(0, b"hello"));
+    (link_a, link_b)
+}
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    timeout(TEST_LIMIT, f).await.expect("test took too long")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_flow_both_ways_in_order() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, link_b) = connect_pair(&a, &b).await;
+        assert_eq!(link_a.remote_addr.socket_addr(), Some(b.local_addr()));
+        assert_eq!(link_b.remote_addr.socket_addr(), Some(a.local_addr()));
+
+        // The frames each side sends: 1,000 small ones with a max-size one in the middle and
+        // one at the end.
+        let frames: Vec<Bytes> = (0..1_002u32)
+            .map(|seq| match seq {
+                500 | 1_001 => seq_frame(seq, MAX_FRAME_LEN),
+                _ => seq_frame(seq, 4 + (seq as usize % 300)),
+            })
+            .collect();
+        assert_eq!(frames[500].len(), FRAME_HEADER_LEN + 70_000);
+
+        let run = |link: PeerLink, frames: Vec<Bytes>| async move {
+            let PeerLink {
+                sender,
+                mut receiver,
+                ..
+            } = link;
+            let to_send = frames.clone();
+            let sending = tokio::spawn(async move {
+                for f in to_send {
+                    sender.send(f).await.unwrap();
+                }
+                sender
+            });
+            for (i, expected) in frames.iter().enumerate() {
+                let got = receiver.recv().await.unwrap();
+                assert_eq!(&got, expected, "frame {i} differs");
+            }
+            (sending.await.unwrap(), receiver)
+        };
+        let (side_a, side_b) = tokio::join!(run(link_a, frames.clone()), run(link_b, frames));
+        // Both still open; a max-size frame is fine, one byte more is refused locally.
+        assert!(!side_a.0.is_closed());
+        let too_big = frame(1, &vec![0u8; MAX_FRAME_LEN + 1]);
+        assert!(matches!(
+            side_a.0.send(too_big).await,
+            Err(LinkError::FrameTooLarge(n)) if n == MAX_FRAME_LEN + 1
+        ));
+        let inconsistent = Bytes::from_static(&[1, 0, 0, 0, 9, 1, 2]);
+        assert!(matches!(
+            side_a.0.send(inconsistent).await,
+            Err(LinkError::InvalidFrame(_))
+        ));
+        assert!(
+            !side_a.0.is_closed(),
+            "a refused frame does not close the link"
+        );
+        drop(side_b);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_fingerprint_is_rejected() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let impostor = QuicIdentity::generate().unwrap();
+        let err = a
+            .connect(b.local_addr(), &impostor.fingerprint)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, LinkError::FingerprintMismatch),
+            "unexpected error: {err:?}"
+        );
+        // Malformed fingerprints are refused before dialing.
+        assert!(matches!(
+            a.connect(b.local_addr(), "not-hex").await,
+            Err(LinkError::Connect(_))
+        ));
+        // B never yields a link for the rejected handshake.
+        assert!(timeout(Duration::from_millis(1_500), b.accept())
+            .await
+            .is_err());
+        // The right fingerprint still works afterwards, in uppercase too.
+        let link = a
+            .connect(b.local_addr(), &b.fingerprint().to_uppercase())
+            .await
+            .unwrap();
+        link.sender.send(frame(0, b"hi")).await.unwrap();
+        let mut accepted = timeout(Duration::from_secs(5), b.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(accepted.receiver.recv().await.unwrap(), frame(0, b"hi"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frame_header_closes_link() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        // Drive quinn directly with A's pinning client config, to put raw bytes on the wire.
+        let raw = quinn::Endpoint::client(localhost()).unwrap();
+        let conn = raw
+            .connect_with(
+                a.client_config(b.fingerprint()).unwrap(),
+                b.local_addr(),
+                SERVER_NAME,
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        let good = frame(3, b"fine");
+        send.write_all(&good).await.unwrap();
+        // Announces MAX_FRAME_LEN + 1 payload bytes; the payload never needs to arrive.
+        let mut bad = vec![3u8];
+        bad.extend_from_slice(&((MAX_FRAME_LEN + 1) as u32).to_be_bytes());
+        send.write_all(&bad).await.unwrap();
+
+        let mut link = timeout(Duration::from_secs(5), b.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(link.receiver.recv().await.unwrap(), good);
+        assert!(timeout(Duration::from_secs(5), link.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(link.sender.is_closed());
+        let reason = link.sender.close_reason().unwrap();
+        assert!(reason.contains("protocol error"), "{reason}");
+        // The offender sees the connection closed with application code 2.
+        match timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap()
+        {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                assert_eq!(close.error_code, quinn::VarInt::from_u32(2));
+            }
+            other => panic!("unexpected close: {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_transport_closes_the_peers_link() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (mut link_a, mut link_b) = connect_pair(&a, &b).await;
+        let start = Instant::now();
+        drop(b);
+        assert!(timeout(Duration::from_secs(2), link_a.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(link_a.sender.is_closed());
+        assert!(matches!(
+            link_a.sender.send(frame(1, b"x")).await,
+            Err(LinkError::Closed)
+        ));
+        let reason = link_a.sender.close_reason().unwrap();
+        assert!(reason.contains("endpoint closed"), "{reason}");
+        // B's own link is closed as well.
+        assert!(timeout(Duration::from_secs(2), link_b.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        eprintln!("noticed in {:?}", start.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_reaches_the_peer_with_its_reason() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, mut link_b) = connect_pair(&a, &b).await;
+        link_a.sender.close("going away");
+        assert!(link_a.sender.is_closed());
+        assert!(timeout(Duration::from_secs(2), link_b.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        let reason = link_b.sender.close_reason().unwrap();
+        assert!(reason.contains("going away"), "{reason}");
+        // The transports keep working.
+        let (_c, _d) = connect_pair(&a, &b).await;
+    })
+    .await;
+}
+
+/// A UDP relay between a client and `target` that can be made to swallow everything, so a peer
+/// disappears without closing anything.
+struct Relay {
+    addr: SocketAddr,
+    blackhole: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn relay(target: SocketAddr) -> Relay {
+    let front = UdpSocket::bind(localhost()).await.unwrap();
+    let back = UdpSocket::bind(localhost()).await.unwrap();
+    back.connect(target).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let blackhole = Arc::new(AtomicBool::new(false));
+    let dead = blackhole.clone();
+    let task = tokio::spawn(async move {
+        let mut client = None;
+        let mut buf_in = vec![0u8; 65_536];
+        let mut buf_out = vec![0u8; 65_536];
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut buf_in) => {
+                    let Ok((n, from)) = r else { continue };
+                    client = Some(from);
+                    if !dead.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf_in[..n]).await;
+                    }
+                }
+                r = back.recv(&mut buf_out) => {
+                    let Ok(n) = r else { continue };
+                    if let (Some(c), false) = (client, dead.load(Ordering::SeqCst)) {
+                        let _ = front.send_to(&buf_out[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    Relay {
+        addr,
+        blackhole,
+        task,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silently_vanished_peer_times_out() {
+    bounded(async {
+        let tuning = QuicTuning {
+            max_idle_timeout: Duration::from_millis(1_000),
+            keep_alive: Duration::from_millis(250),
+            ..QuicTuning::tuned()
+        };
+        let a = transport(tuning);
+        let b = transport(tuning);
+        let r = relay(b.local_addr()).await;
+        let link_a = a.connect(r.addr, b.fingerprint()).await.unwrap();
+        link_a.sender.send(frame(0, b"hello")).await.unwrap();
+        let mut link_b = b.accept().await.unwrap();
+        assert_eq!(link_b.receiver.recv().await.unwrap(), frame(0, b"hello"));
+        let PeerLink {
+            sender: sender_a,
+            receiver: mut receiver_a,
+            ..
+        } = link_a;
+
+        // Idle for longer than the idle timeout: keep-alives keep the link up.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(!sender_a.is_closed());
+        sender_a.send(frame(1, b"still there")).await.unwrap();
+        assert_eq!(
+            link_b.receiver.recv().await.unwrap(),
+            frame(1, b"still there")
+        );
+
+        // The network path dies; nobody sends a CONNECTION_CLOSE that arrives.
+        r.blackhole.store(true, Ordering::SeqCst);
+        let start = Instant::now();
+        assert!(timeout(Duration::from_secs(3), receiver_a.recv())
+            .await
+            .unwrap()
+            .is_none());
+        let noticed = start.elapsed();
+        assert!(noticed < Duration::from_millis(2_500), "took {noticed:?}");
+        let reason = sender_a.close_reason().unwrap();
+        assert!(reason.contains("idle timeout"), "{reason}");
+        assert!(timeout(Duration::from_secs(3), link_b.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        eprintln!("vanished peer noticed in {noticed:?}");
+        r.task.abort();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_link_ends_it_gracefully_on_both_sides() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, mut link_b) = connect_pair(&a, &b).await;
+        for seq in 0..100 {
+            link_a.sender.send(seq_frame(seq, 1_000)).await.unwrap();
+        }
+        drop(link_a);
+        for seq in 0..100 {
+            assert_eq!(link_b.receiver.recv().await.unwrap(), seq_frame(seq, 1_000));
+        }
+        assert!(timeout(Duration::from_secs(2), link_b.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+        assert!(link_b.sender.is_closed());
+        assert!(matches!(
+            link_b.sender.send(frame(1, b"late")).await,
+            Err(LinkError::Closed)
+        ));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_only_the_receiver_keeps_the_link_open() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, mut link_b) = connect_pair(&a, &b).await;
+        let PeerLink {
+            sender: sender_a,
+            receiver: receiver_a,
+            ..
+        } = link_a;
+        drop(receiver_a);
+        // B's frames are discarded at A, more than the channels and windows hold.
+        for seq in 0..600 {
+            link_b.sender.send(seq_frame(seq, 16 * 1024)).await.unwrap();
+        }
+        assert!(!sender_a.is_closed());
+        for seq in 0..10 {
+            sender_a.send(seq_frame(seq, 100)).await.unwrap();
+            assert_eq!(link_b.receiver.recv().await.unwrap(), seq_frame(seq, 100));
+        }
+        // Dropping the last half ends the link.
+        drop(sender_a);
+        assert!(timeout(Duration::from_secs(2), link_b.receiver.recv())
+            .await
+            .unwrap()
+            .is_none());
+    })
+    .await;
+}
+
+/// The peer that ends the link first must not cut off frames the other side has queued but not
+/// read yet: every frame whose `send` returned `Ok` arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_end_loses_no_queued_frame() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, link_b) = connect_pair(&a, &b).await;
+        let PeerLink {
+            sender: sender_a,
+            receiver: mut receiver_a,
+            ..
+        } = link_a;
+
+        // B sends 16 KiB frames as fast as it can until the link stops accepting them.
+        let sender_b = link_b.sender.clone();
+        let producer = tokio::spawn(async move {
+            let mut sent = 0u32;
+            while sender_b.send(seq_frame(sent, 16 * 1024)).await.is_ok() {
+                sent += 1;
+            }
+            sent
+        });
+        // A reads 100, then drops its sender (ending its direction) while B's frames fill the
+        // channels and the QUIC windows, and keeps reading, slowly.
+        for seq in 0..100 {
+            assert_eq!(receiver_a.recv().await.unwrap(), seq_frame(seq, 16 * 1024));
+        }
+        drop(sender_a);
+        let mut received = 100u32;
+        while let Some(f) = receiver_a.recv().await {
+            assert_eq!(f, seq_frame(received, 16 * 1024));
+            received += 1;
+            if received % 16 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let sent = producer.await.unwrap();
+        eprintln!("sent {sent}, received {received}");
+        assert_eq!(received, sent);
+        assert!(
+            sent > 164,
+            "the test should have queued more than the channels hold"
+        );
+        drop(link_b);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_links_transfer_concurrently() {
+    const CLIENTS: usize = 8;
+    const FRAME_PAYLOAD: usize = 16 * 1024;
+    const FRAMES: u32 = 128; // 2 MiB per client
+    bounded(async {
+        let server = Arc::new(transport(QuicTuning::tuned()));
+        let start = Instant::now();
+
+        let srv = server.clone();
+        let serving = tokio::spawn(async move {
+            let mut handlers = Vec::new();
+            for _ in 0..CLIENTS {
+                let link = srv.accept().await.unwrap();
+                handlers.push(tokio::spawn(async move {
+                    let PeerLink {
+                        sender,
+                        mut receiver,
+                        ..
+                    } = link;
+                    let mut hasher = Sha256::new();
+                    let mut bytes = 0usize;
+                    for _ in 0..FRAMES {
+                        let f = receiver.recv().await.unwrap();
+                        assert_eq!(f.len(), FRAME_HEADER_LEN + FRAME_PAYLOAD);
+                        bytes += f.len() - FRAME_HEADER_LEN;
+                        hasher.update(&f[FRAME_HEADER_LEN..]);
+                    }
+                    let digest = hasher.finalize();
+                    sender.send(frame(9, &digest)).await.unwrap();
+                    // The client ends the link once it has the digest.
+                    assert!(receiver.recv().await.is_none());
+                    bytes
+                }));
+            }
+            let mut total = 0;
+            for h in handlers {
+                total += h.await.unwrap();
+            }
+            total
+        });
+
+        let mut clients = Vec::new();
+        for c in 0..CLIENTS {
+            let addr = server.local_addr();
+            let fingerprint = server.fingerprint().to_owned();
+            clients.push(tokio::spawn(async move {
+                let t = transport(QuicTuning::tuned());
+                let link = t.connect(addr, &fingerprint).await.unwrap();
+                let PeerLink {
+                    sender,
+                    mut receiver,
+                    ..
+                } = link;
+                let mut hasher = Sha256::new();
+                for seq in 0..FRAMES {
+                    let f = seq_frame(seq ^ (c as u32) << 16, FRAME_PAYLOAD);
+                    hasher.update(&f[FRAME_HEADER_LEN..]);
+                    sender.send(f).await.unwrap();
+                }
+                let digest = hasher.finalize();
+                let reply = receiver.recv().await.unwrap();
+                assert_eq!(reply, frame(9, &digest), "client {c}: digest differs");
+                drop(sender);
+                assert!(receiver.recv().await.is_none());
+            }));
+        }
+        for c in clients {
+            c.await.unwrap();
+        }
+        let total = serving.await.unwrap();
+        let elapsed = start.elapsed();
+        assert_eq!(total, CLIENTS * FRAMES as usize * FRAME_PAYLOAD);
+        eprintln!(
+            "{CLIENTS} links x 2 MiB in {elapsed:?} ({:.0} MB/s)",
+            total as f64 / elapsed.as_secs_f64() / 1e6
+        );
+        assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    })
+    .await;
+}
