@@ -2,6 +2,7 @@
 //! WebRTC later) behind one frame-link abstraction, the deadline scheduler, and a native peer node.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod node;
 pub mod protocol;
 pub mod scheduler;
 pub mod tracker;

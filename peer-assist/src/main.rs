@@ -1,1 +1,155 @@
-fn main() {}
+//! `peer-assist`: the native peer. `peer-assist node --gateway URL --stream PATH` joins a swarm.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use peer_assist::node::{self, NodeConfig, TestBehaviour};
+
+#[derive(Parser)]
+#[command(
+    name = "peer-assist",
+    version,
+    about = "Peer-assisted HLS delivery: a native peer node."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Join a stream's swarm, play it like a player (or seed it), exchange verified segments.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Gateway base URL.
+    #[arg(long, value_name = "URL")]
+    gateway: String,
+    /// The stream: the path of its multivariant playlist on the gateway, e.g. /demo/live/master.m3u8.
+    #[arg(long, value_name = "PATH")]
+    stream: String,
+    /// Variant index in the multivariant playlist (0 = the first listed).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    rendition: u32,
+    /// Fetch the whole playlist window over HTTP at once and keep it to serve others; do not play.
+    #[arg(long)]
+    seed: bool,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    duration: Option<f64>,
+    /// Write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// UDP address for QUIC.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Never upload to other peers.
+    #[arg(long)]
+    no_upload: bool,
+    /// Upload cap in bytes per second.
+    #[arg(long, value_name = "BYTES_PER_S", default_value_t = 20_000_000)]
+    upload_rate: u64,
+    /// No upload until the swarm has at least this many peers (this one included).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    privacy_floor: usize,
+    /// TEST ONLY: corrupt every chunk this node uploads.
+    #[arg(long, hide = true)]
+    test_lie: bool,
+    /// TEST ONLY: upload at most this many bytes per second.
+    #[arg(long, hide = true, value_name = "BYTES_PER_S")]
+    test_slow_upload: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Command::Node(args) = cli.command;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("peer-assist: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: NodeArgs) -> ExitCode {
+    let duration = match args.duration {
+        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
+        Some(_) => {
+            eprintln!("peer-assist: --duration must be a positive number of seconds");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
+    let mut config = NodeConfig::new(&args.gateway, &args.stream);
+    config.rendition = args.rendition;
+    config.seed = args.seed;
+    config.duration = duration;
+    config.bind = args.bind;
+    config.upload = !args.no_upload;
+    config.upload_rate = args.upload_rate;
+    config.privacy_floor = args.privacy_floor;
+    config.test = TestBehaviour {
+        lie: args.test_lie,
+        slow_upload: args.test_slow_upload,
+    };
+    let handle = match node::start(config).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("peer-assist: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("peer-assist: joined, QUIC on {}", handle.quic_addr);
+    let summary = if duration.is_some() {
+        tokio::select! {
+            s = handle.wait() => s,
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+        handle.stop().await
+    };
+    println!(
+        "segments {} (peer {}, http {}), bytes peer {} http {} ({:.0}% offload), uploaded {}, mismatches {}, missed deadlines {}",
+        summary.segments,
+        summary.p2p_segments,
+        summary.http_segments,
+        summary.p2p_bytes,
+        summary.http_bytes,
+        summary.offload() * 100.0,
+        summary.uploaded_bytes,
+        summary.mismatches,
+        summary.missed_deadlines
+    );
+    if let Some(path) = args.json {
+        let text = match serde_json::to_string_pretty(&summary) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("peer-assist: cannot encode the summary: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("peer-assist: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,239 @@
+//! Native peers over real QUIC, through a real gateway on the demo live stream: offload, verification,
+//! liars and peers that die mid-transfer.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use peer_assist::node::{self, NodeConfig, Summary, TestBehaviour};
+use support::{TestGateway, TestOrigin};
+
+/// Segments obtained before this are the warm-up (startup, the first fetches over HTTP).
+const WARM_UP_MS: u64 = 8_000;
+
+async fn demo_gateway() -> TestGateway {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let demo = gateway::demo::spawn().await.expect("demo origin");
+    let placeholder = TestOrigin::start().await;
+    let mut config = support::test_config(&placeholder);
+    config.origins = vec![format!("http://{demo}/")];
+    config.follower.enabled = true;
+    TestGateway::start(config).await
+}
+
+fn node_config(gw: &TestGateway, seconds: u64) -> NodeConfig {
+    let mut config = NodeConfig::new(&format!("http://{}", gw.addr), "/demo/live/master.m3u8");
+    config.duration = Some(Duration::from_secs(seconds));
+    config
+}
+
+fn after_warm_up(summary: &Summary) -> (u64, u64) {
+    summary
+        .log
+        .iter()
+        .filter(|r| r.at_ms >= WARM_UP_MS)
+        .fold((0, 0), |(peer, total), r| {
+            let from_peer = if r.source == "peer" { r.bytes } else { 0 };
+            (peer + from_peer, total + r.bytes)
+        })
+}
+
+/// Every accepted segment must be byte-identical to what the gateway serves.
+async fn assert_all_authentic(gw: &TestGateway, summaries: &[Summary]) {
+    for s in summaries {
+        for r in &s.log {
+            let body = gw.get(&r.id).await;
+            assert_eq!(body.status, 200, "{}", r.id);
+            let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body.body));
+            assert_eq!(
+                r.sha256, expected,
+                "peer {} accepted a corrupted {}",
+                s.peer_id, r.id
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_native_peers_share_the_live_stream() {
+    let gw = demo_gateway().await;
+    let mut handles = Vec::new();
+    for _ in 0..5 {
+        handles.push(node::start(node_config(&gw, 28)).await.expect("node joins"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The p2p series move while the peers run.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(gw.metric("p2p_peers").await, 5.0);
+    assert_eq!(gw.metric("p2p_swarms").await, 1.0);
+
+    let mut summaries = Vec::new();
+    for h in handles {
+        summaries.push(h.wait().await);
+    }
+    let (mut peer_bytes, mut total) = (0, 0);
+    for s in &summaries {
+        let (p, t) = after_warm_up(s);
+        peer_bytes += p;
+        total += t;
+        assert_eq!(s.mismatches, 0, "{s:?}");
+        assert_eq!(
+            s.missed_deadlines, 0,
+            "peer {} stalled: {:?}",
+            s.peer_id, s.log
+        );
+        assert!(s.log.iter().all(|r| r.in_time));
+        assert!(
+            s.segments >= 10,
+            "peer {} got {} segments",
+            s.peer_id,
+            s.segments
+        );
+    }
+    let offload = peer_bytes as f64 / total as f64;
+    eprintln!(
+        "offload after warm-up: {:.1}% of {total} bytes",
+        offload * 100.0
+    );
+    assert!(
+        offload >= 0.60,
+        "offload after warm-up {offload:.2} < 0.60: {summaries:#?}"
+    );
+    assert_all_authentic(&gw, &summaries).await;
+
+    let reported_peer = gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await;
+    let reported_http = gw.metric("p2p_reported_bytes_total{source=\"http\"}").await;
+    let sent: u64 = summaries.iter().map(|s| s.p2p_bytes).sum();
+    assert_eq!(reported_peer as u64, sent, "every peer byte was reported");
+    assert!(reported_http > 0.0);
+    assert_eq!(gw.metric("p2p_digest_mismatches_total").await, 0.0);
+}
+
+/// Joins the tracker as an observer and returns the peer ids it is offered.
+async fn offered_peers(gw: &TestGateway) -> Vec<String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/p2p/v1/ws?stream=/demo/live/master.m3u8", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("observer connects");
+    let join = serde_json::json!({"type": "join", "v": 1, "stream": "/demo/live/master.m3u8", "rendition": 0,
+        "capabilities": {"transports": ["quic"], "upload": false}});
+    ws.send(Message::text(join.to_string()))
+        .await
+        .expect("join");
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a peer list in time")
+            .expect("open")
+            .expect("message");
+        if let Message::Text(text) = message {
+            let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+            if value["type"] == "peers" {
+                return value["peers"]
+                    .as_array()
+                    .expect("list")
+                    .iter()
+                    .map(|p| p["peer_id"].as_str().unwrap_or_default().to_owned())
+                    .collect();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
+    let gw = demo_gateway().await;
+    let mut liar_config = node_config(&gw, 30);
+    liar_config.test = TestBehaviour {
+        lie: true,
+        slow_upload: None,
+    };
+    let liar = node::start(liar_config).await.expect("liar joins");
+    // The liar gets a head start so it holds segments others will ask it for.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut honest = Vec::new();
+    for _ in 0..4 {
+        honest.push(node::start(node_config(&gw, 24)).await.expect("node joins"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut summaries = Vec::new();
+    for h in honest {
+        summaries.push(h.wait().await);
+    }
+    // Ask the tracker while the liar is still connected: it must not be offered any more.
+    let offered = offered_peers(&gw).await;
+    let liar_summary = liar.stop().await;
+    let liar_id = liar_summary.peer_id.clone();
+    assert!(
+        liar_summary.uploaded_bytes > 0,
+        "the liar did upload (corrupted) data"
+    );
+
+    let caught: u64 = summaries.iter().map(|s| s.mismatches).sum();
+    assert!(
+        caught > 0,
+        "someone asked the liar and caught it: {summaries:#?}"
+    );
+    for s in &summaries {
+        assert_eq!(s.missed_deadlines, 0, "peer {} stalled", s.peer_id);
+        assert!(
+            s.peers_dropped_for_lying.iter().all(|p| p == &liar_id),
+            "only the liar is ever dropped: {:?}",
+            s.peers_dropped_for_lying
+        );
+        if s.mismatches > 0 {
+            assert_eq!(
+                s.peers_dropped_for_lying,
+                vec![liar_id.clone()],
+                "the receiver disconnected the liar"
+            );
+        }
+    }
+    assert!(
+        !offered.contains(&liar_id),
+        "the tracker stopped matching the liar: {offered:?}"
+    );
+    assert_all_authentic(&gw, &summaries).await;
+    assert!(gw.metric("p2p_digest_mismatches_total").await >= caught as f64);
+    assert!(gw.metric("p2p_fallbacks_total{cause=\"mismatch\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
+    let gw = demo_gateway().await;
+    // A seed that uploads slowly, so transfers from it are always in progress.
+    let mut seed_config = node_config(&gw, 60);
+    seed_config.seed = true;
+    seed_config.test = TestBehaviour {
+        lie: false,
+        slow_upload: Some(20_000),
+    };
+    let seed = node::start(seed_config).await.expect("seed joins");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut viewer_config = node_config(&gw, 18);
+    viewer_config.upload = false;
+    let viewer = node::start(viewer_config).await.expect("viewer joins");
+    // Kill the seed while it is sending the viewer a segment.
+    let mut waited = Duration::ZERO;
+    while seed.active_uploads() == 0 {
+        if waited >= Duration::from_secs(12) {
+            let v = viewer.stop().await;
+            let s = seed.stop().await;
+            panic!("the viewer never asked the seed:\nviewer {v:#?}\nseed {s:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        waited += Duration::from_millis(10);
+    }
+    seed.kill();
+    let summary = viewer.wait().await;
+    assert_eq!(summary.missed_deadlines, 0, "{summary:#?}");
+    assert!(
+        summary.failures.disconnect >= 1,
+        "a transfer was running when the seed died: {summary:#?}"
+    );
+    assert!(summary.log.iter().all(|r| r.in_time));
+    assert_all_authentic(&gw, &[summary]).await;
+}
