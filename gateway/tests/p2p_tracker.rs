@@ -220,6 +220,8 @@ async fn closed_with(gw: &TestGateway, messages: Vec<Message>) -> String {
     }
     loop {
         match next(&mut ws).await {
+            // A relay to an unknown peer is answered with a non-fatal not_found: keep reading.
+            Some(m) if m["type"] == "error" && m["code"] == "not_found" => continue,
             Some(m) if m["type"] == "error" => return m["code"].as_str().unwrap().to_owned(),
             Some(_) => continue,
             None => return "closed without error".into(),
@@ -282,18 +284,26 @@ async fn tracker_limits_close_abusive_connections_and_keep_serving_others() {
     for _ in 0..2 {
         let mut ws = connect(&gw, "/s/master.m3u8").await;
         ws.send(Message::text(join(0))).await.unwrap();
-        assert_eq!(next(&mut ws).await.unwrap()["type"], "welcome");
-        extra.push(ws);
+        let welcome = next(&mut ws).await.unwrap();
+        assert_eq!(welcome["type"], "welcome");
+        extra.push((welcome["peer_id"].as_str().unwrap().to_owned(), ws));
     }
     let mut full = connect(&gw, "/s/master.m3u8").await;
     full.send(Message::text(join(0))).await.unwrap();
     assert_eq!(next(&mut full).await.unwrap()["code"], "swarm_full");
 
-    // The well-behaved peer is still served.
-    let report = json!({"type": "report", "http_bytes": 1, "p2p_bytes": 0, "http_segments": 1,
-        "p2p_segments": 0, "uploaded_bytes": 0, "failures": {}, "peers": []});
-    good.send(Message::text(report.to_string())).await.unwrap();
-    assert_eq!(until(&mut good, "peers").await["type"], "peers");
+    // A relay to a peer that is not in the swarm is refused without closing the connection.
+    let relay = json!({"type": "relay", "to": "nobody", "payload": {}}).to_string();
+    good.send(Message::text(relay)).await.unwrap();
+    let refused = until(&mut good, "error").await;
+    assert_eq!(refused["code"], "not_found");
+
+    // The well-behaved peer is still served: its relay reaches another peer.
+    let (target_id, target) = &mut extra[0];
+    let relay = json!({"type": "relay", "to": target_id, "payload": {"sdp": "offer"}}).to_string();
+    good.send(Message::text(relay)).await.unwrap();
+    let relayed = until(target, "relay").await;
+    assert_eq!(relayed["payload"]["sdp"], "offer");
     assert!(
         gw.metric("p2p_connections_closed_total{reason=\"rate_limited\"}")
             .await
