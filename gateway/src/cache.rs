@@ -4,10 +4,14 @@
 //! expiry only bounds how long an entry may be kept at all, in real time.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::header::{
+    ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, CONTENT_TYPE, ETAG,
+    LAST_MODIFIED, LOCATION,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 
@@ -38,6 +42,44 @@ pub struct CachedObject {
     /// SHA-256 of the body, for media objects (segments, init sections, parts).
     pub digest: Option<Digest>,
     pub playlist: Option<PlaylistInfo>,
+    /// `last_modified`, parsed once.
+    pub last_modified_at: Option<SystemTime>,
+    /// The response headers that are the same for every answer (CORS, validators, type), built once
+    /// when the object is stored; each answer adds `Age`, `Cache-Control`, `X-Cache` and the length.
+    pub headers: HeaderMap,
+}
+
+/// Headers a browser player may read besides the CORS-safelisted ones.
+pub const EXPOSED_HEADERS: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
+
+/// The per-object part of every answer's headers (see [`CachedObject::headers`]).
+pub fn fixed_headers(
+    status: StatusCode,
+    content_type: Option<&HeaderValue>,
+    etag: &HeaderValue,
+    last_modified: Option<&HeaderValue>,
+    location: Option<&HeaderValue>,
+) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    h.insert(ETAG, etag.clone());
+    if let Some(v) = content_type {
+        h.insert(CONTENT_TYPE, v.clone());
+    }
+    if let Some(v) = last_modified {
+        h.insert(LAST_MODIFIED, v.clone());
+    }
+    if let Some(v) = location {
+        h.insert(LOCATION, v.clone());
+    }
+    if status.is_success() {
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    h
 }
 
 impl CachedObject {

@@ -318,13 +318,27 @@ impl Edge {
         let content_type = hls::content_type(&object.path, class)
             .map(HeaderValue::from_static)
             .or(origin_type);
+        let last_modified = headers.get(LAST_MODIFIED).cloned();
+        let location = headers.get(LOCATION).cloned();
+        let fixed = crate::cache::fixed_headers(
+            status,
+            content_type.as_ref(),
+            &etag,
+            last_modified.as_ref(),
+            location.as_ref(),
+        );
         CachedObject {
             status,
             class,
+            headers: fixed,
+            last_modified_at: last_modified
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok()),
             content_type,
             etag,
-            last_modified: headers.get(LAST_MODIFIED).cloned(),
-            location: headers.get(LOCATION).cloned(),
+            last_modified,
+            location,
             stored_at: now.checked_sub(origin_age).unwrap_or(now),
             lifetime,
             digest: (class.is_media() && status.is_success()).then_some(digest),

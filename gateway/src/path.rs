@@ -77,17 +77,14 @@ pub fn normalize(path: &str, query: Option<&str>) -> Result<CleanTarget, PathErr
 /// control byte or a dot segment makes the whole path invalid. The received form must be valid
 /// percent-encoding; a deeper layer that is not is a literal '%' in a name and ends the check.
 fn check_segment(segment: &str) -> Result<(), PathError> {
-    let mut current: Vec<u8> = segment.as_bytes().to_vec();
+    let raw = segment.as_bytes();
+    if !raw.contains(&b'%') {
+        // The common case, checked without copying.
+        return check_layer(raw);
+    }
+    let mut current: Vec<u8> = raw.to_vec();
     for layer in 0..4 {
-        if current == b"." || current == b".." {
-            return Err(PathError::DotSegment);
-        }
-        if current
-            .iter()
-            .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
-        {
-            return Err(PathError::EncodedSeparator);
-        }
+        check_layer(&current)?;
         if !current.contains(&b'%') {
             return Ok(());
         }
@@ -99,6 +96,19 @@ fn check_segment(segment: &str) -> Result<(), PathError> {
     }
     // Encoded four or more times: nobody names a file like that but an attacker.
     Err(PathError::BadEncoding)
+}
+
+fn check_layer(bytes: &[u8]) -> Result<(), PathError> {
+    if bytes == b"." || bytes == b".." {
+        return Err(PathError::DotSegment);
+    }
+    if bytes
+        .iter()
+        .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
+        return Err(PathError::EncodedSeparator);
+    }
+    Ok(())
 }
 
 fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {

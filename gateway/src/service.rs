@@ -2,16 +2,15 @@
 //! validators, byte ranges and HEAD.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_HEADERS, AGE, ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE,
-    RETRY_AFTER,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, AGE,
+    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, RANGE, RETRY_AFTER,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -29,7 +28,6 @@ use crate::range::{self, RangeAnswer};
 pub type Body = Full<Bytes>;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-const EXPOSED: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -265,13 +263,11 @@ async fn find(
     (fetched.map_err(Failure::Fetch), result)
 }
 
+/// Body bytes of an answer (HEAD answers carry none).
 fn content_len(response: &Response<Body>) -> usize {
-    response
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    http_body::Body::size_hint(response.body())
+        .exact()
+        .map_or(0, |n| n as usize)
 }
 
 fn x_cache(result: CacheResult) -> HeaderValue {
@@ -293,41 +289,15 @@ pub fn respond(
     head: bool,
 ) -> Response<Body> {
     let age = object.age(now);
-    let mut headers = HeaderMap::with_capacity(12);
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSED),
-    );
-    headers.insert(AGE, HeaderValue::from(age.as_secs()));
+    let mut headers = object.headers.clone();
+    headers.insert(AGE, small_number(age.as_secs()));
     headers.insert(X_CACHE.clone(), x_cache(result));
-    headers.insert(ETAG, object.etag.clone());
-    let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
-    if object.lifetime.total().is_zero() {
-        // Not stored here (no-store, private, no-cache...): no downstream cache may store it either.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    } else {
-        let cache_control = if object.is_success() {
-            format!("public, max-age={remaining}")
-        } else {
-            format!("max-age={remaining}")
-        };
-        if let Ok(v) = HeaderValue::from_str(&cache_control) {
-            headers.insert(CACHE_CONTROL, v);
-        }
-    }
-    if let Some(lm) = &object.last_modified {
-        headers.insert(LAST_MODIFIED, lm.clone());
-    }
-    if let Some(location) = &object.location {
-        headers.insert(LOCATION, location.clone());
-    }
+    headers.insert(CACHE_CONTROL, cache_control(object, age));
 
     if object.is_success() && not_modified(object, request) {
+        headers.remove(CONTENT_TYPE);
+        headers.remove(ACCEPT_RANGES);
         return finish(StatusCode::NOT_MODIFIED, headers, Bytes::new(), None);
-    }
-    if let Some(ct) = &object.content_type {
-        headers.insert(CONTENT_TYPE, ct.clone());
     }
     if !object.is_success() {
         let body = if head {
@@ -337,7 +307,6 @@ pub fn respond(
         };
         return finish(object.status, headers, body, Some(object.body.len() as u64));
     }
-    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let len = object.body.len() as u64;
     let range = request
         .get(RANGE)
@@ -380,23 +349,66 @@ pub fn respond(
     }
 }
 
+/// Numbers below this are answered from a table instead of being formatted per request.
+const SMALL: u64 = 128;
+
+fn small_number(n: u64) -> HeaderValue {
+    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..SMALL).map(HeaderValue::from).collect());
+    table
+        .get(n as usize)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// `Cache-Control` for an answer: what is left of the object's freshness; `no-store` for answers the
+/// gateway itself did not store (no-store, private, no-cache...), so no downstream cache stores them.
+fn cache_control(object: &CachedObject, age: Duration) -> HeaderValue {
+    static PUBLIC: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    if object.lifetime.total().is_zero() {
+        return HeaderValue::from_static("no-store");
+    }
+    let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
+    let text = |prefix: &str| {
+        HeaderValue::from_str(&format!("{prefix}max-age={remaining}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+    };
+    if !object.is_success() {
+        return text("");
+    }
+    let table = PUBLIC.get_or_init(|| {
+        (0..SMALL)
+            .map(|n| {
+                HeaderValue::from_str(&format!("public, max-age={n}"))
+                    .unwrap_or_else(|_| HeaderValue::from_static("public"))
+            })
+            .collect()
+    });
+    table
+        .get(remaining as usize)
+        .cloned()
+        .unwrap_or_else(|| text("public, "))
+}
+
 fn not_modified(object: &CachedObject, request: &HeaderMap) -> bool {
-    if let Some(inm) = request.get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    if let Some(inm) = request.get(IF_NONE_MATCH) {
+        let Ok(inm) = inm.to_str() else {
+            return false;
+        };
         return object
             .etag
             .to_str()
             .is_ok_and(|etag| range::if_none_match(inm, etag));
     }
-    let since = request
-        .get(IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let modified = object
-        .last_modified
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+    let (Some(since), Some(modified)) = (request.get(IF_MODIFIED_SINCE), object.last_modified_at)
+    else {
+        return false;
+    };
+    since
+        .to_str()
+        .ok()
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .is_some_and(|since| modified <= since)
 }
 
 fn finish(
