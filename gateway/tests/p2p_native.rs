@@ -215,6 +215,8 @@ async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut viewer_config = node_config(&gw, 18);
     viewer_config.upload = false;
+    // Never an HTTP-first seeder itself: every fresh segment is asked of the seed.
+    viewer_config.scheduler.http_first_count = 0;
     let viewer = node::start(viewer_config).await.expect("viewer joins");
     // Kill the seed while it is sending the viewer a segment.
     let mut waited = Duration::ZERO;

@@ -560,7 +560,8 @@ impl Node {
             timeline: Timeline::new(now + config.startup),
             bucket: Arc::new(std::sync::Mutex::new(TokenBucket::new(
                 rate as f64,
-                (rate as f64).max(64_000.0),
+                // Half a second of the cap, at least one chunk.
+                (rate as f64 / 2.0).max(RECOMMENDED_CHUNK_LEN as f64),
                 now,
             ))),
             summary: Summary {
