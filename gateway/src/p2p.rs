@@ -283,34 +283,9 @@ async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
     };
     let segments = digest_window(edge, &playlist).await;
     let body = serde_json::json!({ "playlist": playlist, "segments": segments });
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    let h = response.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
+    crate::service::text_response(StatusCode::OK, "application/json", body.to_string())
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(message.to_owned())));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    response
+    crate::service::text_response(status, "text/plain; charset=utf-8", message.to_owned())
 }

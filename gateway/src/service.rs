@@ -140,7 +140,25 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
+/// A small uncacheable answer for browsers and scripts (errors, JSON from the peer-assist endpoints).
+pub fn text_response(
+    status: StatusCode,
+    content_type: &'static str,
+    text: String,
+) -> Response<Body> {
+    error_response_typed(status, content_type, text, false)
+}
+
 fn error_response(status: StatusCode, text: String, head: bool) -> Response<Body> {
+    error_response_typed(status, "text/plain; charset=utf-8", text, head)
+}
+
+fn error_response_typed(
+    status: StatusCode,
+    content_type: &'static str,
+    text: String,
+    head: bool,
+) -> Response<Body> {
     let body = if head {
         Bytes::new()
     } else {
@@ -149,10 +167,7 @@ fn error_response(status: StatusCode, text: String, head: bool) -> Response<Body
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response

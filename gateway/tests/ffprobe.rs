@@ -5,7 +5,6 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{TestGateway, TestOrigin};
 
 fn tool(name: &str) -> String {
     let found = Command::new(name)
@@ -19,16 +18,6 @@ fn tool(name: &str) -> String {
     name.to_owned()
 }
 
-async fn demo_gateway() -> TestGateway {
-    let demo = gateway::demo::spawn().await.expect("demo origin");
-    // The origin helper is only used for the config defaults; the demo origin replaces it.
-    let placeholder = TestOrigin::start().await;
-    let mut config = support::test_config(&placeholder);
-    config.origins = vec![format!("http://{demo}/")];
-    config.follower.enabled = true;
-    TestGateway::start(config).await
-}
-
 async fn run(mut command: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || command.output())
         .await
@@ -40,7 +29,7 @@ async fn run(mut command: Command) -> std::process::Output {
 async fn ffprobe_and_ffmpeg_decode_every_demo_rendition_through_the_gateway() {
     let ffprobe = tool("ffprobe");
     let ffmpeg = tool("ffmpeg");
-    let gw = demo_gateway().await;
+    let gw = support::demo_gateway().await;
 
     for kind in ["vod", "live"] {
         let master = gw.url(&format!("/demo/{kind}/master.m3u8"));

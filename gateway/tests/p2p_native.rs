@@ -7,20 +7,10 @@ mod support;
 use std::time::Duration;
 
 use peer_assist::node::{self, NodeConfig, Summary, TestBehaviour};
-use support::{TestGateway, TestOrigin};
+use support::TestGateway;
 
 /// Segments obtained before this are the warm-up (startup, the first fetches over HTTP).
 const WARM_UP_MS: u64 = 8_000;
-
-async fn demo_gateway() -> TestGateway {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let demo = gateway::demo::spawn().await.expect("demo origin");
-    let placeholder = TestOrigin::start().await;
-    let mut config = support::test_config(&placeholder);
-    config.origins = vec![format!("http://{demo}/")];
-    config.follower.enabled = true;
-    TestGateway::start(config).await
-}
 
 fn node_config(gw: &TestGateway, seconds: u64) -> NodeConfig {
     let mut config = NodeConfig::new(&format!("http://{}", gw.addr), "/demo/live/master.m3u8");
@@ -57,7 +47,7 @@ async fn assert_all_authentic(gw: &TestGateway, summaries: &[Summary]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_native_peers_share_the_live_stream() {
-    let gw = demo_gateway().await;
+    let gw = support::demo_gateway().await;
     let mut handles = Vec::new();
     for _ in 0..5 {
         handles.push(node::start(node_config(&gw, 28)).await.expect("node joins"));
@@ -145,7 +135,7 @@ async fn offered_peers(gw: &TestGateway) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
-    let gw = demo_gateway().await;
+    let gw = support::demo_gateway().await;
     let mut liar_config = node_config(&gw, 30);
     liar_config.test = TestBehaviour {
         lie: true,
@@ -203,7 +193,7 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
-    let gw = demo_gateway().await;
+    let gw = support::demo_gateway().await;
     // A seed that uploads slowly, so transfers from it are always in progress.
     let mut seed_config = node_config(&gw, 60);
     seed_config.seed = true;

@@ -226,8 +226,13 @@ pub struct TestGateway {
 
 /// A config for tests: fast timeouts, few retries, the follower off unless a test turns it on.
 pub fn test_config(origin: &TestOrigin) -> Config {
+    config_for(origin.base())
+}
+
+/// [`test_config`] for any origin base URL.
+pub fn config_for(base: String) -> Config {
     let mut config = Config::default();
-    config.origins = vec![origin.base()];
+    config.origins = vec![base];
     config.origin.connect_timeout = Duration::from_secs(1);
     config.origin.first_byte_timeout = Duration::from_secs(2);
     config.origin.total_timeout = Duration::from_secs(3);
@@ -294,6 +299,15 @@ impl TestGateway {
         }
         self.done.take().unwrap().await.unwrap()
     }
+}
+
+/// A gateway in front of the built-in demo origin, with the live follower on.
+pub async fn demo_gateway() -> TestGateway {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let demo = gateway::demo::spawn().await.expect("demo origin");
+    let mut config = config_for(format!("http://{demo}/"));
+    config.follower.enabled = true;
+    TestGateway::start(config).await
 }
 
 /// A whole response.
