@@ -882,8 +882,12 @@ impl Node {
             .map(|p| p.peer_id.clone())
             .chain(std::iter::once(self.me.clone()))
             .collect();
-        let mut config_count = self.scheduler.config().http_first_count;
-        config_count = config_count.max(swarm.len() / 10);
+        // One HTTP-first seeder per ten peers, at least the configured count.
+        let seeders = self.scheduler.config().http_first_count.max(swarm.len() / 10);
+        let scheduler = Scheduler::new(SchedulerConfig {
+            http_first_count: seeders,
+            ..self.scheduler.config().clone()
+        });
         let work: Vec<(String, Option<u64>)> = if self.config.seed {
             self.pending.keys().map(|id| (id.clone(), None)).collect()
         } else {
@@ -938,10 +942,6 @@ impl Node {
                 last_progress: t.last_progress,
             });
             let http_running = pending.http_from.is_some();
-            let scheduler = Scheduler::new(SchedulerConfig {
-                http_first_count: config_count,
-                ..self.scheduler.config().clone()
-            });
             let decision = scheduler.decide(
                 now,
                 &self.me,
