@@ -105,7 +105,8 @@ pub struct P2pConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FollowerConfig {
     pub enabled: bool, // default true
-    /// A live rendition not requested for this long stops being followed. Default 30 s.
+    /// A live rendition not requested for this long (and at least three target durations) stops being
+    /// followed. Default 6 s.
     pub idle_after: Duration,
     /// At most this many renditions are followed at once. Default 256.
     pub max_renditions: usize,
@@ -176,7 +177,7 @@ impl Default for FollowerConfig {
     fn default() -> Self {
         FollowerConfig {
             enabled: true,
-            idle_after: Duration::from_secs(30),
+            idle_after: Duration::from_secs(6),
             max_renditions: 256,
         }
     }
@@ -1143,7 +1144,7 @@ struct Cli {
     #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     follower_enabled: Option<bool>,
 
-    /// A live rendition not requested for this long stops being followed [default: 30s]
+    /// A live rendition not requested for this long (and at least 3 target durations) stops being followed [default: 6s]
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     follower_idle_after: Option<Duration>,
 

@@ -75,7 +75,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.server.drain_timeout, SECS(30));
 
     assert!(c.follower.enabled);
-    assert_eq!(c.follower.idle_after, SECS(30));
+    assert_eq!(c.follower.idle_after, SECS(6));
     assert_eq!(c.follower.max_renditions, 256);
 }
 

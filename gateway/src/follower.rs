@@ -1,7 +1,9 @@
 //! The live playlist follower. While a live rendition is being watched, the gateway reloads its
 //! playlist itself at the RFC 8216 §6.3.4 interval (a target duration after a change, half of one after
 //! none) and prefetches the segments that appear, so viewers hit a warm cache and every new segment has
-//! a digest before any peer asks for it. A rendition nobody asked for during `idle_after` is dropped.
+//! a digest before any peer asks for it. A rendition nobody asked for during `idle_after` (and at least
+//! three target durations: players reload a watched playlist every target duration) is dropped, so a
+//! rendition viewers switched away from stops costing origin fetches within seconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,12 +96,14 @@ impl Follower {
     async fn run(edge: Arc<Edge>, object: ObjectRef) {
         let idle_after = edge.follower.config.idle_after;
         let mut last_etag = None;
+        let mut target = Duration::from_secs(2);
         loop {
+            let limit = idle_limit(idle_after, target);
             let idle = edge
                 .follower
                 .lock()
                 .get(&object.key)
-                .is_none_or(|f| f.last_request.elapsed() >= idle_after);
+                .is_none_or(|f| f.last_request.elapsed() >= limit);
             if idle {
                 break;
             }
@@ -118,7 +122,7 @@ impl Follower {
                     if playlist.class != ObjectClass::LiveMedia {
                         break; // It ended (EXT-X-ENDLIST): nothing more will appear.
                     }
-                    let target = playlist.target_duration().unwrap_or(Duration::from_secs(2));
+                    target = playlist.target_duration().unwrap_or(target);
                     let changed = last_etag.as_ref() != Some(&playlist.etag);
                     last_etag = Some(playlist.etag.clone());
                     reload_interval(target, changed)
@@ -134,6 +138,11 @@ impl Follower {
             .set(renditions.len() as i64);
         tracing::info!(key = %object.key, "stopped following idle rendition");
     }
+}
+
+/// How long a rendition may go without a viewer's request before it is dropped.
+pub fn idle_limit(idle_after: Duration, target: Duration) -> Duration {
+    idle_after.max(target * 3)
 }
 
 /// RFC 8216 §6.3.4: after a change wait a target duration, after no change half of one.
@@ -231,6 +240,17 @@ mod tests {
         assert_eq!(follower.new_references(&key, &info(0, 3)).len(), 4);
         assert_eq!(follower.new_references(&key, &info(1, 3)).len(), 1);
         assert!(follower.new_references(&key, &info(1, 3)).is_empty());
+    }
+
+    #[test]
+    fn idle_is_at_least_three_target_durations() {
+        let s = Duration::from_secs;
+        assert_eq!(idle_limit(s(6), s(2)), s(6));
+        assert_eq!(
+            idle_limit(s(6), s(6)),
+            s(18),
+            "long segments: players reload less often"
+        );
     }
 
     #[test]

@@ -5,7 +5,6 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-
 fn tool(name: &str) -> String {
     let found = Command::new(name)
         .arg("-version")

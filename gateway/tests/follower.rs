@@ -70,7 +70,8 @@ async fn follower_prefetches_a_new_live_segment_before_any_viewer_asks() {
 
     // Nobody watches any more: the follower lets go after idle_after.
     let before = origin.count("/live/index.m3u8");
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Idle after max(idle_after 2 s, 3 target durations = 3 s), noticed within one reload interval.
+    tokio::time::sleep(Duration::from_millis(5000)).await;
     assert_eq!(gw.metric("gateway_followed_renditions").await, 0.0);
     let after = origin.count("/live/index.m3u8");
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -883,7 +883,11 @@ impl Node {
             .chain(std::iter::once(self.me.clone()))
             .collect();
         // One HTTP-first seeder per ten peers, at least the configured count.
-        let seeders = self.scheduler.config().http_first_count.max(swarm.len() / 10);
+        let seeders = self
+            .scheduler
+            .config()
+            .http_first_count
+            .max(swarm.len() / 10);
         let scheduler = Scheduler::new(SchedulerConfig {
             http_first_count: seeders,
             ..self.scheduler.config().clone()
