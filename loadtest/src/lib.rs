@@ -3,3 +3,5 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 pub mod origin;
 pub mod player;
+pub mod report;
+pub mod run;

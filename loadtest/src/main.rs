@@ -1,12 +1,16 @@
 //! `loadtest`: simulated HLS viewers and a synthetic origin. See `loadtest --help`.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loadtest::origin::{self, OriginStats, SyntheticStream};
+use loadtest::report::render_summary;
+use loadtest::run::{parse_duration, parse_rendition, RunConfig};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +27,48 @@ struct Cli {
 enum Command {
     /// Serve a synthetic HLS stream (generated segments of the right sizes) for scale tests.
     Origin(OriginArgs),
+    /// Run simulated HTTP viewers against an HLS stream and report QoE and cost.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Multivariant or media playlist URL (loopback only unless --allow-remote).
+    #[arg(long, value_name = "URL")]
+    url: String,
+    /// Concurrent viewers.
+    #[arg(long, value_name = "N")]
+    viewers: usize,
+    /// Length of the run, e.g. "20s", "2m", "500ms" or bare seconds (hard stop).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    duration: Duration,
+    /// Viewers arrive evenly over this period.
+    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
+    ramp: Duration,
+    /// Fraction (0..1) of the viewers leaving at a random time, each replaced by a new viewer.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    churn: f64,
+    /// Seed of the churn draws.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+    /// "auto" (adaptive bitrate) or a fixed rendition index, 0 = lowest bandwidth.
+    #[arg(long, value_name = "auto|N", value_parser = rendition_arg, default_value = "auto")]
+    rendition: RenditionArg,
+    /// Write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// The gateway's /metrics URL: reports origin requests per distinct segment.
+    #[arg(long, value_name = "URL")]
+    gateway_metrics: Option<String>,
+    /// The gateway's process id: reports its CPU time and RSS (Linux /proc).
+    #[arg(long, value_name = "PID")]
+    gateway_pid: Option<u32>,
+    /// Allow a URL whose host is not a loopback address.
+    #[arg(long)]
+    allow_remote: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -50,6 +96,14 @@ struct OriginArgs {
     listen: SocketAddr,
 }
 
+/// `--rendition`: `None` = auto (a newtype, so that clap does not treat the argument as optional).
+#[derive(Clone, Copy)]
+struct RenditionArg(Option<usize>);
+
+fn rendition_arg(s: &str) -> Result<RenditionArg, String> {
+    parse_rendition(s).map(RenditionArg)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -64,6 +118,41 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Origin(args) => runtime.block_on(run_origin(args)),
+        Command::Run(args) => runtime.block_on(run_viewers(args)),
+    }
+}
+
+async fn run_viewers(args: RunArgs) -> ExitCode {
+    let config = RunConfig {
+        url: args.url,
+        viewers: args.viewers,
+        duration: args.duration,
+        ramp: args.ramp,
+        churn: args.churn,
+        seed: args.seed,
+        rendition: args.rendition.0,
+        json: args.json.clone(),
+        gateway_metrics: args.gateway_metrics,
+        gateway_pid: args.gateway_pid,
+        allow_remote: args.allow_remote,
+        progress: !args.quiet,
+        ..RunConfig::default()
+    };
+    match loadtest::run::run(config).await {
+        Ok(report) => {
+            print!(
+                "{}",
+                render_summary(&report, std::io::stdout().is_terminal())
+            );
+            if let Some(path) = args.json {
+                println!("report written to {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 
