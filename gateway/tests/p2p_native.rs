@@ -229,3 +229,47 @@ async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
     assert!(summary.log.iter().all(|r| r.in_time));
     assert_all_authentic(&gw, &[summary]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driven_node_fetches_what_it_is_asked_for_from_a_peer() {
+    let gw = support::demo_gateway().await;
+    let start = |gw: &TestGateway, may_seed: bool| {
+        let mut c = node_config(gw, 60);
+        c.driven = true;
+        c.duration = None;
+        if !may_seed {
+            // Never an HTTP-first seeder: b waits for its peer.
+            c.scheduler.http_first_count = 0;
+        }
+        node::start(c)
+    };
+    let a = start(&gw, true).await.expect("a joins");
+    let b = start(&gw, false).await.expect("b joins");
+    let playlist = gw.get("/demo/live/240p/index.m3u8").await.text();
+    let newest = playlist
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment");
+    let id = format!("/demo/live/240p/{newest}");
+    let by = std::time::Instant::now() + Duration::from_secs(6);
+    let first = a.fetcher().fetch(&id, by).await.expect("a gets it");
+    let expected = gw.get(&id).await.body;
+    assert_eq!(first.bytes, expected);
+    // Give a's Have a moment to reach b, then b is served by a.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = b
+        .fetcher()
+        .fetch(&id, by + Duration::from_secs(2))
+        .await
+        .expect("b gets it");
+    assert_eq!(second.bytes, expected);
+    assert_eq!(second.source, "peer", "b got it from a");
+    let (a, b) = (a.stop().await, b.stop().await);
+    assert_eq!(
+        a.segments, 1,
+        "a driven node fetches only what it is asked for"
+    );
+    assert_eq!(b.p2p_bytes, expected.len() as u64);
+    assert_eq!(a.mismatches + b.mismatches, 0);
+}

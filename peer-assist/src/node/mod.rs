@@ -10,7 +10,7 @@ pub mod http;
 pub mod playback;
 pub mod upload;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -83,6 +83,9 @@ pub struct NodeConfig {
     pub report_every: Duration,
     pub scheduler: SchedulerConfig,
     pub test: TestBehaviour,
+    /// Do not play: fetch only what [`SegmentFetcher::fetch`] asks for, by the deadline it gives (a
+    /// player model drives the node, as in the load-test harness).
+    pub driven: bool,
 }
 
 impl NodeConfig {
@@ -103,6 +106,7 @@ impl NodeConfig {
             report_every: Duration::from_secs(2),
             scheduler: SchedulerConfig::default(),
             test: TestBehaviour::default(),
+            driven: false,
         }
     }
 }
@@ -180,6 +184,38 @@ pub struct NodeHandle {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub quic_addr: SocketAddr,
     stats: Arc<LiveStats>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// Asks a driven node for segments (see [`NodeConfig::driven`]). Cheap to clone.
+#[derive(Clone)]
+pub struct SegmentFetcher {
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// A segment a driven node delivered: verified against the gateway's digest when it came from peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: Bytes,
+    /// `peer` or `http` (mostly: a peer transfer finished over HTTP counts as `http`).
+    pub source: &'static str,
+}
+
+impl SegmentFetcher {
+    /// The segment `id` (its gateway path), needed by `plays_at`. Fails only if the node has stopped;
+    /// otherwise the node keeps trying (peers, then HTTP) until it has the segment.
+    pub async fn fetch(&self, id: &str, plays_at: Instant) -> Result<Fetched, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let need = Event::Need {
+            id: id.to_owned(),
+            plays_at,
+            reply,
+        };
+        self.events
+            .send(need)
+            .map_err(|_| "the node has stopped".to_owned())?;
+        answer.await.map_err(|_| "the node has stopped".to_owned())
+    }
 }
 
 impl NodeHandle {
@@ -194,6 +230,13 @@ impl NodeHandle {
     /// Waits for the node to end by itself (`duration`).
     pub async fn wait(self) -> Summary {
         self.task.await.unwrap_or_default()
+    }
+
+    /// Asks this node for segments; meaningful when it runs [`NodeConfig::driven`].
+    pub fn fetcher(&self) -> SegmentFetcher {
+        SegmentFetcher {
+            events: self.events.clone(),
+        }
     }
 
     /// Bytes uploaded so far.
@@ -231,6 +274,11 @@ enum Event {
         id: String,
         from: u64,
         result: Result<Bytes, String>,
+    },
+    Need {
+        id: String,
+        plays_at: Instant,
+        reply: tokio::sync::oneshot::Sender<Fetched>,
     },
 }
 
@@ -350,6 +398,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         tasks.clone(),
     );
     let stats = Arc::clone(&node.stats);
+    let needs = node.events.clone();
     let background = vec![reader, writer, follower, acceptor];
     let task = tokio::spawn(async move {
         let _guard = AbortOnDrop(background, tasks);
@@ -360,6 +409,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         stop: Some(stop_tx),
         quic_addr,
         stats,
+        events: needs,
     })
 }
 
@@ -505,6 +555,7 @@ struct Pending {
 struct Stored {
     bytes: Bytes,
     digest: [u8; 32],
+    source: &'static str,
 }
 
 struct Node {
@@ -522,7 +573,8 @@ struct Node {
     links: HashMap<String, Link>,
     connecting: HashSet<String>,
     banned: HashSet<String>,
-    store: BTreeMap<u64, String>,
+    /// Stored segment ids, oldest first (the upload window).
+    store: VecDeque<String>,
     stored: HashMap<String, Stored>,
     timeline: Timeline,
     sequence_of: HashMap<String, u64>,
@@ -537,6 +589,8 @@ struct Node {
     summary: Summary,
     reported: Summary,
     peer_deltas: HashMap<String, PeerOutcome>,
+    /// Driven mode: segments asked for, when they play, and who waits for them.
+    needs: HashMap<String, (Instant, Vec<tokio::sync::oneshot::Sender<Fetched>>)>,
 }
 
 impl Node {
@@ -580,7 +634,7 @@ impl Node {
             links: HashMap::new(),
             connecting: HashSet::new(),
             banned: HashSet::new(),
-            store: BTreeMap::new(),
+            store: VecDeque::new(),
             stored: HashMap::new(),
             sequence_of: HashMap::new(),
             pending: HashMap::new(),
@@ -592,6 +646,7 @@ impl Node {
             target: Duration::from_secs(2),
             reported: Summary::default(),
             peer_deltas: HashMap::new(),
+            needs: HashMap::new(),
         }
     }
 
@@ -658,6 +713,11 @@ impl Node {
             Event::Playlist(Ok(playlist)) => self.on_playlist(playlist, now),
             Event::Playlist(Err(e)) => tracing::debug!(error = %e, "playlist reload failed"),
             Event::Http { id, from, result } => self.on_http(id, from, result, now),
+            Event::Need {
+                id,
+                plays_at,
+                reply,
+            } => self.on_need(id, plays_at, reply, now),
         }
     }
 
@@ -763,7 +823,7 @@ impl Node {
         }
         let segments: Vec<String> = self
             .store
-            .values()
+            .iter()
             .rev()
             .take(frame::MAX_HAVE_IDS)
             .cloned()
@@ -828,6 +888,28 @@ impl Node {
         }
     }
 
+    /// Driven mode: a player needs `id` by `plays_at`.
+    fn on_need(
+        &mut self,
+        id: String,
+        plays_at: Instant,
+        reply: tokio::sync::oneshot::Sender<Fetched>,
+        now: Instant,
+    ) {
+        if let Some(stored) = self.stored.get(&id) {
+            let _ = reply.send(Fetched {
+                bytes: stored.bytes.clone(),
+                source: stored.source,
+            });
+            return;
+        }
+        let pending = self.pending.entry(id.clone()).or_default();
+        pending.first_seen.get_or_insert(now);
+        let entry = self.needs.entry(id).or_insert((plays_at, Vec::new()));
+        entry.0 = entry.0.min(plays_at);
+        entry.1.push(reply);
+    }
+
     fn on_playlist(&mut self, playlist: http::MediaPlaylist, now: Instant) {
         self.live = !playlist.ended;
         self.target = playlist.target_duration;
@@ -869,8 +951,12 @@ impl Node {
         }
         // Segments that left the playlist and are not needed any more.
         let listed: HashSet<&str> = playlist.segments.iter().map(|s| s.id.as_str()).collect();
+        let needs = &self.needs;
         self.pending.retain(|id, p| {
-            listed.contains(id.as_str()) || p.transfer.is_some() || p.http_from.is_some()
+            listed.contains(id.as_str())
+                || p.transfer.is_some()
+                || p.http_from.is_some()
+                || needs.contains_key(id)
         });
     }
 
@@ -892,16 +978,22 @@ impl Node {
             http_first_count: seeders,
             ..self.scheduler.config().clone()
         });
-        let work: Vec<(String, Option<u64>)> = if self.config.seed {
+        // What to work on and when each plays: asked for (driven), or the next segments to play.
+        let work: Vec<(String, Option<Instant>)> = if self.config.seed {
             self.pending.keys().map(|id| (id.clone(), None)).collect()
+        } else if self.config.driven {
+            self.needs
+                .iter()
+                .map(|(id, (at, _))| (id.clone(), Some(*at)))
+                .collect()
         } else {
             self.timeline
                 .needed()
                 .take(LOOKAHEAD)
-                .map(|(seq, slot)| (slot.id.clone(), Some(seq)))
+                .map(|(seq, slot)| (slot.id.clone(), self.timeline.plays_at(seq, now)))
                 .collect()
         };
-        for (id, sequence) in work {
+        for (id, plays_at) in work {
             if self.stored.contains_key(&id) {
                 continue;
             }
@@ -912,7 +1004,7 @@ impl Node {
                 }
                 continue;
             }
-            let Some(plays_at) = sequence.and_then(|s| self.timeline.plays_at(s, now)) else {
+            let Some(plays_at) = plays_at else {
                 continue;
             };
             let fresh_live = self.live
@@ -1274,19 +1366,36 @@ impl Node {
         now: Instant,
     ) {
         let sequence = self.sequence_of.get(id).copied();
-        let in_time = self.config.seed
-            || sequence
-                .and_then(|s| self.timeline.plays_at(s, now))
-                .is_none_or(|plays_at| now <= plays_at);
+        let waiting = self.needs.remove(id);
+        let plays_at = match &waiting {
+            Some((at, _)) => Some(*at),
+            None => sequence.and_then(|s| self.timeline.plays_at(s, now)),
+        };
+        let in_time = self.config.seed || plays_at.is_none_or(|at| now <= at);
         if let Some(sequence) = sequence {
             self.timeline.obtained(sequence, now);
-            self.store.insert(sequence, id.to_owned());
+        }
+        if let Some((_, waiters)) = waiting {
+            for waiter in waiters {
+                let _ = waiter.send(Fetched {
+                    bytes: bytes.clone(),
+                    source,
+                });
+            }
         }
         self.pending.remove(id);
         let len = bytes.len() as u64;
-        self.stored.insert(id.to_owned(), Stored { bytes, digest });
+        self.store.push_back(id.to_owned());
+        self.stored.insert(
+            id.to_owned(),
+            Stored {
+                bytes,
+                digest,
+                source,
+            },
+        );
         while self.store.len() > self.config.window {
-            if let Some((_, old)) = self.store.pop_first() {
+            if let Some(old) = self.store.pop_front() {
                 self.stored.remove(&old);
             }
         }
