@@ -369,11 +369,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         let _ = ws_tx.close().await;
     });
     let client = GatewayClient::new(&config.gateway);
-    let follower = tokio::spawn(http::follow_playlist(
-        client.clone(),
-        welcome.1.clone(),
-        events_tx.clone(),
-    ));
+    // A driven node's player reloads the playlist already; the node learns what it needs from it.
+    let follower = if config.driven {
+        tokio::spawn(async {})
+    } else {
+        tokio::spawn(http::follow_playlist(
+            client.clone(),
+            welcome.1.clone(),
+            events_tx.clone(),
+        ))
+    };
     let transport = Arc::new(transport);
     let tasks = TaskSet::default();
     let acceptor = {
@@ -717,7 +722,11 @@ impl Node {
                 id,
                 plays_at,
                 reply,
-            } => self.on_need(id, plays_at, reply, now),
+            } => {
+                self.on_need(id, plays_at, reply, now);
+                // Decide at once rather than at the next tick: a player is waiting.
+                self.on_tick(now);
+            }
         }
     }
 
@@ -978,6 +987,25 @@ impl Node {
             http_first_count: seeders,
             ..self.scheduler.config().clone()
         });
+        // Needs nobody waits for any more (the player left or gave up) are dropped.
+        let abandoned: Vec<String> = self
+            .needs
+            .iter_mut()
+            .filter_map(|(id, (_, waiters))| {
+                waiters.retain(|w| !w.is_closed());
+                waiters.is_empty().then(|| id.clone())
+            })
+            .collect();
+        for id in abandoned {
+            self.needs.remove(&id);
+            let idle = self
+                .pending
+                .get(&id)
+                .is_some_and(|p| p.transfer.is_none() && p.http_from.is_none());
+            if idle {
+                self.pending.remove(&id);
+            }
+        }
         // What to work on and when each plays: asked for (driven), or the next segments to play.
         let work: Vec<(String, Option<Instant>)> = if self.config.seed {
             self.pending.keys().map(|id| (id.clone(), None)).collect()
