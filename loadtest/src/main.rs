@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loadtest::origin::{self, OriginStats, SyntheticStream};
-use loadtest::report::render_summary;
+use loadtest::report::{render_summary, P2pMode};
 use loadtest::run::{parse_duration, parse_rendition, RunConfig};
 
 #[derive(Parser)]
@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Serve a synthetic HLS stream (generated segments of the right sizes) for scale tests.
     Origin(OriginArgs),
-    /// Run simulated HTTP viewers against an HLS stream and report QoE and cost.
+    /// Run simulated viewers (HTTP, or through peer-assist nodes) against an HLS stream and report
+    /// QoE and cost.
     Run(RunArgs),
 }
 
@@ -48,12 +49,22 @@ struct RunArgs {
     /// Fraction (0..1) of the viewers leaving at a random time, each replaced by a new viewer.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
     churn: f64,
-    /// Seed of the churn draws.
+    /// Seed of the churn and liar draws.
     #[arg(long, value_name = "S", default_value_t = 1)]
     seed: u64,
-    /// "auto" (adaptive bitrate) or a fixed rendition index, 0 = lowest bandwidth.
+    /// "auto" (adaptive bitrate) or a fixed rendition index, 0 = lowest bandwidth. With --p2p on|ab
+    /// every viewer plays one fixed rendition: this one, or by default the middle one.
     #[arg(long, value_name = "auto|N", value_parser = rendition_arg, default_value = "auto")]
     rendition: RenditionArg,
+    /// Peer-assisted viewers: "off" (HTTP only), "on" (every viewer runs a peer-assist node) or
+    /// "ab" (even-numbered viewers P2P, odd-numbered HTTP; both cohorts reported side by side).
+    /// The URL must then be a multivariant playlist on a gateway running the tracker.
+    #[arg(long, value_name = "off|on|ab", value_parser = P2pMode::parse, default_value = "off")]
+    p2p: P2pMode,
+    /// Test switch: fraction (0..1) of the P2P viewers whose node corrupts what it uploads
+    /// (picked from --seed). Requires --p2p on|ab.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
+    liars: f64,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -106,6 +117,8 @@ fn rendition_arg(s: &str) -> Result<RenditionArg, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Peer-assist nodes (QUIC) need a process-wide crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,6 +149,8 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
         gateway_pid: args.gateway_pid,
         allow_remote: args.allow_remote,
         progress: !args.quiet,
+        p2p: args.p2p,
+        liars: args.liars,
         ..RunConfig::default()
     };
     match loadtest::run::run(config).await {

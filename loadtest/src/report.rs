@@ -14,7 +14,8 @@
 //! * `stall_ratio`: Σ stalled time / Σ watched time over all sessions; `stalls` and `stalled_s` are
 //!   totals.
 //! * `failures`: failed fetches (multivariant, media playlists and segments: transport errors,
-//!   timeouts, non-2xx statuses and unparsable playlists). `http_errors` counts the non-2xx answers by
+//!   timeouts, non-2xx statuses and unparsable playlists; for P2P viewers also segments their node
+//!   did not deliver within the request timeout, and failed node starts). `http_errors` counts the non-2xx answers by
 //!   status code and transport errors (timeouts included) as `"error"`.
 //! * `average_bitrate`: mean of the sessions' average bitrates weighted by their watched time (bits/s).
 //! * `segment_latency_ms`: request sent → last body byte, successful segment fetches only.
@@ -27,13 +28,31 @@
 //!   a libc dependency). `gateway.rss_bytes`: `VmRSS` of `/proc/PID/status` at the end of the run.
 //! * `harness.cpu_ratio`: CPU seconds of this process / (wall seconds × CPUs); above
 //!   [`SATURATION_RATIO`] the harness itself was the bottleneck and the figures are suspect.
+//!
+//! # Peer-assisted runs (`--p2p on|ab`)
+//!
+//! * `bytes.http`: every body received over HTTP by the viewers, including the segments a P2P
+//!   viewer's node fetched over HTTP for it; `bytes.peer`: segment bytes a node handed to its viewer
+//!   as coming from peers (as the node labels the delivery).
+//! * `offload_ratio`: Σ `p2p_bytes` / Σ (`p2p_bytes` + `http_bytes`) of the node summaries of the P2P
+//!   viewers: verified peer bytes only, as the nodes count them ([`offload_from_summaries`]).
+//! * `mismatches`, `uploaded_bytes`, `fallbacks` (peer transfers given up, by cause),
+//!   `peers_dropped_for_lying`: sums over the node summaries. `liars`: P2P sessions whose node
+//!   corrupts what it uploads (`--liars`). `node_start_failures`: failed attempts to start a node.
+//! * `corrupted_accepted`: segments a P2P viewer accepted (handed to it by its node, or logged as
+//!   accepted in its node's summary) whose SHA-256 differs from the harness's own HTTP fetch of the
+//!   same path ([`count_corrupted`]); must be 0. `unverified_segments`: such segments for which no
+//!   reference could be fetched.
+//! * `cohorts` (`--p2p ab` only): the QoE figures above over each cohort alone (`p2p`: even-numbered
+//!   sessions in arrival order, `http`: odd-numbered).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use peer_assist::node::Summary;
 use serde::Serialize;
 
 use crate::player::PlayerStats;
@@ -48,6 +67,8 @@ pub const ORIGIN_SEGMENT_SERIES: &str = "gateway_origin_requests_total";
 /// The report of one run (serialised as the `--json` file).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
+    /// `off`, `on` or `ab`.
+    pub p2p: P2pMode,
     /// Sessions started.
     pub viewers: u64,
     /// Wall-clock length of the run.
@@ -88,6 +109,125 @@ pub struct Report {
     pub gateway: Option<ProcessUsage>,
     /// This process's CPU usage.
     pub harness: HarnessUsage,
+    /// Peer-assist figures (absent with `--p2p off`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub peer_assist: Option<P2pFigures>,
+    /// Per-cohort QoE (`--p2p ab` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohorts: Option<Cohorts>,
+}
+
+/// How the viewers get their segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum P2pMode {
+    /// HTTP only.
+    #[default]
+    Off,
+    /// Every viewer through a peer-assist node.
+    On,
+    /// Even-numbered sessions through a node, odd-numbered over HTTP.
+    Ab,
+}
+
+impl P2pMode {
+    /// Parses `off`, `on` or `ab`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(P2pMode::Off),
+            "on" => Ok(P2pMode::On),
+            "ab" => Ok(P2pMode::Ab),
+            _ => Err(format!("expected off, on or ab, got {s:?}")),
+        }
+    }
+
+    /// The cohort of the `number`-th session (0-based, in arrival order).
+    pub fn cohort_of(self, number: usize) -> Cohort {
+        match self {
+            P2pMode::Off => Cohort::Http,
+            P2pMode::On => Cohort::P2p,
+            P2pMode::Ab if number % 2 == 0 => Cohort::P2p,
+            P2pMode::Ab => Cohort::Http,
+        }
+    }
+}
+
+/// How one session gets its segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cohort {
+    Http,
+    P2p,
+}
+
+impl Cohort {
+    /// 0 for HTTP, 1 for P2P (to index per-cohort arrays).
+    pub fn index(self) -> usize {
+        match self {
+            Cohort::Http => 0,
+            Cohort::P2p => 1,
+        }
+    }
+}
+
+/// Peer-assist figures of a run (flattened into the report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct P2pFigures {
+    /// Fixed rendition of every viewer (index in bandwidth-ascending order).
+    pub rendition: usize,
+    /// Verification failures of peer data, summed over the nodes.
+    pub mismatches: u64,
+    /// P2P sessions whose node corrupted its uploads.
+    pub liars: u64,
+    /// Segments accepted by P2P viewers whose SHA-256 differs from the HTTP reference (must be 0).
+    pub corrupted_accepted: u64,
+    /// Segments accepted by P2P viewers that could not be checked (no HTTP reference).
+    pub unverified_segments: u64,
+    /// Bytes uploaded to other peers, summed over the nodes.
+    pub uploaded_bytes: u64,
+    /// Peer transfers abandoned for HTTP or another peer, by cause.
+    pub fallbacks: Fallbacks,
+    /// Peers disconnected for sending corrupt data (sum over the nodes; one liar may count once per
+    /// node it lied to).
+    pub peers_dropped_for_lying: u64,
+    /// Failed attempts to start a node.
+    pub node_start_failures: u64,
+    /// P2P sessions whose node summary was not collected.
+    pub nodes_lost: u64,
+}
+
+/// Peer transfers that failed, by cause (sums of the nodes' `failures`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Fallbacks {
+    pub timeout: u64,
+    pub mismatch: u64,
+    pub absent: u64,
+    pub disconnect: u64,
+}
+
+/// QoE per cohort (`--p2p ab`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cohorts {
+    pub p2p: CohortReport,
+    pub http: CohortReport,
+}
+
+/// The QoE figures of one cohort (same definitions as the run-wide ones).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CohortReport {
+    pub viewers: u64,
+    pub startup_ms: Percentiles,
+    pub startup_failures: u64,
+    pub stall_ratio: f64,
+    pub stalls: u64,
+    pub stalled_s: f64,
+    pub watched_s: f64,
+    pub failures: u64,
+    pub average_bitrate: f64,
+    pub switches: u64,
+    pub segment_latency_ms: LatencyPercentiles,
+    pub bytes: Bytes,
+    pub offload_ratio: f64,
+    pub segments: u64,
 }
 
 /// Nearest-rank percentiles, milliseconds (`null` without samples).
@@ -110,8 +250,11 @@ pub struct LatencyPercentiles {
 /// Bytes received, by transport.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Bytes {
-    /// Response bodies received over HTTP (playlists and segments, errors included).
+    /// Response bodies received over HTTP (playlists and segments, errors included; segments a
+    /// node fetched over HTTP for its viewer included).
     pub http: u64,
+    /// Segment bytes nodes handed to their viewers as coming from peers.
+    pub peer: u64,
 }
 
 /// CPU and memory of a process during the run.
@@ -134,71 +277,341 @@ pub struct HarnessUsage {
     pub saturated: bool,
 }
 
-/// Request counters collected by the runner.
+/// Request counters collected by the runner (for the whole run or one cohort).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestTotals {
     pub segments: u64,
     pub distinct_segments: u64,
+    /// Bytes received over HTTP.
     pub bytes: u64,
+    /// Segment bytes received from peers (through a node).
+    pub peer_bytes: u64,
     pub failures: u64,
     pub http_errors: BTreeMap<String, u64>,
+}
+
+impl RequestTotals {
+    /// The counters of two disjoint sets of viewers together. `distinct_segments` cannot be added
+    /// (the sets may overlap): it is the caller's.
+    pub fn merged(&self, other: &RequestTotals, distinct_segments: u64) -> RequestTotals {
+        let mut http_errors = self.http_errors.clone();
+        for (key, count) in &other.http_errors {
+            *http_errors.entry(key.clone()).or_default() += count;
+        }
+        RequestTotals {
+            segments: self.segments + other.segments,
+            distinct_segments,
+            bytes: self.bytes + other.bytes,
+            peer_bytes: self.peer_bytes + other.peer_bytes,
+            failures: self.failures + other.failures,
+            http_errors,
+        }
+    }
+}
+
+/// What the runner measured for one cohort.
+#[derive(Debug, Clone)]
+pub struct Traffic {
+    pub totals: RequestTotals,
+    /// Segment download times, microseconds.
+    pub segment_latency_us: Histogram<u64>,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Self {
+            totals: RequestTotals::default(),
+            segment_latency_us: latency_histogram(),
+        }
+    }
+}
+
+/// One session as the report sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionResult {
+    /// 0-based arrival number.
+    pub number: usize,
+    /// Whether it watched through a node.
+    pub p2p: bool,
+    /// Its counters at the end, or `None` if it never got as far as a player (the multivariant
+    /// playlist never loaded).
+    pub stats: Option<PlayerStats>,
+    /// Its node's summary (P2P sessions whose node started and stopped in time).
+    pub node: Option<Summary>,
+    /// Its node corrupted what it uploaded.
+    pub liar: bool,
+}
+
+impl SessionResult {
+    pub fn cohort(&self) -> Cohort {
+        if self.p2p {
+            Cohort::P2p
+        } else {
+            Cohort::Http
+        }
+    }
+}
+
+/// Run-wide peer-assist inputs that are not per session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct P2pChecks {
+    /// Fixed rendition (bandwidth-ascending index).
+    pub rendition: usize,
+    pub corruption: CorruptionCount,
+    pub node_start_failures: u64,
 }
 
 /// Everything [`build_report`] aggregates.
 #[derive(Debug)]
 pub struct ReportInputs<'a> {
-    /// One entry per session: its counters at the end, or `None` if it never got as far as a
-    /// player (the multivariant playlist never loaded).
-    pub sessions: &'a [Option<PlayerStats>],
+    pub mode: P2pMode,
+    /// One entry per session.
+    pub sessions: &'a [SessionResult],
     /// Wall-clock length of the run.
     pub wall: Duration,
-    pub totals: RequestTotals,
-    /// Segment download times, microseconds.
-    pub segment_latency_us: &'a Histogram<u64>,
+    /// The HTTP cohort's counters (everyone with `--p2p off`).
+    pub http: &'a Traffic,
+    /// The P2P cohort's counters.
+    pub p2p: &'a Traffic,
+    /// Distinct segment URLs fetched by anyone.
+    pub distinct_segments: u64,
     pub origin_requests_per_segment: Option<f64>,
     pub gateway: Option<ProcessUsage>,
     pub harness: HarnessUsage,
+    /// Ignored with `--p2p off`.
+    pub checks: P2pChecks,
 }
 
-/// Aggregates a run.
-pub fn build_report(inputs: ReportInputs<'_>) -> Report {
-    let started: Vec<&PlayerStats> = inputs.sessions.iter().flatten().collect();
+/// The sessions of one cohort.
+pub fn cohort_sessions(sessions: &[SessionResult], cohort: Cohort) -> Vec<&SessionResult> {
+    sessions.iter().filter(|s| s.cohort() == cohort).collect()
+}
+
+/// QoE of a set of sessions with their request counters.
+pub fn cohort_report(sessions: &[&SessionResult], traffic: &Traffic) -> CohortReport {
+    let started: Vec<&PlayerStats> = sessions.iter().filter_map(|s| s.stats.as_ref()).collect();
     let mut startups: Vec<f64> = started
         .iter()
         .filter_map(|s| s.startup)
         .map(|d| d.as_secs_f64() * 1e3)
         .collect();
     startups.sort_by(f64::total_cmp);
-    let startup_failures = inputs.sessions.len() as u64 - startups.len() as u64;
     let stalled: Duration = started.iter().map(|s| s.stalled).sum();
     let watched: Duration = started.iter().map(|s| s.watched).sum();
-    Report {
-        viewers: inputs.sessions.len() as u64,
-        duration_s: round3(inputs.wall.as_secs_f64()),
+    let summaries: Vec<&Summary> = sessions.iter().filter_map(|s| s.node.as_ref()).collect();
+    CohortReport {
+        viewers: sessions.len() as u64,
         startup_ms: Percentiles {
             p50: percentile(&startups, 0.50).map(round3),
             p95: percentile(&startups, 0.95).map(round3),
             p99: percentile(&startups, 0.99).map(round3),
         },
-        startup_failures,
+        startup_failures: sessions.len() as u64 - startups.len() as u64,
         stall_ratio: stall_ratio(&started),
         stalls: started.iter().map(|s| u64::from(s.stalls)).sum(),
         stalled_s: round3(stalled.as_secs_f64()),
         watched_s: round3(watched.as_secs_f64()),
-        failures: inputs.totals.failures,
+        failures: traffic.totals.failures,
         average_bitrate: weighted_bitrate(&started).round(),
         switches: started.iter().map(|s| u64::from(s.switches)).sum(),
-        segment_latency_ms: latency_ms(inputs.segment_latency_us),
+        segment_latency_ms: latency_ms(&traffic.segment_latency_us),
         bytes: Bytes {
-            http: inputs.totals.bytes,
+            http: traffic.totals.bytes,
+            peer: traffic.totals.peer_bytes,
         },
-        offload_ratio: 0.0,
-        http_errors: inputs.totals.http_errors,
-        segments: inputs.totals.segments,
-        distinct_segments: inputs.totals.distinct_segments,
+        offload_ratio: round3(offload_from_summaries(&summaries)),
+        segments: traffic.totals.segments,
+    }
+}
+
+/// Σ peer bytes / Σ (peer + HTTP) segment bytes of node summaries (0 when there are none).
+pub fn offload_from_summaries(summaries: &[&Summary]) -> f64 {
+    let p2p: u64 = summaries.iter().map(|s| s.p2p_bytes).sum();
+    let http: u64 = summaries.iter().map(|s| s.http_bytes).sum();
+    if p2p + http == 0 {
+        0.0
+    } else {
+        p2p as f64 / (p2p + http) as f64
+    }
+}
+
+/// The run-wide peer-assist figures of the P2P sessions.
+pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFigures {
+    let summaries: Vec<&Summary> = p2p_sessions
+        .iter()
+        .filter_map(|s| s.node.as_ref())
+        .collect();
+    let mut fallbacks = Fallbacks::default();
+    for s in &summaries {
+        fallbacks.timeout += s.failures.timeout;
+        fallbacks.mismatch += s.failures.mismatch;
+        fallbacks.absent += s.failures.absent;
+        fallbacks.disconnect += s.failures.disconnect;
+    }
+    P2pFigures {
+        rendition: checks.rendition,
+        mismatches: summaries.iter().map(|s| s.mismatches).sum(),
+        liars: p2p_sessions.iter().filter(|s| s.liar).count() as u64,
+        corrupted_accepted: checks.corruption.corrupted,
+        unverified_segments: checks.corruption.unverified,
+        uploaded_bytes: summaries.iter().map(|s| s.uploaded_bytes).sum(),
+        fallbacks,
+        peers_dropped_for_lying: summaries
+            .iter()
+            .map(|s| s.peers_dropped_for_lying.len() as u64)
+            .sum(),
+        node_start_failures: checks.node_start_failures,
+        nodes_lost: (p2p_sessions.len() - summaries.len()) as u64,
+    }
+}
+
+/// A segment a P2P viewer accepted: handed to it by its node, or logged as accepted in the node's
+/// summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The session's arrival number.
+    pub viewer: usize,
+    /// Gateway path.
+    pub id: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+    /// Labelled as coming from peers.
+    pub peer: bool,
+}
+
+/// Outcome of checking accepted segments against HTTP references.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CorruptionCount {
+    /// (viewer, segment) pairs with an accepted SHA-256 different from the reference.
+    pub corrupted: u64,
+    /// (viewer, segment) pairs without a reference.
+    pub unverified: u64,
+}
+
+/// Counts the (viewer, segment) pairs whose accepted bytes differ from `references` (path →
+/// SHA-256 hex of the harness's own HTTP fetch). A pair seen several times (handed over and logged)
+/// counts once.
+pub fn count_corrupted(
+    references: &HashMap<String, String>,
+    accepted: &[Accepted],
+) -> CorruptionCount {
+    let mut corrupted = BTreeSet::new();
+    let mut unverified = BTreeSet::new();
+    for a in accepted {
+        let key = (a.viewer, a.id.as_str());
+        match references.get(&a.id) {
+            Some(reference) if !reference.eq_ignore_ascii_case(&a.sha256) => {
+                corrupted.insert(key);
+            }
+            Some(_) => {}
+            None => {
+                unverified.insert(key);
+            }
+        }
+    }
+    CorruptionCount {
+        corrupted: corrupted.len() as u64,
+        unverified: unverified.len() as u64,
+    }
+}
+
+/// The accepted segment paths without a reference, the ones that came from peers first, at most
+/// `limit` (to fetch over HTTP after the run).
+pub fn references_missing(
+    references: &HashMap<String, String>,
+    accepted: &[Accepted],
+    limit: usize,
+) -> Vec<String> {
+    let mut from_peers = BTreeSet::new();
+    let mut others = BTreeSet::new();
+    for a in accepted.iter().filter(|a| !references.contains_key(&a.id)) {
+        if a.peer {
+            from_peers.insert(a.id.as_str());
+        } else {
+            others.insert(a.id.as_str());
+        }
+    }
+    let others = others.into_iter().filter(|id| !from_peers.contains(id));
+    from_peers
+        .iter()
+        .copied()
+        .chain(others)
+        .take(limit)
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Aggregates a run.
+pub fn build_report(inputs: ReportInputs<'_>) -> Report {
+    let everyone: Vec<&SessionResult> = inputs.sessions.iter().collect();
+    let totals = inputs
+        .http
+        .totals
+        .merged(&inputs.p2p.totals, inputs.distinct_segments);
+    let mut latency = inputs.http.segment_latency_us.clone();
+    // Same bounds: adding cannot fail; if it did, the HTTP cohort's latencies would stand alone.
+    let _ = latency.add(&inputs.p2p.segment_latency_us);
+    let all = cohort_report(
+        &everyone,
+        &Traffic {
+            totals: totals.clone(),
+            segment_latency_us: latency,
+        },
+    );
+    let p2p_sessions = cohort_sessions(inputs.sessions, Cohort::P2p);
+    let http_sessions = cohort_sessions(inputs.sessions, Cohort::Http);
+    let (offload_ratio, peer_assist) = match inputs.mode {
+        P2pMode::Off => (0.0, None),
+        P2pMode::On | P2pMode::Ab => {
+            let summaries: Vec<&Summary> = p2p_sessions
+                .iter()
+                .filter_map(|s| s.node.as_ref())
+                .collect();
+            (
+                round3(offload_from_summaries(&summaries)),
+                Some(p2p_figures(&p2p_sessions, &inputs.checks)),
+            )
+        }
+    };
+    let cohorts = (inputs.mode == P2pMode::Ab).then(|| Cohorts {
+        p2p: cohort_report(&p2p_sessions, inputs.p2p),
+        http: cohort_report(&http_sessions, inputs.http),
+    });
+    Report {
+        p2p: inputs.mode,
+        viewers: all.viewers,
+        duration_s: round3(inputs.wall.as_secs_f64()),
+        startup_ms: all.startup_ms,
+        startup_failures: all.startup_failures,
+        stall_ratio: all.stall_ratio,
+        stalls: all.stalls,
+        stalled_s: all.stalled_s,
+        watched_s: all.watched_s,
+        failures: all.failures,
+        average_bitrate: all.average_bitrate,
+        switches: all.switches,
+        segment_latency_ms: all.segment_latency_ms,
+        bytes: all.bytes,
+        offload_ratio,
+        http_errors: totals.http_errors,
+        segments: totals.segments,
+        distinct_segments: totals.distinct_segments,
         origin_requests_per_segment: inputs.origin_requests_per_segment.map(round3),
         gateway: inputs.gateway,
         harness: inputs.harness,
+        peer_assist,
+        cohorts,
     }
 }
 
@@ -446,9 +859,14 @@ fn fmt_bytes(bytes: u64) -> String {
 /// The terminal summary. `color`: ANSI colours (a terminal); else plain text.
 pub fn render_summary(report: &Report, color: bool) -> String {
     let mut out = String::new();
+    let mode = match report.p2p {
+        P2pMode::Off => "",
+        P2pMode::On => ", P2P on",
+        P2pMode::Ab => ", P2P A/B",
+    };
     let _ = writeln!(
         out,
-        "loadtest run: {} sessions over {:.1} s",
+        "loadtest run: {} sessions over {:.1} s{mode}",
         report.viewers, report.duration_s
     );
     let row = |out: &mut String, label: &str, value: String| {
@@ -487,10 +905,11 @@ pub fn render_summary(report: &Report, color: bool) -> String {
         &mut out,
         "segments",
         format!(
-            "{} fetched, {} distinct, {} over HTTP (offload {:.1}%)",
+            "{} fetched, {} distinct, {} over HTTP, {} from peers (offload {:.1}%)",
             report.segments,
             report.distinct_segments,
             fmt_bytes(report.bytes.http),
+            fmt_bytes(report.bytes.peer),
             report.offload_ratio * 100.0
         ),
     );
@@ -543,6 +962,43 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             },
         ),
     );
+    if let Some(p) = &report.peer_assist {
+        row(
+            &mut out,
+            "peer assist",
+            format!(
+                "rendition {}, {} liar(s), {} uploaded",
+                p.rendition,
+                p.liars,
+                fmt_bytes(p.uploaded_bytes)
+            ),
+        );
+        let f = &p.fallbacks;
+        row(
+            &mut out,
+            "verification",
+            format!(
+                "{} mismatches, {} peers dropped for lying, {} corrupted accepted \
+                 ({} unverified)",
+                p.mismatches,
+                p.peers_dropped_for_lying,
+                p.corrupted_accepted,
+                p.unverified_segments
+            ),
+        );
+        row(
+            &mut out,
+            "fallbacks",
+            format!(
+                "timeout {}, mismatch {}, absent {}, disconnect {} \
+                 ({} node start failures, {} nodes lost)",
+                f.timeout, f.mismatch, f.absent, f.disconnect, p.node_start_failures, p.nodes_lost
+            ),
+        );
+    }
+    if let Some(c) = &report.cohorts {
+        out.push_str(&render_cohorts(c));
+    }
     let h = &report.harness;
     row(
         &mut out,
@@ -562,6 +1018,75 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             let _ = writeln!(out, "{warning}");
         }
     }
+    out
+}
+
+/// The two cohorts side by side.
+pub fn render_cohorts(cohorts: &Cohorts) -> String {
+    let mut out = String::new();
+    let mut row = |label: &str, p2p: String, http: String| {
+        let _ = writeln!(out, "  {label:<22} {p2p:>14} {http:>14}");
+    };
+    let (p, h) = (&cohorts.p2p, &cohorts.http);
+    row("cohorts", "p2p".to_owned(), "http".to_owned());
+    row("  viewers", p.viewers.to_string(), h.viewers.to_string());
+    row(
+        "  startup p50",
+        fmt_ms(p.startup_ms.p50),
+        fmt_ms(h.startup_ms.p50),
+    );
+    row(
+        "  startup p95",
+        fmt_ms(p.startup_ms.p95),
+        fmt_ms(h.startup_ms.p95),
+    );
+    row(
+        "  startup p99",
+        fmt_ms(p.startup_ms.p99),
+        fmt_ms(h.startup_ms.p99),
+    );
+    row(
+        "  never started",
+        p.startup_failures.to_string(),
+        h.startup_failures.to_string(),
+    );
+    row(
+        "  stall ratio",
+        format!("{:.4}", p.stall_ratio),
+        format!("{:.4}", h.stall_ratio),
+    );
+    row("  stalls", p.stalls.to_string(), h.stalls.to_string());
+    row("  failures", p.failures.to_string(), h.failures.to_string());
+    row(
+        "  average bitrate",
+        format!("{:.0} kbit/s", p.average_bitrate / 1e3),
+        format!("{:.0} kbit/s", h.average_bitrate / 1e3),
+    );
+    row(
+        "  segment latency p50",
+        fmt_ms(p.segment_latency_ms.p50),
+        fmt_ms(h.segment_latency_ms.p50),
+    );
+    row(
+        "  segment latency p95",
+        fmt_ms(p.segment_latency_ms.p95),
+        fmt_ms(h.segment_latency_ms.p95),
+    );
+    row(
+        "  bytes over HTTP",
+        fmt_bytes(p.bytes.http),
+        fmt_bytes(h.bytes.http),
+    );
+    row(
+        "  bytes from peers",
+        fmt_bytes(p.bytes.peer),
+        fmt_bytes(h.bytes.peer),
+    );
+    row(
+        "  offload",
+        format!("{:.1}%", p.offload_ratio * 100.0),
+        format!("{:.1}%", h.offload_ratio * 100.0),
+    );
     out
 }
 
@@ -633,31 +1158,69 @@ mod tests {
         assert_eq!(weighted_bitrate(&[&none]), 0.0);
     }
 
+    fn http_session(number: usize, stats: Option<PlayerStats>) -> SessionResult {
+        SessionResult {
+            number,
+            stats,
+            ..SessionResult::default()
+        }
+    }
+
+    fn summary(p2p_bytes: u64, http_bytes: u64) -> Summary {
+        Summary {
+            p2p_bytes,
+            http_bytes,
+            ..Summary::default()
+        }
+    }
+
+    fn traffic(totals: RequestTotals, latencies_us: &[u64]) -> Traffic {
+        let mut segment_latency_us = latency_histogram();
+        for &us in latencies_us {
+            segment_latency_us.saturating_record(us);
+        }
+        Traffic {
+            totals,
+            segment_latency_us,
+        }
+    }
+
     #[test]
     fn report_aggregates_sessions() {
         let mut slow = stats(500, 10_000, 2e6);
         slow.startup = Some(Duration::from_millis(1500));
         let mut never = stats(0, 0, 0.0);
         never.startup = None;
-        let sessions = vec![Some(stats(0, 10_000, 1e6)), Some(slow), Some(never), None];
-        let mut h = latency_histogram();
-        h.saturating_record(2_000);
+        let sessions = vec![
+            http_session(0, Some(stats(0, 10_000, 1e6))),
+            http_session(1, Some(slow)),
+            http_session(2, Some(never)),
+            http_session(3, None),
+        ];
         let mut errors = BTreeMap::new();
         errors.insert("404".to_owned(), 2);
-        let report = build_report(ReportInputs {
-            sessions: &sessions,
-            wall: Duration::from_millis(20_004),
-            totals: RequestTotals {
+        let http = traffic(
+            RequestTotals {
                 segments: 10,
                 distinct_segments: 5,
                 bytes: 1234,
+                peer_bytes: 0,
                 failures: 2,
                 http_errors: errors.clone(),
             },
-            segment_latency_us: &h,
+            &[2_000],
+        );
+        let report = build_report(ReportInputs {
+            mode: P2pMode::Off,
+            sessions: &sessions,
+            wall: Duration::from_millis(20_004),
+            http: &http,
+            p2p: &Traffic::default(),
+            distinct_segments: 5,
             origin_requests_per_segment: Some(1.0),
             gateway: None,
             harness: harness_usage(Some(1.0), Duration::from_secs(20), 2),
+            checks: P2pChecks::default(),
         });
         assert_eq!(report.viewers, 4);
         assert_eq!(report.startup_failures, 2);
@@ -674,12 +1237,281 @@ mod tests {
         assert_eq!(report.harness.cpu_ratio, Some(0.025));
         assert!(!report.harness.saturated);
         let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["p2p"], "off");
         assert_eq!(json["startup_ms"]["p95"], 1500.0);
         assert_eq!(json["bytes"]["http"], 1234);
+        assert_eq!(json["bytes"]["peer"], 0);
         assert_eq!(json["http_errors"]["404"], 2);
         assert!(json["gateway"].is_null());
         assert_eq!(json["offload_ratio"], 0.0);
         assert_eq!(json["segment_latency_ms"]["max"].as_f64(), Some(2.0));
+        // HTTP-only runs carry no peer-assist keys.
+        for key in [
+            "mismatches",
+            "corrupted_accepted",
+            "fallbacks",
+            "liars",
+            "cohorts",
+        ] {
+            assert!(json.get(key).is_none(), "{key}");
+        }
+    }
+
+    #[test]
+    fn cohorts_are_alternate_arrivals() {
+        let cohorts: Vec<Cohort> = (0..5).map(|i| P2pMode::Ab.cohort_of(i)).collect();
+        assert_eq!(
+            cohorts,
+            [
+                Cohort::P2p,
+                Cohort::Http,
+                Cohort::P2p,
+                Cohort::Http,
+                Cohort::P2p
+            ]
+        );
+        assert!((0..5).all(|i| P2pMode::On.cohort_of(i) == Cohort::P2p));
+        assert!((0..5).all(|i| P2pMode::Off.cohort_of(i) == Cohort::Http));
+        assert_eq!(P2pMode::parse("AB"), Ok(P2pMode::Ab));
+        assert_eq!(P2pMode::parse("off"), Ok(P2pMode::Off));
+        assert!(P2pMode::parse("yes").is_err());
+    }
+
+    #[test]
+    fn offload_is_verified_peer_bytes_over_all_segment_bytes() {
+        let a = summary(300, 100);
+        let b = summary(0, 600);
+        assert!((offload_from_summaries(&[&a, &b]) - 0.3).abs() < 1e-12);
+        assert_eq!(offload_from_summaries(&[]), 0.0);
+        assert_eq!(offload_from_summaries(&[&summary(0, 0)]), 0.0);
+        assert_eq!(offload_from_summaries(&[&summary(5, 0)]), 1.0);
+    }
+
+    #[test]
+    fn ab_report_splits_cohorts() {
+        let mut liar_summary = summary(100, 300);
+        liar_summary.mismatches = 0;
+        liar_summary.uploaded_bytes = 50;
+        let mut honest = summary(500, 100);
+        honest.mismatches = 2;
+        honest.uploaded_bytes = 70;
+        honest.failures.mismatch = 2;
+        honest.failures.timeout = 1;
+        honest.peers_dropped_for_lying = vec!["x".to_owned()];
+        let mut stalled = stats(1_000, 10_000, 8e5);
+        stalled.startup = Some(Duration::from_millis(900));
+        let sessions = vec![
+            SessionResult {
+                number: 0,
+                p2p: true,
+                stats: Some(stats(0, 10_000, 8e5)),
+                node: Some(honest),
+                liar: false,
+            },
+            http_session(1, Some(stalled)),
+            SessionResult {
+                number: 2,
+                p2p: true,
+                stats: Some(stats(0, 10_000, 8e5)),
+                node: Some(liar_summary),
+                liar: true,
+            },
+            http_session(3, Some(stats(0, 10_000, 8e5))),
+            // A P2P session whose node summary was lost.
+            SessionResult {
+                number: 4,
+                p2p: true,
+                stats: None,
+                node: None,
+                liar: false,
+            },
+        ];
+        let http = traffic(
+            RequestTotals {
+                segments: 10,
+                bytes: 2_000,
+                failures: 1,
+                ..RequestTotals::default()
+            },
+            &[2_000],
+        );
+        let p2p = traffic(
+            RequestTotals {
+                segments: 12,
+                bytes: 700,
+                peer_bytes: 600,
+                http_errors: BTreeMap::from([("503".to_owned(), 1)]),
+                ..RequestTotals::default()
+            },
+            &[1_000, 1_000],
+        );
+        let report = build_report(ReportInputs {
+            mode: P2pMode::Ab,
+            sessions: &sessions,
+            wall: Duration::from_secs(10),
+            http: &http,
+            p2p: &p2p,
+            distinct_segments: 15,
+            origin_requests_per_segment: None,
+            gateway: None,
+            harness: harness_usage(None, Duration::from_secs(10), 1),
+            checks: P2pChecks {
+                rendition: 1,
+                corruption: CorruptionCount {
+                    corrupted: 0,
+                    unverified: 3,
+                },
+                node_start_failures: 1,
+            },
+        });
+        assert_eq!(report.viewers, 5);
+        assert_eq!(report.segments, 22);
+        assert_eq!(report.distinct_segments, 15);
+        assert_eq!(report.failures, 1);
+        assert_eq!(
+            report.bytes,
+            Bytes {
+                http: 2_700,
+                peer: 600
+            }
+        );
+        assert_eq!(report.http_errors.get("503"), Some(&1));
+        // 600 of 1000 node bytes came from peers.
+        assert_eq!(report.offload_ratio, 0.6);
+        let p = report.peer_assist.clone().unwrap();
+        assert_eq!(p.rendition, 1);
+        assert_eq!(p.mismatches, 2);
+        assert_eq!(p.liars, 1);
+        assert_eq!(p.uploaded_bytes, 120);
+        assert_eq!(p.fallbacks.mismatch, 2);
+        assert_eq!(p.fallbacks.timeout, 1);
+        assert_eq!(p.peers_dropped_for_lying, 1);
+        assert_eq!(p.unverified_segments, 3);
+        assert_eq!(p.node_start_failures, 1);
+        assert_eq!(p.nodes_lost, 1);
+        let c = report.cohorts.clone().unwrap();
+        assert_eq!(c.p2p.viewers, 3);
+        assert_eq!(c.http.viewers, 2);
+        assert_eq!(c.p2p.startup_failures, 1);
+        assert_eq!(c.p2p.stall_ratio, 0.0);
+        assert!((c.http.stall_ratio - 0.05).abs() < 1e-12);
+        assert_eq!(c.http.stalls, 1);
+        assert_eq!(c.http.startup_ms.p95, Some(900.0));
+        assert_eq!(c.p2p.offload_ratio, 0.6);
+        assert_eq!(c.http.offload_ratio, 0.0);
+        assert_eq!(c.http.failures, 1);
+        assert_eq!(c.p2p.failures, 0);
+        assert_eq!(c.p2p.segments, 12);
+        assert_eq!(
+            c.p2p.bytes,
+            Bytes {
+                http: 700,
+                peer: 600
+            }
+        );
+        assert_eq!(c.http.segment_latency_ms.p50, Some(2.0));
+        assert_eq!(c.p2p.segment_latency_ms.p50, Some(1.0));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["p2p"], "ab");
+        assert_eq!(json["corrupted_accepted"], 0);
+        assert_eq!(json["mismatches"], 2);
+        assert_eq!(json["liars"], 1);
+        assert_eq!(json["uploaded_bytes"], 120);
+        assert_eq!(json["fallbacks"]["mismatch"], 2);
+        assert_eq!(json["cohorts"]["p2p"]["viewers"], 3);
+        assert_eq!(json["cohorts"]["http"]["startup_ms"]["p95"], 900.0);
+        assert_eq!(json["cohorts"]["p2p"]["offload_ratio"], 0.6);
+        let text = render_summary(&report, false);
+        assert!(text.contains("P2P A/B"), "{text}");
+        let header = text.lines().find(|l| l.contains("cohorts")).unwrap();
+        assert!(header.trim_end().ends_with("p2p           http"), "{text}");
+        let viewers = text.lines().find(|l| l.contains("  viewers")).unwrap();
+        assert_eq!(
+            viewers.split_whitespace().collect::<Vec<_>>(),
+            ["viewers", "3", "2"]
+        );
+
+        // `on`: P2P figures without cohorts.
+        let on = build_report(ReportInputs {
+            mode: P2pMode::On,
+            sessions: &sessions[..1],
+            wall: Duration::from_secs(10),
+            http: &Traffic::default(),
+            p2p: &p2p,
+            distinct_segments: 6,
+            origin_requests_per_segment: None,
+            gateway: None,
+            harness: harness_usage(None, Duration::from_secs(10), 1),
+            checks: P2pChecks::default(),
+        });
+        assert!(on.cohorts.is_none());
+        assert_eq!(on.offload_ratio, round3(500.0 / 600.0));
+        assert!(on.peer_assist.is_some());
+        let text = render_summary(&on, false);
+        assert!(!text.contains("cohorts"), "{text}");
+        assert!(text.contains("corrupted accepted"), "{text}");
+    }
+
+    fn accepted(viewer: usize, id: &str, sha256: &str, peer: bool) -> Accepted {
+        Accepted {
+            viewer,
+            id: id.to_owned(),
+            sha256: sha256.to_owned(),
+            peer,
+        }
+    }
+
+    #[test]
+    fn corrupted_segments_are_counted_once_per_viewer() {
+        let references = HashMap::from([
+            ("/s/1.ts".to_owned(), "aa".to_owned()),
+            ("/s/2.ts".to_owned(), "bb".to_owned()),
+        ]);
+        let list = vec![
+            // Good, from a peer and over HTTP; hex case does not matter.
+            accepted(0, "/s/1.ts", "aa", true),
+            accepted(1, "/s/1.ts", "AA", false),
+            // Corrupt: handed over and logged (one pair).
+            accepted(0, "/s/2.ts", "cc", true),
+            accepted(0, "/s/2.ts", "cc", true),
+            // The same corruption at another viewer counts again.
+            accepted(1, "/s/2.ts", "cc", true),
+            // Corrupt bytes labelled `http` (a peer prefix joined with an HTTP rest) count too.
+            accepted(2, "/s/2.ts", "dd", false),
+            // No reference.
+            accepted(0, "/s/3.ts", "ee", true),
+            accepted(1, "/s/4.ts", "ff", false),
+        ];
+        assert_eq!(
+            count_corrupted(&references, &list),
+            CorruptionCount {
+                corrupted: 3,
+                unverified: 2
+            }
+        );
+        assert_eq!(
+            count_corrupted(&references, &list[..2]),
+            CorruptionCount::default()
+        );
+        // Peer-delivered ones first, then the others, bounded.
+        assert_eq!(
+            references_missing(&references, &list, 10),
+            ["/s/3.ts", "/s/4.ts"]
+        );
+        assert_eq!(references_missing(&references, &list, 1), ["/s/3.ts"]);
+        let more = vec![
+            accepted(0, "/s/9.ts", "x", false),
+            accepted(1, "/s/9.ts", "x", true),
+            accepted(0, "/s/5.ts", "x", false),
+        ];
+        assert_eq!(
+            references_missing(&references, &more, 10),
+            ["/s/9.ts", "/s/5.ts"]
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     const METRICS: &str = r#"# HELP gateway_origin_requests_total Origin fetch attempts by object class and outcome.
@@ -765,16 +1597,18 @@ gateway_requests_total{class="segment",status="200"} 5000
 
     #[test]
     fn summary_warns_when_saturated() {
-        let sessions = vec![Some(stats(0, 1_000, 1e6))];
-        let h = latency_histogram();
+        let sessions = vec![http_session(0, Some(stats(0, 1_000, 1e6)))];
         let report = build_report(ReportInputs {
+            mode: P2pMode::Off,
             sessions: &sessions,
             wall: Duration::from_secs(1),
-            totals: RequestTotals::default(),
-            segment_latency_us: &h,
+            http: &Traffic::default(),
+            p2p: &Traffic::default(),
+            distinct_segments: 0,
             origin_requests_per_segment: None,
             gateway: None,
             harness: harness_usage(Some(1.9), Duration::from_secs(1), 2),
+            checks: P2pChecks::default(),
         });
         let plain = render_summary(&report, false);
         assert!(plain.contains("\nharness CPU saturated: figures are suspect\n"));

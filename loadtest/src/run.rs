@@ -16,13 +16,37 @@
 //!
 //! The run stops hard at `duration`: every viewer is cancelled then, in-flight requests included. A
 //! request taking longer than [`REQUEST_TIMEOUT`] fails.
+//!
+//! # Peer-assisted viewers (`--p2p on|ab`)
+//!
+//! A P2P viewer runs the real peer-assist node library in driven mode
+//! ([`peer_assist::node::NodeConfig::driven`]): its node joins the swarm of the stream (the URL's
+//! path, which must be a multivariant playlist, on the URL's gateway) while the player loads the
+//! multivariant playlist, and every segment the player asks for is requested from the node with the
+//! instant it plays (`now + buffer` while playing, `now + 1 s` while starting or stalled); the node
+//! gets it from peers (verified against the gateway's digest) or over HTTP. Playlists still go over
+//! HTTP from the viewer, as a real player's do. When the session ends (churn or end of run) the node
+//! is stopped and its summary collected.
+//!
+//! A node serves one rendition's swarm, so every viewer of a P2P run (both cohorts with `ab`) plays
+//! one fixed rendition: `--rendition N` (bandwidth-ascending index), by default the middle one
+//! (the lower middle one for an even count), given to the node as its index in playlist order.
+//!
+//! With `--p2p ab`, sessions alternate in arrival order: even-numbered ones are P2P, odd-numbered
+//! ones HTTP. With `--liars F`, `round(F × P2P sessions)` of the P2P sessions, picked from the seed,
+//! run a node that corrupts what it uploads.
+//!
+//! Verification: the first HTTP fetch of each segment path by an HTTP viewer is the reference;
+//! every segment handed to a P2P viewer and every segment its node's summary logs is compared with
+//! it. Paths without a reference are fetched once over HTTP after the run (at most
+//! [`MAX_REFERENCE_FETCHES`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,12 +59,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use m3u8_rs::Playlist;
+use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher};
 use tokio::task::JoinSet;
 
 use crate::player::{
-    Action, MediaPlaylistUpdate, Player, PlayerConfig, PlayerStats, Rendition, Segment,
+    Action, MediaPlaylistUpdate, PlaybackState, Player, PlayerConfig, Rendition, Segment,
 };
-use crate::report::{self, ProcessUsage, Report, ReportInputs, RequestTotals};
+use crate::report::{
+    self, Accepted, Cohort, P2pChecks, P2pMode, ProcessUsage, Report, ReportInputs, RequestTotals,
+    SessionResult, Traffic,
+};
 
 /// Per-request timeout (connection, headers and body).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +78,12 @@ const ENTRY_RETRY_DELAY: Duration = Duration::from_millis(500);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// Progress bar refresh period.
 const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
+/// How long a node may take to stop and hand back its summary.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Deadline given to the node for a segment while the player is starting or stalled.
+const P2P_UNSTARTED_DEADLINE: Duration = Duration::from_secs(1);
+/// Segment paths without a reference fetched over HTTP after a P2P run, at most.
+pub const MAX_REFERENCE_FETCHES: usize = 200;
 /// `User-Agent` of every request.
 const USER_AGENT: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 
@@ -69,7 +103,7 @@ pub struct RunConfig {
     pub ramp: Duration,
     /// Fraction (0..=1) of the viewers leaving early and replaced.
     pub churn: f64,
-    /// Seed of the churn draws.
+    /// Seed of the churn and liar draws.
     pub seed: u64,
     /// Fixed rendition (index in bandwidth-ascending order; no ABR); `None`: ABR.
     pub rendition: Option<usize>,
@@ -87,6 +121,10 @@ pub struct RunConfig {
     pub request_timeout: Duration,
     /// Player tuning of every viewer.
     pub player: PlayerConfig,
+    /// Peer-assisted viewers: none, all, or every other one.
+    pub p2p: P2pMode,
+    /// Fraction (0..=1) of the P2P sessions whose node corrupts its uploads (test switch).
+    pub liars: f64,
 }
 
 impl Default for RunConfig {
@@ -106,6 +144,8 @@ impl Default for RunConfig {
             progress: false,
             request_timeout: REQUEST_TIMEOUT,
             player: PlayerConfig::default(),
+            p2p: P2pMode::Off,
+            liars: 0.0,
         }
     }
 }
@@ -361,6 +401,76 @@ pub fn select_renditions(
         })
 }
 
+/// The rendition P2P viewers play: `fixed` or the middle one (lower middle for an even count), as
+/// (index in bandwidth-ascending order, index of the variant in playlist order). The second is what
+/// the gateway's tracker calls the rendition: the position among all `EXT-X-STREAM-INF` and
+/// `EXT-X-I-FRAME-STREAM-INF` entries, in order. `body` must be a multivariant playlist.
+pub fn p2p_rendition(body: &[u8], fixed: Option<usize>) -> Result<(usize, u32), String> {
+    let master = match m3u8_rs::parse_playlist_res(body) {
+        Ok(Playlist::MasterPlaylist(master)) => master,
+        Ok(Playlist::MediaPlaylist(_)) => return Err(
+            "--p2p needs --url to be a multivariant playlist (a node joins the swarm of one of \
+                 its variants), not a media playlist"
+                .to_owned(),
+        ),
+        Err(_) => return Err("not an HLS playlist".to_owned()),
+    };
+    let mut variants: Vec<(usize, u64)> = master
+        .variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_i_frame)
+        .map(|(position, v)| (position, v.bandwidth))
+        .collect();
+    // Stable, like the player's and `select_renditions`' sort.
+    variants.sort_by_key(|&(_, bandwidth)| bandwidth);
+    let count = variants.len();
+    if count == 0 {
+        return Err("the multivariant playlist has no variant stream".to_owned());
+    }
+    let sorted = fixed.unwrap_or((count - 1) / 2);
+    let (position, _) = variants.get(sorted).copied().ok_or_else(|| {
+        format!("--rendition {sorted}: the stream has {count} rendition(s), numbered from 0")
+    })?;
+    let position = u32::try_from(position).map_err(|_| "too many variants".to_owned())?;
+    Ok((sorted, position))
+}
+
+/// Which of `count` P2P sessions (in arrival order) run a lying node: `round(fraction × count)` of
+/// them, picked from `seed`.
+pub fn pick_liars(count: usize, fraction: f64, seed: u64) -> Vec<bool> {
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let liars = ((fraction * count as f64).round() as usize).min(count);
+    // A stream of draws independent of the churn's for the same seed.
+    let mut rng = SplitMix64(seed ^ 0x6C69_6172_735F_7032);
+    let mut order: Vec<usize> = (0..count).collect();
+    let mut picked = vec![false; count];
+    for k in 0..liars {
+        let j = k + rng.below(count - k);
+        order.swap(k, j);
+        if let Some(p) = picked.get_mut(order[k]) {
+            *p = true;
+        }
+    }
+    picked
+}
+
+/// The node configuration of a P2P viewer for `url` (a loopback or allowed gateway URL).
+fn node_config(url: &Uri, rendition: u32) -> NodeConfig {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let authority = url.authority().map_or("", |a| a.as_str());
+    NodeConfig {
+        driven: true,
+        rendition,
+        duration: None,
+        ..NodeConfig::new(&format!("{scheme}://{authority}"), url.path())
+    }
+}
+
 /// A media playlist as a [`MediaPlaylistUpdate`] for `rendition`, segment URIs resolved against
 /// `url` (the playlist's URL).
 pub fn parse_media_playlist(
@@ -397,12 +507,13 @@ pub fn parse_media_playlist(
     })
 }
 
-/// Counters shared by all viewers.
+/// Counters of one cohort's viewers.
 struct Recorder {
     active: AtomicU64,
     stalls: AtomicU64,
     segments: AtomicU64,
     bytes: AtomicU64,
+    peer_bytes: AtomicU64,
     failures: AtomicU64,
     http_errors: Mutex<BTreeMap<String, u64>>,
     latency_us: Mutex<Histogram<u64>>,
@@ -420,6 +531,7 @@ impl Recorder {
             stalls: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            peer_bytes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             http_errors: Mutex::new(BTreeMap::new()),
             latency_us: Mutex::new(report::latency_histogram()),
@@ -450,13 +562,17 @@ impl Recorder {
         }
     }
 
-    fn totals(&self) -> RequestTotals {
-        RequestTotals {
-            segments: self.segments.load(Ordering::Relaxed),
-            distinct_segments: lock(&self.distinct).len() as u64,
-            bytes: self.bytes.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            http_errors: lock(&self.http_errors).clone(),
+    fn traffic(&self) -> Traffic {
+        Traffic {
+            totals: RequestTotals {
+                segments: self.segments.load(Ordering::Relaxed),
+                distinct_segments: lock(&self.distinct).len() as u64,
+                bytes: self.bytes.load(Ordering::Relaxed),
+                peer_bytes: self.peer_bytes.load(Ordering::Relaxed),
+                failures: self.failures.load(Ordering::Relaxed),
+                http_errors: lock(&self.http_errors).clone(),
+            },
+            segment_latency_us: lock(&self.latency_us).clone(),
         }
     }
 }
@@ -484,7 +600,36 @@ struct Shared {
     rendition: Option<usize>,
     player: PlayerConfig,
     timeout: Duration,
-    recorder: Recorder,
+    /// By [`Cohort::index`].
+    recorders: [Recorder; 2],
+    /// With `--p2p on|ab`.
+    p2p: Option<P2pShared>,
+}
+
+/// What the P2P side of a run shares.
+struct P2pShared {
+    /// Every viewer's node starts from this (driven, fixed rendition, no duration).
+    node: NodeConfig,
+    /// Segment path → SHA-256 (hex) of the first successful HTTP fetch of it by an HTTP viewer.
+    references: Mutex<HashMap<String, String>>,
+    /// Segments handed to P2P viewers by their nodes.
+    accepted: Mutex<Vec<Accepted>>,
+    node_start_failures: AtomicU64,
+    /// One warning per run for node start failures.
+    warned: AtomicBool,
+}
+
+impl Shared {
+    fn recorder(&self, cohort: Cohort) -> &Recorder {
+        &self.recorders[cohort.index()]
+    }
+
+    fn active(&self) -> u64 {
+        self.recorders
+            .iter()
+            .map(|r| r.active.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 /// A completed HTTP exchange.
@@ -542,23 +687,37 @@ async fn http_get(client: &HttpClient, uri: Uri, timeout: Duration) -> Result<Fe
     })
 }
 
-impl Shared {
+/// One session's identity, handed to its fetches.
+#[derive(Clone)]
+struct Session {
+    shared: Arc<Shared>,
+    /// Arrival number (0-based).
+    number: usize,
+    cohort: Cohort,
+}
+
+impl Session {
+    fn recorder(&self) -> &Recorder {
+        self.shared.recorder(self.cohort)
+    }
+
     /// GET, recording bytes and failures; the body and download time of a 2xx answer.
     async fn fetch(&self, uri: Uri) -> Option<(Bytes, Duration)> {
-        match http_get(&self.client, uri, self.timeout).await {
+        let recorder = self.recorder();
+        match http_get(&self.shared.client, uri, self.shared.timeout).await {
             Ok(fetched) => {
-                self.recorder
+                recorder
                     .bytes
                     .fetch_add(fetched.body.len() as u64, Ordering::Relaxed);
                 if fetched.status.is_success() {
                     Some((fetched.body, fetched.elapsed))
                 } else {
-                    self.recorder.http_error(fetched.status.as_str());
+                    recorder.http_error(fetched.status.as_str());
                     None
                 }
             }
             Err(_) => {
-                self.recorder.http_error("error");
+                recorder.http_error("error");
                 None
             }
         }
@@ -566,45 +725,130 @@ impl Shared {
 
     /// The renditions this viewer plays, from the URL.
     async fn load_renditions(&self) -> Option<Vec<Rendition>> {
-        let (body, _) = self.fetch(self.url.clone()).await?;
-        let renditions = parse_entry_playlist(&body, &self.url)
-            .and_then(|r| select_renditions(r, self.rendition));
+        let url = &self.shared.url;
+        let (body, _) = self.fetch(url.clone()).await?;
+        let renditions = parse_entry_playlist(&body, url)
+            .and_then(|r| select_renditions(r, self.shared.rendition));
         if renditions.is_err() {
-            self.recorder.failure();
+            self.recorder().failure();
         }
         renditions.ok()
+    }
+
+    /// Starts this viewer's node, retrying until it runs (or the session is cancelled).
+    async fn start_node(&self, liar: bool) -> Option<NodeHandle> {
+        let p2p = self.shared.p2p.as_ref()?;
+        let mut config = p2p.node.clone();
+        config.test.lie = liar;
+        loop {
+            match peer_assist::node::start(config.clone()).await {
+                Ok(node) => return Some(node),
+                Err(e) => {
+                    p2p.node_start_failures.fetch_add(1, Ordering::Relaxed);
+                    self.recorder().failure();
+                    if !p2p.warned.swap(true, Ordering::Relaxed) {
+                        eprintln!("loadtest: warning: a viewer's node did not start: {e}");
+                    }
+                    tokio::time::sleep(ENTRY_RETRY_DELAY).await;
+                }
+            }
+        }
     }
 }
 
 type PlaylistDone = (usize, Option<MediaPlaylistUpdate>);
 type SegmentDone = (usize, u64, Option<(u64, Duration)>);
 
-async fn fetch_playlist(shared: Arc<Shared>, rendition: usize, uri: Uri) -> PlaylistDone {
-    let Some((body, _)) = shared.fetch(uri.clone()).await else {
+async fn fetch_playlist(session: Session, rendition: usize, uri: Uri) -> PlaylistDone {
+    let Some((body, _)) = session.fetch(uri.clone()).await else {
         return (rendition, None);
     };
     let update = parse_media_playlist(&body, rendition, &uri).ok();
     if update.is_none() {
-        shared.recorder.failure();
+        session.recorder().failure();
     }
     (rendition, update)
 }
 
+/// A segment over HTTP. In a P2P run, the first HTTP fetch of each path is the reference the P2P
+/// viewers' segments are checked against.
 async fn fetch_segment(
-    shared: Arc<Shared>,
+    session: Session,
     rendition: usize,
     sequence: u64,
     uri: String,
 ) -> SegmentDone {
     let Ok(parsed) = uri.parse::<Uri>() else {
-        shared.recorder.failure();
+        session.recorder().failure();
         return (rendition, sequence, None);
     };
-    let Some((body, elapsed)) = shared.fetch(parsed).await else {
+    let path = parsed.path().to_owned();
+    let Some((body, elapsed)) = session.fetch(parsed).await else {
         return (rendition, sequence, None);
     };
-    shared.recorder.segment(&uri, elapsed);
+    session.recorder().segment(&uri, elapsed);
+    if let Some(p2p) = &session.shared.p2p {
+        if !lock(&p2p.references).contains_key(&path) {
+            let digest = report::sha256_hex(&body);
+            lock(&p2p.references).entry(path).or_insert(digest);
+        }
+    }
     (rendition, sequence, Some((body.len() as u64, elapsed)))
+}
+
+/// A segment through the viewer's node, needed at `plays_at`.
+async fn fetch_segment_p2p(
+    session: Session,
+    fetcher: SegmentFetcher,
+    rendition: usize,
+    sequence: u64,
+    uri: String,
+    plays_at: Instant,
+) -> SegmentDone {
+    let recorder = session.recorder();
+    let Ok(parsed) = uri.parse::<Uri>() else {
+        recorder.failure();
+        return (rendition, sequence, None);
+    };
+    let path = parsed.path();
+    let started = Instant::now();
+    // The node keeps trying until it has the segment; the request timeout bounds the wait.
+    let result = tokio::time::timeout(session.shared.timeout, fetcher.fetch(path, plays_at)).await;
+    let elapsed = started.elapsed();
+    let fetched = match result {
+        Ok(Ok(fetched)) => fetched,
+        Ok(Err(_)) | Err(_) => {
+            recorder.failure();
+            return (rendition, sequence, None);
+        }
+    };
+    let len = fetched.bytes.len() as u64;
+    let peer = fetched.source == "peer";
+    if peer {
+        recorder.peer_bytes.fetch_add(len, Ordering::Relaxed);
+    } else {
+        recorder.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+    recorder.segment(&uri, elapsed);
+    if let Some(p2p) = &session.shared.p2p {
+        let sha256 = report::sha256_hex(&fetched.bytes);
+        lock(&p2p.accepted).push(Accepted {
+            viewer: session.number,
+            id: path.to_owned(),
+            sha256,
+            peer,
+        });
+    }
+    (rendition, sequence, Some((len, elapsed)))
+}
+
+/// When the segment about to be fetched plays: when the buffer runs dry while playing, else in a
+/// second (starting or stalled).
+fn plays_at(player: &Player, now: Instant) -> Instant {
+    match player.state_at(now) {
+        PlaybackState::Playing => now + player.buffer(now),
+        _ => now + P2P_UNSTARTED_DEADLINE,
+    }
 }
 
 /// Awaits the fetch if there is one, else never completes.
@@ -619,31 +863,62 @@ async fn completion<T>(fetch: &mut Option<BoxFuture<T>>) -> T {
 #[derive(Default)]
 struct Viewer {
     player: Option<Player>,
+    node: Option<NodeHandle>,
     stalls_reported: u32,
 }
 
-/// One session until `leave_at`: its QoE counters, or `None` if it never got a player.
-async fn viewer(shared: Arc<Shared>, leave_at: Instant) -> Option<PlayerStats> {
-    let _active = ActiveGuard::enter(&shared.recorder.active);
+/// One session until `leave_at`: its QoE counters (`None` if it never got a player) and, for a P2P
+/// viewer, its node's summary.
+async fn viewer(session: Session, leave_at: Instant, liar: bool) -> SessionResult {
+    let recorder = session.recorder();
+    let _active = ActiveGuard::enter(&recorder.active);
     let mut state = Viewer::default();
     let deadline = tokio::time::Instant::from_std(leave_at);
     // Cancelled at `leave_at` (in-flight requests are dropped) unless the session ends first.
-    let _ = tokio::time::timeout_at(deadline, drive(&shared, &mut state)).await;
+    let _ = tokio::time::timeout_at(deadline, drive(&session, &mut state, liar)).await;
     let now = Instant::now();
-    state.player.map(|p| p.stats(now))
+    let stats = state.player.as_ref().map(|p| p.stats(now));
+    let node = match state.node.take() {
+        Some(node) => tokio::time::timeout(NODE_STOP_TIMEOUT, node.stop())
+            .await
+            .ok(),
+        None => None,
+    };
+    SessionResult {
+        number: session.number,
+        p2p: session.cohort == Cohort::P2p,
+        stats,
+        node,
+        liar,
+    }
 }
 
-async fn drive(shared: &Arc<Shared>, state: &mut Viewer) {
+async fn drive(session: &Session, state: &mut Viewer, liar: bool) {
     let session_start = Instant::now();
-    let renditions = loop {
-        if let Some(renditions) = shared.load_renditions().await {
-            break renditions;
+    let Viewer {
+        player: player_slot,
+        node: node_slot,
+        stalls_reported,
+    } = state;
+    let load = async {
+        loop {
+            if let Some(renditions) = session.load_renditions().await {
+                break renditions;
+            }
+            tokio::time::sleep(ENTRY_RETRY_DELAY).await;
         }
-        tokio::time::sleep(ENTRY_RETRY_DELAY).await;
     };
+    // A P2P viewer's node joins the swarm while the player loads the multivariant playlist.
+    let start = async {
+        if session.cohort == Cohort::P2p {
+            *node_slot = session.start_node(liar).await;
+        }
+    };
+    let (renditions, ()) = tokio::join!(load, start);
+    let fetcher = node_slot.as_ref().map(NodeHandle::fetcher);
     // The session (and its startup time) began with the request for the URL.
-    let player = state.player.insert(Player::new(
-        shared.player.clone(),
+    let player = player_slot.insert(Player::new(
+        session.shared.player.clone(),
         renditions,
         session_start,
     ));
@@ -662,10 +937,10 @@ async fn drive(shared: &Arc<Shared>, state: &mut Viewer) {
                     match playlists.get(rendition).cloned().flatten() {
                         Some(uri) => {
                             playlist_fetch =
-                                Some(Box::pin(fetch_playlist(Arc::clone(shared), rendition, uri)));
+                                Some(Box::pin(fetch_playlist(session.clone(), rendition, uri)));
                         }
                         None => {
-                            shared.recorder.failure();
+                            session.recorder().failure();
                             player.playlist_failed(now, rendition);
                         }
                     }
@@ -675,24 +950,29 @@ async fn drive(shared: &Arc<Shared>, state: &mut Viewer) {
                     sequence,
                     uri,
                 } => {
-                    segment_fetch = Some(Box::pin(fetch_segment(
-                        Arc::clone(shared),
-                        rendition,
-                        sequence,
-                        uri,
-                    )));
+                    segment_fetch = Some(match &fetcher {
+                        Some(fetcher) => Box::pin(fetch_segment_p2p(
+                            session.clone(),
+                            fetcher.clone(),
+                            rendition,
+                            sequence,
+                            uri,
+                            plays_at(player, now),
+                        )),
+                        None => Box::pin(fetch_segment(session.clone(), rendition, sequence, uri)),
+                    });
                 }
                 Action::WaitUntil(at) => break Some(at),
                 Action::Done => break None,
             }
         };
         let stalls = player.stats(now).stalls;
-        if stalls > state.stalls_reported {
-            shared
-                .recorder
+        if stalls > *stalls_reported {
+            session
+                .recorder()
                 .stalls
-                .fetch_add(u64::from(stalls - state.stalls_reported), Ordering::Relaxed);
-            state.stalls_reported = stalls;
+                .fetch_add(u64::from(stalls - *stalls_reported), Ordering::Relaxed);
+            *stalls_reported = stalls;
         }
         let Some(wake) = wake else {
             return;
@@ -737,6 +1017,12 @@ fn validate(config: &RunConfig) -> Result<(), RunError> {
     }
     if config.request_timeout.is_zero() {
         return usage("the request timeout must be positive");
+    }
+    if !(config.liars.is_finite() && (0.0..=1.0).contains(&config.liars)) {
+        return usage("--liars must be a fraction between 0 and 1");
+    }
+    if config.liars > 0.0 && config.p2p == P2pMode::Off {
+        return usage("--liars needs --p2p on or --p2p ab");
     }
     Ok(())
 }
@@ -810,15 +1096,21 @@ async fn show_progress(bar: ProgressBar, shared: Arc<Shared>, start: Instant, du
     loop {
         interval.tick().await;
         let elapsed = start.elapsed().min(duration);
-        let recorder = &shared.recorder;
+        let sum = |counter: fn(&Recorder) -> &AtomicU64| -> u64 {
+            shared
+                .recorders
+                .iter()
+                .map(|r| counter(r).load(Ordering::Relaxed))
+                .sum()
+        };
         bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
         bar.set_message(format!(
             "{:.0}/{:.0} s  {} viewers  {} stalls  {} segments",
             elapsed.as_secs_f64(),
             duration.as_secs_f64(),
-            recorder.active.load(Ordering::Relaxed),
-            recorder.stalls.load(Ordering::Relaxed),
-            recorder.segments.load(Ordering::Relaxed),
+            shared.active(),
+            sum(|r| &r.stalls),
+            sum(|r| &r.segments),
         ));
     }
 }
@@ -854,7 +1146,26 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     }
     let renditions = parse_entry_playlist(&entry.body, &url)
         .map_err(|e| RunError::Unreachable(format!("{url}: {e}")))?;
-    select_renditions(renditions, config.rendition).map_err(RunError::Usage)?;
+    let mut rendition = config.rendition;
+    let mut p2p = None;
+    let mut checks = P2pChecks::default();
+    if config.p2p != P2pMode::Off {
+        let (sorted, position) =
+            p2p_rendition(&entry.body, config.rendition).map_err(RunError::Usage)?;
+        // Both cohorts play the node's rendition, so that the comparison is fair.
+        rendition = Some(sorted);
+        checks.rendition = sorted;
+        let node = node_config(&url, position);
+        preflight_node(&node).await?;
+        p2p = Some(P2pShared {
+            node,
+            references: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(Vec::new()),
+            node_start_failures: AtomicU64::new(0),
+            warned: AtomicBool::new(false),
+        });
+    }
+    select_renditions(renditions, rendition).map_err(RunError::Usage)?;
     let metrics_before = match &metrics_url {
         Some(m) => Some(
             gateway_segment_fetches(&client, m, timeout)
@@ -879,13 +1190,17 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         config.churn,
         config.seed,
     );
+    let cohorts: Vec<Cohort> = (0..plans.len()).map(|i| config.p2p.cohort_of(i)).collect();
+    let p2p_count = cohorts.iter().filter(|c| **c == Cohort::P2p).count();
+    let mut liars = pick_liars(p2p_count, config.liars, config.seed).into_iter();
     let shared = Arc::new(Shared {
         client: client.clone(),
         url,
-        rendition: config.rendition,
+        rendition,
         player: config.player.clone(),
         timeout,
-        recorder: Recorder::new(),
+        recorders: [Recorder::new(), Recorder::new()],
+        p2p,
     });
     let start = Instant::now();
     let end = start + config.duration;
@@ -897,16 +1212,22 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         config.duration,
     ));
     let mut viewers = JoinSet::new();
-    for plan in &plans {
+    for (number, (plan, cohort)) in plans.iter().zip(&cohorts).enumerate() {
         tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.start)).await;
-        viewers.spawn(viewer(Arc::clone(&shared), start + plan.end));
+        let liar = *cohort == Cohort::P2p && liars.next().unwrap_or(false);
+        let session = Session {
+            shared: Arc::clone(&shared),
+            number,
+            cohort: *cohort,
+        };
+        viewers.spawn(viewer(session, start + plan.end, liar));
     }
-    let mut sessions: Vec<Option<PlayerStats>> = Vec::with_capacity(plans.len());
+    let mut sessions: Vec<SessionResult> = Vec::with_capacity(plans.len());
     let mut lost = 0usize;
     let collect = async {
         while let Some(joined) = viewers.join_next().await {
             match joined {
-                Ok(stats) => sessions.push(stats),
+                Ok(result) => sessions.push(result),
                 Err(_) => lost += 1,
             }
         }
@@ -925,14 +1246,16 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     if lost > 0 {
         eprintln!("loadtest: warning: {lost} viewer(s) did not report (not counted)");
     }
+    sessions.sort_by_key(|s| s.number);
+    let distinct = {
+        let http = lock(&shared.recorders[0].distinct);
+        let p2p = lock(&shared.recorders[1].distinct);
+        http.union(&p2p).count() as u64
+    };
 
     let origin_requests_per_segment = match (&metrics_url, metrics_before) {
         (Some(m), Some(before)) => match gateway_segment_fetches(&client, m, timeout).await {
-            Ok(after) => report::origin_requests_per_segment(
-                before,
-                after,
-                lock(&shared.recorder.distinct).len() as u64,
-            ),
+            Ok(after) => report::origin_requests_per_segment(before, after, distinct),
             Err(e) => {
                 eprintln!("loadtest: warning: cannot read {m} after the run: {e}");
                 None
@@ -956,16 +1279,24 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let harness_cpu = harness_before
         .zip(read_cpu_ticks("self"))
         .map(|(before, after)| report::ticks_to_seconds(after.saturating_sub(before)));
+    if let Some(p2p) = &shared.p2p {
+        checks.corruption = verify_accepted(&shared, p2p, &sessions).await;
+        checks.node_start_failures = p2p.node_start_failures.load(Ordering::Relaxed);
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let latency = lock(&shared.recorder.latency_us).clone();
+    let http_traffic = shared.recorder(Cohort::Http).traffic();
+    let p2p_traffic = shared.recorder(Cohort::P2p).traffic();
     let report = report::build_report(ReportInputs {
+        mode: config.p2p,
         sessions: &sessions,
         wall,
-        totals: shared.recorder.totals(),
-        segment_latency_us: &latency,
+        http: &http_traffic,
+        p2p: &p2p_traffic,
+        distinct_segments: distinct,
         origin_requests_per_segment,
         gateway,
         harness: report::harness_usage(harness_cpu, wall, cpus),
+        checks,
     });
     if let Some(path) = &config.json {
         let io = |source| RunError::Io {
@@ -977,6 +1308,71 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         std::fs::write(path, json).map_err(io)?;
     }
     Ok(report)
+}
+
+/// Starts and stops one node before the run, so that a gateway without a tracker (or a stream it
+/// cannot resolve) is reported at once rather than as viewers that never start.
+async fn preflight_node(node: &NodeConfig) -> Result<(), RunError> {
+    // The QUIC transport needs a process-wide crypto provider; installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let handle = peer_assist::node::start(node.clone()).await.map_err(|e| {
+        RunError::Unreachable(format!(
+            "--p2p: cannot join the swarm of {}{} (rendition {}): {e}",
+            node.gateway, node.stream, node.rendition
+        ))
+    })?;
+    let _ = tokio::time::timeout(NODE_STOP_TIMEOUT, handle.stop()).await;
+    Ok(())
+}
+
+/// Checks every segment P2P viewers accepted (handed over, or logged in their nodes' summaries)
+/// against the HTTP references, fetching up to [`MAX_REFERENCE_FETCHES`] missing references.
+async fn verify_accepted(
+    shared: &Shared,
+    p2p: &P2pShared,
+    sessions: &[SessionResult],
+) -> report::CorruptionCount {
+    let mut accepted = std::mem::take(&mut *lock(&p2p.accepted));
+    for session in sessions {
+        let Some(summary) = &session.node else {
+            continue;
+        };
+        accepted.extend(summary.log.iter().map(|record| Accepted {
+            viewer: session.number,
+            id: record.id.clone(),
+            sha256: record.sha256.clone(),
+            peer: record.source == "peer",
+        }));
+    }
+    let mut references = std::mem::take(&mut *lock(&p2p.references));
+    let missing = report::references_missing(&references, &accepted, MAX_REFERENCE_FETCHES);
+    let mut fetches = JoinSet::new();
+    for path in missing {
+        let uri = resolve_uri(&shared.url, &path).and_then(|u| {
+            // Only a path was named: keep it on the gateway of the URL.
+            (u.authority() == shared.url.authority())
+                .then_some(u)
+                .ok_or_else(|| format!("{path} is not a path"))
+        });
+        let Ok(uri) = uri else {
+            continue;
+        };
+        let client = shared.client.clone();
+        let timeout = shared.timeout;
+        fetches.spawn(async move {
+            let fetched = http_get(&client, uri, timeout).await.ok()?;
+            fetched
+                .status
+                .is_success()
+                .then(|| (path, report::sha256_hex(&fetched.body)))
+        });
+    }
+    while let Some(joined) = fetches.join_next().await {
+        if let Ok(Some((path, digest))) = joined {
+            references.insert(path, digest);
+        }
+    }
+    report::count_corrupted(&references, &accepted)
 }
 
 #[cfg(test)]
@@ -1136,6 +1532,60 @@ mod tests {
     }
 
     #[test]
+    fn p2p_rendition_maps_sorted_index_to_playlist_order() {
+        // Playlist order: 800k, I-frames, 300k, 2M.
+        let master = "#EXTM3U\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=800000\nr1/index.m3u8\n\
+            #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=50000,URI=\"iframes.m3u8\"\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=300000\nr0/index.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=2000000\nr2/index.m3u8\n";
+        let body = master.as_bytes();
+        assert_eq!(p2p_rendition(body, Some(0)), Ok((0, 2)));
+        assert_eq!(p2p_rendition(body, Some(1)), Ok((1, 0)));
+        assert_eq!(p2p_rendition(body, Some(2)), Ok((2, 3)));
+        // Default: the middle one.
+        assert_eq!(p2p_rendition(body, None), Ok((1, 0)));
+        assert!(p2p_rendition(body, Some(3))
+            .unwrap_err()
+            .contains("3 rendition"));
+        let two = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\nr0/index.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=800000\nr1/index.m3u8\n";
+        assert_eq!(p2p_rendition(two.as_bytes(), None), Ok((0, 0)));
+        assert_eq!(p2p_rendition(two.as_bytes(), Some(1)), Ok((1, 1)));
+        let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n0.ts\n";
+        assert!(p2p_rendition(media.as_bytes(), None)
+            .unwrap_err()
+            .contains("multivariant"));
+        assert!(p2p_rendition(b"<html>", None).is_err());
+    }
+
+    #[test]
+    fn node_config_names_the_gateway_and_the_stream() {
+        let url = uri("http://127.0.0.1:8088/synthetic/master.m3u8?x=1");
+        let node = node_config(&url, 3);
+        assert_eq!(node.gateway, "http://127.0.0.1:8088");
+        assert_eq!(node.stream, "/synthetic/master.m3u8");
+        assert_eq!(node.rendition, 3);
+        assert!(node.driven);
+        assert_eq!(node.duration, None);
+        assert!(!node.test.lie);
+    }
+
+    #[test]
+    fn liars_are_a_seeded_fraction() {
+        let picked = pick_liars(8, 0.25, 1);
+        assert_eq!(picked.len(), 8);
+        assert_eq!(picked.iter().filter(|l| **l).count(), 2);
+        assert_eq!(picked, pick_liars(8, 0.25, 1));
+        assert_eq!(pick_liars(8, 0.0, 1), vec![false; 8]);
+        assert_eq!(pick_liars(3, 1.0, 1), vec![true; 3]);
+        assert_eq!(pick_liars(0, 0.5, 1), Vec::<bool>::new());
+        assert_eq!(pick_liars(10, 0.33, 9).iter().filter(|l| **l).count(), 3);
+        let seeds: HashSet<Vec<bool>> = (0..20).map(|s| pick_liars(8, 0.25, s)).collect();
+        assert!(seeds.len() > 1);
+    }
+
+    #[test]
     fn urls_are_checked() {
         assert!(check_url("--url", "http://127.0.0.1:8080/m.m3u8", false).is_ok());
         assert!(check_url("--url", "http://[::1]:8080/m.m3u8", false).is_ok());
@@ -1150,6 +1600,12 @@ mod tests {
     fn invalid_configs() {
         let ok = RunConfig::default();
         assert!(validate(&ok).is_ok());
+        let liars = RunConfig {
+            p2p: P2pMode::Ab,
+            liars: 0.25,
+            ..RunConfig::default()
+        };
+        assert!(validate(&liars).is_ok());
         for bad in [
             RunConfig {
                 viewers: 0,
@@ -1165,6 +1621,15 @@ mod tests {
             },
             RunConfig {
                 duration: Duration::ZERO,
+                ..RunConfig::default()
+            },
+            RunConfig {
+                liars: 0.25,
+                ..RunConfig::default()
+            },
+            RunConfig {
+                p2p: P2pMode::On,
+                liars: 1.5,
                 ..RunConfig::default()
             },
         ] {

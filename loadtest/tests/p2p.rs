@@ -1,0 +1,156 @@
+//! Synthetic origin + in-process gateway (with its tracker) + viewers running real peer-assist nodes
+//! in driven mode, on loopback; checks the JSON report of `--p2p ab` and of `--p2p on` with liars.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadtest::origin::{serve, OriginStats, SyntheticStream};
+use loadtest::report::P2pMode;
+use loadtest::run::{run, RunConfig};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// A live synthetic origin (300k and 800k, 2 s segments) behind a gateway with default settings;
+/// returns the multivariant playlist URL on the gateway.
+async fn gateway_with_origin() -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stream = Arc::new(SyntheticStream::new(true, vec![300_000, 800_000]));
+    assert_eq!(stream.segment_duration, Duration::from_secs(2));
+    let origin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = origin_listener.local_addr().unwrap();
+    tokio::spawn(serve(
+        stream,
+        origin_listener,
+        Arc::new(OriginStats::default()),
+    ));
+    let config = gateway::Config {
+        origins: vec![format!("http://{origin}/")],
+        ..Default::default()
+    };
+    let gateway = gateway::Gateway::new(config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway_addr = listener.local_addr().unwrap();
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    format!("http://{gateway_addr}/synthetic/master.m3u8")
+}
+
+/// Runs `config` with a JSON report and returns it parsed (and printed).
+async fn run_json(name: &str, config: RunConfig) -> (Value, String) {
+    let json =
+        std::env::temp_dir().join(format!("loadtest-p2p-{name}-{}.json", std::process::id()));
+    let report = run(RunConfig {
+        json: Some(json.clone()),
+        ..config
+    })
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    println!("{text}");
+    print!("{}", loadtest::report::render_summary(&report, false));
+    let value: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value, serde_json::to_value(&report).unwrap());
+    (value, text)
+}
+
+fn number(value: &Value, pointer: &str, text: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} is not a number in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ab_cohorts_on_one_stream() {
+    let url = gateway_with_origin().await;
+    let (value, text) = run_json(
+        "ab",
+        RunConfig {
+            url,
+            viewers: 8,
+            duration: Duration::from_secs(24),
+            ramp: Duration::from_secs(2),
+            rendition: Some(1),
+            p2p: P2pMode::Ab,
+            ..RunConfig::default()
+        },
+    )
+    .await;
+    let f = |pointer: &str| number(&value, pointer, &text);
+    assert_eq!(value["p2p"], "ab", "{text}");
+    assert_eq!(value["rendition"], 1, "{text}");
+    assert_eq!(value["cohorts"]["p2p"]["viewers"], 4, "{text}");
+    assert_eq!(value["cohorts"]["http"]["viewers"], 4, "{text}");
+    let offload = f("/cohorts/p2p/offload_ratio");
+    println!("measured offload (ab, 4 P2P viewers of one swarm): {offload}");
+    assert!(offload >= 0.3, "offload {offload}: {text}");
+    assert_eq!(f("/offload_ratio"), offload, "{text}");
+    assert_eq!(f("/cohorts/http/offload_ratio"), 0.0, "{text}");
+    assert_eq!(value["corrupted_accepted"], 0, "{text}");
+    assert_eq!(value["mismatches"], 0, "{text}");
+    assert_eq!(value["liars"], 0, "{text}");
+    assert_eq!(value["node_start_failures"], 0, "{text}");
+    assert_eq!(value["nodes_lost"], 0, "{text}");
+    for cohort in ["p2p", "http"] {
+        assert!(
+            f(&format!("/cohorts/{cohort}/stall_ratio")) <= 0.02,
+            "{cohort}: {text}"
+        );
+        assert_eq!(value["cohorts"][cohort]["failures"], 0, "{cohort}: {text}");
+        assert_eq!(
+            value["cohorts"][cohort]["startup_failures"], 0,
+            "{cohort}: {text}"
+        );
+        assert!(
+            f(&format!("/cohorts/{cohort}/segments")) >= 4.0 * 5.0,
+            "{text}"
+        );
+    }
+    // Both cohorts play the same fixed rendition (800k; BANDWIDTH 880000 in the playlist).
+    assert_eq!(
+        f("/cohorts/p2p/average_bitrate"),
+        f("/cohorts/http/average_bitrate"),
+        "{text}"
+    );
+    assert!(f("/average_bitrate") > 800_000.0, "{text}");
+    assert!(f("/cohorts/p2p/bytes/peer") > 0.0, "{text}");
+    assert_eq!(f("/cohorts/http/bytes/peer"), 0.0, "{text}");
+    assert!(f("/uploaded_bytes") > 0.0, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn liars_never_get_corrupt_segments_accepted() {
+    let url = gateway_with_origin().await;
+    let (value, text) = run_json(
+        "liars",
+        RunConfig {
+            url,
+            viewers: 8,
+            duration: Duration::from_secs(24),
+            ramp: Duration::from_secs(2),
+            rendition: Some(1),
+            p2p: P2pMode::On,
+            liars: 0.25,
+            ..RunConfig::default()
+        },
+    )
+    .await;
+    let f = |pointer: &str| number(&value, pointer, &text);
+    assert_eq!(value["p2p"], "on", "{text}");
+    assert_eq!(value["viewers"], 8, "{text}");
+    assert_eq!(value["liars"], 2, "{text}");
+    assert!(value.get("cohorts").is_none(), "{text}");
+    assert_eq!(value["corrupted_accepted"], 0, "{text}");
+    println!(
+        "measured offload (on, 8 viewers, 2 liars): {}; mismatches {}",
+        f("/offload_ratio"),
+        f("/mismatches")
+    );
+    // Liars may never be asked; when they were, every lie was caught and fell back.
+    if f("/mismatches") > 0.0 {
+        assert!(f("/fallbacks/mismatch") > 0.0, "{text}");
+    }
+    assert!(f("/stall_ratio") <= 0.02, "{text}");
+    assert_eq!(value["startup_failures"], 0, "{text}");
+}
