@@ -68,6 +68,9 @@ struct RunArgs {
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
+    /// Write a self-contained HTML report (summary table and charts) to this file.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
     /// The gateway's /metrics URL: reports origin requests per distinct segment.
     #[arg(long, value_name = "URL")]
     gateway_metrics: Option<String>,
@@ -145,6 +148,7 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
         seed: args.seed,
         rendition: args.rendition.0,
         json: args.json.clone(),
+        html: args.html.clone(),
         gateway_metrics: args.gateway_metrics,
         gateway_pid: args.gateway_pid,
         allow_remote: args.allow_remote,
@@ -161,6 +165,9 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
             );
             if let Some(path) = args.json {
                 println!("report written to {}", path.display());
+            }
+            if let Some(path) = args.html {
+                println!("HTML report written to {}", path.display());
             }
             ExitCode::SUCCESS
         }

@@ -45,6 +45,15 @@
 //!   reference could be fetched.
 //! * `cohorts` (`--p2p ab` only): the QoE figures above over each cohort alone (`p2p`: even-numbered
 //!   sessions in arrival order, `http`: odd-numbered).
+//!
+//! # Run parameters, timeline and latency histogram
+//!
+//! * `params`: the URL, `--viewers`, `--duration`, `--ramp` and `--churn` of the run.
+//! * `timeline`: one [`Sample`] per second from the start to the end of the run: viewers active,
+//!   stall events so far, viewers stalled at that instant (as of their last wake-up), bytes received
+//!   so far over HTTP and from peers (same definitions as `bytes`).
+//! * `latency_histogram`: the segment download times of each cohort (`http`, `p2p`) in
+//!   [`LATENCY_BUCKETS`] log-spaced buckets from 0.1 ms to 10 s (`upper_ms`: bucket upper bounds).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -115,6 +124,108 @@ pub struct Report {
     /// Per-cohort QoE (`--p2p ab` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cohorts: Option<Cohorts>,
+    /// The run's parameters (`null` when the report was not built by a run).
+    pub params: Option<RunParams>,
+    /// One sample per second of the run.
+    pub timeline: Vec<Sample>,
+    /// Segment download times per cohort, in [`LATENCY_BUCKETS`] log-spaced buckets.
+    pub latency_histogram: LatencyHistogram,
+}
+
+/// What the run was asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunParams {
+    /// The URL the viewers played.
+    pub url: String,
+    /// `--viewers` (concurrent viewers asked for).
+    pub viewers: u64,
+    /// `--duration`, seconds.
+    pub duration_s: f64,
+    /// `--ramp`, seconds.
+    pub ramp_s: f64,
+    /// `--churn`.
+    pub churn: f64,
+}
+
+/// The state of the run at one instant (taken once per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Sample {
+    /// Seconds since the start of the run.
+    pub elapsed_s: f64,
+    /// Viewers running.
+    pub active: u64,
+    /// Stall events so far.
+    pub stalls: u64,
+    /// Viewers stalled at this instant (as of their last wake-up).
+    pub stalled: u64,
+    /// Bytes received so far over HTTP.
+    pub bytes_http: u64,
+    /// Segment bytes received so far from peers.
+    pub bytes_peer: u64,
+}
+
+/// Number of buckets of [`LatencyHistogram`].
+pub const LATENCY_BUCKETS: usize = 30;
+/// Lower edge of the first bucket, ms (anything faster is counted in the first bucket).
+pub const LATENCY_MIN_MS: f64 = 0.1;
+/// Upper bound of the last bucket, ms (anything slower is counted in the last bucket).
+pub const LATENCY_MAX_MS: f64 = 10_000.0;
+
+/// A compact histogram of segment download times: bucket `i` counts the downloads in
+/// (`upper_ms[i-1]`, `upper_ms[i]`], the first one everything up to `upper_ms[0]`, the last one
+/// everything above `upper_ms[LATENCY_BUCKETS - 2]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyHistogram {
+    /// Bucket upper bounds, ms (log-spaced from 0.1 ms to 10 s).
+    pub upper_ms: Vec<f64>,
+    /// Segments fetched by the HTTP cohort (everyone with `--p2p off`).
+    pub http: Vec<u64>,
+    /// Segments fetched through nodes.
+    pub p2p: Vec<u64>,
+}
+
+/// The bucket upper bounds of [`LatencyHistogram`], ms.
+pub fn latency_bucket_bounds() -> Vec<f64> {
+    let decades = (LATENCY_MAX_MS / LATENCY_MIN_MS).log10();
+    (1..=LATENCY_BUCKETS)
+        .map(|i| {
+            let bound = LATENCY_MIN_MS * 10f64.powf(decades * i as f64 / LATENCY_BUCKETS as f64);
+            // 4 significant digits are plenty for a chart.
+            let scale = 10f64.powi(3 - bound.log10().floor() as i32);
+            (bound * scale).round() / scale
+        })
+        .collect()
+}
+
+/// Bins a microsecond histogram into the buckets of [`latency_bucket_bounds`].
+pub fn bin_latencies(histogram: &Histogram<u64>, upper_ms: &[f64]) -> Vec<u64> {
+    let mut counts = vec![0u64; upper_ms.len()];
+    if counts.is_empty() {
+        return counts;
+    }
+    for value in histogram.iter_recorded() {
+        let ms = value.value_iterated_to() as f64 / 1e3;
+        let index = upper_ms
+            .iter()
+            .position(|&upper| ms <= upper)
+            .unwrap_or(upper_ms.len() - 1);
+        if let Some(c) = counts.get_mut(index) {
+            *c += value.count_at_value();
+        }
+    }
+    counts
+}
+
+impl LatencyHistogram {
+    /// The histograms of the two cohorts' download times (microseconds).
+    pub fn from_cohorts(http: &Histogram<u64>, p2p: &Histogram<u64>) -> Self {
+        let upper_ms = latency_bucket_bounds();
+        Self {
+            http: bin_latencies(http, &upper_ms),
+            p2p: bin_latencies(p2p, &upper_ms),
+            upper_ms,
+        }
+    }
 }
 
 /// How the viewers get their segments.
@@ -612,6 +723,12 @@ pub fn build_report(inputs: ReportInputs<'_>) -> Report {
         harness: inputs.harness,
         peer_assist,
         cohorts,
+        params: None,
+        timeline: Vec::new(),
+        latency_histogram: LatencyHistogram::from_cohorts(
+            &inputs.http.segment_latency_us,
+            &inputs.p2p.segment_latency_us,
+        ),
     }
 }
 

@@ -67,7 +67,7 @@ use crate::player::{
 };
 use crate::report::{
     self, Accepted, Cohort, P2pChecks, P2pMode, ProcessUsage, Report, ReportInputs, RequestTotals,
-    SessionResult, Traffic,
+    RunParams, Sample, SessionResult, Traffic,
 };
 
 /// Per-request timeout (connection, headers and body).
@@ -84,6 +84,8 @@ const NODE_STOP_TIMEOUT: Duration = Duration::from_millis(1500);
 const P2P_UNSTARTED_DEADLINE: Duration = Duration::from_secs(1);
 /// Segment paths without a reference fetched over HTTP after a P2P run, at most.
 pub const MAX_REFERENCE_FETCHES: usize = 200;
+/// Period of the timeline samples.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 /// `User-Agent` of every request.
 const USER_AGENT: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 
@@ -109,6 +111,8 @@ pub struct RunConfig {
     pub rendition: Option<usize>,
     /// Where to write the JSON report.
     pub json: Option<PathBuf>,
+    /// Where to write the HTML report.
+    pub html: Option<PathBuf>,
     /// The gateway's `/metrics` URL (for `origin_requests_per_segment`).
     pub gateway_metrics: Option<String>,
     /// The gateway's process id (for its CPU time and RSS).
@@ -138,6 +142,7 @@ impl Default for RunConfig {
             seed: 1,
             rendition: None,
             json: None,
+            html: None,
             gateway_metrics: None,
             gateway_pid: None,
             allow_remote: false,
@@ -159,7 +164,7 @@ pub enum RunError {
     /// The stream or the gateway could not be reached or understood before the run (exit status 1).
     #[error("{0}")]
     Unreachable(String),
-    /// The JSON report could not be written (exit status 1).
+    /// The JSON or HTML report could not be written (exit status 1).
     #[error("cannot write {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -511,6 +516,8 @@ pub fn parse_media_playlist(
 struct Recorder {
     active: AtomicU64,
     stalls: AtomicU64,
+    /// Viewers stalled as of their last wake-up.
+    stalled: AtomicU64,
     segments: AtomicU64,
     bytes: AtomicU64,
     peer_bytes: AtomicU64,
@@ -529,6 +536,7 @@ impl Recorder {
         Self {
             active: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
+            stalled: AtomicU64::new(0),
             segments: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             peer_bytes: AtomicU64::new(0),
@@ -865,6 +873,8 @@ struct Viewer {
     player: Option<Player>,
     node: Option<NodeHandle>,
     stalls_reported: u32,
+    /// Counted in the recorder's `stalled`.
+    stalled: bool,
 }
 
 /// One session until `leave_at`: its QoE counters (`None` if it never got a player) and, for a P2P
@@ -876,6 +886,10 @@ async fn viewer(session: Session, leave_at: Instant, liar: bool) -> SessionResul
     let deadline = tokio::time::Instant::from_std(leave_at);
     // Cancelled at `leave_at` (in-flight requests are dropped) unless the session ends first.
     let _ = tokio::time::timeout_at(deadline, drive(&session, &mut state, liar)).await;
+    if state.stalled {
+        recorder.stalled.fetch_sub(1, Ordering::Relaxed);
+        state.stalled = false;
+    }
     let now = Instant::now();
     let stats = state.player.as_ref().map(|p| p.stats(now));
     let node = match state.node.take() {
@@ -899,6 +913,7 @@ async fn drive(session: &Session, state: &mut Viewer, liar: bool) {
         player: player_slot,
         node: node_slot,
         stalls_reported,
+        stalled,
     } = state;
     let load = async {
         loop {
@@ -973,6 +988,16 @@ async fn drive(session: &Session, state: &mut Viewer, liar: bool) {
                 .stalls
                 .fetch_add(u64::from(stalls - *stalls_reported), Ordering::Relaxed);
             *stalls_reported = stalls;
+        }
+        let stalled_now = player.state_at(now) == PlaybackState::Stalled;
+        if stalled_now != *stalled {
+            let counter = &session.recorder().stalled;
+            if stalled_now {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+            *stalled = stalled_now;
         }
         let Some(wake) = wake else {
             return;
@@ -1115,7 +1140,45 @@ async fn show_progress(bar: ProgressBar, shared: Arc<Shared>, start: Instant, du
     }
 }
 
-/// Runs the viewers and returns the report (also written to `config.json` if set).
+/// The run's state now (summed over the cohorts).
+fn sample(shared: &Shared, elapsed: Duration) -> Sample {
+    let sum = |counter: fn(&Recorder) -> &AtomicU64| -> u64 {
+        shared
+            .recorders
+            .iter()
+            .map(|r| counter(r).load(Ordering::Relaxed))
+            .sum()
+    };
+    Sample {
+        elapsed_s: (elapsed.as_secs_f64() * 1e3).round() / 1e3,
+        active: sum(|r| &r.active),
+        stalls: sum(|r| &r.stalls),
+        stalled: sum(|r| &r.stalled),
+        bytes_http: sum(|r| &r.bytes),
+        bytes_peer: sum(|r| &r.peer_bytes),
+    }
+}
+
+/// Samples the run every [`SAMPLE_PERIOD`] from `start` to `start + duration` (both included).
+async fn sample_timeline(
+    shared: Arc<Shared>,
+    start: Instant,
+    duration: Duration,
+    timeline: Arc<Mutex<Vec<Sample>>>,
+) {
+    for k in 0u32.. {
+        let at = SAMPLE_PERIOD.saturating_mul(k).min(duration);
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start + at)).await;
+        let elapsed = start.elapsed().min(duration);
+        lock(&timeline).push(sample(&shared, elapsed));
+        if at >= duration {
+            return;
+        }
+    }
+}
+
+/// Runs the viewers and returns the report (also written to `config.json` and `config.html` if
+/// set).
 pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     validate(&config)?;
     let url = check_url("--url", &config.url, config.allow_remote)?;
@@ -1124,7 +1187,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         .as_deref()
         .map(|m| check_url("--gateway-metrics", m, config.allow_remote))
         .transpose()?;
-    if let Some(path) = &config.json {
+    for path in [&config.json, &config.html].into_iter().flatten() {
         // Fail before the run rather than lose its report.
         std::fs::File::create(path).map_err(|source| RunError::Io {
             path: path.clone(),
@@ -1211,6 +1274,13 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         start,
         config.duration,
     ));
+    let timeline = Arc::new(Mutex::new(Vec::new()));
+    let sampler = tokio::spawn(sample_timeline(
+        Arc::clone(&shared),
+        start,
+        config.duration,
+        Arc::clone(&timeline),
+    ));
     let mut viewers = JoinSet::new();
     for (number, (plan, cohort)) in plans.iter().zip(&cohorts).enumerate() {
         tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.start)).await;
@@ -1241,8 +1311,20 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         }
     }
     ticker.abort();
+    sampler.abort();
     bar.finish_and_clear();
     let wall = start.elapsed();
+    {
+        // The run may end before the sampler's last sample (all viewers done, or a race at the end).
+        let mut timeline = lock(&timeline);
+        let elapsed = wall.min(config.duration);
+        if timeline
+            .last()
+            .is_none_or(|last| last.elapsed_s < elapsed.as_secs_f64() - 0.5)
+        {
+            timeline.push(sample(&shared, elapsed));
+        }
+    }
     if lost > 0 {
         eprintln!("loadtest: warning: {lost} viewer(s) did not report (not counted)");
     }
@@ -1286,7 +1368,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let http_traffic = shared.recorder(Cohort::Http).traffic();
     let p2p_traffic = shared.recorder(Cohort::P2p).traffic();
-    let report = report::build_report(ReportInputs {
+    let mut report = report::build_report(ReportInputs {
         mode: config.p2p,
         sessions: &sessions,
         wall,
@@ -1298,6 +1380,14 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         harness: report::harness_usage(harness_cpu, wall, cpus),
         checks,
     });
+    report.params = Some(RunParams {
+        url: config.url.clone(),
+        viewers: config.viewers as u64,
+        duration_s: config.duration.as_secs_f64(),
+        ramp_s: config.ramp.as_secs_f64(),
+        churn: config.churn,
+    });
+    report.timeline = std::mem::take(&mut *lock(&timeline));
     if let Some(path) = &config.json {
         let io = |source| RunError::Io {
             path: path.clone(),
@@ -1306,6 +1396,16 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         let mut json = serde_json::to_string_pretty(&report).map_err(|e| io(e.into()))?;
         json.push('\n');
         std::fs::write(path, json).map_err(io)?;
+    }
+    if let Some(path) = &config.html {
+        let html = crate::html::render(&report).map_err(|e| RunError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        std::fs::write(path, html).map_err(|source| RunError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(report)
 }

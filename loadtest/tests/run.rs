@@ -1,4 +1,5 @@
-//! Synthetic origin + in-process gateway + 50 HTTP viewers for 20 s on loopback; checks the JSON report.
+//! Synthetic origin + in-process gateway + 50 HTTP viewers for 20 s on loopback; checks the JSON and
+//! HTML reports.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ async fn fifty_viewers_through_the_gateway() {
     tokio::spawn(gateway.serve(listener, std::future::pending()));
 
     let json = std::env::temp_dir().join(format!("loadtest-run-{}.json", std::process::id()));
+    let html = std::env::temp_dir().join(format!("loadtest-run-{}.html", std::process::id()));
     let report = run(RunConfig {
         url: format!("http://{gateway_addr}/synthetic/master.m3u8"),
         viewers: 50,
@@ -36,6 +38,7 @@ async fn fifty_viewers_through_the_gateway() {
         gateway_metrics: Some(format!("http://{gateway_addr}/metrics")),
         gateway_pid: Some(std::process::id()),
         json: Some(json.clone()),
+        html: Some(html.clone()),
         ..RunConfig::default()
     })
     .await
@@ -79,4 +82,31 @@ async fn fifty_viewers_through_the_gateway() {
     // ~1.4 for 20 s; it tends to 1 as runs get longer.
     let per_segment = f("/origin_requests_per_segment");
     assert!((1.0..=1.6).contains(&per_segment), "{text}");
+
+    // One sample per second, in order.
+    let timeline = value["timeline"].as_array().unwrap();
+    assert!(timeline.len() >= 15, "{text}");
+    let elapsed: Vec<f64> = timeline
+        .iter()
+        .map(|s| s["elapsed_s"].as_f64().unwrap())
+        .collect();
+    assert!(elapsed.windows(2).all(|w| w[0] <= w[1]), "{elapsed:?}");
+    assert!(
+        timeline.iter().any(|s| s["active"] == 50),
+        "all 50 viewers active at some point: {text}"
+    );
+    let histogram = &value["latency_histogram"];
+    assert_eq!(histogram["upper_ms"].as_array().unwrap().len(), 30);
+    let binned: u64 = histogram["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(binned as f64, f("/segments"), "{text}");
+
+    let page = std::fs::read_to_string(&html).unwrap();
+    let _ = std::fs::remove_file(&html);
+    assert!(page.len() > 2048, "{page}");
+    assert_eq!(page.matches("<svg").count(), 4, "{page}");
 }
