@@ -6,3 +6,4 @@ pub mod origin;
 pub mod player;
 pub mod report;
 pub mod run;
+pub mod scenario;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loadtest::origin::{self, OriginStats, SyntheticStream};
+use loadtest::origin::{self, OriginStats, Outages, SyntheticStream};
 use loadtest::report::{render_summary, P2pMode};
 use loadtest::run::{parse_duration, parse_rendition, RunConfig};
+use loadtest::scenario::Scenario;
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +30,21 @@ enum Command {
     Origin(OriginArgs),
     /// Run simulated viewers (HTTP, or through peer-assist nodes) against an HLS stream and report
     /// QoE and cost.
-    Run(RunArgs),
+    ///
+    /// Scenario file (--scenario FILE, TOML): any of the keys viewers, duration, ramp, churn, p2p,
+    /// rendition, liars, slow_peers, slow_rate, seed, restart_cmd, restart_at, e.g.
+    ///
+    ///     viewers = 200
+    ///     duration = "2m"
+    ///     p2p = "on"
+    ///     slow_peers = 0.2
+    ///     restart_cmd = "systemctl restart gateway"
+    ///     restart_at = "60s"
+    ///
+    /// Durations are strings ("2m", "20s", "500ms"); rendition is "auto" or an index. Unknown keys
+    /// are an error. Command-line flags override the file's values.
+    #[command(verbatim_doc_comment)]
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -37,34 +52,56 @@ struct RunArgs {
     /// Multivariant or media playlist URL (loopback only unless --allow-remote).
     #[arg(long, value_name = "URL")]
     url: String,
-    /// Concurrent viewers.
+    /// TOML scenario file (see above); flags given on the command line override its values.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Concurrent viewers (required, here or in the scenario file).
     #[arg(long, value_name = "N")]
-    viewers: usize,
-    /// Length of the run, e.g. "20s", "2m", "500ms" or bare seconds (hard stop).
+    viewers: Option<usize>,
+    /// Length of the run, e.g. "20s", "2m", "500ms" or bare seconds (hard stop; required, here or
+    /// in the scenario file).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
-    duration: Duration,
-    /// Viewers arrive evenly over this period.
-    #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "0s")]
-    ramp: Duration,
-    /// Fraction (0..1) of the viewers leaving at a random time, each replaced by a new viewer.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
-    churn: f64,
-    /// Seed of the churn and liar draws.
-    #[arg(long, value_name = "S", default_value_t = 1)]
-    seed: u64,
+    duration: Option<Duration>,
+    /// Viewers arrive evenly over this period [default: 0s].
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    ramp: Option<Duration>,
+    /// Fraction (0..1) of the viewers leaving at a random time, each replaced by a new viewer
+    /// [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    churn: Option<f64>,
+    /// Seed of the churn, liar and slow-peer draws [default: 1].
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
     /// "auto" (adaptive bitrate) or a fixed rendition index, 0 = lowest bandwidth. With --p2p on|ab
-    /// every viewer plays one fixed rendition: this one, or by default the middle one.
-    #[arg(long, value_name = "auto|N", value_parser = rendition_arg, default_value = "auto")]
-    rendition: RenditionArg,
+    /// every viewer plays one fixed rendition: this one, or by default the middle one
+    /// [default: auto].
+    #[arg(long, value_name = "auto|N", value_parser = rendition_arg)]
+    rendition: Option<RenditionArg>,
     /// Peer-assisted viewers: "off" (HTTP only), "on" (every viewer runs a peer-assist node) or
     /// "ab" (even-numbered viewers P2P, odd-numbered HTTP; both cohorts reported side by side).
-    /// The URL must then be a multivariant playlist on a gateway running the tracker.
-    #[arg(long, value_name = "off|on|ab", value_parser = P2pMode::parse, default_value = "off")]
-    p2p: P2pMode,
+    /// The URL must then be a multivariant playlist on a gateway running the tracker
+    /// [default: off].
+    #[arg(long, value_name = "off|on|ab", value_parser = P2pMode::parse)]
+    p2p: Option<P2pMode>,
     /// Test switch: fraction (0..1) of the P2P viewers whose node corrupts what it uploads
-    /// (picked from --seed). Requires --p2p on|ab.
-    #[arg(long, value_name = "FRACTION", default_value_t = 0.0)]
-    liars: f64,
+    /// (picked from --seed). Requires --p2p on|ab [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    liars: Option<f64>,
+    /// Test switch: fraction (0..1) of the P2P viewers whose node uploads at most --slow-rate
+    /// bytes/s (picked from --seed, liars last). Requires --p2p on|ab [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    slow_peers: Option<f64>,
+    /// Upload rate of the slow peers, bytes per second [default: 50000].
+    #[arg(long, value_name = "BYTES_PER_S")]
+    slow_rate: Option<u64>,
+    /// Shell command restarting the gateway, run with `sh -c` at --restart-at (killed after 30 s);
+    /// its exit status and duration are reported under "restart". The run goes on meanwhile.
+    #[arg(long, value_name = "SHELL COMMAND")]
+    restart_cmd: Option<String>,
+    /// When to run --restart-cmd, after the start of the run [default: 0s]. Requires
+    /// --restart-cmd.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    restart_at: Option<Duration>,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -108,6 +145,10 @@ struct OriginArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Origin outage window START+LENGTH after the origin starts, e.g. "30s+15s" (repeatable):
+    /// every request gets 503 during it.
+    #[arg(long, value_name = "START+LENGTH", value_parser = Outages::parse_window)]
+    outage: Vec<(Duration, Duration)>,
 }
 
 /// `--rendition`: `None` = auto (a newtype, so that clap does not treat the argument as optional).
@@ -134,28 +175,51 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Origin(args) => runtime.block_on(run_origin(args)),
-        Command::Run(args) => runtime.block_on(run_viewers(args)),
+        Command::Run(args) => runtime.block_on(run_viewers(*args)),
     }
 }
 
 async fn run_viewers(args: RunArgs) -> ExitCode {
-    let config = RunConfig {
-        url: args.url,
+    let file = match &args.scenario {
+        Some(path) => match Scenario::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("loadtest: --scenario: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Scenario::default(),
+    };
+    let flags = Scenario {
         viewers: args.viewers,
         duration: args.duration,
         ramp: args.ramp,
         churn: args.churn,
+        p2p: args.p2p,
+        rendition: args.rendition.map(|r| r.0),
+        liars: args.liars,
+        slow_peers: args.slow_peers,
+        slow_rate: args.slow_rate,
         seed: args.seed,
-        rendition: args.rendition.0,
+        restart_cmd: args.restart_cmd,
+        restart_at: args.restart_at,
+    };
+    let base = RunConfig {
+        url: args.url,
         json: args.json.clone(),
         html: args.html.clone(),
         gateway_metrics: args.gateway_metrics,
         gateway_pid: args.gateway_pid,
         allow_remote: args.allow_remote,
         progress: !args.quiet,
-        p2p: args.p2p,
-        liars: args.liars,
         ..RunConfig::default()
+    };
+    let config = match file.overridden_by(flags).apply(base) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
     };
     match loadtest::run::run(config).await {
         Ok(report) => {
@@ -213,12 +277,20 @@ async fn run_origin(args: OriginArgs) -> ExitCode {
     );
     let stats = Arc::new(OriginStats::default());
     tokio::select! {
-        () = origin::serve(Arc::new(stream), listener, Arc::clone(&stats)) => {}
+        () = origin::serve_with(
+            Arc::new(stream),
+            listener,
+            Arc::clone(&stats),
+            Outages(args.outage),
+        ) => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     println!(
-        "served {} requests, {:.2} origin requests per distinct segment",
+        "served {} requests ({} rejected by outages), {:.2} origin requests per distinct segment",
         stats.requests.load(std::sync::atomic::Ordering::Relaxed),
+        stats
+            .outage_rejections
+            .load(std::sync::atomic::Ordering::Relaxed),
         stats.requests_per_distinct_segment()
     );
     ExitCode::SUCCESS

@@ -464,8 +464,37 @@ pub struct OriginStats {
     pub not_found: AtomicU64,
     /// Response body bytes sent (HEAD sends none).
     pub bytes: AtomicU64,
+    /// Requests answered 503 because an outage window was active.
+    pub outage_rejections: AtomicU64,
     /// Successfully served segment requests per `(rendition, sequence)`.
     pub per_segment: Mutex<HashMap<(usize, u64), u64>>,
+}
+
+/// Origin outage windows `(start, length)`, measured from the moment the origin starts serving.
+/// During a window every request (playlists and segments alike) is answered 503.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outages(pub Vec<(Duration, Duration)>);
+
+impl Outages {
+    /// Whether some window covers `since_start` (`start <= since_start < start + length`).
+    pub fn active(&self, since_start: Duration) -> bool {
+        self.0.iter().any(|&(start, length)| {
+            since_start >= start && since_start < start.saturating_add(length)
+        })
+    }
+
+    /// Parses one `START+LENGTH` window, e.g. `30s+15s` (durations as for `--duration`).
+    pub fn parse_window(s: &str) -> Result<(Duration, Duration), String> {
+        let (start, length) = s
+            .split_once('+')
+            .ok_or_else(|| format!("outage window {s:?} is not START+LENGTH (e.g. 30s+15s)"))?;
+        let start = crate::run::parse_duration(start)?;
+        let length = crate::run::parse_duration(length)?;
+        if length.is_zero() {
+            return Err(format!("outage window {s:?} has a zero length"));
+        }
+        Ok((start, length))
+    }
 }
 
 impl OriginStats {
@@ -530,13 +559,30 @@ impl OriginStats {
 /// [`SyntheticStream::get`] at the current wall-clock time; other methods get 405. Every request
 /// is counted in `stats`.
 pub async fn serve(stream: Arc<SyntheticStream>, listener: TcpListener, stats: Arc<OriginStats>) {
+    serve_with(stream, listener, stats, Outages::default()).await;
+}
+
+/// [`serve`] with outage windows: while one of `outages` is active (measured from the call), every
+/// request is answered 503 and counted in [`OriginStats::outage_rejections`].
+pub async fn serve_with(
+    stream: Arc<SyntheticStream>,
+    listener: TcpListener,
+    stats: Arc<OriginStats>,
+    outages: Outages,
+) {
+    let outages = Arc::new((std::time::Instant::now(), outages));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    connections.spawn(serve_connection(tcp, Arc::clone(&stream), Arc::clone(&stats)));
+                    connections.spawn(serve_connection(
+                        tcp,
+                        Arc::clone(&stream),
+                        Arc::clone(&stats),
+                        Arc::clone(&outages),
+                    ));
                 }
                 // E.g. EMFILE: back off instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -550,9 +596,23 @@ async fn serve_connection(
     tcp: tokio::net::TcpStream,
     stream: Arc<SyntheticStream>,
     stats: Arc<OriginStats>,
+    outages: Arc<(std::time::Instant, Outages)>,
 ) {
     let service = service_fn(move |req: http::Request<Incoming>| {
-        let response = respond(&stream, &stats, req.method(), req.uri().path());
+        let (started, windows) = &*outages;
+        let response = if windows.active(started.elapsed()) {
+            stats.outage_rejections.fetch_add(1, Ordering::Relaxed);
+            stats.record_other(0);
+            let mut response = http::Response::new(Full::new(Bytes::new()));
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static(NOT_FOUND_CACHE_CONTROL),
+            );
+            response
+        } else {
+            respond(&stream, &stats, req.method(), req.uri().path())
+        };
         async move { Ok::<_, Infallible>(response) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
@@ -1227,6 +1287,30 @@ mod tests {
             format_rfc3339_millis(UNIX_EPOCH - Duration::from_millis(1)),
             "1969-12-31T23:59:59.999Z"
         );
+    }
+
+    #[test]
+    fn outage_windows() {
+        let s = Duration::from_secs;
+        assert_eq!(Outages::parse_window("30s+15s").unwrap(), (s(30), s(15)));
+        assert_eq!(
+            Outages::parse_window("1m+500ms").unwrap(),
+            (s(60), Duration::from_millis(500))
+        );
+        assert_eq!(Outages::parse_window("6+4").unwrap(), (s(6), s(4)));
+        for bad in ["", "30s", "30s+", "+15s", "30s+0s", "x+1s", "1s+2s+3s"] {
+            assert!(Outages::parse_window(bad).is_err(), "{bad:?}");
+        }
+        let o = Outages(vec![(s(6), s(4)), (s(20), s(1))]);
+        assert!(!o.active(Duration::ZERO));
+        assert!(!o.active(Duration::from_millis(5_999)));
+        assert!(o.active(s(6)));
+        assert!(o.active(Duration::from_millis(9_999)));
+        assert!(!o.active(s(10)));
+        assert!(o.active(Duration::from_millis(20_500)));
+        assert!(!o.active(s(21)));
+        assert!(!Outages::default().active(s(6)));
+        assert!(Outages(vec![(s(0), s(u64::MAX))]).active(s(1)));
     }
 
     #[test]

@@ -128,8 +128,24 @@ pub struct Report {
     pub params: Option<RunParams>,
     /// One sample per second of the run.
     pub timeline: Vec<Sample>,
+    /// The gateway restart (`--restart-cmd`), if one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<Restart>,
     /// Segment download times per cohort, in [`LATENCY_BUCKETS`] log-spaced buckets.
     pub latency_histogram: LatencyHistogram,
+}
+
+/// What the gateway restart command did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Restart {
+    /// When it started, seconds after the start of the run.
+    pub at_s: f64,
+    /// How long it ran, seconds.
+    pub duration_s: f64,
+    /// Its exit status (e.g. `exit status: 0`), or why it has none (killed, could not start).
+    pub status: String,
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
 }
 
 /// What the run was asked to do.
@@ -289,6 +305,8 @@ pub struct P2pFigures {
     pub mismatches: u64,
     /// P2P sessions whose node corrupted its uploads.
     pub liars: u64,
+    /// P2P sessions whose node's upload was throttled (`--slow-peers`).
+    pub slow_peers: u64,
     /// Segments accepted by P2P viewers whose SHA-256 differs from the HTTP reference (must be 0).
     pub corrupted_accepted: u64,
     /// Segments accepted by P2P viewers that could not be checked (no HTTP reference).
@@ -451,6 +469,8 @@ pub struct SessionResult {
     pub node: Option<Summary>,
     /// Its node corrupted what it uploaded.
     pub liar: bool,
+    /// Its node's upload was throttled (`--slow-peers`).
+    pub slow: bool,
 }
 
 impl SessionResult {
@@ -563,6 +583,7 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         rendition: checks.rendition,
         mismatches: summaries.iter().map(|s| s.mismatches).sum(),
         liars: p2p_sessions.iter().filter(|s| s.liar).count() as u64,
+        slow_peers: p2p_sessions.iter().filter(|s| s.slow).count() as u64,
         corrupted_accepted: checks.corruption.corrupted,
         unverified_segments: checks.corruption.unverified,
         uploaded_bytes: summaries.iter().map(|s| s.uploaded_bytes).sum(),
@@ -725,6 +746,7 @@ pub fn build_report(inputs: ReportInputs<'_>) -> Report {
         cohorts,
         params: None,
         timeline: Vec::new(),
+        restart: None,
         latency_histogram: LatencyHistogram::from_cohorts(
             &inputs.http.segment_latency_us,
             &inputs.p2p.segment_latency_us,
@@ -1079,14 +1101,25 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             },
         ),
     );
+    if let Some(r) = &report.restart {
+        row(
+            &mut out,
+            "gateway restart",
+            format!(
+                "at {:.1} s, took {:.1} s, {}",
+                r.at_s, r.duration_s, r.status
+            ),
+        );
+    }
     if let Some(p) = &report.peer_assist {
         row(
             &mut out,
             "peer assist",
             format!(
-                "rendition {}, {} liar(s), {} uploaded",
+                "rendition {}, {} liar(s), {} slow peer(s), {} uploaded",
                 p.rendition,
                 p.liars,
+                p.slow_peers,
                 fmt_bytes(p.uploaded_bytes)
             ),
         );
@@ -1424,6 +1457,7 @@ mod tests {
                 stats: Some(stats(0, 10_000, 8e5)),
                 node: Some(honest),
                 liar: false,
+                slow: false,
             },
             http_session(1, Some(stalled)),
             SessionResult {
@@ -1432,6 +1466,7 @@ mod tests {
                 stats: Some(stats(0, 10_000, 8e5)),
                 node: Some(liar_summary),
                 liar: true,
+                slow: true,
             },
             http_session(3, Some(stats(0, 10_000, 8e5))),
             // A P2P session whose node summary was lost.
@@ -1441,6 +1476,7 @@ mod tests {
                 stats: None,
                 node: None,
                 liar: false,
+                slow: false,
             },
         ];
         let http = traffic(

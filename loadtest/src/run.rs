@@ -35,6 +35,11 @@
 //! With `--p2p ab`, sessions alternate in arrival order: even-numbered ones are P2P, odd-numbered
 //! ones HTTP. With `--liars F`, `round(F × P2P sessions)` of the P2P sessions, picked from the seed,
 //! run a node that corrupts what it uploads.
+//! With `--slow-peers F`, `round(F × P2P sessions)` of them, picked from the seed among the
+//! honest ones first, run a node uploading at most `--slow-rate` bytes/s.
+//!
+//! With `--restart-cmd C --restart-at D`, `sh -c C` runs at `D` after the start (killed after
+//! [`RESTART_TIMEOUT`]) while the viewers go on; its status and duration are reported.
 //!
 //! Verification: the first HTTP fetch of each segment path by an HTTP viewer is the reference;
 //! every segment handed to a P2P viewer and every segment its node's summary logs is compared with
@@ -59,7 +64,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use m3u8_rs::Playlist;
-use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher};
+use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, TestBehaviour};
 use tokio::task::JoinSet;
 
 use crate::player::{
@@ -129,7 +134,20 @@ pub struct RunConfig {
     pub p2p: P2pMode,
     /// Fraction (0..=1) of the P2P sessions whose node corrupts its uploads (test switch).
     pub liars: f64,
+    /// Fraction (0..=1) of the P2P sessions whose node uploads at most `slow_rate` bytes/s.
+    pub slow_peers: f64,
+    /// Upload rate of the slow peers, bytes per second.
+    pub slow_rate: u64,
+    /// Shell command restarting the gateway, run with `sh -c` at `restart_at`.
+    pub restart_cmd: Option<String>,
+    /// When to run `restart_cmd`, after the start of the run.
+    pub restart_at: Option<Duration>,
 }
+
+/// Default upload rate of slow peers (`--slow-rate`), bytes per second.
+pub const DEFAULT_SLOW_RATE: u64 = 50_000;
+/// How long the restart command may run before it is killed.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for RunConfig {
     fn default() -> Self {
@@ -151,6 +169,10 @@ impl Default for RunConfig {
             player: PlayerConfig::default(),
             p2p: P2pMode::Off,
             liars: 0.0,
+            slow_peers: 0.0,
+            slow_rate: DEFAULT_SLOW_RATE,
+            restart_cmd: None,
+            restart_at: None,
         }
     }
 }
@@ -464,6 +486,75 @@ pub fn pick_liars(count: usize, fraction: f64, seed: u64) -> Vec<bool> {
     picked
 }
 
+/// Which of `count` P2P sessions (in arrival order) run a slow node: `round(fraction × count)` of
+/// them, picked from `seed`, among the sessions that are not liars first (liars only when there are
+/// not enough honest sessions).
+pub fn pick_slow_peers(count: usize, fraction: f64, seed: u64, liars: &[bool]) -> Vec<bool> {
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let wanted = ((fraction * count as f64).round() as usize).min(count);
+    let mut rng = SplitMix64(seed ^ 0x736C_6F77_5F70_3032);
+    let is_liar = |i: usize| liars.get(i).copied().unwrap_or(false);
+    let mut honest: Vec<usize> = (0..count).filter(|&i| !is_liar(i)).collect();
+    let mut lying: Vec<usize> = (0..count).filter(|&i| is_liar(i)).collect();
+    // Seeded shuffles of both groups; honest ones are taken first.
+    for group in [&mut honest, &mut lying] {
+        for k in 0..group.len() {
+            let j = k + rng.below(group.len() - k);
+            group.swap(k, j);
+        }
+    }
+    let mut picked = vec![false; count];
+    for i in honest.into_iter().chain(lying).take(wanted) {
+        picked[i] = true;
+    }
+    picked
+}
+
+/// What the restart command did (`restart` in the report).
+pub type RestartOutcome = report::Restart;
+
+/// Runs `command` with `sh -c` at `at` after `start`, killing it after [`RESTART_TIMEOUT`].
+async fn restart_gateway(command: String, start: Instant, at: Duration) -> RestartOutcome {
+    tokio::time::sleep_until(tokio::time::Instant::from_std(start + at)).await;
+    let began = Instant::now();
+    let at_s = began.duration_since(start).as_secs_f64();
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let (status, code) = match child {
+        Err(e) => (format!("cannot start: {e}"), None),
+        Ok(mut child) => match tokio::time::timeout(RESTART_TIMEOUT, child.wait()).await {
+            Ok(Ok(st)) => (st.to_string(), st.code()),
+            Ok(Err(e)) => (format!("wait failed: {e}"), None),
+            Err(_) => {
+                let _ = child.kill().await;
+                (
+                    format!("killed after {} s", RESTART_TIMEOUT.as_secs()),
+                    None,
+                )
+            }
+        },
+    };
+    report::Restart {
+        at_s: round3(at_s),
+        duration_s: round3(began.elapsed().as_secs_f64()),
+        status,
+        code,
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// The node configuration of a P2P viewer for `url` (a loopback or allowed gateway URL).
 fn node_config(url: &Uri, rendition: u32) -> NodeConfig {
     let scheme = url.scheme_str().unwrap_or("http");
@@ -744,10 +835,10 @@ impl Session {
     }
 
     /// Starts this viewer's node, retrying until it runs (or the session is cancelled).
-    async fn start_node(&self, liar: bool) -> Option<NodeHandle> {
+    async fn start_node(&self, test: TestBehaviour) -> Option<NodeHandle> {
         let p2p = self.shared.p2p.as_ref()?;
         let mut config = p2p.node.clone();
-        config.test.lie = liar;
+        config.test = test;
         loop {
             match peer_assist::node::start(config.clone()).await {
                 Ok(node) => return Some(node),
@@ -879,13 +970,15 @@ struct Viewer {
 
 /// One session until `leave_at`: its QoE counters (`None` if it never got a player) and, for a P2P
 /// viewer, its node's summary.
-async fn viewer(session: Session, leave_at: Instant, liar: bool) -> SessionResult {
+async fn viewer(session: Session, leave_at: Instant, test: TestBehaviour) -> SessionResult {
+    let liar = test.lie;
+    let slow = test.slow_upload.is_some();
     let recorder = session.recorder();
     let _active = ActiveGuard::enter(&recorder.active);
     let mut state = Viewer::default();
     let deadline = tokio::time::Instant::from_std(leave_at);
     // Cancelled at `leave_at` (in-flight requests are dropped) unless the session ends first.
-    let _ = tokio::time::timeout_at(deadline, drive(&session, &mut state, liar)).await;
+    let _ = tokio::time::timeout_at(deadline, drive(&session, &mut state, test)).await;
     if state.stalled {
         recorder.stalled.fetch_sub(1, Ordering::Relaxed);
         state.stalled = false;
@@ -904,10 +997,11 @@ async fn viewer(session: Session, leave_at: Instant, liar: bool) -> SessionResul
         stats,
         node,
         liar,
+        slow,
     }
 }
 
-async fn drive(session: &Session, state: &mut Viewer, liar: bool) {
+async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
     let session_start = Instant::now();
     let Viewer {
         player: player_slot,
@@ -926,7 +1020,7 @@ async fn drive(session: &Session, state: &mut Viewer, liar: bool) {
     // A P2P viewer's node joins the swarm while the player loads the multivariant playlist.
     let start = async {
         if session.cohort == Cohort::P2p {
-            *node_slot = session.start_node(liar).await;
+            *node_slot = session.start_node(test).await;
         }
     };
     let (renditions, ()) = tokio::join!(load, start);
@@ -1048,6 +1142,21 @@ fn validate(config: &RunConfig) -> Result<(), RunError> {
     }
     if config.liars > 0.0 && config.p2p == P2pMode::Off {
         return usage("--liars needs --p2p on or --p2p ab");
+    }
+    if !(config.slow_peers.is_finite() && (0.0..=1.0).contains(&config.slow_peers)) {
+        return usage("--slow-peers must be a fraction between 0 and 1");
+    }
+    if config.slow_peers > 0.0 && config.p2p == P2pMode::Off {
+        return usage("--slow-peers needs --p2p on or --p2p ab");
+    }
+    if config.slow_rate == 0 {
+        return usage("--slow-rate must be positive");
+    }
+    if config.restart_at.is_some() && config.restart_cmd.is_none() {
+        return usage("--restart-at needs --restart-cmd");
+    }
+    if config.restart_at.is_some_and(|at| at >= config.duration) {
+        return usage("--restart-at must be before the end of the run (--duration)");
     }
     Ok(())
 }
@@ -1255,7 +1364,9 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     );
     let cohorts: Vec<Cohort> = (0..plans.len()).map(|i| config.p2p.cohort_of(i)).collect();
     let p2p_count = cohorts.iter().filter(|c| **c == Cohort::P2p).count();
-    let mut liars = pick_liars(p2p_count, config.liars, config.seed).into_iter();
+    let liar_picks = pick_liars(p2p_count, config.liars, config.seed);
+    let slow_picks = pick_slow_peers(p2p_count, config.slow_peers, config.seed, &liar_picks);
+    let mut liars = liar_picks.into_iter().zip(slow_picks);
     let shared = Arc::new(Shared {
         client: client.clone(),
         url,
@@ -1267,6 +1378,13 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     });
     let start = Instant::now();
     let end = start + config.duration;
+    let restart = config.restart_cmd.clone().map(|command| {
+        tokio::spawn(restart_gateway(
+            command,
+            start,
+            config.restart_at.unwrap_or(Duration::ZERO),
+        ))
+    });
     let bar = progress_bar(config.progress, config.duration);
     let ticker = tokio::spawn(show_progress(
         bar.clone(),
@@ -1284,13 +1402,21 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let mut viewers = JoinSet::new();
     for (number, (plan, cohort)) in plans.iter().zip(&cohorts).enumerate() {
         tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.start)).await;
-        let liar = *cohort == Cohort::P2p && liars.next().unwrap_or(false);
+        let (liar, slow) = if *cohort == Cohort::P2p {
+            liars.next().unwrap_or((false, false))
+        } else {
+            (false, false)
+        };
+        let test = TestBehaviour {
+            lie: liar,
+            slow_upload: slow.then_some(config.slow_rate),
+        };
         let session = Session {
             shared: Arc::clone(&shared),
             number,
             cohort: *cohort,
         };
-        viewers.spawn(viewer(session, start + plan.end, liar));
+        viewers.spawn(viewer(session, start + plan.end, test));
     }
     let mut sessions: Vec<SessionResult> = Vec::with_capacity(plans.len());
     let mut lost = 0usize;
@@ -1312,6 +1438,26 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     }
     ticker.abort();
     sampler.abort();
+    let restart = match restart {
+        Some(mut task) => {
+            match tokio::time::timeout(STOP_GRACE, &mut task).await {
+                Ok(Ok(outcome)) => Some(outcome),
+                Ok(Err(_)) => None,
+                Err(_) => {
+                    // Still running at the end of the run: killed (kill_on_drop).
+                    task.abort();
+                    let at = config.restart_at.unwrap_or(Duration::ZERO);
+                    Some(report::Restart {
+                        at_s: round3(at.as_secs_f64()),
+                        duration_s: round3(start.elapsed().saturating_sub(at).as_secs_f64()),
+                        status: "still running at the end of the run (killed)".to_owned(),
+                        code: None,
+                    })
+                }
+            }
+        }
+        None => None,
+    };
     bar.finish_and_clear();
     let wall = start.elapsed();
     {
@@ -1388,6 +1534,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         churn: config.churn,
     });
     report.timeline = std::mem::take(&mut *lock(&timeline));
+    report.restart = restart;
     if let Some(path) = &config.json {
         let io = |source| RunError::Io {
             path: path.clone(),
@@ -1669,6 +1816,23 @@ mod tests {
         assert!(node.driven);
         assert_eq!(node.duration, None);
         assert!(!node.test.lie);
+    }
+
+    #[test]
+    fn slow_peers_are_seeded_and_disjoint_from_liars() {
+        let liars = pick_liars(10, 0.3, 7);
+        let slow = pick_slow_peers(10, 0.4, 7, &liars);
+        assert_eq!(slow, pick_slow_peers(10, 0.4, 7, &liars));
+        assert_eq!(slow.iter().filter(|s| **s).count(), 4);
+        assert!(slow.iter().zip(&liars).all(|(s, l)| !(*s && *l)));
+        // Not enough honest sessions: every honest one, then liars.
+        let all = pick_slow_peers(10, 0.9, 7, &liars);
+        assert_eq!(all.iter().filter(|s| **s).count(), 9);
+        assert!(all.iter().zip(&liars).all(|(s, l)| *s || *l));
+        assert_eq!(pick_slow_peers(4, 0.0, 1, &[]), vec![false; 4]);
+        assert_eq!(pick_slow_peers(0, 0.5, 1, &[]), Vec::<bool>::new());
+        let seeds: HashSet<Vec<bool>> = (0..20).map(|s| pick_slow_peers(8, 0.25, s, &[])).collect();
+        assert!(seeds.len() > 1);
     }
 
     #[test]
