@@ -40,6 +40,8 @@ use upload::{LiveStats, TokenBucket};
 const TICK: Duration = Duration::from_millis(50);
 /// Segments ahead of the playhead the node works on at once.
 const LOOKAHEAD: usize = 8;
+/// In a large swarm, one peer in this many fetches each new live segment over HTTP first.
+const PEERS_PER_SEEDER: usize = 20;
 /// How long a new link may take to say who it is.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -977,12 +979,12 @@ impl Node {
             .map(|p| p.peer_id.clone())
             .chain(std::iter::once(self.me.clone()))
             .collect();
-        // One HTTP-first seeder per ten peers, at least the configured count.
+        // One HTTP-first seeder per PEERS_PER_SEEDER peers, at least the configured count.
         let seeders = self
             .scheduler
             .config()
             .http_first_count
-            .max(swarm.len() / 10);
+            .max(swarm.len() / PEERS_PER_SEEDER);
         let scheduler = Scheduler::new(SchedulerConfig {
             http_first_count: seeders,
             ..self.scheduler.config().clone()
