@@ -133,7 +133,7 @@ pub struct SchedulerConfig {
     /// Default 2 000 000.
     pub http_rate: f64,
     /// How many peers of a swarm fetch a new live segment over HTTP first (the seeders), see
-    /// [`http_first`]. Default 1; the node raises it to one per ten peers in large swarms.
+    /// [`http_first`]. Default 1; the node raises it to one per twenty peers in large swarms.
     pub http_first_count: usize,
     /// Size assumed when the segment size is unknown, bytes. Default 1 000 000.
     pub default_segment_size: u64,
