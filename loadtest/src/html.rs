@@ -227,16 +227,7 @@ fn summary_table(report: &Report) -> String {
         );
     };
     wide("distinct segments", report.distinct_segments.to_string());
-    let errors = if report.http_errors.is_empty() {
-        "none".to_owned()
-    } else {
-        report
-            .http_errors
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let errors = crate::report::http_errors_text(&report.http_errors);
     wide("HTTP errors", errors);
     wide(
         "origin requests / segment",

@@ -492,6 +492,18 @@ pub struct P2pChecks {
     pub node_start_failures: u64,
 }
 
+/// HTTP errors by status as one line for people: `none`, or `503: 6, error: 1`.
+pub fn http_errors_text(errors: &BTreeMap<String, u64>) -> String {
+    if errors.is_empty() {
+        return "none".to_owned();
+    }
+    errors
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Everything [`build_report`] aggregates.
 #[derive(Debug)]
 pub struct ReportInputs<'a> {
@@ -1064,16 +1076,7 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             fmt_ms(l.max)
         ),
     );
-    let errors = if report.http_errors.is_empty() {
-        "none".to_owned()
-    } else {
-        report
-            .http_errors
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let errors = crate::report::http_errors_text(&report.http_errors);
     row(
         &mut out,
         "failures",
@@ -1768,5 +1771,14 @@ gateway_requests_total{class="segment",status="200"} 5000
         assert!(!plain.contains('\x1b'));
         let colored = render_summary(&report, true);
         assert!(colored.contains("\x1b[31mharness CPU saturated"));
+    }
+
+    #[test]
+    fn http_errors_read_as_one_line() {
+        let mut errors = BTreeMap::new();
+        assert_eq!(http_errors_text(&errors), "none");
+        errors.insert("503".to_owned(), 6);
+        errors.insert("error".to_owned(), 1);
+        assert_eq!(http_errors_text(&errors), "503: 6, error: 1");
     }
 }
