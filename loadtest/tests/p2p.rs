@@ -2,37 +2,18 @@
 //! in driven mode, on loopback; checks the JSON report of `--p2p ab` and of `--p2p on` with liars.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use loadtest::origin::{serve, OriginStats, SyntheticStream};
+use loadtest::origin::Outages;
 use loadtest::report::P2pMode;
 use loadtest::run::{run, RunConfig};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-/// A live synthetic origin (300k and 800k, 2 s segments) behind a gateway with default settings;
-/// returns the multivariant playlist URL on the gateway.
+/// The multivariant playlist URL of a synthetic origin behind a default gateway.
 async fn gateway_with_origin() -> String {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let stream = Arc::new(SyntheticStream::new(true, vec![300_000, 800_000]));
-    assert_eq!(stream.segment_duration, Duration::from_secs(2));
-    let origin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = origin_listener.local_addr().unwrap();
-    tokio::spawn(serve(
-        stream,
-        origin_listener,
-        Arc::new(OriginStats::default()),
-    ));
-    let config = gateway::Config {
-        origins: vec![format!("http://{origin}/")],
-        ..Default::default()
-    };
-    let gateway = gateway::Gateway::new(config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listener, std::future::pending()));
-    format!("http://{gateway_addr}/synthetic/master.m3u8")
+    support::origin_behind_gateway(Outages::default()).await.url
 }
 
 /// Runs `config` with a JSON report and returns it parsed (and printed).

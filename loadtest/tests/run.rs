@@ -2,31 +2,17 @@
 //! HTML reports.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
+mod support;
+
 use std::time::Duration;
 
-use loadtest::origin::{serve, OriginStats, SyntheticStream};
+use loadtest::origin::Outages;
 use loadtest::run::{run, RunConfig};
-use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_viewers_through_the_gateway() {
-    let stream = Arc::new(SyntheticStream::new(true, vec![300_000, 800_000]));
-    assert_eq!(stream.segment_duration, Duration::from_secs(2));
-    let origin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = origin_listener.local_addr().unwrap();
-    let origin_stats = Arc::new(OriginStats::default());
-    tokio::spawn(serve(stream, origin_listener, Arc::clone(&origin_stats)));
-
-    // The gateway as operators run it: defaults, the live follower on.
-    let config = gateway::Config {
-        origins: vec![format!("http://{origin}/")],
-        ..Default::default()
-    };
-    let gateway = gateway::Gateway::new(config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    let stack = support::origin_behind_gateway(Outages::default()).await;
+    let (gateway_addr, origin_stats) = (stack.gateway, stack.origin_stats);
 
     let json = std::env::temp_dir().join(format!("loadtest-run-{}.json", std::process::id()));
     let html = std::env::temp_dir().join(format!("loadtest-run-{}.html", std::process::id()));

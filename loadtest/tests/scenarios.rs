@@ -2,36 +2,19 @@
 //! viewers for 20 s. The run must complete on time and the origin must have rejected requests.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loadtest::origin::{serve_with, OriginStats, Outages, SyntheticStream};
+use loadtest::origin::Outages;
 use loadtest::run::{run, RunConfig};
-use tokio::net::TcpListener;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_outage_through_the_gateway() {
-    let stream = Arc::new(SyntheticStream::new(true, vec![300_000, 800_000]));
-    let origin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origin = origin_listener.local_addr().unwrap();
-    let origin_stats = Arc::new(OriginStats::default());
     let outages = Outages(vec![Outages::parse_window("6s+4s").unwrap()]);
-    tokio::spawn(serve_with(
-        stream,
-        origin_listener,
-        Arc::clone(&origin_stats),
-        outages,
-    ));
-
-    let config = gateway::Config {
-        origins: vec![format!("http://{origin}/")],
-        ..Default::default()
-    };
-    let gateway = gateway::Gateway::new(config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway_addr = listener.local_addr().unwrap();
-    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    let stack = support::origin_behind_gateway(outages).await;
+    let (gateway_addr, origin_stats) = (stack.gateway, stack.origin_stats);
 
     let json = std::env::temp_dir().join(format!("loadtest-outage-{}.json", std::process::id()));
     let began = Instant::now();
