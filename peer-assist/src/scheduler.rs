@@ -31,9 +31,9 @@
 //! 1. **HTTP already running** (`http_running`): never start anything else. The answer is
 //!    `Continue(now + 200 ms)`, whether or not a peer transfer also runs (it is kept).
 //! 2. **No transfer running:**
-//!    1. *Seeder.* If `fresh_live`, `urgent` and [`http_first`]`(segment, me, swarm,
-//!       c.http_first_count)`: `FetchHttp { from: 0 }`. A few peers per segment (chosen by rendezvous
-//!       hashing) fetch a new live segment from the gateway so the others can get it from them.
+//!    1. *Seeder.* If `fresh_live`, `urgent` and [`http_first`]`(me, swarm, c.http_first_count)`:
+//!       `FetchHttp { from: 0 }`. The most senior peers of the swarm (those that joined first) fetch
+//!       a new live segment from the gateway so the others can get it from them.
 //!    2. *Best peer.* Candidates are the peers other than `me` with `has && healthy && in_flight < 2`
 //!       ([`MAX_IN_FLIGHT_PER_PEER`]). Each one's `expected_finish = size / rate` (`rate` = measured
 //!       rate, else `c.default_peer_rate`). The best is the smallest `expected_finish`, ties broken by
@@ -87,8 +87,6 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
 /// A peer's identifier in the swarm.
 pub type PeerId = String;
 
@@ -132,8 +130,9 @@ pub struct SchedulerConfig {
     /// HTTP rate estimate, bytes/s, used to know when HTTP must start at the latest.
     /// Default 2 000 000.
     pub http_rate: f64,
-    /// How many peers of a swarm fetch a new live segment over HTTP first (the seeders), see
-    /// [`http_first`]. Default 1; the node raises it to one per twenty peers in large swarms.
+    /// How many peers of a swarm fetch a new live segment over HTTP first (the seeders, the most
+    /// senior peers), see [`http_first`]. Default 1; the node raises it to one per twenty peers in
+    /// large swarms.
     pub http_first_count: usize,
     /// Size assumed when the segment size is unknown, bytes. Default 1 000 000.
     pub default_segment_size: u64,
@@ -249,8 +248,8 @@ impl Scheduler {
 
     /// What to do for `need` at `now`.
     ///
-    /// `me` is this peer's id and `swarm` all peer ids of the swarm including `me` (both for
-    /// [`http_first`]); `peers` the candidate peers' state; `transfer` the running peer transfer for
+    /// `me` is this peer's id and `swarm` all peer ids of the swarm including `me`, oldest first
+    /// (both for [`http_first`]); `peers` the candidate peers' state; `transfer` the running peer transfer for
     /// this need, if any; `http_running` whether an HTTP fetch for it is already running.
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
@@ -286,7 +285,7 @@ impl Scheduler {
     ) -> Decision {
         let c = &self.config;
         // 2a: seeders of a fresh live segment go to the gateway.
-        if need.fresh_live && f.urgent && http_first(&need.segment, me, swarm, c.http_first_count) {
+        if need.fresh_live && f.urgent && http_first(me, swarm, c.http_first_count) {
             return Decision::FetchHttp { from: 0 };
         }
         // 2b: the best candidate peer, if usable.
@@ -421,37 +420,30 @@ impl Scheduler {
     }
 }
 
-/// Rendezvous (highest-random-weight) hashing: whether `me` is among the `count` peers of `swarm`
-/// that fetch `segment` over HTTP first.
+/// Whether `me` is one of the swarm's HTTP-first seeders: among the first `count` distinct peers of
+/// `swarm`, which lists the swarm by seniority, oldest first, `me` included.
 ///
-/// Weight of a peer = the first 8 bytes of `SHA-256(segment || 0x00 || peer)` as a big-endian `u64`;
-/// the `count` highest weights win, ties broken by the smaller peer id. Every peer computes the same
-/// set from the same inputs: the order of `swarm` does not matter and duplicates are ignored. A `me`
-/// that is not in `swarm` is never a seeder.
-pub fn http_first(segment: &str, me: &str, swarm: &[PeerId], count: usize) -> bool {
-    if count == 0 || !swarm.iter().any(|p| p == me) {
-        return false;
+/// Seniority is each peer's own view: the peers of the first `peers` message after `welcome` joined
+/// before it, peers listed later joined after it. Two peers agree on which of them is older
+/// whenever each lists the other, so every pair agrees without a global clock. The senior peers
+/// seed because a peer that has stayed long is the one most likely to stay (and a newcomer mostly
+/// needs segments the swarm already has). Where views disagree (a peer left out of a truncated
+/// list), two peers may both seed (a little more HTTP) or both wait (until their own deadline
+/// sends them to HTTP): never a stall. A `me` that is not in `swarm` is never a seeder.
+pub fn http_first(me: &str, swarm: &[PeerId], count: usize) -> bool {
+    let mut seen: Vec<&str> = Vec::with_capacity(count.min(swarm.len()));
+    for peer in swarm {
+        if seen.len() >= count {
+            break;
+        }
+        if peer == me {
+            return true;
+        }
+        if !seen.contains(&peer.as_str()) {
+            seen.push(peer);
+        }
     }
-    let mut ranked: Vec<(u64, &str)> = swarm
-        .iter()
-        .map(|p| (rendezvous_weight(segment, p), p.as_str()))
-        .collect();
-    // Highest weight first, then smallest id; equal ids are adjacent and deduplicated.
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-    ranked.dedup_by(|a, b| a.1 == b.1);
-    ranked.iter().take(count).any(|(_, p)| *p == me)
-}
-
-/// The rendezvous weight of `peer` for `segment` (see [`http_first`]).
-fn rendezvous_weight(segment: &str, peer: &str) -> u64 {
-    let mut hasher = Sha256::new();
-    hasher.update(segment.as_bytes());
-    hasher.update([0u8]);
-    hasher.update(peer.as_bytes());
-    let digest = hasher.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first)
+    false
 }
 
 /// Exponentially weighted moving average of a rate in bytes/s:
@@ -568,11 +560,11 @@ mod tests {
         Duration::from_secs_f64(bytes as f64 / rate)
     }
 
-    /// A peer id in the swarm that is not a seeder of `segment` (count 2).
-    fn non_seeder(segment: &str, swarm: &[PeerId]) -> String {
+    /// A peer id in the swarm that is not a seeder (count 2).
+    fn non_seeder(swarm: &[PeerId]) -> String {
         swarm
             .iter()
-            .find(|p| !http_first(segment, p, swarm, 2))
+            .find(|p| !http_first(p, swarm, 2))
             .cloned()
             .unwrap()
     }
@@ -1173,11 +1165,8 @@ mod tests {
         });
         let sw = swarm(10);
         let n = need(t0 + Duration::from_secs(4), Some(MB), true);
-        let seeders: Vec<&PeerId> = sw
-            .iter()
-            .filter(|p| http_first(&n.segment, p, &sw, 2))
-            .collect();
-        assert_eq!(seeders.len(), 2);
+        let seeders: Vec<&PeerId> = sw.iter().filter(|p| http_first(p, &sw, 2)).collect();
+        assert_eq!(seeders, [&sw[0], &sw[1]]);
         for me in &sw {
             let d = s.decide(t0, me, &sw, &n, &[], None, false);
             if seeders.contains(&me) {
@@ -1203,7 +1192,7 @@ mod tests {
         let s = sched();
         let sw = swarm(10);
         let n = need(t0 + Duration::from_secs(5), Some(2 * MB), true);
-        let me = non_seeder(&n.segment, &sw);
+        let me = non_seeder(&sw);
         let deadline = n.plays_at - s.config().safety_margin;
         let start_by = s.http_start_by(&n);
         assert_eq!(start_by, t0 + Duration::from_secs(3));
@@ -1225,10 +1214,7 @@ mod tests {
         assert!(http_at <= start_by && http_at >= start_by - HTTP_START_SLACK);
         assert!(http_at + secs(2 * MB, s.config().http_rate) <= deadline);
         // If a seeder gets it meanwhile (its Have arrives), the peer is used instead.
-        let seeder = sw
-            .iter()
-            .find(|p| http_first(&n.segment, p, &sw, 2))
-            .unwrap();
+        let seeder = sw.iter().find(|p| http_first(p, &sw, 2)).unwrap();
         let peers = [peer(seeder, true, None, 0, true)];
         let d = s.decide(t0 + ms(500), &me, &sw, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer(seeder.clone()));
@@ -1238,79 +1224,34 @@ mod tests {
     }
 
     #[test]
-    fn http_first_is_deterministic_and_small() {
+    fn http_first_picks_the_most_senior_peers() {
         let sw = swarm(20);
+        for count in 0..=21 {
+            for (rank, p) in sw.iter().enumerate() {
+                assert_eq!(http_first(p, &sw, count), rank < count, "{p} count {count}");
+            }
+        }
+        // Seniority is the order given, whatever the ids.
         let mut reversed = sw.clone();
         reversed.reverse();
-        let mut shuffled = sw.clone();
-        let mut rng = XorShift(42);
-        for i in (1..shuffled.len()).rev() {
-            let j = rng.below(i as u64 + 1) as usize;
-            shuffled.swap(i, j);
-        }
-        let mut duplicated = sw.clone();
-        duplicated.extend(sw.iter().take(7).cloned());
-        let mut picked = std::collections::BTreeMap::<String, usize>::new();
-        for seg in 0..100 {
-            let segment = format!("/live/720p/{seg}.ts");
-            let set: Vec<&PeerId> = sw
-                .iter()
-                .filter(|p| http_first(&segment, p, &sw, 2))
-                .collect();
-            assert_eq!(set.len(), 2, "segment {segment}");
-            for p in &sw {
-                let expected = set.contains(&p);
-                assert_eq!(http_first(&segment, p, &reversed, 2), expected);
-                assert_eq!(http_first(&segment, p, &shuffled, 2), expected);
-                assert_eq!(http_first(&segment, p, &duplicated, 2), expected);
-            }
-            for p in set {
-                *picked.entry(p.clone()).or_default() += 1;
-            }
-        }
-        assert!(picked.len() >= 10, "degenerate: {picked:?}");
-        assert!(
-            picked.values().all(|&n| n <= 40),
-            "one peer seeds too much: {picked:?}"
-        );
-    }
-
-    #[test]
-    fn http_first_follows_the_weight_definition() {
-        let sw = swarm(8);
-        let segment = "/vod/1080p/7.ts";
-        let mut weights: Vec<(u64, &str)> = sw
-            .iter()
-            .map(|p| {
-                let mut bytes = segment.as_bytes().to_vec();
-                bytes.push(0);
-                bytes.extend_from_slice(p.as_bytes());
-                let digest = Sha256::digest(&bytes);
-                let w = u64::from_be_bytes(digest[..8].try_into().unwrap());
-                (w, p.as_str())
-            })
-            .collect();
-        weights.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        for count in 0..=9 {
-            for (rank, (_, p)) in weights.iter().enumerate() {
-                assert_eq!(http_first(segment, p, &sw, count), rank < count);
-            }
-        }
+        assert!(http_first("peer-19", &reversed, 1));
+        assert!(!http_first("peer-00", &reversed, 1));
     }
 
     #[test]
     fn http_first_edge_cases() {
         let sw = swarm(3);
-        assert!(!http_first("s", "peer-00", &sw, 0));
-        assert!(sw.iter().all(|p| http_first("s", p, &sw, 3)));
-        assert!(sw.iter().all(|p| http_first("s", p, &sw, 100)));
-        assert!(!http_first("s", "stranger", &sw, 100));
-        assert!(!http_first("s", "me", &[], 2));
+        assert!(!http_first("peer-00", &sw, 0));
+        assert!(sw.iter().all(|p| http_first(p, &sw, 3)));
+        assert!(sw.iter().all(|p| http_first(p, &sw, 100)));
+        assert!(!http_first("stranger", &sw, 100));
+        assert!(!http_first("me", &[], 2));
         let dups = vec!["a".to_string(), "a".to_string(), "a".to_string()];
-        assert!(http_first("s", "a", &dups, 1));
-        // Duplicates do not take seats: with "a" three times and "b", count 2 picks both.
+        assert!(http_first("a", &dups, 1));
+        // Duplicates do not take seats: with "a" three times then "b", count 2 picks both.
         let dups = vec!["a".into(), "a".into(), "a".into(), "b".into()];
-        assert!(http_first("s", "a", &dups, 2) && http_first("s", "b", &dups, 2));
+        assert!(http_first("a", &dups, 2) && http_first("b", &dups, 2));
+        assert!(!http_first("b", &dups, 1));
     }
 
     #[test]

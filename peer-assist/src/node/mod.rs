@@ -577,6 +577,9 @@ struct Node {
     scheduler: Scheduler,
     digests: HashMap<String, ([u8; 32], u64)>,
     swarm: Vec<PeerInfo>,
+    /// The peers of the first `peers` message after `welcome`: they joined before this node
+    /// (seniority, for the HTTP-first seeder rule). `None` until that message arrives.
+    elders: Option<HashSet<String>>,
     links: HashMap<String, Link>,
     connecting: HashSet<String>,
     banned: HashSet<String>,
@@ -638,6 +641,7 @@ impl Node {
             signal,
             digests: HashMap::new(),
             swarm: Vec::new(),
+            elders: None,
             links: HashMap::new(),
             connecting: HashSet::new(),
             banned: HashSet::new(),
@@ -742,6 +746,9 @@ impl Node {
                 }
             }
             ServerMessage::Peers { peers } => {
+                if self.elders.is_none() {
+                    self.elders = Some(peers.iter().map(|p| p.peer_id.clone()).collect());
+                }
                 self.swarm = peers;
                 self.connect_peers();
             }
@@ -973,12 +980,16 @@ impl Node {
 
     fn on_tick(&mut self, now: Instant) {
         self.timeline.advance(now);
-        let swarm: Vec<String> = self
+        // The swarm by seniority as this node sees it: the elders still listed, this node, then
+        // the peers that joined after it. Banned peers seed nothing for us.
+        let (mut swarm, newer): (Vec<String>, Vec<String>) = self
             .swarm
             .iter()
             .map(|p| p.peer_id.clone())
-            .chain(std::iter::once(self.me.clone()))
-            .collect();
+            .filter(|p| !self.banned.contains(p))
+            .partition(|p| self.elders.as_ref().is_some_and(|e| e.contains(p)));
+        swarm.push(self.me.clone());
+        swarm.extend(newer);
         // One HTTP-first seeder per PEERS_PER_SEEDER peers, at least the configured count.
         let seeders = self
             .scheduler
