@@ -100,6 +100,9 @@ pub struct P2pConfig {
     pub messages_per_second: u32,
     /// Largest signalling message. Default 64 KiB.
     pub max_message_bytes: usize,
+    /// ICE server URLs (`stun:`, `stuns:`, `turn:`, `turns:`) handed to browsers through
+    /// `/player/config.json`. Default none: host candidates only, enough on one network.
+    pub ice_servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +197,7 @@ impl Default for P2pConfig {
             max_swarms: 10_000,
             messages_per_second: 20,
             max_message_bytes: 64 * 1024,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -369,6 +373,10 @@ impl Config {
         for (i, origin) in self.origins.iter_mut().enumerate() {
             *origin = normalize_origin(origin)
                 .map_err(|m| invalid("origins", format!("entry {}: {m}", i + 1)))?;
+        }
+        for (i, url) in self.p2p.ice_servers.iter().enumerate() {
+            check_ice_server(url)
+                .map_err(|m| invalid("p2p.ice_servers", format!("entry {}: {m}", i + 1)))?;
         }
 
         if self.cache.max_bytes == 0 {
@@ -571,6 +579,7 @@ static KEYS: &[Key] = &[
     Key { name: "p2p.max_swarms", set: |c, v| { c.p2p.max_swarms = v.count_usize()?; Ok(()) } },
     Key { name: "p2p.messages_per_second", set: |c, v| { c.p2p.messages_per_second = v.count_u32()?; Ok(()) } },
     Key { name: "p2p.max_message_bytes", set: |c, v| { c.p2p.max_message_bytes = v.bytes_usize()?; Ok(()) } },
+    Key { name: "p2p.ice_servers", set: |c, v| { c.p2p.ice_servers = v.ice_servers()?; Ok(()) } },
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
@@ -705,7 +714,15 @@ impl<'a> Raw<'a> {
 
     /// TOML: an array of strings. Environment: a comma-separated list.
     fn origins(self) -> Result<Vec<String>, String> {
-        const EXPECTED: &str = "an array of URL strings such as [\"http://127.0.0.1:9000/\"]";
+        self.string_list("an array of URL strings such as [\"http://127.0.0.1:9000/\"]")
+    }
+
+    /// TOML: an array of strings. Environment: a comma-separated list.
+    fn ice_servers(self) -> Result<Vec<String>, String> {
+        self.string_list("an array of URL strings such as [\"stun:stun.example.org:3478\"]")
+    }
+
+    fn string_list(self, expected: &str) -> Result<Vec<String>, String> {
         match self {
             Raw::Str(s) => Ok(s
                 .split(',')
@@ -725,9 +742,23 @@ impl<'a> Raw<'a> {
                     )),
                 })
                 .collect(),
-            Raw::Toml(_) => Err(self.type_error(EXPECTED)),
+            Raw::Toml(_) => Err(self.type_error(expected)),
         }
     }
+}
+
+/// An ICE server URL as RTCPeerConnection accepts it (RFC 7064 / 7065): a known scheme and a host.
+fn check_ice_server(url: &str) -> Result<(), String> {
+    let rest = ["stun:", "stuns:", "turn:", "turns:"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme))
+        .ok_or_else(|| format!("{url:?} must start with stun:, stuns:, turn: or turns:"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!(
+            "{url:?} has no host (expected e.g. stun:stun.example.org:3478)"
+        ));
+    }
+    Ok(())
 }
 
 fn to_u32(n: u64) -> Result<u32, String> {
@@ -1024,7 +1055,7 @@ Configuration layers, later ones win:
 
 Environment variables: GATEWAY_ followed by the TOML key in upper case with '.' replaced by '_',
 e.g. listen -> GATEWAY_LISTEN, cache.max_bytes -> GATEWAY_CACHE_MAX_BYTES,
-follower.enabled -> GATEWAY_FOLLOWER_ENABLED. GATEWAY_ORIGINS is a comma-separated list.
+follower.enabled -> GATEWAY_FOLLOWER_ENABLED. GATEWAY_ORIGINS and GATEWAY_P2P_ICE_SERVERS are comma-separated lists.
 A GATEWAY_* variable or file key that names no setting is an error.
 
 Flags: --<section>-<field> with '_' written as '-', e.g. --cache-max-bytes, --origin-connect-timeout.
@@ -1183,6 +1214,10 @@ struct Cli {
     /// Largest signalling message; larger ones close the connection [default: 64KiB]
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes_usize)]
     p2p_max_message_bytes: Option<usize>,
+
+    /// ICE server URL handed to browsers (stun:, stuns:, turn:, turns:); repeat for several; replaces the file's/environment's list [default: none]
+    #[arg(long = "p2p-ice-server", value_name = "URL")]
+    p2p_ice_servers: Vec<String>,
 }
 
 impl Cli {
@@ -1237,6 +1272,7 @@ impl Cli {
             p2p_max_swarms,
             p2p_messages_per_second,
             p2p_max_message_bytes,
+            p2p_ice_servers,
         } = self;
 
         set(&mut config.listen, listen);
@@ -1287,6 +1323,9 @@ impl Cli {
         set(&mut p.max_swarms, p2p_max_swarms);
         set(&mut p.messages_per_second, p2p_messages_per_second);
         set(&mut p.max_message_bytes, p2p_max_message_bytes);
+        if !p2p_ice_servers.is_empty() {
+            p.ice_servers = p2p_ice_servers;
+        }
     }
 }
 

@@ -31,11 +31,14 @@ fn load_file(text: &str) -> Result<Config, ConfigError> {
     load(&["--config", &path_of(&file)], &[])
 }
 
+/// Keys whose value is a list: a repeated flag, a TOML array, a comma-separated variable.
+const LIST_KEYS: &[&str] = &["origins", "p2p.ice_servers"];
+
 fn flag_name(key: &str) -> String {
-    if key == "origins" {
-        "--origin".to_owned()
-    } else {
-        format!("--{}", key.replace(['.', '_'], "-"))
+    match key {
+        "origins" => "--origin".to_owned(),
+        "p2p.ice_servers" => "--p2p-ice-server".to_owned(),
+        _ => format!("--{}", key.replace(['.', '_'], "-")),
     }
 }
 
@@ -143,6 +146,7 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("p2p.max_swarms", "7"),
     ("p2p.messages_per_second", "5"),
     ("p2p.max_message_bytes", "8KiB"),
+    ("p2p.ice_servers", "stun:a.example:3478,turns:b.example"),
 ];
 
 fn non_default_config() -> Config {
@@ -195,6 +199,7 @@ fn non_default_config() -> Config {
             max_swarms: 7,
             messages_per_second: 5,
             max_message_bytes: 8 * 1024,
+            ice_servers: vec!["stun:a.example:3478".into(), "turns:b.example".into()],
         },
     }
 }
@@ -217,7 +222,7 @@ fn every_key_can_be_set_from_the_file() {
             text.push_str(&format!("[{sec}]\n"));
             section = sec;
         }
-        if *key == "origins" {
+        if LIST_KEYS.contains(key) {
             let items: Vec<String> = value.split(',').map(|o| format!("{o:?}")).collect();
             text.push_str(&format!("{field} = [{}]\n", items.join(", ")));
         } else {
@@ -276,9 +281,9 @@ fn every_key_can_be_set_from_the_environment() {
 fn every_key_can_be_set_from_flags() {
     let mut args: Vec<String> = Vec::new();
     for (key, value) in NON_DEFAULT {
-        if *key == "origins" {
-            for origin in value.split(',') {
-                args.extend(["--origin".to_owned(), origin.to_owned()]);
+        if LIST_KEYS.contains(key) {
+            for item in value.split(',') {
+                args.extend([flag_name(key), item.to_owned()]);
             }
         } else {
             args.extend([flag_name(key), (*value).to_owned()]);
@@ -876,7 +881,9 @@ fn every_flag_help_shows_the_real_default() {
             .unwrap_or_else(|| panic!("{flag}: {help}"));
         let mut config = Config::default();
         match (key.name, shown) {
-            ("origins", shown) => assert!(shown.starts_with("none"), "{flag}: {shown}"),
+            ("origins" | "p2p.ice_servers", shown) => {
+                assert!(shown.starts_with("none"), "{flag}: {shown}")
+            }
             (_, "class default") => (key.set)(&mut config, Raw::Str("default")).unwrap(),
             (_, shown) => (key.set)(&mut config, Raw::Str(shown))
                 .unwrap_or_else(|e| panic!("{flag}: shown default {shown:?}: {e}")),
@@ -947,11 +954,48 @@ fn example_gateway_toml_documents_every_key_with_its_default() {
     c.apply_toml_str(&text, "gateway.toml (uncommented)")
         .unwrap();
     c.validate().unwrap();
-    let expected = Config {
+    let mut expected = Config {
         origins: vec!["http://127.0.0.1:9000/".to_owned()],
         ..Config::default()
     };
+    expected.p2p.ice_servers = vec!["stun:stun.example.org:3478".to_owned()];
     assert_eq!(c, expected);
+}
+
+#[test]
+fn ice_servers_come_from_every_layer_and_are_checked() {
+    let mut c = Config::default();
+    c.apply_toml_str(
+        "[p2p]\nice_servers = [\"stun:a.example:3478\", \"turns:b.example\"]\n",
+        "f.toml",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.p2p.ice_servers,
+        ["stun:a.example:3478", "turns:b.example"]
+    );
+
+    let mut c = Config::default();
+    c.apply_toml_str("[p2p]\nice_servers = [\"http://a.example\"]\n", "f.toml")
+        .unwrap();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("p2p.ice_servers") && err.contains("entry 1"),
+        "{err}"
+    );
+
+    let mut c = Config::default();
+    c.apply_toml_str("[p2p]\nice_servers = [\"stun:\"]\n", "f.toml")
+        .unwrap();
+    assert!(c.validate().is_err());
+
+    let mut c = Config::default();
+    let err = c
+        .apply_toml_str("[p2p]\nice_servers = \"stun:a\"\n", "f.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stun:stun.example.org"), "{err}");
 }
 
 // ---------------------------------------------------------------------------

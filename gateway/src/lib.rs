@@ -24,6 +24,7 @@ pub mod policy;
 pub mod range;
 pub mod server;
 pub mod service;
+pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ impl Gateway {
             .enabled
             .then(|| p2p::P2p::start(&edge, &config.p2p));
         Ok(Self {
-            state: service::AppState::new(edge, p2p),
+            state: service::AppState::new(edge, p2p, web::config_document(&config.p2p.ice_servers)),
             config,
         })
     }

@@ -34,14 +34,17 @@ static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 pub struct AppState {
     pub edge: Arc<Edge>,
     pub p2p: Option<crate::p2p::P2p>,
+    /// The web player's `/player/config.json` document.
+    pub player_config: Bytes,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(edge: Arc<Edge>, p2p: Option<crate::p2p::P2p>) -> Arc<Self> {
+    pub fn new(edge: Arc<Edge>, p2p: Option<crate::p2p::P2p>, player_config: Bytes) -> Arc<Self> {
         Arc::new(Self {
             edge,
             p2p,
+            player_config,
             draining: AtomicBool::new(false),
         })
     }
@@ -88,7 +91,10 @@ pub async fn handle<B: Send + 'static>(
                 "peer-assist is disabled on this gateway\n",
             ),
         },
-        _ => return deliver(&state, &request, head).await,
+        path => match crate::web::respond(path, request.headers(), &state.player_config) {
+            Some(response) => response,
+            None => return deliver(&state, &request, head).await,
+        },
     };
     if head {
         *response.body_mut() = Full::new(Bytes::new());
