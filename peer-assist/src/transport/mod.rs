@@ -8,8 +8,8 @@
 //!
 //! Every link is served by background tasks that pump frames between two bounded channels
 //! ([`LINK_CHANNEL_CAPACITY`] frames each, which gives backpressure in both directions) and the
-//! transport. QUIC is implemented in [`quic`]; WebRTC data channels will plug in behind the same
-//! types.
+//! transport. QUIC is implemented in [`quic`]; WebRTC data channels (for browsers) in `webrtc`,
+//! behind the cargo feature of the same name.
 //!
 //! # Closing
 //!
@@ -42,6 +42,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 pub mod quic;
+#[cfg(feature = "webrtc")]
+pub mod webrtc;
 
 /// Largest valid frame payload, in bytes (the 5-byte header is not counted).
 pub const MAX_FRAME_LEN: usize = 70_000;
@@ -83,6 +85,9 @@ pub enum LinkError {
     /// The peer's certificate does not have the pinned SHA-256 fingerprint.
     #[error("peer certificate does not match the pinned fingerprint")]
     FingerprintMismatch,
+    /// A signalling payload (relayed WebRTC offer, answer or candidate) that cannot be used.
+    #[error("signalling: {0}")]
+    Signalling(String),
 }
 
 /// The payload length announced by a frame header.
@@ -115,8 +120,8 @@ pub fn check_frame(frame: &[u8]) -> Result<(), LinkError> {
 /// Who is at the other end of a link.
 ///
 /// QUIC links are addressed by socket address; transports without a meaningful socket address
-/// (WebRTC data channels relayed or negotiated through the tracker) will use a label such as the
-/// peer id, hence the enum rather than a bare [`SocketAddr`].
+/// (WebRTC data channels negotiated through the tracker) use a label: the peer id. Hence the enum
+/// rather than a bare [`SocketAddr`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RemoteAddr {
     /// A peer reached at a UDP/TCP socket address (QUIC).
@@ -156,7 +161,8 @@ impl From<SocketAddr> for RemoteAddr {
 /// [module documentation](self) for what dropping them does.
 #[derive(Debug)]
 pub struct PeerLink {
-    /// The peer's address: [`RemoteAddr::Socket`] for QUIC.
+    /// The peer's address: [`RemoteAddr::Socket`] for QUIC, [`RemoteAddr::Label`] (the peer id)
+    /// for WebRTC.
     pub remote_addr: RemoteAddr,
     /// Sends frames to the peer; cheap to clone.
     pub sender: LinkSender,
@@ -204,6 +210,11 @@ impl LinkSender {
     /// Why the link is no longer open, or `None` while it is open.
     pub fn close_reason(&self) -> Option<String> {
         self.control.reason()
+    }
+
+    /// Whether `other` is a sender of the same link (not merely of a link to the same peer).
+    pub fn same_link(&self, other: &LinkSender) -> bool {
+        Arc::ptr_eq(&self.control.state, &other.control.state)
     }
 }
 
