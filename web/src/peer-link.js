@@ -1,0 +1,291 @@
+// One WebRTC link to another peer of the swarm: an RTCPeerConnection with one reliable, ordered data
+// channel labelled "p2pa/1", negotiated through the tracker's `relay` messages; one frame per message
+// (docs/PROTOCOL.md §5.2 and §6).
+//
+// The link does the transport work: negotiation, the Handshake check, decoding, and pacing the
+// uploads it is given against the channel's bufferedAmount. What to request, serve and announce is
+// the engine's business (callbacks).
+
+import { decodeFrameExact, encodeFrame, PROTOCOL_VERSION, RECOMMENDED_CHUNK_LEN } from './protocol/frame.js';
+
+export const DATA_CHANNEL_LABEL = 'p2pa/1';
+/** A link that is not ready (both Handshakes) this long after it was created is closed. */
+export const CONNECT_TIMEOUT_MS = 15_000;
+/** After the channel opens, the other side's Handshake must come within this. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** Uploads stop filling the channel above this many buffered bytes… */
+export const BUFFER_HIGH = 256 * 1024;
+/** …and resume when it drains below this. */
+export const BUFFER_LOW = 64 * 1024;
+/** Requests from one peer served at once; more are answered Absent. */
+export const MAX_UPLOADS_PER_LINK = 8;
+/** ICE candidates kept while the remote description is not set yet. */
+const MAX_EARLY_CANDIDATES = 64;
+
+/**
+ * @typedef {object} LinkHooks
+ * @property {(payload: object) => void} signal     send a relay payload to the remote peer
+ * @property {(link: PeerLink) => void} ready       both Handshakes done
+ * @property {(link: PeerLink, frame: object) => void} frame  a frame after the Handshake
+ * @property {(link: PeerLink, reason: string) => void} closed  the link is gone (called once)
+ * @property {(bytes: number) => void} uploaded      chunk data bytes sent
+ * @property {(kind: string, ...details: any[]) => void} warn
+ */
+
+export class PeerLink {
+  /**
+   * @param {object} o
+   * @param {string} o.me           this peer's id
+   * @param {string} o.remote       the other peer's id
+   * @param {boolean} o.initiator   this side creates the channel and the offer
+   * @param {RTCIceServer[]} o.iceServers
+   * @param {typeof RTCPeerConnection} o.RTCPeerConnection
+   * @param {LinkHooks} o.hooks
+   */
+  constructor({ me, remote, initiator, iceServers, RTCPeerConnection, hooks }) {
+    this.me = me;
+    this.remote = remote;
+    this.initiator = initiator;
+    this.hooks = hooks;
+    this.state = 'connecting'; // connecting → open (channel) → ready (handshakes) → closed
+    this.createdAt = globalThis.performance.now();
+    /** Segment ids the remote announced (its last Have). */
+    this.has = new Set();
+    /** Measured bytes/s from this peer (EWMA), null until a transfer completes. */
+    this.rate = null;
+    /** Our requests to it that are running. */
+    this.inFlight = 0;
+    /** Requests of the remote we are answering: request_id → {bytes, digest, next}. */
+    this.uploads = new Map();
+    this.remoteDescriptionSet = false;
+    this.earlyCandidates = [];
+    this.timers = new Set();
+    this.dc = null;
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc.onicecandidate = (e) => {
+      if (e.candidate && this.state !== 'closed') {
+        this.hooks.signal({ kind: 'candidate', candidate: e.candidate.toJSON() });
+      }
+    };
+    this.pc.onconnectionstatechange = () => {
+      const s = this.pc.connectionState;
+      if (s === 'failed' || s === 'closed') this.close(`connection ${s}`);
+    };
+    this.pc.ondatachannel = (e) => {
+      if (this.initiator || this.dc || e.channel.label !== DATA_CHANNEL_LABEL) {
+        this.hooks.warn('unexpected-channel', this.remote, e.channel.label);
+        e.channel.close();
+        return;
+      }
+      this.useChannel(e.channel);
+    };
+    this.later(CONNECT_TIMEOUT_MS, () => {
+      if (this.state !== 'ready') this.close('connect timeout');
+    });
+  }
+
+  /** Starts an initiator's negotiation: the channel and the offer. */
+  async start() {
+    try {
+      this.useChannel(this.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true }));
+      const offer = await this.pc.createOffer();
+      if (this.state === 'closed') return;
+      await this.pc.setLocalDescription(offer);
+      if (this.state === 'closed') return;
+      this.hooks.signal({ kind: 'offer', sdp: this.pc.localDescription.sdp });
+    } catch (e) {
+      this.hooks.warn('offer-failed', this.remote, e?.message ?? e);
+      this.close('offer failed');
+    }
+  }
+
+  /** A relay payload from the remote peer: offer, answer or candidate. */
+  async handleSignal(payload) {
+    if (this.state === 'closed') return;
+    try {
+      if (payload.kind === 'offer') {
+        if (this.initiator || this.remoteDescriptionSet) throw new Error('unexpected offer');
+        await this.pc.setRemoteDescription({ type: 'offer', sdp: payload.sdp });
+        await this.remoteSet();
+        const answer = await this.pc.createAnswer();
+        if (this.state === 'closed') return;
+        await this.pc.setLocalDescription(answer);
+        if (this.state === 'closed') return;
+        this.hooks.signal({ kind: 'answer', sdp: this.pc.localDescription.sdp });
+      } else if (payload.kind === 'answer') {
+        if (!this.initiator || this.remoteDescriptionSet) throw new Error('unexpected answer');
+        await this.pc.setRemoteDescription({ type: 'answer', sdp: payload.sdp });
+        await this.remoteSet();
+      } else if (payload.kind === 'candidate') {
+        if (!this.remoteDescriptionSet) {
+          if (this.earlyCandidates.length >= MAX_EARLY_CANDIDATES) throw new Error('too many early candidates');
+          this.earlyCandidates.push(payload.candidate);
+        } else {
+          await this.pc.addIceCandidate(payload.candidate);
+        }
+      }
+    } catch (e) {
+      if (this.state === 'closed') return;
+      this.hooks.warn('negotiation-failed', this.remote, payload.kind, e?.message ?? e);
+      this.close('negotiation failed');
+    }
+  }
+
+  async remoteSet() {
+    this.remoteDescriptionSet = true;
+    const early = this.earlyCandidates;
+    this.earlyCandidates = [];
+    for (const c of early) await this.pc.addIceCandidate(c);
+  }
+
+  useChannel(dc) {
+    this.dc = dc;
+    dc.binaryType = 'arraybuffer';
+    dc.bufferedAmountLowThreshold = BUFFER_LOW;
+    dc.onopen = () => this.onOpen();
+    dc.onclose = () => this.close('channel closed');
+    dc.onerror = (e) => {
+      if (this.state !== 'closed') this.hooks.warn('channel-error', this.remote, e?.error?.message ?? '');
+    };
+    dc.onmessage = (e) => this.onMessage(e.data);
+    dc.onbufferedamountlow = () => this.pump();
+    if (dc.readyState === 'open') this.onOpen();
+  }
+
+  onOpen() {
+    if (this.state !== 'connecting') return;
+    this.state = 'open';
+    this.sendFrame({ type: 'handshake', version: PROTOCOL_VERSION, peer_id: this.me });
+    this.later(HANDSHAKE_TIMEOUT_MS, () => {
+      if (this.state === 'open') this.close('no handshake');
+    });
+  }
+
+  onMessage(data) {
+    if (this.state === 'closed') return;
+    if (!(data instanceof ArrayBuffer)) {
+      this.hooks.warn('bad-frame', this.remote, 'text message on the data channel');
+      this.close('protocol error');
+      return;
+    }
+    let frame;
+    try {
+      frame = decodeFrameExact(new Uint8Array(data));
+    } catch (e) {
+      this.hooks.warn('bad-frame', this.remote, e.kind ?? e.message);
+      this.close('protocol error');
+      return;
+    }
+    if (this.state === 'open') {
+      // The first frame must be the Handshake, from the peer the tracker said this is.
+      if (frame.type !== 'handshake' || frame.peer_id !== this.remote) {
+        this.hooks.warn('bad-handshake', this.remote, frame.type, frame.peer_id);
+        this.close('bad handshake');
+        return;
+      }
+      this.state = 'ready';
+      this.hooks.ready(this);
+      return;
+    }
+    if (frame.type === 'handshake') {
+      this.hooks.warn('bad-frame', this.remote, 'second handshake');
+      this.close('protocol error');
+      return;
+    }
+    this.hooks.frame(this, frame);
+  }
+
+  /** The remote side's SCTP max-message-size (bytes), for trimming a large Have. */
+  get maxMessageSize() {
+    const m = this.pc.sctp?.maxMessageSize;
+    return typeof m === 'number' && m > 0 ? m : 65_536;
+  }
+
+  /** Encodes and sends a frame; false if the channel is not open (or the frame is invalid). */
+  sendFrame(frame) {
+    if (!this.dc || this.dc.readyState !== 'open') return false;
+    try {
+      this.dc.send(encodeFrame(frame));
+      return true;
+    } catch (e) {
+      this.hooks.warn('send-failed', this.remote, frame.type, e?.message ?? e);
+      this.close('send failed');
+      return false;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Uploads: Response, then Chunks of 16 KiB, paced by the channel's buffer.
+
+  /**
+   * Starts answering a request with `bytes` from `offset` (offset ≤ bytes.length, checked by the
+   * caller). False when this peer already has too many requests running here.
+   * @param {number} requestId
+   * @param {Uint8Array} bytes the whole segment
+   * @param {Uint8Array} digest its SHA-256 (32 bytes)
+   * @param {number} offset
+   */
+  startUpload(requestId, bytes, digest, offset) {
+    if (!this.uploads.has(requestId) && this.uploads.size >= MAX_UPLOADS_PER_LINK) return false;
+    this.uploads.delete(requestId); // a reused id replaces the old request
+    if (!this.sendFrame({ type: 'response', request_id: requestId, size: bytes.length, offset, digest })) return true;
+    this.uploads.set(requestId, { bytes, next: offset });
+    this.pump();
+    return true;
+  }
+
+  cancelUpload(requestId) {
+    this.uploads.delete(requestId);
+  }
+
+  /** Sends chunks round-robin over the running uploads until the channel's buffer is full. */
+  pump() {
+    const dc = this.dc;
+    while (this.uploads.size > 0 && dc && dc.readyState === 'open' && dc.bufferedAmount < BUFFER_HIGH) {
+      for (const [requestId, u] of this.uploads) {
+        const end = Math.min(u.bytes.length, u.next + RECOMMENDED_CHUNK_LEN);
+        const data = u.bytes.subarray(u.next, end);
+        if (!this.sendFrame({ type: 'chunk', request_id: requestId, offset: u.next, data })) return;
+        this.hooks.uploaded(data.length);
+        u.next = end;
+        if (u.next >= u.bytes.length) this.uploads.delete(requestId);
+        if (dc.bufferedAmount >= BUFFER_HIGH) break;
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  later(ms, fn) {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  /** Closes everything; the `closed` hook runs once. */
+  close(reason) {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.uploads.clear();
+    this.earlyCandidates = [];
+    if (this.dc) {
+      this.dc.onopen = this.dc.onclose = this.dc.onmessage = this.dc.onerror = this.dc.onbufferedamountlow = null;
+      try {
+        this.dc.close();
+      } catch {
+        /* already closed */
+      }
+    }
+    this.pc.onicecandidate = this.pc.onconnectionstatechange = this.pc.ondatachannel = null;
+    try {
+      this.pc.close();
+    } catch {
+      /* already closed */
+    }
+    this.hooks.closed(this, reason);
+  }
+}

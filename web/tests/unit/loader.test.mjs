@@ -1,0 +1,179 @@
+// The hls.js fragment loader: hls.js's Loader interface, truthful LoadStats (real transfer times,
+// also for store hits), abort, and hls.js's own loader for what the engine does not take.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { createP2PLoader, loadingTimes, newLoadStats } from '../../src/loader.js';
+import { GATEWAY, body, fakeGateway, joinedEngine, sha256, sleep } from './fakes.js';
+
+/** A stand-in for hls.js's default loader: records its use, answers from `bytes`. */
+function fakeHls(bytes = body(10)) {
+  const used = [];
+  class DefaultLoader {
+    constructor(config) {
+      this.config = config;
+      this.stats = newLoadStats();
+    }
+    load(context, config, callbacks) {
+      used.push(context);
+      this.stats.loading.start = 1;
+      this.stats.loading.first = 2;
+      this.stats.loading.end = 3;
+      this.stats.loaded = bytes.length;
+      queueMicrotask(() => callbacks.onSuccess({ url: context.url, data: bytes.slice().buffer }, this.stats, context, null));
+    }
+    abort() {}
+    destroy() {}
+  }
+  return { Hls: { DefaultConfig: { loader: DefaultLoader } }, used };
+}
+
+const context = (url, extra = {}) => ({
+  url,
+  responseType: 'arraybuffer',
+  type: 'media-fragment',
+  frag: { type: 'main', level: 0, sn: 5, start: 10, duration: 2 },
+  part: null,
+  headers: {},
+  rangeStart: 0,
+  rangeEnd: 0,
+  ...extra,
+});
+const loadConfig = { loadPolicy: { maxLoadTimeMs: 20_000 }, timeout: 20_000, maxRetry: 0, retryDelay: 0, maxRetryDelay: 0 };
+
+/** Loads `ctx` with a fresh loader; resolves with the callback that was called. */
+function load(Loader, ctx) {
+  const loader = new Loader({});
+  return new Promise((resolve) => {
+    loader.load(ctx, loadConfig, {
+      onSuccess: (response, stats, c, details) => resolve({ kind: 'success', response, stats, loader }),
+      onError: (error, c, details, stats) => resolve({ kind: 'error', error, stats, loader }),
+      onTimeout: (stats) => resolve({ kind: 'timeout', stats, loader }),
+      onAbort: (stats) => resolve({ kind: 'abort', stats, loader }),
+    });
+  });
+}
+
+test('loadingTimes keeps the durations and ends at delivery', () => {
+  assert.deepEqual(loadingTimes({ start: 100, first: 150, end: 600 }, 600), { start: 100, first: 150, end: 600 });
+  assert.deepEqual(loadingTimes({ start: 100, first: 150, end: 600 }, 5600), { start: 5100, first: 5150, end: 5600 });
+  // A first byte outside the transfer is clamped into it.
+  assert.deepEqual(loadingTimes({ start: 100, first: 0, end: 600 }, 600), { start: 100, first: 100, end: 600 });
+});
+
+test('a store hit reports the earlier transfer\'s times, not a near-zero copy', async () => {
+  const id = '/s/0/5.ts';
+  const bytes = body(48_000);
+  const { engine } = joinedEngine({ fetch: fakeGateway(new Map()).fetch });
+  try {
+    // Fetched from a peer earlier: 500 ms to the last byte, first byte after 50 ms.
+    const t = performance.now();
+    const timing = { start: t - 10_000, first: t - 9950, end: t - 9500 };
+    engine.store.put({ id, bytes, sha256: sha256(bytes), source: 'p2p', timing });
+    const { Hls, used } = fakeHls();
+    const Loader = createP2PLoader(Hls, engine);
+    const before = performance.now();
+    const r = await load(Loader, context(GATEWAY + id));
+    const after = performance.now();
+    assert.equal(r.kind, 'success');
+    assert.equal(used.length, 0, 'not hls.js\'s loader');
+    const s = r.loader.stats;
+    assert.equal(r.stats, s, 'the stats object hls.js holds');
+    assert.ok(Math.abs(s.loading.end - s.loading.start - 500) < 1e-6, `transfer took 500 ms, stats say ${s.loading.end - s.loading.start}`);
+    assert.ok(Math.abs(s.loading.first - s.loading.start - 50) < 1e-6);
+    assert.ok(s.loading.end >= before && s.loading.end <= after, 'ends when handed over');
+    assert.equal(s.loaded, bytes.length);
+    assert.equal(s.total, bytes.length);
+    assert.equal(s.aborted, false);
+    assert.deepEqual(new Uint8Array(r.response.data), bytes);
+    assert.equal(r.response.code, 200);
+    assert.equal(engine.stats.httpBytes + engine.stats.p2pBytes, 0, 'a store hit is not counted twice');
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('an HTTP fetch reports its own times and bytes', async () => {
+  const id = '/s/0/6.ts';
+  const bytes = body(30_000);
+  const { engine } = joinedEngine({ fetch: fakeGateway(new Map([[id, bytes]])).fetch });
+  try {
+    const { Hls } = fakeHls();
+    const before = performance.now();
+    const r = await load(createP2PLoader(Hls, engine), context(GATEWAY + id));
+    assert.equal(r.kind, 'success');
+    const s = r.loader.stats;
+    assert.ok(s.loading.start >= before && s.loading.first >= s.loading.start && s.loading.end >= s.loading.first);
+    assert.equal(s.loaded, bytes.length);
+    assert.equal(engine.stats.httpBytes, bytes.length);
+    assert.equal(engine.stats.httpSegments, 1);
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('byte ranges, parts, other tracks and other origins go through hls.js\'s loader', async () => {
+  const { engine } = joinedEngine({ fetch: fakeGateway(new Map()).fetch });
+  try {
+    const { Hls, used } = fakeHls(body(123));
+    const Loader = createP2PLoader(Hls, engine);
+    const cases = [
+      context(`${GATEWAY}/s/0/a.ts`, { rangeStart: 100, rangeEnd: 200 }),
+      context(`${GATEWAY}/s/0/a.ts`, { part: { index: 0 } }),
+      context(`${GATEWAY}/s/audio/a.aac`, { frag: { type: 'audio', level: 0, sn: 1, start: 0 } }),
+      context('http://elsewhere.test/s/0/a.ts'),
+    ];
+    for (const c of cases) {
+      const r = await load(Loader, c);
+      assert.equal(r.kind, 'success');
+      assert.equal(r.loader.stats.loading.end, 3, 'the default loader wrote into the shared stats');
+    }
+    assert.equal(used.length, 4);
+    assert.equal(engine.stats.httpBytes, 4 * 123, 'still counted as HTTP bytes');
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('abort: onAbort, stats.aborted, and no success afterwards', async () => {
+  const id = '/s/0/7.ts';
+  const bytes = body(100);
+  const { engine } = joinedEngine({ fetch: fakeGateway(new Map([[id, bytes]])).fetch });
+  try {
+    engine.store.put({ id, bytes, sha256: sha256(bytes), source: 'http', timing: { start: 0, first: 1, end: 2 } });
+    const { Hls } = fakeHls();
+    const loader = new (createP2PLoader(Hls, engine))({});
+    const calls = [];
+    loader.load(context(GATEWAY + id), loadConfig, {
+      onSuccess: () => calls.push('success'),
+      onError: () => calls.push('error'),
+      onTimeout: () => calls.push('timeout'),
+      onAbort: (stats) => calls.push(stats.aborted ? 'abort' : 'abort-without-flag'),
+    });
+    loader.abort(); // before the store hit is delivered (a microtask)
+    await sleep(10);
+    assert.deepEqual(calls, ['abort']);
+    loader.destroy();
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('the load time limit from hls.js\'s policy ends a load with onTimeout', async () => {
+  const { engine } = joinedEngine({ fetch: () => new Promise(() => {}) }); // a gateway that never answers
+  try {
+    const { Hls } = fakeHls();
+    const loader = new (createP2PLoader(Hls, engine))({});
+    const r = await new Promise((resolve) => {
+      loader.load(context(`${GATEWAY}/s/0/8.ts`), { ...loadConfig, loadPolicy: { maxLoadTimeMs: 50 } }, {
+        onSuccess: () => resolve('success'),
+        onError: () => resolve('error'),
+        onTimeout: () => resolve('timeout'),
+      });
+    });
+    assert.equal(r, 'timeout');
+  } finally {
+    engine.destroy();
+  }
+});

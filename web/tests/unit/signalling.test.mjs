@@ -1,0 +1,161 @@
+// The engine's signalling: join first, strict decoding, pacing under the tracker's budget, seniority
+// from the first peers message, reconnect with backoff (not after unauthorized), leave with a report.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { SIGNAL_BURST, SignallingChannel } from '../../src/signalling.js';
+import { P2PEngine } from '../../src/engine.js';
+import { decodeClient } from '../../src/protocol/signal.js';
+import { GATEWAY, sleep } from './fakes.js';
+
+/** A WebSocket double: records what is sent; the test plays the gateway. */
+class FakeWebSocket {
+  static all = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeWebSocket.all.push(this);
+    queueMicrotask(() => this.open());
+  }
+  open() {
+    this.readyState = 1;
+    this.onopen?.();
+  }
+  send(text) {
+    if (this.readyState !== 1) throw new Error('not open');
+    this.sent.push(decodeClient(text)); // every message we send is valid for the gateway
+  }
+  receive(msg) {
+    this.onmessage?.({ data: typeof msg === 'string' ? msg : JSON.stringify(msg) });
+  }
+  close(code = 1000, reason = '') {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.onclose?.({ code, reason });
+  }
+}
+
+const welcome = (id) => ({ type: 'welcome', v: 1, peer_id: id, swarm: '/s/master.m3u8#0', playlist: '/s/0.m3u8', max_peers: 8 });
+
+test('the channel sends join first and paces a burst under the budget', async () => {
+  FakeWebSocket.all = [];
+  const warnings = [];
+  const ch = new SignallingChannel({
+    url: 'ws://gw.test/p2p/v1/ws?stream=%2Fs%2Fmaster.m3u8',
+    join: { stream: '/s/master.m3u8', rendition: 2, upload: true },
+    WebSocket: FakeWebSocket,
+    hooks: { message() {}, closed() {}, warn: (...a) => warnings.push(a) },
+  });
+  const ws = FakeWebSocket.all[0];
+  await sleep(0);
+  assert.deepEqual(ws.sent[0], { type: 'join', v: 1, stream: '/s/master.m3u8', rendition: 2, capabilities: { transports: ['webrtc'], upload: true } });
+  for (let i = 0; i < 50; i++) ch.send({ type: 'relay', to: 'p-2', payload: { kind: 'candidate', candidate: { candidate: `c${i}` } } });
+  assert.equal(ws.sent.length, SIGNAL_BURST, 'a burst goes at once, the rest waits');
+  await sleep(600);
+  assert.ok(ws.sent.length > SIGNAL_BURST && ws.sent.length < 51, `${ws.sent.length} sent after 0.6 s`);
+  ch.leave([{ type: 'report', http_bytes: 1, p2p_bytes: 0, http_segments: 1, p2p_segments: 0, uploaded_bytes: 0, failures: {} }]);
+  assert.equal(ws.sent.length, 53, 'leave flushes the queue, then the report and leave');
+  assert.equal(ws.sent.at(-2).type, 'report');
+  assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+  assert.equal(ws.readyState, 3);
+  assert.deepEqual(warnings, []);
+});
+
+test('bad server messages are counted and dropped, not fatal', async () => {
+  FakeWebSocket.all = [];
+  const got = [];
+  const warnings = [];
+  new SignallingChannel({
+    url: 'ws://x',
+    join: { stream: '/s/master.m3u8', rendition: 0, upload: true },
+    WebSocket: FakeWebSocket,
+    hooks: { message: (m) => got.push(m), closed() {}, warn: (...a) => warnings.push(a[1]) },
+  });
+  await sleep(0);
+  const ws = FakeWebSocket.all[0];
+  ws.receive('{"type":"welcome","v":1,"peer_id":"p","swarm":"s","playlist":"/p.m3u8","max_peers":8,"motd":"hi"}');
+  ws.receive({ type: 'peers', peers: [] });
+  assert.deepEqual(warnings, ['Malformed']);
+  assert.deepEqual(got, [{ type: 'peers', peers: [] }]);
+});
+
+test('the engine joins, learns its seniors from the first peers message, and reports', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null, reportIntervalMs: 50 });
+  try {
+    engine.setRendition(1);
+    await sleep(0);
+    const ws = FakeWebSocket.all[0];
+    assert.equal(ws.url, 'ws://gw.test/p2p/v1/ws?stream=%2Fs%2Fmaster.m3u8');
+    assert.equal(ws.sent[0].rendition, 1);
+    ws.receive(welcome('p-5'));
+    ws.receive({ type: 'digests', playlist: '/s/0.m3u8', segments: [{ id: '/s/0/1.ts', sha256: 'a'.repeat(64), size: 3 }] });
+    ws.receive({ type: 'peers', peers: [{ peer_id: 'p-1', transports: ['webrtc'] }] });
+    assert.equal(engine.stats.peerId, 'p-5');
+    assert.deepEqual([...engine.conn.older], ['p-1']);
+    assert.equal(engine.isSeeder(engine.conn), false, 'p-1 is older: it seeds');
+    ws.receive({ type: 'peers', peers: [{ peer_id: 'p-1', transports: ['webrtc'] }, { peer_id: 'p-9', transports: ['webrtc'] }] });
+    assert.deepEqual([...engine.conn.older], ['p-1'], 'later peers are newer');
+    ws.receive({ type: 'peers', peers: [{ peer_id: 'p-9', transports: ['webrtc'] }] });
+    assert.equal(engine.isSeeder(engine.conn), true, 'the senior left: this peer seeds now');
+    assert.deepEqual(engine.digests.get('/s/0/1.ts'), { sha256: 'a'.repeat(64), size: 3 });
+    await sleep(120);
+    assert.ok(ws.sent.filter((m) => m.type === 'report').length >= 1, 'periodic reports');
+    // A rendition change: report + leave on this socket, join on a new one.
+    engine.stats.httpBytes += 10;
+    engine.setRendition(2);
+    assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+    assert.equal(ws.sent.at(-2).type, 'report');
+    assert.equal(ws.sent.at(-2).http_bytes, 10);
+    await sleep(0);
+    assert.equal(FakeWebSocket.all.length, 2);
+    assert.equal(FakeWebSocket.all[1].sent[0].rendition, 2);
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('reconnects with backoff after a close, never after unauthorized', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    engine.backoff.firstMs = 20; // shorten the 1 s first delay for the test
+    engine.backoff.reset();
+    engine.setRendition(0);
+    await sleep(0);
+    FakeWebSocket.all[0].close(1006, '');
+    assert.equal(FakeWebSocket.all.length, 1);
+    await sleep(40);
+    assert.equal(FakeWebSocket.all.length, 2, 'reconnected after the backoff');
+    assert.equal(engine.backoff.nextMs, 40, 'the next delay doubles');
+    const ws = FakeWebSocket.all[1];
+    ws.receive({ type: 'error', code: 'unauthorized', message: 'token refused' });
+    ws.close(1008, 'unauthorized');
+    await sleep(100);
+    assert.equal(FakeWebSocket.all.length, 2, 'no reconnect after unauthorized');
+    assert.equal(engine.stats.warnings > 0, true);
+  } finally {
+    console.warn = warn;
+    engine.destroy();
+  }
+});
+
+test('destroy leaves and clears every timer', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  engine.setRendition(0);
+  await sleep(0);
+  const ws = FakeWebSocket.all[0];
+  ws.receive(welcome('p-5'));
+  engine.destroy();
+  assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+  assert.equal(ws.readyState, 3);
+  assert.equal(engine.conn, null);
+  assert.equal(engine.tickTimer, null);
+  assert.equal(engine.reconnectTimer, null);
+  // Nothing keeps the process alive: the test runner would hang otherwise.
+});
