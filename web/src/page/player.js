@@ -1,0 +1,148 @@
+// The gateway's player page: hls.js with the P2P engine as its fragment loader, and a stats panel.
+//
+// Query parameters: src (multivariant playlist, default /demo/live/master.m3u8), level (fix the
+// rendition: its 0-based index in the master playlist; default automatic ABR), p2p=0 (no engine).
+// Exposes window.hls, window.p2pEngine and window.p2pStats for tests and curious viewers.
+
+import Hls from 'hls.js';
+import { P2PEngine } from '../engine.js';
+import { fetchVariantUrls, renditionOfUrl } from '../master.js';
+import { watchStalls } from '../playback.js';
+
+const DEFAULT_SRC = '/demo/live/master.m3u8';
+const CONFIG_URL = '/player/config.json';
+const WORKER_URL = '/hls.worker.js';
+
+main().catch((e) => {
+  console.error('[player]', e);
+  showError(e?.message ?? String(e));
+});
+
+async function main() {
+  const params = new URLSearchParams(location.search);
+  const src = params.get('src') || DEFAULT_SRC;
+  const level = parseLevel(params.get('level'));
+  const p2p = params.get('p2p') !== '0';
+  const video = /** @type {HTMLVideoElement} */ (document.getElementById('video'));
+
+  if (!Hls.isSupported()) {
+    showError('This browser cannot play HLS with Media Source Extensions.');
+    return;
+  }
+
+  let engine = null;
+  let stats;
+  if (p2p) {
+    engine = new P2PEngine({ stream: src, iceServers: await iceServers(), trace: params.get('trace') === '1' });
+    stats = engine.stats;
+    window.p2pEngine = engine;
+  } else {
+    stats = { httpBytes: 0, p2pBytes: 0, peers: 0, verifiedSegments: 0, rejectedSegments: 0, stalls: 0 };
+    watchStalls(video, { stalled: () => stats.stalls++ });
+  }
+  stats.bitrate = 0;
+  window.p2pStats = stats;
+
+  const hls = new Hls({
+    workerPath: WORKER_URL,
+    autoStartLoad: level === null,
+    ...(engine ? { fLoader: engine.createLoaderClass(Hls) } : {}),
+  });
+  window.hls = hls;
+  engine?.attach(hls);
+  if (!engine) {
+    hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+      stats.httpBytes += d.frag.stats.loaded;
+    });
+  }
+  if (level !== null) fixLevel(hls, src, level);
+  hls.on(Hls.Events.ERROR, (_, d) => {
+    if (d.fatal) {
+      console.error('[player] fatal hls.js error', d.type, d.details);
+      showError(`Playback error: ${d.details}`);
+    }
+  });
+  hls.loadSource(src);
+  hls.attachMedia(video);
+  video.play().catch(() => {}); // autoplay may need the muted attribute, which the page has
+
+  renderStats(hls, stats);
+  setInterval(() => renderStats(hls, stats), 1000);
+}
+
+/** ICE servers from /player/config.json; none if it is absent. */
+async function iceServers() {
+  try {
+    const resp = await fetch(CONFIG_URL, { credentials: 'same-origin' });
+    if (resp.status === 404) return [];
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const config = await resp.json();
+    if (config.iceServers !== undefined && !Array.isArray(config.iceServers)) throw new Error('iceServers is not a list');
+    return config.iceServers ?? [];
+  } catch (e) {
+    console.warn('[player] cannot read', CONFIG_URL, e?.message ?? e, '— using no ICE servers');
+    return [];
+  }
+}
+
+function parseLevel(value) {
+  if (value === null || value === '') return null;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) {
+    console.warn('[player] ignoring level', value);
+    return null;
+  }
+  return n;
+}
+
+/** Plays rendition `rendition` (master playlist order) only: finds its hls.js level, then loads. */
+function fixLevel(hls, src, rendition) {
+  const master = new URL(src, location.href).href;
+  const variants = fetchVariantUrls(master).catch((e) => {
+    console.warn('[player] cannot read the master playlist', e?.message ?? e);
+    return [];
+  });
+  hls.once(Hls.Events.MANIFEST_PARSED, async () => {
+    const urls = await variants;
+    const index = hls.levels.findIndex((l) => renditionOfUrl(urls, l.uri ?? l.url?.[0], hls.url ?? master) === rendition);
+    if (index >= 0) hls.currentLevel = index;
+    else console.warn('[player] no rendition', rendition, 'in', master, '— adaptive bitrate instead');
+    hls.startLoad(-1);
+  });
+}
+
+function renderStats(hls, stats) {
+  const level = hls.levels?.[hls.currentLevel >= 0 ? hls.currentLevel : hls.loadLevel];
+  stats.bitrate = level?.bitrate ?? 0;
+  const total = stats.httpBytes + stats.p2pBytes;
+  const share = total > 0 ? (100 * stats.p2pBytes) / total : 0;
+  set('stat-share', `${share.toFixed(1)} %`);
+  set('stat-p2p', formatBytes(stats.p2pBytes));
+  set('stat-http', formatBytes(stats.httpBytes));
+  set('stat-peers', String(stats.peers));
+  set('stat-verified', String(stats.verifiedSegments));
+  set('stat-rejected', String(stats.rejectedSegments));
+  set('stat-stalls', String(stats.stalls));
+  set('stat-bitrate', level ? `${Math.round(stats.bitrate / 1000)} kbit/s${level.height ? ` (${level.height}p)` : ''}` : '–');
+  set('stat-uploaded', stats.uploadedBytes === undefined ? '–' : formatBytes(stats.uploadedBytes));
+  set('stat-swarm', stats.peerId ? `${stats.peerId}${stats.seeder ? ' · seeder' : ''}` : window.p2pEngine ? 'connecting…' : 'P2P off');
+}
+
+function set(id, text) {
+  const el = document.getElementById(id);
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1024 * 1024)).toFixed(2)} MiB`;
+}
+
+function showError(text) {
+  const el = document.getElementById('error');
+  if (el) {
+    el.textContent = text;
+    el.hidden = false;
+  }
+}
