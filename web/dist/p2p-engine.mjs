@@ -1587,6 +1587,7 @@ var MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
 var MAX_DIGESTS = 4096;
 var MAX_FIRST_SEEN = 4096;
 var MAX_REPORT_PEERS = 256;
+var MAX_PEER_DELTAS = 1024;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
 var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
 var P2PEngine = class {
@@ -1611,6 +1612,7 @@ var P2PEngine = class {
       fetch: options.fetch ?? env.fetch?.bind(env)
     };
     this.scheduler = new Scheduler(options.scheduler);
+    this.httpRate = null;
     this.traceLog = options.trace ? [] : null;
     this.stats = {
       httpBytes: 0,
@@ -1887,6 +1889,7 @@ var P2PEngine = class {
     const links = conn ? [...conn.links.values()].filter((l) => l.state === "ready") : [];
     const seeder = this.isSeeder(conn);
     this.stats.seeder = conn ? seeder : null;
+    const scheduler = this.schedulerNow();
     let next = Infinity;
     for (const need of [...this.needs.values()]) {
       if (need.waiters.size === 0) {
@@ -1896,7 +1899,7 @@ var P2PEngine = class {
       if (need.httpOnly || need.transfer?.verifying) continue;
       const digest = this.digests.get(need.id);
       const playsAt = Math.min(...[...need.waiters].map((w) => w.playsAt(t)));
-      const decision = this.scheduler.decide(
+      const decision = scheduler.decide(
         t,
         me,
         { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
@@ -1923,6 +1926,12 @@ var P2PEngine = class {
       next = Math.min(next, this.execute(need, decision, t, conn));
     }
     if (next < Infinity) this.scheduleTick(next);
+  }
+  /** The scheduler with the HTTP rate it should assume now (see `httpRate`). */
+  schedulerNow() {
+    const configured = this.scheduler.config.httpRate;
+    if (!(this.httpRate > 0) || !(this.httpRate < configured)) return this.scheduler;
+    return new Scheduler({ ...this.scheduler.config, httpRate: this.httpRate });
   }
   /** Carries out a decision; returns when to look at the need again. */
   execute(need, d, t, conn) {
@@ -2113,10 +2122,15 @@ var P2PEngine = class {
     this.banned.set(peer, true);
     this.conn?.links.get(peer)?.close("banned");
   }
+  /** This peer's outcome counters for the next report (at most MAX_PEER_DELTAS peers wait). */
   peerDelta(peer) {
     let d = this.peerDeltas.get(peer);
     if (!d) {
       d = { peer_id: peer, ok: 0, failed: 0, mismatch: 0, bytes: 0 };
+      if (this.peerDeltas.size >= MAX_PEER_DELTAS) {
+        this.log.warn("report-backlog", "per-peer outcome dropped", peer);
+        return d;
+      }
       this.peerDeltas.set(peer, d);
     }
     return d;
@@ -2177,6 +2191,7 @@ var P2PEngine = class {
   async onHttpDone(need, r) {
     if (this.needs.get(need.id) !== need) return;
     this.stats.httpBytes += r.bytes.length;
+    this.httpRate = updateRate(this.httpRate, r.bytes.length, r.timing.end - r.timing.start) ?? this.httpRate;
     let prefix = null;
     if (r.from > 0) {
       const tr = need.transfer;

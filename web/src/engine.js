@@ -34,6 +34,8 @@ const MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
 const MAX_DIGESTS = 4096;
 const MAX_FIRST_SEEN = 4096;
 const MAX_REPORT_PEERS = 256;
+/** Peers whose outcomes wait for a report (while the socket is down, say). */
+const MAX_PEER_DELTAS = 1024;
 /** Tracker errors after which reconnecting cannot help. */
 const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
 const FAILURE_CAUSES = ['timeout', 'mismatch', 'absent', 'disconnect'];
@@ -77,6 +79,12 @@ export class P2PEngine {
       fetch: options.fetch ?? env.fetch?.bind(env),
     };
     this.scheduler = new Scheduler(options.scheduler);
+    /**
+     * Measured HTTP rate (bytes/s, EWMA over the engine's own fetches, request to last byte). The
+     * scheduler uses the lower of it and its configured rate: when the network or a busy page makes
+     * HTTP slow, HTTP starts earlier.
+     */
+    this.httpRate = null;
     /** With options.trace: the last decisions and events, for debugging ({t, what, ...}). */
     this.traceLog = options.trace ? [] : null;
 
@@ -389,6 +397,7 @@ export class P2PEngine {
     const links = conn ? [...conn.links.values()].filter((l) => l.state === 'ready') : [];
     const seeder = this.isSeeder(conn);
     this.stats.seeder = conn ? seeder : null;
+    const scheduler = this.schedulerNow();
     let next = Infinity;
     for (const need of [...this.needs.values()]) {
       if (need.waiters.size === 0) {
@@ -398,7 +407,7 @@ export class P2PEngine {
       if (need.httpOnly || need.transfer?.verifying) continue;
       const digest = this.digests.get(need.id);
       const playsAt = Math.min(...[...need.waiters].map((w) => w.playsAt(t)));
-      const decision = this.scheduler.decide(
+      const decision = scheduler.decide(
         t,
         me,
         { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
@@ -425,6 +434,13 @@ export class P2PEngine {
       next = Math.min(next, this.execute(need, decision, t, conn));
     }
     if (next < Infinity) this.scheduleTick(next);
+  }
+
+  /** The scheduler with the HTTP rate it should assume now (see `httpRate`). */
+  schedulerNow() {
+    const configured = this.scheduler.config.httpRate;
+    if (!(this.httpRate > 0) || !(this.httpRate < configured)) return this.scheduler;
+    return new Scheduler({ ...this.scheduler.config, httpRate: this.httpRate });
   }
 
   /** Carries out a decision; returns when to look at the need again. */
@@ -635,10 +651,15 @@ export class P2PEngine {
     this.conn?.links.get(peer)?.close('banned');
   }
 
+  /** This peer's outcome counters for the next report (at most MAX_PEER_DELTAS peers wait). */
   peerDelta(peer) {
     let d = this.peerDeltas.get(peer);
     if (!d) {
       d = { peer_id: peer, ok: 0, failed: 0, mismatch: 0, bytes: 0 };
+      if (this.peerDeltas.size >= MAX_PEER_DELTAS) {
+        this.log.warn('report-backlog', 'per-peer outcome dropped', peer);
+        return d; // counted in the totals, not per peer
+      }
       this.peerDeltas.set(peer, d);
     }
     return d;
@@ -703,6 +724,7 @@ export class P2PEngine {
     if (this.needs.get(need.id) !== need) return; // delivered or dropped meanwhile
     // need.http stays set until the bytes are accepted or refused: nothing else starts meanwhile.
     this.stats.httpBytes += r.bytes.length;
+    this.httpRate = updateRate(this.httpRate, r.bytes.length, r.timing.end - r.timing.start) ?? this.httpRate;
     // The peer bytes this HTTP range continues: a running transfer's, or a kept prefix.
     let prefix = null;
     if (r.from > 0) {

@@ -338,3 +338,24 @@ test('two requests for one segment share one fetch', async () => {
     engine.destroy();
   }
 });
+
+test('slow HTTP makes the scheduler start HTTP earlier (measured rate below the configured one)', async () => {
+  const bytes = body(10_000);
+  const gw = fakeGateway(new Map([[ID, bytes]]));
+  const slowFetch = async (url, init) => {
+    await sleep(100);
+    return gw.fetch(url, init);
+  };
+  const { engine } = joinedEngine({ fetch: slowFetch });
+  try {
+    assert.equal(engine.schedulerNow(), engine.scheduler, 'nothing measured yet: the configured rate');
+    await ask(engine, ID, 0);
+    assert.ok(engine.httpRate > 0 && engine.httpRate <= 100_000, `10 kB in ≥ 100 ms, measured ${engine.httpRate} B/s`);
+    const s = engine.schedulerNow();
+    assert.equal(s.config.httpRate, engine.httpRate);
+    const need = { segment: '/x', size: 100_000, playsAt: 10_000, freshLive: false };
+    assert.ok(s.httpStartBy(need) <= engine.scheduler.httpStartBy(need) - 900, 'HTTP starts about a second earlier');
+  } finally {
+    engine.destroy();
+  }
+});
