@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use peer_assist::node::{self, NodeConfig, TestBehaviour};
+use peer_assist::protocol::signal::Transport;
 
 #[derive(Parser)]
 #[command(
@@ -45,9 +46,18 @@ struct NodeArgs {
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// UDP address for QUIC.
+    /// UDP address for QUIC. Its IP also limits WebRTC candidates (a loopback IP: loopback only;
+    /// 0.0.0.0: every interface).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     bind: SocketAddr,
+    /// Transport to link with peers over; repeat for several (default: quic and webrtc). QUIC is
+    /// used with peers that have both.
+    #[arg(long = "transport", value_name = "NAME")]
+    transports: Vec<TransportArg>,
+    /// STUN/TURN server URL for WebRTC (stun:host:port); repeatable. Default: none, host
+    /// candidates only.
+    #[arg(long = "ice-server", value_name = "URL")]
+    ice_servers: Vec<String>,
     /// Never upload to other peers.
     #[arg(long)]
     no_upload: bool,
@@ -63,6 +73,12 @@ struct NodeArgs {
     /// TEST ONLY: upload at most this many bytes per second.
     #[arg(long, hide = true, value_name = "BYTES_PER_S")]
     test_slow_upload: Option<u64>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TransportArg {
+    Quic,
+    Webrtc,
 }
 
 fn main() -> ExitCode {
@@ -103,6 +119,17 @@ async fn run(args: NodeArgs) -> ExitCode {
     config.seed = args.seed;
     config.duration = duration;
     config.bind = args.bind;
+    if !args.transports.is_empty() {
+        config.transports = args
+            .transports
+            .iter()
+            .map(|t| match t {
+                TransportArg::Quic => Transport::Quic,
+                TransportArg::Webrtc => Transport::Webrtc,
+            })
+            .collect();
+    }
+    config.ice_servers = args.ice_servers;
     config.upload = !args.no_upload;
     config.upload_rate = args.upload_rate;
     config.privacy_floor = args.privacy_floor;
@@ -117,7 +144,10 @@ async fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("peer-assist: joined, QUIC on {}", handle.quic_addr);
+    match handle.quic_addr {
+        Some(addr) => eprintln!("peer-assist: joined, QUIC on {addr}"),
+        None => eprintln!("peer-assist: joined (no QUIC)"),
+    }
     let summary = if duration.is_some() {
         tokio::select! {
             s = handle.wait() => s,

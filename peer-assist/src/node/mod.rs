@@ -31,6 +31,8 @@ use crate::protocol::signal::{
 };
 use crate::scheduler::{Decision, Need, PeerState, Scheduler, SchedulerConfig, Transfer};
 use crate::transport::quic::{QuicIdentity, QuicTransport, QuicTuning};
+#[cfg(feature = "webrtc")]
+use crate::transport::webrtc::{WebrtcConfig, WebrtcEvent, WebrtcTransport};
 use crate::transport::{LinkReceiver, LinkSender, PeerLink};
 use http::GatewayClient;
 use playback::Timeline;
@@ -44,6 +46,10 @@ const LOOKAHEAD: usize = 8;
 const PEERS_PER_SEEDER: usize = 20;
 /// How long a new link may take to say who it is.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Relayed WebRTC signalling is paced to this many messages per second (burst: twice as many), so
+/// that with reports and leave the node stays well inside the tracker's budget (20/s, burst 40).
+#[cfg(feature = "webrtc")]
+const RELAY_RATE: f64 = 12.0;
 
 /// Switches that make a node misbehave, for tests and the load-test harness only.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -67,8 +73,14 @@ pub struct NodeConfig {
     pub seed: bool,
     /// Stop after this long (None: run until stopped).
     pub duration: Option<Duration>,
-    /// QUIC bind address.
+    /// QUIC bind address. Its IP also restricts where WebRTC gathers candidates (a loopback IP:
+    /// loopback only; the unspecified address: every interface).
     pub bind: SocketAddr,
+    /// Transports this node links over and announces in `join` (QUIC is used with peers that
+    /// have both). Default: QUIC and, when built with the `webrtc` feature, WebRTC.
+    pub transports: Vec<Transport>,
+    /// STUN/TURN server URLs for WebRTC; empty: host candidates only.
+    pub ice_servers: Vec<String>,
     /// Upload to other peers at all.
     pub upload: bool,
     /// Upload cap in bytes per second.
@@ -99,6 +111,8 @@ impl NodeConfig {
             seed: false,
             duration: None,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            transports: default_transports(),
+            ice_servers: Vec::new(),
             upload: true,
             upload_rate: 20_000_000,
             privacy_floor: 2,
@@ -111,6 +125,15 @@ impl NodeConfig {
             driven: false,
         }
     }
+}
+
+/// QUIC, and WebRTC when this crate is built with it.
+pub fn default_transports() -> Vec<Transport> {
+    let mut transports = vec![Transport::Quic];
+    if cfg!(feature = "webrtc") {
+        transports.push(Transport::Webrtc);
+    }
+    transports
 }
 
 /// Failures by cause.
@@ -176,7 +199,7 @@ pub enum NodeError {
     Signalling(String),
     #[error("the tracker refused the join: {0}")]
     Refused(String),
-    #[error("QUIC setup failed: {0}")]
+    #[error("transport setup failed: {0}")]
     Transport(String),
 }
 
@@ -184,7 +207,8 @@ pub enum NodeError {
 pub struct NodeHandle {
     task: JoinHandle<Summary>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub quic_addr: SocketAddr,
+    /// Where the node accepts QUIC links (`None` when QUIC is not among its transports).
+    pub quic_addr: Option<SocketAddr>,
     stats: Arc<LiveStats>,
     events: mpsc::UnboundedSender<Event>,
 }
@@ -268,8 +292,10 @@ enum Event {
         peer: String,
         frame: Frame,
     },
+    /// A link ended, or an attempt to make one failed (`link: None`).
     LinkDown {
         peer: String,
+        link: Option<LinkSender>,
     },
     Playlist(Result<http::MediaPlaylist, String>),
     Http {
@@ -286,10 +312,27 @@ enum Event {
 
 /// Starts a node: joins the swarm and begins playing. Returns once it has joined.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
-    let identity = QuicIdentity::generate().map_err(|e| NodeError::Transport(e.to_string()))?;
-    let transport = QuicTransport::bind(config.bind, identity, QuicTuning::tuned())
-        .map_err(|e| NodeError::Transport(e.to_string()))?;
-    let quic_addr = transport.local_addr();
+    let transports: Vec<Transport> = [Transport::Quic, Transport::Webrtc]
+        .into_iter()
+        .filter(|t| config.transports.contains(t))
+        .collect();
+    if transports.is_empty() {
+        return Err(NodeError::Transport("no transport configured".into()));
+    }
+    if cfg!(not(feature = "webrtc")) && transports.contains(&Transport::Webrtc) {
+        return Err(NodeError::Transport(
+            "WebRTC requested, but this build has no `webrtc` feature".into(),
+        ));
+    }
+    let quic = if transports.contains(&Transport::Quic) {
+        let identity = QuicIdentity::generate().map_err(|e| NodeError::Transport(e.to_string()))?;
+        let transport = QuicTransport::bind(config.bind, identity, QuicTuning::tuned())
+            .map_err(|e| NodeError::Transport(e.to_string()))?;
+        Some(Arc::new(transport))
+    } else {
+        None
+    };
+    let quic_addr = quic.as_ref().map(|t| t.local_addr());
     let ws_url = format!(
         "{}/p2p/v1/ws?stream={}",
         config.gateway.replacen("http", "ws", 1),
@@ -308,13 +351,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         stream: config.stream.clone(),
         rendition: config.rendition,
         capabilities: Capabilities {
-            transports: vec![Transport::Quic],
+            transports,
             upload: config.upload,
         },
         token: None,
-        quic: Some(QuicAddress {
-            addr: quic_addr.to_string(),
-            fingerprint: transport.fingerprint().to_owned(),
+        quic: quic.as_ref().map(|t| QuicAddress {
+            addr: t.local_addr().to_string(),
+            fingerprint: t.fingerprint().to_owned(),
         }),
     };
     ws_tx
@@ -381,32 +424,56 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             events_tx.clone(),
         ))
     };
-    let transport = Arc::new(transport);
     let tasks = TaskSet::default();
-    let acceptor = {
-        let transport = Arc::clone(&transport);
+    let mut background = vec![reader, writer, follower];
+    if let Some(quic) = &quic {
+        let transport = Arc::clone(quic);
         let tx = events_tx.clone();
         let me = welcome.0.clone();
         let tasks = tasks.clone();
-        tokio::spawn(async move {
+        background.push(tokio::spawn(async move {
             while let Some(link) = transport.accept().await {
                 tasks.spawn(run_link(link, me.clone(), None, tx.clone()));
             }
-        })
+        }));
+    }
+    let node_transports = NodeTransports {
+        quic,
+        #[cfg(feature = "webrtc")]
+        webrtc: if config.transports.contains(&Transport::Webrtc) {
+            let started = start_webrtc(
+                &config,
+                &welcome.0,
+                &events_tx,
+                &signal_out,
+                &tasks,
+                &mut background,
+            );
+            match started {
+                Ok(webrtc) => Some(webrtc),
+                Err(e) => {
+                    for task in &background {
+                        task.abort();
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        },
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     let node = Node::new(
         config,
         welcome.0,
         client,
-        transport,
+        node_transports,
         events_tx,
         signal_out,
         tasks.clone(),
     );
     let stats = Arc::clone(&node.stats);
     let needs = node.events.clone();
-    let background = vec![reader, writer, follower, acceptor];
     let task = tokio::spawn(async move {
         let _guard = AbortOnDrop(background, tasks);
         node.run(events, stop_rx).await
@@ -418,6 +485,82 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         stats,
         events: needs,
     })
+}
+
+/// The transports of a node; QUIC is preferred with peers that have both.
+struct NodeTransports {
+    quic: Option<Arc<QuicTransport>>,
+    #[cfg(feature = "webrtc")]
+    webrtc: Option<Arc<WebrtcTransport>>,
+}
+
+impl NodeTransports {
+    /// Closes every link and attempt.
+    fn close(&self) {
+        if let Some(quic) = &self.quic {
+            quic.close();
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(webrtc) = &self.webrtc {
+            webrtc.close();
+        }
+    }
+}
+
+/// Creates the WebRTC transport and its two pumps: opened data channels become links (run like
+/// accepted QUIC links, but the peer id is known), outgoing signalling becomes paced relays.
+#[cfg(feature = "webrtc")]
+fn start_webrtc(
+    config: &NodeConfig,
+    me: &str,
+    events: &mpsc::UnboundedSender<Event>,
+    signal: &mpsc::UnboundedSender<ClientMessage>,
+    tasks: &TaskSet,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Arc<WebrtcTransport>, NodeError> {
+    let webrtc_config = WebrtcConfig {
+        ice_servers: config.ice_servers.clone(),
+        ..WebrtcConfig::new(config.bind.ip())
+    };
+    let (transport, mut outgoing) =
+        WebrtcTransport::new(me, webrtc_config).map_err(|e| NodeError::Transport(e.to_string()))?;
+    let transport = Arc::new(transport);
+    {
+        let transport = Arc::clone(&transport);
+        let tx = events.clone();
+        let me = me.to_owned();
+        let tasks = tasks.clone();
+        background.push(tokio::spawn(async move {
+            while let Some(event) = transport.next_event().await {
+                match event {
+                    WebrtcEvent::Open { peer, link } => {
+                        tasks.spawn(run_link(link, me.clone(), Some(peer), tx.clone()));
+                    }
+                    WebrtcEvent::Failed { peer, error } => {
+                        tracing::debug!(%peer, %error, "WebRTC attempt failed");
+                        let _ = tx.send(Event::LinkDown { peer, link: None });
+                    }
+                }
+            }
+        }));
+    }
+    let signal = signal.clone();
+    background.push(tokio::spawn(async move {
+        let mut budget = crate::tracker::registry::MessageBudget::new(
+            RELAY_RATE,
+            2.0 * RELAY_RATE,
+            Instant::now(),
+        );
+        while let Some((to, payload)) = outgoing.recv().await {
+            while !budget.take(Instant::now()) {
+                tokio::time::sleep(Duration::from_secs_f64(1.0 / RELAY_RATE)).await;
+            }
+            if signal.send(ClientMessage::Relay { to, payload }).is_err() {
+                return;
+            }
+        }
+    }));
+    Ok(transport)
 }
 
 /// Every task a node spawns (links, uploads, HTTP fetches), so that nothing of a stopped or killed
@@ -469,23 +612,16 @@ async fn run_link(
         mut receiver,
         ..
     } = link;
-    let hello = Frame::Handshake {
-        version: PROTOCOL_VERSION,
-        peer_id: me,
-    };
-    if sender.send(hello.encode()).await.is_err() {
+    let Some(peer) = handshake(&sender, &mut receiver, me, expected.as_deref()).await else {
+        // A link we asked for: the node stops waiting for it.
+        if let Some(peer) = expected {
+            let _ = events.send(Event::LinkDown {
+                peer,
+                link: Some(sender),
+            });
+        }
         return;
-    }
-    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, receiver.recv()).await {
-        Ok(Some(bytes)) => match frame::decode_exact(&bytes) {
-            Ok(Frame::Handshake { peer_id, .. }) => peer_id,
-            _ => return sender.close("expected a handshake"),
-        },
-        _ => return sender.close("no handshake"),
     };
-    if expected.as_ref().is_some_and(|e| e != &peer) {
-        return sender.close("unexpected peer id");
-    }
     if events
         .send(Event::LinkUp {
             peer: peer.clone(),
@@ -497,7 +633,45 @@ async fn run_link(
     }
     forward_frames(&mut receiver, &peer, &events).await;
     sender.close("link ended");
-    let _ = events.send(Event::LinkDown { peer });
+    let _ = events.send(Event::LinkDown {
+        peer,
+        link: Some(sender),
+    });
+}
+
+/// Sends our Handshake and reads the peer's: its peer id, or `None` (the link is closed) if it
+/// sends something else, nothing in time, or is not `expected`.
+async fn handshake(
+    sender: &LinkSender,
+    receiver: &mut LinkReceiver,
+    me: String,
+    expected: Option<&str>,
+) -> Option<String> {
+    let hello = Frame::Handshake {
+        version: PROTOCOL_VERSION,
+        peer_id: me,
+    };
+    if sender.send(hello.encode()).await.is_err() {
+        return None;
+    }
+    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, receiver.recv()).await {
+        Ok(Some(bytes)) => match frame::decode_exact(&bytes) {
+            Ok(Frame::Handshake { peer_id, .. }) => peer_id,
+            _ => {
+                sender.close("expected a handshake");
+                return None;
+            }
+        },
+        _ => {
+            sender.close("no handshake");
+            return None;
+        }
+    };
+    if expected.is_some_and(|e| e != peer) {
+        sender.close("unexpected peer id");
+        return None;
+    }
+    Some(peer)
 }
 
 async fn forward_frames(
@@ -571,7 +745,7 @@ struct Node {
     me: String,
     started: Instant,
     client: GatewayClient,
-    transport: Arc<QuicTransport>,
+    transports: NodeTransports,
     events: mpsc::UnboundedSender<Event>,
     signal: mpsc::UnboundedSender<ClientMessage>,
     scheduler: Scheduler,
@@ -608,7 +782,7 @@ impl Node {
         config: NodeConfig,
         me: String,
         client: GatewayClient,
-        transport: Arc<QuicTransport>,
+        transports: NodeTransports,
         events: mpsc::UnboundedSender<Event>,
         signal: mpsc::UnboundedSender<ClientMessage>,
         tasks: TaskSet,
@@ -636,7 +810,7 @@ impl Node {
             me,
             started: now,
             client,
-            transport,
+            transports,
             events,
             signal,
             digests: HashMap::new(),
@@ -694,7 +868,7 @@ impl Node {
         for task in self.uploads.values() {
             task.abort();
         }
-        self.transport.close();
+        self.transports.close();
         self.finish()
     }
 
@@ -719,7 +893,7 @@ impl Node {
                 tracing::warn!(peer = %self.me, "tracker connection closed: HTTP only from now on")
             }
             Event::LinkUp { peer, sender } => self.on_link_up(peer, sender),
-            Event::LinkDown { peer } => self.drop_link(&peer, Cause::Disconnect),
+            Event::LinkDown { peer, link } => self.on_link_down(&peer, link.as_ref()),
             Event::Frame { peer, frame } => self.on_frame(&peer, frame, now),
             Event::Playlist(Ok(playlist)) => self.on_playlist(playlist, now),
             Event::Playlist(Err(e)) => tracing::debug!(error = %e, "playlist reload failed"),
@@ -755,14 +929,16 @@ impl Node {
             ServerMessage::Error { code, message } => {
                 tracing::warn!(?code, %message, "tracker error");
             }
-            ServerMessage::Welcome { .. } | ServerMessage::Relay { .. } => {}
+            ServerMessage::Relay { from, payload } => self.on_relay(&from, &payload),
+            ServerMessage::Welcome { .. } => {}
         }
     }
 
     /// Opens links to listed peers. Of two peers, the one with the greater id connects, so each pair
-    /// has one link.
+    /// has one link: over QUIC if both have it, else over WebRTC if both have that (the peer with
+    /// the smaller id applies the same rule to the same list, so both sides agree).
     fn connect_peers(&mut self) {
-        let candidates: Vec<(String, QuicAddress)> = self
+        let candidates: Vec<PeerInfo> = self
             .swarm
             .iter()
             .filter(|p| p.peer_id.as_str() < self.me.as_str())
@@ -770,33 +946,88 @@ impl Node {
                 !self.links.contains_key(&p.peer_id) && !self.connecting.contains(&p.peer_id)
             })
             .filter(|p| !self.banned.contains(&p.peer_id))
-            .filter_map(|p| p.quic.clone().map(|q| (p.peer_id.clone(), q)))
+            .cloned()
             .collect();
-        for (peer, quic) in candidates {
+        for peer in candidates {
             if self.links.len() + self.connecting.len() >= self.config.max_links {
                 break;
             }
-            let Ok(addr) = quic.addr.parse::<SocketAddr>() else {
+            let quic =
+                self.transports
+                    .quic
+                    .clone()
+                    .zip(peer.quic.as_ref().and_then(|q| {
+                        Some((q.addr.parse::<SocketAddr>().ok()?, q.fingerprint.clone()))
+                    }));
+            if let Some((transport, (addr, fingerprint))) = quic {
+                self.connecting.insert(peer.peer_id.clone());
+                let events = self.events.clone();
+                let me = self.me.clone();
+                let peer = peer.peer_id;
+                self.tasks.spawn(async move {
+                    match transport.connect(addr, &fingerprint).await {
+                        Ok(link) => run_link(link, me, Some(peer), events).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot connect to peer");
+                            let _ = events.send(Event::LinkDown { peer, link: None });
+                        }
+                    }
+                });
                 continue;
-            };
-            self.connecting.insert(peer.clone());
-            let transport = Arc::clone(&self.transport);
-            let events = self.events.clone();
-            let me = self.me.clone();
-            self.tasks.spawn(async move {
-                match transport.connect(addr, &quic.fingerprint).await {
-                    Ok(link) => run_link(link, me, Some(peer), events).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "cannot connect to peer");
-                        let _ = events.send(Event::LinkDown { peer });
+            }
+            #[cfg(feature = "webrtc")]
+            if let Some(webrtc) = &self.transports.webrtc {
+                if peer.transports.contains(&Transport::Webrtc) {
+                    // The outcome arrives as a WebRTC event (a link, or a LinkDown).
+                    match webrtc.connect(&peer.peer_id) {
+                        Ok(()) => {
+                            self.connecting.insert(peer.peer_id);
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer.peer_id, error = %e, "cannot offer to peer")
+                        }
                     }
                 }
-            });
+            }
+        }
+    }
+
+    /// A relayed signalling payload: WebRTC negotiation.
+    fn on_relay(&mut self, from: &str, payload: &serde_json::Value) {
+        if self.banned.contains(from) {
+            return;
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(webrtc) = &self.transports.webrtc {
+            if let Err(e) = webrtc.handle_signal(from, payload) {
+                tracing::debug!(peer = %from, error = %e, "unusable relay payload");
+            }
+            return;
+        }
+        tracing::debug!(peer = %from, kind = ?payload.get("kind"), "relay ignored: no WebRTC");
+    }
+
+    /// A link ended or an attempt failed. Only the link in use counts: a stale link's end (one
+    /// that was replaced, or refused as a duplicate) changes nothing.
+    fn on_link_down(&mut self, peer: &str, link: Option<&LinkSender>) {
+        let current = self
+            .links
+            .get(peer)
+            .is_some_and(|l| link.is_some_and(|s| l.sender.same_link(s)));
+        if current {
+            self.drop_link(peer, Cause::Disconnect);
+        } else if !self.links.contains_key(peer) {
+            self.connecting.remove(peer);
         }
     }
 
     fn on_link_up(&mut self, peer: String, sender: LinkSender) {
         self.connecting.remove(&peer);
+        // A link that closed but whose end we have not processed yet gives way to the new one (a
+        // WebRTC peer that started over).
+        if self.links.get(&peer).is_some_and(|l| l.sender.is_closed()) {
+            self.drop_link(&peer, Cause::Disconnect);
+        }
         if self.banned.contains(&peer) || self.links.contains_key(&peer) {
             sender.close("not wanted");
             return;
@@ -1519,9 +1750,10 @@ impl Node {
 }
 
 impl Drop for Node {
-    /// Whether it ends normally or is killed, a node's QUIC endpoint closes with it.
+    /// Whether it ends normally or is killed, a node's QUIC endpoint and WebRTC peer connections
+    /// close with it.
     fn drop(&mut self) {
-        self.transport.close();
+        self.transports.close();
     }
 }
 

@@ -2,7 +2,9 @@
 //! introduce to whom, and per-connection message budgets.
 //!
 //! A swarm is (stream, rendition), optionally split by network region. Matching returns up to K peers:
-//! same region first, then best score, never the asker, never a peer caught lying or failing.
+//! same region first, then best score, never the asker, never a peer caught lying or failing, never a
+//! peer the asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only
+//! native peer).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -213,8 +215,8 @@ impl Registry {
         self.swarms.len()
     }
 
-    /// Up to K peers for `id`: same swarm, matchable, not itself; same region first, then best score,
-    /// then the longest-standing (they hold the most segments).
+    /// Up to K peers for `id`: same swarm, matchable, not itself, at least one transport in common;
+    /// same region first, then best score, then the longest-standing (they hold the most segments).
     pub fn matches(&self, id: &str) -> Vec<PeerInfo> {
         let Some(me) = self.members.get(id) else {
             return Vec::new();
@@ -225,6 +227,7 @@ impl Registry {
             .filter(|p| p.as_str() != id)
             .filter_map(|p| self.members.get(p))
             .filter(|m| m.score.matchable(self.config.min_score))
+            .filter(|m| m.transports.iter().any(|t| me.transports.contains(t)))
             .collect();
         candidates.sort_by(|a, b| {
             let same_a = a.region.is_some() && a.region == me.region;
@@ -349,6 +352,35 @@ mod tests {
         );
         assert_eq!(ids(&r.matches("a")), ["b", "c"]);
         assert!(r.matches("nobody").is_empty());
+    }
+
+    #[test]
+    fn only_peers_with_a_common_transport_are_matched() {
+        let with = |id: &str, transports: &[Transport]| Member {
+            transports: transports.to_vec(),
+            ..member(id, None)
+        };
+        let mut r = registry(8);
+        let s = r.swarm_key("/s", 0, None);
+        r.join(with("quic", &[Transport::Quic]), s.clone()).unwrap();
+        r.join(
+            with("both", &[Transport::Quic, Transport::Webrtc]),
+            s.clone(),
+        )
+        .unwrap();
+        r.join(with("browser", &[Transport::Webrtc]), s.clone())
+            .unwrap();
+        r.join(with("browser2", &[Transport::Webrtc]), s.clone())
+            .unwrap();
+        r.join(with("mute", &[]), s.clone()).unwrap();
+        assert_eq!(
+            ids(&r.matches("browser")),
+            ["both", "browser2"],
+            "never a QUIC-only peer"
+        );
+        assert_eq!(ids(&r.matches("quic")), ["both"]);
+        assert_eq!(ids(&r.matches("both")), ["quic", "browser", "browser2"]);
+        assert!(r.matches("mute").is_empty());
     }
 
     #[test]
