@@ -1,0 +1,177 @@
+// The web player in real Chromium against a real gateway on 127.0.0.1 (issue 4's checks):
+// playback, browser-to-browser WebRTC offload, and native (Rust, WebRTC) seed nodes that lie or
+// behave. Run: node --test tests/browser/ (from web/), after building the Rust binaries.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  launchBrowser,
+  metric,
+  offloadBetween,
+  openPlayer,
+  sleep,
+  startGateway,
+  startNode,
+  waitForPlayback,
+} from './harness.mjs';
+
+let browser;
+
+before(async () => {
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+/** Runs `body` with a fresh gateway; on failure the gateway's log is added to the error. */
+async function withGateway(body) {
+  const gw = await startGateway();
+  try {
+    await body(gw);
+  } catch (e) {
+    e.message += `\n--- gateway log (tail) ---\n${gw.logs().slice(-4000)}`;
+    throw e;
+  } finally {
+    await gw.stop();
+  }
+}
+
+function describeViewer(name, viewer, s) {
+  return `${name}: ${JSON.stringify(s)}\n${viewer.console.slice(-20).join('\n')}`;
+}
+
+describe('web player', { timeout: 240_000 }, () => {
+  test('the gateway serves the page, its bundle and its config', async () => {
+    await withGateway(async (gw) => {
+      for (const path of ['/', '/player', '/player?src=/demo/vod/master.m3u8']) {
+        const r = await fetch(gw.url + path);
+        assert.equal(r.status, 200, path);
+        assert.match(r.headers.get('content-type'), /^text\/html/);
+        assert.match(await r.text(), /player\.js/);
+      }
+      const js = await fetch(`${gw.url}/player.js`);
+      assert.equal(js.status, 200);
+      assert.match(js.headers.get('content-type'), /^text\/javascript/);
+      const etag = js.headers.get('etag');
+      assert.ok(etag, 'an ETag');
+      const again = await fetch(`${gw.url}/player.js`, { headers: { 'if-none-match': etag } });
+      assert.equal(again.status, 304);
+      const engine = await fetch(`${gw.url}/p2p-engine.mjs`);
+      assert.equal(engine.status, 200);
+      const config = await (await fetch(`${gw.url}/player/config.json`)).json();
+      assert.deepEqual(config, { iceServers: [] });
+    });
+  });
+
+  test('one viewer plays the demo live stream for 30 s without a stall', async () => {
+    await withGateway(async (gw) => {
+      const viewer = await openPlayer(browser, gw);
+      try {
+        const start = await waitForPlayback(viewer);
+        await sleep(30_000);
+        const end = await viewer.stats();
+        const why = describeViewer('viewer', viewer, end);
+        assert.ok(end.currentTime - start.currentTime >= 25, `currentTime advanced ${
+          (end.currentTime - start.currentTime).toFixed(1)} s in 30 s\n${why}`);
+        assert.equal(end.stalls, 0, why);
+        assert.ok(end.httpBytes > 0, why);
+        assert.equal(end.rejectedSegments, 0, why);
+      } finally {
+        await viewer.close();
+      }
+    });
+  });
+
+  test('two viewers on one rendition: the second gets most of its bytes from the first', async () => {
+    await withGateway(async (gw) => {
+      const first = await openPlayer(browser, gw, '?level=0');
+      let second;
+      try {
+        await waitForPlayback(first);
+        await sleep(6_000);
+        second = await openPlayer(browser, gw, '?level=0');
+        await waitForPlayback(second);
+        await sleep(8_000); // warm-up: links open, the start-up segments are behind us
+        const before = await second.stats();
+        await sleep(24_000);
+        const after = await second.stats();
+        const firstEnd = await first.stats();
+        const why = `${describeViewer('second', second, after)}\n${describeViewer('first', first, firstEnd)}`;
+        const share = offloadBetween(before, after);
+        assert.ok(share >= 0.5, `second viewer: ${(share * 100).toFixed(1)}% from peers after warm-up\n${why}`);
+        assert.ok(after.verifiedSegments > 0 && after.peers >= 1, why);
+        assert.equal(after.rejectedSegments, 0, why);
+        assert.equal(after.stalls, 0, why);
+        assert.equal(firstEnd.stalls, 0, why);
+        assert.ok(firstEnd.uploadedBytes === undefined || firstEnd.uploadedBytes > 0, why);
+      } finally {
+        await second?.close();
+        await first.close();
+      }
+    });
+  });
+
+  test('a native seed that corrupts what it uploads is rejected, playback goes on', async () => {
+    await withGateway(async (gw) => {
+      const liar = await startNode(gw, ['--seed', '--test-lie']);
+      let viewer;
+      try {
+        await sleep(3_000); // the seed holds segments before the viewer arrives
+        viewer = await openPlayer(browser, gw, '?level=0');
+        await waitForPlayback(viewer);
+        const deadline = Date.now() + 30_000;
+        let s = await viewer.stats();
+        while (Date.now() < deadline && s.rejectedSegments === 0) {
+          await sleep(500);
+          s = await viewer.stats();
+        }
+        await sleep(10_000); // keeps playing after the lie, over HTTP
+        s = await viewer.stats();
+        const why = `${describeViewer('viewer', viewer, s)}\n--- node ---\n${liar.logs().slice(-3000)}`;
+        assert.ok(s.rejectedSegments > 0, `the browser rejected nothing\n${why}`);
+        assert.equal(s.stalls, 0, why);
+        assert.ok(s.httpBytes > 0, why);
+        // The browser's delivery report reached the tracker.
+        const reportDeadline = Date.now() + 10_000;
+        let mismatches = await metric(gw, 'p2p_digest_mismatches_total');
+        while (mismatches === 0 && Date.now() < reportDeadline) {
+          await sleep(500);
+          mismatches = await metric(gw, 'p2p_digest_mismatches_total');
+        }
+        assert.ok(mismatches > 0, `gateway metrics show no mismatch\n${why}`);
+      } finally {
+        await viewer?.close();
+        await liar.finish();
+      }
+    });
+  });
+
+  test('a native seed that behaves gives the browser bytes over WebRTC', async () => {
+    await withGateway(async (gw) => {
+      const seed = await startNode(gw, ['--seed']);
+      let viewer;
+      let summary;
+      try {
+        await sleep(3_000);
+        viewer = await openPlayer(browser, gw, '?level=0');
+        await waitForPlayback(viewer);
+        await sleep(20_000);
+        const s = await viewer.stats();
+        summary = await seed.finish();
+        const why = `${describeViewer('viewer', viewer, s)}\n--- node ---\n${seed.logs().slice(-3000)}\nsummary: ${
+          JSON.stringify({ ...summary, log: undefined })}`;
+        assert.ok(s.p2pBytes > 0 && s.verifiedSegments > 0, `no verified peer bytes\n${why}`);
+        assert.ok(s.peers >= 1, why);
+        assert.equal(s.rejectedSegments, 0, why);
+        assert.equal(s.stalls, 0, why);
+        assert.ok(summary && summary.uploaded_bytes >= s.p2pBytes, `the seed uploaded what the browser got\n${why}`);
+      } finally {
+        await viewer?.close();
+        if (!summary) await seed.finish();
+      }
+    });
+  });
+});
