@@ -65,6 +65,7 @@ use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use m3u8_rs::Playlist;
 use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, TestBehaviour};
+use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
 
 use crate::player::{
@@ -563,6 +564,8 @@ fn node_config(url: &Uri, rendition: u32) -> NodeConfig {
         driven: true,
         rendition,
         duration: None,
+        // Simulated viewers are native peers: QUIC between them, no idle WebRTC stack per viewer.
+        transports: vec![Transport::Quic],
         ..NodeConfig::new(&format!("{scheme}://{authority}"), url.path())
     }
 }
