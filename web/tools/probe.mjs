@@ -8,8 +8,11 @@
 
 import { chromium } from 'playwright-core';
 
+/** --name value pairs; a --flag followed by another option (or nothing) is true. */
 const args = Object.fromEntries(
-  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith('--') ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
+  process.argv.slice(2).flatMap((a, i, all) =>
+    a.startsWith('--') ? [[a.slice(2), all[i + 1] === undefined || all[i + 1].startsWith('--') ? true : all[i + 1]]] : [],
+  ),
 );
 const url = args.url ?? 'http://127.0.0.1:8081/?level=0';
 const pages = Number(args.pages ?? 2);
