@@ -462,7 +462,8 @@ var PeerLink = class {
     dc.onopen = () => this.onOpen();
     dc.onclose = () => this.close("channel closed");
     dc.onerror = (e) => {
-      if (this.state !== "closed") this.hooks.warn("channel-error", this.remote, e?.error?.message ?? "");
+      if (this.state === "closed" || e?.error?.sctpCauseCode === 12) return;
+      this.hooks.warn("channel-error", this.remote, e?.error?.message ?? "");
     };
     dc.onmessage = (e) => this.onMessage(e.data);
     dc.onbufferedamountlow = () => this.pump();

@@ -145,7 +145,9 @@ export class PeerLink {
     dc.onopen = () => this.onOpen();
     dc.onclose = () => this.close('channel closed');
     dc.onerror = (e) => {
-      if (this.state !== 'closed') this.hooks.warn('channel-error', this.remote, e?.error?.message ?? '');
+      // SCTP cause 12, "User-Initiated Abort": the other side closed the channel, not an error.
+      if (this.state === 'closed' || e?.error?.sctpCauseCode === 12) return;
+      this.hooks.warn('channel-error', this.remote, e?.error?.message ?? '');
     };
     dc.onmessage = (e) => this.onMessage(e.data);
     dc.onbufferedamountlow = () => this.pump();
