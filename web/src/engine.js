@@ -329,12 +329,15 @@ export class P2PEngine {
     };
     const handle = { cancel: () => this.dropWaiter(id, waiter) };
     const stored = this.store.get(id);
+    if (this.traceLog) {
+      const t = now();
+      this.trace('fetch', { id, in: Math.round(waiter.playsAt(t) - t), level: frag?.level, stored: Boolean(stored) });
+    }
     if (stored) {
       queueMicrotask(() => waiter.onSuccess(deliverable(stored)));
       return handle;
     }
     if (!this.firstSeen.has(id)) this.firstSeen.set(id, now());
-    this.trace('fetch', { id, in: Math.round(waiter.playsAt(now()) - now()), level: frag?.level, stored: false });
     let need = this.needs.get(id);
     if (!need) {
       const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
