@@ -4,7 +4,10 @@
 //!
 //! It is an ordinary HTTP origin on a loopback port: the gateway fetches and caches it exactly like any
 //! other. The live timeline is a pure function of wall-clock time counted from the Unix epoch, so every
-//! gateway instance serves the same live edge and the same segment names.
+//! gateway instance serves the same live edge and the same segment names. Only the discontinuity
+//! sequence counts from the gateway's start (the loop before it): counted from 1970 it would be near
+//! 10^8, and hls.js keeps an array indexed by it that it walks on every playlist reload (over a
+//! second of main-thread time per reload, enough to stall playback on a busy machine).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -68,13 +71,17 @@ impl Rendition {
         (loops * n + complete).saturating_sub(1)
     }
 
-    /// The live media playlist at `now_ms`.
-    pub fn live_playlist(&self, now_ms: u64) -> String {
+    /// The live media playlist at `now_ms`, for a stream whose discontinuities are counted from the
+    /// loop before the one playing at `since_ms` (the gateway's start; 0 counts from the epoch).
+    pub fn live_playlist(&self, now_ms: u64, since_ms: u64) -> String {
         let n = self.count();
         let edge = self.live_edge(now_ms);
         let first = edge.saturating_sub(LIVE_WINDOW - 1);
-        // Discontinuity tags already removed from the window: one per loop start in 1..first.
-        let discontinuity_sequence = first.saturating_sub(1) / n;
+        // Discontinuity tags already removed from the window: one per loop start in 1..first,
+        // less those before the counting base. The window (LIVE_WINDOW segments) is shorter than a
+        // loop, so at `since_ms` the window never reaches back before the base loop.
+        let base = (since_ms / self.loop_ms()).saturating_sub(1);
+        let discontinuity_sequence = (first.saturating_sub(1) / n).saturating_sub(base);
         let mut text = String::with_capacity(1024);
         let _ = write!(
             text,
@@ -111,6 +118,8 @@ impl Rendition {
 pub struct DemoStream {
     files: HashMap<&'static str, Bytes>,
     renditions: HashMap<String, Rendition>,
+    /// When this origin started (ms since the epoch): the base of the discontinuity sequence.
+    started_ms: u64,
 }
 
 impl DemoStream {
@@ -134,7 +143,11 @@ impl DemoStream {
         if renditions.is_empty() || !files.contains_key("vod/master.m3u8") {
             return Err("the demo stream was not embedded (gateway/demo is empty)".into());
         }
-        Ok(Self { files, renditions })
+        Ok(Self {
+            files,
+            renditions,
+            started_ms: now_ms(),
+        })
     }
 
     pub fn renditions(&self) -> impl Iterator<Item = &Rendition> {
@@ -155,7 +168,10 @@ impl DemoStream {
         let (name, file) = live.split_once('/')?;
         let rendition = self.renditions.get(name)?;
         if file == "index.m3u8" {
-            return Some((PLAYLIST, Bytes::from(rendition.live_playlist(now_ms))));
+            return Some((
+                PLAYLIST,
+                Bytes::from(rendition.live_playlist(now_ms, self.started_ms)),
+            ));
         }
         let sequence: u64 = file.strip_suffix(".ts")?.parse().ok()?;
         if sequence > rendition.live_edge(now_ms) {
@@ -265,7 +281,7 @@ mod tests {
     fn live_playlist_window_sequence_and_discontinuities() {
         let r = rendition();
         // Edge at sequence 22: window 17..=22, a loop starts at 20.
-        let text = r.live_playlist(46_000);
+        let text = r.live_playlist(46_000, 0);
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:17\n"), "{text}");
         assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{text}");
         assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:40.000Z\n#EXTINF:2.000,\n20.ts\n"), "{text}");
@@ -281,16 +297,45 @@ mod tests {
     fn discontinuity_sequence_counts_removed_tags() {
         let r = rendition();
         // Window starting exactly at a loop start keeps its tag: only the earlier ones were removed.
-        let at_loop = r.live_playlist((20 + LIVE_WINDOW) * 2000);
+        let at_loop = r.live_playlist((20 + LIVE_WINDOW) * 2000, 0);
         assert!(
             at_loop.contains("#EXT-X-MEDIA-SEQUENCE:20\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n"),
             "{at_loop}"
         );
-        let after = r.live_playlist((21 + LIVE_WINDOW) * 2000);
+        let after = r.live_playlist((21 + LIVE_WINDOW) * 2000, 0);
         assert!(
             after.contains("#EXT-X-MEDIA-SEQUENCE:21\n#EXT-X-DISCONTINUITY-SEQUENCE:2\n"),
             "{after}"
         );
+    }
+
+    #[test]
+    fn discontinuity_sequence_counts_from_the_start() {
+        let r = rendition();
+        // Started at 1000 s (loop 50): counting begins with loop 49, so the number stays small,
+        // never decreases and still grows by one per removed tag.
+        let since = 1_000_000;
+        let mut last = 0;
+        for now in (since..since + 200_000).step_by(500) {
+            let text = r.live_playlist(now, since);
+            let line = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+                .unwrap();
+            let value: u64 = line.parse().unwrap();
+            assert!(value >= last && value <= 11, "{now}: {value}");
+            // The epoch-based count minus the base, whenever the window is past the base loop.
+            let epoch_based: u64 = r
+                .live_playlist(now, 0)
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(value, epoch_based - 49, "{now}");
+            last = value;
+        }
+        assert!(last >= 9);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 // Shared pieces of the browser tests: a real gateway (the debug binary, built-in demo origin) on
 // 127.0.0.1, Debian's Chromium driven by playwright-core, and native `peer-assist` nodes.
 //
-// Binaries: $GATEWAY_BIN and $PEER_ASSIST_BIN, else target/debug/{gateway,peer-assist} of this
+// Binaries: $TEST_GATEWAY_BIN and $TEST_PEER_ASSIST_BIN, else target/debug/{gateway,peer-assist} of this
 // repository (scripts/test builds them). Chromium: $CHROMIUM, else /usr/bin/chromium.
 
 import { spawn } from 'node:child_process';
@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const GATEWAY_BIN = process.env.GATEWAY_BIN ?? join(root, 'target/debug/gateway');
-const PEER_ASSIST_BIN = process.env.PEER_ASSIST_BIN ?? join(root, 'target/debug/peer-assist');
+const GATEWAY_BIN = process.env.TEST_GATEWAY_BIN ?? join(root, 'target/debug/gateway');
+const PEER_ASSIST_BIN = process.env.TEST_PEER_ASSIST_BIN ?? join(root, 'target/debug/peer-assist');
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
 export const LIVE = '/demo/live/master.m3u8';
@@ -28,7 +28,9 @@ function need(path, what) {
 
 /** Starts a child process; its output is kept (the last 64 KiB) for failure messages. */
 function start(bin, args, name) {
-  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn,dtls=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error' };
+  // The gateway refuses GATEWAY_* variables it does not know: none leak in from the caller.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('GATEWAY_')));
+  env.RUST_LOG ??= 'warn,dtls=error,webrtc=error,webrtc_ice=error,webrtc_sctp=error';
   const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const state = { child, name, out: '' };
   const keep = (chunk) => {
