@@ -1970,7 +1970,8 @@ var P2PEngine = class {
         return d.at;
       case "Skip":
         if (need.transfer) this.failTransfer(need, "timeout");
-        return t + WAIT_POLL_MS;
+        this.startHttp(need, 0);
+        return t + TRANSFER_POLL_MS;
       default:
         this.log.warn("bad-decision", d);
         return t + WAIT_POLL_MS;

@@ -479,9 +479,12 @@ export class P2PEngine {
       case 'Continue':
         return d.at;
       case 'Skip':
-        // A prefetch no peer can serve (or whose peer stalled): nothing over HTTP for now.
+        // "A prefetch no peer can serve" (or whose peer stalled). For a native node that is a
+        // speculative fetch to drop; here hls.js asked for the segment to fill its buffer, so
+        // waiting would only shrink the buffer (to the urgent window on VOD): fetch it over HTTP.
         if (need.transfer) this.failTransfer(need, 'timeout');
-        return t + WAIT_POLL_MS;
+        this.startHttp(need, 0);
+        return t + TRANSFER_POLL_MS;
       default:
         this.log.warn('bad-decision', d);
         return t + WAIT_POLL_MS;

@@ -152,6 +152,23 @@ test('without a gateway digest a peer is never asked, even one that has it', asy
   }
 });
 
+test('a segment asked for far ahead that no peer has goes over HTTP at once, not at the urgent window', async () => {
+  const bytes = body(1000);
+  const gw = fakeGateway(new Map([[ID, bytes]]));
+  const { engine, conn } = joinedEngine({ fetch: gw.fetch });
+  try {
+    publish(engine, ID, bytes);
+    fakeLink(engine, conn, 'p-2'); // a peer without the segment
+    const started = performance.now();
+    const r = await ask(engine, ID, 25_000); // hls.js filling a 30 s buffer
+    assert.equal(r.source, 'http');
+    assert.ok(performance.now() - started < 2000, 'no wait for the 6 s urgent window');
+    assert.deepEqual(gw.requests, [{ path: ID, range: null }]);
+  } finally {
+    engine.destroy();
+  }
+});
+
 test('absent: the peer loses the segment from its Have, HTTP delivers', async () => {
   const bytes = body(1000);
   const gw = fakeGateway(new Map([[ID, bytes]]));
