@@ -29,22 +29,6 @@ fn after_warm_up(summary: &Summary) -> (u64, u64) {
         })
 }
 
-/// Every accepted segment must be byte-identical to what the gateway serves.
-async fn assert_all_authentic(gw: &TestGateway, summaries: &[Summary]) {
-    for s in summaries {
-        for r in &s.log {
-            let body = gw.get(&r.id).await;
-            assert_eq!(body.status, 200, "{}", r.id);
-            let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body.body));
-            assert_eq!(
-                r.sha256, expected,
-                "peer {} accepted a corrupted {}",
-                s.peer_id, r.id
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_native_peers_share_the_live_stream() {
     let gw = support::demo_gateway().await;
@@ -90,7 +74,7 @@ async fn five_native_peers_share_the_live_stream() {
         offload >= 0.60,
         "offload after warm-up {offload:.2} < 0.60: {summaries:#?}"
     );
-    assert_all_authentic(&gw, &summaries).await;
+    support::assert_all_authentic(&gw, &summaries).await;
 
     let reported_peer = gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await;
     let reported_http = gw.metric("p2p_reported_bytes_total{source=\"http\"}").await;
@@ -186,7 +170,7 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
         !offered.contains(&liar_id),
         "the tracker stopped matching the liar: {offered:?}"
     );
-    assert_all_authentic(&gw, &summaries).await;
+    support::assert_all_authentic(&gw, &summaries).await;
     assert!(gw.metric("p2p_digest_mismatches_total").await >= caught as f64);
     assert!(gw.metric("p2p_fallbacks_total{cause=\"mismatch\"}").await >= 1.0);
 }
@@ -227,7 +211,7 @@ async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
         "a transfer was running when the seed died: {summary:#?}"
     );
     assert!(summary.log.iter().all(|r| r.in_time));
-    assert_all_authentic(&gw, &[summary]).await;
+    support::assert_all_authentic(&gw, &[summary]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use peer_assist::node::{self, NodeConfig, NodeHandle, Summary, TestBehaviour};
+use peer_assist::node::{self, NodeConfig, NodeHandle, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
 use support::TestGateway;
 
@@ -25,22 +25,6 @@ async fn start(config: NodeConfig) -> NodeHandle {
         assert_eq!(handle.quic_addr, None, "no QUIC endpoint at all");
     }
     handle
-}
-
-/// Every accepted segment must be byte-identical to what the gateway serves.
-async fn assert_all_authentic(gw: &TestGateway, summaries: &[Summary]) {
-    for s in summaries {
-        for r in &s.log {
-            let body = gw.get(&r.id).await;
-            assert_eq!(body.status, 200, "{}", r.id);
-            let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body.body));
-            assert_eq!(
-                r.sha256, expected,
-                "peer {} accepted a corrupted {}",
-                s.peer_id, r.id
-            );
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +68,7 @@ async fn three_webrtc_only_nodes_share_the_live_stream() {
         "segments went peer to peer over WebRTC: {summaries:#?}"
     );
     assert!(uploaded >= p2p, "every peer byte was uploaded by a peer");
-    assert_all_authentic(&gw, &summaries).await;
+    support::assert_all_authentic(&gw, &summaries).await;
     assert_eq!(gw.metric("p2p_digest_mismatches_total").await, 0.0);
 }
 
@@ -109,7 +93,7 @@ async fn transports_are_matched_and_chosen_per_pair() {
     assert!(quic.p2p_bytes > 0, "QUIC-only peer served: {quic:#?}");
     assert!(webrtc.p2p_bytes > 0, "WebRTC-only peer served: {webrtc:#?}");
     assert!(both.uploaded_bytes > 0);
-    assert_all_authentic(&gw, &[both, quic, webrtc]).await;
+    support::assert_all_authentic(&gw, &[both, quic, webrtc]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,5 +132,5 @@ async fn a_lying_webrtc_peer_is_caught_and_dropped() {
             s.peers_dropped_for_lying
         );
     }
-    assert_all_authentic(&gw, &summaries).await;
+    support::assert_all_authentic(&gw, &summaries).await;
 }

@@ -3,6 +3,10 @@
 //! failed negotiations, the offer rules.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
+use support::{frame, seq_frame};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,27 +32,6 @@ fn config() -> WebrtcConfig {
 fn transport(me: &str, config: WebrtcConfig) -> (Arc<WebrtcTransport>, Outgoing) {
     let (t, out) = WebrtcTransport::new(me, config).unwrap();
     (Arc::new(t), out)
-}
-
-fn frame(kind: u8, payload: &[u8]) -> Bytes {
-    let mut f = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
-    f.push(kind);
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    f.extend_from_slice(payload);
-    Bytes::from(f)
-}
-
-fn seq_frame(seq: u32, payload_len: usize) -> Bytes {
-    let mut payload = vec![0u8; payload_len];
-    let seq_bytes = seq.to_be_bytes();
-    for (i, b) in payload.iter_mut().enumerate() {
-        *b = if i < 4 {
-            seq_bytes[i]
-        } else {
-            (seq as usize).wrapping_mul(31).wrapping_add(i) as u8
-        };
-    }
-    frame(7, &payload)
 }
 
 /// How the test relay treats the payloads.
@@ -146,48 +129,7 @@ async fn frames_flow_both_ways_in_order() {
         assert_eq!(link_a.remote_addr, RemoteAddr::Label("p-a".into()));
         assert_eq!(link_b.remote_addr, RemoteAddr::Label("p-b".into()));
 
-        let frames: Vec<Bytes> = (0..1_002u32)
-            .map(|seq| match seq {
-                500 | 1_001 => seq_frame(seq, MAX_FRAME_LEN),
-                _ => seq_frame(seq, 4 + (seq as usize % 300)),
-            })
-            .collect();
-        let run = |link: PeerLink, frames: Vec<Bytes>| async move {
-            let PeerLink {
-                sender,
-                mut receiver,
-                ..
-            } = link;
-            let to_send = frames.clone();
-            let sending = tokio::spawn(async move {
-                for f in to_send {
-                    sender.send(f).await.unwrap();
-                }
-                sender
-            });
-            for (i, expected) in frames.iter().enumerate() {
-                let got = receiver.recv().await.unwrap();
-                assert_eq!(&got, expected, "frame {i} differs");
-            }
-            (sending.await.unwrap(), receiver)
-        };
-        let (side_a, side_b) = tokio::join!(run(link_a, frames.clone()), run(link_b, frames));
-        assert!(!side_a.0.is_closed());
-        let too_big = frame(1, &vec![0u8; MAX_FRAME_LEN + 1]);
-        assert!(matches!(
-            side_a.0.send(too_big).await,
-            Err(LinkError::FrameTooLarge(n)) if n == MAX_FRAME_LEN + 1
-        ));
-        let inconsistent = Bytes::from_static(&[1, 0, 0, 0, 9, 1, 2]);
-        assert!(matches!(
-            side_a.0.send(inconsistent).await,
-            Err(LinkError::InvalidFrame(_))
-        ));
-        assert!(
-            !side_a.0.is_closed(),
-            "a refused frame does not close the link"
-        );
-        drop(side_b);
+        support::exchange_in_order_and_refuse_bad_frames(link_a, link_b).await;
     })
     .await;
 }

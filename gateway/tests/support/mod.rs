@@ -369,3 +369,19 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
         .collect::<Vec<u8>>()
         .into()
 }
+
+/// Every segment the native peers accepted must be byte-identical to what the gateway serves.
+pub async fn assert_all_authentic(gw: &TestGateway, summaries: &[peer_assist::node::Summary]) {
+    for s in summaries {
+        for r in &s.log {
+            let body = gw.get(&r.id).await;
+            assert_eq!(body.status, 200, "{}", r.id);
+            let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body.body));
+            assert_eq!(
+                r.sha256, expected,
+                "peer {} accepted a corrupted {}",
+                s.peer_id, r.id
+            );
+        }
+    }
+}
