@@ -84,6 +84,42 @@ async fn five_native_peers_share_the_live_stream() {
     assert_eq!(gw.metric("p2p_digest_mismatches_total").await, 0.0);
 }
 
+/// The seeder rule (PROTOCOL.md §4.1): the peer that was there first fetches new live segments over
+/// HTTP, the newcomer gets them from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newcomer_gets_the_live_stream_from_the_senior_peer() {
+    let gw = support::demo_gateway().await;
+    let senior = node::start(node_config(&gw, 30)).await.expect("node joins");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let newcomer = node::start(node_config(&gw, 24)).await.expect("node joins");
+    let newcomer = newcomer.wait().await;
+    let senior = senior.wait().await;
+    let (from_peers, total) = after_warm_up(&newcomer);
+    let share = from_peers as f64 / total as f64;
+    eprintln!(
+        "newcomer after warm-up: {:.1}% of {total} bytes from the senior peer",
+        share * 100.0
+    );
+    assert!(
+        total > 0 && share >= 0.8,
+        "newcomer {share:.2}: {newcomer:#?}"
+    );
+    assert_eq!(
+        senior.p2p_bytes, 0,
+        "the senior peer seeds, it never waits: {senior:#?}"
+    );
+    assert!(senior.uploaded_bytes >= from_peers, "{senior:#?}");
+    for s in [&senior, &newcomer] {
+        assert_eq!(s.mismatches, 0);
+        assert_eq!(
+            s.missed_deadlines, 0,
+            "peer {} stalled: {:?}",
+            s.peer_id, s.log
+        );
+    }
+    support::assert_all_authentic(&gw, &[senior, newcomer]).await;
+}
+
 /// Joins the tracker as an observer and returns the peer ids it is offered.
 async fn offered_peers(gw: &TestGateway) -> Vec<String> {
     use futures_util::{SinkExt, StreamExt};
