@@ -85,7 +85,7 @@ describe('web player', { timeout: 240_000 }, () => {
     });
   });
 
-  test('two viewers on one rendition: the second gets most of its bytes from the first', async () => {
+  test('two viewers on one rendition: the second gets most of its bytes from the first', async (t) => {
     await withGateway(async (gw) => {
       const first = await openPlayer(browser, gw, '?level=0');
       let second;
@@ -101,6 +101,8 @@ describe('web player', { timeout: 240_000 }, () => {
         const firstEnd = await first.stats();
         const why = `${describeViewer('second', second, after)}\n${describeViewer('first', first, firstEnd)}`;
         const share = offloadBetween(before, after);
+        t.diagnostic(`second viewer after warm-up: ${(share * 100).toFixed(1)}% of ${
+          after.p2pBytes - before.p2pBytes + after.httpBytes - before.httpBytes} bytes from peers`);
         assert.ok(share >= 0.5, `second viewer: ${(share * 100).toFixed(1)}% from peers after warm-up\n${why}`);
         assert.ok(after.verifiedSegments > 0 && after.peers >= 1, why);
         assert.equal(after.rejectedSegments, 0, why);
