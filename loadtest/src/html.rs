@@ -149,18 +149,7 @@ fn fmt_bytes(bytes: u64) -> String {
 fn overall(report: &Report) -> CohortReport {
     CohortReport {
         viewers: report.viewers,
-        startup_ms: report.startup_ms,
-        startup_failures: report.startup_failures,
-        stall_ratio: report.stall_ratio,
-        stalls: report.stalls,
-        stalled_s: report.stalled_s,
-        watched_s: report.watched_s,
-        failures: report.failures,
-        average_bitrate: report.average_bitrate,
-        switches: report.switches,
-        segment_latency_ms: report.segment_latency_ms,
-        bytes: report.bytes,
-        offload_ratio: report.offload_ratio,
+        qoe: report.qoe,
         segments: report.segments,
     }
 }
@@ -169,34 +158,44 @@ type Row = (&'static str, fn(&CohortReport) -> String);
 
 const ROWS: [Row; 17] = [
     ("sessions", |c| c.viewers.to_string()),
-    ("startup p50", |c| fmt_ms(c.startup_ms.p50)),
-    ("startup p95", |c| fmt_ms(c.startup_ms.p95)),
-    ("startup p99", |c| fmt_ms(c.startup_ms.p99)),
-    ("never started", |c| c.startup_failures.to_string()),
-    ("stall ratio", |c| format!("{:.4}", c.stall_ratio)),
-    ("stalls", |c| c.stalls.to_string()),
+    ("startup p50", |c| fmt_ms(c.qoe.startup_ms.p50)),
+    ("startup p95", |c| fmt_ms(c.qoe.startup_ms.p95)),
+    ("startup p99", |c| fmt_ms(c.qoe.startup_ms.p99)),
+    ("never started", |c| c.qoe.startup_failures.to_string()),
+    ("stall ratio", |c| format!("{:.4}", c.qoe.stall_ratio)),
+    ("stalls", |c| c.qoe.stalls.to_string()),
     ("stalled / watched", |c| {
-        format!("{:.1} s / {:.1} s", c.stalled_s, c.watched_s)
+        format!("{:.1} s / {:.1} s", c.qoe.stalled_s, c.qoe.watched_s)
     }),
     ("average bitrate", |c| {
-        format!("{:.0} kbit/s", c.average_bitrate / 1e3)
+        format!("{:.0} kbit/s", c.qoe.average_bitrate / 1e3)
     }),
-    ("switches", |c| c.switches.to_string()),
-    ("failed fetches", |c| c.failures.to_string()),
+    ("switches", |c| c.qoe.switches.to_string()),
+    ("failed fetches", |c| c.qoe.failures.to_string()),
     ("segments", |c| c.segments.to_string()),
-    ("segment latency p50", |c| fmt_ms(c.segment_latency_ms.p50)),
+    ("segment latency p50", |c| {
+        fmt_ms(c.qoe.segment_latency_ms.p50)
+    }),
     ("segment latency p95 / p99", |c| {
         format!(
             "{} / {}",
-            fmt_ms(c.segment_latency_ms.p95),
-            fmt_ms(c.segment_latency_ms.p99)
+            fmt_ms(c.qoe.segment_latency_ms.p95),
+            fmt_ms(c.qoe.segment_latency_ms.p99)
         )
     }),
-    ("segment latency max", |c| fmt_ms(c.segment_latency_ms.max)),
-    ("bytes HTTP / peer", |c| {
-        format!("{} / {}", fmt_bytes(c.bytes.http), fmt_bytes(c.bytes.peer))
+    ("segment latency max", |c| {
+        fmt_ms(c.qoe.segment_latency_ms.max)
     }),
-    ("offload", |c| format!("{:.1}%", c.offload_ratio * 100.0)),
+    ("bytes HTTP / peer", |c| {
+        format!(
+            "{} / {}",
+            fmt_bytes(c.qoe.bytes.http),
+            fmt_bytes(c.qoe.bytes.peer)
+        )
+    }),
+    ("offload", |c| {
+        format!("{:.1}%", c.qoe.offload_ratio * 100.0)
+    }),
 ];
 
 fn summary_table(report: &Report) -> String {

@@ -82,30 +82,9 @@ pub struct Report {
     pub viewers: u64,
     /// Wall-clock length of the run.
     pub duration_s: f64,
-    /// Startup time percentiles over the sessions that started.
-    pub startup_ms: Percentiles,
-    /// Sessions that never started playing.
-    pub startup_failures: u64,
-    /// Σ stalled / Σ watched.
-    pub stall_ratio: f64,
-    /// Stall events.
-    pub stalls: u64,
-    /// Total stalled time.
-    pub stalled_s: f64,
-    /// Total watched (played) time.
-    pub watched_s: f64,
-    /// Failed fetches.
-    pub failures: u64,
-    /// Watched-time-weighted mean of the sessions' average bitrates, bits/s.
-    pub average_bitrate: f64,
-    /// Rendition switches.
-    pub switches: u64,
-    /// Segment download time percentiles.
-    pub segment_latency_ms: LatencyPercentiles,
-    /// Bytes received.
-    pub bytes: Bytes,
-    /// Share of segment bytes received from peers (always 0 for HTTP-only viewers).
-    pub offload_ratio: f64,
+    /// The QoE figures of all the sessions.
+    #[serde(flatten)]
+    pub qoe: Qoe,
     /// Non-2xx statuses and transport errors (`"error"`), by count.
     pub http_errors: BTreeMap<String, u64>,
     /// Segments fetched successfully.
@@ -343,20 +322,43 @@ pub struct Cohorts {
 /// The QoE figures of one cohort (same definitions as the run-wide ones).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CohortReport {
+    /// Sessions started.
     pub viewers: u64,
-    pub startup_ms: Percentiles,
-    pub startup_failures: u64,
-    pub stall_ratio: f64,
-    pub stalls: u64,
-    pub stalled_s: f64,
-    pub watched_s: f64,
-    pub failures: u64,
-    pub average_bitrate: f64,
-    pub switches: u64,
-    pub segment_latency_ms: LatencyPercentiles,
-    pub bytes: Bytes,
-    pub offload_ratio: f64,
+    #[serde(flatten)]
+    pub qoe: Qoe,
+    /// Segments fetched successfully.
     pub segments: u64,
+}
+
+/// The QoE figures of a set of sessions: the whole run's ([`Report`]) and each cohort's
+/// ([`CohortReport`]), flattened into both (see [`cohort_report`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Qoe {
+    /// Startup time percentiles over the sessions that started.
+    pub startup_ms: Percentiles,
+    /// Sessions that never started playing.
+    pub startup_failures: u64,
+    /// Σ stalled / Σ watched.
+    pub stall_ratio: f64,
+    /// Stall events.
+    pub stalls: u64,
+    /// Total stalled time.
+    pub stalled_s: f64,
+    /// Total watched (played) time.
+    pub watched_s: f64,
+    /// Failed fetches.
+    pub failures: u64,
+    /// Watched-time-weighted mean of the sessions' average bitrates, bits/s.
+    pub average_bitrate: f64,
+    /// Rendition switches.
+    pub switches: u64,
+    /// Segment download time percentiles.
+    pub segment_latency_ms: LatencyPercentiles,
+    /// Bytes received.
+    pub bytes: Bytes,
+    /// Share of segment bytes received from peers, over the sessions' node summaries (always 0
+    /// for HTTP-only viewers: they have no node).
+    pub offload_ratio: f64,
 }
 
 /// Nearest-rank percentiles, milliseconds (`null` without samples).
@@ -530,7 +532,8 @@ pub fn cohort_sessions(sessions: &[SessionResult], cohort: Cohort) -> Vec<&Sessi
     sessions.iter().filter(|s| s.cohort() == cohort).collect()
 }
 
-/// QoE of a set of sessions with their request counters.
+/// QoE of a set of sessions with their request counters: the one place the figures of [`Qoe`]
+/// are computed, for the whole run and for each cohort.
 pub fn cohort_report(sessions: &[&SessionResult], traffic: &Traffic) -> CohortReport {
     let started: Vec<&PlayerStats> = sessions.iter().filter_map(|s| s.stats.as_ref()).collect();
     let mut startups: Vec<f64> = started
@@ -544,25 +547,27 @@ pub fn cohort_report(sessions: &[&SessionResult], traffic: &Traffic) -> CohortRe
     let summaries: Vec<&Summary> = sessions.iter().filter_map(|s| s.node.as_ref()).collect();
     CohortReport {
         viewers: sessions.len() as u64,
-        startup_ms: Percentiles {
-            p50: percentile(&startups, 0.50).map(round3),
-            p95: percentile(&startups, 0.95).map(round3),
-            p99: percentile(&startups, 0.99).map(round3),
+        qoe: Qoe {
+            startup_ms: Percentiles {
+                p50: percentile(&startups, 0.50).map(round3),
+                p95: percentile(&startups, 0.95).map(round3),
+                p99: percentile(&startups, 0.99).map(round3),
+            },
+            startup_failures: sessions.len() as u64 - startups.len() as u64,
+            stall_ratio: stall_ratio(&started),
+            stalls: started.iter().map(|s| u64::from(s.stalls)).sum(),
+            stalled_s: round3(stalled.as_secs_f64()),
+            watched_s: round3(watched.as_secs_f64()),
+            failures: traffic.totals.failures,
+            average_bitrate: weighted_bitrate(&started).round(),
+            switches: started.iter().map(|s| u64::from(s.switches)).sum(),
+            segment_latency_ms: latency_ms(&traffic.segment_latency_us),
+            bytes: Bytes {
+                http: traffic.totals.bytes,
+                peer: traffic.totals.peer_bytes,
+            },
+            offload_ratio: round3(offload_from_summaries(&summaries)),
         },
-        startup_failures: sessions.len() as u64 - startups.len() as u64,
-        stall_ratio: stall_ratio(&started),
-        stalls: started.iter().map(|s| u64::from(s.stalls)).sum(),
-        stalled_s: round3(stalled.as_secs_f64()),
-        watched_s: round3(watched.as_secs_f64()),
-        failures: traffic.totals.failures,
-        average_bitrate: weighted_bitrate(&started).round(),
-        switches: started.iter().map(|s| u64::from(s.switches)).sum(),
-        segment_latency_ms: latency_ms(&traffic.segment_latency_us),
-        bytes: Bytes {
-            http: traffic.totals.bytes,
-            peer: traffic.totals.peer_bytes,
-        },
-        offload_ratio: round3(offload_from_summaries(&summaries)),
         segments: traffic.totals.segments,
     }
 }
@@ -699,58 +704,38 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Aggregates a run.
 pub fn build_report(inputs: ReportInputs<'_>) -> Report {
     let everyone: Vec<&SessionResult> = inputs.sessions.iter().collect();
-    let totals = inputs
-        .http
-        .totals
-        .merged(&inputs.p2p.totals, inputs.distinct_segments);
-    let mut latency = inputs.http.segment_latency_us.clone();
+    let mut segment_latency_us = inputs.http.segment_latency_us.clone();
     // Same bounds: adding cannot fail; if it did, the HTTP cohort's latencies would stand alone.
-    let _ = latency.add(&inputs.p2p.segment_latency_us);
-    let all = cohort_report(
-        &everyone,
-        &Traffic {
-            totals: totals.clone(),
-            segment_latency_us: latency,
-        },
-    );
-    let p2p_sessions = cohort_sessions(inputs.sessions, Cohort::P2p);
-    let http_sessions = cohort_sessions(inputs.sessions, Cohort::Http);
-    let (offload_ratio, peer_assist) = match inputs.mode {
-        P2pMode::Off => (0.0, None),
-        P2pMode::On | P2pMode::Ab => {
-            let summaries: Vec<&Summary> = p2p_sessions
-                .iter()
-                .filter_map(|s| s.node.as_ref())
-                .collect();
-            (
-                round3(offload_from_summaries(&summaries)),
-                Some(p2p_figures(&p2p_sessions, &inputs.checks)),
-            )
-        }
+    let _ = segment_latency_us.add(&inputs.p2p.segment_latency_us);
+    let all = Traffic {
+        totals: inputs
+            .http
+            .totals
+            .merged(&inputs.p2p.totals, inputs.distinct_segments),
+        segment_latency_us,
     };
+    // Only P2P sessions have a node summary, so the run-wide offload is the P2P viewers' (0 with
+    // `--p2p off`).
+    let CohortReport {
+        viewers,
+        qoe,
+        segments,
+    } = cohort_report(&everyone, &all);
+    let p2p_sessions = cohort_sessions(inputs.sessions, Cohort::P2p);
+    let peer_assist =
+        (inputs.mode != P2pMode::Off).then(|| p2p_figures(&p2p_sessions, &inputs.checks));
     let cohorts = (inputs.mode == P2pMode::Ab).then(|| Cohorts {
         p2p: cohort_report(&p2p_sessions, inputs.p2p),
-        http: cohort_report(&http_sessions, inputs.http),
+        http: cohort_report(&cohort_sessions(inputs.sessions, Cohort::Http), inputs.http),
     });
     Report {
         p2p: inputs.mode,
-        viewers: all.viewers,
+        viewers,
         duration_s: round3(inputs.wall.as_secs_f64()),
-        startup_ms: all.startup_ms,
-        startup_failures: all.startup_failures,
-        stall_ratio: all.stall_ratio,
-        stalls: all.stalls,
-        stalled_s: all.stalled_s,
-        watched_s: all.watched_s,
-        failures: all.failures,
-        average_bitrate: all.average_bitrate,
-        switches: all.switches,
-        segment_latency_ms: all.segment_latency_ms,
-        bytes: all.bytes,
-        offload_ratio,
-        http_errors: totals.http_errors,
-        segments: totals.segments,
-        distinct_segments: totals.distinct_segments,
+        qoe,
+        http_errors: all.totals.http_errors,
+        segments,
+        distinct_segments: all.totals.distinct_segments,
         origin_requests_per_segment: inputs.origin_requests_per_segment.map(round3),
         gateway: inputs.gateway,
         harness: inputs.harness,
@@ -1023,7 +1008,8 @@ pub fn render_summary(report: &Report, color: bool) -> String {
     let row = |out: &mut String, label: &str, value: String| {
         let _ = writeln!(out, "  {label:<22} {value}");
     };
-    let s = &report.startup_ms;
+    let q = &report.qoe;
+    let s = &q.startup_ms;
     row(
         &mut out,
         "startup",
@@ -1032,7 +1018,7 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             fmt_ms(s.p50),
             fmt_ms(s.p95),
             fmt_ms(s.p99),
-            report.startup_failures
+            q.startup_failures
         ),
     );
     row(
@@ -1040,7 +1026,7 @@ pub fn render_summary(report: &Report, color: bool) -> String {
         "stalls",
         format!(
             "{} ({:.1} s stalled of {:.1} s watched, ratio {:.4})",
-            report.stalls, report.stalled_s, report.watched_s, report.stall_ratio
+            q.stalls, q.stalled_s, q.watched_s, q.stall_ratio
         ),
     );
     row(
@@ -1048,8 +1034,8 @@ pub fn render_summary(report: &Report, color: bool) -> String {
         "average bitrate",
         format!(
             "{:.0} kbit/s ({} switches)",
-            report.average_bitrate / 1e3,
-            report.switches
+            q.average_bitrate / 1e3,
+            q.switches
         ),
     );
     row(
@@ -1059,12 +1045,12 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             "{} fetched, {} distinct, {} over HTTP, {} from peers (offload {:.1}%)",
             report.segments,
             report.distinct_segments,
-            fmt_bytes(report.bytes.http),
-            fmt_bytes(report.bytes.peer),
-            report.offload_ratio * 100.0
+            fmt_bytes(q.bytes.http),
+            fmt_bytes(q.bytes.peer),
+            q.offload_ratio * 100.0
         ),
     );
-    let l = &report.segment_latency_ms;
+    let l = &q.segment_latency_ms;
     row(
         &mut out,
         "segment latency",
@@ -1080,7 +1066,7 @@ pub fn render_summary(report: &Report, color: bool) -> String {
     row(
         &mut out,
         "failures",
-        format!("{} failed fetches (HTTP errors: {errors})", report.failures),
+        format!("{} failed fetches (HTTP errors: {errors})", q.failures),
     );
     row(
         &mut out,
@@ -1180,9 +1166,13 @@ pub fn render_cohorts(cohorts: &Cohorts) -> String {
     let mut row = |label: &str, p2p: String, http: String| {
         let _ = writeln!(out, "  {label:<22} {p2p:>14} {http:>14}");
     };
-    let (p, h) = (&cohorts.p2p, &cohorts.http);
     row("cohorts", "p2p".to_owned(), "http".to_owned());
-    row("  viewers", p.viewers.to_string(), h.viewers.to_string());
+    row(
+        "  viewers",
+        cohorts.p2p.viewers.to_string(),
+        cohorts.http.viewers.to_string(),
+    );
+    let (p, h) = (&cohorts.p2p.qoe, &cohorts.http.qoe);
     row(
         "  startup p50",
         fmt_ms(p.startup_ms.p50),
@@ -1376,15 +1366,15 @@ mod tests {
             checks: P2pChecks::default(),
         });
         assert_eq!(report.viewers, 4);
-        assert_eq!(report.startup_failures, 2);
-        assert_eq!(report.startup_ms.p50, Some(500.0));
-        assert_eq!(report.startup_ms.p95, Some(1500.0));
-        assert_eq!(report.stalls, 1);
-        assert_eq!(report.stalled_s, 0.5);
-        assert_eq!(report.watched_s, 20.0);
-        assert!((report.stall_ratio - 0.025).abs() < 1e-12);
-        assert_eq!(report.average_bitrate, 1.5e6);
-        assert_eq!(report.switches, 3);
+        assert_eq!(report.qoe.startup_failures, 2);
+        assert_eq!(report.qoe.startup_ms.p50, Some(500.0));
+        assert_eq!(report.qoe.startup_ms.p95, Some(1500.0));
+        assert_eq!(report.qoe.stalls, 1);
+        assert_eq!(report.qoe.stalled_s, 0.5);
+        assert_eq!(report.qoe.watched_s, 20.0);
+        assert!((report.qoe.stall_ratio - 0.025).abs() < 1e-12);
+        assert_eq!(report.qoe.average_bitrate, 1.5e6);
+        assert_eq!(report.qoe.switches, 3);
         assert_eq!(report.duration_s, 20.004);
         assert_eq!(report.http_errors, errors);
         assert_eq!(report.harness.cpu_ratio, Some(0.025));
@@ -1523,9 +1513,9 @@ mod tests {
         assert_eq!(report.viewers, 5);
         assert_eq!(report.segments, 22);
         assert_eq!(report.distinct_segments, 15);
-        assert_eq!(report.failures, 1);
+        assert_eq!(report.qoe.failures, 1);
         assert_eq!(
-            report.bytes,
+            report.qoe.bytes,
             Bytes {
                 http: 2_700,
                 peer: 600
@@ -1533,7 +1523,7 @@ mod tests {
         );
         assert_eq!(report.http_errors.get("503"), Some(&1));
         // 600 of 1000 node bytes came from peers.
-        assert_eq!(report.offload_ratio, 0.6);
+        assert_eq!(report.qoe.offload_ratio, 0.6);
         let p = report.peer_assist.clone().unwrap();
         assert_eq!(p.rendition, 1);
         assert_eq!(p.mismatches, 2);
@@ -1548,25 +1538,25 @@ mod tests {
         let c = report.cohorts.clone().unwrap();
         assert_eq!(c.p2p.viewers, 3);
         assert_eq!(c.http.viewers, 2);
-        assert_eq!(c.p2p.startup_failures, 1);
-        assert_eq!(c.p2p.stall_ratio, 0.0);
-        assert!((c.http.stall_ratio - 0.05).abs() < 1e-12);
-        assert_eq!(c.http.stalls, 1);
-        assert_eq!(c.http.startup_ms.p95, Some(900.0));
-        assert_eq!(c.p2p.offload_ratio, 0.6);
-        assert_eq!(c.http.offload_ratio, 0.0);
-        assert_eq!(c.http.failures, 1);
-        assert_eq!(c.p2p.failures, 0);
+        assert_eq!(c.p2p.qoe.startup_failures, 1);
+        assert_eq!(c.p2p.qoe.stall_ratio, 0.0);
+        assert!((c.http.qoe.stall_ratio - 0.05).abs() < 1e-12);
+        assert_eq!(c.http.qoe.stalls, 1);
+        assert_eq!(c.http.qoe.startup_ms.p95, Some(900.0));
+        assert_eq!(c.p2p.qoe.offload_ratio, 0.6);
+        assert_eq!(c.http.qoe.offload_ratio, 0.0);
+        assert_eq!(c.http.qoe.failures, 1);
+        assert_eq!(c.p2p.qoe.failures, 0);
         assert_eq!(c.p2p.segments, 12);
         assert_eq!(
-            c.p2p.bytes,
+            c.p2p.qoe.bytes,
             Bytes {
                 http: 700,
                 peer: 600
             }
         );
-        assert_eq!(c.http.segment_latency_ms.p50, Some(2.0));
-        assert_eq!(c.p2p.segment_latency_ms.p50, Some(1.0));
+        assert_eq!(c.http.qoe.segment_latency_ms.p50, Some(2.0));
+        assert_eq!(c.p2p.qoe.segment_latency_ms.p50, Some(1.0));
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["p2p"], "ab");
         assert_eq!(json["corrupted_accepted"], 0);
@@ -1601,7 +1591,7 @@ mod tests {
             checks: P2pChecks::default(),
         });
         assert!(on.cohorts.is_none());
-        assert_eq!(on.offload_ratio, round3(500.0 / 600.0));
+        assert_eq!(on.qoe.offload_ratio, round3(500.0 / 600.0));
         assert!(on.peer_assist.is_some());
         let text = render_summary(&on, false);
         assert!(!text.contains("cohorts"), "{text}");
