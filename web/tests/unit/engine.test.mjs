@@ -20,8 +20,12 @@ async function requestOn(link) {
   assert.fail('no request was sent');
 }
 
-test('a verified peer segment goes to the player, is stored, counted and reported', async () => {
-  const bytes = body(40_000);
+/**
+ * A joined engine, a gateway serving `bytes` at ID with its digest published, and peer p-2 that
+ * has it and has just been asked for it (the player needs it in 5 s). Runs `run` with them, then
+ * destroys the engine.
+ */
+async function withRequestToPeer(bytes, run) {
   const gw = fakeGateway(new Map([[ID, bytes]]));
   const { engine, conn } = joinedEngine({ fetch: gw.fetch });
   try {
@@ -30,6 +34,15 @@ test('a verified peer segment goes to the player, is stored, counted and reporte
     link.has.add(ID);
     const got = ask(engine, ID, 5000);
     const req = await requestOn(link);
+    await run({ engine, conn, gw, link, got, req });
+  } finally {
+    engine.destroy();
+  }
+}
+
+test('a verified peer segment goes to the player, is stored, counted and reported', async () => {
+  const bytes = body(40_000);
+  await withRequestToPeer(bytes, async ({ engine, conn, gw, link, got, req }) => {
     assert.deepEqual({ ...req, request_id: 0 }, { type: 'request', request_id: 0, segment: ID, offset: 0 });
     assert.equal(link.inFlight, 1);
     deliver(engine, conn, link, req.request_id, bytes);
@@ -53,21 +66,12 @@ test('a verified peer segment goes to the player, is stored, counted and reporte
     const next = engine.reportMessage();
     assert.equal(next.p2p_bytes, 0, 'reports carry deltas');
     assert.equal('peers' in next, false);
-  } finally {
-    engine.destroy();
-  }
+  });
 });
 
 test('a body that fails the digest is never delivered: mismatch, ban, HTTP', async () => {
   const bytes = body(40_000);
-  const gw = fakeGateway(new Map([[ID, bytes]]));
-  const { engine, conn } = joinedEngine({ fetch: gw.fetch });
-  try {
-    publish(engine, ID, bytes);
-    const link = fakeLink(engine, conn, 'p-2');
-    link.has.add(ID);
-    const got = ask(engine, ID, 5000);
-    const req = await requestOn(link);
+  await withRequestToPeer(bytes, async ({ engine, conn, gw, link, got, req }) => {
     deliver(engine, conn, link, req.request_id, bytes, { corrupt: true }); // claims the true digest
     const r = await got;
     assert.ok(r.ok);
@@ -83,9 +87,7 @@ test('a body that fails the digest is never delivered: mismatch, ban, HTTP', asy
     assert.ok(engine.banned.has('p-2'));
     assert.equal(engine.store.peek(ID).sha256, sha256(bytes));
     assert.deepEqual(engine.reportMessage().peers, [{ peer_id: 'p-2', ok: 0, failed: 0, mismatch: 1, bytes: 0 }]);
-  } finally {
-    engine.destroy();
-  }
+  });
 });
 
 test('a Response claiming another digest or size is cancelled at once', async () => {
@@ -120,21 +122,12 @@ test('a Response claiming another digest or size is cancelled at once', async ()
 
 test('a chunk out of order is a protocol lie', async () => {
   const bytes = body(40_000);
-  const gw = fakeGateway(new Map([[ID, bytes]]));
-  const { engine, conn } = joinedEngine({ fetch: gw.fetch });
-  try {
-    publish(engine, ID, bytes);
-    const link = fakeLink(engine, conn, 'p-2');
-    link.has.add(ID);
-    const got = ask(engine, ID, 5000);
-    const req = await requestOn(link);
+  await withRequestToPeer(bytes, async ({ engine, conn, link, got, req }) => {
     engine.onFrame(conn, link, { type: 'response', request_id: req.request_id, size: bytes.length, offset: 0, digest: Buffer.from(sha256(bytes), 'hex') });
     engine.onFrame(conn, link, { type: 'chunk', request_id: req.request_id, offset: 16384, data: bytes.slice(16384, 32768) });
     assert.equal(engine.stats.failures.mismatch, 1);
     assert.equal((await got).source, 'http');
-  } finally {
-    engine.destroy();
-  }
+  });
 });
 
 test('without a gateway digest a peer is never asked, even one that has it', async () => {
@@ -171,34 +164,18 @@ test('a segment asked for far ahead that no peer has goes over HTTP at once, not
 
 test('absent: the peer loses the segment from its Have, HTTP delivers', async () => {
   const bytes = body(1000);
-  const gw = fakeGateway(new Map([[ID, bytes]]));
-  const { engine, conn } = joinedEngine({ fetch: gw.fetch });
-  try {
-    publish(engine, ID, bytes);
-    const link = fakeLink(engine, conn, 'p-2');
-    link.has.add(ID);
-    const got = ask(engine, ID, 5000);
-    const req = await requestOn(link);
+  await withRequestToPeer(bytes, async ({ engine, conn, link, got, req }) => {
     engine.onFrame(conn, link, { type: 'absent', request_id: req.request_id });
     assert.equal(link.has.has(ID), false);
     assert.equal(engine.stats.failures.absent, 1);
     assert.equal((await got).source, 'http');
     assert.equal(engine.banned.has('p-2'), false, 'absent is not a lie');
-  } finally {
-    engine.destroy();
-  }
+  });
 });
 
 test('a link lost mid-transfer counts a disconnect; HTTP takes over', async () => {
   const bytes = body(40_000);
-  const gw = fakeGateway(new Map([[ID, bytes]]));
-  const { engine, conn } = joinedEngine({ fetch: gw.fetch });
-  try {
-    publish(engine, ID, bytes);
-    const link = fakeLink(engine, conn, 'p-2');
-    link.has.add(ID);
-    const got = ask(engine, ID, 5000);
-    const req = await requestOn(link);
+  await withRequestToPeer(bytes, async ({ engine, conn, link, got, req }) => {
     engine.onFrame(conn, link, { type: 'response', request_id: req.request_id, size: bytes.length, offset: 0, digest: Buffer.from(sha256(bytes), 'hex') });
     engine.onFrame(conn, link, { type: 'chunk', request_id: req.request_id, offset: 0, data: bytes.slice(0, 16384) });
     link.close('channel closed');
@@ -206,9 +183,7 @@ test('a link lost mid-transfer counts a disconnect; HTTP takes over', async () =
     const r = await got;
     assert.equal(r.source, 'http');
     assert.deepEqual(new Uint8Array(r.data), bytes);
-  } finally {
-    engine.destroy();
-  }
+  });
 });
 
 test('replace with HTTP keeps the verified-later peer prefix and asks for the rest with a Range', async () => {
