@@ -359,6 +359,29 @@ impl LinkControl {
     }
 }
 
+/// The sending side every transport shares: the next queued frame to write, or `None` when there
+/// is nothing more to send. When every [`LinkSender`] is dropped the link starts draining; once
+/// the link is not open, the frames queued before that are still returned and later ones refused.
+/// After `None` the transport ends its direction gracefully.
+pub(crate) async fn next_outgoing(
+    outgoing: &mut mpsc::Receiver<Bytes>,
+    control: &LinkControl,
+) -> Option<Bytes> {
+    tokio::select! {
+        biased;
+        frame = outgoing.recv() => {
+            if frame.is_none() {
+                control.drain("all senders dropped");
+            }
+            frame
+        }
+        () = control.wait_not_open() => {
+            outgoing.close();
+            outgoing.recv().await
+        }
+    }
+}
+
 /// The transport's ends of a new link's channels.
 pub(crate) struct LinkEnds {
     /// Frames queued by the [`LinkSender`]s; `None` once all of them are dropped.

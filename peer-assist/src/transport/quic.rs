@@ -637,30 +637,9 @@ async fn write_loop(
     mut outgoing: mpsc::Receiver<Bytes>,
     control: &LinkControl,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            frame = outgoing.recv() => match frame {
-                Some(frame) => {
-                    if !write_frame(&mut send, frame, control).await {
-                        return;
-                    }
-                }
-                None => {
-                    control.drain("all senders dropped");
-                    break;
-                }
-            },
-            () = control.wait_not_open() => {
-                // Flush what was queued before the link started draining, refuse the rest.
-                outgoing.close();
-                while let Some(frame) = outgoing.recv().await {
-                    if !write_frame(&mut send, frame, control).await {
-                        return;
-                    }
-                }
-                break;
-            }
+    while let Some(frame) = super::next_outgoing(&mut outgoing, control).await {
+        if !write_frame(&mut send, frame, control).await {
+            return;
         }
     }
     // Ok(Err) = already finished/reset: harmless.

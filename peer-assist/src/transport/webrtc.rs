@@ -947,30 +947,9 @@ async fn write_loop(
     control: &LinkControl,
     low: &Notify,
 ) {
-    loop {
-        tokio::select! {
-            biased;
-            frame = outgoing.recv() => match frame {
-                Some(frame) => {
-                    if !write_frame(channel, frame, control, low).await {
-                        return;
-                    }
-                }
-                None => {
-                    control.drain("all senders dropped");
-                    break;
-                }
-            },
-            () = control.wait_not_open() => {
-                // Flush what was queued before the link started draining, refuse the rest.
-                outgoing.close();
-                while let Some(frame) = outgoing.recv().await {
-                    if !write_frame(channel, frame, control, low).await {
-                        return;
-                    }
-                }
-                break;
-            }
+    while let Some(frame) = super::next_outgoing(&mut outgoing, control).await {
+        if !write_frame(channel, frame, control, low).await {
+            return;
         }
     }
     while channel.buffered_amount() > 0 {
