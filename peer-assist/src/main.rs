@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use peer_assist::node::{self, NodeConfig, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
+use peer_assist::units::parse_duration;
 
 #[derive(Parser)]
 #[command(
@@ -40,9 +41,10 @@ struct NodeArgs {
     /// Fetch the whole playlist window over HTTP at once and keep it to serve others; do not play.
     #[arg(long)]
     seed: bool,
-    /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
-    duration: Option<f64>,
+    /// Stop after this long: "40s", "2m", "1m30s", "500ms" or plain seconds (default: run until
+    /// Ctrl-C).
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    duration: Option<Duration>,
     /// Write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -107,12 +109,11 @@ fn main() -> ExitCode {
 
 async fn run(args: NodeArgs) -> ExitCode {
     let duration = match args.duration {
-        Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
-        Some(_) => {
-            eprintln!("peer-assist: --duration must be a positive number of seconds");
+        Some(d) if d.is_zero() => {
+            eprintln!("peer-assist: --duration must be longer than zero");
             return ExitCode::from(2);
         }
-        None => None,
+        d => d,
     };
     let mut config = NodeConfig::new(&args.gateway, &args.stream);
     config.rendition = args.rendition;

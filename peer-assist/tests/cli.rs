@@ -34,7 +34,7 @@ async fn node_binary_plays_and_writes_its_json_summary() {
         "/demo/live/master.m3u8",
     ]);
     command
-        .args(["--rendition", "1", "--duration", "7", "--json"])
+        .args(["--rendition", "1", "--duration", "7s", "--json"])
         .arg(&json);
     let output = tokio::time::timeout(
         Duration::from_secs(30),
@@ -88,6 +88,22 @@ fn bad_arguments_are_refused_with_a_message() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--duration"));
+    // The project's one duration grammar: units, combinations, plain seconds; zero is refused.
+    for bad in ["0", "0s", "5x", "1M"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_peer-assist"))
+            .args([
+                "node",
+                "--gateway",
+                "http://127.0.0.1:9",
+                "--stream",
+                "/x.m3u8",
+            ])
+            .args(["--duration", bad])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "--duration {bad}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("duration"));
+    }
     let unreachable = Command::new(env!("CARGO_BIN_EXE_peer-assist"))
         .args([
             "node",
