@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use peer_assist::node::{self, NodeConfig, Summary, TestBehaviour};
+use peer_assist::node::{self, NodeConfig, Source, Summary, TestBehaviour};
 use support::TestGateway;
 
 /// Segments obtained before this are the warm-up (startup, the first fetches over HTTP).
@@ -24,7 +24,7 @@ fn after_warm_up(summary: &Summary) -> (u64, u64) {
         .iter()
         .filter(|r| r.at_ms >= WARM_UP_MS)
         .fold((0, 0), |(peer, total), r| {
-            let from_peer = if r.source == "peer" { r.bytes } else { 0 };
+            let from_peer = if r.source == Source::P2p { r.bytes } else { 0 };
             (peer + from_peer, total + r.bytes)
         })
 }
@@ -284,7 +284,7 @@ async fn a_driven_node_fetches_what_it_is_asked_for_from_a_peer() {
         .await
         .expect("b gets it");
     assert_eq!(second.bytes, expected);
-    assert_eq!(second.source, "peer", "b got it from a");
+    assert_eq!(second.source, Source::P2p, "b got it from a");
     let (a, b) = (a.stop().await, b.stop().await);
     assert_eq!(
         a.segments, 1,

@@ -64,7 +64,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use m3u8_rs::Playlist;
-use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, TestBehaviour};
+use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, Source, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
 
@@ -914,7 +914,8 @@ async fn fetch_segment_p2p(
     };
     let path = parsed.path();
     let started = Instant::now();
-    // The node keeps trying until it has the segment; the request timeout bounds the wait.
+    // The node answers with the segment (from peers or HTTP) or HTTP's error; the request timeout
+    // bounds the wait.
     let result = tokio::time::timeout(session.shared.timeout, fetcher.fetch(path, plays_at)).await;
     let elapsed = started.elapsed();
     let fetched = match result {
@@ -925,7 +926,7 @@ async fn fetch_segment_p2p(
         }
     };
     let len = fetched.bytes.len() as u64;
-    let peer = fetched.source == "peer";
+    let peer = fetched.source == Source::P2p;
     if peer {
         recorder.peer_bytes.fetch_add(len, Ordering::Relaxed);
     } else {
@@ -1591,7 +1592,7 @@ async fn verify_accepted(
             viewer: session.number,
             id: record.id.clone(),
             sha256: record.sha256.clone(),
-            peer: record.source == "peer",
+            peer: record.source == Source::P2p,
         }));
     }
     let mut references = std::mem::take(&mut *lock(&p2p.references));

@@ -31,7 +31,8 @@
 //! 1. **HTTP already running** (`http_running`): never start anything else. The answer is
 //!    `Continue(now + 200 ms)`, whether or not a peer transfer also runs (it is kept).
 //! 2. **No transfer running:**
-//!    1. *Seeder.* If `fresh_live`, `urgent` and [`http_first`]`(me, swarm, c.http_first_count)`:
+//!    1. *Seeder.* If `fresh_live`, `urgent` and [`Scheduler::is_seeder`]`(seniority)` (fewer than
+//!       `max(c.http_first_count, ⌊swarm / 20⌋)` peers are older than this one):
 //!       `FetchHttp { from: 0 }`. The most senior peers of the swarm (those that joined first) fetch
 //!       a new live segment from the gateway so the others can get it from them.
 //!    2. *Best peer.* Candidates are the peers other than `me` with `has && healthy && in_flight < 2`
@@ -107,6 +108,8 @@ pub const MIN_STALL: Duration = Duration::from_millis(500);
 pub const STALL_CHUNK_BYTES: u64 = 64 * 1024;
 /// Weight of a new sample in [`update_rate`].
 pub const RATE_EWMA_ALPHA: f64 = 0.3;
+/// In a large swarm, one peer in this many fetches each new live segment over HTTP first.
+pub const PEERS_PER_SEEDER: usize = 20;
 
 /// Used when a configured rate is unusable (≤ 0, NaN, infinite).
 const FALLBACK_RATE: f64 = 2_000_000.0;
@@ -130,9 +133,9 @@ pub struct SchedulerConfig {
     /// HTTP rate estimate, bytes/s, used to know when HTTP must start at the latest.
     /// Default 2 000 000.
     pub http_rate: f64,
-    /// How many peers of a swarm fetch a new live segment over HTTP first (the seeders, the most
-    /// senior peers), see [`http_first`]. Default 1; the node raises it to one per twenty peers in
-    /// large swarms.
+    /// How many peers of a swarm fetch a new live segment over HTTP first at least (the seeders,
+    /// the most senior peers), see [`Scheduler::is_seeder`]; large swarms have one per
+    /// [`PEERS_PER_SEEDER`] peers. Default 1.
     pub http_first_count: usize,
     /// Size assumed when the segment size is unknown, bytes. Default 1 000 000.
     pub default_segment_size: u64,
@@ -177,6 +180,24 @@ pub struct PeerState {
     pub in_flight: usize,
     /// False after failures or a digest mismatch: never picked.
     pub healthy: bool,
+}
+
+/// Where this peer stands in its swarm by seniority, as it sees it (PROTOCOL.md §4.1).
+///
+/// Seniority is each peer's own view: the peers of the first `peers` message after `welcome` joined
+/// before it, peers listed later joined after it. Two peers agree on which of them is older
+/// whenever each lists the other, so every pair agrees without a global clock. The senior peers
+/// seed because a peer that has stayed long is the one most likely to stay (and a newcomer mostly
+/// needs segments the swarm already has). Where views disagree (a peer left out of a truncated
+/// list), two peers may both seed (a little more HTTP) or both wait (until their own deadline
+/// sends them to HTTP): never a stall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seniority {
+    /// Healthy peers of the swarm that are older than this one (listed in its first `peers`
+    /// message after `welcome`, still listed, not banned).
+    pub older: usize,
+    /// Peers in the swarm, this one included.
+    pub swarm: usize,
 }
 
 /// A peer transfer in progress for a need.
@@ -246,17 +267,29 @@ impl Scheduler {
         sat_sub(deadline, transfer_time(size, self.http_rate()))
     }
 
+    /// How many of a swarm of `swarm` peers (this one included) are HTTP-first seeders:
+    /// `max(http_first_count, ⌊swarm / PEERS_PER_SEEDER⌋)`.
+    pub fn seeder_count(&self, swarm: usize) -> usize {
+        self.config.http_first_count.max(swarm / PEERS_PER_SEEDER)
+    }
+
+    /// Whether a peer at `seniority` is one of the swarm's HTTP-first seeders: fewer than
+    /// [`Scheduler::seeder_count`] peers are older than it.
+    pub fn is_seeder(&self, seniority: Seniority) -> bool {
+        seniority.older < self.seeder_count(seniority.swarm)
+    }
+
     /// What to do for `need` at `now`.
     ///
-    /// `me` is this peer's id and `swarm` all peer ids of the swarm including `me`, oldest first
-    /// (both for [`http_first`]); `peers` the candidate peers' state; `transfer` the running peer transfer for
-    /// this need, if any; `http_running` whether an HTTP fetch for it is already running.
+    /// `me` is this peer's id (never a candidate), `seniority` where it stands in the swarm (for
+    /// the seeder rule); `peers` the candidate peers' state; `transfer` the running peer transfer
+    /// for this need, if any; `http_running` whether an HTTP fetch for it is already running.
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &self,
         now: Instant,
         me: &str,
-        swarm: &[PeerId],
+        seniority: Seniority,
         need: &Need,
         peers: &[PeerState],
         transfer: Option<&Transfer>,
@@ -269,7 +302,7 @@ impl Scheduler {
         let frame = self.frame(now, need);
         match transfer {
             Some(transfer) => self.decide_transfer(now, need, peers, transfer, &frame),
-            None => self.decide_idle(now, me, swarm, need, peers, &frame),
+            None => self.decide_idle(now, me, seniority, need, peers, &frame),
         }
     }
 
@@ -278,14 +311,14 @@ impl Scheduler {
         &self,
         now: Instant,
         me: &str,
-        swarm: &[PeerId],
+        seniority: Seniority,
         need: &Need,
         peers: &[PeerState],
         f: &Frame,
     ) -> Decision {
         let c = &self.config;
         // 2a: seeders of a fresh live segment go to the gateway.
-        if need.fresh_live && f.urgent && http_first(me, swarm, c.http_first_count) {
+        if need.fresh_live && f.urgent && self.is_seeder(seniority) {
             return Decision::FetchHttp { from: 0 };
         }
         // 2b: the best candidate peer, if usable.
@@ -420,32 +453,6 @@ impl Scheduler {
     }
 }
 
-/// Whether `me` is one of the swarm's HTTP-first seeders: among the first `count` distinct peers of
-/// `swarm`, which lists the swarm by seniority, oldest first, `me` included.
-///
-/// Seniority is each peer's own view: the peers of the first `peers` message after `welcome` joined
-/// before it, peers listed later joined after it. Two peers agree on which of them is older
-/// whenever each lists the other, so every pair agrees without a global clock. The senior peers
-/// seed because a peer that has stayed long is the one most likely to stay (and a newcomer mostly
-/// needs segments the swarm already has). Where views disagree (a peer left out of a truncated
-/// list), two peers may both seed (a little more HTTP) or both wait (until their own deadline
-/// sends them to HTTP): never a stall. A `me` that is not in `swarm` is never a seeder.
-pub fn http_first(me: &str, swarm: &[PeerId], count: usize) -> bool {
-    let mut seen: Vec<&str> = Vec::with_capacity(count.min(swarm.len()));
-    for peer in swarm {
-        if seen.len() >= count {
-            break;
-        }
-        if peer == me {
-            return true;
-        }
-        if !seen.contains(&peer.as_str()) {
-            seen.push(peer);
-        }
-    }
-    false
-}
-
 /// Exponentially weighted moving average of a rate in bytes/s:
 /// `new = 0.3 × sample + 0.7 × old` with `sample = bytes / elapsed`; an unknown `old` (`None`, ≤ 0,
 /// NaN, infinite) gives `sample`. `None` if `elapsed` is zero.
@@ -560,13 +567,35 @@ mod tests {
         Duration::from_secs_f64(bytes as f64 / rate)
     }
 
+    /// A peer that is never a seeder.
+    const NOT_SEEDER: Seniority = Seniority {
+        older: usize::MAX,
+        swarm: 1,
+    };
+
+    /// The seniority of `me` in `swarm` (oldest first); a stranger is never a seeder.
+    fn rank(me: &str, swarm: &[PeerId]) -> Seniority {
+        match swarm.iter().position(|p| p == me) {
+            Some(older) => Seniority {
+                older,
+                swarm: swarm.len(),
+            },
+            None => NOT_SEEDER,
+        }
+    }
+
+    /// Whether `me` seeds in `swarm` with `count` seeders at least.
+    fn seeds(me: &str, swarm: &[PeerId], count: usize) -> bool {
+        Scheduler::new(SchedulerConfig {
+            http_first_count: count,
+            ..SchedulerConfig::default()
+        })
+        .is_seeder(rank(me, swarm))
+    }
+
     /// A peer id in the swarm that is not a seeder (count 2).
     fn non_seeder(swarm: &[PeerId]) -> String {
-        swarm
-            .iter()
-            .find(|p| !http_first(p, swarm, 2))
-            .cloned()
-            .unwrap()
+        swarm.iter().find(|p| !seeds(p, swarm, 2)).cloned().unwrap()
     }
 
     struct XorShift(u64);
@@ -623,18 +652,18 @@ mod tests {
             peer("unknown", true, None, 0, true),
             peer("lacks", false, Some(50_000_000.0), 0, true),
         ];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer("fast".into()));
         // Equal expected finish: the smaller id wins, whatever the order.
         let peers = [
             peer("b", true, Some(4_000_000.0), 0, true),
             peer("a", true, Some(4_000_000.0), 1, true),
         ];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer("a".into()));
         // A never-measured peer is assumed at default_peer_rate: 2 MB in 1 s, left 4 s → usable.
         let peers = [peer("new", true, None, 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer("new".into()));
     }
 
@@ -647,15 +676,15 @@ mod tests {
             peer("sick-fast", true, Some(100_000_000.0), 0, false),
             peer("ok", true, Some(3_000_000.0), 0, true),
         ];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer("ok".into()));
         // Only unhealthy peers have it: that is "nobody has it" → HTTP now (urgent, not fresh).
         let peers = [peer("sick", true, Some(100_000_000.0), 0, false)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
         // … and Skip for a prefetch.
         let far = need(t0 + Duration::from_secs(30), Some(MB), false);
-        let d = s.decide(t0, "me", &swarm(0), &far, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &far, &peers, None, false);
         assert_eq!(d, Decision::Skip);
         // Random states: an unhealthy peer is never the answer.
         let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
@@ -677,7 +706,7 @@ mod tests {
                 rng.coin(),
             );
             if let Decision::FetchFromPeer(id) =
-                s.decide(t0, "me", &swarm(0), &n, &peers, None, false)
+                s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false)
             {
                 let p = peers.iter().find(|p| p.peer == id).unwrap();
                 assert!(p.healthy && p.has && p.in_flight < MAX_IN_FLIGHT_PER_PEER);
@@ -694,7 +723,7 @@ mod tests {
         let d = s.decide(
             t0,
             "me",
-            &swarm(0),
+            NOT_SEEDER,
             &n,
             std::slice::from_ref(&busy),
             None,
@@ -708,11 +737,11 @@ mod tests {
         }
         // One transfer running is fine.
         let one = peer("one", true, Some(50_000_000.0), 1, true);
-        let d = s.decide(t0, "me", &swarm(0), &n, &[one], None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &[one], None, false);
         assert_eq!(d, Decision::FetchFromPeer("one".into()));
         // A slower idle peer beats a faster busy one.
         let idle = peer("idle", true, Some(3_000_000.0), 0, true);
-        let d = s.decide(t0, "me", &swarm(0), &n, &[busy, idle], None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &[busy, idle], None, false);
         assert_eq!(d, Decision::FetchFromPeer("idle".into()));
     }
 
@@ -722,7 +751,7 @@ mod tests {
         let s = sched();
         let n = need(t0 + Duration::from_secs(5), Some(MB), false);
         let peers = [peer("me", true, Some(50_000_000.0), 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
     }
 
@@ -733,22 +762,22 @@ mod tests {
         let n = need(t0 + Duration::from_secs(6), Some(2 * MB), false);
         // expected_finish 3 s: fallback ok (3 + 1 ≤ 5) but over budget (3 > 0.5 × 5).
         let p3 = [peer("p", true, Some(2.0 * MB as f64 / 3.0), 0, true)];
-        let d = sched().decide(t0, "me", &swarm(0), &n, &p3, None, false);
+        let d = sched().decide(t0, "me", NOT_SEEDER, &n, &p3, None, false);
         assert!(!matches!(d, Decision::FetchFromPeer(_)), "{d:?}");
         let relaxed = Scheduler::new(SchedulerConfig {
             peer_time_budget: 1.0,
             ..SchedulerConfig::default()
         });
-        let d = relaxed.decide(t0, "me", &swarm(0), &n, &p3, None, false);
+        let d = relaxed.decide(t0, "me", NOT_SEEDER, &n, &p3, None, false);
         assert_eq!(d, Decision::FetchFromPeer("p".into()));
         // expected_finish 4.5 s: within a budget of 1.0 (4.5 ≤ 5) but no HTTP fallback left
         // (4.5 + 1 > 5).
         let p45 = [peer("p", true, Some(2.0 * MB as f64 / 4.5), 0, true)];
-        let d = relaxed.decide(t0, "me", &swarm(0), &n, &p45, None, false);
+        let d = relaxed.decide(t0, "me", NOT_SEEDER, &n, &p45, None, false);
         assert!(!matches!(d, Decision::FetchFromPeer(_)), "{d:?}");
         // 4 s exactly fits both with a budget of 1.0.
         let p4 = [peer("p", true, Some(2.0 * MB as f64 / 4.0), 0, true)];
-        let d = relaxed.decide(t0, "me", &swarm(0), &n, &p4, None, false);
+        let d = relaxed.decide(t0, "me", NOT_SEEDER, &n, &p4, None, false);
         assert_eq!(d, Decision::FetchFromPeer("p".into()));
     }
 
@@ -765,7 +794,7 @@ mod tests {
         assert!(t0 + secs(2 * MB, 500_000.0) > deadline);
         let mut now = t0;
         let started_http = loop {
-            match s.decide(now, "me", &swarm(0), &n, &peers, None, false) {
+            match s.decide(now, "me", NOT_SEEDER, &n, &peers, None, false) {
                 Decision::FetchHttp { from: 0 } => break now,
                 Decision::WaitUntil(at) => {
                     assert!(at > now, "WaitUntil must be in the future");
@@ -794,7 +823,7 @@ mod tests {
         let size = n.size.unwrap();
         let deadline = n.plays_at - s.config().safety_margin;
         let peers = [peer("p", true, Some(4_000_000.0), 1, true)];
-        let d = s.decide(t0, "me", &swarm(0), n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, n, &peers, None, false);
         assert_eq!(
             d,
             Decision::FetchFromPeer("p".into()),
@@ -809,7 +838,7 @@ mod tests {
         };
         let mut now = t0;
         loop {
-            match s.decide(now, "me", &swarm(0), n, &peers, Some(&t), false) {
+            match s.decide(now, "me", NOT_SEEDER, n, &peers, Some(&t), false) {
                 Decision::Continue(at) => assert!(at > now),
                 other => return Some((other, now, t.received)),
             }
@@ -894,7 +923,7 @@ mod tests {
             offset: 0,
             last_progress: now,
         };
-        let d = s.decide(now, "me", &swarm(0), &n, &peers, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
         assert_eq!(d, Decision::RaceHttp { from: 1_943_000 });
         // Earlier, with plenty of time, the same peer is just continued, with a recheck before the
         // takeover instant.
@@ -904,7 +933,7 @@ mod tests {
             last_progress: now,
             ..t
         };
-        let d = s.decide(now, "me", &swarm(0), &n, &peers, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
         assert_eq!(d, Decision::Continue(now + TRANSFER_POLL));
     }
 
@@ -924,7 +953,7 @@ mod tests {
             offset: 0,
             last_progress: now,
         };
-        match s.decide(now, "me", &swarm(0), &n, &peers, Some(&t), false) {
+        match s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false) {
             Decision::Continue(at) => {
                 assert!(at > now);
                 let takeover_by = deadline - secs(100_000, 2_000_000.0);
@@ -978,7 +1007,7 @@ mod tests {
         };
         // 100 ms without progress, observed 1 MB/s: on track.
         let now = t0 + ms(200);
-        let d = s.decide(now, "me", &swarm(0), &n, &peers, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
         assert!(matches!(d, Decision::Continue(_)), "{d:?}");
         // 501 ms without progress: stalled, the rest goes over HTTP from offset + received.
         let t = Transfer {
@@ -986,7 +1015,7 @@ mod tests {
             ..t
         };
         let now = t0 + ms(601);
-        let d = s.decide(now, "me", &swarm(0), &n, &peers, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_500_100 });
         // A peer measured slow has a longer stall threshold: 2 × 64 KiB at 100 kB/s ≈ 1.31 s.
         let slow = [peer("p", true, Some(100_000.0), 1, true)];
@@ -995,9 +1024,9 @@ mod tests {
             offset: 0,
             ..t
         };
-        let d = s.decide(now, "me", &swarm(0), &n, &slow, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &slow, Some(&t), false);
         assert!(matches!(d, Decision::Continue(_)), "{d:?}");
-        let d = s.decide(t0 + ms(1500), "me", &swarm(0), &n, &slow, Some(&t), false);
+        let d = s.decide(t0 + ms(1500), "me", NOT_SEEDER, &n, &slow, Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_999_000 });
     }
 
@@ -1015,21 +1044,21 @@ mod tests {
         };
         let now = t0 + ms(500);
         let sick = [peer("p", true, Some(4_000_000.0), 1, false)];
-        let d = s.decide(now, "me", &swarm(0), &n, &sick, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &sick, Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_000_000 });
-        let d = s.decide(now, "me", &swarm(0), &n, &[], Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &[], Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_000_000 });
         let healthy = [peer("p", true, Some(4_000_000.0), 1, true)];
-        let d = s.decide(now, "me", &swarm(0), &n, &healthy, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &n, &healthy, Some(&t), false);
         assert!(matches!(d, Decision::Continue(_)), "{d:?}");
         // A prefetch transfer from a failed peer is dropped, not moved to HTTP.
         let far = need(t0 + Duration::from_secs(30), Some(2 * MB), false);
-        let d = s.decide(now, "me", &swarm(0), &far, &sick, Some(&t), false);
+        let d = s.decide(now, "me", NOT_SEEDER, &far, &sick, Some(&t), false);
         assert_eq!(d, Decision::Skip);
         let d = s.decide(
             t0 + ms(2000),
             "me",
-            &swarm(0),
+            NOT_SEEDER,
             &far,
             &healthy,
             Some(&t),
@@ -1044,7 +1073,7 @@ mod tests {
         let s = sched();
         let n = need(t0 + ms(500), Some(2 * MB), true);
         let peers = [peer("p", true, Some(50_000_000.0), 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, true);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, true);
         assert_eq!(d, Decision::Continue(t0 + TRANSFER_POLL));
         let t = Transfer {
             peer: "p".into(),
@@ -1053,7 +1082,7 @@ mod tests {
             offset: 0,
             last_progress: t0 - Duration::from_secs(5),
         };
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, Some(&t), true);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, Some(&t), true);
         assert_eq!(d, Decision::Continue(t0 + TRANSFER_POLL));
     }
 
@@ -1063,7 +1092,7 @@ mod tests {
         let s = sched();
         let n = need(t0 + Duration::from_secs(5), Some(MB), false);
         let peers = [peer("p", false, Some(50_000_000.0), 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &peers, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &peers, None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
     }
 
@@ -1074,25 +1103,25 @@ mod tests {
         let plays_at = t0 + Duration::from_secs(6) + ms(100);
         // Nobody has it, not live: Skip.
         let n = need(plays_at, Some(MB), false);
-        let d = s.decide(t0, "me", &swarm(0), &n, &[], None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &[], None, false);
         assert_eq!(d, Decision::Skip);
         // A busy peer has it: wait, but look again when it becomes urgent at the latest.
         let busy = [peer("p", true, None, 2, true)];
-        let d = s.decide(t0, "me", &swarm(0), &n, &busy, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &n, &busy, None, false);
         assert_eq!(d, Decision::WaitUntil(t0 + ms(100)));
         let far = need(t0 + Duration::from_secs(20), Some(MB), false);
-        let d = s.decide(t0, "me", &swarm(0), &far, &busy, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &far, &busy, None, false);
         assert_eq!(d, Decision::WaitUntil(t0 + WAIT_POLL));
         // Fresh live, nobody has it yet: wait for the seeders (even a seeder: not urgent yet).
         let sw = swarm(5);
         let live = need(t0 + Duration::from_secs(20), Some(MB), true);
         for me in &sw {
-            let d = s.decide(t0, me, &sw, &live, &[], None, false);
+            let d = s.decide(t0, me, rank(me, &sw), &live, &[], None, false);
             assert_eq!(d, Decision::WaitUntil(t0 + WAIT_POLL));
         }
         // A usable peer: fetched from it.
         let ok = [peer("p", true, None, 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &far, &ok, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &far, &ok, None, false);
         assert_eq!(d, Decision::FetchFromPeer("p".into()));
     }
 
@@ -1146,7 +1175,15 @@ mod tests {
             });
             let me = &sw[rng.below(6) as usize];
             let http_running = rng.below(8) == 0;
-            let d = s.decide(now, me, &sw, &n, &peers, transfer.as_ref(), http_running);
+            let d = s.decide(
+                now,
+                me,
+                rank(me, &sw),
+                &n,
+                &peers,
+                transfer.as_ref(),
+                http_running,
+            );
             assert!(!is_http(&d), "case {i}: prefetch got {d:?}");
             match d {
                 Decision::WaitUntil(at) | Decision::Continue(at) => assert!(at > now),
@@ -1165,10 +1202,10 @@ mod tests {
         });
         let sw = swarm(10);
         let n = need(t0 + Duration::from_secs(4), Some(MB), true);
-        let seeders: Vec<&PeerId> = sw.iter().filter(|p| http_first(p, &sw, 2)).collect();
+        let seeders: Vec<&PeerId> = sw.iter().filter(|p| seeds(p, &sw, 2)).collect();
         assert_eq!(seeders, [&sw[0], &sw[1]]);
         for me in &sw {
-            let d = s.decide(t0, me, &sw, &n, &[], None, false);
+            let d = s.decide(t0, me, rank(me, &sw), &n, &[], None, false);
             if seeders.contains(&me) {
                 assert_eq!(d, Decision::FetchHttp { from: 0 }, "seeder {me}");
             } else {
@@ -1181,7 +1218,7 @@ mod tests {
         // Not fresh live: nobody seeds, a non-live miss is plain HTTP for everyone.
         let old = need(t0 + Duration::from_secs(4), Some(MB), false);
         for me in &sw {
-            let d = s.decide(t0, me, &sw, &old, &[], None, false);
+            let d = s.decide(t0, me, rank(me, &sw), &old, &[], None, false);
             assert_eq!(d, Decision::FetchHttp { from: 0 });
         }
     }
@@ -1200,7 +1237,7 @@ mod tests {
         let mut now = t0;
         let mut waits = 0;
         let http_at = loop {
-            match s.decide(now, &me, &sw, &n, &[], None, false) {
+            match s.decide(now, &me, rank(&me, &sw), &n, &[], None, false) {
                 Decision::WaitUntil(at) => {
                     assert!(at > now && at <= start_by);
                     waits += 1;
@@ -1214,44 +1251,57 @@ mod tests {
         assert!(http_at <= start_by && http_at >= start_by - HTTP_START_SLACK);
         assert!(http_at + secs(2 * MB, s.config().http_rate) <= deadline);
         // If a seeder gets it meanwhile (its Have arrives), the peer is used instead.
-        let seeder = sw.iter().find(|p| http_first(p, &sw, 2)).unwrap();
+        let seeder = sw.iter().find(|p| seeds(p, &sw, 2)).unwrap();
         let peers = [peer(seeder, true, None, 0, true)];
-        let d = s.decide(t0 + ms(500), &me, &sw, &n, &peers, None, false);
+        let d = s.decide(t0 + ms(500), &me, rank(&me, &sw), &n, &peers, None, false);
         assert_eq!(d, Decision::FetchFromPeer(seeder.clone()));
         // … but not once the peer could no longer finish with an HTTP fallback.
-        let d = s.decide(t0 + ms(2950), &me, &sw, &n, &peers, None, false);
+        let d = s.decide(t0 + ms(2950), &me, rank(&me, &sw), &n, &peers, None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
     }
 
     #[test]
-    fn http_first_picks_the_most_senior_peers() {
+    fn seeders_are_the_most_senior_peers() {
         let sw = swarm(20);
         for count in 0..=21 {
-            for (rank, p) in sw.iter().enumerate() {
-                assert_eq!(http_first(p, &sw, count), rank < count, "{p} count {count}");
+            for (older, p) in sw.iter().enumerate() {
+                // Twenty peers make one seeder at least, whatever the configured count.
+                assert_eq!(
+                    seeds(p, &sw, count),
+                    older < count.max(1),
+                    "{p} count {count}"
+                );
             }
         }
         // Seniority is the order given, whatever the ids.
         let mut reversed = sw.clone();
         reversed.reverse();
-        assert!(http_first("peer-19", &reversed, 1));
-        assert!(!http_first("peer-00", &reversed, 1));
+        assert!(seeds("peer-19", &reversed, 1));
+        assert!(!seeds("peer-00", &reversed, 1));
     }
 
     #[test]
-    fn http_first_edge_cases() {
-        let sw = swarm(3);
-        assert!(!http_first("peer-00", &sw, 0));
-        assert!(sw.iter().all(|p| http_first(p, &sw, 3)));
-        assert!(sw.iter().all(|p| http_first(p, &sw, 100)));
-        assert!(!http_first("stranger", &sw, 100));
-        assert!(!http_first("me", &[], 2));
-        let dups = vec!["a".to_string(), "a".to_string(), "a".to_string()];
-        assert!(http_first("a", &dups, 1));
-        // Duplicates do not take seats: with "a" three times then "b", count 2 picks both.
-        let dups = vec!["a".into(), "a".into(), "a".into(), "b".into()];
-        assert!(http_first("a", &dups, 2) && http_first("b", &dups, 2));
-        assert!(!http_first("b", &dups, 1));
+    fn one_seeder_per_twenty_peers() {
+        let s = sched();
+        assert_eq!(s.seeder_count(0), 1);
+        assert_eq!(s.seeder_count(19), 1);
+        assert_eq!(s.seeder_count(40), 2);
+        assert_eq!(s.seeder_count(119), 5);
+        assert!(s.is_seeder(Seniority {
+            older: 4,
+            swarm: 100
+        }));
+        assert!(!s.is_seeder(Seniority {
+            older: 5,
+            swarm: 100
+        }));
+        let none = Scheduler::new(SchedulerConfig {
+            http_first_count: 0,
+            ..SchedulerConfig::default()
+        });
+        assert!(!none.is_seeder(Seniority { older: 0, swarm: 3 }));
+        assert!(!seeds("stranger", &swarm(3), 100));
+        assert!(seeds("peer-02", &swarm(3), 3));
     }
 
     #[test]
@@ -1284,20 +1334,20 @@ mod tests {
             let p = [peer("p", true, Some(bad), 0, true)];
             let q = [peer("p", true, None, 0, true)];
             assert_eq!(
-                s.decide(t0, "me", &swarm(0), &n, &p, None, false),
-                s.decide(t0, "me", &swarm(0), &n, &q, None, false)
+                s.decide(t0, "me", NOT_SEEDER, &n, &p, None, false),
+                s.decide(t0, "me", NOT_SEEDER, &n, &q, None, false)
             );
         }
         // Deadline already past: HTTP right now, no peer.
         let past = need(t0 - Duration::from_secs(10), Some(MB), false);
         let fast = [peer("p", true, Some(1e12), 0, true)];
-        let d = s.decide(t0, "me", &swarm(0), &past, &fast, None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &past, &fast, None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
         let fresh_past = Need {
             fresh_live: true,
             ..past.clone()
         };
-        let d = s.decide(t0, "me", &swarm(0), &fresh_past, &[], None, false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &fresh_past, &[], None, false);
         assert_eq!(d, Decision::FetchHttp { from: 0 });
         let t = Transfer {
             peer: "p".into(),
@@ -1306,7 +1356,7 @@ mod tests {
             offset: 0,
             last_progress: t0,
         };
-        let d = s.decide(t0, "me", &swarm(0), &past, &fast, Some(&t), false);
+        let d = s.decide(t0, "me", NOT_SEEDER, &past, &fast, Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 0 });
         assert!(s.http_start_by(&past) < t0);
 
@@ -1396,7 +1446,7 @@ mod tests {
                                     let d = s.decide(
                                         t0,
                                         "peer-00",
-                                        &sw,
+                                        rank("peer-00", &sw),
                                         &n,
                                         peers,
                                         t.as_ref(),

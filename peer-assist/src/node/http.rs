@@ -1,21 +1,56 @@
-//! The node's HTTP side: GETs (and range GETs) of segments from the gateway, and a playlist follower
-//! that reloads at the RFC 8216 §6.3.4 interval.
+//! The node's HTTP side: GETs (and range GETs) of segments and playlists from the gateway, with
+//! errors that say what went wrong (absent, the gateway's or origin's error, a timeout, the network).
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::mpsc;
-
-use super::Event;
 
 /// Longest accepted segment or playlist.
 const MAX_BODY: usize = 64 * 1024 * 1024;
 /// One GET may take this long at most.
 const GET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why an HTTP GET from the gateway gave no usable body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpError {
+    /// 404 or 410: the object does not exist (yet, or any more).
+    #[error("absent ({0})")]
+    Absent(StatusCode),
+    /// Any other non-success status: the gateway's or its origin's error.
+    #[error("the gateway answered {0}")]
+    Status(StatusCode),
+    /// No complete answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The connection failed or broke.
+    #[error("connection failed: {0}")]
+    Network(String),
+    /// The body is larger than this node accepts.
+    #[error("body larger than {0} bytes")]
+    TooLarge(usize),
+    /// A playlist that cannot be used (the origin's fault).
+    #[error("unusable playlist: {0}")]
+    Playlist(String),
+    /// A request this node could not even build (its own fault).
+    #[error("bad request: {0}")]
+    Request(String),
+}
+
+impl HttpError {
+    /// The error for a non-success status.
+    pub fn from_status(status: StatusCode) -> Self {
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            HttpError::Absent(status)
+        } else {
+            HttpError::Status(status)
+        }
+    }
+}
 
 /// An HTTP client for one gateway.
 #[derive(Clone, Debug)]
@@ -33,36 +68,47 @@ impl GatewayClient {
     }
 
     /// GETs `path` from byte `from` on (a range request when `from > 0`).
-    pub async fn get(&self, path: &str, from: u64) -> Result<Bytes, String> {
+    pub async fn get(&self, path: &str, from: u64) -> Result<Bytes, HttpError> {
         let mut request = http::Request::get(format!("{}{}", self.base, path));
         if from > 0 {
             request = request.header(http::header::RANGE, format!("bytes={from}-"));
         }
-        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(GET_TIMEOUT, async {
+        let request = request
+            .body(Empty::new())
+            .map_err(|e| HttpError::Request(e.to_string()))?;
+        let (status, body) = tokio::time::timeout(GET_TIMEOUT, async {
             let response = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| HttpError::Network(e.to_string()))?;
             let status = response.status();
+            if !status.is_success() {
+                return Ok((status, Bytes::new()));
+            }
             let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        HttpError::TooLarge(MAX_BODY)
+                    } else {
+                        HttpError::Network(e.to_string())
+                    }
+                })?
                 .to_bytes();
-            Ok::<_, String>((status, body))
+            Ok::<_, HttpError>((status, body))
         })
         .await
-        .map_err(|_| format!("GET {path} timed out"))??;
-        match response {
-            (status, body) if status == http::StatusCode::PARTIAL_CONTENT && from > 0 => Ok(body),
-            (status, body) if status.is_success() => {
-                // A server that ignored the range sent everything: keep the part asked for.
-                let from = usize::try_from(from).unwrap_or(usize::MAX).min(body.len());
-                Ok(body.slice(from..))
-            }
-            (status, _) => Err(format!("GET {path}: {status}")),
+        .map_err(|_| HttpError::Timeout)??;
+        if status == StatusCode::PARTIAL_CONTENT && from > 0 {
+            Ok(body)
+        } else if status.is_success() {
+            // A server that ignored the range sent everything: keep the part asked for.
+            let from = usize::try_from(from).unwrap_or(usize::MAX).min(body.len());
+            Ok(body.slice(from..))
+        } else {
+            Err(HttpError::from_status(status))
         }
     }
 }
@@ -84,8 +130,9 @@ pub struct MediaPlaylist {
 }
 
 /// Parses a media playlist at `path` (segment URIs resolved against it).
-pub fn parse_media(path: &str, body: &[u8]) -> Result<MediaPlaylist, String> {
-    let media = m3u8_rs::parse_media_playlist_res(body).map_err(|e| format!("{path}: {e}"))?;
+pub fn parse_media(path: &str, body: &[u8]) -> Result<MediaPlaylist, HttpError> {
+    let media = m3u8_rs::parse_media_playlist_res(body)
+        .map_err(|e| HttpError::Playlist(format!("{path}: {e}")))?;
     let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
     let segments = media
         .segments
@@ -112,44 +159,6 @@ pub fn parse_media(path: &str, body: &[u8]) -> Result<MediaPlaylist, String> {
     })
 }
 
-/// Reloads `path` like a player (RFC 8216 §6.3.4) and sends each version to the node.
-pub(super) async fn follow_playlist(
-    client: GatewayClient,
-    path: String,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    let mut last: Option<Bytes> = None;
-    loop {
-        let result = client.get(&path, 0).await;
-        let (wait, ended) = match &result {
-            Ok(body) => match parse_media(&path, body) {
-                Ok(playlist) => {
-                    let changed = last.as_ref() != Some(body);
-                    last = Some(body.clone());
-                    let target = playlist.target_duration;
-                    let ended = playlist.ended;
-                    if events.send(Event::Playlist(Ok(playlist))).is_err() {
-                        return;
-                    }
-                    (if changed { target } else { target / 2 }, ended)
-                }
-                Err(e) => {
-                    let _ = events.send(Event::Playlist(Err(e)));
-                    (Duration::from_millis(500), false)
-                }
-            },
-            Err(e) => {
-                let _ = events.send(Event::Playlist(Err(e.clone())));
-                (Duration::from_millis(500), false)
-            }
-        };
-        if ended {
-            return;
-        }
-        tokio::time::sleep(wait).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +173,17 @@ mod tests {
         assert_eq!(p.segments[1].duration, Duration::from_millis(1500));
         assert!(!p.ended);
         assert!(parse_media("/x", b"garbage").is_err());
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        assert_eq!(
+            HttpError::from_status(StatusCode::NOT_FOUND),
+            HttpError::Absent(StatusCode::NOT_FOUND)
+        );
+        assert_eq!(
+            HttpError::from_status(StatusCode::BAD_GATEWAY),
+            HttpError::Status(StatusCode::BAD_GATEWAY)
+        );
     }
 }

@@ -195,6 +195,11 @@ impl Frame {
         }
     }
 
+    /// Length of the encoded frame, header included.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + self.payload_len()
+    }
+
     /// Encodes the frame (header + payload).
     ///
     /// The frame should satisfy [`Frame::validate`]. One that does not is still encoded with a

@@ -98,6 +98,74 @@ pub struct Failures {
     pub disconnect: u64,
 }
 
+/// Why a peer fetch failed: the four counters of [`Failures`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The peer was too slow (the scheduler gave up on it, or HTTP won the race).
+    Timeout,
+    /// Its bytes did not match the gateway's digest (or its claims were false).
+    Mismatch,
+    /// It did not have the segment.
+    Absent,
+    /// The link ended during the transfer.
+    Disconnect,
+}
+
+impl FailureCause {
+    pub const ALL: [FailureCause; 4] = [
+        FailureCause::Timeout,
+        FailureCause::Mismatch,
+        FailureCause::Absent,
+        FailureCause::Disconnect,
+    ];
+
+    /// The field name in [`Failures`], also used as a metric label and a link close reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureCause::Timeout => "timeout",
+            FailureCause::Mismatch => "mismatch",
+            FailureCause::Absent => "absent",
+            FailureCause::Disconnect => "disconnect",
+        }
+    }
+}
+
+impl Failures {
+    /// Counts one failure.
+    pub fn add(&mut self, cause: FailureCause) {
+        let counter = self.counter(cause);
+        *counter = counter.saturating_add(1);
+    }
+
+    pub fn get(&self, cause: FailureCause) -> u64 {
+        match cause {
+            FailureCause::Timeout => self.timeout,
+            FailureCause::Mismatch => self.mismatch,
+            FailureCause::Absent => self.absent,
+            FailureCause::Disconnect => self.disconnect,
+        }
+    }
+
+    fn counter(&mut self, cause: FailureCause) -> &mut u64 {
+        match cause {
+            FailureCause::Timeout => &mut self.timeout,
+            FailureCause::Mismatch => &mut self.mismatch,
+            FailureCause::Absent => &mut self.absent,
+            FailureCause::Disconnect => &mut self.disconnect,
+        }
+    }
+
+    /// What was counted since `earlier` (saturating).
+    pub fn since(&self, earlier: &Failures) -> Failures {
+        let mut delta = Failures::default();
+        for cause in FailureCause::ALL {
+            *delta.counter(cause) = self.get(cause).saturating_sub(earlier.get(cause));
+        }
+        delta
+    }
+}
+
 /// What this client saw from one peer since the previous report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,1122 @@
+//! The peer node without I/O, in the manner of `quinn-proto` under `quinn`.
+//!
+//! [`NodeCore`] holds every decision a peer makes: which peers to link to, where each segment comes
+//! from (the [`Scheduler`]), when a peer is too slow and HTTP takes over, what a peer's bytes must
+//! hash to before they are used, who is banned, what to upload and how fast, what to report. It
+//! never reads a clock, opens a socket or spawns a task. The driver (`node::driver`, or a test
+//! harness on virtual time) feeds it [`Input`]s with the current instant ([`NodeCore::handle`]),
+//! wakes it at [`NodeCore::poll_timeout`] ([`NodeCore::handle_timeout`]), and carries out the
+//! [`Output`]s it queues ([`NodeCore::poll_output`]): connect, send a frame, close a link, an HTTP
+//! GET, hash some bytes, a signalling message, deliver a segment.
+//!
+//! Iteration orders are deterministic (links by [`LinkId`], segments by id or play order), so the
+//! same inputs at the same instants always give the same outputs: the browser engine replays the
+//! traces this core produces (`tests/vectors/node_traces.json`).
+
+mod links;
+mod store;
+mod transfers;
+mod uploads;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::protocol::frame::Frame;
+use crate::protocol::signal::{
+    ClientMessage, FailureCause, PeerInfo, PeerOutcome, QuicAddress, Report, ServerMessage,
+    Transport,
+};
+use crate::scheduler::{
+    Decision, Need, PeerState, Scheduler, SchedulerConfig, Seniority, Transfer, TRANSFER_POLL,
+    WAIT_POLL,
+};
+
+use super::http::{HttpError, MediaPlaylist};
+use super::playback::Timeline;
+use super::{SegmentRecord, Source, Summary, TestBehaviour};
+pub use links::{CONNECT_TIMEOUT, LINK_FALLBACK, LINK_RETRY_FIRST, LINK_RETRY_MAX};
+use store::Store;
+pub use uploads::{TokenBucket, LINK_WINDOW};
+
+/// Segments ahead of the playhead a playing node works on at once.
+pub const LOOKAHEAD: usize = 8;
+/// Have frames go out at most this often (the first change at once).
+pub const HAVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Running work for a segment nobody waits for any more is stopped after this.
+pub const ABANDONED_GRACE: Duration = Duration::from_secs(3);
+/// A playing or seeding node tries a failed HTTP fetch again after this.
+pub const HTTP_RETRY: Duration = Duration::from_millis(500);
+/// A playlist reload that failed is tried again after this.
+pub const PLAYLIST_RETRY: Duration = Duration::from_millis(500);
+/// Largest segment accepted from a peer (by the gateway's size).
+pub const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
+/// Digests remembered (oldest forgotten first).
+pub const MAX_DIGESTS: usize = 4096;
+/// Segment ids whose first sighting is remembered (for "fresh live").
+pub const MAX_FIRST_SEEN: usize = 4096;
+/// Peers one report speaks of at most; the rest wait for the next report.
+pub const MAX_REPORT_PEERS: usize = 256;
+
+/// A link, named by the driver when it reports the link up. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkId(pub u64);
+
+/// One caller waiting for a segment (driven mode), named by the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WaiterId(pub u64);
+
+/// A hashing job handed to the driver ([`Output::Verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ticket(pub u64);
+
+/// What the node does with the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Follow the live playlist and play it like a player (deadlines from the playhead).
+    Play,
+    /// Fetch the whole playlist window over HTTP at once to serve others; do not play.
+    Seed,
+    /// Fetch only what callers ask for ([`Input::Need`]), by the deadlines they give: a player
+    /// drives the node (the load-test harness, the browser engine).
+    Driven,
+}
+
+/// The core's settings (the I/O settings stay with the driver).
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub mode: Mode,
+    /// Transports this node links over.
+    pub transports: Vec<Transport>,
+    /// Upload to other peers at all.
+    pub upload: bool,
+    /// Upload cap in bytes per second.
+    pub upload_rate: u64,
+    /// No upload until the swarm has at least this many peers (this one included).
+    pub privacy_floor: usize,
+    /// Segments kept to serve others, at most.
+    pub window: usize,
+    /// Bytes of segments kept to serve others, at most.
+    pub max_store_bytes: u64,
+    /// Peer links kept open (the tracker's `max_peers` lowers it).
+    pub max_links: usize,
+    /// Time from joining to the planned start of playback ([`Mode::Play`]).
+    pub startup: Duration,
+    /// Delivery reports are sent this often.
+    pub report_every: Duration,
+    pub scheduler: SchedulerConfig,
+    pub test: TestBehaviour,
+}
+
+/// Something that happened, for [`NodeCore::handle`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A message from the tracker.
+    Signal(ServerMessage),
+    /// The tracker connection ended.
+    SignalClosed,
+    /// A link to `peer` is open and its handshake done. `initiated`: this node connected.
+    /// `max_frame`: the largest frame (header included) the link carries.
+    LinkUp {
+        link: LinkId,
+        peer: String,
+        initiated: bool,
+        max_frame: usize,
+    },
+    /// A link ended (either side, or the transport).
+    LinkDown { link: LinkId },
+    /// An [`Output::Connect`] did not give a link.
+    ConnectFailed { peer: String },
+    /// A frame from a peer.
+    Frame { link: LinkId, frame: Frame },
+    /// `bytes` of frames queued on `link` were handed to the transport (upload flow control).
+    Written { link: LinkId, bytes: u64 },
+    /// The answer to [`Output::FetchPlaylist`], or a playlist the driving player loaded.
+    Playlist(Result<MediaPlaylist, HttpError>),
+    /// The answer to [`Output::HttpGet`].
+    Http {
+        id: String,
+        from: u64,
+        result: Result<Bytes, HttpError>,
+    },
+    /// The SHA-256 of the bytes of [`Output::Verify`].
+    Verified { ticket: Ticket, sha256: [u8; 32] },
+    /// A caller needs segment `id` by `plays_at` ([`Mode::Driven`]). The same waiter again
+    /// updates its deadline. `p2p: false`: straight to HTTP (another rendition, an init section).
+    Need {
+        waiter: WaiterId,
+        id: String,
+        plays_at: Instant,
+        p2p: bool,
+    },
+    /// The caller stopped waiting.
+    Abandon { waiter: WaiterId },
+    /// Leave: last report, `leave`, every link closed.
+    Stop,
+}
+
+/// Something for the driver to do, from [`NodeCore::poll_output`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Open a link to `peer` over `transport` (QUIC: at `quic`), then report
+    /// [`Input::LinkUp`] (`initiated: true`) or [`Input::ConnectFailed`].
+    Connect {
+        peer: String,
+        transport: Transport,
+        quic: Option<QuicAddress>,
+    },
+    /// Send a frame on a link, then report [`Input::Written`] with its encoded length.
+    Send { link: LinkId, frame: Frame },
+    /// Close a link (no [`Input::LinkDown`] is needed for it).
+    Close { link: LinkId, reason: &'static str },
+    /// GET segment `id` from the gateway from byte `from` (a Range request when > 0).
+    HttpGet { id: String, from: u64 },
+    /// Stop the HTTP fetch of `id` (its answer, if it comes, is ignored).
+    HttpCancel { id: String },
+    /// Reload the media playlist ([`Mode::Play`], [`Mode::Seed`]).
+    FetchPlaylist,
+    /// Hash `bytes` (SHA-256) and report [`Input::Verified`].
+    Verify { ticket: Ticket, bytes: Bytes },
+    /// Send a message to the tracker.
+    Signal(ClientMessage),
+    /// Hand segment `id` to the callers waiting for it.
+    Deliver {
+        waiters: Vec<WaiterId>,
+        id: String,
+        result: Result<Delivery, HttpError>,
+    },
+}
+
+/// A segment handed to its callers: verified against the gateway's digest when peers sent any of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub bytes: Bytes,
+    /// Where it came from (a peer transfer finished over HTTP counts as HTTP).
+    pub source: Source,
+    /// When the transfer that produced it started and ended (for bandwidth estimation).
+    pub started: Instant,
+    pub finished: Instant,
+}
+
+/// A segment transfer from a peer.
+#[derive(Debug)]
+struct PeerTransfer {
+    link: LinkId,
+    peer: String,
+    request_id: u32,
+    started: Instant,
+    last_progress: Instant,
+    size: Option<u64>,
+    data: BytesMut,
+    /// Complete and being hashed: the ticket, and when the last byte arrived.
+    verifying: Option<(Ticket, Instant)>,
+}
+
+/// An HTTP fetch of a segment.
+#[derive(Debug)]
+struct HttpFetch {
+    from: u64,
+    started: Instant,
+    /// The body arrived and is being hashed.
+    verifying: bool,
+}
+
+/// The work on one segment.
+#[derive(Debug, Default)]
+struct Work {
+    transfer: Option<PeerTransfer>,
+    http: Option<HttpFetch>,
+    /// The first bytes of the segment from a peer transfer HTTP took over: (peer, bytes, started).
+    /// They are joined with the HTTP rest and verified as a whole.
+    partial: Option<(String, Bytes, Instant)>,
+    /// No new HTTP fetch before this (after a failed one).
+    retry_at: Option<Instant>,
+}
+
+/// Callers waiting for one segment ([`Mode::Driven`]).
+#[derive(Debug, Default)]
+struct Waiting {
+    waiters: BTreeMap<WaiterId, Instant>,
+    /// Straight to HTTP, never peers.
+    http_only: bool,
+    /// When the last waiter left.
+    abandoned_at: Option<Instant>,
+}
+
+impl Waiting {
+    fn plays_at(&self) -> Option<Instant> {
+        self.waiters.values().min().copied()
+    }
+}
+
+/// What a hashing job was for.
+#[derive(Debug)]
+enum Job {
+    /// A complete peer transfer of `id`.
+    Peer { id: String },
+    /// An HTTP body of `id` (from `from`), joined with `prefix` peer bytes: (peer, bytes, started).
+    Http {
+        id: String,
+        from: u64,
+        prefix: Option<(String, u64, Instant)>,
+        http_started: Instant,
+        whole: Bytes,
+    },
+}
+
+/// A FIFO-bounded map.
+#[derive(Debug)]
+struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct NodeCore {
+    config: CoreConfig,
+    scheduler: Scheduler,
+    me: String,
+    started: Instant,
+    outputs: VecDeque<Output>,
+    stopped: bool,
+
+    // The swarm.
+    /// The latest peer list (this node excluded), best first.
+    listed: Vec<PeerInfo>,
+    /// When each listed peer was first listed.
+    listed_since: HashMap<String, Instant>,
+    /// The peers of the first `peers` message after `welcome`: older than this node.
+    elders: Option<HashSet<String>>,
+    /// The tracker's cap on links.
+    max_peers: Option<usize>,
+    links: BTreeMap<LinkId, links::Link>,
+    link_of: HashMap<String, LinkId>,
+    connecting: HashMap<String, Instant>,
+    retry: HashMap<String, links::Retry>,
+    banned: HashSet<String>,
+    next_connect_check: Option<Instant>,
+
+    // Segments.
+    digests: Bounded<([u8; 32], u64)>,
+    first_seen: Bounded<Instant>,
+    live: bool,
+    target: Duration,
+    store: Store,
+    work: BTreeMap<String, Work>,
+    waiting: BTreeMap<String, Waiting>,
+    waiter_segment: HashMap<WaiterId, String>,
+    requests: HashMap<u32, String>,
+    next_request: u32,
+    jobs: HashMap<Ticket, Job>,
+    next_ticket: u64,
+    /// Measured HTTP rate (EWMA), bytes/s.
+    http_rate: Option<f64>,
+    /// When to run the scheduler again (`None`: at once).
+    next_work: Option<Instant>,
+    dirty: bool,
+
+    // Playing and seeding.
+    timeline: Timeline,
+    sequence_of: HashMap<String, u64>,
+    /// Segments of the current playlist, in order (seeding, lookahead).
+    playlist_ids: Vec<String>,
+    last_playlist_id: Option<String>,
+    next_playlist: Option<Instant>,
+    playlist_in_flight: bool,
+
+    // Uploads.
+    uploads: VecDeque<uploads::Upload>,
+    bucket: TokenBucket,
+    next_upload: Option<Instant>,
+    have_dirty: bool,
+    last_have: Option<Instant>,
+
+    // Accounting.
+    summary: Summary,
+    reported: Summary,
+    peer_deltas: BTreeMap<String, PeerOutcome>,
+    next_report: Instant,
+}
+
+impl NodeCore {
+    /// A node that joined as `me` at `now`.
+    pub fn new(config: CoreConfig, me: &str, now: Instant) -> Self {
+        let rate = config
+            .test
+            .slow_upload
+            .map_or(config.upload_rate, |s| s.min(config.upload_rate));
+        let playing = matches!(config.mode, Mode::Play | Mode::Seed);
+        Self {
+            scheduler: Scheduler::new(config.scheduler.clone()),
+            me: me.to_owned(),
+            started: now,
+            outputs: VecDeque::new(),
+            stopped: false,
+            listed: Vec::new(),
+            listed_since: HashMap::new(),
+            elders: None,
+            max_peers: None,
+            links: BTreeMap::new(),
+            link_of: HashMap::new(),
+            connecting: HashMap::new(),
+            retry: HashMap::new(),
+            banned: HashSet::new(),
+            next_connect_check: None,
+            digests: Bounded::new(MAX_DIGESTS),
+            first_seen: Bounded::new(MAX_FIRST_SEEN),
+            live: true,
+            target: Duration::from_secs(2),
+            store: Store::new(config.window, config.max_store_bytes),
+            work: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            waiter_segment: HashMap::new(),
+            requests: HashMap::new(),
+            next_request: 1,
+            jobs: HashMap::new(),
+            next_ticket: 1,
+            http_rate: None,
+            next_work: Some(now),
+            dirty: false,
+            timeline: Timeline::new(now + config.startup),
+            sequence_of: HashMap::new(),
+            playlist_ids: Vec::new(),
+            last_playlist_id: None,
+            next_playlist: playing.then_some(now),
+            playlist_in_flight: false,
+            uploads: VecDeque::new(),
+            bucket: TokenBucket::new(
+                rate as f64,
+                // Half a second of the cap, at least one chunk.
+                (rate as f64 / 2.0).max(crate::protocol::frame::RECOMMENDED_CHUNK_LEN as f64),
+                now,
+            ),
+            next_upload: None,
+            have_dirty: false,
+            last_have: None,
+            summary: Summary {
+                peer_id: me.to_owned(),
+                ..Summary::default()
+            },
+            reported: Summary::default(),
+            peer_deltas: BTreeMap::new(),
+            next_report: now + config.report_every,
+            config,
+        }
+    }
+
+    /// This node's peer id.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether `peer` was caught lying (its relays are ignored).
+    pub fn is_banned(&self, peer: &str) -> bool {
+        self.banned.contains(peer)
+    }
+
+    /// Uploads running now.
+    pub fn active_uploads(&self) -> usize {
+        self.uploads.len()
+    }
+
+    /// Bytes uploaded so far.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.summary.uploaded_bytes
+    }
+
+    /// Open links.
+    pub fn link_count(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether [`Input::Stop`] was handled.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// The next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`NodeCore::handle_timeout`] must be called next (`None`: only on input).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        [
+            self.next_work,
+            Some(self.next_report),
+            self.next_playlist,
+            self.next_upload,
+            self.next_have(),
+            self.next_connect_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Handles one input at `now`.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        if self.stopped {
+            return;
+        }
+        match input {
+            Input::Signal(message) => self.on_signal(message, now),
+            Input::SignalClosed => {
+                tracing::warn!(peer = %self.me, "tracker connection closed: HTTP only from now on");
+            }
+            Input::LinkUp {
+                link,
+                peer,
+                initiated,
+                max_frame,
+            } => self.on_link_up(link, peer, initiated, max_frame, now),
+            Input::LinkDown { link } => self.on_link_down(link, now),
+            Input::ConnectFailed { peer } => self.on_connect_failed(&peer, now),
+            Input::Frame { link, frame } => self.on_frame(link, frame, now),
+            Input::Written { link, bytes } => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.unacked = l.unacked.saturating_sub(bytes);
+                }
+            }
+            Input::Playlist(result) => self.on_playlist(result, now),
+            Input::Http { id, from, result } => self.on_http(id, from, result, now),
+            Input::Verified { ticket, sha256 } => self.on_verified(ticket, sha256, now),
+            Input::Need {
+                waiter,
+                id,
+                plays_at,
+                p2p,
+            } => self.on_need(waiter, id, plays_at, p2p, now),
+            Input::Abandon { waiter } => self.on_abandon(waiter, now),
+            Input::Stop => return self.stop(now),
+        }
+        self.step(now);
+    }
+
+    /// Called at (or after) [`NodeCore::poll_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.stopped {
+            return;
+        }
+        if now >= self.next_report {
+            self.send_report();
+            self.next_report = now + self.config.report_every;
+        }
+        if self.next_playlist.is_some_and(|at| now >= at) && !self.playlist_in_flight {
+            self.next_playlist = None;
+            self.playlist_in_flight = true;
+            self.outputs.push_back(Output::FetchPlaylist);
+        }
+        if self.next_connect_check.is_some_and(|at| now >= at) {
+            self.connect_peers(now);
+        }
+        self.step(now);
+    }
+
+    /// What the node did, as of `now`.
+    pub fn summary(&mut self, now: Instant) -> Summary {
+        self.timeline.advance(now);
+        let mut summary = self.summary.clone();
+        summary.missed_deadlines = if self.config.mode == Mode::Play {
+            self.timeline.missed()
+        } else {
+            0
+        };
+        summary.stalled_ms = self.timeline.stalled().as_millis() as u64;
+        summary.duration_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        summary
+    }
+
+    /// Runs what may have become due: the scheduler, uploads, Have frames.
+    fn step(&mut self, now: Instant) {
+        if self.dirty || self.next_work.is_none_or(|at| now >= at) {
+            self.dirty = false;
+            self.run_work(now);
+        }
+        self.pump_uploads(now);
+        self.flush_have(now);
+    }
+
+    fn on_signal(&mut self, message: ServerMessage, now: Instant) {
+        match message {
+            ServerMessage::Digests { segments, .. } => {
+                for entry in segments {
+                    if let Ok(digest) = crate::protocol::signal::parse_digest_hex(&entry.sha256) {
+                        self.digests.insert(entry.id, (digest, entry.size));
+                    }
+                }
+                self.have_dirty = true;
+                self.dirty = true;
+            }
+            ServerMessage::Peers { peers } => self.on_peers(peers, now),
+            ServerMessage::Welcome { max_peers, .. } => {
+                self.max_peers = Some(max_peers as usize);
+            }
+            ServerMessage::Error { code, message } => {
+                tracing::warn!(?code, %message, "tracker error");
+            }
+            // WebRTC negotiation is the driver's (its transport's) business.
+            ServerMessage::Relay { .. } => {}
+        }
+    }
+
+    /// Where this node stands in its swarm (for the seeder rule).
+    fn seniority(&self) -> Seniority {
+        let older = self.elders.as_ref().map_or(0, |elders| {
+            self.listed
+                .iter()
+                .filter(|p| elders.contains(&p.peer_id) && !self.banned.contains(&p.peer_id))
+                .count()
+        });
+        Seniority {
+            older,
+            swarm: self.listed.len() + 1,
+        }
+    }
+
+    fn on_playlist(&mut self, result: Result<MediaPlaylist, HttpError>, now: Instant) {
+        let from_reload = self.playlist_in_flight;
+        self.playlist_in_flight = false;
+        let playlist = match result {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "playlist reload failed");
+                if from_reload {
+                    self.next_playlist = Some(now + PLAYLIST_RETRY);
+                }
+                return;
+            }
+        };
+        self.live = !playlist.ended;
+        self.target = playlist.target_duration;
+        let last = playlist.segments.last().map(|s| s.id.clone());
+        if from_reload || self.config.mode != Mode::Driven {
+            let changed = last != self.last_playlist_id;
+            self.next_playlist = (!playlist.ended)
+                .then(|| now + crate::hls::reload_interval(playlist.target_duration, changed));
+        }
+        self.last_playlist_id = last;
+        for segment in &playlist.segments {
+            if !self.first_seen.contains(&segment.id) {
+                self.first_seen.insert(segment.id.clone(), now);
+            }
+        }
+        if self.config.mode == Mode::Driven {
+            self.dirty = true;
+            return;
+        }
+        let Some(last) = playlist.segments.last().map(|s| s.sequence) else {
+            return;
+        };
+        let first = playlist.segments.first().map_or(last, |s| s.sequence);
+        let first_to_play = if self.live {
+            last.saturating_sub(2).max(first)
+        } else {
+            first
+        };
+        self.playlist_ids.clear();
+        for segment in &playlist.segments {
+            self.timeline.add(
+                segment.sequence,
+                &segment.id,
+                segment.duration,
+                first_to_play,
+            );
+            self.sequence_of
+                .insert(segment.id.clone(), segment.sequence);
+            if segment.sequence >= first_to_play {
+                self.playlist_ids.push(segment.id.clone());
+            }
+        }
+        // Work on segments that left the playlist stops unless something runs for it.
+        let listed: HashSet<&str> = playlist.segments.iter().map(|s| s.id.as_str()).collect();
+        self.work.retain(|id, w| {
+            listed.contains(id.as_str()) || w.transfer.is_some() || w.http.is_some()
+        });
+        self.dirty = true;
+    }
+
+    fn on_need(
+        &mut self,
+        waiter: WaiterId,
+        id: String,
+        plays_at: Instant,
+        p2p: bool,
+        now: Instant,
+    ) {
+        if let Some(previous) = self.waiter_segment.get(&waiter) {
+            if previous != &id {
+                let previous = previous.clone();
+                self.on_abandon(waiter, now);
+                self.waiter_segment.remove(&waiter);
+                tracing::debug!(%previous, %id, "a waiter changed segment");
+            }
+        }
+        if let Some(stored) = self.store.get(&id) {
+            let delivery = Delivery {
+                bytes: stored.bytes.clone(),
+                source: stored.source,
+                started: now,
+                finished: now,
+            };
+            self.store.touch(&id);
+            self.outputs.push_back(Output::Deliver {
+                waiters: vec![waiter],
+                id,
+                result: Ok(delivery),
+            });
+            return;
+        }
+        if !self.first_seen.contains(&id) {
+            self.first_seen.insert(id.clone(), now);
+        }
+        self.waiter_segment.insert(waiter, id.clone());
+        let waiting = self.waiting.entry(id.clone()).or_default();
+        let new = waiting.waiters.is_empty() && waiting.abandoned_at.is_none();
+        if new {
+            waiting.http_only = !p2p;
+        }
+        waiting.waiters.insert(waiter, plays_at);
+        waiting.abandoned_at = None;
+        if waiting.http_only {
+            self.start_http(&id, 0, now);
+        } else {
+            self.dirty = true;
+        }
+    }
+
+    fn on_abandon(&mut self, waiter: WaiterId, now: Instant) {
+        let Some(id) = self.waiter_segment.remove(&waiter) else {
+            return;
+        };
+        if let Some(waiting) = self.waiting.get_mut(&id) {
+            waiting.waiters.remove(&waiter);
+            if waiting.waiters.is_empty() {
+                waiting.abandoned_at = Some(now);
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// Segments to decide on now, with when each plays (`None`: seeding, no deadline).
+    fn agenda(&mut self, now: Instant) -> Vec<(String, Option<Instant>)> {
+        match self.config.mode {
+            Mode::Seed => self
+                .playlist_ids
+                .iter()
+                .filter(|id| !self.store.contains(id))
+                .map(|id| (id.clone(), None))
+                .collect(),
+            Mode::Play => {
+                self.timeline.advance(now);
+                self.timeline
+                    .needed()
+                    .take(LOOKAHEAD)
+                    .map(|(seq, slot)| (slot.id.clone(), self.timeline.plays_at(seq, now)))
+                    .collect()
+            }
+            Mode::Driven => self
+                .waiting
+                .iter()
+                .filter(|(_, w)| !w.http_only && !w.waiters.is_empty())
+                .map(|(id, w)| (id.clone(), w.plays_at()))
+                .collect(),
+        }
+    }
+
+    /// Runs the scheduler over every segment on the agenda.
+    fn run_work(&mut self, now: Instant) {
+        let mut next = now + WAIT_POLL;
+        next = next.min(self.tend_abandoned(now));
+        let seniority = self.seniority();
+        let scheduler = self.scheduler_now();
+        for (id, plays_at) in self.agenda(now) {
+            if self.store.contains(&id) {
+                continue;
+            }
+            let work = self.work.entry(id.clone()).or_default();
+            if work
+                .transfer
+                .as_ref()
+                .is_some_and(|t| t.verifying.is_some())
+            {
+                continue;
+            }
+            if let Some(at) = work.retry_at {
+                if now < at {
+                    next = next.min(at);
+                    continue;
+                }
+                work.retry_at = None;
+            }
+            let Some(plays_at) = plays_at else {
+                // Seeding: everything over HTTP at once.
+                self.start_http(&id, 0, now);
+                continue;
+            };
+            let digest = self.digests.get(&id).copied();
+            let fresh_live = self.live
+                && self
+                    .first_seen
+                    .get(&id)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < self.target * 2);
+            let need = Need {
+                segment: id.clone(),
+                size: digest.map(|d| d.1),
+                plays_at,
+                fresh_live,
+            };
+            let peers: Vec<PeerState> = self
+                .links
+                .values()
+                .map(|link| PeerState {
+                    peer: link.peer.clone(),
+                    // Only verifiable bytes are worth asking for.
+                    has: digest.is_some() && link.has.contains(&id),
+                    rate: link.rate,
+                    in_flight: link.in_flight,
+                    healthy: !self.banned.contains(&link.peer),
+                })
+                .collect();
+            let work = self.work.entry(id.clone()).or_default();
+            let transfer = work.transfer.as_ref().map(|t| Transfer {
+                peer: t.peer.clone(),
+                started: t.started,
+                received: t.data.len() as u64,
+                offset: 0,
+                last_progress: t.last_progress,
+            });
+            let decision = scheduler.decide(
+                now,
+                &self.me,
+                seniority,
+                &need,
+                &peers,
+                transfer.as_ref(),
+                work.http.is_some(),
+            );
+            next = next.min(self.execute(&id, decision, now));
+        }
+        self.next_work = Some(next.max(now + crate::scheduler::MIN_RECHECK));
+    }
+
+    /// The scheduler with the HTTP rate to assume now: the measured one when it is lower.
+    fn scheduler_now(&self) -> Scheduler {
+        match self.http_rate {
+            Some(measured) if measured > 0.0 && measured < self.scheduler.config().http_rate => {
+                Scheduler::new(SchedulerConfig {
+                    http_rate: measured,
+                    ..self.scheduler.config().clone()
+                })
+            }
+            _ => self.scheduler.clone(),
+        }
+    }
+
+    /// Carries out a decision; returns when to look at the segment again.
+    fn execute(&mut self, id: &str, decision: Decision, now: Instant) -> Instant {
+        match decision {
+            Decision::FetchFromPeer(peer) => self.request_from_peer(id, &peer, now),
+            Decision::FetchHttp { from } | Decision::RaceHttp { from } => {
+                // A race keeps the peer transfer: the HTTP rest is joined with its first bytes.
+                let from = if self.prefix_len(id) >= from { from } else { 0 };
+                self.start_http(id, from, now);
+            }
+            Decision::ReplaceWithHttp { from } => {
+                let mut from = from;
+                let running = self.work.get(id).and_then(|w| w.transfer.as_ref());
+                if let Some(t) = running {
+                    if from > 0 && t.data.len() as u64 >= from {
+                        let kept = (
+                            t.peer.clone(),
+                            Bytes::copy_from_slice(&t.data[..from as usize]),
+                            t.started,
+                        );
+                        if let Some(w) = self.work.get_mut(id) {
+                            w.partial = Some(kept);
+                        }
+                    } else {
+                        from = 0;
+                    }
+                    self.fail_transfer(id, FailureCause::Timeout);
+                } else if self.prefix_len(id) < from {
+                    from = 0;
+                }
+                self.start_http(id, from, now);
+            }
+            Decision::WaitUntil(at) | Decision::Continue(at) => return at,
+            Decision::Skip => {
+                // A prefetch no peer can serve (or whose peer stalled). A caller waiting for it
+                // is filling its buffer: waiting would only shrink the buffer, so HTTP it is.
+                // A playing node just drops its own speculative fetch.
+                self.fail_transfer(id, FailureCause::Timeout);
+                if self.config.mode == Mode::Driven {
+                    self.start_http(id, 0, now);
+                } else {
+                    return now + WAIT_POLL;
+                }
+            }
+        }
+        now + TRANSFER_POLL
+    }
+
+    /// Needs nobody waits for: their running work may finish (into the store) for a short while.
+    /// Returns when to look again.
+    fn tend_abandoned(&mut self, now: Instant) -> Instant {
+        let mut next = now + WAIT_POLL;
+        let abandoned: Vec<(String, Instant)> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.waiters.is_empty())
+            .map(|(id, w)| (id.clone(), w.abandoned_at.unwrap_or(now)))
+            .collect();
+        for (id, since) in abandoned {
+            let running = self
+                .work
+                .get(&id)
+                .is_some_and(|w| w.transfer.is_some() || w.http.is_some());
+            let until = since + ABANDONED_GRACE;
+            if running && now < until {
+                next = next.min(until);
+                continue;
+            }
+            self.waiting.remove(&id);
+            if running {
+                self.fail_transfer(&id, FailureCause::Timeout);
+                self.cancel_http(&id);
+            }
+            self.work.remove(&id);
+        }
+        next
+    }
+
+    fn cancel_http(&mut self, id: &str) {
+        if let Some(w) = self.work.get_mut(id) {
+            if w.http.take().is_some() {
+                self.outputs
+                    .push_back(Output::HttpCancel { id: id.to_owned() });
+            }
+        }
+    }
+
+    /// Bytes of `id` already in hand from a peer (a running transfer or a kept prefix).
+    fn prefix_len(&self, id: &str) -> u64 {
+        let Some(w) = self.work.get(id) else {
+            return 0;
+        };
+        match (&w.transfer, &w.partial) {
+            (Some(t), _) => t.data.len() as u64,
+            (None, Some((_, bytes, _))) => bytes.len() as u64,
+            (None, None) => 0,
+        }
+    }
+
+    fn start_http(&mut self, id: &str, from: u64, now: Instant) {
+        let work = self.work.entry(id.to_owned()).or_default();
+        if work.http.is_some() {
+            return;
+        }
+        if from == 0 {
+            work.partial = None;
+        }
+        work.http = Some(HttpFetch {
+            from,
+            started: now,
+            verifying: false,
+        });
+        self.outputs.push_back(Output::HttpGet {
+            id: id.to_owned(),
+            from,
+        });
+    }
+
+    /// Takes a whole segment (verified, or from the gateway): stores it, hands it to its callers,
+    /// records it, tells the peers.
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
+        &mut self,
+        id: &str,
+        bytes: Bytes,
+        digest: [u8; 32],
+        source: Source,
+        started: Instant,
+        finished: Instant,
+        now: Instant,
+    ) {
+        // A transfer still running lost the race; an HTTP fetch still running is not needed.
+        self.fail_transfer(id, FailureCause::Timeout);
+        self.cancel_http(id);
+        self.work.remove(id);
+        let sequence = self.sequence_of.get(id).copied();
+        let waiting = self.waiting.remove(id);
+        let plays_at = match &waiting {
+            Some(w) => w.plays_at(),
+            None => sequence.and_then(|s| self.timeline.plays_at(s, now)),
+        };
+        let in_time = self.config.mode == Mode::Seed || plays_at.is_none_or(|at| now <= at);
+        if let Some(sequence) = sequence {
+            self.timeline.obtained(sequence, now);
+        }
+        if let Some(waiting) = waiting {
+            let waiters: Vec<WaiterId> = waiting.waiters.keys().copied().collect();
+            for w in &waiters {
+                self.waiter_segment.remove(w);
+            }
+            if !waiters.is_empty() {
+                self.outputs.push_back(Output::Deliver {
+                    waiters,
+                    id: id.to_owned(),
+                    result: Ok(Delivery {
+                        bytes: bytes.clone(),
+                        source,
+                        started,
+                        finished,
+                    }),
+                });
+            }
+        }
+        let len = bytes.len() as u64;
+        self.store.put(id, bytes, digest, source);
+        self.summary.segments += 1;
+        match source {
+            Source::P2p => self.summary.p2p_segments += 1,
+            Source::Http => self.summary.http_segments += 1,
+        }
+        self.summary.log.push(SegmentRecord {
+            id: id.to_owned(),
+            source,
+            bytes: len,
+            sha256: hex::encode(digest),
+            at_ms: now.saturating_duration_since(self.started).as_millis() as u64,
+            in_time,
+        });
+        self.have_dirty = true;
+        self.dirty = true;
+    }
+
+    /// A caller's HTTP fetch failed and no peer can deliver: the callers get the error.
+    fn fail_waiters(&mut self, id: &str, error: HttpError) {
+        let Some(waiting) = self.waiting.remove(id) else {
+            return;
+        };
+        self.fail_transfer(id, FailureCause::Timeout);
+        self.work.remove(id);
+        let waiters: Vec<WaiterId> = waiting.waiters.keys().copied().collect();
+        for w in &waiters {
+            self.waiter_segment.remove(w);
+        }
+        if !waiters.is_empty() {
+            self.outputs.push_back(Output::Deliver {
+                waiters,
+                id: id.to_owned(),
+                result: Err(error),
+            });
+        }
+    }
+
+    fn peer_delta(&mut self, peer: &str) -> &mut PeerOutcome {
+        self.peer_deltas
+            .entry(peer.to_owned())
+            .or_insert_with(|| PeerOutcome {
+                peer_id: peer.to_owned(),
+                ok: 0,
+                failed: 0,
+                mismatch: 0,
+                bytes: 0,
+            })
+    }
+
+    fn send_report(&mut self) {
+        let s = &self.summary;
+        let r = &self.reported;
+        let mut peers = Vec::new();
+        while peers.len() < MAX_REPORT_PEERS {
+            let Some((_, outcome)) = self.peer_deltas.pop_first() else {
+                break;
+            };
+            peers.push(outcome);
+        }
+        let report = Report {
+            http_bytes: s.http_bytes.saturating_sub(r.http_bytes),
+            p2p_bytes: s.p2p_bytes.saturating_sub(r.p2p_bytes),
+            http_segments: s.http_segments.saturating_sub(r.http_segments),
+            p2p_segments: s.p2p_segments.saturating_sub(r.p2p_segments),
+            uploaded_bytes: s.uploaded_bytes.saturating_sub(r.uploaded_bytes),
+            failures: s.failures.since(&r.failures),
+            peers,
+        };
+        self.reported = Summary {
+            http_bytes: s.http_bytes,
+            p2p_bytes: s.p2p_bytes,
+            http_segments: s.http_segments,
+            p2p_segments: s.p2p_segments,
+            uploaded_bytes: s.uploaded_bytes,
+            failures: s.failures.clone(),
+            ..Summary::default()
+        };
+        self.outputs
+            .push_back(Output::Signal(ClientMessage::Report(report)));
+    }
+
+    fn stop(&mut self, now: Instant) {
+        self.send_report();
+        self.outputs
+            .push_back(Output::Signal(ClientMessage::Leave {}));
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.outputs.push_back(Output::Close {
+                link,
+                reason: "node stopped",
+            });
+        }
+        self.links.clear();
+        self.link_of.clear();
+        self.uploads.clear();
+        let fetching: Vec<String> = self
+            .work
+            .iter()
+            .filter(|(_, w)| w.http.is_some())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in fetching {
+            self.outputs.push_back(Output::HttpCancel { id });
+        }
+        self.timeline.advance(now);
+        self.stopped = true;
+    }
+}

@@ -1,0 +1,886 @@
+//! The node's async shell: carries out what [`NodeCore`] asks (links over QUIC and WebRTC, HTTP
+//! GETs, hashing, signalling, deliveries) and feeds it what happened, with the real clock.
+//!
+//! One task owns the core. Links, signalling, HTTP fetches and hashing run in their own tasks (all
+//! aborted with the node) and send it events; after each event or timeout the task drains the
+//! core's outputs.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::core::{Delivery, Input, LinkId, NodeCore, Output, Ticket, WaiterId};
+use super::http::{self, GatewayClient, MediaPlaylist};
+use super::{FetchError, NodeConfig, NodeError, SignallingError, Source, Summary};
+use crate::protocol::frame::{self, Frame, PROTOCOL_VERSION};
+use crate::protocol::signal::{
+    self, Capabilities, ClientMessage, QuicAddress, ServerMessage, Transport, SIGNAL_VERSION,
+};
+use crate::transport::quic::{QuicIdentity, QuicTransport, QuicTuning};
+#[cfg(feature = "webrtc")]
+use crate::transport::webrtc::{WebrtcConfig, WebrtcEvent, WebrtcTransport};
+use crate::transport::{LinkReceiver, LinkSender, PeerLink};
+
+/// How long a new link may take to say who it is.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bodies up to this size are hashed on the node's task; larger ones on the blocking pool.
+const HASH_INLINE_MAX: usize = 64 * 1024;
+/// Relayed WebRTC signalling is paced to this many messages per second (burst: twice as many), so
+/// that with reports and leave the node stays well inside the tracker's budget (20/s, burst 40).
+#[cfg(feature = "webrtc")]
+const RELAY_RATE: f64 = 12.0;
+/// The largest frame a QUIC link carries, header included.
+const QUIC_MAX_FRAME: usize = crate::transport::FRAME_HEADER_LEN + crate::transport::MAX_FRAME_LEN;
+
+/// A running node.
+pub struct NodeHandle {
+    task: JoinHandle<Summary>,
+    stop: Option<oneshot::Sender<()>>,
+    /// Where the node accepts QUIC links (`None` when QUIC is not among its transports).
+    pub quic_addr: Option<SocketAddr>,
+    stats: Arc<LiveStats>,
+    events: mpsc::UnboundedSender<Event>,
+    waiters: Arc<AtomicU64>,
+}
+
+/// Figures of a running node that can be read while it runs.
+#[derive(Debug, Default)]
+struct LiveStats {
+    uploaded_bytes: AtomicU64,
+    active_uploads: AtomicUsize,
+}
+
+/// Asks a driven node for segments (see [`NodeConfig::driven`]). Cheap to clone.
+#[derive(Clone)]
+pub struct SegmentFetcher {
+    events: mpsc::UnboundedSender<Event>,
+    waiters: Arc<AtomicU64>,
+}
+
+/// A segment a driven node delivered: verified against the gateway's digest when it came from peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: Bytes,
+    pub source: Source,
+    /// How long the transfer that produced it took (for bandwidth estimation).
+    pub took: Duration,
+}
+
+/// Sends [`Input::Abandon`] when a `fetch` future is dropped before its answer.
+struct AbandonOnDrop {
+    events: mpsc::UnboundedSender<Event>,
+    waiter: WaiterId,
+    armed: bool,
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.events.send(Event::Input(Input::Abandon {
+                waiter: self.waiter,
+            }));
+        }
+    }
+}
+
+impl SegmentFetcher {
+    /// The segment `id` (its gateway path), needed by `plays_at`: from the store, from peers or
+    /// over HTTP. Fails when HTTP failed and no peer could deliver, or the node has stopped.
+    pub async fn fetch(&self, id: &str, plays_at: Instant) -> Result<Fetched, FetchError> {
+        let waiter = WaiterId(self.waiters.fetch_add(1, Ordering::Relaxed));
+        let (reply, answer) = oneshot::channel();
+        self.events
+            .send(Event::Need {
+                waiter,
+                id: id.to_owned(),
+                plays_at,
+                reply,
+            })
+            .map_err(|_| FetchError::Stopped)?;
+        let mut guard = AbandonOnDrop {
+            events: self.events.clone(),
+            waiter,
+            armed: true,
+        };
+        let result = answer.await.map_err(|_| FetchError::Stopped)?;
+        guard.armed = false;
+        result
+    }
+
+    /// A media playlist the driving player loaded (the node learns what is live and fresh).
+    pub fn playlist(&self, playlist: MediaPlaylist) {
+        let _ = self
+            .events
+            .send(Event::Input(Input::Playlist(Ok(playlist))));
+    }
+}
+
+impl NodeHandle {
+    /// Asks the node to stop and returns its summary.
+    pub async fn stop(mut self) -> Summary {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap_or_default()
+    }
+
+    /// Waits for the node to end by itself (`duration`).
+    pub async fn wait(self) -> Summary {
+        self.task.await.unwrap_or_default()
+    }
+
+    /// Asks this node for segments; meaningful when it runs [`NodeConfig::driven`].
+    pub fn fetcher(&self) -> SegmentFetcher {
+        SegmentFetcher {
+            events: self.events.clone(),
+            waiters: Arc::clone(&self.waiters),
+        }
+    }
+
+    /// Bytes uploaded so far.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.stats.uploaded_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Uploads running right now.
+    pub fn active_uploads(&self) -> usize {
+        self.stats.active_uploads.load(Ordering::Relaxed)
+    }
+
+    /// Ends the node abruptly, as if its process died: no leave, no goodbye to peers.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// What the node's task hears about.
+enum Event {
+    Input(Input),
+    /// A link is up; `initiated` is `None` for WebRTC (the driver knows whom it asked).
+    LinkUp {
+        link: LinkId,
+        peer: String,
+        sender: LinkSender,
+        initiated: Option<bool>,
+        max_frame: usize,
+    },
+    Need {
+        waiter: WaiterId,
+        id: String,
+        plays_at: Instant,
+        reply: oneshot::Sender<Result<Fetched, FetchError>>,
+    },
+    Relay {
+        from: String,
+        payload: serde_json::Value,
+    },
+}
+
+/// Starts a node: joins the swarm and begins. Returns once it has joined.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let transports: Vec<Transport> = [Transport::Quic, Transport::Webrtc]
+        .into_iter()
+        .filter(|t| config.transports.contains(t))
+        .collect();
+    if transports.is_empty() {
+        return Err(NodeError::NoTransport);
+    }
+    if cfg!(not(feature = "webrtc")) && transports.contains(&Transport::Webrtc) {
+        return Err(NodeError::WebrtcUnavailable);
+    }
+    let quic = if transports.contains(&Transport::Quic) {
+        let identity = QuicIdentity::generate()?;
+        let transport = QuicTransport::bind(config.bind, identity, QuicTuning::tuned())?;
+        Some(Arc::new(transport))
+    } else {
+        None
+    };
+    let quic_addr = quic.as_ref().map(|t| t.local_addr());
+    let (mut ws_tx, mut ws_rx, welcome) = join(&config, &transports, quic.as_deref()).await?;
+    let ServerMessage::Welcome {
+        peer_id: me,
+        playlist,
+        ..
+    } = &welcome
+    else {
+        return Err(NodeError::Signalling(SignallingError::Closed));
+    };
+    let (me, playlist) = (me.clone(), playlist.clone());
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (signal_out, mut signal_queue) = mpsc::unbounded_channel::<ClientMessage>();
+    // Signalling reader and writer.
+    let tx = events_tx.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(Ok(message)) = ws_rx.next().await {
+            if let Message::Text(text) = message {
+                match signal::decode_server(&text) {
+                    Ok(ServerMessage::Relay { from, payload }) => {
+                        let _ = tx.send(Event::Relay { from, payload });
+                    }
+                    Ok(m) => {
+                        let _ = tx.send(Event::Input(Input::Signal(m)));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "bad message from the tracker"),
+                }
+            }
+        }
+        let _ = tx.send(Event::Input(Input::SignalClosed));
+    });
+    let writer = tokio::spawn(async move {
+        while let Some(message) = signal_queue.recv().await {
+            if ws_tx
+                .send(Message::text(signal::encode_client(&message)))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let _ = ws_tx.close().await;
+    });
+    let tasks = TaskSet::default();
+    let link_ids = Arc::new(AtomicU64::new(1));
+    let mut background = vec![reader, writer];
+    if let Some(quic) = &quic {
+        let transport = Arc::clone(quic);
+        let tx = events_tx.clone();
+        let me = me.clone();
+        let tasks = tasks.clone();
+        let ids = Arc::clone(&link_ids);
+        background.push(tokio::spawn(async move {
+            while let Some(link) = transport.accept().await {
+                let id = LinkId(ids.fetch_add(1, Ordering::Relaxed));
+                tasks.spawn(run_link(
+                    link,
+                    id,
+                    me.clone(),
+                    None,
+                    Some(false),
+                    tx.clone(),
+                ));
+            }
+        }));
+    }
+    #[cfg(feature = "webrtc")]
+    let webrtc = if transports.contains(&Transport::Webrtc) {
+        match start_webrtc(
+            &config,
+            &me,
+            &events_tx,
+            &signal_out,
+            &tasks,
+            &link_ids,
+            &mut background,
+        ) {
+            Ok(webrtc) => Some(webrtc),
+            Err(e) => {
+                for task in &background {
+                    task.abort();
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    let now = Instant::now();
+    let mut core = NodeCore::new(config.core(transports), &me, now);
+    core.handle(Input::Signal(welcome), now);
+    let stats = Arc::new(LiveStats::default());
+    let driver = Driver {
+        core,
+        me,
+        playlist,
+        client: GatewayClient::new(&config.gateway),
+        events: events_tx.clone(),
+        signal: signal_out,
+        tasks: tasks.clone(),
+        link_ids,
+        links: HashMap::new(),
+        http: HashMap::new(),
+        waiters: HashMap::new(),
+        webrtc_asked: HashSet::new(),
+        quic,
+        #[cfg(feature = "webrtc")]
+        webrtc,
+        stats: Arc::clone(&stats),
+        end: config.duration.map(|d| now + d),
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let _guard = AbortOnDrop(background, tasks);
+        driver.run(events, stop_rx).await
+    });
+    Ok(NodeHandle {
+        task,
+        stop: Some(stop_tx),
+        quic_addr,
+        stats,
+        events: events_tx,
+        waiters: Arc::new(AtomicU64::new(1)),
+    })
+}
+
+type WsSink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    Message,
+>;
+type WsStream = futures_util::stream::SplitStream<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+>;
+
+/// Connects to the tracker, joins, and waits for the welcome.
+async fn join(
+    config: &NodeConfig,
+    transports: &[Transport],
+    quic: Option<&QuicTransport>,
+) -> Result<(WsSink, WsStream, ServerMessage), NodeError> {
+    let ws_url = format!(
+        "{}/p2p/v1/ws?stream={}",
+        config.gateway.replacen("http", "ws", 1),
+        config.stream
+    );
+    let (ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(ws_url),
+    )
+    .await
+    .map_err(|_| SignallingError::Timeout)?
+    .map_err(|e| SignallingError::Connect(e.to_string()))?;
+    let (mut ws_tx, mut ws_rx) = ws.split();
+    let join = ClientMessage::Join {
+        v: SIGNAL_VERSION,
+        stream: config.stream.clone(),
+        rendition: config.rendition,
+        capabilities: Capabilities {
+            transports: transports.to_vec(),
+            upload: config.upload,
+        },
+        token: None,
+        quic: quic.map(|t| QuicAddress {
+            addr: t.local_addr().to_string(),
+            fingerprint: t.fingerprint().to_owned(),
+        }),
+    };
+    ws_tx
+        .send(Message::text(signal::encode_client(&join)))
+        .await
+        .map_err(|e| SignallingError::Connect(e.to_string()))?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), ws_rx.next())
+            .await
+            .map_err(|_| SignallingError::Timeout)?;
+        match next {
+            Some(Ok(Message::Text(text))) => match signal::decode_server(&text) {
+                Ok(welcome @ ServerMessage::Welcome { .. }) => {
+                    return Ok((ws_tx, ws_rx, welcome));
+                }
+                Ok(ServerMessage::Error { code, message }) => {
+                    return Err(NodeError::Refused { code, message })
+                }
+                Ok(_) => continue,
+                Err(e) => return Err(SignallingError::Protocol(e).into()),
+            },
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(SignallingError::Connect(e.to_string()).into()),
+            None => return Err(SignallingError::Closed.into()),
+        }
+    }
+}
+
+/// Creates the WebRTC transport and its two pumps: opened data channels become links, outgoing
+/// signalling becomes paced relays.
+#[cfg(feature = "webrtc")]
+fn start_webrtc(
+    config: &NodeConfig,
+    me: &str,
+    events: &mpsc::UnboundedSender<Event>,
+    signal: &mpsc::UnboundedSender<ClientMessage>,
+    tasks: &TaskSet,
+    link_ids: &Arc<AtomicU64>,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Arc<WebrtcTransport>, NodeError> {
+    let webrtc_config = WebrtcConfig {
+        ice_servers: config.ice_servers.clone(),
+        ..WebrtcConfig::new(config.bind.ip())
+    };
+    let (transport, mut outgoing) = WebrtcTransport::new(me, webrtc_config)?;
+    let transport = Arc::new(transport);
+    {
+        let transport = Arc::clone(&transport);
+        let tx = events.clone();
+        let me = me.to_owned();
+        let tasks = tasks.clone();
+        let ids = Arc::clone(link_ids);
+        background.push(tokio::spawn(async move {
+            while let Some(event) = transport.next_event().await {
+                match event {
+                    WebrtcEvent::Open { peer, link } => {
+                        let id = LinkId(ids.fetch_add(1, Ordering::Relaxed));
+                        tasks.spawn(run_link(link, id, me.clone(), Some(peer), None, tx.clone()));
+                    }
+                    WebrtcEvent::Failed { peer, error } => {
+                        tracing::debug!(%peer, %error, "WebRTC attempt failed");
+                        let _ = tx.send(Event::Input(Input::ConnectFailed { peer }));
+                    }
+                }
+            }
+        }));
+    }
+    let signal = signal.clone();
+    background.push(tokio::spawn(async move {
+        let mut budget = crate::tracker::registry::MessageBudget::new(
+            RELAY_RATE,
+            2.0 * RELAY_RATE,
+            Instant::now(),
+        );
+        while let Some((to, payload)) = outgoing.recv().await {
+            while !budget.take(Instant::now()) {
+                tokio::time::sleep(Duration::from_secs_f64(1.0 / RELAY_RATE)).await;
+            }
+            if signal.send(ClientMessage::Relay { to, payload }).is_err() {
+                return;
+            }
+        }
+    }));
+    Ok(transport)
+}
+
+/// Every task a node spawns (links, HTTP fetches, hashing), so that nothing of a stopped or killed
+/// node lives on.
+#[derive(Clone, Default)]
+struct TaskSet(Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl TaskSet {
+    fn spawn<F>(&self, future: F) -> tokio::task::AbortHandle
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(future).abort_handle();
+        let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.clone());
+        handle
+    }
+
+    fn abort_all(&self) {
+        for task in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Aborts the node's tasks when the node task ends or is aborted.
+struct AbortOnDrop(Vec<JoinHandle<()>>, TaskSet);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+        self.1.abort_all();
+    }
+}
+
+/// Runs one link: exchanges handshakes, then forwards frames to the node.
+async fn run_link(
+    link: PeerLink,
+    id: LinkId,
+    me: String,
+    expected: Option<String>,
+    initiated: Option<bool>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let PeerLink {
+        sender,
+        mut receiver,
+        ..
+    } = link;
+    let Some(peer) = handshake(&sender, &mut receiver, me, expected.as_deref()).await else {
+        if let (Some(peer), Some(true)) = (expected, initiated) {
+            let _ = events.send(Event::Input(Input::ConnectFailed { peer }));
+        }
+        return;
+    };
+    let max_frame = QUIC_MAX_FRAME;
+    let up = Event::LinkUp {
+        link: id,
+        peer: peer.clone(),
+        sender: sender.clone(),
+        initiated,
+        max_frame,
+    };
+    if events.send(up).is_err() {
+        return;
+    }
+    while let Some(bytes) = receiver.recv().await {
+        match frame::decode_exact(&bytes) {
+            Ok(frame) => {
+                if events
+                    .send(Event::Input(Input::Frame { link: id, frame }))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "malformed frame: closing the link");
+                receiver.close("malformed frame");
+                break;
+            }
+        }
+    }
+    sender.close("link ended");
+    let _ = events.send(Event::Input(Input::LinkDown { link: id }));
+}
+
+/// Sends our Handshake and reads the peer's: its peer id, or `None` (the link is closed) if it
+/// sends something else, nothing in time, or is not `expected`.
+async fn handshake(
+    sender: &LinkSender,
+    receiver: &mut LinkReceiver,
+    me: String,
+    expected: Option<&str>,
+) -> Option<String> {
+    let hello = Frame::Handshake {
+        version: PROTOCOL_VERSION,
+        peer_id: me,
+    };
+    if sender.send(hello.encode()).await.is_err() {
+        return None;
+    }
+    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, receiver.recv()).await {
+        Ok(Some(bytes)) => match frame::decode_exact(&bytes) {
+            Ok(Frame::Handshake { peer_id, .. }) => peer_id,
+            _ => {
+                sender.close("expected a handshake");
+                return None;
+            }
+        },
+        _ => {
+            sender.close("no handshake");
+            return None;
+        }
+    };
+    if expected.is_some_and(|e| e != peer) {
+        sender.close("unexpected peer id");
+        return None;
+    }
+    Some(peer)
+}
+
+/// A link as the driver holds it: its sender and the queue its writer task drains.
+struct DriverLink {
+    sender: LinkSender,
+    out: mpsc::UnboundedSender<Bytes>,
+}
+
+struct Driver {
+    core: NodeCore,
+    me: String,
+    /// The media playlist of the joined rendition.
+    playlist: String,
+    client: GatewayClient,
+    events: mpsc::UnboundedSender<Event>,
+    signal: mpsc::UnboundedSender<ClientMessage>,
+    tasks: TaskSet,
+    link_ids: Arc<AtomicU64>,
+    links: HashMap<LinkId, DriverLink>,
+    http: HashMap<String, tokio::task::AbortHandle>,
+    waiters: HashMap<WaiterId, oneshot::Sender<Result<Fetched, FetchError>>>,
+    /// WebRTC peers this node offered a link to.
+    webrtc_asked: HashSet<String>,
+    quic: Option<Arc<QuicTransport>>,
+    #[cfg(feature = "webrtc")]
+    webrtc: Option<Arc<WebrtcTransport>>,
+    stats: Arc<LiveStats>,
+    end: Option<Instant>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Summary {
+        self.drain(Instant::now());
+        loop {
+            let wake = [self.core.poll_timeout(), self.end]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                () = sleep => {
+                    let now = Instant::now();
+                    if self.end.is_some_and(|end| now >= end) {
+                        break;
+                    }
+                    self.core.handle_timeout(now);
+                }
+                _ = &mut stop => break,
+            }
+            self.drain(Instant::now());
+        }
+        let now = Instant::now();
+        self.core.handle(Input::Stop, now);
+        self.drain(now);
+        // Give the writer a moment to deliver the last report and the leave.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.close_transports();
+        self.core.summary(Instant::now())
+    }
+
+    fn close_transports(&self) {
+        if let Some(quic) = &self.quic {
+            quic.close();
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(webrtc) = &self.webrtc {
+            webrtc.close();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = Instant::now();
+        match event {
+            Event::Input(input) => self.core.handle(input, now),
+            Event::LinkUp {
+                link,
+                peer,
+                sender,
+                initiated,
+                max_frame,
+            } => {
+                let initiated = initiated.unwrap_or_else(|| self.webrtc_asked.remove(&peer));
+                let (out, mut queue) = mpsc::unbounded_channel::<Bytes>();
+                let writer = sender.clone();
+                let events = self.events.clone();
+                self.tasks.spawn(async move {
+                    while let Some(frame) = queue.recv().await {
+                        let len = frame.len() as u64;
+                        if writer.send(frame).await.is_err() {
+                            break;
+                        }
+                        let written = Input::Written { link, bytes: len };
+                        if events.send(Event::Input(written)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                self.links.insert(link, DriverLink { sender, out });
+                self.core.handle(
+                    Input::LinkUp {
+                        link,
+                        peer,
+                        initiated,
+                        max_frame,
+                    },
+                    now,
+                );
+            }
+            Event::Need {
+                waiter,
+                id,
+                plays_at,
+                reply,
+            } => {
+                self.waiters.insert(waiter, reply);
+                self.core.handle(
+                    Input::Need {
+                        waiter,
+                        id,
+                        plays_at,
+                        p2p: true,
+                    },
+                    now,
+                );
+            }
+            Event::Relay { from, payload } => self.on_relay(&from, &payload),
+        }
+    }
+
+    /// A relayed signalling payload: WebRTC negotiation.
+    fn on_relay(&mut self, from: &str, payload: &serde_json::Value) {
+        if self.core.is_banned(from) {
+            return;
+        }
+        #[cfg(feature = "webrtc")]
+        if let Some(webrtc) = &self.webrtc {
+            if let Err(e) = webrtc.handle_signal(from, payload) {
+                tracing::debug!(peer = %from, error = %e, "unusable relay payload");
+            }
+            return;
+        }
+        tracing::debug!(peer = %from, kind = ?payload.get("kind"), "relay ignored: no WebRTC");
+    }
+
+    /// Carries out every output the core has queued.
+    fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.core.poll_output() {
+            self.perform(output, now);
+        }
+        self.stats
+            .uploaded_bytes
+            .store(self.core.uploaded_bytes(), Ordering::Relaxed);
+        self.stats
+            .active_uploads
+            .store(self.core.active_uploads(), Ordering::Relaxed);
+    }
+
+    fn perform(&mut self, output: Output, now: Instant) {
+        match output {
+            Output::Connect {
+                peer,
+                transport,
+                quic,
+            } => self.connect(peer, transport, quic),
+            Output::Send { link, frame } => match self.links.get(&link) {
+                Some(l) => {
+                    let _ = l.out.send(frame.encode());
+                }
+                None => self.core.handle(Input::LinkDown { link }, now),
+            },
+            Output::Close { link, reason } => {
+                if let Some(l) = self.links.remove(&link) {
+                    l.sender.close(reason);
+                }
+            }
+            Output::HttpGet { id, from } => {
+                let client = self.client.clone();
+                let events = self.events.clone();
+                let key = id.clone();
+                let task = self.tasks.spawn(async move {
+                    let result = client.get(&id, from).await;
+                    let _ = events.send(Event::Input(Input::Http { id, from, result }));
+                });
+                if let Some(old) = self.http.insert(key, task) {
+                    old.abort();
+                }
+            }
+            Output::HttpCancel { id } => {
+                if let Some(task) = self.http.remove(&id) {
+                    task.abort();
+                }
+            }
+            Output::FetchPlaylist => {
+                let client = self.client.clone();
+                let events = self.events.clone();
+                let path = self.playlist.clone();
+                self.tasks.spawn(async move {
+                    let result = match client.get(&path, 0).await {
+                        Ok(body) => http::parse_media(&path, &body),
+                        Err(e) => Err(e),
+                    };
+                    let _ = events.send(Event::Input(Input::Playlist(result)));
+                });
+            }
+            Output::Verify { ticket, bytes } => self.verify(ticket, bytes, now),
+            Output::Signal(message) => {
+                let _ = self.signal.send(message);
+            }
+            Output::Deliver {
+                waiters,
+                result,
+                id: _,
+            } => {
+                let answer = result.map(|d| fetched(&d)).map_err(FetchError::Http);
+                for waiter in waiters {
+                    if let Some(reply) = self.waiters.remove(&waiter) {
+                        let _ = reply.send(answer.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn verify(&mut self, ticket: Ticket, bytes: Bytes, now: Instant) {
+        if bytes.len() <= HASH_INLINE_MAX {
+            let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+            self.core.handle(Input::Verified { ticket, sha256 }, now);
+            return;
+        }
+        let events = self.events.clone();
+        self.tasks.spawn(async move {
+            let hashed = tokio::task::spawn_blocking(move || Sha256::digest(&bytes).into()).await;
+            if let Ok(sha256) = hashed {
+                let _ = events.send(Event::Input(Input::Verified { ticket, sha256 }));
+            }
+        });
+    }
+
+    fn connect(&mut self, peer: String, transport: Transport, quic: Option<QuicAddress>) {
+        match transport {
+            Transport::Quic => {
+                let target =
+                    quic.and_then(|q| Some((q.addr.parse::<SocketAddr>().ok()?, q.fingerprint)));
+                let (Some(local), Some((addr, fingerprint))) = (self.quic.clone(), target) else {
+                    return self.fail_connect(peer);
+                };
+                let events = self.events.clone();
+                let me = self.me.clone();
+                let id = LinkId(self.link_ids.fetch_add(1, Ordering::Relaxed));
+                self.tasks.spawn(async move {
+                    match local.connect(addr, &fingerprint).await {
+                        Ok(link) => run_link(link, id, me, Some(peer), Some(true), events).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot connect to peer");
+                            let _ = events.send(Event::Input(Input::ConnectFailed { peer }));
+                        }
+                    }
+                });
+            }
+            Transport::Webrtc => {
+                #[cfg(feature = "webrtc")]
+                if let Some(webrtc) = &self.webrtc {
+                    // The outcome arrives as a WebRTC event (a link, or a failure).
+                    match webrtc.connect(&peer) {
+                        Ok(()) => {
+                            self.webrtc_asked.insert(peer);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot offer to peer");
+                            self.fail_connect(peer);
+                        }
+                    }
+                    return;
+                }
+                self.fail_connect(peer);
+            }
+        }
+    }
+
+    fn fail_connect(&mut self, peer: String) {
+        let _ = self
+            .events
+            .send(Event::Input(Input::ConnectFailed { peer }));
+    }
+}
+
+fn fetched(delivery: &Delivery) -> Fetched {
+    Fetched {
+        bytes: delivery.bytes.clone(),
+        source: delivery.source,
+        took: delivery
+            .finished
+            .saturating_duration_since(delivery.started),
+    }
+}

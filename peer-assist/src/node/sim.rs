@@ -1,0 +1,671 @@
+//! Many node cores wired together on virtual time: a gateway that publishes a live stream on a fixed
+//! schedule (playlist, digests, HTTP with a latency and a rate), a tracker that lists every peer in
+//! join order, and links with a latency and each node's uplink rate. Everything is deterministic,
+//! so swarm behaviour (liars, peers killed mid-transfer, slow peers, seeder rotation) is tested in
+//! milliseconds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use super::core::{CoreConfig, Input, LinkId, Mode, NodeCore, Output};
+use super::http::{HttpError, MediaPlaylist, MediaSegment};
+use super::{NodeConfig, Source, Summary, TestBehaviour};
+use crate::protocol::signal::{
+    ClientMessage, DigestEntry, PeerInfo, Report, ServerMessage, Transport,
+};
+
+/// The simulated live stream and network.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub segment_duration: Duration,
+    pub segment_bytes: usize,
+    /// Segments in the live playlist.
+    pub window: u64,
+    /// Gateway answer delay and rate (per request).
+    pub http_latency: Duration,
+    pub http_rate: f64,
+    /// One-way delay of a peer link.
+    pub link_latency: Duration,
+    /// Every node's uplink, bytes/s (a node's own upload cap may be lower).
+    pub uplink: f64,
+    /// Delay from a segment's publication to its digest reaching the peers.
+    pub digest_delay: Duration,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            segment_duration: Duration::from_secs(2),
+            segment_bytes: 200_000,
+            window: 6,
+            http_latency: Duration::from_millis(20),
+            http_rate: 2_000_000.0,
+            link_latency: Duration::from_millis(10),
+            uplink: 5_000_000.0,
+            digest_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+const PLAYLIST: &str = "/live/0/index.m3u8";
+
+fn segment_id(n: u64) -> String {
+    format!("/live/0/{n}.ts")
+}
+
+/// The bytes of segment `n`: deterministic, different for every segment.
+fn segment_bytes(n: u64, len: usize) -> Bytes {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    Bytes::from(
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect::<Vec<u8>>(),
+    )
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+#[derive(Debug)]
+enum Event {
+    Input(usize, Input),
+    /// The tracker tells everybody about a change.
+    Publish(u64),
+}
+
+struct SimNode {
+    core: NodeCore,
+    alive: bool,
+    uplink_free: Instant,
+    /// Our link id → (remote node, the remote's id for the same link).
+    links: HashMap<LinkId, (usize, LinkId)>,
+    reports: Vec<Report>,
+    summary: Option<Summary>,
+}
+
+/// See the module docs.
+pub struct Sim {
+    pub world: World,
+    t0: Instant,
+    now: Instant,
+    seq: u64,
+    queue: BTreeMap<(Instant, u64), Event>,
+    nodes: Vec<SimNode>,
+    next_link: u64,
+    /// Segments published so far: the newest sequence number.
+    published: Option<u64>,
+}
+
+impl Sim {
+    pub fn new(world: World) -> Self {
+        let t0 = Instant::now() + Duration::from_secs(3600);
+        let mut sim = Self {
+            world,
+            t0,
+            now: t0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes: Vec::new(),
+            next_link: 1,
+            published: None,
+        };
+        // A live stream that has been running for a while: the first window is there at once.
+        sim.published = Some(sim.world.window - 1);
+        let next = sim.world.window;
+        sim.schedule(t0 + sim.world.segment_duration, Event::Publish(next));
+        sim
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), event);
+    }
+
+    fn input(&mut self, at: Instant, node: usize, input: Input) {
+        self.schedule(at, Event::Input(node, input));
+    }
+
+    /// The default configuration of a simulated peer.
+    pub fn config(mode: Mode) -> CoreConfig {
+        let mut base = NodeConfig::new("http://gateway", "/live/master.m3u8");
+        base.driven = mode == Mode::Driven;
+        base.seed = mode == Mode::Seed;
+        base.core(vec![Transport::Quic])
+    }
+
+    /// A peer joins now; returns its index. Peer ids grow with the index.
+    pub fn join(&mut self, config: CoreConfig) -> usize {
+        let index = self.nodes.len();
+        let me = format!("p{index:03}");
+        let mut core = NodeCore::new(config, &me, self.now);
+        core.handle(
+            Input::Signal(ServerMessage::Welcome {
+                v: 1,
+                peer_id: me.clone(),
+                swarm: "live#0".into(),
+                playlist: PLAYLIST.into(),
+                max_peers: 8,
+            }),
+            self.now,
+        );
+        self.nodes.push(SimNode {
+            core,
+            alive: true,
+            uplink_free: self.now,
+            links: HashMap::new(),
+            reports: Vec::new(),
+            summary: None,
+        });
+        let digests = self.digest_window();
+        let now = self.now;
+        self.input(now, index, Input::Signal(digests));
+        self.announce();
+        self.drain(index);
+        index
+    }
+
+    /// The tracker's full peer list to every live peer (each without itself), in join order.
+    fn announce(&mut self) {
+        let listed: Vec<PeerInfo> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| PeerInfo {
+                peer_id: n.core.me().to_owned(),
+                region: None,
+                transports: vec![Transport::Quic],
+                quic: Some(crate::protocol::signal::QuicAddress {
+                    addr: "127.0.0.1:1".into(),
+                    fingerprint: "0".repeat(64),
+                }),
+            })
+            .collect();
+        let now = self.now;
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].alive {
+                continue;
+            }
+            let me = self.nodes[i].core.me().to_owned();
+            let peers = listed.iter().filter(|p| p.peer_id != me).cloned().collect();
+            self.input(now, i, Input::Signal(ServerMessage::Peers { peers }));
+        }
+    }
+
+    fn digest_entry(&self, n: u64) -> DigestEntry {
+        let bytes = segment_bytes(n, self.world.segment_bytes);
+        DigestEntry {
+            id: segment_id(n),
+            sha256: hex::encode(sha(&bytes)),
+            size: bytes.len() as u64,
+        }
+    }
+
+    fn digest_window(&self) -> ServerMessage {
+        ServerMessage::Digests {
+            playlist: PLAYLIST.into(),
+            segments: self.window_range().map(|n| self.digest_entry(n)).collect(),
+        }
+    }
+
+    fn window_range(&self) -> std::ops::Range<u64> {
+        match self.published {
+            Some(last) => last.saturating_sub(self.world.window - 1)..last + 1,
+            None => 0..0,
+        }
+    }
+
+    /// The live playlist now.
+    fn playlist(&self) -> MediaPlaylist {
+        MediaPlaylist {
+            segments: self
+                .window_range()
+                .map(|n| MediaSegment {
+                    sequence: n,
+                    id: segment_id(n),
+                    duration: self.world.segment_duration,
+                })
+                .collect(),
+            target_duration: self.world.segment_duration,
+            ended: false,
+        }
+    }
+
+    /// A peer dies: no leave, its links break.
+    pub fn kill(&mut self, node: usize) {
+        let now = self.now;
+        let summary = self.nodes[node].core.summary(now);
+        let n = &mut self.nodes[node];
+        n.alive = false;
+        n.summary = Some(summary);
+        let links: Vec<(usize, LinkId)> = n.links.drain().map(|(_, remote)| remote).collect();
+        let at = now + self.world.link_latency;
+        for (remote, remote_link) in links {
+            self.nodes[remote].links.remove(&remote_link);
+            self.input(at, remote, Input::LinkDown { link: remote_link });
+        }
+        self.announce();
+    }
+
+    /// A peer leaves properly.
+    pub fn stop(&mut self, node: usize) {
+        let now = self.now;
+        self.nodes[node].core.handle(Input::Stop, now);
+        self.drain(node);
+        let summary = self.nodes[node].core.summary(now);
+        self.nodes[node].summary = Some(summary);
+        self.nodes[node].alive = false;
+        self.announce();
+    }
+
+    /// The summary of a node (at its end, or now).
+    pub fn summary(&mut self, node: usize) -> Summary {
+        let now = self.now;
+        match &self.nodes[node].summary {
+            Some(s) => s.clone(),
+            None => self.nodes[node].core.summary(now),
+        }
+    }
+
+    pub fn reports(&self, node: usize) -> &[Report] {
+        &self.nodes[node].reports
+    }
+
+    pub fn uploads(&self, node: usize) -> usize {
+        self.nodes[node].core.active_uploads()
+    }
+
+    /// Runs until `until` (virtual time since the start).
+    pub fn run_for(&mut self, span: Duration) {
+        let until = self.now + span;
+        self.run_until(until, |_| false);
+    }
+
+    /// Runs until `until` or until `stop` says so (checked after every step).
+    pub fn run_until(&mut self, until: Instant, mut stop: impl FnMut(&Sim) -> bool) -> bool {
+        loop {
+            let queued = self.queue.keys().next().map(|(t, _)| *t);
+            let timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.alive)
+                .filter_map(|(i, n)| n.core.poll_timeout().map(|t| (t, i)))
+                .min();
+            let next = match (queued, timer) {
+                (Some(q), Some((t, _))) => q.min(t),
+                (Some(q), None) => q,
+                (None, Some((t, _))) => t,
+                (None, None) => return false,
+            };
+            if next > until {
+                self.now = until;
+                return false;
+            }
+            self.now = self.now.max(next);
+            if queued == Some(next) {
+                let Some((_, event)) = self.queue.pop_first() else {
+                    continue;
+                };
+                self.on_event(event);
+            } else if let Some((_, i)) = timer {
+                let now = self.now;
+                self.nodes[i].core.handle_timeout(now);
+                self.drain(i);
+            }
+            if stop(self) {
+                return true;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = self.now;
+        match event {
+            Event::Input(i, input) => {
+                if !self.nodes[i].alive {
+                    return;
+                }
+                // Frames on a link that closed meanwhile are lost.
+                if let Input::Frame { link, .. } | Input::Written { link, .. } = &input {
+                    if !self.nodes[i].links.contains_key(link) {
+                        return;
+                    }
+                }
+                self.nodes[i].core.handle(input, now);
+                self.drain(i);
+            }
+            Event::Publish(n) => {
+                self.published = Some(n);
+                let entry = self.digest_entry(n);
+                let at = now + self.world.digest_delay;
+                for i in 0..self.nodes.len() {
+                    let message = ServerMessage::Digests {
+                        playlist: PLAYLIST.into(),
+                        segments: vec![entry.clone()],
+                    };
+                    self.input(at, i, Input::Signal(message));
+                }
+                self.schedule(now + self.world.segment_duration, Event::Publish(n + 1));
+            }
+        }
+    }
+
+    /// Carries out every output of node `i`.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(output) = self.nodes[i].core.poll_output() {
+            match output {
+                Output::Connect { peer, .. } => {
+                    let target = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.alive && n.core.me() == peer);
+                    let at = now + self.world.link_latency * 2;
+                    match target {
+                        Some(j) => {
+                            let (a, b) = (LinkId(self.next_link), LinkId(self.next_link + 1));
+                            self.next_link += 2;
+                            self.nodes[i].links.insert(a, (j, b));
+                            self.nodes[j].links.insert(b, (i, a));
+                            let me = self.nodes[i].core.me().to_owned();
+                            let max_frame = crate::transport::MAX_FRAME_LEN + 5;
+                            self.input(
+                                at,
+                                i,
+                                Input::LinkUp {
+                                    link: a,
+                                    peer,
+                                    initiated: true,
+                                    max_frame,
+                                },
+                            );
+                            self.input(
+                                at,
+                                j,
+                                Input::LinkUp {
+                                    link: b,
+                                    peer: me,
+                                    initiated: false,
+                                    max_frame,
+                                },
+                            );
+                        }
+                        None => self.input(at, i, Input::ConnectFailed { peer }),
+                    }
+                }
+                Output::Send { link, frame } => {
+                    let Some(&(j, remote)) = self.nodes[i].links.get(&link) else {
+                        continue;
+                    };
+                    let len = frame.encoded_len() as f64;
+                    let rate = self.world.uplink;
+                    let node = &mut self.nodes[i];
+                    let start = node.uplink_free.max(now);
+                    let departs = start + Duration::from_secs_f64(len / rate);
+                    node.uplink_free = departs;
+                    self.input(
+                        departs,
+                        i,
+                        Input::Written {
+                            link,
+                            bytes: len as u64,
+                        },
+                    );
+                    self.input(
+                        departs + self.world.link_latency,
+                        j,
+                        Input::Frame {
+                            link: remote,
+                            frame,
+                        },
+                    );
+                }
+                Output::Close { link, .. } => {
+                    if let Some((j, remote)) = self.nodes[i].links.remove(&link) {
+                        if self.nodes[j].links.remove(&remote).is_some() {
+                            let at = now + self.world.link_latency;
+                            self.input(at, j, Input::LinkDown { link: remote });
+                        }
+                    }
+                }
+                Output::HttpGet { id, from } => {
+                    let n = id
+                        .rsplit('/')
+                        .next()
+                        .and_then(|f| f.strip_suffix(".ts"))
+                        .and_then(|n| n.parse::<u64>().ok());
+                    let result = match n {
+                        Some(n) if self.published.is_some_and(|p| n <= p) => {
+                            let bytes = segment_bytes(n, self.world.segment_bytes);
+                            Ok(bytes.slice((from as usize).min(bytes.len())..))
+                        }
+                        _ => Err(HttpError::Absent(http::StatusCode::NOT_FOUND)),
+                    };
+                    let len = result.as_ref().map_or(0, |b| b.len());
+                    let at = now
+                        + self.world.http_latency
+                        + Duration::from_secs_f64(len as f64 / self.world.http_rate);
+                    self.input(at, i, Input::Http { id, from, result });
+                }
+                Output::HttpCancel { .. } => {}
+                Output::FetchPlaylist => {
+                    let playlist = self.playlist();
+                    let at = now + self.world.http_latency;
+                    self.input(at, i, Input::Playlist(Ok(playlist)));
+                }
+                Output::Verify { ticket, bytes } => {
+                    let sha256 = sha(&bytes);
+                    self.input(now, i, Input::Verified { ticket, sha256 });
+                }
+                Output::Signal(ClientMessage::Report(report)) => {
+                    self.nodes[i].reports.push(report);
+                }
+                Output::Signal(_) => {}
+                Output::Deliver { .. } => {}
+            }
+        }
+    }
+}
+
+/// Every accepted segment is byte-identical to the gateway's.
+fn assert_authentic(sim: &mut Sim, node: usize) {
+    let len = sim.world.segment_bytes;
+    let summary = sim.summary(node);
+    for record in &summary.log {
+        let n: u64 = record
+            .id
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".ts"))
+            .and_then(|n| n.parse().ok())
+            .expect("a segment id");
+        assert_eq!(
+            record.sha256,
+            hex::encode(sha(&segment_bytes(n, len))),
+            "{record:?}"
+        );
+    }
+}
+
+/// Bytes from peers and in all, counting segments accepted after `after` only.
+fn bytes_after(summary: &Summary, after: Duration) -> (u64, u64) {
+    summary
+        .log
+        .iter()
+        .filter(|r| r.at_ms >= after.as_millis() as u64)
+        .fold((0, 0), |(p2p, all), r| {
+            let from_peer = if r.source == Source::P2p { r.bytes } else { 0 };
+            (p2p + from_peer, all + r.bytes)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn play() -> CoreConfig {
+        Sim::config(Mode::Play)
+    }
+
+    #[test]
+    fn honest_swarm_of_five_shares_and_never_misses() {
+        let mut sim = Sim::new(World::default());
+        let nodes: Vec<usize> = (0..5).map(|_| sim.join(play())).collect();
+        sim.run_for(Duration::from_secs(40));
+        let (mut p2p, mut all) = (0, 0);
+        for &n in &nodes {
+            let s = sim.summary(n);
+            assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+            assert_eq!(s.mismatches, 0);
+            assert!(s.segments >= 18, "node {n} played {} segments", s.segments);
+            assert_authentic(&mut sim, n);
+            let (p, a) = bytes_after(&s, Duration::from_secs(8));
+            p2p += p;
+            all += a;
+        }
+        // One HTTP-first seeder per segment: at most 80% from peers, and close to it.
+        let offload = p2p as f64 / all as f64;
+        eprintln!("offload of the swarm of five after 8 s: {offload:.3}");
+        assert!(offload >= 0.7, "offload {offload:.3}");
+        // Every peer reports, and the reports add up to what it got.
+        for &n in &nodes {
+            let s = sim.summary(n);
+            let reported: u64 = sim.reports(n).iter().map(|r| r.p2p_bytes).sum();
+            assert!(reported <= s.p2p_bytes, "{reported} vs {}", s.p2p_bytes);
+            assert!(
+                s.p2p_bytes == 0 || reported > 0,
+                "node {n} reported nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn a_liar_is_caught_after_one_segment() {
+        let mut sim = Sim::new(World::default());
+        let mut liar = play();
+        liar.test = TestBehaviour {
+            lie: true,
+            slow_upload: None,
+        };
+        // The liar is the most senior peer: it fetches fresh segments first and offers them.
+        let liar = sim.join(liar);
+        let honest: Vec<usize> = (0..3).map(|_| sim.join(play())).collect();
+        sim.run_for(Duration::from_secs(30));
+        let liar_id = sim.summary(liar).peer_id;
+        assert!(sim.summary(liar).uploaded_bytes > 0, "the liar did upload");
+        for &n in &honest {
+            let s = sim.summary(n);
+            assert_authentic(&mut sim, n);
+            assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+            assert!(
+                s.mismatches <= 1,
+                "caught at its first lie: {}",
+                s.mismatches
+            );
+            assert!(s.peers_dropped_for_lying.iter().all(|p| *p == liar_id));
+            // Whoever took a segment from it reported it.
+            if s.mismatches == 1 {
+                let reported: u64 = sim
+                    .reports(n)
+                    .iter()
+                    .flat_map(|r| &r.peers)
+                    .filter(|p| p.peer_id == liar_id)
+                    .map(|p| p.mismatch)
+                    .sum();
+                assert_eq!(reported, 1);
+            }
+        }
+        let caught: u64 = honest.iter().map(|&n| sim.summary(n).mismatches).sum();
+        assert!(caught >= 1, "somebody asked the liar");
+        // Peers still share among themselves.
+        let p2p: u64 = honest.iter().map(|&n| sim.summary(n).p2p_bytes).sum();
+        assert!(p2p > 0);
+    }
+
+    #[test]
+    fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
+        // A slow uplink keeps a transfer running long enough to be cut.
+        let mut sim = Sim::new(World {
+            uplink: 150_000.0,
+            ..World::default()
+        });
+        let seed = sim.join(Sim::config(Mode::Seed));
+        let viewer = sim.join(play());
+        let deadline = sim.now() + Duration::from_secs(30);
+        let cut = sim.run_until(deadline, |s| s.uploads(seed) > 0);
+        assert!(cut, "the seed started uploading");
+        sim.kill(seed);
+        sim.run_for(Duration::from_secs(20));
+        let s = sim.summary(viewer);
+        assert!(s.failures.disconnect >= 1, "{s:#?}");
+        assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+        assert!(s.segments >= 8);
+        assert_authentic(&mut sim, viewer);
+    }
+
+    #[test]
+    fn a_slow_peer_is_raced_by_http() {
+        let mut sim = Sim::new(World::default());
+        let mut slow = Sim::config(Mode::Seed);
+        slow.test.slow_upload = Some(40_000);
+        let seed = sim.join(slow);
+        let viewer = sim.join(play());
+        sim.run_for(Duration::from_secs(30));
+        let s = sim.summary(viewer);
+        assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+        assert!(
+            s.failures.timeout >= 1,
+            "the slow peer was given up on: {s:#?}"
+        );
+        assert!(s.http_bytes > 0);
+        assert!(sim.summary(seed).uploaded_bytes > 0, "it was asked");
+        assert_authentic(&mut sim, viewer);
+    }
+
+    #[test]
+    fn when_the_seeder_leaves_the_next_senior_takes_over() {
+        let mut sim = Sim::new(World::default());
+        let first = sim.join(play());
+        let second = sim.join(play());
+        let third = sim.join(play());
+        sim.run_for(Duration::from_secs(16));
+        let before = sim.summary(second);
+        // While the first seeds, the second gets fresh segments from peers.
+        let (p2p_before, _) = bytes_after(&before, Duration::from_secs(8));
+        assert!(p2p_before > 0, "{before:#?}");
+        sim.stop(first);
+        let left_at = sim.elapsed();
+        sim.run_for(Duration::from_secs(16));
+        let second = sim.summary(second);
+        let third = sim.summary(third);
+        assert_eq!(second.missed_deadlines + third.missed_deadlines, 0);
+        // The second is now the senior: fresh segments come to it over HTTP...
+        let late = |s: &Summary, source| {
+            s.log
+                .iter()
+                .filter(|r| r.at_ms > (left_at + Duration::from_secs(4)).as_millis() as u64)
+                .filter(|r| r.source == source)
+                .count()
+        };
+        assert!(late(&second, Source::Http) >= 4, "{second:#?}");
+        // ... and the third gets them from the second.
+        assert!(late(&third, Source::P2p) >= 4, "{third:#?}");
+    }
+}
