@@ -1466,4 +1466,482 @@ mod tests {
         assert!(sat_sub(t0, Duration::MAX) <= t0 - Duration::from_secs(3600));
         assert!(sat_add(t0, Duration::MAX) >= t0 + Duration::from_secs(1_000_000_000));
     }
+
+    // ---------------------------------------------------------------------------------------
+    // The shared vectors: tests/vectors/scheduler.json, replayed by the browser engine.
+
+    fn ms_of(base: Instant, t: Instant) -> serde_json::Value {
+        let ns = if t >= base {
+            (t - base).as_nanos() as f64
+        } else {
+            -((base - t).as_nanos() as f64)
+        };
+        serde_json::json!(ns / 1e6)
+    }
+
+    fn decision_json(base: Instant, d: &Decision) -> serde_json::Value {
+        use serde_json::json;
+        match d {
+            Decision::FetchFromPeer(p) => json!({ "kind": "FetchFromPeer", "peer": p }),
+            Decision::FetchHttp { from } => json!({ "kind": "FetchHttp", "from": from }),
+            Decision::RaceHttp { from } => json!({ "kind": "RaceHttp", "from": from }),
+            Decision::ReplaceWithHttp { from } => {
+                json!({ "kind": "ReplaceWithHttp", "from": from })
+            }
+            Decision::WaitUntil(at) => json!({ "kind": "WaitUntil", "at": ms_of(base, *at) }),
+            Decision::Continue(at) => json!({ "kind": "Continue", "at": ms_of(base, *at) }),
+            Decision::Skip => json!({ "kind": "Skip" }),
+        }
+    }
+
+    /// One vector: inputs and the decision. `now` is 0; times are milliseconds from it.
+    struct Case {
+        name: String,
+        config: SchedulerConfig,
+        seniority: Seniority,
+        need: Need,
+        peers: Vec<PeerState>,
+        transfer: Option<Transfer>,
+        http_running: bool,
+    }
+
+    impl Case {
+        fn decide(&self, now: Instant) -> Decision {
+            Scheduler::new(self.config.clone()).decide(
+                now,
+                "me",
+                self.seniority,
+                &self.need,
+                &self.peers,
+                self.transfer.as_ref(),
+                self.http_running,
+            )
+        }
+
+        /// The same kind of decision a microsecond either side and with rates a hair off: the
+        /// case does not sit on a boundary where another language's rounding could tip it.
+        fn robust(&self, base: Instant) -> bool {
+            let kind = |d: &Decision| std::mem::discriminant(d);
+            let here = self.decide(base);
+            let mut nudged = Case {
+                ..self.clone_case()
+            };
+            for p in &mut nudged.peers {
+                p.rate = p.rate.map(|r| r * (1.0 + 1e-9));
+            }
+            nudged.config.http_rate *= 1.0 - 1e-9;
+            [
+                self.decide(base + Duration::from_micros(1)),
+                self.decide(base - Duration::from_micros(1)),
+                nudged.decide(base),
+            ]
+            .iter()
+            .all(|d| kind(d) == kind(&here) && same_target(d, &here))
+        }
+
+        fn clone_case(&self) -> Case {
+            Case {
+                name: self.name.clone(),
+                config: self.config.clone(),
+                seniority: self.seniority,
+                need: self.need.clone(),
+                peers: self.peers.clone(),
+                transfer: self.transfer.clone(),
+                http_running: self.http_running,
+            }
+        }
+
+        fn json(&self, base: Instant) -> serde_json::Value {
+            use serde_json::json;
+            let c = &self.config;
+            let d = |d: Duration| d.as_nanos() as f64 / 1e6;
+            json!({
+                "name": self.name,
+                "config": {
+                    "safety_margin_ms": d(c.safety_margin),
+                    "peer_time_budget": c.peer_time_budget,
+                    "urgent_window_ms": d(c.urgent_window),
+                    "default_peer_rate": c.default_peer_rate,
+                    "http_rate": c.http_rate,
+                    "http_first_count": c.http_first_count,
+                    "default_segment_size": c.default_segment_size,
+                },
+                "seniority": { "older": self.seniority.older, "swarm": self.seniority.swarm },
+                "need": {
+                    "segment": self.need.segment,
+                    "size": self.need.size,
+                    "plays_at": ms_of(base, self.need.plays_at),
+                    "fresh_live": self.need.fresh_live,
+                },
+                "peers": self.peers.iter().map(|p| json!({
+                    "peer": p.peer, "has": p.has, "rate": p.rate, "in_flight": p.in_flight,
+                    "healthy": p.healthy,
+                })).collect::<Vec<_>>(),
+                "transfer": self.transfer.as_ref().map(|t| json!({
+                    "peer": t.peer,
+                    "started": ms_of(base, t.started),
+                    "received": t.received,
+                    "offset": t.offset,
+                    "last_progress": ms_of(base, t.last_progress),
+                })),
+                "http_running": self.http_running,
+                "decision": decision_json(base, &self.decide(base)),
+            })
+        }
+    }
+
+    fn same_target(a: &Decision, b: &Decision) -> bool {
+        match (a, b) {
+            (Decision::FetchFromPeer(x), Decision::FetchFromPeer(y)) => x == y,
+            (Decision::FetchHttp { from: x }, Decision::FetchHttp { from: y })
+            | (Decision::RaceHttp { from: x }, Decision::RaceHttp { from: y })
+            | (Decision::ReplaceWithHttp { from: x }, Decision::ReplaceWithHttp { from: y }) => {
+                x == y
+            }
+            _ => true,
+        }
+    }
+
+    fn vector_cases(base: Instant) -> Vec<Case> {
+        let mut cases = Vec::new();
+        let at = |ms: i64| {
+            if ms >= 0 {
+                base + Duration::from_millis(ms as u64)
+            } else {
+                base - Duration::from_millis((-ms) as u64)
+            }
+        };
+        let n = |plays_ms: i64, size: Option<u64>, fresh: bool| Need {
+            segment: "/live/720p/42.ts".into(),
+            size,
+            plays_at: at(plays_ms),
+            fresh_live: fresh,
+        };
+        let solo = Seniority { older: 1, swarm: 2 };
+        let mut push = |name: &str,
+                        config: SchedulerConfig,
+                        seniority: Seniority,
+                        need: Need,
+                        peers: Vec<PeerState>,
+                        transfer: Option<Transfer>,
+                        http_running: bool| {
+            cases.push(Case {
+                name: name.into(),
+                config,
+                seniority,
+                need,
+                peers,
+                transfer,
+                http_running,
+            })
+        };
+        let d = SchedulerConfig::default;
+        push(
+            "fastest peer",
+            d(),
+            solo,
+            n(5000, Some(2 * MB), false),
+            vec![
+                peer("slow", true, Some(1e6), 0, true),
+                peer("fast", true, Some(8e6), 0, true),
+                peer("lacks", false, Some(5e7), 0, true),
+            ],
+            None,
+            false,
+        );
+        push(
+            "ties go to the smaller id",
+            d(),
+            solo,
+            n(5000, Some(2 * MB), false),
+            vec![
+                peer("b", true, Some(4e6), 0, true),
+                peer("a", true, Some(4e6), 1, true),
+            ],
+            None,
+            false,
+        );
+        push(
+            "unhealthy only: HTTP",
+            d(),
+            solo,
+            n(5000, Some(MB), false),
+            vec![peer("sick", true, Some(1e8), 0, false)],
+            None,
+            false,
+        );
+        push(
+            "unhealthy only, prefetch: skip",
+            d(),
+            solo,
+            n(30_000, Some(MB), false),
+            vec![peer("sick", true, Some(1e8), 0, false)],
+            None,
+            false,
+        );
+        push(
+            "busy peer: wait",
+            d(),
+            solo,
+            n(5000, Some(MB), false),
+            vec![peer("busy", true, Some(5e7), 2, true)],
+            None,
+            false,
+        );
+        push(
+            "budget rejects",
+            d(),
+            solo,
+            n(6000, Some(2 * MB), false),
+            vec![peer("p", true, Some(2.0 * MB as f64 / 3.0), 0, true)],
+            None,
+            false,
+        );
+        push(
+            "fallback fits exactly",
+            SchedulerConfig {
+                peer_time_budget: 1.0,
+                ..d()
+            },
+            solo,
+            n(6000, Some(2 * MB), false),
+            vec![peer("p", true, Some(5e5), 0, true)],
+            None,
+            false,
+        );
+        push(
+            "fresh live seeder goes HTTP first",
+            SchedulerConfig {
+                http_first_count: 2,
+                ..d()
+            },
+            Seniority {
+                older: 1,
+                swarm: 10,
+            },
+            n(4000, Some(MB), true),
+            vec![],
+            None,
+            false,
+        );
+        push(
+            "fresh live non-seeder waits",
+            SchedulerConfig {
+                http_first_count: 2,
+                ..d()
+            },
+            Seniority {
+                older: 2,
+                swarm: 10,
+            },
+            n(4000, Some(MB), true),
+            vec![],
+            None,
+            false,
+        );
+        push(
+            "one seeder per twenty",
+            d(),
+            Seniority {
+                older: 4,
+                swarm: 100,
+            },
+            n(4000, Some(MB), true),
+            vec![],
+            None,
+            false,
+        );
+        push(
+            "not one of five seeders",
+            d(),
+            Seniority {
+                older: 5,
+                swarm: 100,
+            },
+            n(4000, Some(MB), true),
+            vec![],
+            None,
+            false,
+        );
+        push(
+            "HTTP running",
+            d(),
+            solo,
+            n(4000, Some(MB), false),
+            vec![],
+            None,
+            true,
+        );
+        let t = |peer: &str, started: i64, received: u64, progress: i64| Transfer {
+            peer: peer.into(),
+            started: at(started),
+            received,
+            offset: 0,
+            last_progress: at(progress),
+        };
+        push(
+            "stalled transfer is replaced",
+            d(),
+            solo,
+            n(3000, Some(2 * MB), false),
+            vec![peer("p", true, Some(2e6), 1, true)],
+            Some(t("p", -2000, 100_000, -1500)),
+            false,
+        );
+        push(
+            "slow transfer is raced",
+            d(),
+            solo,
+            n(1140, Some(933_333), false),
+            vec![peer("p", true, Some(2e6), 1, true)],
+            Some(t("p", -1000, 833_333, 0)),
+            false,
+        );
+        push(
+            "healthy transfer continues",
+            d(),
+            solo,
+            n(4000, Some(2 * MB), false),
+            vec![peer("p", true, Some(4e6), 1, true)],
+            Some(t("p", -200, 800_000, 0)),
+            false,
+        );
+        push(
+            "prefetch transfer stalled: skip",
+            d(),
+            solo,
+            n(30_000, Some(MB), false),
+            vec![peer("p", true, Some(2e6), 1, true)],
+            Some(t("p", -3000, 10, -2000)),
+            false,
+        );
+        push(
+            "transfer peer gone",
+            d(),
+            solo,
+            n(3000, Some(MB), false),
+            vec![],
+            Some(t("p", -100, 10, -50)),
+            false,
+        );
+        push(
+            "deadline past",
+            d(),
+            solo,
+            n(-10_000, Some(MB), false),
+            vec![peer("p", true, Some(1e12), 0, true)],
+            None,
+            false,
+        );
+        // Random ones, from the same generator as the property tests.
+        let mut rng = XorShift(0x005E_ED0F_5C4E_D01E);
+        let ids = swarm(6);
+        let mut made = 0;
+        while made < 400 {
+            let config = SchedulerConfig {
+                safety_margin: ms(rng.below(3000)),
+                peer_time_budget: (1 + rng.below(99)) as f64 / 100.0,
+                urgent_window: ms(rng.below(10_000)),
+                default_peer_rate: 1.0 + rng.below(5_000_000) as f64,
+                http_rate: 1.0 + rng.below(5_000_000) as f64,
+                http_first_count: rng.below(4) as usize,
+                default_segment_size: 1 + rng.below(4 * MB),
+            };
+            let plays = rng.below(20_000) as i64 - 2000;
+            let need = Need {
+                segment: format!("/live/{}.ts", rng.below(50)),
+                size: rng.coin().then(|| 1 + rng.below(4 * MB)),
+                plays_at: at(plays),
+                fresh_live: rng.coin(),
+            };
+            let peers: Vec<PeerState> = (0..rng.below(5))
+                .map(|j| PeerState {
+                    peer: ids[j as usize].clone(),
+                    has: rng.below(4) != 0,
+                    rate: match rng.below(5) {
+                        0 => None,
+                        1 => Some(0.0),
+                        _ => Some((1 + rng.below(10_000_000)) as f64 + 0.25),
+                    },
+                    in_flight: rng.below(3) as usize,
+                    healthy: rng.below(5) != 0,
+                })
+                .collect();
+            let transfer = (rng.below(3) == 0).then(|| {
+                let started = rng.below(5000) as i64;
+                let progress = rng.below(started as u64 + 1) as i64;
+                Transfer {
+                    peer: ids[rng.below(6) as usize].clone(),
+                    started: at(-started),
+                    received: rng.below(4 * MB),
+                    offset: if rng.below(4) == 0 { rng.below(MB) } else { 0 },
+                    last_progress: at(-progress),
+                }
+            });
+            let case = Case {
+                name: format!("random {made}"),
+                config,
+                seniority: Seniority {
+                    older: rng.below(5) as usize,
+                    swarm: 1 + rng.below(60) as usize,
+                },
+                need,
+                peers,
+                transfer,
+                http_running: rng.below(8) == 0,
+            };
+            if case.robust(base) {
+                cases.push(case);
+                made += 1;
+            }
+        }
+        cases
+    }
+
+    #[test]
+    fn scheduler_vectors_match() {
+        let base = base();
+        // The named cases may sit on a boundary on purpose (exact fits, in whole milliseconds);
+        // the random ones never do (see `Case::robust`).
+        let cases = vector_cases(base);
+        let document = serde_json::json!({
+            "description": "Scheduler vectors (peer-assist src/scheduler.rs, Scheduler::decide): with \
+                'config', a peer of 'seniority' deciding for 'need' at time 0 with 'peers', 'transfer' \
+                and 'http_running' must answer 'decision'. Times are milliseconds from that 'now' \
+                (decision instants within 0.001 ms); rates bytes/s; a null rate is unknown. \
+                Generated by the Rust scheduler (test scheduler_vectors_match; \
+                P2PA_UPDATE_VECTORS=1 rewrites this file) and replayed by the browser engine.",
+            "cases": cases.iter().map(|c| c.json(base)).collect::<Vec<_>>(),
+        });
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/scheduler.json");
+        if std::env::var_os("P2PA_UPDATE_VECTORS").is_some() {
+            let mut text = String::from("{\n");
+            text.push_str(&format!(
+                "  \"description\": {},\n  \"cases\": [\n",
+                document["description"]
+            ));
+            let rows: Vec<String> = document["cases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| format!("    {c}"))
+                .collect();
+            text.push_str(&rows.join(",\n"));
+            text.push_str("\n  ]\n}\n");
+            std::fs::write(path, text).unwrap();
+            return;
+        }
+        let committed: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("scheduler.json")).unwrap();
+        let theirs = committed["cases"].as_array().unwrap();
+        let ours = document["cases"].as_array().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "number of cases");
+        for (a, b) in ours.iter().zip(theirs) {
+            assert_eq!(
+                a, b,
+                "case {} differs from tests/vectors/scheduler.json",
+                a["name"]
+            );
+        }
+    }
 }

@@ -14,6 +14,8 @@ pub mod http;
 pub mod playback;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod trace;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::core::{CoreConfig, Input, LinkId, Mode, NodeCore, Output};
+use super::core::{CoreConfig, Input, LinkId, Mode, NodeCore, Output, WaiterId};
 use super::http::{HttpError, MediaPlaylist, MediaSegment};
 use super::{NodeConfig, Source, Summary, TestBehaviour};
 use crate::protocol::signal::{
@@ -33,6 +33,14 @@ pub struct World {
     pub uplink: f64,
     /// Delay from a segment's publication to its digest reaching the peers.
     pub digest_delay: Duration,
+    /// Driven peers ask for each new segment this long after it is published...
+    pub need_after: Duration,
+    /// ... to play this long after it is published (the live latency).
+    pub plays_after: Duration,
+    /// Driven peers stop waiting for a segment after this long (zapping viewers).
+    pub abandon_after: Option<Duration>,
+    /// Segments the gateway answers 503 for.
+    pub http_fail: Vec<u64>,
 }
 
 impl Default for World {
@@ -46,50 +54,63 @@ impl Default for World {
             link_latency: Duration::from_millis(10),
             uplink: 5_000_000.0,
             digest_delay: Duration::from_millis(50),
+            need_after: Duration::from_millis(100),
+            plays_after: Duration::from_secs(5),
+            abandon_after: None,
+            http_fail: Vec::new(),
         }
     }
 }
 
 const PLAYLIST: &str = "/live/0/index.m3u8";
 
-fn segment_id(n: u64) -> String {
+pub(super) fn segment_id(n: u64) -> String {
     format!("/live/0/{n}.ts")
 }
 
-/// The bytes of segment `n`: deterministic, different for every segment.
-fn segment_bytes(n: u64, len: usize) -> Bytes {
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+/// The bytes of segment `n`: deterministic, different for every segment, cheap to make in any
+/// language (the browser engine's replay of the traces makes them too).
+pub(super) fn segment_bytes(n: u64, len: usize) -> Bytes {
+    let salt = (n as u32).wrapping_mul(40_503);
     Bytes::from(
         (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
+            .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ salt) >> 24) as u8)
             .collect::<Vec<u8>>(),
     )
 }
 
-fn sha(bytes: &[u8]) -> [u8; 32] {
+pub(super) fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 #[derive(Debug)]
 enum Event {
     Input(usize, Input),
-    /// The tracker tells everybody about a change.
+    /// The gateway publishes segment `n`.
     Publish(u64),
 }
 
 struct SimNode {
     core: NodeCore,
     alive: bool,
+    joined: Instant,
     uplink_free: Instant,
     /// Our link id → (remote node, the remote's id for the same link).
     links: HashMap<LinkId, (usize, LinkId)>,
     reports: Vec<Report>,
+    /// Driven peers: what was delivered to them (segment id, source) or failed.
+    delivered: Vec<(String, Result<Source, HttpError>)>,
+    next_waiter: u64,
     summary: Option<Summary>,
+}
+
+/// One step of a recorded node: at `t` (since it joined), an input or a timeout, and what the core
+/// asked for in answer.
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    pub t: Duration,
+    pub input: Option<Input>,
+    pub outputs: Vec<Output>,
 }
 
 /// See the module docs.
@@ -103,6 +124,9 @@ pub struct Sim {
     next_link: u64,
     /// Segments published so far: the newest sequence number.
     published: Option<u64>,
+    /// The node whose steps are recorded, and its steps.
+    recorded: Option<usize>,
+    steps: Vec<Step>,
 }
 
 impl Sim {
@@ -117,6 +141,8 @@ impl Sim {
             nodes: Vec::new(),
             next_link: 1,
             published: None,
+            recorded: None,
+            steps: Vec::new(),
         };
         // A live stream that has been running for a while: the first window is there at once.
         sim.published = Some(sim.world.window - 1);
@@ -133,13 +159,64 @@ impl Sim {
         self.now - self.t0
     }
 
+    /// Records every step of `node` from now on (see [`Sim::steps`]).
+    pub fn record(&mut self, node: usize) {
+        self.recorded = Some(node);
+    }
+
+    /// The recorded steps.
+    pub(super) fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// `at`, rounded up to a whole millisecond of the simulation: every event happens on whole
+    /// milliseconds, so a replay in another language computes the same instants exactly.
+    fn quantize(&self, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.t0);
+        let ms = since.as_nanos().div_ceil(1_000_000);
+        self.t0 + Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+
+    /// When to wake a core that asked for `at`: a quarter millisecond later, on a whole
+    /// millisecond. A replay computing `at` with other rounding still finds it due.
+    fn wake_time(&self, at: Instant) -> Instant {
+        self.quantize(at + Duration::from_micros(250))
+    }
+
     fn schedule(&mut self, at: Instant, event: Event) {
+        let at = self.quantize(at);
         self.seq += 1;
         self.queue.insert((at, self.seq), event);
     }
 
     fn input(&mut self, at: Instant, node: usize, input: Input) {
         self.schedule(at, Event::Input(node, input));
+    }
+
+    /// Hands node `i` an input (or its timeout) now and carries out what it asks.
+    fn feed(&mut self, i: usize, input: Option<Input>) {
+        let now = self.now;
+        let recorded = self.recorded == Some(i);
+        let step_input = if recorded { input.clone() } else { None };
+        match input {
+            Some(input) => self.nodes[i].core.handle(input, now),
+            None => self.nodes[i].core.handle_timeout(now),
+        }
+        let mut outputs = Vec::new();
+        while let Some(output) = self.nodes[i].core.poll_output() {
+            if recorded {
+                outputs.push(output.clone());
+            }
+            self.perform(i, output);
+        }
+        if recorded {
+            let t = now.saturating_duration_since(self.nodes[i].joined);
+            self.steps.push(Step {
+                t,
+                input: step_input,
+                outputs,
+            });
+        }
     }
 
     /// The default configuration of a simulated peer.
@@ -154,30 +231,29 @@ impl Sim {
     pub fn join(&mut self, config: CoreConfig) -> usize {
         let index = self.nodes.len();
         let me = format!("p{index:03}");
-        let mut core = NodeCore::new(config, &me, self.now);
-        core.handle(
-            Input::Signal(ServerMessage::Welcome {
-                v: 1,
-                peer_id: me.clone(),
-                swarm: "live#0".into(),
-                playlist: PLAYLIST.into(),
-                max_peers: 8,
-            }),
-            self.now,
-        );
+        let now = self.now;
         self.nodes.push(SimNode {
-            core,
+            core: NodeCore::new(config, &me, now),
             alive: true,
-            uplink_free: self.now,
+            joined: now,
+            uplink_free: now,
             links: HashMap::new(),
             reports: Vec::new(),
+            delivered: Vec::new(),
+            next_waiter: 1,
             summary: None,
         });
+        let welcome = ServerMessage::Welcome {
+            v: 1,
+            peer_id: me,
+            swarm: "live#0".into(),
+            playlist: PLAYLIST.into(),
+            max_peers: 8,
+        };
+        self.feed(index, Some(Input::Signal(welcome)));
         let digests = self.digest_window();
-        let now = self.now;
         self.input(now, index, Input::Signal(digests));
         self.announce();
-        self.drain(index);
         index
     }
 
@@ -266,8 +342,7 @@ impl Sim {
     /// A peer leaves properly.
     pub fn stop(&mut self, node: usize) {
         let now = self.now;
-        self.nodes[node].core.handle(Input::Stop, now);
-        self.drain(node);
+        self.feed(node, Some(Input::Stop));
         let summary = self.nodes[node].core.summary(now);
         self.nodes[node].summary = Some(summary);
         self.nodes[node].alive = false;
@@ -287,11 +362,16 @@ impl Sim {
         &self.nodes[node].reports
     }
 
+    /// What a driven peer was handed: (segment id, where it came from, or the error).
+    pub fn delivered(&self, node: usize) -> &[(String, Result<Source, HttpError>)] {
+        &self.nodes[node].delivered
+    }
+
     pub fn uploads(&self, node: usize) -> usize {
         self.nodes[node].core.active_uploads()
     }
 
-    /// Runs until `until` (virtual time since the start).
+    /// Runs for `span` of virtual time.
     pub fn run_for(&mut self, span: Duration) {
         let until = self.now + span;
         self.run_until(until, |_| false);
@@ -306,7 +386,7 @@ impl Sim {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| n.alive)
-                .filter_map(|(i, n)| n.core.poll_timeout().map(|t| (t, i)))
+                .filter_map(|(i, n)| n.core.poll_timeout().map(|t| (self.wake_time(t), i)))
                 .min();
             let next = match (queued, timer) {
                 (Some(q), Some((t, _))) => q.min(t),
@@ -325,9 +405,7 @@ impl Sim {
                 };
                 self.on_event(event);
             } else if let Some((_, i)) = timer {
-                let now = self.now;
-                self.nodes[i].core.handle_timeout(now);
-                self.drain(i);
+                self.feed(i, None);
             }
             if stop(self) {
                 return true;
@@ -348,137 +426,151 @@ impl Sim {
                         return;
                     }
                 }
-                self.nodes[i].core.handle(input, now);
-                self.drain(i);
+                self.feed(i, Some(input));
             }
             Event::Publish(n) => {
                 self.published = Some(n);
                 let entry = self.digest_entry(n);
                 let at = now + self.world.digest_delay;
+                let playlist = self.playlist();
                 for i in 0..self.nodes.len() {
                     let message = ServerMessage::Digests {
                         playlist: PLAYLIST.into(),
                         segments: vec![entry.clone()],
                     };
                     self.input(at, i, Input::Signal(message));
+                    if self.nodes[i].core.mode() == Mode::Driven && self.nodes[i].alive {
+                        // The driving player reloads the playlist and asks for the new segment.
+                        let ask = now + self.world.need_after + Duration::from_millis(7 * i as u64);
+                        self.input(ask, i, Input::Playlist(Ok(playlist.clone())));
+                        let waiter = WaiterId(self.nodes[i].next_waiter);
+                        self.nodes[i].next_waiter += 1;
+                        let need = Input::Need {
+                            waiter,
+                            id: segment_id(n),
+                            plays_at: self.quantize(now + self.world.plays_after),
+                            p2p: true,
+                        };
+                        self.input(ask, i, need);
+                        if let Some(after) = self.world.abandon_after {
+                            self.input(ask + after, i, Input::Abandon { waiter });
+                        }
+                    }
                 }
                 self.schedule(now + self.world.segment_duration, Event::Publish(n + 1));
             }
         }
     }
 
-    /// Carries out every output of node `i`.
-    fn drain(&mut self, i: usize) {
+    /// Carries out one output of node `i`.
+    fn perform(&mut self, i: usize, output: Output) {
         let now = self.now;
-        while let Some(output) = self.nodes[i].core.poll_output() {
-            match output {
-                Output::Connect { peer, .. } => {
-                    let target = self
-                        .nodes
-                        .iter()
-                        .position(|n| n.alive && n.core.me() == peer);
-                    let at = now + self.world.link_latency * 2;
-                    match target {
-                        Some(j) => {
-                            let (a, b) = (LinkId(self.next_link), LinkId(self.next_link + 1));
-                            self.next_link += 2;
-                            self.nodes[i].links.insert(a, (j, b));
-                            self.nodes[j].links.insert(b, (i, a));
-                            let me = self.nodes[i].core.me().to_owned();
-                            let max_frame = crate::transport::MAX_FRAME_LEN + 5;
-                            self.input(
-                                at,
-                                i,
-                                Input::LinkUp {
-                                    link: a,
-                                    peer,
-                                    initiated: true,
-                                    max_frame,
-                                },
-                            );
-                            self.input(
-                                at,
-                                j,
-                                Input::LinkUp {
-                                    link: b,
-                                    peer: me,
-                                    initiated: false,
-                                    max_frame,
-                                },
-                            );
-                        }
-                        None => self.input(at, i, Input::ConnectFailed { peer }),
+        match output {
+            Output::Connect { peer, .. } => {
+                let target = self
+                    .nodes
+                    .iter()
+                    .position(|n| n.alive && n.core.me() == peer);
+                let at = now + self.world.link_latency * 2;
+                match target {
+                    Some(j) => {
+                        let (a, b) = (LinkId(self.next_link), LinkId(self.next_link + 1));
+                        self.next_link += 2;
+                        self.nodes[i].links.insert(a, (j, b));
+                        self.nodes[j].links.insert(b, (i, a));
+                        let me = self.nodes[i].core.me().to_owned();
+                        let max_frame = crate::transport::MAX_FRAME_LEN + 5;
+                        self.input(
+                            at,
+                            i,
+                            Input::LinkUp {
+                                link: a,
+                                peer,
+                                initiated: true,
+                                max_frame,
+                            },
+                        );
+                        self.input(
+                            at,
+                            j,
+                            Input::LinkUp {
+                                link: b,
+                                peer: me,
+                                initiated: false,
+                                max_frame,
+                            },
+                        );
+                    }
+                    None => self.input(at, i, Input::ConnectFailed { peer }),
+                }
+            }
+            Output::Send { link, frame } => {
+                let Some(&(j, remote)) = self.nodes[i].links.get(&link) else {
+                    return;
+                };
+                let len = frame.encoded_len() as f64;
+                let rate = self.world.uplink;
+                let start = self.nodes[i].uplink_free.max(now);
+                let departs = self.quantize(start + Duration::from_secs_f64(len / rate));
+                self.nodes[i].uplink_free = departs;
+                let written = Input::Written {
+                    link,
+                    bytes: len as u64,
+                };
+                self.input(departs, i, written);
+                let frame = Input::Frame {
+                    link: remote,
+                    frame,
+                };
+                self.input(departs + self.world.link_latency, j, frame);
+            }
+            Output::Close { link, .. } => {
+                if let Some((j, remote)) = self.nodes[i].links.remove(&link) {
+                    if self.nodes[j].links.remove(&remote).is_some() {
+                        let at = now + self.world.link_latency;
+                        self.input(at, j, Input::LinkDown { link: remote });
                     }
                 }
-                Output::Send { link, frame } => {
-                    let Some(&(j, remote)) = self.nodes[i].links.get(&link) else {
-                        continue;
-                    };
-                    let len = frame.encoded_len() as f64;
-                    let rate = self.world.uplink;
-                    let node = &mut self.nodes[i];
-                    let start = node.uplink_free.max(now);
-                    let departs = start + Duration::from_secs_f64(len / rate);
-                    node.uplink_free = departs;
-                    self.input(
-                        departs,
-                        i,
-                        Input::Written {
-                            link,
-                            bytes: len as u64,
-                        },
-                    );
-                    self.input(
-                        departs + self.world.link_latency,
-                        j,
-                        Input::Frame {
-                            link: remote,
-                            frame,
-                        },
-                    );
-                }
-                Output::Close { link, .. } => {
-                    if let Some((j, remote)) = self.nodes[i].links.remove(&link) {
-                        if self.nodes[j].links.remove(&remote).is_some() {
-                            let at = now + self.world.link_latency;
-                            self.input(at, j, Input::LinkDown { link: remote });
-                        }
+            }
+            Output::HttpGet { id, from } => {
+                let n = id
+                    .rsplit('/')
+                    .next()
+                    .and_then(|f| f.strip_suffix(".ts"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                let result = match n {
+                    Some(n) if self.world.http_fail.contains(&n) => {
+                        Err(HttpError::Status(http::StatusCode::SERVICE_UNAVAILABLE))
                     }
-                }
-                Output::HttpGet { id, from } => {
-                    let n = id
-                        .rsplit('/')
-                        .next()
-                        .and_then(|f| f.strip_suffix(".ts"))
-                        .and_then(|n| n.parse::<u64>().ok());
-                    let result = match n {
-                        Some(n) if self.published.is_some_and(|p| n <= p) => {
-                            let bytes = segment_bytes(n, self.world.segment_bytes);
-                            Ok(bytes.slice((from as usize).min(bytes.len())..))
-                        }
-                        _ => Err(HttpError::Absent(http::StatusCode::NOT_FOUND)),
-                    };
-                    let len = result.as_ref().map_or(0, |b| b.len());
-                    let at = now
-                        + self.world.http_latency
-                        + Duration::from_secs_f64(len as f64 / self.world.http_rate);
-                    self.input(at, i, Input::Http { id, from, result });
-                }
-                Output::HttpCancel { .. } => {}
-                Output::FetchPlaylist => {
-                    let playlist = self.playlist();
-                    let at = now + self.world.http_latency;
-                    self.input(at, i, Input::Playlist(Ok(playlist)));
-                }
-                Output::Verify { ticket, bytes } => {
-                    let sha256 = sha(&bytes);
-                    self.input(now, i, Input::Verified { ticket, sha256 });
-                }
-                Output::Signal(ClientMessage::Report(report)) => {
-                    self.nodes[i].reports.push(report);
-                }
-                Output::Signal(_) => {}
-                Output::Deliver { .. } => {}
+                    Some(n) if self.published.is_some_and(|p| n <= p) => {
+                        let bytes = segment_bytes(n, self.world.segment_bytes);
+                        Ok(bytes.slice((from as usize).min(bytes.len())..))
+                    }
+                    _ => Err(HttpError::Absent(http::StatusCode::NOT_FOUND)),
+                };
+                let len = result.as_ref().map_or(0, |b| b.len());
+                let at = now
+                    + self.world.http_latency
+                    + Duration::from_secs_f64(len as f64 / self.world.http_rate);
+                self.input(at, i, Input::Http { id, from, result });
+            }
+            Output::HttpCancel { .. } => {}
+            Output::FetchPlaylist => {
+                let playlist = self.playlist();
+                let at = now + self.world.http_latency;
+                self.input(at, i, Input::Playlist(Ok(playlist)));
+            }
+            Output::Verify { ticket, bytes } => {
+                let sha256 = sha(&bytes);
+                self.input(now, i, Input::Verified { ticket, sha256 });
+            }
+            Output::Signal(ClientMessage::Report(report)) => {
+                self.nodes[i].reports.push(report);
+            }
+            Output::Signal(_) => {}
+            Output::Deliver { id, result, .. } => {
+                let result = result.map(|d| d.source);
+                self.nodes[i].delivered.push((id, result));
             }
         }
     }
@@ -518,7 +610,9 @@ fn bytes_after(summary: &Summary, after: Duration) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::trace::{self, Content, Writer};
     use super::*;
+    use serde_json::{json, Value};
 
     fn play() -> CoreConfig {
         Sim::config(Mode::Play)
@@ -667,5 +761,234 @@ mod tests {
         assert!(late(&second, Source::Http) >= 4, "{second:#?}");
         // ... and the third gets them from the second.
         assert!(late(&third, Source::P2p) >= 4, "{third:#?}");
+    }
+
+    /// The trace worlds: small segments (three chunks) so the traces stay short.
+    fn trace_world() -> World {
+        World {
+            segment_bytes: 40_123,
+            ..World::default()
+        }
+    }
+
+    fn driven() -> CoreConfig {
+        Sim::config(Mode::Driven)
+    }
+
+    /// Runs `sim` for `span`, recording `node` from its join, and returns its trace.
+    fn trace(name: &str, about: &str, sim: &mut Sim, node: usize, span: Duration) -> Value {
+        sim.run_for(span);
+        let config = sim.nodes[node].core.config().clone();
+        let mut writer = Writer::new(
+            Content {
+                segment_bytes: sim.world.segment_bytes,
+            },
+            sim.nodes[node].joined,
+        );
+        let steps: Vec<Value> = sim.steps().iter().map(|s| writer.step(s)).collect();
+        json!({
+            "name": name,
+            "about": about,
+            "me": sim.nodes[node].core.me(),
+            "config": trace::config(&config),
+            "steps": steps,
+        })
+    }
+
+    /// A swarm of driven peers; `record` is recorded from its join.
+    fn driven_swarm(world: World, configs: Vec<CoreConfig>, record: usize) -> Sim {
+        let mut sim = Sim::new(world);
+        for (i, config) in configs.into_iter().enumerate() {
+            if i == record {
+                sim.record(i);
+            }
+            sim.join(config);
+            sim.run_for(Duration::from_millis(300));
+        }
+        sim
+    }
+
+    fn all_traces() -> Vec<Value> {
+        let span = Duration::from_secs(14);
+        let mut traces = Vec::new();
+        let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 1);
+        traces.push(trace(
+            "driven swarm of three, the second peer",
+            "Needs for each new live segment; the senior peer seeds them over HTTP, the others \
+             take them from peers, verify them and pass them on; Have frames, uploads, reports.",
+            &mut sim,
+            1,
+            span,
+        ));
+        let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 0);
+        traces.push(trace(
+            "driven swarm of three, the senior peer",
+            "The seeder rule: the most senior peer fetches fresh live segments over HTTP first \
+             and uploads them.",
+            &mut sim,
+            0,
+            span,
+        ));
+        let mut liar = driven();
+        liar.test.lie = true;
+        let mut sim = driven_swarm(trace_world(), vec![liar, driven(), driven()], 1);
+        traces.push(trace(
+            "a liar",
+            "The senior peer corrupts what it uploads: its first bad segment is caught by the \
+             digest, never delivered, the liar is banned, reported and the segment fetched again.",
+            &mut sim,
+            1,
+            span,
+        ));
+        let mut slow = driven();
+        slow.test.slow_upload = Some(20_000);
+        let mut sim = driven_swarm(trace_world(), vec![slow, driven()], 1);
+        traces.push(trace(
+            "a slow peer",
+            "The senior peer uploads at 20 kB/s: transfers from it are raced or replaced by HTTP \
+             (Range requests for the rest) in time.",
+            &mut sim,
+            1,
+            span,
+        ));
+        let world = World {
+            http_fail: vec![8, 9],
+            ..trace_world()
+        };
+        let mut sim = driven_swarm(world, vec![driven(), driven()], 0);
+        traces.push(trace(
+            "gateway errors",
+            "The gateway answers 503 for two segments: the callers get the error.",
+            &mut sim,
+            0,
+            span,
+        ));
+        let world = World {
+            abandon_after: Some(Duration::from_millis(1200)),
+            uplink: 30_000.0,
+            ..trace_world()
+        };
+        let mut sim = driven_swarm(world, vec![driven(), driven()], 1);
+        traces.push(trace(
+            "zapping",
+            "Callers give up on each segment after 1.2 s, while slow uplinks still send it: the \
+             running transfer may finish into the store \
+             for a grace period, then stops.",
+            &mut sim,
+            1,
+            span,
+        ));
+        traces
+    }
+
+    #[test]
+    fn driven_peers_share_and_liars_and_errors_reach_the_callers() {
+        let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 99);
+        sim.run_for(Duration::from_secs(20));
+        let from_peers = sim
+            .delivered(2)
+            .iter()
+            .filter(|(_, r)| r == &Ok(Source::P2p))
+            .count();
+        assert!(from_peers >= 5, "{:?}", sim.delivered(2));
+        assert!(sim.delivered(0).iter().all(|(_, r)| r.is_ok()));
+
+        let world = World {
+            http_fail: vec![8],
+            ..trace_world()
+        };
+        let mut sim = driven_swarm(world, vec![driven()], 99);
+        sim.run_for(Duration::from_secs(20));
+        let failed: Vec<&String> = sim
+            .delivered(0)
+            .iter()
+            .filter(|(_, r)| r.is_err())
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(failed, [&segment_id(8)], "{:?}", sim.delivered(0));
+    }
+
+    #[test]
+    fn node_traces_match_the_vectors() {
+        let traces = all_traces();
+        let document = json!({
+            "description": "Node traces (docs/PROTOCOL.md, peer-assist node::core): a node core in \
+                driven mode, given 'input' (or a timeout when 'timeout' is true) at 't' ms after it \
+                joined, must ask for exactly 'outputs', in order. Generated by the Rust core \
+                (peer-assist node::sim, test node_traces_match_the_vectors; \
+                P2PA_UPDATE_VECTORS=1 rewrites this file) and replayed by the browser engine's core.",
+            "content": "Bytes from outside the core are {segment, from, to}: bytes from..to of \
+                segment N, whose byte i is ((i * 2654435761) ^ (N * 40503)) >> 24 in 32-bit \
+                unsigned arithmetic; with 'corrupt', every 97th byte of that slice, from its first, \
+                is xored with 0x5a; or {hex}. Bytes the core produces are {len, sha256}.",
+            "traces": traces,
+        });
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/node_traces.json"
+        );
+        if std::env::var_os("P2PA_UPDATE_VECTORS").is_some() {
+            std::fs::write(path, render(&document)).unwrap();
+            return;
+        }
+        let committed: Value = serde_json::from_str(
+            &std::fs::read_to_string(path).expect("the committed node traces"),
+        )
+        .unwrap();
+        if committed != document {
+            let (ours, theirs) = (&document["traces"], &committed["traces"]);
+            for (i, (a, b)) in ours
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(theirs.as_array().unwrap())
+                .enumerate()
+            {
+                for (j, (x, y)) in a["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(b["steps"].as_array().unwrap())
+                    .enumerate()
+                {
+                    assert_eq!(
+                        x, y,
+                        "trace {i} ({}) step {j} differs from the committed one",
+                        a["name"]
+                    );
+                }
+            }
+            panic!("the node traces differ from tests/vectors/node_traces.json (P2PA_UPDATE_VECTORS=1 rewrites it)");
+        }
+    }
+
+    /// JSON with one line per step.
+    fn render(document: &Value) -> String {
+        let mut out = String::from("{\n");
+        for key in ["description", "content"] {
+            out.push_str(&format!("  {:?}: {},\n", key, document[key]));
+        }
+        out.push_str("  \"traces\": [\n");
+        let traces = document["traces"].as_array().unwrap();
+        for (i, t) in traces.iter().enumerate() {
+            out.push_str("    {\n");
+            for key in ["name", "about", "me", "config"] {
+                out.push_str(&format!("      {:?}: {},\n", key, t[key]));
+            }
+            out.push_str("      \"steps\": [\n");
+            let steps = t["steps"].as_array().unwrap();
+            for (j, step) in steps.iter().enumerate() {
+                let comma = if j + 1 < steps.len() { "," } else { "" };
+                out.push_str(&format!("        {step}{comma}\n"));
+            }
+            out.push_str("      ]\n");
+            out.push_str(if i + 1 < traces.len() {
+                "    },\n"
+            } else {
+                "    }\n"
+            });
+        }
+        out.push_str("  ]\n}\n");
+        out
     }
 }

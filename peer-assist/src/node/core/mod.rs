@@ -436,6 +436,16 @@ impl NodeCore {
         }
     }
 
+    /// The core's settings.
+    pub fn config(&self) -> &CoreConfig {
+        &self.config
+    }
+
+    /// What the node does with the stream.
+    pub fn mode(&self) -> Mode {
+        self.config.mode
+    }
+
     /// This node's peer id.
     pub fn me(&self) -> &str {
         &self.me
