@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::FollowerConfig;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::{ObjectClass, PlaylistInfo, Reference};
-use crate::path::CacheKey;
+use crate::http::path::CacheKey;
 
 /// Segments prefetched the first time a rendition is seen: where live players start.
 const INITIAL_PREFETCH: usize = 3;

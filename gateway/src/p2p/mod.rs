@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::config::P2pConfig;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::ObjectClass;
-use crate::service::Body;
+use crate::http::service::Body;
 
 /// Path prefix of everything peer-assist on the gateway.
 pub const PREFIX: &str = "/p2p/v1/";
@@ -59,7 +59,7 @@ pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestE
     };
     let mut entries = Vec::new();
     for reference in info.references.iter().filter(|r| r.class.is_media()) {
-        let key = crate::path::CacheKey(reference.path.as_str().into());
+        let key = crate::http::path::CacheKey(reference.path.as_str().into());
         if let Some(cached) = edge.cache.get(&key).await {
             if let Some(digest) = cached.digest {
                 entries.push(DigestEntry {
@@ -78,7 +78,7 @@ impl Backend for GatewayBackend {
         let edge = Arc::clone(&self.edge);
         let stream = stream.to_owned();
         async move {
-            let clean = crate::path::normalize(&stream, None).map_err(|e| e.to_string())?;
+            let clean = crate::http::path::normalize(&stream, None).map_err(|e| e.to_string())?;
             let multivariant = playlist(&edge, &clean.path)
                 .await
                 .ok_or_else(|| format!("{stream} is not a playlist the gateway can fetch"))?;
@@ -283,9 +283,9 @@ async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
     };
     let segments = digest_window(edge, &playlist).await;
     let body = serde_json::json!({ "playlist": playlist, "segments": segments });
-    crate::service::text_response(StatusCode::OK, "application/json", body.to_string())
+    crate::http::service::text_response(StatusCode::OK, "application/json", body.to_string())
 }
 
 fn text(status: StatusCode, message: &str) -> Response<Body> {
-    crate::service::text_response(status, "text/plain; charset=utf-8", message.to_owned())
+    crate::http::service::text_response(status, "text/plain; charset=utf-8", message.to_owned())
 }

@@ -5,6 +5,8 @@
 //! A fetch runs in a task of its own, so a viewer that goes away neither cancels nor restarts it. Every
 //! viewer waiting for the same key holds a clone of one shared future and is woken when the task ends.
 
+pub mod follower;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +16,16 @@ use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATI
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 
+use self::follower::Follower;
+use crate::cache::policy::{self, CacheControl, State};
 use crate::cache::{CachedObject, Digest, ObjectCache};
 use crate::clock::Clock;
 use crate::config::{CacheConfig, FollowerConfig};
 use crate::error::FetchError;
-use crate::follower::Follower;
 use crate::hls::{self, ObjectClass, PlaylistInfo};
+use crate::http::path::CacheKey;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
-use crate::path::CacheKey;
-use crate::policy::{self, CacheControl, State};
 
 /// The outcome of a fetch, shared by every waiter.
 pub type FetchResult = Result<Arc<CachedObject>, FetchError>;

@@ -1,7 +1,9 @@
 //! The object cache: moka, bounded by body bytes, each entry kept for its class lifetime.
 //!
-//! Freshness is judged by the gateway's [`Clock`](crate::clock::Clock) (see [`crate::policy`]); moka's own
+//! Freshness is judged by the gateway's [`Clock`](crate::clock::Clock) (see [`policy`]); moka's own
 //! expiry only bounds how long an entry may be kept at all, in real time.
+
+pub mod policy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,9 +17,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::policy::EvictionPolicy;
 
+use self::policy::{Lifetime, State};
 use crate::hls::{ObjectClass, PlaylistInfo};
-use crate::path::CacheKey;
-use crate::policy::{self, Lifetime, State};
+use crate::http::path::CacheKey;
 
 /// SHA-256 of an object's body.
 pub type Digest = [u8; 32];

@@ -16,13 +16,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::Full;
 
 use crate::cache::CachedObject;
+use crate::edge::follower::Follower;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::error::FetchError;
-use crate::follower::Follower;
 use crate::hls::ObjectClass;
+use crate::http::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
+use crate::http::range::{self, RangeAnswer};
 use crate::metrics::CacheResult;
-use crate::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
-use crate::range::{self, RangeAnswer};
 
 /// The response body type of every gateway answer.
 pub type Body = Full<Bytes>;
@@ -91,7 +91,7 @@ pub async fn handle<B: Send + 'static>(
                 "peer-assist is disabled on this gateway\n",
             ),
         },
-        path => match crate::web::respond(path, request.headers(), &state.player_config) {
+        path => match crate::http::web::respond(path, request.headers(), &state.player_config) {
             Some(response) => response,
             None => return deliver(&state, &request, head).await,
         },

@@ -107,7 +107,7 @@ pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Respon
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| asset.etag.to_str().ok().map(|etag| (v, etag)))
-        .is_some_and(|(inm, etag)| crate::range::if_none_match(inm, etag));
+        .is_some_and(|(inm, etag)| crate::http::range::if_none_match(inm, etag));
     let mut response = if matches {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
