@@ -1,10 +1,12 @@
 //! The HTTP side of the gateway, in the order a request meets it: [`server`] accepts connections and
 //! applies limits, [`service`] routes (operational endpoints, CORS preflight, the player, peer-assist,
 //! cached objects), [`path`] refuses unsafe request paths, and [`range`] answers byte ranges and
-//! validators. [`web`] is the embedded player.
+//! validators. [`response`] holds the body type and the small text answers every part sends;
+//! [`web`] is the embedded player.
 
 pub mod path;
 pub mod range;
+pub mod response;
 pub mod server;
 pub mod service;
 pub mod web;

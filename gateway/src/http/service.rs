@@ -22,10 +22,8 @@ use crate::error::FetchError;
 use crate::hls::ObjectClass;
 use crate::http::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
 use crate::http::range::{self, RangeAnswer};
+use crate::http::response::{error_response, plain, Body};
 use crate::metrics::CacheResult;
-
-/// The response body type of every gateway answer.
-pub type Body = Full<Bytes>;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -133,49 +131,6 @@ fn preflight(headers: &HeaderMap) -> Response<Body> {
         .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
     h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
     h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    response
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A small uncacheable answer for browsers and scripts (errors, JSON from the peer-assist endpoints).
-pub fn text_response(
-    status: StatusCode,
-    content_type: &'static str,
-    text: String,
-) -> Response<Body> {
-    error_response_typed(status, content_type, text, false)
-}
-
-fn error_response(status: StatusCode, text: String, head: bool) -> Response<Body> {
-    error_response_typed(status, "text/plain; charset=utf-8", text, head)
-}
-
-fn error_response_typed(
-    status: StatusCode,
-    content_type: &'static str,
-    text: String,
-    head: bool,
-) -> Response<Body> {
-    let body = if head {
-        Bytes::new()
-    } else {
-        Bytes::from(text)
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

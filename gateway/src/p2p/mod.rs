@@ -23,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use crate::config::P2pConfig;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::ObjectClass;
-use crate::http::service::Body;
+use crate::http::response::{text, text_response, Body};
 
 /// Path prefix of everything peer-assist on the gateway.
 pub const PREFIX: &str = "/p2p/v1/";
@@ -283,9 +283,5 @@ async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
     };
     let segments = digest_window(edge, &playlist).await;
     let body = serde_json::json!({ "playlist": playlist, "segments": segments });
-    crate::http::service::text_response(StatusCode::OK, "application/json", body.to_string())
-}
-
-fn text(status: StatusCode, message: &str) -> Response<Body> {
-    crate::http::service::text_response(status, "text/plain; charset=utf-8", message.to_owned())
+    text_response(StatusCode::OK, "application/json", body.to_string())
 }
