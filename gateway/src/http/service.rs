@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::Full;
 
 use crate::cache::CachedObject;
-use crate::edge::follower::Follower;
+use crate::edge::follower;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::error::FetchError;
 use crate::hls::ObjectClass;
@@ -158,7 +158,7 @@ async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Respo
     match found {
         Ok(cached) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
-                Follower::touch(edge, &object);
+                follower::touch(edge, &object);
             }
             edge.metrics.cache_result(cached.class, result);
             let response = respond(&cached, request.headers(), edge.clock.now(), result, head);
