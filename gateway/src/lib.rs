@@ -1,9 +1,14 @@
 //! The edge gateway: serves HLS playlists and segments from an in-memory cache, fetching each missing
 //! object from the origin exactly once however many viewers ask for it at the same time.
 //!
-//! Pure logic (paths and keys, classification, freshness policy, ranges, the circuit breaker, the demo
-//! live timeline) lives in modules without I/O; [`edge`], [`follower`], [`origin`] and [`server`] are
-//! the async shells around it. See `docs/ARCHITECTURE.md`.
+//! The modules follow a request: [`http`] accepts, routes and delivers; [`edge`] looks objects up,
+//! runs the one origin fetch per object and follows live playlists; [`cache`] is what is stored, for
+//! how long and under which key; [`origin`] fetches from the origins. Beside them: [`p2p`] (the
+//! peer-assist tracker), [`hls`], [`config`], [`metrics`], [`clock`], [`error`] and [`demo`].
+//!
+//! Pure logic (paths and keys, classification, freshness policy, ranges, the circuit breaker, the
+//! follower's decisions, the demo live timeline) lives in modules without I/O; the async shells around
+//! it stay thin. See `docs/ARCHITECTURE.md`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

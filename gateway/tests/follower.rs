@@ -63,7 +63,7 @@ async fn follower_prefetches_a_new_live_segment_before_any_viewer_asks() {
     assert!(gw.metric("gateway_prefetches_total").await >= 2.0);
 
     // Every cached segment carries its SHA-256 digest.
-    let key = gateway::http::path::CacheKey("/live/3.ts".into());
+    let key = gateway::cache::CacheKey("/live/3.ts".into());
     let cached = gw.gateway.edge().cache.get(&key).await.expect("cached");
     let expected: [u8; 32] = Sha256::digest(pattern(10_000, 3)).into();
     assert_eq!(cached.digest, Some(expected));

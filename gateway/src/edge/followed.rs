@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
+use crate::cache::key::CacheKey;
 use crate::config::FollowerConfig;
 use crate::hls::{ObjectClass, PlaylistInfo, Reference};
-use crate::http::path::CacheKey;
 
 /// Segments prefetched the first time a rendition is seen: where live players start.
 const INITIAL_PREFETCH: usize = 3;

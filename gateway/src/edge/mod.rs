@@ -19,12 +19,12 @@ use sha2::{Digest as _, Sha256};
 
 use self::followed::FollowedRenditions;
 use crate::cache::policy::{self, CacheControl, State};
+use crate::cache::CacheKey;
 use crate::cache::{CachedObject, Digest, ObjectCache};
 use crate::clock::Clock;
 use crate::config::{CacheConfig, FollowerConfig};
 use crate::error::FetchError;
 use crate::hls::{self, ObjectClass, PlaylistInfo};
-use crate::http::path::CacheKey;
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
 
@@ -326,7 +326,7 @@ impl Edge {
             .or(origin_type);
         let last_modified = headers.get(LAST_MODIFIED).cloned();
         let location = headers.get(LOCATION).cloned();
-        let fixed = crate::cache::fixed_headers(
+        let fixed = crate::cache::object::fixed_headers(
             status,
             content_type.as_ref(),
             &etag,

@@ -1,31 +1,21 @@
-//! The HTTP face of the gateway: operational endpoints, CORS, and cached object delivery with `Age`,
-//! validators, byte ranges and HEAD.
+//! Routing: the operational endpoints (`/healthz`, `/readyz`, `/metrics`), CORS preflight, method
+//! checks, then the player's files, the peer-assist endpoints, and everything else to
+//! [`deliver`](crate::http::deliver) from the cache.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, AGE,
-    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, RANGE, RETRY_AFTER,
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ALLOW, CONTENT_TYPE,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::cache::CachedObject;
-use crate::edge::follower;
-use crate::edge::{Edge, Lookup, ObjectRef};
-use crate::error::FetchError;
-use crate::hls::ObjectClass;
-use crate::http::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
-use crate::http::range::{self, RangeAnswer};
-use crate::http::response::{error_response, plain, Body};
-use crate::metrics::CacheResult;
-
-static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+use crate::edge::Edge;
+use crate::http::deliver::deliver;
+use crate::http::response::{plain, Body};
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -91,7 +81,7 @@ pub async fn handle<B: Send + 'static>(
         },
         path => match crate::http::web::respond(path, request.headers(), &state.player_config) {
             Some(response) => response,
-            None => return deliver(&state, &request, head).await,
+            None => return deliver(&state.edge, &request, head).await,
         },
     };
     if head {
@@ -131,273 +121,5 @@ fn preflight(headers: &HeaderMap) -> Response<Body> {
         .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
     h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
     h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    response
-}
-
-async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Response<Body> {
-    let edge = &state.edge;
-    let uri = request.uri();
-    let target = match path::normalize(uri.path(), uri.query()) {
-        Ok(t) => t,
-        Err(e) => {
-            edge.metrics
-                .request(ObjectClass::Other, StatusCode::BAD_REQUEST);
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!("400 Bad Request: {e}\n"),
-                head,
-            );
-        }
-    };
-    let object = ObjectRef {
-        key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
-        origin_query: path::origin_query(target.query.as_deref()),
-        path: target.path,
-    };
-    let (found, result) = find(edge, &object).await;
-    match found {
-        Ok(cached) => {
-            if cached.class == ObjectClass::LiveMedia && cached.is_success() {
-                follower::touch(edge, &object);
-            }
-            edge.metrics.cache_result(cached.class, result);
-            let response = respond(&cached, request.headers(), edge.clock.now(), result, head);
-            edge.metrics.request(cached.class, response.status());
-            if !head {
-                edge.metrics.served(cached.class, content_len(&response));
-            }
-            response
-        }
-        Err(failure) => {
-            let class = edge.class_hint(&object.path);
-            edge.metrics.cache_result(class, CacheResult::Error);
-            let response = match failure {
-                Failure::LivePlaylistTooOld { retry_after } => {
-                    let mut r = error_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "503 Service Unavailable: the live playlist cannot be refreshed from the origin\n".into(),
-                        head,
-                    );
-                    r.headers_mut()
-                        .insert(RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
-                    r
-                }
-                Failure::Fetch(e) => {
-                    error_response(e.status(), format!("{} {e}\n", e.status()), head)
-                }
-            };
-            edge.metrics.request(class, response.status());
-            response
-        }
-    }
-}
-
-enum Failure {
-    /// The live playlist is past its stale bound and the origin cannot give a new one.
-    LivePlaylistTooOld {
-        retry_after: Duration,
-    },
-    Fetch(FetchError),
-}
-
-/// The object to answer with, and how the cache got it.
-async fn find(
-    edge: &Arc<Edge>,
-    object: &ObjectRef,
-) -> (Result<Arc<CachedObject>, Failure>, CacheResult) {
-    let expired = match edge.lookup(&object.key).await {
-        Lookup::Fresh(cached) => return (Ok(cached), CacheResult::Hit),
-        Lookup::Stale(cached) => {
-            edge.refresh(object);
-            return (Ok(cached), CacheResult::Stale);
-        }
-        Lookup::Expired(old) => Some(old),
-        Lookup::Miss => None,
-    };
-    let (fetch, started) = edge.fetch(object);
-    let result = if started {
-        CacheResult::Miss
-    } else {
-        CacheResult::Coalesced
-    };
-    let fetched = fetch.await;
-    // A live playlist whose stale bound has passed is never served; when the origin cannot replace
-    // it, players get a clear 503 and retry after a target duration.
-    if let Some(old) = expired.filter(|o| o.class == ObjectClass::LiveMedia && o.is_success()) {
-        let failed = match &fetched {
-            Ok(new) => new.status.is_server_error(),
-            Err(_) => true,
-        };
-        if failed {
-            let retry_after = old.target_duration().unwrap_or(Duration::from_secs(2));
-            return (
-                Err(Failure::LivePlaylistTooOld { retry_after }),
-                CacheResult::Error,
-            );
-        }
-    }
-    (fetched.map_err(Failure::Fetch), result)
-}
-
-/// Body bytes of an answer (HEAD answers carry none).
-fn content_len(response: &Response<Body>) -> usize {
-    http_body::Body::size_hint(response.body())
-        .exact()
-        .map_or(0, |n| n as usize)
-}
-
-fn x_cache(result: CacheResult) -> HeaderValue {
-    HeaderValue::from_static(match result {
-        CacheResult::Hit => "HIT",
-        CacheResult::Miss => "MISS",
-        CacheResult::Coalesced => "COALESCED",
-        CacheResult::Stale => "STALE",
-        CacheResult::Error => "ERROR",
-    })
-}
-
-/// Builds the answer for a cached object: status, validators, `Age`, range, CORS.
-pub fn respond(
-    object: &CachedObject,
-    request: &HeaderMap,
-    now: Instant,
-    result: CacheResult,
-    head: bool,
-) -> Response<Body> {
-    let age = object.age(now);
-    let mut headers = object.headers.clone();
-    headers.insert(AGE, small_number(age.as_secs()));
-    headers.insert(X_CACHE.clone(), x_cache(result));
-    headers.insert(CACHE_CONTROL, cache_control(object, age));
-
-    if object.is_success() && not_modified(object, request) {
-        headers.remove(CONTENT_TYPE);
-        headers.remove(ACCEPT_RANGES);
-        return finish(StatusCode::NOT_MODIFIED, headers, Bytes::new(), None);
-    }
-    if !object.is_success() {
-        let body = if head {
-            Bytes::new()
-        } else {
-            object.body.clone()
-        };
-        return finish(object.status, headers, body, Some(object.body.len() as u64));
-    }
-    let len = object.body.len() as u64;
-    let range = request
-        .get(RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map_or(RangeAnswer::Full, |r| range::parse_range(r, len));
-    match range {
-        RangeAnswer::Full => {
-            let body = if head {
-                Bytes::new()
-            } else {
-                object.body.clone()
-            };
-            finish(StatusCode::OK, headers, body, Some(len))
-        }
-        RangeAnswer::Partial(r) => {
-            let text = format!("bytes {}-{}/{len}", r.start, r.end - 1);
-            if let Ok(v) = HeaderValue::from_str(&text) {
-                headers.insert(CONTENT_RANGE, v);
-            }
-            let count = r.end - r.start;
-            let body = if head {
-                Bytes::new()
-            } else {
-                object.body.slice(r.start as usize..r.end as usize)
-            };
-            finish(StatusCode::PARTIAL_CONTENT, headers, body, Some(count))
-        }
-        RangeAnswer::Unsatisfiable => {
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                headers.insert(CONTENT_RANGE, v);
-            }
-            headers.remove(CONTENT_TYPE);
-            finish(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                headers,
-                Bytes::new(),
-                Some(0),
-            )
-        }
-    }
-}
-
-/// Numbers below this are answered from a table instead of being formatted per request.
-const SMALL: u64 = 128;
-
-fn small_number(n: u64) -> HeaderValue {
-    static TABLE: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    let table = TABLE.get_or_init(|| (0..SMALL).map(HeaderValue::from).collect());
-    table
-        .get(n as usize)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from(n))
-}
-
-/// `Cache-Control` for an answer: what is left of the object's freshness; `no-store` for answers the
-/// gateway itself did not store (no-store, private, no-cache...), so no downstream cache stores them.
-fn cache_control(object: &CachedObject, age: Duration) -> HeaderValue {
-    static PUBLIC: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    if object.lifetime.total().is_zero() {
-        return HeaderValue::from_static("no-store");
-    }
-    let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
-    let text = |prefix: &str| {
-        HeaderValue::from_str(&format!("{prefix}max-age={remaining}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
-    };
-    if !object.is_success() {
-        return text("");
-    }
-    let table = PUBLIC.get_or_init(|| {
-        (0..SMALL)
-            .map(|n| {
-                HeaderValue::from_str(&format!("public, max-age={n}"))
-                    .unwrap_or_else(|_| HeaderValue::from_static("public"))
-            })
-            .collect()
-    });
-    table
-        .get(remaining as usize)
-        .cloned()
-        .unwrap_or_else(|| text("public, "))
-}
-
-fn not_modified(object: &CachedObject, request: &HeaderMap) -> bool {
-    if let Some(inm) = request.get(IF_NONE_MATCH) {
-        let Ok(inm) = inm.to_str() else {
-            return false;
-        };
-        return object
-            .etag
-            .to_str()
-            .is_ok_and(|etag| range::if_none_match(inm, etag));
-    }
-    let (Some(since), Some(modified)) = (request.get(IF_MODIFIED_SINCE), object.last_modified_at)
-    else {
-        return false;
-    };
-    since
-        .to_str()
-        .ok()
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-        .is_some_and(|since| modified <= since)
-}
-
-fn finish(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    body: Bytes,
-    len: Option<u64>,
-) -> Response<Body> {
-    if let Some(len) = len {
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    }
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
     response
 }
