@@ -1,12 +1,13 @@
 //! The object cache: moka, bounded by body bytes, each entry kept for its class lifetime.
-//! What an entry is ([`object`]), how long it may be served ([`policy`]) and what identifies it
-//! ([`key`]) are pure modules of their own.
+//! What an entry is ([`object`]), how long it may be served ([`policy`]), what identifies it
+//! ([`key`]) and which phase a request went through ([`phase`]) are pure modules of their own.
 //!
 //! Freshness is judged by the gateway's [`Clock`](crate::clock::Clock) (see [`policy`]); moka's own
 //! expiry only bounds how long an entry may be kept at all, in real time.
 
 pub mod key;
 pub mod object;
+pub mod phase;
 pub mod policy;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use moka::policy::EvictionPolicy;
 
 pub use self::key::CacheKey;
 pub use self::object::{CachedObject, Digest};
+pub use self::phase::CachePhase;
 use crate::hls::ObjectClass;
 
 /// Per-entry bookkeeping counted against the byte bound besides the body.

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
-use crate::cache::CachedObject;
+use crate::cache::{CachePhase, CachedObject};
 use crate::edge::follower;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::error::FetchError;
@@ -22,7 +22,6 @@ use crate::hls::ObjectClass;
 use crate::http::path;
 use crate::http::range::{self, RangeAnswer};
 use crate::http::response::{error_response, Body};
-use crate::metrics::CacheResult;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -46,14 +45,13 @@ pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> R
         origin_query: key::origin_query(target.query.as_deref()),
         path: target.path,
     };
-    let (found, result) = find(edge, &object).await;
-    match found {
-        Ok(cached) => {
+    match find(edge, &object).await {
+        Ok((cached, phase)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
                 follower::touch(edge, &object);
             }
-            edge.metrics.cache_result(cached.class, result);
-            let response = respond(&cached, request.headers(), edge.clock.now(), result, head);
+            edge.metrics.cache_result(cached.class, phase);
+            let response = respond(&cached, request.headers(), edge.clock.now(), phase, head);
             edge.metrics.request(cached.class, response.status());
             if !head {
                 edge.metrics.served(cached.class, content_len(&response));
@@ -62,7 +60,7 @@ pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> R
         }
         Err(failure) => {
             let class = edge.class_hint(&object.path);
-            edge.metrics.cache_result(class, CacheResult::Error);
+            edge.metrics.cache_result(class, CachePhase::Error);
             let response = match failure {
                 Failure::LivePlaylistTooOld { retry_after } => {
                     let mut r = error_response(
@@ -92,25 +90,25 @@ enum Failure {
     Fetch(FetchError),
 }
 
-/// The object to answer with, and how the cache got it.
+/// The object to answer with and the phase it went through; a failure is [`CachePhase::Error`].
 async fn find(
     edge: &Arc<Edge>,
     object: &ObjectRef,
-) -> (Result<Arc<CachedObject>, Failure>, CacheResult) {
+) -> Result<(Arc<CachedObject>, CachePhase), Failure> {
     let expired = match edge.lookup(&object.key).await {
-        Lookup::Fresh(cached) => return (Ok(cached), CacheResult::Hit),
+        Lookup::Fresh(cached) => return Ok((cached, CachePhase::Hit)),
         Lookup::Stale(cached) => {
             edge.refresh(object);
-            return (Ok(cached), CacheResult::Stale);
+            return Ok((cached, CachePhase::Stale));
         }
         Lookup::Expired(old) => Some(old),
         Lookup::Miss => None,
     };
     let (fetch, started) = edge.fetch(object);
-    let result = if started {
-        CacheResult::Miss
+    let phase = if started {
+        CachePhase::Miss
     } else {
-        CacheResult::Coalesced
+        CachePhase::Coalesced
     };
     let fetched = fetch.await;
     // A live playlist whose stale bound has passed is never served; when the origin cannot replace
@@ -122,13 +120,10 @@ async fn find(
         };
         if failed {
             let retry_after = old.target_duration().unwrap_or(Duration::from_secs(2));
-            return (
-                Err(Failure::LivePlaylistTooOld { retry_after }),
-                CacheResult::Error,
-            );
+            return Err(Failure::LivePlaylistTooOld { retry_after });
         }
     }
-    (fetched.map_err(Failure::Fetch), result)
+    fetched.map(|new| (new, phase)).map_err(Failure::Fetch)
 }
 
 /// Body bytes of an answer (HEAD answers carry none).
@@ -138,28 +133,19 @@ fn content_len(response: &Response<Body>) -> usize {
         .map_or(0, |n| n as usize)
 }
 
-fn x_cache(result: CacheResult) -> HeaderValue {
-    HeaderValue::from_static(match result {
-        CacheResult::Hit => "HIT",
-        CacheResult::Miss => "MISS",
-        CacheResult::Coalesced => "COALESCED",
-        CacheResult::Stale => "STALE",
-        CacheResult::Error => "ERROR",
-    })
-}
-
-/// Builds the answer for a cached object: status, validators, `Age`, range, CORS.
+/// Builds the answer for a cached object: status, validators, `Age`, `X-Cache` (the phase), range,
+/// CORS.
 pub fn respond(
     object: &CachedObject,
     request: &HeaderMap,
     now: Instant,
-    result: CacheResult,
+    phase: CachePhase,
     head: bool,
 ) -> Response<Body> {
     let age = object.age(now);
     let mut headers = object.headers.clone();
     headers.insert(AGE, small_number(age.as_secs()));
-    headers.insert(X_CACHE.clone(), x_cache(result));
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(phase.x_cache()));
     headers.insert(CACHE_CONTROL, cache_control(object, age));
 
     if object.is_success() && not_modified(object, request) {
