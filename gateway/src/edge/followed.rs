@@ -1,6 +1,8 @@
 //! The live follower's state, without I/O or async: which renditions are followed, when a viewer last
 //! asked for each, what was already prefetched, and the decisions the follower task takes from that
 //! (when a rendition is idle, how long to wait between reloads, which new objects to prefetch).
+//! Time is passed in: callers read the gateway [`Clock`](crate::clock::Clock), tests give explicit
+//! instants.
 //!
 //! [`Edge`](super::Edge) holds a [`FollowedRenditions`] and consults it whenever it stores a live
 //! playlist; the task in [`follower`](super::follower) drives it. This module knows neither, so
@@ -21,7 +23,7 @@ const INITIAL_PREFETCH: usize = 3;
 
 #[derive(Debug)]
 struct Followed {
-    /// When a viewer last asked for the playlist, by the time the caller passes in.
+    /// When a viewer last asked for the playlist, by the gateway clock.
     last_request: Instant,
     /// Highest media sequence number already prefetched.
     last_prefetched: Option<u64>,
@@ -244,6 +246,57 @@ mod tests {
             s(18),
             "long segments: players reload less often"
         );
+    }
+
+    #[test]
+    fn idle_decision_on_explicit_time() {
+        let s = Duration::from_secs;
+        let t0 = Instant::now();
+        // idle_after 6 s, target 2 s: idle from 6 s after the last request.
+        assert!(!is_idle(t0, t0, s(6), s(2)));
+        assert!(!is_idle(t0, t0 + Duration::from_millis(5999), s(6), s(2)));
+        assert!(is_idle(t0, t0 + s(6), s(6), s(2)));
+        // Long segments: three target durations (18 s) win over idle_after.
+        assert!(!is_idle(t0, t0 + s(17), s(6), s(6)));
+        assert!(is_idle(t0, t0 + s(18), s(6), s(6)));
+        // A clock read before the last request is not idle time.
+        assert!(!is_idle(t0 + s(10), t0, s(6), s(2)));
+    }
+
+    #[test]
+    fn a_request_renews_and_idleness_follows_the_given_time() {
+        let mut config = crate::config::Config::default().follower;
+        config.idle_after = Duration::from_secs(6);
+        config.max_renditions = 1;
+        let follower = followed(config);
+        let key = CacheKey("/l/index.m3u8".into());
+        let target = Duration::from_secs(2);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert!(follower.is_idle(&key, t0, target), "not followed");
+        assert_eq!(follower.touch(&key, t0), Touch::Started);
+        assert!(follower.is_following(&key));
+        assert_eq!(follower.gauge.get(), 1);
+        assert!(!follower.is_idle(&key, at(5), target));
+        assert_eq!(follower.touch(&key, at(5)), Touch::Renewed);
+        assert!(!follower.is_idle(&key, at(10), target), "renewed at 5 s");
+        assert!(follower.is_idle(&key, at(11), target));
+        let other = CacheKey("/other/index.m3u8".into());
+        assert_eq!(follower.touch(&other, at(11)), Touch::AtLimit);
+        follower.stop(&key);
+        assert!(!follower.is_following(&key));
+        assert_eq!(follower.gauge.get(), 0);
+        assert_eq!(follower.touch(&other, at(12)), Touch::Started);
+    }
+
+    #[test]
+    fn a_disabled_follower_follows_nothing() {
+        let mut config = crate::config::Config::default().follower;
+        config.enabled = false;
+        let follower = followed(config);
+        let key = CacheKey("/l/index.m3u8".into());
+        assert_eq!(follower.touch(&key, Instant::now()), Touch::Disabled);
+        assert!(!follower.is_following(&key));
     }
 
     #[test]

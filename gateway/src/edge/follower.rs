@@ -5,11 +5,12 @@
 //! three target durations: players reload a watched playlist every target duration) is dropped, so a
 //! rendition viewers switched away from stops costing origin fetches within seconds.
 //!
-//! This is the async shell: one task per followed rendition. What is followed and every decision live
-//! in [`followed`](super::followed).
+//! This is the async shell: one task per followed rendition, sleeping in real time between reloads.
+//! What is followed and every decision live in [`followed`](super::followed); "when" is always the
+//! gateway [`Clock`](crate::clock::Clock), so a rendition goes idle when that clock says so.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::edge::followed::{reload_interval, Touch};
 use crate::edge::{Edge, Lookup, ObjectRef};
@@ -17,7 +18,7 @@ use crate::hls::ObjectClass;
 
 /// Notes that a viewer asked for the live playlist `object`; starts following it if needed.
 pub fn touch(edge: &Arc<Edge>, object: &ObjectRef) {
-    match edge.follower.touch(&object.key, Instant::now()) {
+    match edge.follower.touch(&object.key, edge.clock.now()) {
         Touch::Started => {
             tracing::info!(key = %object.key, "following live rendition");
             tokio::spawn(run(Arc::clone(edge), object.clone()));
@@ -33,7 +34,8 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
     let mut last_etag = None;
     let mut target = Duration::from_secs(2);
     loop {
-        if edge.follower.is_idle(&object.key, Instant::now(), target) {
+        // Idleness is judged by the gateway clock (tests drive it); only the waits below are real.
+        if edge.follower.is_idle(&object.key, edge.clock.now(), target) {
             break;
         }
         let current = match edge.lookup(&object.key).await {
