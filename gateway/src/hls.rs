@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::path::resolve_reference;
+use crate::http::path::resolve_reference;
 
 /// The classes of DESIGN.md §3. The label values are part of the metrics contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

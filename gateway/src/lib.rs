@@ -1,44 +1,42 @@
 //! The edge gateway: serves HLS playlists and segments from an in-memory cache, fetching each missing
 //! object from the origin exactly once however many viewers ask for it at the same time.
 //!
-//! Pure logic (paths and keys, classification, freshness policy, ranges, the circuit breaker, the demo
-//! live timeline) lives in modules without I/O; [`edge`], [`follower`], [`origin`] and [`server`] are
-//! the async shells around it. See `docs/ARCHITECTURE.md`.
+//! The modules follow a request: [`http`] accepts, routes and delivers; [`edge`] looks objects up,
+//! runs the one origin fetch per object and follows live playlists; [`cache`] is what is stored, for
+//! how long and under which key; [`origin`] fetches from the origins. Beside them: [`p2p`] (the
+//! peer-assist tracker), [`hls`], [`config`], [`metrics`], [`clock`], [`error`] and [`demo`].
+//!
+//! Pure logic (paths and keys, classification, freshness policy, ranges, the circuit breaker, the
+//! follower's decisions, the demo live timeline) lives in modules without I/O; the async shells around
+//! it stay thin. See `docs/ARCHITECTURE.md`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod breaker;
 pub mod cache;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod error;
-pub mod follower;
 pub mod hls;
+pub mod http;
 pub mod metrics;
 pub mod origin;
 pub mod p2p;
-pub mod path;
-pub mod policy;
-pub mod range;
-pub mod server;
-pub mod service;
-pub mod web;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use crate::http::server::Drained;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::Config;
-pub use server::Drained;
 
 /// A configured gateway, ready to serve.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    state: Arc<service::AppState>,
+    state: Arc<crate::http::service::AppState>,
     config: Config,
 }
 
@@ -77,7 +75,11 @@ impl Gateway {
             .enabled
             .then(|| p2p::P2p::start(&edge, &config.p2p));
         Ok(Self {
-            state: service::AppState::new(edge, p2p, web::config_document(&config.p2p.ice_servers)),
+            state: crate::http::service::AppState::new(
+                edge,
+                p2p,
+                crate::http::web::config_document(&config.p2p.ice_servers),
+            ),
             config,
         })
     }
@@ -93,6 +95,6 @@ impl Gateway {
     /// Serves `listener` until `shutdown` resolves, then stops accepting, turns `/readyz` to 503 and
     /// waits up to the drain timeout for requests in flight.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Drained {
-        server::serve(listener, self.state, self.config.server.clone(), shutdown).await
+        crate::http::server::serve(listener, self.state, self.config.server.clone(), shutdown).await
     }
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics. Label values come from closed sets (object classes, cache results, outcomes,
+//! Prometheus metrics. Label values come from closed sets (object classes, cache phases, outcomes,
 //! status codes), so cardinality stays bounded whatever the traffic.
 
 use prometheus::{
@@ -6,42 +6,13 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::cache::phase::CachePhase;
 use crate::hls::ObjectClass;
-
-/// The `result` label of `gateway_cache_results_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    Hit,
-    Miss,
-    Coalesced,
-    Stale,
-    Error,
-}
-
-impl CacheResult {
-    const ALL: [CacheResult; 5] = [
-        CacheResult::Hit,
-        CacheResult::Miss,
-        CacheResult::Coalesced,
-        CacheResult::Stale,
-        CacheResult::Error,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Coalesced => "coalesced",
-            CacheResult::Stale => "stale",
-            CacheResult::Error => "error",
-        }
-    }
-}
 
 const CLASSES: usize = ObjectClass::ALL.len();
 /// Status codes whose counters are resolved once, so the hot path does no label hashing.
 const COMMON_STATUSES: [u16; 4] = [200, 206, 304, 404];
-const RESULTS: usize = CacheResult::ALL.len();
+const RESULTS: usize = CachePhase::ALL.len();
 
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -146,7 +117,7 @@ impl Metrics {
                 COMMON_STATUSES.map(|s| requests.with_label_values(&[c.label(), &s.to_string()]))
             }),
             cache_results: ObjectClass::ALL.map(|c| {
-                CacheResult::ALL.map(|r| results.with_label_values(&[c.label(), r.label()]))
+                CachePhase::ALL.map(|p| results.with_label_values(&[c.label(), p.label()]))
             }),
             origin_bytes: per_class(&origin_bytes_vec),
             served_bytes: per_class(&served),
@@ -187,8 +158,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn cache_result(&self, class: ObjectClass, result: CacheResult) {
-        self.cache_results[class.index()][result as usize].inc();
+    pub fn cache_result(&self, class: ObjectClass, phase: CachePhase) {
+        self.cache_results[class.index()][phase.index()].inc();
     }
 
     pub fn origin_request(&self, class: ObjectClass, outcome: &str) {
@@ -232,7 +203,7 @@ mod tests {
     fn renders_required_series() {
         let m = Metrics::new();
         m.request(ObjectClass::Segment, http::StatusCode::OK);
-        m.cache_result(ObjectClass::Segment, CacheResult::Hit);
+        m.cache_result(ObjectClass::Segment, CachePhase::Hit);
         m.origin_request(ObjectClass::Segment, "ok");
         m.origin_fetch(ObjectClass::Segment, 0.01, 10);
         m.served(ObjectClass::Segment, 10);

@@ -3,10 +3,13 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::cache::CacheKey;
+use gateway::ManualClock;
 use sha2::{Digest, Sha256};
-use support::{pattern, test_config, Reply, TestGateway, TestOrigin};
+use support::{pattern, test_config, wait_until, Reply, TestGateway, TestOrigin};
 
 fn playlist(first: u64, last: u64) -> String {
     let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
@@ -16,15 +19,8 @@ fn playlist(first: u64, last: u64) -> String {
     text
 }
 
-async fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+/// Long enough for a loaded machine; conditions are usually met within a reload interval (1 s here).
+const WAIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
 async fn follower_prefetches_a_new_live_segment_before_any_viewer_asks() {
@@ -38,20 +34,33 @@ async fn follower_prefetches_a_new_live_segment_before_any_viewer_asks() {
     origin.set("/live/index.m3u8", Reply::ok(playlist(0, 2)));
     let mut config = test_config(&origin);
     config.follower.enabled = true;
-    config.follower.idle_after = Duration::from_secs(2);
-    let gw = TestGateway::start(config).await;
+    // Longer than any wait below: only the gateway clock can make the rendition idle in this test.
+    config.follower.idle_after = Duration::from_secs(30);
+    // Freshness and idleness follow this clock; the follower still waits in real time between
+    // reloads (one target duration, 1 s, or half of one).
+    let clock = Arc::new(ManualClock::new());
+    let gw = TestGateway::start_with_clock(config, clock.clone()).await;
+    let key = CacheKey("/live/index.m3u8".into());
+    let following = || gw.gateway.edge().follower.is_following(&key);
+    let reloads = || origin.count("/live/index.m3u8");
 
-    // One viewer asks for the playlist once: the follower starts and prefetches the live edge.
+    // One viewer asks for the playlist once (at 0 s): the follower starts and prefetches the live edge.
     assert_eq!(gw.get("/live/index.m3u8").await.status, 200);
-    wait_for("initial prefetch", || origin.count("/live/2.ts") == 1).await;
-
-    // A new segment appears at the origin; nobody asks for the playlist again.
-    origin.set("/live/index.m3u8", Reply::ok(playlist(1, 3)));
-    wait_for("prefetch of 3.ts", || origin.count("/live/3.ts") == 1).await;
+    assert!(following());
     assert!(
-        origin.count("/live/index.m3u8") >= 2,
-        "the follower reloaded the playlist itself"
+        wait_until(|| origin.count("/live/2.ts") == 1, WAIT).await,
+        "initial prefetch"
     );
+
+    // A new segment appears at the origin; nobody asks for the playlist again. At 1 s the cached
+    // playlist is stale (fresh for half a target duration), so the follower reloads it itself.
+    origin.set("/live/index.m3u8", Reply::ok(playlist(1, 3)));
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        wait_until(|| origin.count("/live/3.ts") == 1, WAIT).await,
+        "prefetch of 3.ts"
+    );
+    assert!(reloads() >= 2, "the follower reloaded the playlist itself");
 
     let viewer = gw.get("/live/3.ts").await;
     assert_eq!(
@@ -63,24 +72,38 @@ async fn follower_prefetches_a_new_live_segment_before_any_viewer_asks() {
     assert!(gw.metric("gateway_prefetches_total").await >= 2.0);
 
     // Every cached segment carries its SHA-256 digest.
-    let key = gateway::path::CacheKey("/live/3.ts".into());
-    let cached = gw.gateway.edge().cache.get(&key).await.expect("cached");
+    let cached = gw
+        .gateway
+        .edge()
+        .cache
+        .get(&CacheKey("/live/3.ts".into()))
+        .await
+        .expect("cached");
     let expected: [u8; 32] = Sha256::digest(pattern(10_000, 3)).into();
     assert_eq!(cached.digest, Some(expected));
 
-    // Nobody watches any more: the follower lets go after idle_after.
-    let before = origin.count("/live/index.m3u8");
-    // Idle after max(idle_after 2 s, 3 target durations = 3 s), noticed within one reload interval.
-    tokio::time::sleep(Duration::from_millis(5000)).await;
-    assert_eq!(gw.metric("gateway_followed_renditions").await, 0.0);
-    let after = origin.count("/live/index.m3u8");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        origin.count("/live/index.m3u8"),
-        after,
-        "no more reloads once idle"
+    // Idle after max(idle_after 30 s, 3 target durations) without a request. At 29 s the rendition
+    // is still watched: the follower reloads the expired playlist again.
+    let before = reloads();
+    clock.advance(Duration::from_secs(28));
+    assert!(
+        wait_until(|| reloads() > before, WAIT).await,
+        "the follower keeps reloading while the rendition is watched"
     );
-    assert!(after >= before);
+    assert!(following());
+
+    // At 30 s nobody has asked for it long enough: the follower lets go.
+    clock.advance(Duration::from_secs(1));
+    assert!(
+        wait_until(|| !following(), WAIT).await,
+        "the idle rendition is dropped"
+    );
+    assert_eq!(gw.metric("gateway_followed_renditions").await, 0.0);
+    // The playlist is stale again: a follower still running would reload it within one interval.
+    let after = reloads();
+    clock.advance(Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(reloads(), after, "no more reloads once idle");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use support::{pattern, test_config, Reply, TestGateway, TestOrigin};
+use support::{pattern, test_config, wait_until_async, Reply, TestGateway, TestOrigin};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -163,7 +163,14 @@ async fn peers_join_get_welcome_digests_and_each_other() {
     let report = json!({"type": "report", "http_bytes": 1000, "p2p_bytes": 3000, "http_segments": 1,
         "p2p_segments": 3, "uploaded_bytes": 0, "failures": {"timeout": 1}, "peers": []});
     a.send(Message::text(report.to_string())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reported = || async {
+        let peer = gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await;
+        let http = gw.metric("p2p_reported_bytes_total{source=\"http\"}").await;
+        let timeouts = gw.metric("p2p_fallbacks_total{cause=\"timeout\"}").await;
+        (peer, http, timeouts) == (3000.0, 1000.0, 1.0)
+    };
+    // Wait until the report is counted; if it never is, the assertions below say what differs.
+    wait_until_async(reported, Duration::from_secs(5)).await;
     assert_eq!(
         gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await,
         3000.0

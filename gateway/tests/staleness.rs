@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use gateway::ManualClock;
-use support::{test_config, Reply, TestGateway, TestOrigin};
+use support::{test_config, wait_until, Reply, TestGateway, TestOrigin};
 
 fn live_playlist(first: u64) -> String {
     let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
@@ -28,13 +28,8 @@ async fn start(origin: &TestOrigin) -> (TestGateway, Arc<ManualClock>) {
 
 /// Waits (in real time) until the origin has seen `n` requests for `path`.
 async fn origin_reaches(origin: &TestOrigin, path: &str, n: usize) {
-    for _ in 0..200 {
-        if origin.count(path) >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!(
+    assert!(
+        wait_until(|| origin.count(path) >= n, Duration::from_secs(2)).await,
         "origin saw {} requests for {path}, expected {n}",
         origin.count(path)
     );
@@ -42,13 +37,14 @@ async fn origin_reaches(origin: &TestOrigin, path: &str, n: usize) {
 
 /// Waits until the background refresh of `path` has ended (its in-flight entry is gone).
 async fn refreshes_settle(gw: &TestGateway) {
-    for _ in 0..200 {
-        if gw.gateway.edge().fetches_in_flight() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("a background refresh never finished");
+    assert!(
+        wait_until(
+            || gw.gateway.edge().fetches_in_flight() == 0,
+            Duration::from_secs(2)
+        )
+        .await,
+        "a background refresh never finished"
+    );
 }
 
 #[tokio::test]

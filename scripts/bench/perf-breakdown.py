@@ -6,8 +6,8 @@ written by `scripts/bench/gateway-vs-nginx.sh --perf`)
 
 Every sample goes to exactly one bucket. Samples in the kernel are named after the system call the
 user-space stack was making (writev, recv, epoll_wait, futex). User-space samples go to the innermost
-frame that names a known part: the gateway's own modules (service.rs `respond`, edge.rs lookup via
-moka, path.rs, metrics.rs, server.rs with tower), hyper, tokio. malloc/free/memcpy samples are
+frame that names a known part: the gateway's own modules (http::deliver `respond`, edge lookup via
+moka, http::path and cache::key, metrics, http::server with tower), hyper, tokio. malloc/free/memcpy samples are
 reported separately with the part that called them. Percentages are of all the process's samples.
 """
 
@@ -24,15 +24,16 @@ KERNEL = [  # user-space frame of the system call -> bucket
     (r"clock_gettime", "kernel: clock_gettime"),
 ]
 OWNERS = [  # innermost matching frame decides
-    (r"gateway::service::not_modified|\bnot_modified\b|httpdate",
-     "gateway: service.rs not_modified (parses Last-Modified on every request)"),
+    (r"gateway::http::deliver::not_modified|\bnot_modified\b|httpdate",
+     "gateway: http/deliver.rs not_modified (parses Last-Modified on every request)"),
     (r"gateway::metrics::", "gateway: metrics.rs"),
-    (r"moka::", "gateway: edge.rs lookup -> moka get (incl. inline housekeeping)"),
-    (r"gateway::path::", "gateway: path.rs normalize / CacheKey::new"),
-    (r"gateway::service::(respond|finish|x_cache|content_len)|^respond$|^finish$",
-     "gateway: service.rs respond (header map, response)"),
-    (r"gateway::(service|edge|cache|policy|clock)", "gateway: service.rs handle/deliver/find, other"),
-    (r"tower::|gateway::server", "gateway: server.rs (tower load_shed + concurrency_limit, glue)"),
+    (r"moka::", "gateway: edge lookup -> moka get (incl. inline housekeeping)"),
+    (r"gateway::http::path::|gateway::cache::key::", "gateway: http/path.rs normalize, cache/key.rs CacheKey::new"),
+    (r"gateway::http::deliver::(respond|finish|content_len)|^respond$|^finish$",
+     "gateway: http/deliver.rs respond (header map, response)"),
+    (r"gateway::(http::service|http::deliver|edge|cache|clock)",
+     "gateway: http/service.rs handle, http/deliver.rs deliver/find, other"),
+    (r"tower::|gateway::http::server", "gateway: http/server.rs (tower load_shed + concurrency_limit, glue)"),
     (r"Http1Transaction>::parse|httparse", "hyper: request parse"),
     (r"Http1Transaction>::encode|hyper::proto::h1::encode", "hyper: response encode"),
     (r"tokio::runtime::time|tokio::time|TokioSleep|TokioTimer",

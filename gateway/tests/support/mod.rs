@@ -3,10 +3,11 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gateway::{Clock, Config, Drained, Gateway};
@@ -359,6 +360,31 @@ pub async fn request(
         status: parts.status,
         headers: parts.headers,
         body,
+    }
+}
+
+/// Polls `done` every 10 ms until it holds or `within` passes (checking once more at the end);
+/// whether it held. For conditions something else makes true (a background fetch, a task that notices
+/// the clock moved), instead of sleeping a fixed time and hoping it was long enough.
+pub async fn wait_until(mut done: impl FnMut() -> bool, within: Duration) -> bool {
+    wait_until_async(|| std::future::ready(done()), within).await
+}
+
+/// [`wait_until`] for conditions that are checked by asking, such as a metric of the gateway:
+/// `wait_until_async(|| async { gw.metric(series).await == 1.0 }, within)`.
+pub async fn wait_until_async<F>(mut done: impl FnMut() -> F, within: Duration) -> bool
+where
+    F: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if done().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

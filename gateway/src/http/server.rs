@@ -16,7 +16,8 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::ServerConfig;
-use crate::service::{self, AppState, Body};
+use crate::http::response::Body;
+use crate::http::service::{self, AppState};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_BUF: usize = 8192;

@@ -1,4 +1,4 @@
-//! Unit tests of `config.rs` (a child module, so private items are visible).
+//! Unit tests of `config` (a child module, so private items are visible).
 #![allow(clippy::unwrap_used)]
 
 use super::*;
@@ -900,7 +900,7 @@ fn clap_definition_is_consistent() {
 // ---------------------------------------------------------------------------
 // The example gateway.toml
 
-const EXAMPLE: &str = include_str!("../../gateway.toml");
+const EXAMPLE: &str = include_str!("../../../gateway.toml");
 
 /// Uncomments `# key = value` lines (prose comments never look like that).
 fn uncomment_settings(text: &str) -> String {

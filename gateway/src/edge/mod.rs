@@ -5,6 +5,9 @@
 //! A fetch runs in a task of its own, so a viewer that goes away neither cancels nor restarts it. Every
 //! viewer waiting for the same key holds a clone of one shared future and is woken when the task ends.
 
+pub mod followed;
+pub mod follower;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,16 +17,16 @@ use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATI
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 
+use self::followed::FollowedRenditions;
+use crate::cache::policy::{self, CacheControl, State};
+use crate::cache::CacheKey;
 use crate::cache::{CachedObject, Digest, ObjectCache};
 use crate::clock::Clock;
 use crate::config::{CacheConfig, FollowerConfig};
 use crate::error::FetchError;
-use crate::follower::Follower;
 use crate::hls::{self, ObjectClass, PlaylistInfo};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
-use crate::path::CacheKey;
-use crate::policy::{self, CacheControl, State};
 
 /// The outcome of a fetch, shared by every waiter.
 pub type FetchResult = Result<Arc<CachedObject>, FetchError>;
@@ -83,7 +86,8 @@ pub struct Edge {
     /// What playlists said each path is.
     names: moka::sync::Cache<String, ObjectClass>,
     in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
-    pub follower: Follower,
+    /// The live renditions the follower refreshes (see [`follower`]).
+    pub follower: FollowedRenditions,
     /// Media object path → the media playlist that names it.
     owners: moka::sync::Cache<String, Arc<str>>,
     digests: tokio::sync::broadcast::Sender<DigestEvent>,
@@ -105,6 +109,8 @@ impl Edge {
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
+        let follower =
+            FollowedRenditions::new(follower_config, metrics.followed_renditions.clone());
         Arc::new(Self {
             cache: ObjectCache::new(cache_config.max_bytes),
             origin,
@@ -116,7 +122,7 @@ impl Edge {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             in_flight: Mutex::new(HashMap::new()),
-            follower: Follower::new(follower_config),
+            follower,
             owners: moka::sync::Cache::builder()
                 .max_capacity(200_000)
                 .time_to_idle(Duration::from_secs(3600))
@@ -320,7 +326,7 @@ impl Edge {
             .or(origin_type);
         let last_modified = headers.get(LAST_MODIFIED).cloned();
         let location = headers.get(LOCATION).cloned();
-        let fixed = crate::cache::fixed_headers(
+        let fixed = crate::cache::object::fixed_headers(
             status,
             content_type.as_ref(),
             &etag,

@@ -3,11 +3,12 @@
 //! the gateway caches new segments. The tracker itself lives in `peer-assist`; this module gives it
 //! what only the gateway knows (playlists, digests) through [`GatewayBackend`].
 
+pub mod backend;
+pub mod digests;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
@@ -15,101 +16,19 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use peer_assist::protocol::signal::{self, DigestEntry};
-use peer_assist::tracker::{Backend, ConnectionInfo, Tracker, TrackerConfig};
+use peer_assist::tracker::{ConnectionInfo, Tracker, TrackerConfig};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::P2pConfig;
-use crate::edge::{Edge, Lookup, ObjectRef};
-use crate::hls::ObjectClass;
-use crate::service::Body;
+use crate::edge::Edge;
+use crate::http::response::{text, Body};
+pub use crate::p2p::backend::{digest_window, GatewayBackend};
+use crate::p2p::digests::digests_endpoint;
 
 /// Path prefix of everything peer-assist on the gateway.
 pub const PREFIX: &str = "/p2p/v1/";
-
-/// What the tracker asks of the gateway, answered from the edge cache.
-pub struct GatewayBackend {
-    edge: Arc<Edge>,
-}
-
-impl GatewayBackend {
-    pub fn new(edge: Arc<Edge>) -> Self {
-        Self { edge }
-    }
-}
-
-/// A playlist from the cache, fetched through the normal coalesced path if needed.
-async fn playlist(edge: &Arc<Edge>, path: &str) -> Option<Arc<crate::cache::CachedObject>> {
-    let object = ObjectRef::from_path(path);
-    let found = match edge.lookup(&object.key).await {
-        Lookup::Fresh(o) | Lookup::Stale(o) => o,
-        Lookup::Expired(_) | Lookup::Miss => edge.fetch(&object).0.await.ok()?,
-    };
-    (found.is_success() && found.playlist.is_some()).then_some(found)
-}
-
-/// The recent digests of a media playlist: its segments and init sections that are cached.
-pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestEntry> {
-    let Some(playlist) = playlist(edge, playlist_path).await else {
-        return Vec::new();
-    };
-    let Some(info) = &playlist.playlist else {
-        return Vec::new();
-    };
-    let mut entries = Vec::new();
-    for reference in info.references.iter().filter(|r| r.class.is_media()) {
-        let key = crate::path::CacheKey(reference.path.as_str().into());
-        if let Some(cached) = edge.cache.get(&key).await {
-            if let Some(digest) = cached.digest {
-                entries.push(DigestEntry {
-                    id: reference.path.clone(),
-                    sha256: signal::digest_hex(&digest),
-                    size: cached.body.len() as u64,
-                });
-            }
-        }
-    }
-    entries
-}
-
-impl Backend for GatewayBackend {
-    fn resolve(&self, stream: &str, rendition: u32) -> BoxFuture<'static, Result<String, String>> {
-        let edge = Arc::clone(&self.edge);
-        let stream = stream.to_owned();
-        async move {
-            let clean = crate::path::normalize(&stream, None).map_err(|e| e.to_string())?;
-            let multivariant = playlist(&edge, &clean.path)
-                .await
-                .ok_or_else(|| format!("{stream} is not a playlist the gateway can fetch"))?;
-            let info = multivariant.playlist.as_ref().ok_or("not a playlist")?;
-            match info.class {
-                ObjectClass::Multivariant => info
-                    .references
-                    .get(..info.variants)
-                    .and_then(|variants| variants.get(rendition as usize))
-                    .map(|r| r.path.clone())
-                    .ok_or_else(|| {
-                        format!(
-                            "{stream} has {} renditions, not {}",
-                            info.variants,
-                            rendition + 1
-                        )
-                    }),
-                // A stream named by its media playlist has one rendition: itself.
-                ObjectClass::LiveMedia | ObjectClass::VodMedia if rendition == 0 => Ok(clean.path),
-                _ => Err(format!("{stream} has no rendition {rendition}")),
-            }
-        }
-        .boxed()
-    }
-
-    fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>> {
-        let edge = Arc::clone(&self.edge);
-        let playlist = playlist.to_owned();
-        async move { digest_window(&edge, &playlist).await }.boxed()
-    }
-}
 
 /// The tracker and the settings the HTTP layer needs.
 #[derive(Debug, Clone)]
@@ -259,33 +178,4 @@ impl P2p {
         }
         response
     }
-}
-
-/// `GET /p2p/v1/digests/{stream path without the leading slash}/{rendition}`.
-async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
-    let Some((stream, rendition)) = rest.rsplit_once('/') else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "expected /p2p/v1/digests/{stream}/{rendition}\n",
-        );
-    };
-    let Ok(rendition) = rendition.parse::<u32>() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "the rendition must be a variant index (0, 1, ...)\n",
-        );
-    };
-    let stream = format!("/{stream}");
-    let backend = GatewayBackend::new(Arc::clone(edge));
-    let playlist = match backend.resolve(&stream, rendition).await {
-        Ok(p) => p,
-        Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
-    };
-    let segments = digest_window(edge, &playlist).await;
-    let body = serde_json::json!({ "playlist": playlist, "segments": segments });
-    crate::service::text_response(StatusCode::OK, "application/json", body.to_string())
-}
-
-fn text(status: StatusCode, message: &str) -> Response<Body> {
-    crate::service::text_response(status, "text/plain; charset=utf-8", message.to_owned())
 }

@@ -1,186 +1,32 @@
-//! The HTTP face of the gateway: operational endpoints, CORS, and cached object delivery with `Age`,
-//! validators, byte ranges and HEAD.
+//! Answering a request from the cache: find the object (a hit, a stale answer while one background
+//! fetch revalidates it, or the one shared origin fetch), then build the answer with `Age`,
+//! `Cache-Control`, `X-Cache`, validators (304), a single byte range (206/416) and HEAD.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, AGE,
-    ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, IF_MODIFIED_SINCE,
-    IF_NONE_MATCH, RANGE, RETRY_AFTER,
+    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::cache::CachedObject;
+use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
+use crate::cache::{CachePhase, CachedObject};
+use crate::edge::follower;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::error::FetchError;
-use crate::follower::Follower;
 use crate::hls::ObjectClass;
-use crate::metrics::CacheResult;
-use crate::path::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
-use crate::range::{self, RangeAnswer};
-
-/// The response body type of every gateway answer.
-pub type Body = Full<Bytes>;
+use crate::http::path;
+use crate::http::range::{self, RangeAnswer};
+use crate::http::response::{error_response, Body};
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Everything a request handler needs.
-#[derive(Debug)]
-pub struct AppState {
-    pub edge: Arc<Edge>,
-    pub p2p: Option<crate::p2p::P2p>,
-    /// The web player's `/player/config.json` document.
-    pub player_config: Bytes,
-    draining: AtomicBool,
-}
-
-impl AppState {
-    pub fn new(edge: Arc<Edge>, p2p: Option<crate::p2p::P2p>, player_config: Bytes) -> Arc<Self> {
-        Arc::new(Self {
-            edge,
-            p2p,
-            player_config,
-            draining: AtomicBool::new(false),
-        })
-    }
-
-    /// From now on `/readyz` answers 503.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-}
-
-/// Answers one request. Never fails: every problem becomes a status code.
-pub async fn handle<B: Send + 'static>(
-    state: Arc<AppState>,
-    request: Request<B>,
-) -> Response<Body> {
-    let method = request.method().clone();
-    if method == Method::OPTIONS {
-        return preflight(request.headers());
-    }
-    if method != Method::GET && method != Method::HEAD {
-        let mut response = plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "only GET, HEAD and OPTIONS\n",
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
-        return response;
-    }
-    let head = method == Method::HEAD;
-    let mut response = match request.uri().path() {
-        "/healthz" => plain(StatusCode::OK, "ok\n"),
-        "/readyz" if state.is_draining() => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/readyz" => plain(StatusCode::OK, "ready\n"),
-        "/metrics" => metrics(&state).await,
-        p if p.starts_with(crate::p2p::PREFIX) => match &state.p2p {
-            Some(p2p) => return p2p.handle(&state.edge, request).await,
-            None => plain(
-                StatusCode::NOT_FOUND,
-                "peer-assist is disabled on this gateway\n",
-            ),
-        },
-        path => match crate::web::respond(path, request.headers(), &state.player_config) {
-            Some(response) => response,
-            None => return deliver(&state, &request, head).await,
-        },
-    };
-    if head {
-        *response.body_mut() = Full::new(Bytes::new());
-    }
-    response
-}
-
-async fn metrics(state: &AppState) -> Response<Body> {
-    let edge = &state.edge;
-    edge.metrics
-        .cache_bytes
-        .set(edge.cache.weighted_size().await as i64);
-    edge.metrics
-        .cache_entries
-        .set(edge.cache.entry_count() as i64);
-    let mut response = Response::new(Full::new(Bytes::from(edge.metrics.render())));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    response
-}
-
-fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let h = response.headers_mut();
-    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(
-        ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    let allowed = headers
-        .get(ACCESS_CONTROL_REQUEST_HEADERS)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static("Range, If-None-Match, If-Modified-Since"));
-    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
-    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
-    response
-}
-
-fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// A small uncacheable answer for browsers and scripts (errors, JSON from the peer-assist endpoints).
-pub fn text_response(
-    status: StatusCode,
-    content_type: &'static str,
-    text: String,
-) -> Response<Body> {
-    error_response_typed(status, content_type, text, false)
-}
-
-fn error_response(status: StatusCode, text: String, head: bool) -> Response<Body> {
-    error_response_typed(status, "text/plain; charset=utf-8", text, head)
-}
-
-fn error_response_typed(
-    status: StatusCode,
-    content_type: &'static str,
-    text: String,
-    head: bool,
-) -> Response<Body> {
-    let body = if head {
-        Bytes::new()
-    } else {
-        Bytes::from(text)
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Response<Body> {
-    let edge = &state.edge;
+/// Answers a GET or HEAD for an object: from the cache, or from the origin through it.
+pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> Response<Body> {
     let uri = request.uri();
     let target = match path::normalize(uri.path(), uri.query()) {
         Ok(t) => t,
@@ -196,17 +42,16 @@ async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Respo
     };
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
-        origin_query: path::origin_query(target.query.as_deref()),
+        origin_query: key::origin_query(target.query.as_deref()),
         path: target.path,
     };
-    let (found, result) = find(edge, &object).await;
-    match found {
-        Ok(cached) => {
+    match find(edge, &object).await {
+        Ok((cached, phase)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
-                Follower::touch(edge, &object);
+                follower::touch(edge, &object);
             }
-            edge.metrics.cache_result(cached.class, result);
-            let response = respond(&cached, request.headers(), edge.clock.now(), result, head);
+            edge.metrics.cache_result(cached.class, phase);
+            let response = respond(&cached, request.headers(), edge.clock.now(), phase, head);
             edge.metrics.request(cached.class, response.status());
             if !head {
                 edge.metrics.served(cached.class, content_len(&response));
@@ -215,7 +60,7 @@ async fn deliver<B>(state: &AppState, request: &Request<B>, head: bool) -> Respo
         }
         Err(failure) => {
             let class = edge.class_hint(&object.path);
-            edge.metrics.cache_result(class, CacheResult::Error);
+            edge.metrics.cache_result(class, CachePhase::Error);
             let response = match failure {
                 Failure::LivePlaylistTooOld { retry_after } => {
                     let mut r = error_response(
@@ -245,25 +90,25 @@ enum Failure {
     Fetch(FetchError),
 }
 
-/// The object to answer with, and how the cache got it.
+/// The object to answer with and the phase it went through; a failure is [`CachePhase::Error`].
 async fn find(
     edge: &Arc<Edge>,
     object: &ObjectRef,
-) -> (Result<Arc<CachedObject>, Failure>, CacheResult) {
+) -> Result<(Arc<CachedObject>, CachePhase), Failure> {
     let expired = match edge.lookup(&object.key).await {
-        Lookup::Fresh(cached) => return (Ok(cached), CacheResult::Hit),
+        Lookup::Fresh(cached) => return Ok((cached, CachePhase::Hit)),
         Lookup::Stale(cached) => {
             edge.refresh(object);
-            return (Ok(cached), CacheResult::Stale);
+            return Ok((cached, CachePhase::Stale));
         }
         Lookup::Expired(old) => Some(old),
         Lookup::Miss => None,
     };
     let (fetch, started) = edge.fetch(object);
-    let result = if started {
-        CacheResult::Miss
+    let phase = if started {
+        CachePhase::Miss
     } else {
-        CacheResult::Coalesced
+        CachePhase::Coalesced
     };
     let fetched = fetch.await;
     // A live playlist whose stale bound has passed is never served; when the origin cannot replace
@@ -275,13 +120,10 @@ async fn find(
         };
         if failed {
             let retry_after = old.target_duration().unwrap_or(Duration::from_secs(2));
-            return (
-                Err(Failure::LivePlaylistTooOld { retry_after }),
-                CacheResult::Error,
-            );
+            return Err(Failure::LivePlaylistTooOld { retry_after });
         }
     }
-    (fetched.map_err(Failure::Fetch), result)
+    fetched.map(|new| (new, phase)).map_err(Failure::Fetch)
 }
 
 /// Body bytes of an answer (HEAD answers carry none).
@@ -291,28 +133,19 @@ fn content_len(response: &Response<Body>) -> usize {
         .map_or(0, |n| n as usize)
 }
 
-fn x_cache(result: CacheResult) -> HeaderValue {
-    HeaderValue::from_static(match result {
-        CacheResult::Hit => "HIT",
-        CacheResult::Miss => "MISS",
-        CacheResult::Coalesced => "COALESCED",
-        CacheResult::Stale => "STALE",
-        CacheResult::Error => "ERROR",
-    })
-}
-
-/// Builds the answer for a cached object: status, validators, `Age`, range, CORS.
+/// Builds the answer for a cached object: status, validators, `Age`, `X-Cache` (the phase), range,
+/// CORS.
 pub fn respond(
     object: &CachedObject,
     request: &HeaderMap,
     now: Instant,
-    result: CacheResult,
+    phase: CachePhase,
     head: bool,
 ) -> Response<Body> {
     let age = object.age(now);
     let mut headers = object.headers.clone();
     headers.insert(AGE, small_number(age.as_secs()));
-    headers.insert(X_CACHE.clone(), x_cache(result));
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(phase.x_cache()));
     headers.insert(CACHE_CONTROL, cache_control(object, age));
 
     if object.is_success() && not_modified(object, request) {

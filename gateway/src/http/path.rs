@@ -1,11 +1,9 @@
-//! Request-path hygiene and cache keys (pure).
+//! Request-path hygiene (pure).
 //!
 //! A request path is accepted only if it cannot name anything outside the origin's tree: dot segments,
 //! encoded separators and control bytes are rejected, in plain and percent-encoded (also double-encoded)
-//! forms. The cache key keeps the query parameters that change the object (`_HLS_*` and unknown ones) and
-//! drops those that only identify the viewer (tokens, CMCD), in a stable order.
-
-use std::fmt;
+//! forms. Playlist URIs resolve to gateway paths in the same tree. The cache key built from a clean
+//! target is in [`crate::cache::key`].
 
 /// Why a request target was refused. Always the client's fault (400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,19 +22,6 @@ pub enum PathError {
 
 /// Longest accepted path plus query.
 pub const MAX_TARGET_LEN: usize = 4096;
-
-/// Query parameters that never take part in a cache key: viewer tokens and CMCD.
-pub const DEFAULT_DROPPED_PARAMS: &[&str] = &[
-    "token",
-    "hdnts",
-    "hdnea",
-    "policy",
-    "signature",
-    "key-pair-id",
-    "expires",
-    "sig",
-    "cmcd",
-];
 
 /// A request target that passed [`normalize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,66 +118,6 @@ fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
-/// The identity of a cached object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CacheKey(pub std::sync::Arc<str>);
-
-impl fmt::Display for CacheKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl CacheKey {
-    /// The key for `target`: path plus the query parameters that matter, sorted.
-    pub fn new(target: &CleanTarget, dropped: &[&str]) -> Self {
-        let Some(query) = target.query.as_deref() else {
-            return CacheKey(target.path.as_str().into());
-        };
-        let mut kept: Vec<&str> = query
-            .split('&')
-            .filter(|pair| !pair.is_empty())
-            .filter(|pair| {
-                let name = pair.split('=').next().unwrap_or(pair);
-                !is_dropped(name, dropped)
-            })
-            .collect();
-        if kept.is_empty() {
-            return CacheKey(target.path.as_str().into());
-        }
-        kept.sort_unstable();
-        let mut key = String::with_capacity(target.path.len() + query.len() + 1);
-        key.push_str(&target.path);
-        key.push('?');
-        key.push_str(&kept.join("&"));
-        CacheKey(key.into())
-    }
-
-    /// The path part of the key (no query).
-    pub fn path(&self) -> &str {
-        self.0.split('?').next().unwrap_or(&self.0)
-    }
-}
-
-fn is_dropped(name: &str, dropped: &[&str]) -> bool {
-    if name.starts_with("_HLS_") {
-        return false;
-    }
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("cmcd") || dropped.iter().any(|d| lower == *d)
-}
-
-/// The query to forward to the origin: the received one without CMCD (per-viewer telemetry that would
-/// make the single shared fetch look like one viewer's). Tokens are kept: the origin may check them.
-pub fn origin_query(query: Option<&str>) -> Option<String> {
-    let query = query?;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("cmcd"))
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
 /// Resolves a URI found in a playlist at `playlist_path` to a gateway path (no query), if it points into
 /// the same tree: relative and root-relative references. Absolute URLs are left to the player.
 pub fn resolve_reference(playlist_path: &str, uri: &str) -> Option<String> {
@@ -262,33 +187,6 @@ mod tests {
             normalize("/a/100%25.ts", None).is_ok(),
             "a literal percent sign"
         );
-    }
-
-    #[test]
-    fn key_drops_tokens_and_cmcd_keeps_hls_directives_sorted() {
-        let t = normalize(
-            "/live/index.m3u8",
-            Some("token=abc&_HLS_part=2&CMCD=bl%3D200&_HLS_msn=10&v=3"),
-        )
-        .expect("valid");
-        let key = CacheKey::new(&t, DEFAULT_DROPPED_PARAMS);
-        assert_eq!(&*key.0, "/live/index.m3u8?_HLS_msn=10&_HLS_part=2&v=3");
-        assert_eq!(key.path(), "/live/index.m3u8");
-        let only_token = normalize("/s.ts", Some("token=1&hdnts=exp%3D1")).expect("valid");
-        assert_eq!(
-            &*CacheKey::new(&only_token, DEFAULT_DROPPED_PARAMS).0,
-            "/s.ts"
-        );
-    }
-
-    #[test]
-    fn origin_query_drops_only_cmcd() {
-        assert_eq!(
-            origin_query(Some("CMCD=x&token=1")).as_deref(),
-            Some("token=1")
-        );
-        assert_eq!(origin_query(Some("CMCD=x")), None);
-        assert_eq!(origin_query(None), None);
     }
 
     #[test]

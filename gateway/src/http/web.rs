@@ -18,6 +18,8 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
+use crate::http::response::Body;
+
 mod files {
     include!(concat!(env!("OUT_DIR"), "/web_files.rs"));
 }
@@ -81,7 +83,7 @@ pub fn config_document(ice_servers: &[String]) -> Bytes {
 }
 
 /// Answers `path` if it is one of the player's routes; `None` lets the request go to the cache.
-pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Response<Full<Bytes>>> {
+pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Response<Body>> {
     if path == CONFIG_PATH {
         let mut response = Response::new(Full::new(config.clone()));
         let h = response.headers_mut();
@@ -107,7 +109,7 @@ pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Respon
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| asset.etag.to_str().ok().map(|etag| (v, etag)))
-        .is_some_and(|(inm, etag)| crate::range::if_none_match(inm, etag));
+        .is_some_and(|(inm, etag)| crate::http::range::if_none_match(inm, etag));
     let mut response = if matches {
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;

@@ -1330,5 +1330,4 @@ impl Cli {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -14,10 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
-use crate::breaker::Breaker;
 use crate::clock::Clock;
 use crate::config::OriginConfig;
 use crate::error::FetchError;
+use crate::origin::breaker::Breaker;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -232,7 +232,7 @@ impl OriginClient {
     }
 
     /// When the circuit of origin `index` was last seen open (for tests and status pages).
-    pub fn breaker_state(&self, index: usize) -> Option<crate::breaker::BreakerState> {
+    pub fn breaker_state(&self, index: usize) -> Option<crate::origin::breaker::BreakerState> {
         let now: Instant = self.clock.now();
         self.origins.get(index).map(|o| {
             o.breaker

@@ -1,0 +1,110 @@
+//! The object cache: moka, bounded by body bytes, each entry kept for its class lifetime.
+//! What an entry is ([`object`]), how long it may be served ([`policy`]), what identifies it
+//! ([`key`]) and which phase a request went through ([`phase`]) are pure modules of their own.
+//!
+//! Freshness is judged by the gateway's [`Clock`](crate::clock::Clock) (see [`policy`]); moka's own
+//! expiry only bounds how long an entry may be kept at all, in real time.
+
+pub mod key;
+pub mod object;
+pub mod phase;
+pub mod policy;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+
+pub use self::key::CacheKey;
+pub use self::object::{CachedObject, Digest};
+pub use self::phase::CachePhase;
+use crate::hls::ObjectClass;
+
+/// Per-entry bookkeeping counted against the byte bound besides the body.
+const ENTRY_OVERHEAD: usize = 256;
+
+struct ByLifetime;
+
+impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedObject>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        // Slack so an entry is still there for the request that finds it just expired; a live
+        // playlist is kept a minute past its bound so an origin outage keeps answering 503.
+        let slack = if value.class == ObjectClass::LiveMedia {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(1)
+        };
+        Some(value.lifetime.total() + slack)
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &CacheKey,
+        value: &Arc<CachedObject>,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, value, updated_at)
+    }
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct ObjectCache {
+    inner: Cache<CacheKey, Arc<CachedObject>>,
+    max_bytes: u64,
+}
+
+impl std::fmt::Debug for ObjectCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectCache")
+            .field("max_bytes", &self.max_bytes)
+            .field("weighted_size", &self.inner.weighted_size())
+            .finish()
+    }
+}
+
+impl ObjectCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let inner = Cache::builder()
+            .max_capacity(max_bytes)
+            // Live streams make new objects the most wanted: plain LRU never refuses them, where
+            // TinyLFU admission could turn away the newest segment.
+            .eviction_policy(EvictionPolicy::lru())
+            .weigher(|key: &CacheKey, value: &Arc<CachedObject>| {
+                let weight = value.body.len() + key.0.len() + ENTRY_OVERHEAD;
+                u32::try_from(weight).unwrap_or(u32::MAX)
+            })
+            .expire_after(ByLifetime)
+            .build();
+        Self { inner, max_bytes }
+    }
+
+    pub async fn get(&self, key: &CacheKey) -> Option<Arc<CachedObject>> {
+        self.inner.get(key).await
+    }
+
+    pub async fn insert(&self, key: CacheKey, value: Arc<CachedObject>) {
+        self.inner.insert(key, value).await;
+    }
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Bytes held, after moka has applied pending evictions.
+    pub async fn weighted_size(&self) -> u64 {
+        self.inner.run_pending_tasks().await;
+        self.inner.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.entry_count()
+    }
+}

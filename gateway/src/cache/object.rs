@@ -1,0 +1,94 @@
+//! One cached answer from the origin: its body and metadata, its digest, and the headers that are the
+//! same for every answer built from it. Its state at an instant (fresh, stale, expired) follows
+//! [`policy`].
+
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, CONTENT_TYPE, ETAG,
+    LAST_MODIFIED, LOCATION,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::cache::policy::{self, Lifetime, State};
+use crate::hls::{ObjectClass, PlaylistInfo};
+
+/// SHA-256 of an object's body.
+pub type Digest = [u8; 32];
+
+/// One cached answer from the origin (a success or a briefly cached error).
+#[derive(Debug)]
+pub struct CachedObject {
+    pub status: StatusCode,
+    pub class: ObjectClass,
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+    pub etag: HeaderValue,
+    pub last_modified: Option<HeaderValue>,
+    /// Headers passed through for non-2xx answers (e.g. `Location`, `Retry-After`).
+    pub location: Option<HeaderValue>,
+    /// When the object was generated, by the gateway clock (stored time minus the origin's `Age`).
+    pub stored_at: Instant,
+    pub lifetime: Lifetime,
+    /// SHA-256 of the body, for media objects (segments, init sections, parts).
+    pub digest: Option<Digest>,
+    pub playlist: Option<PlaylistInfo>,
+    /// `last_modified`, parsed once.
+    pub last_modified_at: Option<SystemTime>,
+    /// The response headers that are the same for every answer (CORS, validators, type), built once
+    /// when the object is stored; each answer adds `Age`, `Cache-Control`, `X-Cache` and the length.
+    pub headers: HeaderMap,
+}
+
+/// Headers a browser player may read besides the CORS-safelisted ones.
+pub const EXPOSED_HEADERS: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
+
+/// The per-object part of every answer's headers (see [`CachedObject::headers`]).
+pub fn fixed_headers(
+    status: StatusCode,
+    content_type: Option<&HeaderValue>,
+    etag: &HeaderValue,
+    last_modified: Option<&HeaderValue>,
+    location: Option<&HeaderValue>,
+) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(12);
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    h.insert(ETAG, etag.clone());
+    if let Some(v) = content_type {
+        h.insert(CONTENT_TYPE, v.clone());
+    }
+    if let Some(v) = last_modified {
+        h.insert(LAST_MODIFIED, v.clone());
+    }
+    if let Some(v) = location {
+        h.insert(LOCATION, v.clone());
+    }
+    if status.is_success() {
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
+    h
+}
+
+impl CachedObject {
+    pub fn state(&self, now: Instant) -> State {
+        policy::state(self.stored_at, self.lifetime, now)
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
+    pub fn is_success(&self) -> bool {
+        self.status.is_success()
+    }
+
+    /// Target duration, for media playlists.
+    pub fn target_duration(&self) -> Option<Duration> {
+        self.playlist.as_ref().and_then(|p| p.target_duration)
+    }
+}

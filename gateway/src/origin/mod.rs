@@ -1,0 +1,7 @@
+//! Talking to origins: [`client`] fetches objects (timeouts, retries, failover, body limits) and
+//! [`breaker`] decides, per origin, whether a request may go there at all (pure, explicit time).
+
+pub mod breaker;
+pub mod client;
+
+pub use client::{OriginClient, OriginResponse};

@@ -1,0 +1,97 @@
+//! What the tracker asks of the gateway, answered from the edge cache: which media playlist is a
+//! rendition of a stream, and the digests of the segments of a playlist that are cached.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use peer_assist::protocol::signal::{self, DigestEntry};
+use peer_assist::tracker::Backend;
+
+use crate::cache::{CacheKey, CachedObject};
+use crate::edge::{Edge, Lookup, ObjectRef};
+use crate::hls::ObjectClass;
+use crate::http::path;
+
+/// What the tracker asks of the gateway, answered from the edge cache.
+pub struct GatewayBackend {
+    edge: Arc<Edge>,
+}
+
+impl GatewayBackend {
+    pub fn new(edge: Arc<Edge>) -> Self {
+        Self { edge }
+    }
+}
+
+/// A playlist from the cache, fetched through the normal coalesced path if needed.
+async fn playlist(edge: &Arc<Edge>, path: &str) -> Option<Arc<CachedObject>> {
+    let object = ObjectRef::from_path(path);
+    let found = match edge.lookup(&object.key).await {
+        Lookup::Fresh(o) | Lookup::Stale(o) => o,
+        Lookup::Expired(_) | Lookup::Miss => edge.fetch(&object).0.await.ok()?,
+    };
+    (found.is_success() && found.playlist.is_some()).then_some(found)
+}
+
+/// The recent digests of a media playlist: its segments and init sections that are cached.
+pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestEntry> {
+    let Some(playlist) = playlist(edge, playlist_path).await else {
+        return Vec::new();
+    };
+    let Some(info) = &playlist.playlist else {
+        return Vec::new();
+    };
+    let mut entries = Vec::new();
+    for reference in info.references.iter().filter(|r| r.class.is_media()) {
+        let key = CacheKey(reference.path.as_str().into());
+        if let Some(cached) = edge.cache.get(&key).await {
+            if let Some(digest) = cached.digest {
+                entries.push(DigestEntry {
+                    id: reference.path.clone(),
+                    sha256: signal::digest_hex(&digest),
+                    size: cached.body.len() as u64,
+                });
+            }
+        }
+    }
+    entries
+}
+
+impl Backend for GatewayBackend {
+    fn resolve(&self, stream: &str, rendition: u32) -> BoxFuture<'static, Result<String, String>> {
+        let edge = Arc::clone(&self.edge);
+        let stream = stream.to_owned();
+        async move {
+            let clean = path::normalize(&stream, None).map_err(|e| e.to_string())?;
+            let multivariant = playlist(&edge, &clean.path)
+                .await
+                .ok_or_else(|| format!("{stream} is not a playlist the gateway can fetch"))?;
+            let info = multivariant.playlist.as_ref().ok_or("not a playlist")?;
+            match info.class {
+                ObjectClass::Multivariant => info
+                    .references
+                    .get(..info.variants)
+                    .and_then(|variants| variants.get(rendition as usize))
+                    .map(|r| r.path.clone())
+                    .ok_or_else(|| {
+                        format!(
+                            "{stream} has {} renditions, not {}",
+                            info.variants,
+                            rendition + 1
+                        )
+                    }),
+                // A stream named by its media playlist has one rendition: itself.
+                ObjectClass::LiveMedia | ObjectClass::VodMedia if rendition == 0 => Ok(clean.path),
+                _ => Err(format!("{stream} has no rendition {rendition}")),
+            }
+        }
+        .boxed()
+    }
+
+    fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>> {
+        let edge = Arc::clone(&self.edge);
+        let playlist = playlist.to_owned();
+        async move { digest_window(&edge, &playlist).await }.boxed()
+    }
+}
