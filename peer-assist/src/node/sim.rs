@@ -323,6 +323,20 @@ impl Sim {
         }
     }
 
+    /// A peer's tracker session starts over under a new id (a reconnect).
+    pub fn rejoin(&mut self, node: usize) {
+        let me = format!("{}r", self.nodes[node].core.me());
+        let welcome = ServerMessage::Welcome {
+            v: 1,
+            peer_id: me,
+            swarm: "live#0".into(),
+            playlist: PLAYLIST.into(),
+            max_peers: 8,
+        };
+        self.feed(node, Some(Input::Signal(welcome)));
+        self.announce();
+    }
+
     /// A peer dies: no leave, its links break.
     pub fn kill(&mut self, node: usize) {
         let now = self.now;
@@ -862,6 +876,17 @@ mod tests {
             &mut sim,
             0,
             span,
+        ));
+        let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 1);
+        sim.run_for(Duration::from_secs(6));
+        sim.rejoin(1);
+        traces.push(trace(
+            "rejoin",
+            "After 6 s the peer's tracker session starts over under a new id: its links close, \
+             what it waits for and holds stays, it links again and goes on.",
+            &mut sim,
+            1,
+            Duration::from_secs(8),
         ));
         let world = World {
             abandon_after: Some(Duration::from_millis(1200)),

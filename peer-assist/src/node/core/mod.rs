@@ -594,8 +594,13 @@ impl NodeCore {
                 self.dirty = true;
             }
             ServerMessage::Peers { peers } => self.on_peers(peers, now),
-            ServerMessage::Welcome { max_peers, .. } => {
+            ServerMessage::Welcome {
+                max_peers, peer_id, ..
+            } => {
                 self.max_peers = Some(max_peers as usize);
+                if peer_id != self.me {
+                    self.rejoined(peer_id, now);
+                }
             }
             ServerMessage::Error { code, message } => {
                 tracing::warn!(?code, %message, "tracker error");
@@ -603,6 +608,26 @@ impl NodeCore {
             // WebRTC negotiation is the driver's (its transport's) business.
             ServerMessage::Relay { .. } => {}
         }
+    }
+
+    /// A new tracker session (a reconnect, or another rendition's swarm) under a new peer id: the
+    /// old swarm is gone (its links close, transfers on them fall back to HTTP); what the node
+    /// waits for, holds and knows about segments stays.
+    fn rejoined(&mut self, peer_id: String, now: Instant) {
+        let links: Vec<LinkId> = self.links.keys().copied().collect();
+        for link in links {
+            self.drop_link(link, FailureCause::Disconnect, "left the swarm", now);
+        }
+        self.me = peer_id.clone();
+        self.summary.peer_id = peer_id;
+        self.listed.clear();
+        self.listed_since.clear();
+        self.elders = None;
+        self.connecting.clear();
+        self.retry.clear();
+        self.banned.clear();
+        self.next_connect_check = None;
+        self.dirty = true;
     }
 
     /// Where this node stands in its swarm (for the seeder rule).
