@@ -193,16 +193,18 @@ fn content_type(file: &str) -> &'static str {
 }
 
 fn parse_rendition(name: &str, playlist: &[u8]) -> Result<Rendition, String> {
-    match m3u8_rs::parse_media_playlist_res(playlist) {
-        Ok(media) if !media.segments.is_empty() => Ok(Rendition {
-            name: name.to_owned(),
-            target_duration: media.target_duration,
-            durations_ms: media
-                .segments
-                .iter()
-                .map(|s| (f64::from(s.duration) * 1000.0).round() as u64)
-                .collect(),
-        }),
+    match peer_assist::hls::parse(playlist) {
+        Ok(peer_assist::hls::Playlist::Media(media)) if !media.segments.is_empty() => {
+            Ok(Rendition {
+                name: name.to_owned(),
+                target_duration: media.target_duration.as_secs(),
+                durations_ms: media
+                    .segments
+                    .iter()
+                    .map(|s| (s.duration.as_secs_f64() * 1000.0).round() as u64)
+                    .collect(),
+            })
+        }
         Ok(_) => Err(format!("demo rendition {name} has no segments")),
         Err(e) => Err(format!("demo rendition {name} does not parse: {e}")),
     }
@@ -288,7 +290,8 @@ mod tests {
         assert_eq!(text.matches("#EXTINF").count(), LIVE_WINDOW as usize);
         assert!(text.ends_with("22.ts\n"));
         assert!(!text.contains("#EXT-X-ENDLIST"));
-        let info = crate::hls::parse_playlist("/demo/live/r/index.m3u8", text.as_bytes());
+        let info =
+            crate::hls::parse_playlist("/demo/live/r/index.m3u8", text.as_bytes(), &[]).unwrap();
         assert_eq!(info.class, crate::hls::ObjectClass::LiveMedia);
         assert_eq!(info.media_sequence, 17);
     }
@@ -349,7 +352,7 @@ mod tests {
         let (_, live) = demo
             .get("/demo/live/240p/index.m3u8", now)
             .expect("live playlist");
-        let info = crate::hls::parse_playlist("/demo/live/240p/index.m3u8", &live);
+        let info = crate::hls::parse_playlist("/demo/live/240p/index.m3u8", &live, &[]).unwrap();
         let edge = info.last_sequence().expect("segments");
         let (ct, seg) = demo
             .get(&format!("/demo/live/240p/{edge}.ts"), now)

@@ -22,6 +22,8 @@ pub enum FetchError {
     TooLarge(u64),
     #[error("every origin's circuit is open")]
     CircuitOpen,
+    #[error("origin playlist refused: {0}")]
+    Playlist(peer_assist::hls::ParseError),
     /// Our fault: a bug or a resource problem in the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,7 +45,10 @@ impl FetchError {
     pub fn retryable(&self) -> bool {
         !matches!(
             self,
-            FetchError::TooLarge(_) | FetchError::CircuitOpen | FetchError::Internal(_)
+            FetchError::TooLarge(_)
+                | FetchError::CircuitOpen
+                | FetchError::Internal(_)
+                | FetchError::Playlist(_)
         )
     }
 
@@ -57,6 +62,7 @@ impl FetchError {
             FetchError::Truncated { .. } | FetchError::Body(_) => "truncated",
             FetchError::TooLarge(_) => "too_large",
             FetchError::CircuitOpen => "circuit_open",
+            FetchError::Playlist(_) => "bad_playlist",
             FetchError::Internal(_) => "internal",
         }
     }

@@ -1,12 +1,16 @@
 //! What an object is, from its bytes or its name (pure).
 //!
-//! Playlists are classified by parsing them with m3u8-rs; the body itself is always passed through
-//! byte for byte. Segments, init sections, parts and keys are known from the playlists that name them
+//! Playlists are classified by parsing them with the project's one HLS parser
+//! ([`peer_assist::hls`]); the body is passed through byte for byte, except that absolute URLs
+//! pointing at an origin are made root-relative so viewers come through the gateway. Segments, init sections, parts and keys are known from the playlists that name them
 //! and otherwise guessed from the extension.
 
 use std::time::Duration;
 
-use crate::http::path::resolve_reference;
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use peer_assist::hls::{self, rewrite, uri, ParseError, Playlist};
 
 /// The classes of DESIGN.md §3. The label values are part of the metrics contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,141 +147,129 @@ pub struct PlaylistInfo {
 }
 
 impl PlaylistInfo {
+    /// A playlist of `class` that names nothing.
+    pub fn empty(class: ObjectClass) -> Self {
+        Self {
+            class,
+            target_duration: None,
+            media_sequence: 0,
+            references: Vec::new(),
+            variants: 0,
+        }
+    }
+
     /// Highest media sequence number present (the live edge).
     pub fn last_sequence(&self) -> Option<u64> {
         self.references.iter().filter_map(|r| r.sequence).max()
     }
 }
 
-/// Classifies a playlist body. Bodies m3u8-rs cannot parse are classified by their tags, so an unusual
-/// but valid playlist is never refused.
-pub fn parse_playlist(playlist_path: &str, body: &[u8]) -> PlaylistInfo {
-    match m3u8_rs::parse_playlist_res(body) {
-        Ok(m3u8_rs::Playlist::MasterPlaylist(master)) => {
-            let mut references = Vec::new();
-            let mut add = |uri: &str, class| {
-                if let Some(path) = resolve_reference(playlist_path, uri) {
-                    references.push(Reference {
-                        path,
-                        class,
-                        sequence: None,
-                    });
-                    1
-                } else {
-                    0
-                }
-            };
+/// Classifies a playlist body served at `playlist_path` and lists what it names (see
+/// [`peer_assist::hls`]: one parser, linear and bounded). `bases` are the origins' base URLs: an
+/// absolute URL under one of them names a gateway path. A body that is not a playlist is
+/// `Err(NotAPlaylist)`; one over the limits is the origin's error.
+pub fn parse_playlist(
+    playlist_path: &str,
+    body: &[u8],
+    bases: &[&str],
+) -> Result<PlaylistInfo, ParseError> {
+    let playlist = match hls::parse(body) {
+        Ok(p) => p,
+        // A playlist that names nothing yet (`#EXTM3U` and headers only) is still a playlist.
+        Err(ParseError::Empty) => return Ok(PlaylistInfo::empty(ObjectClass::Playlist)),
+        Err(e) => return Err(e),
+    };
+    let mut references = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut add = |uri: &str, class, sequence| {
+        let Some(path) = uri::resolve_path(playlist_path, uri, bases) else {
+            return false;
+        };
+        if !seen.insert(path.clone()) {
+            return false;
+        }
+        references.push(Reference {
+            path,
+            class,
+            sequence,
+        });
+        true
+    };
+    match playlist {
+        Playlist::Multivariant(m) => {
             let mut variants = 0;
-            for v in &master.variants {
-                variants += add(&v.uri, ObjectClass::Playlist);
+            for v in &m.variants {
+                variants += usize::from(add(&v.uri, ObjectClass::Playlist, None));
             }
-            for a in &master.alternatives {
-                if let Some(uri) = &a.uri {
-                    add(uri, ObjectClass::Playlist);
+            for r in &m.renditions {
+                if let Some(uri) = &r.uri {
+                    add(uri, ObjectClass::Playlist, None);
                 }
             }
-            for k in &master.session_key {
-                if let Some(uri) = &k.0.uri {
-                    add(uri, ObjectClass::Key);
+            for uri in &m.iframe_playlists {
+                add(uri, ObjectClass::Playlist, None);
+            }
+            for k in &m.session_keys {
+                if let Some(uri) = &k.uri {
+                    add(uri, ObjectClass::Key, None);
                 }
             }
-            PlaylistInfo {
+            Ok(PlaylistInfo {
                 class: ObjectClass::Multivariant,
                 target_duration: None,
                 media_sequence: 0,
                 references,
                 variants,
-            }
+            })
         }
-        Ok(m3u8_rs::Playlist::MediaPlaylist(media)) => {
-            let mut references = Vec::new();
-            let mut push = |uri: &str, class, sequence| {
-                if let Some(path) = resolve_reference(playlist_path, uri) {
-                    if !references.iter().any(|r: &Reference| r.path == path) {
-                        references.push(Reference {
-                            path,
-                            class,
-                            sequence,
-                        });
-                    }
-                }
-            };
-            for (i, seg) in media.segments.iter().enumerate() {
+        Playlist::Media(m) => {
+            for seg in &m.segments {
                 if let Some(map) = &seg.map {
-                    push(&map.uri, ObjectClass::Init, None);
+                    add(&map.uri, ObjectClass::Init, None);
                 }
                 if let Some(uri) = seg.key.as_ref().and_then(|k| k.uri.as_deref()) {
-                    if !uri.starts_with("skd:") {
-                        push(uri, ObjectClass::Key, None);
-                    }
+                    add(uri, ObjectClass::Key, None);
                 }
-                for tag in &seg.unknown_tags {
-                    if tag.tag == "X-PART" || tag.tag == "X-PRELOAD-HINT" {
-                        if let Some(uri) = tag.rest.as_deref().and_then(quoted_uri) {
-                            push(uri, ObjectClass::Part, None);
-                        }
-                    }
+                for part in &seg.parts {
+                    add(&part.uri, ObjectClass::Part, None);
                 }
-                push(
-                    &seg.uri,
-                    ObjectClass::Segment,
-                    Some(media.media_sequence + i as u64),
-                );
+                add(&seg.uri, ObjectClass::Segment, Some(seg.sequence));
             }
-            for tag in &media.unknown_tags {
-                if tag.tag == "X-PART" || tag.tag == "X-PRELOAD-HINT" {
-                    if let Some(uri) = tag.rest.as_deref().and_then(quoted_uri) {
-                        push(uri, ObjectClass::Part, None);
-                    }
-                }
+            for part in &m.trailing_parts {
+                add(&part.uri, ObjectClass::Part, None);
             }
-            let vod = media.end_list
-                || matches!(media.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
-            PlaylistInfo {
-                class: if vod {
+            for hint in &m.preload_hints {
+                let class = if hint.kind == "MAP" {
+                    ObjectClass::Init
+                } else {
+                    ObjectClass::Part
+                };
+                add(&hint.uri, class, None);
+            }
+            Ok(PlaylistInfo {
+                class: if m.is_vod() {
                     ObjectClass::VodMedia
                 } else {
                     ObjectClass::LiveMedia
                 },
-                target_duration: Some(Duration::from_secs(media.target_duration.max(1))),
-                media_sequence: media.media_sequence,
+                target_duration: Some(m.target_duration),
+                media_sequence: m.media_sequence,
                 references,
                 variants: 0,
-            }
+            })
         }
-        Err(_) => classify_by_tags(body),
     }
 }
 
-fn quoted_uri(attrs: &str) -> Option<&str> {
-    let start = attrs.find("URI=\"")? + 5;
-    let len = attrs[start..].find('"')?;
-    Some(&attrs[start..start + len])
-}
-
-fn classify_by_tags(body: &[u8]) -> PlaylistInfo {
-    let text = String::from_utf8_lossy(body);
-    let has = |tag: &str| text.lines().any(|l| l.trim_start().starts_with(tag));
-    let target = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("#EXT-X-TARGETDURATION:"))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s.max(1)));
-    let class = if has("#EXT-X-STREAM-INF") {
-        ObjectClass::Multivariant
-    } else if has("#EXT-X-ENDLIST") {
-        ObjectClass::VodMedia
-    } else if target.is_some() {
-        ObjectClass::LiveMedia
-    } else {
-        ObjectClass::Playlist
-    };
-    PlaylistInfo {
-        class,
-        target_duration: target,
-        media_sequence: 0,
-        references: Vec::new(),
-        variants: 0,
+/// The body with absolute URLs at one of the origins (`bases`) made root-relative, so viewers
+/// fetch those objects through the gateway; `None` when there are none.
+pub fn rebase_playlist(body: &[u8], bases: &[&str]) -> Option<Vec<u8>> {
+    if bases.is_empty() {
+        return None;
+    }
+    match rewrite::rewrite_uris(body, |u, _| uri::rebase(u, bases)) {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(rewritten) => Some(rewritten),
     }
 }
 
@@ -291,7 +283,7 @@ mod tests {
 
     #[test]
     fn classifies_multivariant_and_names_variants() {
-        let info = parse_playlist("/demo/live/master.m3u8", MASTER.as_bytes());
+        let info = parse_playlist("/demo/live/master.m3u8", MASTER.as_bytes(), &[]).unwrap();
         assert_eq!(info.class, ObjectClass::Multivariant);
         assert_eq!(info.references.len(), 2);
         assert_eq!(info.variants, 2);
@@ -301,7 +293,7 @@ mod tests {
 
     #[test]
     fn classifies_live_media_with_target_and_sequences() {
-        let info = parse_playlist("/s/v/index.m3u8", LIVE.as_bytes());
+        let info = parse_playlist("/s/v/index.m3u8", LIVE.as_bytes(), &[]).unwrap();
         assert_eq!(info.class, ObjectClass::LiveMedia);
         assert_eq!(info.target_duration, Some(Duration::from_secs(4)));
         assert_eq!(info.references[0].path, "/s/v/init.mp4");
@@ -312,7 +304,7 @@ mod tests {
 
     #[test]
     fn classifies_vod_media() {
-        let info = parse_playlist("/v/index.m3u8", VOD.as_bytes());
+        let info = parse_playlist("/v/index.m3u8", VOD.as_bytes(), &[]).unwrap();
         assert_eq!(info.class, ObjectClass::VodMedia);
         assert_eq!(info.references[0].class, ObjectClass::Segment);
     }
@@ -320,7 +312,7 @@ mod tests {
     #[test]
     fn finds_ll_hls_parts() {
         let body = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PART-INF:PART-TARGET=1.0\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-PART:DURATION=1.0,URI=\"p1.0.m4s\"\n#EXTINF:4.0,\ns1.m4s\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p2.0.m4s\"\n";
-        let info = parse_playlist("/a/i.m3u8", body.as_bytes());
+        let info = parse_playlist("/a/i.m3u8", body.as_bytes(), &[]).unwrap();
         assert_eq!(info.class, ObjectClass::LiveMedia);
         let parts: Vec<_> = info
             .references
@@ -332,18 +324,54 @@ mod tests {
     }
 
     #[test]
-    fn garbage_never_panics_and_falls_back_to_tags() {
-        for body in [
-            &b""[..],
-            b"\xff\xfe",
-            b"#EXTM3U\n#EXT-X-STREAM-INF\n",
-            b"not a playlist",
-        ] {
-            let _ = parse_playlist("/x.m3u8", body);
+    fn not_playlists_and_empty_playlists() {
+        for body in [&b""[..], b"\xff\xfe", b"not a playlist", b"<html>"] {
+            assert_eq!(
+                parse_playlist("/x.m3u8", body, &[]),
+                Err(ParseError::NotAPlaylist)
+            );
         }
-        let info = classify_by_tags(b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6,\na.ts\n");
-        assert_eq!(info.class, ObjectClass::LiveMedia);
-        assert_eq!(info.target_duration, Some(Duration::from_secs(6)));
+        let empty = parse_playlist("/x.m3u8", b"#EXTM3U\n#EXT-X-VERSION:3\n", &[]).unwrap();
+        assert_eq!(empty.class, ObjectClass::Playlist);
+        let headers_only = parse_playlist("/x.m3u8", b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n", &[]);
+        assert_eq!(headers_only.unwrap().class, ObjectClass::LiveMedia);
+    }
+
+    #[test]
+    fn references_are_deduplicated_in_linear_time() {
+        let mut body =
+            String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4\"\n");
+        for i in 0..60_000 {
+            body.push_str(&format!("#EXTINF:2,\n{i}.m4s\n"));
+        }
+        let info = parse_playlist("/l/i.m3u8", body.as_bytes(), &[]).unwrap();
+        assert_eq!(
+            info.references.len(),
+            60_001,
+            "one init section, named once"
+        );
+        assert_eq!(info.last_sequence(), Some(59_999));
+    }
+
+    #[test]
+    fn absolute_origin_urls_are_gateway_objects_and_are_rebased() {
+        let body = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nhttp://o:9/hls/s/seg/1.ts?v=1\n\
+                    #EXTINF:2,\nhttps://elsewhere/2.ts\n";
+        let bases = ["http://o:9/hls/"];
+        let info = parse_playlist("/s/v/i.m3u8", body.as_bytes(), &bases).unwrap();
+        let paths: Vec<&str> = info.references.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/s/seg/1.ts"]);
+        let rebased = rebase_playlist(body.as_bytes(), &bases).unwrap();
+        let text = String::from_utf8(rebased).unwrap();
+        assert!(text.contains("\n/s/seg/1.ts?v=1\n"), "{text}");
+        assert!(
+            text.contains("\nhttps://elsewhere/2.ts\n"),
+            "other hosts are left alone"
+        );
+        assert_eq!(
+            rebase_playlist(b"#EXTM3U\n#EXTINF:2,\na.ts\n", &bases),
+            None
+        );
     }
 
     #[test]

@@ -293,3 +293,94 @@ async fn a_driven_node_fetches_what_it_is_asked_for_from_a_peer() {
     assert_eq!(b.p2p_bytes, expected.len() as u64);
     assert_eq!(a.mismatches + b.mismatches, 0);
 }
+
+/// A live origin at `/s/`: one variant whose media playlist names each segment `/s/seg/N.ts` as
+/// `name(origin base URL, N)` (relative with `..`, absolute...), a new 2 s segment every 2 s, six
+/// in the window.
+async fn live_origin(name: impl Fn(&str, u64) -> String + Send + 'static) -> support::TestOrigin {
+    use support::Reply;
+    let origin = support::TestOrigin::start().await;
+    let base = origin.base();
+    origin.set(
+        "/s/master.m3u8",
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv0/index.m3u8\n"),
+    );
+    let publish = origin.clone();
+    let update = move |last: u64| {
+        publish.set(
+            &format!("/s/seg/{last}.ts"),
+            Reply::ok(support::pattern(200_000, last as u8)),
+        );
+        let first = last.saturating_sub(5);
+        let mut text = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{first}\n"
+        );
+        for n in first..=last {
+            text.push_str(&format!("#EXTINF:2.0,\n{}\n", name(&base, n)));
+        }
+        publish.set("/s/v0/index.m3u8", Reply::ok(text));
+    };
+    for n in 0..6 {
+        update(n);
+    }
+    tokio::spawn(async move {
+        for n in 6.. {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            update(n);
+        }
+    });
+    origin
+}
+
+/// Segment ids are the gateway paths the playlist's URIs resolve to, whatever their spelling
+/// (`../seg/N.ts`, an absolute URL at the origin): the digests name them the same way and P2P works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_works_whatever_the_playlist_calls_its_segments() {
+    let relative = live_origin(|_, n| format!("../seg/{n}.ts")).await;
+    let absolute = live_origin(|base, n| format!("{base}s/seg/{n}.ts?v=1")).await;
+    let mut runs = Vec::new();
+    for origin in [&relative, &absolute] {
+        let gw = TestGateway::start(support::test_config(origin)).await;
+        let url = format!("http://{}", gw.addr);
+        let mut config = NodeConfig::new(&url, "/s/master.m3u8");
+        config.duration = Some(Duration::from_secs(24));
+        let senior = node::start(config.clone()).await.expect("node joins");
+        runs.push((gw, senior, config));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut newcomers = Vec::new();
+    for (_, _, config) in &runs {
+        let mut config = config.clone();
+        config.duration = Some(Duration::from_secs(20));
+        newcomers.push(node::start(config).await.expect("node joins"));
+    }
+    for ((gw, senior, _), newcomer) in runs.into_iter().zip(newcomers) {
+        let newcomer = newcomer.wait().await;
+        let senior = senior.wait().await;
+        let (from_peers, total) = after_warm_up(&newcomer);
+        let share = from_peers as f64 / total.max(1) as f64;
+        eprintln!(
+            "newcomer after warm-up: {:.1}% of {total} bytes from peers",
+            share * 100.0
+        );
+        assert!(share >= 0.5, "newcomer {newcomer:#?} senior {senior:#?}");
+        for s in [&senior, &newcomer] {
+            assert_eq!(s.mismatches + s.missed_deadlines, 0, "{s:#?}");
+            assert!(s.log.iter().all(|r| r.id.starts_with("/s/seg/")), "{s:#?}");
+        }
+        // The digests name the segments by the same ids.
+        let digests = gw.get("/p2p/v1/digests/s/master.m3u8/0").await;
+        let body: serde_json::Value = serde_json::from_slice(&digests.body).unwrap();
+        let ids: Vec<&str> = body["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert!(
+            !ids.is_empty() && ids.iter().all(|id| id.starts_with("/s/seg/")),
+            "{ids:?}"
+        );
+        support::assert_all_authentic(&gw, &[senior, newcomer]).await;
+    }
+}

@@ -63,7 +63,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
-use m3u8_rs::Playlist;
+use peer_assist::hls::{self, Playlist};
 use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, Source, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
@@ -205,25 +205,8 @@ impl RunError {
     }
 }
 
-/// Parses "20s", "2m", "500ms", "1h" or bare (possibly fractional) seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (examples: 20s, 2m, 500ms, 30)"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("invalid duration unit {other:?} in {s:?}")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration {s:?}"))
-}
+/// The project's one duration grammar ("20s", "2m", "1m30s", "500ms", plain seconds).
+pub use peer_assist::units::parse_duration;
 
 /// Parses `--rendition`: "auto" (ABR) or an index in bandwidth-ascending order.
 pub fn parse_rendition(s: &str) -> Result<Option<usize>, String> {
@@ -306,92 +289,26 @@ impl SplitMix64 {
     }
 }
 
-/// Resolves a URI reference found in a playlist against the playlist's URL (RFC 3986 §5.2, for
-/// the `http(s)://authority/path?query` URLs HLS uses).
+/// Resolves a URI reference found in a playlist against the playlist's URL: the project's one
+/// resolution ([`peer_assist::hls::uri::resolve_url`], RFC 3986 as browsers apply it).
 pub fn resolve_uri(base: &Uri, reference: &str) -> Result<Uri, String> {
-    let reference = reference.trim();
-    let invalid = |e: http::uri::InvalidUri| format!("invalid URI {reference:?}: {e}");
-    if has_scheme(reference) {
-        return reference.parse().map_err(invalid);
-    }
-    let scheme = base.scheme_str().unwrap_or("http");
-    if let Some(rest) = reference.strip_prefix("//") {
-        return format!("{scheme}://{rest}").parse().map_err(invalid);
-    }
-    let authority = base.authority().map_or("", |a| a.as_str());
-    let reference = reference.split('#').next().unwrap_or_default();
-    let (ref_path, ref_query) = match reference.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (reference, None),
-    };
-    let (path, query) = if ref_path.is_empty() {
-        (base.path().to_owned(), ref_query.or(base.query()))
-    } else if ref_path.starts_with('/') {
-        (remove_dot_segments(ref_path), ref_query)
-    } else {
-        let base_path = base.path();
-        let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
-        let merged = if dir.is_empty() {
-            format!("/{ref_path}")
-        } else {
-            format!("{dir}{ref_path}")
-        };
-        (remove_dot_segments(&merged), ref_query)
-    };
-    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-    format!("{scheme}://{authority}{path}{query}")
-        .parse()
-        .map_err(invalid)
-}
-
-fn has_scheme(s: &str) -> bool {
-    let Some(colon) = s.find(':') else {
-        return false;
-    };
-    let scheme = &s[..colon];
-    scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-/// RFC 3986 §5.2.4 on an absolute path.
-fn remove_dot_segments(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let last = segments.len().saturating_sub(1);
-    for (i, segment) in segments.iter().enumerate() {
-        match *segment {
-            "." => {
-                if i == last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if i == last {
-                    out.push("");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    format!("/{}", out.join("/"))
+    let url = hls::uri::resolve_url(&base.to_string(), reference)?;
+    url.parse()
+        .map_err(|e: http::uri::InvalidUri| format!("invalid URI {reference:?}: {e}"))
 }
 
 /// The renditions named by the URL's playlist: the variant streams of a multivariant playlist
 /// (I-frame streams excluded; URIs resolved against `url`), or the URL itself for a media playlist
 /// (bandwidth unknown: 0).
 pub fn parse_entry_playlist(body: &[u8], url: &Uri) -> Result<Vec<Rendition>, String> {
-    match m3u8_rs::parse_playlist_res(body) {
-        Ok(Playlist::MasterPlaylist(master)) => {
+    match hls::parse(body) {
+        Ok(Playlist::Multivariant(master)) => {
             let renditions = master
                 .variants
                 .iter()
-                .filter(|v| !v.is_i_frame)
                 .map(|v| {
                     Ok(Rendition {
-                        bandwidth: v.bandwidth,
+                        bandwidth: v.bandwidth.unwrap_or(0),
                         playlist: resolve_uri(url, &v.uri)?.to_string(),
                     })
                 })
@@ -402,11 +319,11 @@ pub fn parse_entry_playlist(body: &[u8], url: &Uri) -> Result<Vec<Rendition>, St
                 Ok(renditions)
             }
         }
-        Ok(Playlist::MediaPlaylist(_)) => Ok(vec![Rendition {
+        Ok(Playlist::Media(_)) => Ok(vec![Rendition {
             bandwidth: 0,
             playlist: url.to_string(),
         }]),
-        Err(_) => Err("not an HLS playlist".to_owned()),
+        Err(e) => Err(format!("not a usable HLS playlist: {e}")),
     }
 }
 
@@ -431,24 +348,23 @@ pub fn select_renditions(
 
 /// The rendition P2P viewers play: `fixed` or the middle one (lower middle for an even count), as
 /// (index in bandwidth-ascending order, index of the variant in playlist order). The second is what
-/// the gateway's tracker calls the rendition: the position among all `EXT-X-STREAM-INF` and
-/// `EXT-X-I-FRAME-STREAM-INF` entries, in order. `body` must be a multivariant playlist.
+/// the gateway's tracker calls the rendition: the position among the `EXT-X-STREAM-INF` entries,
+/// in order. `body` must be a multivariant playlist.
 pub fn p2p_rendition(body: &[u8], fixed: Option<usize>) -> Result<(usize, u32), String> {
-    let master = match m3u8_rs::parse_playlist_res(body) {
-        Ok(Playlist::MasterPlaylist(master)) => master,
-        Ok(Playlist::MediaPlaylist(_)) => return Err(
+    let master = match hls::parse(body) {
+        Ok(Playlist::Multivariant(master)) => master,
+        Ok(Playlist::Media(_)) => return Err(
             "--p2p needs --url to be a multivariant playlist (a node joins the swarm of one of \
                  its variants), not a media playlist"
                 .to_owned(),
         ),
-        Err(_) => return Err("not an HLS playlist".to_owned()),
+        Err(e) => return Err(format!("not a usable HLS playlist: {e}")),
     };
     let mut variants: Vec<(usize, u64)> = master
         .variants
         .iter()
         .enumerate()
-        .filter(|(_, v)| !v.is_i_frame)
-        .map(|(position, v)| (position, v.bandwidth))
+        .map(|(position, v)| (position, v.bandwidth.unwrap_or(0)))
         .collect();
     // Stable, like the player's and `select_renditions`' sort.
     variants.sort_by_key(|&(_, bandwidth)| bandwidth);
@@ -577,32 +493,30 @@ pub fn parse_media_playlist(
     rendition: usize,
     url: &Uri,
 ) -> Result<MediaPlaylistUpdate, String> {
-    let playlist = match m3u8_rs::parse_playlist_res(body) {
-        Ok(Playlist::MediaPlaylist(p)) => p,
-        Ok(Playlist::MasterPlaylist(_)) => {
+    let playlist = match hls::parse(body) {
+        Ok(Playlist::Media(p)) => p,
+        Ok(Playlist::Multivariant(_)) => {
             return Err("expected a media playlist, got a multivariant playlist".to_owned())
         }
-        Err(_) => return Err("not an HLS playlist".to_owned()),
+        Err(e) => return Err(format!("not a usable HLS playlist: {e}")),
     };
     let segments = playlist
         .segments
         .iter()
-        .zip(playlist.media_sequence..)
-        .map(|(segment, sequence)| {
+        .map(|segment| {
             Ok(Segment {
-                sequence,
+                sequence: segment.sequence,
                 uri: resolve_uri(url, &segment.uri)?.to_string(),
-                duration: Duration::try_from_secs_f64(f64::from(segment.duration))
-                    .unwrap_or(Duration::ZERO),
+                duration: segment.duration,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(MediaPlaylistUpdate {
         rendition,
-        target_duration: Duration::from_secs(playlist.target_duration),
+        target_duration: playlist.target_duration,
         media_sequence: playlist.media_sequence,
         segments,
-        ended: playlist.end_list,
+        ended: playlist.is_vod(),
     })
 }
 
@@ -1642,6 +1556,7 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("10x").is_err());
         assert!(parse_duration("s").is_err());
@@ -1784,16 +1699,17 @@ mod tests {
 
     #[test]
     fn p2p_rendition_maps_sorted_index_to_playlist_order() {
-        // Playlist order: 800k, I-frames, 300k, 2M.
+        // Playlist order: 800k, I-frames, 300k, 2M. I-frame playlists are not renditions (for the
+        // gateway's tracker and the browser engine alike).
         let master = "#EXTM3U\n\
             #EXT-X-STREAM-INF:BANDWIDTH=800000\nr1/index.m3u8\n\
             #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=50000,URI=\"iframes.m3u8\"\n\
             #EXT-X-STREAM-INF:BANDWIDTH=300000\nr0/index.m3u8\n\
             #EXT-X-STREAM-INF:BANDWIDTH=2000000\nr2/index.m3u8\n";
         let body = master.as_bytes();
-        assert_eq!(p2p_rendition(body, Some(0)), Ok((0, 2)));
+        assert_eq!(p2p_rendition(body, Some(0)), Ok((0, 1)));
         assert_eq!(p2p_rendition(body, Some(1)), Ok((1, 0)));
-        assert_eq!(p2p_rendition(body, Some(2)), Ok((2, 3)));
+        assert_eq!(p2p_rendition(body, Some(2)), Ok((2, 2)));
         // Default: the middle one.
         assert_eq!(p2p_rendition(body, None), Ok((1, 0)));
         assert!(p2p_rendition(body, Some(3))

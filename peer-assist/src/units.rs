@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-const DURATION_EXPECTED: &str = "a duration such as \"250ms\", \"2s\", \"1.5s\", \"1m\" or \"1h\"";
-const BYTES_EXPECTED: &str = "a byte size such as 1048576, \"16KiB\", \"512MiB\" or \"10MB\"";
+/// How the grammar of durations reads in an error message.
+pub const DURATION_EXPECTED: &str =
+    "a duration such as \"250ms\", \"2s\", \"1.5s\", \"1m\" or \"1h\"";
+/// How the grammar of byte sizes reads in an error message.
+pub const BYTES_EXPECTED: &str = "a byte size such as 1048576, \"16KiB\", \"512MiB\" or \"10MB\"";
 
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 

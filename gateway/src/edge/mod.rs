@@ -27,6 +27,7 @@ use crate::error::FetchError;
 use crate::hls::{self, ObjectClass, PlaylistInfo};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
+use peer_assist::hls::ParseError;
 
 /// The outcome of a fetch, shared by every waiter.
 pub type FetchResult = Result<Arc<CachedObject>, FetchError>;
@@ -45,6 +46,8 @@ pub struct DigestEvent {
 
 /// Bodies larger than this are hashed on the blocking pool rather than on a runtime worker.
 const HASH_INLINE_MAX: usize = 64 * 1024;
+/// Playlists larger than this are parsed on the blocking pool.
+const PARSE_INLINE_MAX: usize = 64 * 1024;
 
 /// An object to fetch: its cache key and how to ask the origin for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct Edge {
     /// Media object path → the media playlist that names it.
     owners: moka::sync::Cache<String, Arc<str>>,
     digests: tokio::sync::broadcast::Sender<DigestEvent>,
+    /// The origins' base URLs: an absolute URL under one of them in a playlist is a gateway path.
+    bases: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -111,7 +116,9 @@ impl Edge {
     ) -> Arc<Self> {
         let follower =
             FollowedRenditions::new(follower_config, metrics.followed_renditions.clone());
+        let bases = origin.bases().map(str::to_owned).collect();
         Arc::new(Self {
+            bases,
             cache: ObjectCache::new(cache_config.max_bytes),
             origin,
             metrics,
@@ -234,7 +241,14 @@ impl Edge {
             }
         };
         let body_len = response.body.len();
-        let built = Arc::new(self.build(&object, hint, response).await);
+        let built = match self.build(&object, hint, response).await {
+            Ok(built) => Arc::new(built),
+            Err(e) => {
+                tracing::warn!(path = %object.path, error = %e, "origin answer refused");
+                self.metrics.origin_request(hint, e.outcome());
+                return Err(e);
+            }
+        };
         let outcome = if built.status.is_success() {
             "ok"
         } else if built.status.is_client_error() {
@@ -262,13 +276,14 @@ impl Edge {
         Ok(built)
     }
 
-    /// Turns an origin answer into a cache entry (not yet stored).
+    /// Turns an origin answer into a cache entry (not yet stored); a playlist over the parser's
+    /// limits is the origin's error.
     async fn build(
         &self,
         object: &ObjectRef,
         hint: ObjectClass,
         response: OriginResponse,
-    ) -> CachedObject {
+    ) -> Result<CachedObject, FetchError> {
         let now = self.clock.now();
         let OriginResponse {
             status,
@@ -285,8 +300,11 @@ impl Edge {
         let looks_like_playlist = hint.is_playlist()
             || header(CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().contains("mpegurl"))
             || body.starts_with(b"#EXTM3U");
-        let playlist = (status.is_success() && looks_like_playlist)
-            .then(|| hls::parse_playlist(&object.path, &body));
+        let (playlist, body) = if status.is_success() && looks_like_playlist {
+            self.parse_playlist(&object.path, body).await?
+        } else {
+            (None, body)
+        };
         let class = match &playlist {
             Some(info) => info.class,
             None if hint.is_playlist() => ObjectClass::Other,
@@ -333,7 +351,7 @@ impl Edge {
             last_modified.as_ref(),
             location.as_ref(),
         );
-        CachedObject {
+        Ok(CachedObject {
             status,
             class,
             headers: fixed,
@@ -350,6 +368,43 @@ impl Edge {
             digest: (class.is_media() && status.is_success()).then_some(digest),
             playlist,
             body,
+        })
+    }
+
+    /// Parses a playlist body (on the blocking pool when it is large, so a huge playlist never
+    /// holds a runtime worker) and makes absolute URLs at the origins root-relative. A body that
+    /// is not a playlist after all comes back as it is, without info.
+    async fn parse_playlist(
+        &self,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<(Option<PlaylistInfo>, bytes::Bytes), FetchError> {
+        let bases = Arc::clone(&self.bases);
+        let path = path.to_owned();
+        let large = body.len() > PARSE_INLINE_MAX;
+        let work = move || {
+            let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
+            let info = match hls::parse_playlist(&path, &body, &bases) {
+                Ok(info) => info,
+                Err(ParseError::NotAPlaylist) => return Ok((None, body)),
+                Err(e) => return Err(FetchError::Playlist(e)),
+            };
+            let absolute = body.windows(3).any(|w| w == b"://");
+            let body = match absolute
+                .then(|| hls::rebase_playlist(&body, &bases))
+                .flatten()
+            {
+                Some(rebased) => bytes::Bytes::from(rebased),
+                None => body,
+            };
+            Ok((Some(info), body))
+        };
+        if !large {
+            return work();
+        }
+        match tokio::task::spawn_blocking(work).await {
+            Ok(result) => result,
+            Err(e) => Err(FetchError::Internal(format!("playlist parse task: {e}"))),
         }
     }
 

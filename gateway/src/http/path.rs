@@ -118,31 +118,6 @@ fn percent_decode_strict(input: &[u8]) -> Result<Vec<u8>, PathError> {
     Ok(out)
 }
 
-/// Resolves a URI found in a playlist at `playlist_path` to a gateway path (no query), if it points into
-/// the same tree: relative and root-relative references. Absolute URLs are left to the player.
-pub fn resolve_reference(playlist_path: &str, uri: &str) -> Option<String> {
-    let uri = uri.split(['?', '#']).next().unwrap_or(uri);
-    if uri.is_empty() || uri.contains("://") || uri.starts_with("//") || uri.starts_with("data:") {
-        return None;
-    }
-    let mut parts: Vec<&str> = if uri.starts_with('/') {
-        Vec::new()
-    } else {
-        let dir = playlist_path.rsplit_once('/').map_or("", |(dir, _)| dir);
-        dir.split('/').filter(|s| !s.is_empty()).collect()
-    };
-    for seg in uri.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            s => parts.push(s),
-        }
-    }
-    Some(format!("/{}", parts.join("/")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,27 +162,5 @@ mod tests {
             normalize("/a/100%25.ts", None).is_ok(),
             "a literal percent sign"
         );
-    }
-
-    #[test]
-    fn resolves_playlist_references() {
-        assert_eq!(
-            resolve_reference("/demo/vod/240p/index.m3u8", "seg_001.ts").as_deref(),
-            Some("/demo/vod/240p/seg_001.ts")
-        );
-        assert_eq!(
-            resolve_reference("/demo/vod/master.m3u8", "240p/index.m3u8?x=1").as_deref(),
-            Some("/demo/vod/240p/index.m3u8")
-        );
-        assert_eq!(
-            resolve_reference("/a/b/index.m3u8", "../init.mp4").as_deref(),
-            Some("/a/init.mp4")
-        );
-        assert_eq!(
-            resolve_reference("/a/index.m3u8", "/x/y.ts").as_deref(),
-            Some("/x/y.ts")
-        );
-        assert_eq!(resolve_reference("/a/index.m3u8", "../../../x.ts"), None);
-        assert_eq!(resolve_reference("/a/index.m3u8", "https://cdn/x.ts"), None);
     }
 }

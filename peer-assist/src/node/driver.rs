@@ -19,8 +19,9 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::core::{Delivery, Input, LinkId, NodeCore, Output, Ticket, WaiterId};
-use super::http::{self, GatewayClient, MediaPlaylist};
+use super::http::{GatewayClient, HttpError};
 use super::{FetchError, NodeConfig, NodeError, SignallingError, Source, Summary};
+use crate::hls::SegmentList;
 use crate::protocol::frame::{self, Frame, PROTOCOL_VERSION};
 use crate::protocol::signal::{
     self, Capabilities, ClientMessage, QuicAddress, ServerMessage, Transport, SIGNAL_VERSION,
@@ -117,7 +118,7 @@ impl SegmentFetcher {
     }
 
     /// A media playlist the driving player loaded (the node learns what is live and fresh).
-    pub fn playlist(&self, playlist: MediaPlaylist) {
+    pub fn playlist(&self, playlist: SegmentList) {
         let _ = self
             .events
             .send(Event::Input(Input::Playlist(Ok(playlist))));
@@ -787,7 +788,8 @@ impl Driver {
                 let path = self.playlist.clone();
                 self.tasks.spawn(async move {
                     let result = match client.get(&path, 0).await {
-                        Ok(body) => http::parse_media(&path, &body),
+                        Ok(body) => crate::hls::segment_list(&path, &body)
+                            .map_err(|e| HttpError::Playlist(format!("{path}: {e}"))),
                         Err(e) => Err(e),
                     };
                     let _ = events.send(Event::Input(Input::Playlist(result)));

@@ -113,67 +113,9 @@ impl GatewayClient {
     }
 }
 
-/// One segment of a media playlist, named by its gateway path.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaSegment {
-    pub sequence: u64,
-    pub id: String,
-    pub duration: Duration,
-}
-
-/// What the node needs from a media playlist.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaPlaylist {
-    pub segments: Vec<MediaSegment>,
-    pub target_duration: Duration,
-    pub ended: bool,
-}
-
-/// Parses a media playlist at `path` (segment URIs resolved against it).
-pub fn parse_media(path: &str, body: &[u8]) -> Result<MediaPlaylist, HttpError> {
-    let media = m3u8_rs::parse_media_playlist_res(body)
-        .map_err(|e| HttpError::Playlist(format!("{path}: {e}")))?;
-    let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-    let segments = media
-        .segments
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let uri = s.uri.split(['?', '#']).next().unwrap_or(&s.uri);
-            let id = if uri.starts_with('/') {
-                uri.to_owned()
-            } else {
-                format!("{dir}/{uri}")
-            };
-            MediaSegment {
-                sequence: media.media_sequence + i as u64,
-                id,
-                duration: Duration::from_secs_f64(f64::from(s.duration).max(0.0)),
-            }
-        })
-        .collect();
-    Ok(MediaPlaylist {
-        segments,
-        target_duration: Duration::from_secs(media.target_duration.max(1)),
-        ended: media.end_list,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_and_resolves_segments() {
-        let body = b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\n7.ts\n#EXTINF:1.5,\n/abs/8.ts?x=1\n";
-        let p = parse_media("/demo/live/240p/index.m3u8", body).unwrap();
-        assert_eq!(p.segments[0].id, "/demo/live/240p/7.ts");
-        assert_eq!(p.segments[0].sequence, 7);
-        assert_eq!(p.segments[1].id, "/abs/8.ts");
-        assert_eq!(p.segments[1].duration, Duration::from_millis(1500));
-        assert!(!p.ended);
-        assert!(parse_media("/x", b"garbage").is_err());
-    }
 
     #[test]
     fn statuses_are_classified() {

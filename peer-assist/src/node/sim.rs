@@ -11,8 +11,9 @@ use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
 use super::core::{CoreConfig, Input, LinkId, Mode, NodeCore, Output, WaiterId};
-use super::http::{HttpError, MediaPlaylist, MediaSegment};
+use super::http::HttpError;
 use super::{NodeConfig, Source, Summary, TestBehaviour};
+use crate::hls::{ListedSegment, SegmentList};
 use crate::protocol::signal::{
     ClientMessage, DigestEntry, PeerInfo, Report, ServerMessage, Transport,
 };
@@ -308,11 +309,11 @@ impl Sim {
     }
 
     /// The live playlist now.
-    fn playlist(&self) -> MediaPlaylist {
-        MediaPlaylist {
+    fn playlist(&self) -> SegmentList {
+        SegmentList {
             segments: self
                 .window_range()
-                .map(|n| MediaSegment {
+                .map(|n| ListedSegment {
                     sequence: n,
                     id: segment_id(n),
                     duration: self.world.segment_duration,

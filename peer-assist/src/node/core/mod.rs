@@ -33,9 +33,10 @@ use crate::scheduler::{
     WAIT_POLL,
 };
 
-use super::http::{HttpError, MediaPlaylist};
+use super::http::HttpError;
 use super::playback::Timeline;
 use super::{SegmentRecord, Source, Summary, TestBehaviour};
+use crate::hls::SegmentList;
 pub use links::{CONNECT_TIMEOUT, LINK_FALLBACK, LINK_RETRY_FIRST, LINK_RETRY_MAX};
 use store::Store;
 pub use uploads::{TokenBucket, LINK_WINDOW};
@@ -133,7 +134,7 @@ pub enum Input {
     /// `bytes` of frames queued on `link` were handed to the transport (upload flow control).
     Written { link: LinkId, bytes: u64 },
     /// The answer to [`Output::FetchPlaylist`], or a playlist the driving player loaded.
-    Playlist(Result<MediaPlaylist, HttpError>),
+    Playlist(Result<SegmentList, HttpError>),
     /// The answer to [`Output::HttpGet`].
     Http {
         id: String,
@@ -644,7 +645,7 @@ impl NodeCore {
         }
     }
 
-    fn on_playlist(&mut self, result: Result<MediaPlaylist, HttpError>, now: Instant) {
+    fn on_playlist(&mut self, result: Result<SegmentList, HttpError>, now: Instant) {
         let from_reload = self.playlist_in_flight;
         self.playlist_in_flight = false;
         let playlist = match result {
