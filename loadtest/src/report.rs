@@ -16,7 +16,7 @@
 //! * `failures`: failed fetches (multivariant, media playlists and segments: transport errors,
 //!   timeouts, non-2xx statuses and unparsable playlists; for P2P viewers also segments their node
 //!   did not deliver within the request timeout, and failed node starts). `http_errors` counts the non-2xx answers by
-//!   status code and transport errors (timeouts included) as `"error"`.
+//!   status code, and fetches that got no answer as `"timeout"` or `"network"`.
 //! * `average_bitrate`: mean of the sessions' average bitrates weighted by their watched time (bits/s).
 //! * `segment_latency_ms`: request sent → last body byte, successful segment fetches only.
 //! * `origin_requests_per_segment`: the increase of the gateway's
@@ -85,7 +85,7 @@ pub struct Report {
     /// The QoE figures of all the sessions.
     #[serde(flatten)]
     pub qoe: Qoe,
-    /// Non-2xx statuses and transport errors (`"error"`), by count.
+    /// Non-2xx statuses, and fetches without an answer (`"timeout"`, `"network"`), by count.
     pub http_errors: BTreeMap<String, u64>,
     /// Segments fetched successfully.
     pub segments: u64,

@@ -64,7 +64,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer_assist::hls::{self, Playlist};
-use peer_assist::node::{NodeConfig, NodeHandle, SegmentFetcher, Source, TestBehaviour};
+use peer_assist::node::http::HttpError;
+use peer_assist::node::{
+    FetchError, NodeConfig, NodeHandle, SegmentFetcher, Source, TestBehaviour,
+};
 use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
 
@@ -555,7 +558,7 @@ impl Recorder {
         }
     }
 
-    /// A failed fetch with an HTTP status (or `"error"` for transport errors).
+    /// A failed fetch with an HTTP status (or `"timeout"`, `"network"`... when there was no answer).
     fn http_error(&self, key: &str) {
         *lock(&self.http_errors).entry(key.to_owned()).or_default() += 1;
         self.failure();
@@ -675,27 +678,61 @@ fn build_client() -> HttpClient {
         .build(connector)
 }
 
+/// Why a GET gave no answer at all (an error status is an answer). Neither is the viewer's fault:
+/// the server or the network failed it.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Network(String),
+}
+
+impl GetError {
+    /// The key it is counted under in the report's `http_errors`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            GetError::Timeout => "timeout",
+            GetError::Network(_) => "network",
+        }
+    }
+}
+
+/// The key a driven node's failure is counted under in `http_errors`: the status, or what broke.
+pub fn fetch_error_label(error: &FetchError) -> String {
+    match error {
+        FetchError::Http(HttpError::Absent(s) | HttpError::Status(s)) => s.as_str().to_owned(),
+        FetchError::Http(HttpError::Timeout) => "timeout".to_owned(),
+        FetchError::Http(HttpError::TooLarge(_)) => "too_large".to_owned(),
+        FetchError::Http(_) => "network".to_owned(),
+        FetchError::Stopped => "node_stopped".to_owned(),
+    }
+}
+
 /// GET `uri` (headers and whole body within `timeout`).
-async fn http_get(client: &HttpClient, uri: Uri, timeout: Duration) -> Result<Fetched, String> {
+async fn http_get(client: &HttpClient, uri: Uri, timeout: Duration) -> Result<Fetched, GetError> {
     let started = Instant::now();
     let request = Request::get(uri)
         .header(header::USER_AGENT, USER_AGENT)
         .body(Empty::new())
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| GetError::Network(error_chain(&e)))?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| GetError::Network(error_chain(&e)))?;
         let status = response.status();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| error_chain(&e))?
+            .map_err(|e| GetError::Network(error_chain(&e)))?
             .to_bytes();
-        Ok::<_, String>((status, body))
+        Ok::<_, GetError>((status, body))
     };
     let (status, body) = tokio::time::timeout(timeout, exchange)
         .await
-        .map_err(|_| format!("timed out after {:?}", timeout))??;
+        .map_err(|_| GetError::Timeout)??;
     Ok(Fetched {
         status,
         body,
@@ -732,8 +769,8 @@ impl Session {
                     None
                 }
             }
-            Err(_) => {
-                recorder.http_error("error");
+            Err(e) => {
+                recorder.http_error(e.label());
                 None
             }
         }
@@ -834,8 +871,12 @@ async fn fetch_segment_p2p(
     let elapsed = started.elapsed();
     let fetched = match result {
         Ok(Ok(fetched)) => fetched,
-        Ok(Err(_)) | Err(_) => {
-            recorder.failure();
+        Ok(Err(e)) => {
+            recorder.http_error(&fetch_error_label(&e));
+            return (rendition, sequence, None);
+        }
+        Err(_) => {
+            recorder.http_error(GetError::Timeout.label());
             return (rendition, sequence, None);
         }
     };
@@ -1112,7 +1153,9 @@ async fn gateway_segment_fetches(
     url: &Uri,
     timeout: Duration,
 ) -> Result<f64, String> {
-    let fetched = http_get(client, url.clone(), timeout).await?;
+    let fetched = http_get(client, url.clone(), timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     if !fetched.status.is_success() {
         return Err(format!("HTTP {}", fetched.status));
     }

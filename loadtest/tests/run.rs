@@ -53,8 +53,11 @@ async fn fifty_viewers_through_the_gateway() {
     assert!(f("/average_bitrate") >= 300_000.0, "{text}");
     assert!(f("/bytes/http") > 0.0, "{text}");
     assert_eq!(f("/offload_ratio"), 0.0, "{text}");
-    assert!(f("/gateway/cpu_s") >= 0.0, "{text}");
-    assert!(f("/harness/cpu_ratio") >= 0.0, "{text}");
+    // The gateway is this process (pid given): serving 50 viewers for 20 s costs it CPU time,
+    // and the harness measures its own share of it.
+    assert!(f("/gateway/cpu_s") > 0.0, "{text}");
+    assert!(f("/gateway/rss_bytes") > 0.0, "{text}");
+    assert!(f("/harness/cpu_ratio") > 0.0, "{text}");
     // Coalescing, measured where it matters: every segment the origin served, it served exactly once,
     // however many of the 50 viewers asked for it.
     let at_origin = origin_stats.requests_per_distinct_segment();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use peer_assist::protocol::signal::{self, DigestEntry};
-use peer_assist::tracker::Backend;
+use peer_assist::tracker::{Backend, ResolveError};
 
 use crate::cache::{CacheKey, CachedObject};
 use crate::edge::{Edge, Lookup, ObjectRef};
@@ -24,19 +24,39 @@ impl GatewayBackend {
     }
 }
 
-/// A playlist from the cache, fetched through the normal coalesced path if needed.
-async fn playlist(edge: &Arc<Edge>, path: &str) -> Option<Arc<CachedObject>> {
+/// A playlist from the cache, fetched through the normal coalesced path if needed. An origin that
+/// cannot answer is `Unavailable`; one that says there is no such playlist, `NotFound`.
+async fn playlist(edge: &Arc<Edge>, path: &str) -> Result<Arc<CachedObject>, ResolveError> {
     let object = ObjectRef::from_path(path);
     let found = match edge.lookup(&object.key).await {
         Lookup::Fresh(o) | Lookup::Stale(o) => o,
-        Lookup::Expired(_) | Lookup::Miss => edge.fetch(&object).0.await.ok()?,
+        Lookup::Expired(_) | Lookup::Miss => edge
+            .fetch(&object)
+            .0
+            .await
+            .map_err(|e| ResolveError::Unavailable(format!("{path}: {e}")))?,
     };
-    (found.is_success() && found.playlist.is_some()).then_some(found)
+    if found.status.is_server_error() {
+        return Err(ResolveError::Unavailable(format!(
+            "{path}: the origin answered {}",
+            found.status
+        )));
+    }
+    if !found.is_success() {
+        return Err(ResolveError::NotFound(format!(
+            "{path}: the origin answered {}",
+            found.status
+        )));
+    }
+    if found.playlist.is_none() {
+        return Err(ResolveError::NotFound(format!("{path} is not a playlist")));
+    }
+    Ok(found)
 }
 
 /// The recent digests of a media playlist: its segments and init sections that are cached.
 pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestEntry> {
-    let Some(playlist) = playlist(edge, playlist_path).await else {
+    let Ok(playlist) = playlist(edge, playlist_path).await else {
         return Vec::new();
     };
     let Some(info) = &playlist.playlist else {
@@ -59,15 +79,22 @@ pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestE
 }
 
 impl Backend for GatewayBackend {
-    fn resolve(&self, stream: &str, rendition: u32) -> BoxFuture<'static, Result<String, String>> {
+    fn resolve(
+        &self,
+        stream: &str,
+        rendition: u32,
+    ) -> BoxFuture<'static, Result<String, ResolveError>> {
         let edge = Arc::clone(&self.edge);
         let stream = stream.to_owned();
         async move {
-            let clean = path::normalize(&stream, None).map_err(|e| e.to_string())?;
-            let multivariant = playlist(&edge, &clean.path)
-                .await
-                .ok_or_else(|| format!("{stream} is not a playlist the gateway can fetch"))?;
-            let info = multivariant.playlist.as_ref().ok_or("not a playlist")?;
+            let clean = path::normalize(&stream, None)
+                .map_err(|e| ResolveError::NotFound(format!("{stream}: {e}")))?;
+            let multivariant = playlist(&edge, &clean.path).await?;
+            let Some(info) = multivariant.playlist.as_ref() else {
+                return Err(ResolveError::NotFound(format!(
+                    "{stream} is not a playlist"
+                )));
+            };
             match info.class {
                 ObjectClass::Multivariant => info
                     .references
@@ -75,15 +102,17 @@ impl Backend for GatewayBackend {
                     .and_then(|variants| variants.get(rendition as usize))
                     .map(|r| r.path.clone())
                     .ok_or_else(|| {
-                        format!(
+                        ResolveError::NotFound(format!(
                             "{stream} has {} renditions, not {}",
                             info.variants,
                             rendition + 1
-                        )
+                        ))
                     }),
                 // A stream named by its media playlist has one rendition: itself.
                 ObjectClass::LiveMedia | ObjectClass::VodMedia if rendition == 0 => Ok(clean.path),
-                _ => Err(format!("{stream} has no rendition {rendition}")),
+                _ => Err(ResolveError::NotFound(format!(
+                    "{stream} has no rendition {rendition}"
+                ))),
             }
         }
         .boxed()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::{Response, StatusCode};
-use peer_assist::tracker::Backend;
+use peer_assist::tracker::{Backend, ResolveError};
 
 use crate::edge::Edge;
 use crate::http::response::{text, text_response, Body};
@@ -28,7 +28,12 @@ pub async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
     let backend = GatewayBackend::new(Arc::clone(edge));
     let playlist = match backend.resolve(&stream, rendition).await {
         Ok(p) => p,
-        Err(e) => return text(StatusCode::NOT_FOUND, &format!("{e}\n")),
+        Err(e @ ResolveError::NotFound(_)) => {
+            return text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+        }
+        Err(e @ ResolveError::Unavailable(_)) => {
+            return text(StatusCode::BAD_GATEWAY, &format!("{e}\n"))
+        }
     };
     let segments = digest_window(edge, &playlist).await;
     let body = serde_json::json!({ "playlist": playlist, "segments": segments });

@@ -411,3 +411,19 @@ pub async fn assert_all_authentic(gw: &TestGateway, summaries: &[peer_assist::no
         }
     }
 }
+
+/// The ids of the digests the gateway publishes for a rendition (`/p2p/v1/digests/...`).
+#[allow(dead_code)]
+pub async fn digest_ids(gw: &TestGateway, stream: &str, rendition: u32) -> Vec<String> {
+    let r = gw
+        .get(&format!("/p2p/v1/digests{stream}/{rendition}"))
+        .await;
+    assert_eq!(r.status, 200, "digests of {stream} #{rendition}");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    body["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}

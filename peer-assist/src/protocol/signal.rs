@@ -237,6 +237,8 @@ pub enum ErrorCode {
     TooManySwarms,
     RateLimited,
     MessageTooLarge,
+    /// The stream's playlist cannot be had from the origin right now: try again later.
+    Unavailable,
     Internal,
 }
 

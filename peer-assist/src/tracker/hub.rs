@@ -31,12 +31,37 @@ const OUTBOUND_QUEUE: usize = 256;
 /// What the tracker needs from the gateway it is mounted in.
 pub trait Backend: Send + Sync + 'static {
     /// The media playlist path of variant `rendition` of the multivariant playlist `stream`.
-    fn resolve(&self, stream: &str, rendition: u32) -> BoxFuture<'static, Result<String, String>>;
+    fn resolve(
+        &self,
+        stream: &str,
+        rendition: u32,
+    ) -> BoxFuture<'static, Result<String, ResolveError>>;
     /// The digests of the recent segments of a media playlist.
     fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>>;
     /// Whether `token` grants access to `stream` (no auth configured: always true).
     fn authorize(&self, _stream: &str, _token: Option<&str>) -> bool {
         true
+    }
+}
+
+/// Why a rendition of a stream could not be resolved, by whose fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// The client's: no such stream, or not that many renditions (`not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// The origin's or the network's: the playlist cannot be fetched now (`unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ResolveError {
+    /// The `error` code the tracker answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ResolveError::NotFound(_) => ErrorCode::NotFound,
+            ResolveError::Unavailable(_) => ErrorCode::Unavailable,
+        }
     }
 }
 
@@ -91,6 +116,7 @@ pub fn code_label(code: &ErrorCode) -> &'static str {
         ErrorCode::TooManySwarms => "too_many_swarms",
         ErrorCode::RateLimited => "rate_limited",
         ErrorCode::MessageTooLarge => "message_too_large",
+        ErrorCode::Unavailable => "unavailable",
         ErrorCode::Internal => "internal",
     }
 }
@@ -310,7 +336,7 @@ impl Tracker {
             .backend
             .resolve(&stream, rendition)
             .await
-            .map_err(|e| (ErrorCode::NotFound, e))?;
+            .map_err(|e| (e.code(), e.to_string()))?;
         let id = new_peer_id();
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         let swarm = {

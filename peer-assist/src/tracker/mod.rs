@@ -5,5 +5,5 @@ pub mod hub;
 pub mod metrics;
 pub mod registry;
 
-pub use hub::{Backend, ConnectionInfo, Tracker};
+pub use hub::{Backend, ConnectionInfo, ResolveError, Tracker};
 pub use registry::{Registry, SwarmKey, TrackerConfig};

@@ -28,6 +28,7 @@ export const ERROR_CODES = Object.freeze([
   'too_many_swarms',
   'rate_limited',
   'message_too_large',
+  'unavailable',
   'internal',
 ]);
 const TRANSPORTS = ['quic', 'webrtc'];
