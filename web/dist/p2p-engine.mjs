@@ -617,6 +617,8 @@ var DEFAULT_SCHEDULER_CONFIG = Object.freeze({
   defaultPeerRate: 2e6,
   /** HTTP rate estimate (bytes/s), to know when HTTP must start at the latest. */
   httpRate: 2e6,
+  /** How many peers of a swarm fetch a new live segment over HTTP first at least (the seeders). */
+  httpFirstCount: 1,
   /** Size assumed when the segment size is unknown (bytes). */
   defaultSegmentSize: 1e6
 });
@@ -630,25 +632,41 @@ var Scheduler = class {
     return need.playsAt - this.config.safetyMarginMs - transferTime(this.size(need), this.httpRate());
   }
   /**
+   * How many of a swarm of `swarm` peers (this one included) are HTTP-first seeders:
+   * max(httpFirstCount, ⌊swarm / PEERS_PER_SEEDER⌋).
+   * @param {number} swarm
+   */
+  seederCount(swarm) {
+    return Math.max(this.config.httpFirstCount, Math.floor(swarm / PEERS_PER_SEEDER));
+  }
+  /**
+   * Whether a peer at `seniority` is one of the swarm's HTTP-first seeders: fewer than
+   * `seederCount(seniority.swarm)` peers are older than it.
+   * @param {Seniority} seniority
+   */
+  isSeeder(seniority) {
+    return seniority.older < this.seederCount(seniority.swarm);
+  }
+  /**
    * What to do for `need` at `now`.
    * @param {number} now
    * @param {string} me          this peer's id (never a candidate)
+   * @param {Seniority} seniority where this peer stands in its swarm (for the seeder rule)
    * @param {Need} need
    * @param {PeerState[]} peers
    * @param {Transfer|null} transfer the running peer transfer for this need
    * @param {boolean} httpRunning   an HTTP fetch for it is running
-   * @param {boolean} seeder        this peer fetches fresh live segments over HTTP first (`isSeeder`)
    * @returns {Decision}
    */
-  decide(now2, me, need, peers, transfer, httpRunning, seeder) {
+  decide(now2, me, seniority, need, peers, transfer, httpRunning) {
     if (httpRunning) return { kind: "Continue", at: now2 + TRANSFER_POLL_MS };
     const f = this.frame(now2, need);
-    return transfer ? this.decideTransfer(now2, need, peers, transfer, f) : this.decideIdle(now2, me, need, peers, f, seeder);
+    return transfer ? this.decideTransfer(now2, need, peers, transfer, f) : this.decideIdle(now2, me, seniority, need, peers, f);
   }
   /** Rule 2: nothing is running for this need. */
-  decideIdle(now2, me, need, peers, f, seeder) {
+  decideIdle(now2, me, seniority, need, peers, f) {
     const c = this.config;
-    if (need.freshLive && f.urgent && seeder) return { kind: "FetchHttp", from: 0 };
+    if (need.freshLive && f.urgent && this.isSeeder(seniority)) return { kind: "FetchHttp", from: 0 };
     const best = this.bestPeer(me, peers, f.size);
     if (best) {
       const withinBudget = best.expected <= f.left * this.budget();
@@ -724,12 +742,6 @@ var Scheduler = class {
     return Number.isNaN(b) ? FALLBACK_BUDGET : Math.min(1, Math.max(0, b));
   }
 };
-function seederCount(swarmSize) {
-  return Math.max(1, Math.floor(swarmSize / PEERS_PER_SEEDER));
-}
-function isSeeder(olderCount, swarmSize) {
-  return olderCount < seederCount(swarmSize);
-}
 function updateRate(old, bytes, elapsedMs) {
   if (!(elapsedMs > 0)) return null;
   const sample = bytes / (elapsedMs / 1e3);
@@ -1891,7 +1903,8 @@ var P2PEngine = class {
     const conn = this.conn?.peerId ? this.conn : null;
     const me = conn?.peerId ?? "";
     const links = conn ? [...conn.links.values()].filter((l) => l.state === "ready") : [];
-    const seeder = this.isSeeder(conn);
+    const seniority = this.seniority(conn);
+    const seeder = this.scheduler.isSeeder(seniority);
     this.stats.seeder = conn ? seeder : null;
     const scheduler = this.schedulerNow();
     let next = Infinity;
@@ -1906,6 +1919,7 @@ var P2PEngine = class {
       const decision = scheduler.decide(
         t,
         me,
+        seniority,
         { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
         links.map((l) => ({
           peer: l.remote,
@@ -1921,8 +1935,7 @@ var P2PEngine = class {
           offset: 0,
           lastProgress: need.transfer.lastProgress
         },
-        need.http !== null,
-        seeder
+        need.http !== null
       );
       if (this.traceLog && decision.kind !== "Continue" && decision.kind !== "WaitUntil") {
         this.trace("decide", { id: need.id, d: decision.kind, from: decision.from, peer: decision.peer, in: Math.round(playsAt - t), fresh: this.isFreshLive(need.id, t), seeder, digest: Boolean(digest) });
@@ -1996,15 +2009,17 @@ var P2PEngine = class {
     return this.live && seen !== void 0 && t - seen < 2 * this.targetDurationMs;
   }
   /**
-   * "HTTP-first seeders are the senior peers" (PROTOCOL.md §4.1): fewer than max(1, ⌊(listed + 1)/20⌋)
-   * peers are older than this one (listed in the first `peers` message after welcome, still listed,
-   * not banned). Before the first `peers` message this peer seeds.
+   * Where this peer stands in its swarm (PROTOCOL.md §4.1): the peers older than it (listed in the
+   * first `peers` message after welcome, still listed, not banned) and the swarm's size.
    */
-  isSeeder(conn) {
-    if (!conn || conn.older === null) return true;
+  seniority(conn) {
     let older = 0;
-    for (const id of conn.older) if (conn.listed.has(id) && !this.banned.has(id)) older++;
-    return isSeeder(older, conn.listed.size + 1);
+    for (const id of conn?.older ?? []) if (conn.listed.has(id) && !this.banned.has(id)) older++;
+    return { older, swarm: (conn?.listed.size ?? 0) + 1 };
+  }
+  /** Whether this peer fetches fresh live segments over HTTP first (the scheduler's seeder rule). */
+  isSeeder(conn) {
+    return this.scheduler.isSeeder(this.seniority(conn));
   }
   prefixLength(need) {
     if (need.transfer) return need.transfer.received;
@@ -2656,12 +2671,10 @@ export {
   createP2PLoader,
   fetchVariantUrls,
   frame_exports as frame,
-  isSeeder,
   loadingTimes,
   newLoadStats,
   parseVariantUrls,
   renditionOfUrl,
-  seederCount,
   signal_exports as signal,
   updateRate,
   watchStalls

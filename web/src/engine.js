@@ -11,7 +11,7 @@
 import { MAX_FRAME_LEN, MAX_HAVE_IDS } from './protocol/frame.js';
 import { fetchVariantUrls, renditionOfUrl } from './master.js';
 import { PeerLink } from './peer-link.js';
-import { Scheduler, TRANSFER_POLL_MS, WAIT_POLL_MS, isSeeder, updateRate } from './scheduler.js';
+import { Scheduler, TRANSFER_POLL_MS, WAIT_POLL_MS, updateRate } from './scheduler.js';
 import { SignallingChannel } from './signalling.js';
 import { DEFAULT_MAX_STORE_BYTES, SegmentStore } from './store.js';
 import { Backoff, BoundedMap, WarningLog, concatBytes, fromHex, now, sha256Hex, toHex } from './util.js';
@@ -398,7 +398,8 @@ export class P2PEngine {
     const conn = this.conn?.peerId ? this.conn : null;
     const me = conn?.peerId ?? '';
     const links = conn ? [...conn.links.values()].filter((l) => l.state === 'ready') : [];
-    const seeder = this.isSeeder(conn);
+    const seniority = this.seniority(conn);
+    const seeder = this.scheduler.isSeeder(seniority);
     this.stats.seeder = conn ? seeder : null;
     const scheduler = this.schedulerNow();
     let next = Infinity;
@@ -413,6 +414,7 @@ export class P2PEngine {
       const decision = scheduler.decide(
         t,
         me,
+        seniority,
         { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
         links.map((l) => ({
           peer: l.remote,
@@ -429,7 +431,6 @@ export class P2PEngine {
           lastProgress: need.transfer.lastProgress,
         },
         need.http !== null,
-        seeder,
       );
       if (this.traceLog && decision.kind !== 'Continue' && decision.kind !== 'WaitUntil') {
         this.trace('decide', { id: need.id, d: decision.kind, from: decision.from, peer: decision.peer, in: Math.round(playsAt - t), fresh: this.isFreshLive(need.id, t), seeder, digest: Boolean(digest) });
@@ -512,15 +513,18 @@ export class P2PEngine {
   }
 
   /**
-   * "HTTP-first seeders are the senior peers" (PROTOCOL.md §4.1): fewer than max(1, ⌊(listed + 1)/20⌋)
-   * peers are older than this one (listed in the first `peers` message after welcome, still listed,
-   * not banned). Before the first `peers` message this peer seeds.
+   * Where this peer stands in its swarm (PROTOCOL.md §4.1): the peers older than it (listed in the
+   * first `peers` message after welcome, still listed, not banned) and the swarm's size.
    */
-  isSeeder(conn) {
-    if (!conn || conn.older === null) return true;
+  seniority(conn) {
     let older = 0;
-    for (const id of conn.older) if (conn.listed.has(id) && !this.banned.has(id)) older++;
-    return isSeeder(older, conn.listed.size + 1);
+    for (const id of conn?.older ?? []) if (conn.listed.has(id) && !this.banned.has(id)) older++;
+    return { older, swarm: (conn?.listed.size ?? 0) + 1 };
+  }
+
+  /** Whether this peer fetches fresh live segments over HTTP first (the scheduler's seeder rule). */
+  isSeeder(conn) {
+    return this.scheduler.isSeeder(this.seniority(conn));
   }
 
   prefixLength(need) {

@@ -4,7 +4,7 @@
 export { P2PEngine, DEFAULT_MAX_PEERS, DEFAULT_REPORT_INTERVAL_MS } from './engine.js';
 export { createP2PLoader, loadingTimes, newLoadStats } from './loader.js';
 export { SegmentStore, DEFAULT_MAX_STORE_BYTES } from './store.js';
-export { Scheduler, DEFAULT_SCHEDULER_CONFIG, isSeeder, seederCount, updateRate } from './scheduler.js';
+export { Scheduler, DEFAULT_SCHEDULER_CONFIG, updateRate } from './scheduler.js';
 export { parseVariantUrls, renditionOfUrl, fetchVariantUrls } from './master.js';
 export { watchStalls } from './playback.js';
 export * as frame from './protocol/frame.js';
