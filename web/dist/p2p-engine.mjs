@@ -21,6 +21,7 @@ __export(frame_exports, {
   decodeFrame: () => decodeFrame,
   decodeFrameExact: () => decodeFrameExact,
   encodeFrame: () => encodeFrame,
+  encodedLen: () => encodedLen,
   validateSegmentId: () => validateSegmentId
 });
 var PROTOCOL_VERSION = 1;
@@ -123,6 +124,34 @@ function encodeFrame(frame) {
   new DataView(out.buffer).setUint32(1, payload.length);
   out.set(payload, HEADER_LEN);
   return out;
+}
+function encodedLen(frame) {
+  const str2 = (s) => 2 + utf8Encoder.encode(s).length;
+  let payload;
+  switch (frame.type) {
+    case "handshake":
+      payload = MAGIC.length + 2 + str2(frame.peer_id);
+      break;
+    case "have":
+      payload = 2 + frame.segments.reduce((n, s) => n + str2(s), 0);
+      break;
+    case "request":
+      payload = 4 + 8 + str2(frame.segment);
+      break;
+    case "response":
+      payload = 4 + 8 + 8 + 32;
+      break;
+    case "chunk":
+      payload = 4 + 8 + frame.data.length;
+      break;
+    case "cancel":
+    case "absent":
+      payload = 4;
+      break;
+    default:
+      throw new FrameError("UnknownType", `unknown frame type ${String(frame?.type)}`);
+  }
+  return HEADER_LEN + payload;
 }
 var Writer = class {
   constructor() {
@@ -594,6 +623,115 @@ var PeerLink = class {
   }
 };
 
+// src/util.js
+var HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+function toHex(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
+  return s;
+}
+function fromHex(hex) {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new Error(`not hex: ${hex.slice(0, 20)}`);
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+async function sha256Hex(bytes) {
+  return toHex(new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes)));
+}
+function compareIds(a, b) {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codeOrder(x) - codeOrder(y);
+  }
+  return a.length - b.length;
+}
+var codeOrder = (u) => u >= 55296 && u <= 57343 ? u + 8192 : u >= 57344 ? u - 2048 : u;
+function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+var now = () => globalThis.performance.now();
+var TokenBucket = class {
+  constructor(rate, burst, at = now()) {
+    this.rate = rate;
+    this.burst = burst;
+    this.tokens = burst;
+    this.last = at;
+  }
+  refill(at) {
+    this.tokens = Math.min(this.burst, this.tokens + Math.max(0, at - this.last) / 1e3 * this.rate);
+    this.last = at;
+  }
+  take(at = now()) {
+    this.refill(at);
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+  /** Milliseconds until one token is there. */
+  waitMs(at = now()) {
+    this.refill(at);
+    return this.tokens >= 1 ? 0 : (1 - this.tokens) / this.rate * 1e3;
+  }
+};
+var Backoff = class {
+  constructor(firstMs = 1e3, maxMs = 6e4) {
+    this.firstMs = firstMs;
+    this.maxMs = maxMs;
+    this.nextMs = firstMs;
+  }
+  /** The delay to wait now; the next one doubles. */
+  next() {
+    const d = this.nextMs;
+    this.nextMs = Math.min(this.maxMs, this.nextMs * 2);
+    return d;
+  }
+  reset() {
+    this.nextMs = this.firstMs;
+  }
+};
+var WarningLog = class {
+  constructor(prefix = "[p2p]", onCount = () => {
+  }) {
+    this.prefix = prefix;
+    this.onCount = onCount;
+    this.byKind = /* @__PURE__ */ new Map();
+    this.total = 0;
+  }
+  /** @param {string} kind a short stable label, e.g. "bad-frame" */
+  warn(kind, ...details) {
+    const n = (this.byKind.get(kind) ?? 0) + 1;
+    if (this.byKind.size < 200 || this.byKind.has(kind)) this.byKind.set(kind, n);
+    this.total++;
+    this.onCount(this.total, kind);
+    if (n <= 10 || n % 100 === 0) {
+      console.warn(this.prefix, kind, ...details, n > 10 ? `(${n} times)` : "");
+    }
+  }
+};
+var BoundedMap = class extends Map {
+  constructor(limit) {
+    super();
+    this.limit = limit;
+  }
+  set(key, value) {
+    if (!this.has(key) && this.size >= this.limit) {
+      const oldest = this.keys().next().value;
+      this.delete(oldest);
+    }
+    return super.set(key, value);
+  }
+};
+
 // src/scheduler.js
 var MAX_IN_FLIGHT_PER_PEER = 2;
 var WAIT_POLL_MS = 250;
@@ -711,7 +849,7 @@ var Scheduler = class {
     for (const p of peers) {
       if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
       const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || expected === best.expected && p.peer < best.peer) {
+      if (!best || expected < best.expected || expected === best.expected && compareIds(p.peer, best.peer) < 0) {
         best = { peer: p.peer, expected };
       }
     }
@@ -1141,104 +1279,6 @@ function checkStrings(v, at) {
 }
 var LONE_SURROGATE = new RegExp("[\\ud800-\\udbff](?![\\udc00-\\udfff])|(?<![\\ud800-\\udbff])[\\udc00-\\udfff]");
 var isWellFormed = (s) => typeof s.isWellFormed === "function" ? s.isWellFormed() : !LONE_SURROGATE.test(s);
-
-// src/util.js
-var HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-function toHex(bytes) {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
-  return s;
-}
-function fromHex(hex) {
-  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) throw new Error(`not hex: ${hex.slice(0, 20)}`);
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
-}
-async function sha256Hex(bytes) {
-  return toHex(new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes)));
-}
-function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-var now = () => globalThis.performance.now();
-var TokenBucket = class {
-  constructor(rate, burst, at = now()) {
-    this.rate = rate;
-    this.burst = burst;
-    this.tokens = burst;
-    this.last = at;
-  }
-  refill(at) {
-    this.tokens = Math.min(this.burst, this.tokens + Math.max(0, at - this.last) / 1e3 * this.rate);
-    this.last = at;
-  }
-  take(at = now()) {
-    this.refill(at);
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
-  }
-  /** Milliseconds until one token is there. */
-  waitMs(at = now()) {
-    this.refill(at);
-    return this.tokens >= 1 ? 0 : (1 - this.tokens) / this.rate * 1e3;
-  }
-};
-var Backoff = class {
-  constructor(firstMs = 1e3, maxMs = 6e4) {
-    this.firstMs = firstMs;
-    this.maxMs = maxMs;
-    this.nextMs = firstMs;
-  }
-  /** The delay to wait now; the next one doubles. */
-  next() {
-    const d = this.nextMs;
-    this.nextMs = Math.min(this.maxMs, this.nextMs * 2);
-    return d;
-  }
-  reset() {
-    this.nextMs = this.firstMs;
-  }
-};
-var WarningLog = class {
-  constructor(prefix = "[p2p]", onCount = () => {
-  }) {
-    this.prefix = prefix;
-    this.onCount = onCount;
-    this.byKind = /* @__PURE__ */ new Map();
-    this.total = 0;
-  }
-  /** @param {string} kind a short stable label, e.g. "bad-frame" */
-  warn(kind, ...details) {
-    const n = (this.byKind.get(kind) ?? 0) + 1;
-    if (this.byKind.size < 200 || this.byKind.has(kind)) this.byKind.set(kind, n);
-    this.total++;
-    this.onCount(this.total, kind);
-    if (n <= 10 || n % 100 === 0) {
-      console.warn(this.prefix, kind, ...details, n > 10 ? `(${n} times)` : "");
-    }
-  }
-};
-var BoundedMap = class extends Map {
-  constructor(limit) {
-    super();
-    this.limit = limit;
-  }
-  set(key, value) {
-    if (!this.has(key) && this.size >= this.limit) {
-      const oldest = this.keys().next().value;
-      this.delete(oldest);
-    }
-    return super.set(key, value);
-  }
-};
 
 // src/signalling.js
 var SIGNAL_RATE = 10;

@@ -33,6 +33,8 @@
 //    prefetch: stalled/unhealthy/gone → Skip; else Continue(clamp(playsAt − urgentWindow, now + 10, now + 200)).
 // Every WaitUntil/Continue instant is strictly after `now`.
 
+import { compareIds } from './util.js';
+
 /** A peer with this many transfers running is not asked for more. */
 export const MAX_IN_FLIGHT_PER_PEER = 2;
 /** How often a waiting need is looked at again, at most (ms). */
@@ -209,7 +211,7 @@ export class Scheduler {
     for (const p of peers) {
       if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
       const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || (expected === best.expected && p.peer < best.peer)) {
+      if (!best || expected < best.expected || (expected === best.expected && compareIds(p.peer, best.peer) < 0)) {
         best = { peer: p.peer, expected };
       }
     }
