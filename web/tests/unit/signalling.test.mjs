@@ -171,3 +171,26 @@ test('destroy reports, leaves and clears every timer', async () => {
   assert.equal(engine.reconnectTimer, null);
   // Nothing keeps the process alive: the test runner would hang otherwise.
 });
+
+test('pagehide leaves the swarm; pageshow from the back/forward cache joins again', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  try {
+    engine.setRendition(0);
+    await sleep(0);
+    FakeWebSocket.all[0].receive(welcome('p-5'));
+    engine.onPageHide();
+    assert.deepEqual(FakeWebSocket.all[0].sent.at(-1), { type: 'leave' });
+    assert.equal(engine.conn, null);
+    engine.onPageShow({ persisted: false });
+    assert.equal(FakeWebSocket.all.length, 1, 'a fresh page load is not a return');
+    engine.onPageShow({ persisted: true });
+    await sleep(0);
+    assert.equal(FakeWebSocket.all.length, 2);
+    assert.equal(FakeWebSocket.all[1].sent[0].type, 'join');
+    FakeWebSocket.all[1].receive(welcome('p-8'));
+    assert.equal(engine.core.me, 'p-8', 'a new swarm session in the same core');
+  } finally {
+    engine.destroy();
+  }
+});
