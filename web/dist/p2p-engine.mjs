@@ -21,6 +21,7 @@ __export(frame_exports, {
   decodeFrame: () => decodeFrame,
   decodeFrameExact: () => decodeFrameExact,
   encodeFrame: () => encodeFrame,
+  encodedLen: () => encodedLen,
   validateSegmentId: () => validateSegmentId
 });
 var PROTOCOL_VERSION = 1;
@@ -123,6 +124,34 @@ function encodeFrame(frame) {
   new DataView(out.buffer).setUint32(1, payload.length);
   out.set(payload, HEADER_LEN);
   return out;
+}
+function encodedLen(frame) {
+  const str2 = (s) => 2 + utf8Encoder.encode(s).length;
+  let payload;
+  switch (frame.type) {
+    case "handshake":
+      payload = MAGIC.length + 2 + str2(frame.peer_id);
+      break;
+    case "have":
+      payload = 2 + frame.segments.reduce((n, s) => n + str2(s), 0);
+      break;
+    case "request":
+      payload = 4 + 8 + str2(frame.segment);
+      break;
+    case "response":
+      payload = 4 + 8 + 8 + 32;
+      break;
+    case "chunk":
+      payload = 4 + 8 + frame.data.length;
+      break;
+    case "cancel":
+    case "absent":
+      payload = 4;
+      break;
+    default:
+      throw new FrameError("UnknownType", `unknown frame type ${String(frame?.type)}`);
+  }
+  return HEADER_LEN + payload;
 }
 var Writer = class {
   constructor() {
@@ -306,445 +335,6 @@ function decodePayload(type, payload) {
   }
   r.finish();
   return frame;
-}
-
-// src/master.js
-function parseVariantUrls(text, baseUrl) {
-  const urls = [];
-  let expectUri = false;
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim();
-    if (line.startsWith("#EXT-X-STREAM-INF")) {
-      expectUri = true;
-    } else if (line === "" || line.startsWith("#")) {
-      continue;
-    } else if (expectUri) {
-      urls.push(new URL(line, baseUrl).href);
-      expectUri = false;
-    }
-  }
-  return urls;
-}
-function renditionOfUrl(variantUrls, levelUrl, baseUrl) {
-  let abs;
-  try {
-    abs = new URL(levelUrl, baseUrl);
-  } catch {
-    return -1;
-  }
-  const exact = variantUrls.indexOf(abs.href);
-  if (exact >= 0) return exact;
-  const bare = (u) => {
-    const x = new URL(u);
-    x.search = "";
-    x.hash = "";
-    return x.href;
-  };
-  const target = bare(abs.href);
-  return variantUrls.findIndex((u) => bare(u) === target);
-}
-async function fetchVariantUrls(url, fetchImpl = globalThis.fetch) {
-  const resp = await fetchImpl(url, { credentials: "same-origin" });
-  if (!resp.ok) throw new Error(`HTTP ${resp.status} for ${url}`);
-  return parseVariantUrls(await resp.text(), resp.url || url);
-}
-
-// src/peer-link.js
-var DATA_CHANNEL_LABEL = "p2pa/1";
-var CONNECT_TIMEOUT_MS = 15e3;
-var HANDSHAKE_TIMEOUT_MS = 5e3;
-var BUFFER_HIGH = 256 * 1024;
-var BUFFER_LOW = 64 * 1024;
-var MAX_UPLOADS_PER_LINK = 8;
-var MAX_EARLY_CANDIDATES = 64;
-var PeerLink = class {
-  /**
-   * @param {object} o
-   * @param {string} o.me           this peer's id
-   * @param {string} o.remote       the other peer's id
-   * @param {boolean} o.initiator   this side creates the channel and the offer
-   * @param {RTCIceServer[]} o.iceServers
-   * @param {typeof RTCPeerConnection} o.RTCPeerConnection
-   * @param {LinkHooks} o.hooks
-   */
-  constructor({ me, remote, initiator, iceServers, RTCPeerConnection, hooks }) {
-    this.me = me;
-    this.remote = remote;
-    this.initiator = initiator;
-    this.hooks = hooks;
-    this.state = "connecting";
-    this.createdAt = globalThis.performance.now();
-    this.has = /* @__PURE__ */ new Set();
-    this.rate = null;
-    this.inFlight = 0;
-    this.uploads = /* @__PURE__ */ new Map();
-    this.remoteDescriptionSet = false;
-    this.earlyCandidates = [];
-    this.timers = /* @__PURE__ */ new Set();
-    this.dc = null;
-    this.pc = new RTCPeerConnection({ iceServers });
-    this.pc.onicecandidate = (e) => {
-      if (e.candidate && this.state !== "closed") {
-        this.hooks.signal({ kind: "candidate", candidate: e.candidate.toJSON() });
-      }
-    };
-    this.pc.onconnectionstatechange = () => {
-      const s = this.pc.connectionState;
-      if (s === "failed" || s === "closed") this.close(`connection ${s}`);
-    };
-    this.pc.ondatachannel = (e) => {
-      if (this.initiator || this.dc || e.channel.label !== DATA_CHANNEL_LABEL) {
-        this.hooks.warn("unexpected-channel", this.remote, e.channel.label);
-        e.channel.close();
-        return;
-      }
-      this.useChannel(e.channel);
-    };
-    this.later(CONNECT_TIMEOUT_MS, () => {
-      if (this.state !== "ready") this.close("connect timeout");
-    });
-  }
-  /** Starts an initiator's negotiation: the channel and the offer. */
-  async start() {
-    try {
-      this.useChannel(this.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true }));
-      const offer = await this.pc.createOffer();
-      if (this.state === "closed") return;
-      await this.pc.setLocalDescription(offer);
-      if (this.state === "closed") return;
-      this.hooks.signal({ kind: "offer", sdp: this.pc.localDescription.sdp });
-    } catch (e) {
-      this.hooks.warn("offer-failed", this.remote, e?.message ?? e);
-      this.close("offer failed");
-    }
-  }
-  /** A relay payload from the remote peer: offer, answer or candidate. */
-  async handleSignal(payload) {
-    if (this.state === "closed") return;
-    try {
-      if (payload.kind === "offer") {
-        if (this.initiator || this.remoteDescriptionSet) throw new Error("unexpected offer");
-        await this.pc.setRemoteDescription({ type: "offer", sdp: payload.sdp });
-        await this.remoteSet();
-        const answer = await this.pc.createAnswer();
-        if (this.state === "closed") return;
-        await this.pc.setLocalDescription(answer);
-        if (this.state === "closed") return;
-        this.hooks.signal({ kind: "answer", sdp: this.pc.localDescription.sdp });
-      } else if (payload.kind === "answer") {
-        if (!this.initiator || this.remoteDescriptionSet) throw new Error("unexpected answer");
-        await this.pc.setRemoteDescription({ type: "answer", sdp: payload.sdp });
-        await this.remoteSet();
-      } else if (payload.kind === "candidate") {
-        if (!this.remoteDescriptionSet) {
-          if (this.earlyCandidates.length >= MAX_EARLY_CANDIDATES) throw new Error("too many early candidates");
-          this.earlyCandidates.push(payload.candidate);
-        } else {
-          await this.pc.addIceCandidate(payload.candidate);
-        }
-      }
-    } catch (e) {
-      if (this.state === "closed") return;
-      this.hooks.warn("negotiation-failed", this.remote, payload.kind, e?.message ?? e);
-      this.close("negotiation failed");
-    }
-  }
-  async remoteSet() {
-    this.remoteDescriptionSet = true;
-    const early = this.earlyCandidates;
-    this.earlyCandidates = [];
-    for (const c of early) await this.pc.addIceCandidate(c);
-  }
-  useChannel(dc) {
-    this.dc = dc;
-    dc.binaryType = "arraybuffer";
-    dc.bufferedAmountLowThreshold = BUFFER_LOW;
-    dc.onopen = () => this.onOpen();
-    dc.onclose = () => this.close("channel closed");
-    dc.onerror = (e) => {
-      if (this.state === "closed" || e?.error?.sctpCauseCode === 12) return;
-      this.hooks.warn("channel-error", this.remote, e?.error?.message ?? "");
-    };
-    dc.onmessage = (e) => this.onMessage(e.data);
-    dc.onbufferedamountlow = () => this.pump();
-    if (dc.readyState === "open") this.onOpen();
-  }
-  onOpen() {
-    if (this.state !== "connecting") return;
-    this.state = "open";
-    this.sendFrame({ type: "handshake", version: PROTOCOL_VERSION, peer_id: this.me });
-    this.later(HANDSHAKE_TIMEOUT_MS, () => {
-      if (this.state === "open") this.close("no handshake");
-    });
-  }
-  onMessage(data) {
-    if (this.state === "closed") return;
-    if (!(data instanceof ArrayBuffer)) {
-      this.hooks.warn("bad-frame", this.remote, "text message on the data channel");
-      this.close("protocol error");
-      return;
-    }
-    let frame;
-    try {
-      frame = decodeFrameExact(new Uint8Array(data));
-    } catch (e) {
-      this.hooks.warn("bad-frame", this.remote, e.kind ?? e.message);
-      this.close("protocol error");
-      return;
-    }
-    if (this.state === "open") {
-      if (frame.type !== "handshake" || frame.peer_id !== this.remote) {
-        this.hooks.warn("bad-handshake", this.remote, frame.type, frame.peer_id);
-        this.close("bad handshake");
-        return;
-      }
-      this.state = "ready";
-      this.hooks.ready(this);
-      return;
-    }
-    if (frame.type === "handshake") {
-      this.hooks.warn("bad-frame", this.remote, "second handshake");
-      this.close("protocol error");
-      return;
-    }
-    this.hooks.frame(this, frame);
-  }
-  /** The remote side's SCTP max-message-size (bytes), for trimming a large Have. */
-  get maxMessageSize() {
-    const m = this.pc.sctp?.maxMessageSize;
-    return typeof m === "number" && m > 0 ? m : 65536;
-  }
-  /** Encodes and sends a frame; false if the channel is not open (or the frame is invalid). */
-  sendFrame(frame) {
-    if (!this.dc || this.dc.readyState !== "open") return false;
-    try {
-      this.dc.send(encodeFrame(frame));
-      return true;
-    } catch (e) {
-      this.hooks.warn("send-failed", this.remote, frame.type, e?.message ?? e);
-      this.close("send failed");
-      return false;
-    }
-  }
-  // -------------------------------------------------------------------------------------------
-  // Uploads: Response, then Chunks of 16 KiB, paced by the channel's buffer.
-  /**
-   * Starts answering a request with `bytes` from `offset` (offset ≤ bytes.length, checked by the
-   * caller). False when this peer already has too many requests running here.
-   * @param {number} requestId
-   * @param {Uint8Array} bytes the whole segment
-   * @param {Uint8Array} digest its SHA-256 (32 bytes)
-   * @param {number} offset
-   */
-  startUpload(requestId, bytes, digest, offset) {
-    if (!this.uploads.has(requestId) && this.uploads.size >= MAX_UPLOADS_PER_LINK) return false;
-    this.uploads.delete(requestId);
-    if (!this.sendFrame({ type: "response", request_id: requestId, size: bytes.length, offset, digest })) return true;
-    this.uploads.set(requestId, { bytes, next: offset });
-    this.pump();
-    return true;
-  }
-  cancelUpload(requestId) {
-    this.uploads.delete(requestId);
-  }
-  /** Sends chunks round-robin over the running uploads until the channel's buffer is full. */
-  pump() {
-    const dc = this.dc;
-    while (this.uploads.size > 0 && dc && dc.readyState === "open" && dc.bufferedAmount < BUFFER_HIGH) {
-      for (const [requestId, u] of this.uploads) {
-        const end = Math.min(u.bytes.length, u.next + RECOMMENDED_CHUNK_LEN);
-        const data = u.bytes.subarray(u.next, end);
-        if (!this.sendFrame({ type: "chunk", request_id: requestId, offset: u.next, data })) return;
-        this.hooks.uploaded(data.length);
-        u.next = end;
-        if (u.next >= u.bytes.length) this.uploads.delete(requestId);
-        if (dc.bufferedAmount >= BUFFER_HIGH) break;
-      }
-    }
-  }
-  // -------------------------------------------------------------------------------------------
-  later(ms, fn) {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-  }
-  /** Closes everything; the `closed` hook runs once. */
-  close(reason) {
-    if (this.state === "closed") return;
-    this.state = "closed";
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.uploads.clear();
-    this.earlyCandidates = [];
-    if (this.dc) {
-      this.dc.onopen = this.dc.onclose = this.dc.onmessage = this.dc.onerror = this.dc.onbufferedamountlow = null;
-      try {
-        this.dc.close();
-      } catch {
-      }
-    }
-    this.pc.onicecandidate = this.pc.onconnectionstatechange = this.pc.ondatachannel = null;
-    try {
-      this.pc.close();
-    } catch {
-    }
-    this.hooks.closed(this, reason);
-  }
-};
-
-// src/scheduler.js
-var MAX_IN_FLIGHT_PER_PEER = 2;
-var WAIT_POLL_MS = 250;
-var TRANSFER_POLL_MS = 200;
-var MIN_RECHECK_MS = 10;
-var HTTP_START_SLACK_MS = 100;
-var MIN_STALL_MS = 500;
-var STALL_CHUNK_BYTES = 64 * 1024;
-var RATE_EWMA_ALPHA = 0.3;
-var PEERS_PER_SEEDER = 20;
-var FALLBACK_RATE = 2e6;
-var FALLBACK_BUDGET = 0.5;
-var DEFAULT_SCHEDULER_CONFIG = Object.freeze({
-  /** Work must finish this much before the segment plays (ms). */
-  safetyMarginMs: 1e3,
-  /** A peer is used only if its expected finish is within this fraction of the time left. */
-  peerTimeBudget: 0.5,
-  /** Needs playing further away than this are prefetches: peers only, never HTTP (ms). */
-  urgentWindowMs: 6e3,
-  /** Rate assumed for a peer never measured (bytes/s). */
-  defaultPeerRate: 2e6,
-  /** HTTP rate estimate (bytes/s), to know when HTTP must start at the latest. */
-  httpRate: 2e6,
-  /** Size assumed when the segment size is unknown (bytes). */
-  defaultSegmentSize: 1e6
-});
-var Scheduler = class {
-  /** @param {Partial<typeof DEFAULT_SCHEDULER_CONFIG>} [config] */
-  constructor(config = {}) {
-    this.config = { ...DEFAULT_SCHEDULER_CONFIG, ...config };
-  }
-  /** The latest instant HTTP must start to finish the whole segment before the deadline (ms). */
-  httpStartBy(need) {
-    return need.playsAt - this.config.safetyMarginMs - transferTime(this.size(need), this.httpRate());
-  }
-  /**
-   * What to do for `need` at `now`.
-   * @param {number} now
-   * @param {string} me          this peer's id (never a candidate)
-   * @param {Need} need
-   * @param {PeerState[]} peers
-   * @param {Transfer|null} transfer the running peer transfer for this need
-   * @param {boolean} httpRunning   an HTTP fetch for it is running
-   * @param {boolean} seeder        this peer fetches fresh live segments over HTTP first (`isSeeder`)
-   * @returns {Decision}
-   */
-  decide(now2, me, need, peers, transfer, httpRunning, seeder) {
-    if (httpRunning) return { kind: "Continue", at: now2 + TRANSFER_POLL_MS };
-    const f = this.frame(now2, need);
-    return transfer ? this.decideTransfer(now2, need, peers, transfer, f) : this.decideIdle(now2, me, need, peers, f, seeder);
-  }
-  /** Rule 2: nothing is running for this need. */
-  decideIdle(now2, me, need, peers, f, seeder) {
-    const c = this.config;
-    if (need.freshLive && f.urgent && seeder) return { kind: "FetchHttp", from: 0 };
-    const best = this.bestPeer(me, peers, f.size);
-    if (best) {
-      const withinBudget = best.expected <= f.left * this.budget();
-      const leavesFallback = best.expected + f.httpTime <= f.left;
-      if (withinBudget && leavesFallback) return { kind: "FetchFromPeer", peer: best.peer };
-    }
-    const someoneHas = peers.some((p) => p.peer !== me && p.has && p.healthy);
-    if (!f.urgent) {
-      if (!need.freshLive && !someoneHas) return { kind: "Skip" };
-      return { kind: "WaitUntil", at: Math.min(now2 + WAIT_POLL_MS, need.playsAt - c.urgentWindowMs) };
-    }
-    const switchAt = this.httpStartBy(need) - HTTP_START_SLACK_MS;
-    if (now2 >= switchAt || !need.freshLive && !someoneHas) return { kind: "FetchHttp", from: 0 };
-    return { kind: "WaitUntil", at: Math.min(now2 + WAIT_POLL_MS, switchAt) };
-  }
-  /** Rule 3: a peer transfer is running for this need. */
-  decideTransfer(now2, need, peers, t, f) {
-    const state = peers.find((p) => p.peer === t.peer);
-    const peerOk = Boolean(state?.healthy);
-    const expectedRate = validRate(state?.rate) ?? this.defaultPeerRate();
-    const done = t.offset + t.received;
-    const remaining = Math.max(0, f.size - done);
-    const elapsed = Math.max(0, now2 - t.started);
-    const observedRate = elapsed === 0 || t.received === 0 ? expectedRate : validRate(t.received / (elapsed / 1e3)) ?? expectedRate;
-    const projectedFinish = now2 + transferTime(remaining, observedRate);
-    const stallAfter = Math.max(MIN_STALL_MS, 2 * transferTime(STALL_CHUNK_BYTES, expectedRate));
-    const stalled = Math.max(0, now2 - t.lastProgress) > stallAfter;
-    const failed = stalled || !peerOk;
-    if (!f.urgent) {
-      if (failed) return { kind: "Skip" };
-      return { kind: "Continue", at: recheck(now2, need.playsAt - this.config.urgentWindowMs) };
-    }
-    if (failed) return { kind: "ReplaceWithHttp", from: done };
-    const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
-    if (projectedFinish > f.deadline) return { kind: "ReplaceWithHttp", from: done };
-    if (projectedFinish > takeoverBy && now2 + HTTP_START_SLACK_MS >= takeoverBy) return { kind: "RaceHttp", from: done };
-    return { kind: "Continue", at: recheck(now2, takeoverBy - HTTP_START_SLACK_MS) };
-  }
-  /** The usable-or-not best candidate: {peer, expected} (expected finish time in ms), or null. */
-  bestPeer(me, peers, size) {
-    let best = null;
-    for (const p of peers) {
-      if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
-      const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || expected === best.expected && p.peer < best.peer) {
-        best = { peer: p.peer, expected };
-      }
-    }
-    return best;
-  }
-  frame(now2, need) {
-    const size = this.size(need);
-    const deadline = Math.max(need.playsAt - this.config.safetyMarginMs, now2);
-    return {
-      size,
-      deadline,
-      left: deadline - now2,
-      httpTime: transferTime(size, this.httpRate()),
-      urgent: Math.max(0, need.playsAt - now2) <= this.config.urgentWindowMs
-    };
-  }
-  size(need) {
-    return need.size ?? this.config.defaultSegmentSize;
-  }
-  httpRate() {
-    return validRate(this.config.httpRate) ?? FALLBACK_RATE;
-  }
-  defaultPeerRate() {
-    return validRate(this.config.defaultPeerRate) ?? FALLBACK_RATE;
-  }
-  budget() {
-    const b = this.config.peerTimeBudget;
-    return Number.isNaN(b) ? FALLBACK_BUDGET : Math.min(1, Math.max(0, b));
-  }
-};
-function seederCount(swarmSize) {
-  return Math.max(1, Math.floor(swarmSize / PEERS_PER_SEEDER));
-}
-function isSeeder(olderCount, swarmSize) {
-  return olderCount < seederCount(swarmSize);
-}
-function updateRate(old, bytes, elapsedMs) {
-  if (!(elapsedMs > 0)) return null;
-  const sample = bytes / (elapsedMs / 1e3);
-  const prev = validRate(old);
-  return prev === null ? sample : RATE_EWMA_ALPHA * sample + (1 - RATE_EWMA_ALPHA) * prev;
-}
-function validRate(rate) {
-  return typeof rate === "number" && Number.isFinite(rate) && rate > 0 ? rate : null;
-}
-function transferTime(bytes, rate) {
-  const ms = bytes / rate * 1e3;
-  return Number.isFinite(ms) ? ms : Infinity;
-}
-function recheck(now2, target) {
-  return Math.min(Math.max(target, now2 + MIN_RECHECK_MS), now2 + TRANSFER_POLL_MS);
 }
 
 // src/protocol/signal.js
@@ -1146,6 +736,17 @@ function fromHex(hex) {
 async function sha256Hex(bytes) {
   return toHex(new Uint8Array(await globalThis.crypto.subtle.digest("SHA-256", bytes)));
 }
+function compareIds(a, b) {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codeOrder(x) - codeOrder(y);
+  }
+  return a.length - b.length;
+}
+var codeOrder = (u) => u >= 55296 && u <= 57343 ? u + 8192 : u >= 57344 ? u - 2048 : u;
 function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
   const out = new Uint8Array(total);
   let at = 0;
@@ -1228,204 +829,1258 @@ var BoundedMap = class extends Map {
   }
 };
 
-// src/signalling.js
-var SIGNAL_RATE = 10;
-var SIGNAL_BURST = 20;
-var MAX_SIGNAL_QUEUE = 256;
-var SignallingChannel = class {
+// src/scheduler.js
+var MAX_IN_FLIGHT_PER_PEER = 2;
+var WAIT_POLL_MS = 250;
+var TRANSFER_POLL_MS = 200;
+var MIN_RECHECK_MS = 10;
+var HTTP_START_SLACK_MS = 100;
+var MIN_STALL_MS = 500;
+var STALL_CHUNK_BYTES = 64 * 1024;
+var RATE_EWMA_ALPHA = 0.3;
+var PEERS_PER_SEEDER = 20;
+var FALLBACK_RATE = 2e6;
+var FALLBACK_BUDGET = 0.5;
+var DEFAULT_SCHEDULER_CONFIG = Object.freeze({
+  /** Work must finish this much before the segment plays (ms). */
+  safetyMarginMs: 1e3,
+  /** A peer is used only if its expected finish is within this fraction of the time left. */
+  peerTimeBudget: 0.5,
+  /** Needs playing further away than this are prefetches: peers only, never HTTP (ms). */
+  urgentWindowMs: 6e3,
+  /** Rate assumed for a peer never measured (bytes/s). */
+  defaultPeerRate: 2e6,
+  /** HTTP rate estimate (bytes/s), to know when HTTP must start at the latest. */
+  httpRate: 2e6,
+  /** How many peers of a swarm fetch a new live segment over HTTP first at least (the seeders). */
+  httpFirstCount: 1,
+  /** Size assumed when the segment size is unknown (bytes). */
+  defaultSegmentSize: 1e6
+});
+var Scheduler = class {
+  /** @param {Partial<typeof DEFAULT_SCHEDULER_CONFIG>} [config] */
+  constructor(config = {}) {
+    this.config = { ...DEFAULT_SCHEDULER_CONFIG, ...config };
+  }
+  /** The latest instant HTTP must start to finish the whole segment before the deadline (ms). */
+  httpStartBy(need) {
+    return need.playsAt - this.config.safetyMarginMs - transferTime(this.size(need), this.httpRate());
+  }
   /**
-   * @param {object} o
-   * @param {string} o.url        ws:// or wss:// URL of /p2p/v1/ws?stream=…
-   * @param {object} o.join       {stream, rendition, upload, token?}
-   * @param {typeof WebSocket} o.WebSocket
-   * @param {SignallingHooks} o.hooks
+   * How many of a swarm of `swarm` peers (this one included) are HTTP-first seeders:
+   * max(httpFirstCount, ⌊swarm / PEERS_PER_SEEDER⌋).
+   * @param {number} swarm
    */
-  constructor({ url, join, WebSocket, hooks }) {
-    this.hooks = hooks;
-    this.queue = [];
-    this.bucket = new TokenBucket(SIGNAL_RATE, SIGNAL_BURST);
-    this.timer = null;
-    this.closed = false;
-    this.lastError = null;
-    this.ws = new WebSocket(url);
-    this.ws.onopen = () => {
-      const msg = {
-        type: "join",
-        v: SIGNAL_VERSION,
-        stream: join.stream,
-        rendition: join.rendition,
-        capabilities: { transports: ["webrtc"], upload: join.upload }
-      };
-      if (join.token) msg.token = join.token;
-      this.send(msg);
-    };
-    this.ws.onmessage = (e) => {
-      if (typeof e.data !== "string") {
-        this.hooks.warn("bad-signal", "binary message from the tracker");
-        return;
+  seederCount(swarm) {
+    return Math.max(this.config.httpFirstCount, Math.floor(swarm / PEERS_PER_SEEDER));
+  }
+  /**
+   * Whether a peer at `seniority` is one of the swarm's HTTP-first seeders: fewer than
+   * `seederCount(seniority.swarm)` peers are older than it.
+   * @param {Seniority} seniority
+   */
+  isSeeder(seniority) {
+    return seniority.older < this.seederCount(seniority.swarm);
+  }
+  /**
+   * What to do for `need` at `now`.
+   * @param {number} now
+   * @param {string} me          this peer's id (never a candidate)
+   * @param {Seniority} seniority where this peer stands in its swarm (for the seeder rule)
+   * @param {Need} need
+   * @param {PeerState[]} peers
+   * @param {Transfer|null} transfer the running peer transfer for this need
+   * @param {boolean} httpRunning   an HTTP fetch for it is running
+   * @returns {Decision}
+   */
+  decide(now2, me, seniority, need, peers, transfer, httpRunning) {
+    if (httpRunning) return { kind: "Continue", at: now2 + TRANSFER_POLL_MS };
+    const f = this.frame(now2, need);
+    return transfer ? this.decideTransfer(now2, need, peers, transfer, f) : this.decideIdle(now2, me, seniority, need, peers, f);
+  }
+  /** Rule 2: nothing is running for this need. */
+  decideIdle(now2, me, seniority, need, peers, f) {
+    const c = this.config;
+    if (need.freshLive && f.urgent && this.isSeeder(seniority)) return { kind: "FetchHttp", from: 0 };
+    const best = this.bestPeer(me, peers, f.size);
+    if (best) {
+      const withinBudget = best.expected <= f.left * this.budget();
+      const leavesFallback = best.expected + f.httpTime <= f.left;
+      if (withinBudget && leavesFallback) return { kind: "FetchFromPeer", peer: best.peer };
+    }
+    const someoneHas = peers.some((p) => p.peer !== me && p.has && p.healthy);
+    if (!f.urgent) {
+      if (!need.freshLive && !someoneHas) return { kind: "Skip" };
+      return { kind: "WaitUntil", at: Math.min(now2 + WAIT_POLL_MS, need.playsAt - c.urgentWindowMs) };
+    }
+    const switchAt = this.httpStartBy(need) - HTTP_START_SLACK_MS;
+    if (now2 >= switchAt || !need.freshLive && !someoneHas) return { kind: "FetchHttp", from: 0 };
+    return { kind: "WaitUntil", at: Math.min(now2 + WAIT_POLL_MS, switchAt) };
+  }
+  /** Rule 3: a peer transfer is running for this need. */
+  decideTransfer(now2, need, peers, t, f) {
+    const state = peers.find((p) => p.peer === t.peer);
+    const peerOk = Boolean(state?.healthy);
+    const expectedRate = validRate(state?.rate) ?? this.defaultPeerRate();
+    const done = t.offset + t.received;
+    const remaining = Math.max(0, f.size - done);
+    const elapsed = Math.max(0, now2 - t.started);
+    const observedRate = elapsed === 0 || t.received === 0 ? expectedRate : validRate(t.received / (elapsed / 1e3)) ?? expectedRate;
+    const projectedFinish = now2 + transferTime(remaining, observedRate);
+    const stallAfter = Math.max(MIN_STALL_MS, 2 * transferTime(STALL_CHUNK_BYTES, expectedRate));
+    const stalled = Math.max(0, now2 - t.lastProgress) > stallAfter;
+    const failed = stalled || !peerOk;
+    if (!f.urgent) {
+      if (failed) return { kind: "Skip" };
+      return { kind: "Continue", at: recheck(now2, need.playsAt - this.config.urgentWindowMs) };
+    }
+    if (failed) return { kind: "ReplaceWithHttp", from: done };
+    const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
+    if (projectedFinish > f.deadline) return { kind: "ReplaceWithHttp", from: done };
+    if (projectedFinish > takeoverBy && now2 + HTTP_START_SLACK_MS >= takeoverBy) return { kind: "RaceHttp", from: done };
+    return { kind: "Continue", at: recheck(now2, takeoverBy - HTTP_START_SLACK_MS) };
+  }
+  /** The usable-or-not best candidate: {peer, expected} (expected finish time in ms), or null. */
+  bestPeer(me, peers, size) {
+    let best = null;
+    for (const p of peers) {
+      if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
+      const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
+      if (!best || expected < best.expected || expected === best.expected && compareIds(p.peer, best.peer) < 0) {
+        best = { peer: p.peer, expected };
       }
-      let msg;
-      try {
-        msg = decodeServer(e.data);
-      } catch (err) {
-        this.hooks.warn("bad-signal", err.kind ?? "", err.message);
-        return;
-      }
-      if (msg.type === "error") this.lastError = msg.code;
-      this.hooks.message(msg);
+    }
+    return best;
+  }
+  frame(now2, need) {
+    const size = this.size(need);
+    const deadline = Math.max(need.playsAt - this.config.safetyMarginMs, now2);
+    return {
+      size,
+      deadline,
+      left: deadline - now2,
+      httpTime: transferTime(size, this.httpRate()),
+      urgent: Math.max(0, need.playsAt - now2) <= this.config.urgentWindowMs
     };
-    this.ws.onerror = () => {
-    };
-    this.ws.onclose = (e) => this.finish(e.code, e.reason);
   }
-  get open() {
-    return !this.closed && this.ws.readyState === 1;
+  size(need) {
+    return need.size ?? this.config.defaultSegmentSize;
   }
-  /** Queues a client message under the pace. */
-  send(msg) {
-    if (this.closed) return;
-    let text;
-    try {
-      text = encodeClient(msg);
-    } catch (e) {
-      this.hooks.warn("bad-outgoing-signal", msg?.type, e.message);
-      return;
-    }
-    if (this.queue.length >= MAX_SIGNAL_QUEUE) {
-      const i = this.queue.findIndex((t) => t.startsWith('{"type":"relay"'));
-      this.queue.splice(i >= 0 ? i : 0, 1);
-      this.hooks.warn("signal-queue-full", "dropped a queued message");
-    }
-    this.queue.push(text);
-    this.flush();
+  httpRate() {
+    return validRate(this.config.httpRate) ?? FALLBACK_RATE;
   }
-  /** Sends at once, outside the pace (the last report and leave when the page goes away). */
-  sendNow(msg) {
-    if (!this.open) return;
-    try {
-      this.ws.send(encodeClient(msg));
-    } catch (e) {
-      this.hooks.warn("bad-outgoing-signal", msg?.type, e.message);
-    }
+  defaultPeerRate() {
+    return validRate(this.config.defaultPeerRate) ?? FALLBACK_RATE;
   }
-  flush() {
-    if (this.timer !== null || this.closed || this.ws.readyState !== 1) return;
-    while (this.queue.length > 0) {
-      if (!this.bucket.take()) {
-        this.timer = setTimeout(() => {
-          this.timer = null;
-          this.flush();
-        }, Math.max(1, this.bucket.waitMs()));
-        return;
-      }
-      this.ws.send(this.queue.shift());
-    }
-  }
-  /** Sends what is queued now, then `leave`, and closes. */
-  leave(lastMessages = []) {
-    if (this.closed) return;
-    if (this.ws.readyState === 1) {
-      for (const text of this.queue) this.ws.send(text);
-      this.queue = [];
-      for (const m of lastMessages) this.sendNow(m);
-      this.sendNow({ type: "leave" });
-    }
-    this.close(1e3, "leave");
-  }
-  close(code = 1e3, reason = "") {
-    if (this.closed) return;
-    try {
-      this.ws.close(code, reason);
-    } catch {
-    }
-    this.finish(code, reason);
-  }
-  finish(code, reason) {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.timer = null;
-    this.queue = [];
-    this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
-    this.hooks.closed({ code, reason, error: this.lastError });
+  budget() {
+    const b = this.config.peerTimeBudget;
+    return Number.isNaN(b) ? FALLBACK_BUDGET : Math.min(1, Math.max(0, b));
   }
 };
+function updateRate(old, bytes, elapsedMs) {
+  if (!(elapsedMs > 0)) return null;
+  const sample = bytes / (elapsedMs / 1e3);
+  const prev = validRate(old);
+  return prev === null ? sample : RATE_EWMA_ALPHA * sample + (1 - RATE_EWMA_ALPHA) * prev;
+}
+function validRate(rate) {
+  return typeof rate === "number" && Number.isFinite(rate) && rate > 0 ? rate : null;
+}
+function transferTime(bytes, rate) {
+  const ms = bytes / rate * 1e3;
+  return Number.isFinite(ms) ? ms : Infinity;
+}
+function recheck(now2, target) {
+  return Math.min(Math.max(target, now2 + MIN_RECHECK_MS), now2 + TRANSFER_POLL_MS);
+}
 
-// src/store.js
-var DEFAULT_MAX_STORE_BYTES = 64 * 1024 * 1024;
-var SegmentStore = class {
-  /** @param {number} [maxBytes] */
-  constructor(maxBytes = DEFAULT_MAX_STORE_BYTES) {
-    if (!(maxBytes >= 0)) throw new RangeError(`maxBytes must be a non-negative number, got ${maxBytes}`);
-    this.maxBytes = maxBytes;
-    this.bytes = 0;
-    this.entries = /* @__PURE__ */ new Map();
-    this.storedSeq = /* @__PURE__ */ new Map();
-    this.seq = 0;
-    this.onChange = null;
-  }
-  get size() {
-    return this.entries.size;
-  }
-  has(id) {
-    return this.entries.has(id);
-  }
-  /** The segment, marked as recently used; undefined if absent. */
-  get(id) {
-    const e = this.entries.get(id);
-    if (e) {
-      this.entries.delete(id);
-      this.entries.set(id, e);
+// src/core.js
+var HAVE_INTERVAL_MS = 1e3;
+var ABANDONED_GRACE_MS = 3e3;
+var MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
+var MAX_DIGESTS = 4096;
+var MAX_FIRST_SEEN = 4096;
+var MAX_REPORT_PEERS = 256;
+var LINK_FALLBACK_MS = 5e3;
+var LINK_RETRY_FIRST_MS = 5e3;
+var LINK_RETRY_MAX_MS = 6e4;
+var CONNECT_TIMEOUT_MS = 15e3;
+var CONNECT_CHECK_MS = 1e3;
+var LINK_WINDOW = 256 * 1024;
+var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
+var LOWER_HEX_642 = /^[0-9a-f]{64}$/;
+var NO_BYTES = new Uint8Array(0);
+var DEFAULT_CORE_CONFIG = Object.freeze({
+  mode: "driven",
+  transports: ["webrtc"],
+  upload: true,
+  uploadRate: 2e7,
+  privacyFloor: 2,
+  window: MAX_HAVE_IDS,
+  maxStoreBytes: 64 * 1024 * 1024,
+  maxLinks: 8,
+  reportEveryMs: 2e3,
+  scheduler: DEFAULT_SCHEDULER_CONFIG,
+  test: Object.freeze({ lie: false, slowUpload: null })
+});
+var NodeCore = class {
+  /**
+   * A node that joined as `me` at `now` (a browser that has no id yet passes ''; the first
+   * `welcome` names it).
+   * @param {Partial<CoreConfig>} config
+   * @param {string} me
+   * @param {number} now
+   */
+  constructor(config, me, now2) {
+    const c = { ...DEFAULT_CORE_CONFIG, ...config, test: { ...DEFAULT_CORE_CONFIG.test, ...config.test } };
+    if (c.mode !== "driven") {
+      throw new Error(`NodeCore: mode ${JSON.stringify(c.mode)} is not supported here; the browser's core is driven by its player ("driven")`);
     }
-    return e;
+    this.config = c;
+    this.scheduler = new Scheduler(c.scheduler);
+    this.me = me;
+    this.started = now2;
+    this.outputs = [];
+    this.stopped = false;
+    this.listed = [];
+    this.listedSince = /* @__PURE__ */ new Map();
+    this.elders = null;
+    this.maxPeers = null;
+    this.links = /* @__PURE__ */ new Map();
+    this.linkOf = /* @__PURE__ */ new Map();
+    this.connecting = /* @__PURE__ */ new Map();
+    this.retry = /* @__PURE__ */ new Map();
+    this.banned = /* @__PURE__ */ new Set();
+    this.nextConnectCheck = null;
+    this.digests = new Bounded(MAX_DIGESTS);
+    this.firstSeen = new Bounded(MAX_FIRST_SEEN);
+    this.live = true;
+    this.targetMs = 2e3;
+    this.store = new Store(c.window, c.maxStoreBytes);
+    this.work = /* @__PURE__ */ new Map();
+    this.waiting = /* @__PURE__ */ new Map();
+    this.waiterSegment = /* @__PURE__ */ new Map();
+    this.requests = /* @__PURE__ */ new Map();
+    this.nextRequest = 1;
+    this.jobs = /* @__PURE__ */ new Map();
+    this.nextTicket = 1;
+    this.httpRate = null;
+    this.nextWork = now2;
+    this.dirty = false;
+    this.uploads = [];
+    const rate = c.test.slowUpload == null ? c.uploadRate : Math.min(c.test.slowUpload, c.uploadRate);
+    this.bucket = new TokenBucket2(rate, Math.max(rate / 2, RECOMMENDED_CHUNK_LEN), now2);
+    this.nextUpload = null;
+    this.haveDirty = false;
+    this.lastHave = null;
+    this.summary = newCounters();
+    this.mismatches = 0;
+    this.peersDroppedForLying = [];
+    this.reported = newCounters();
+    this.peerDeltas = /* @__PURE__ */ new Map();
+    this.nextReport = now2 + c.reportEveryMs;
   }
-  /** The segment without touching its recency (uploads should not keep old segments alive). */
-  peek(id) {
-    return this.entries.get(id);
+  /** Whether `peer` was caught lying (its relays are ignored). */
+  isBanned(peer) {
+    return this.banned.has(peer);
+  }
+  /** Whether Stop was handled. */
+  isStopped() {
+    return this.stopped;
+  }
+  /** What the node did so far, and where it stands (for the page's figures). */
+  stats() {
+    const s = this.summary;
+    return {
+      peerId: this.me,
+      httpBytes: s.http_bytes,
+      p2pBytes: s.p2p_bytes,
+      uploadedBytes: s.uploaded_bytes,
+      segments: s.segments,
+      httpSegments: s.http_segments,
+      p2pSegments: s.p2p_segments,
+      failures: { ...s.failures },
+      mismatches: this.mismatches,
+      links: this.links.size,
+      seeder: this.scheduler.isSeeder(this.seniority()),
+      storedSegments: this.store.entries.size,
+      storedBytes: this.store.bytes,
+      activeUploads: this.uploads.length
+    };
+  }
+  /** The next output to carry out, or undefined. */
+  pollOutput() {
+    return this.outputs.shift();
+  }
+  /** When `handleTimeout` must be called next (null: only on input). */
+  pollTimeout() {
+    if (this.stopped) return null;
+    let at = null;
+    for (const t of [this.nextWork, this.nextReport, this.nextUpload, this.nextHave(), this.nextConnectCheck]) {
+      if (t !== null && (at === null || t < at)) at = t;
+    }
+    return at;
+  }
+  /** Handles one input at `now`. */
+  handle(input, now2) {
+    if (this.stopped) return;
+    switch (input.type) {
+      case "signal":
+        this.onSignal(input.message, now2);
+        break;
+      case "signal_closed":
+        break;
+      // HTTP only until a new welcome
+      case "link_up":
+        this.onLinkUp(input.link, input.peer, input.initiated, input.max_frame, now2);
+        break;
+      case "link_down":
+        if (this.links.has(input.link)) this.forgetLink(input.link, "disconnect", now2);
+        break;
+      case "connect_failed":
+        if (this.connecting.delete(input.peer)) this.backOff(input.peer, now2);
+        break;
+      case "frame":
+        this.onFrame(input.link, input.frame, now2);
+        break;
+      case "written": {
+        const l = this.links.get(input.link);
+        if (l) l.unacked = Math.max(0, l.unacked - input.bytes);
+        break;
+      }
+      case "playlist":
+        this.onPlaylist(input, now2);
+        break;
+      case "http":
+        this.onHttp(input.id, input.from, input, now2);
+        break;
+      case "verified":
+        this.onVerified(input.ticket, input.sha256, now2);
+        break;
+      case "need":
+        this.onNeed(input.waiter, input.id, input.plays_at, input.p2p, now2);
+        break;
+      case "abandon":
+        this.onAbandon(input.waiter, now2);
+        break;
+      case "stop":
+        this.stop();
+        return;
+      default:
+        throw new Error(`NodeCore: unknown input ${JSON.stringify(input?.type)}`);
+    }
+    this.step(now2);
+  }
+  /** Called at (or after) `pollTimeout()`. */
+  handleTimeout(now2) {
+    if (this.stopped) return;
+    if (now2 >= this.nextReport) {
+      this.sendReport();
+      this.nextReport = now2 + this.config.reportEveryMs;
+    }
+    if (this.nextConnectCheck !== null && now2 >= this.nextConnectCheck) this.connectPeers(now2);
+    this.step(now2);
+  }
+  /** Runs what may have become due: the scheduler, uploads, Have frames. */
+  step(now2) {
+    if (this.dirty || this.nextWork === null || now2 >= this.nextWork) {
+      this.dirty = false;
+      this.runWork(now2);
+    }
+    this.pumpUploads(now2);
+    this.flushHave(now2);
+  }
+  // =============================================================================================
+  // Signalling
+  onSignal(m, now2) {
+    switch (m.type) {
+      case "digests":
+        for (const e of m.segments) {
+          if (LOWER_HEX_642.test(e.sha256)) this.digests.insert(e.id, { digest: e.sha256, size: e.size });
+        }
+        this.haveDirty = true;
+        this.dirty = true;
+        break;
+      case "peers":
+        this.onPeers(m.peers, now2);
+        break;
+      case "welcome":
+        this.maxPeers = m.max_peers;
+        if (m.peer_id !== this.me) this.rejoined(m.peer_id, now2);
+        break;
+      default:
+        break;
+    }
   }
   /**
-   * Stores a segment (replacing one with the same id) and evicts the least recently used ones until
-   * the total fits. A segment larger than the whole bound is not stored; returns false then.
-   * @param {StoredSegment} segment
+   * A new tracker session (a reconnect, or another rendition's swarm) under a new peer id: the old
+   * swarm is gone (its links close, transfers on them fall back to HTTP); what the node waits for,
+   * holds and knows about segments stays.
    */
-  put(segment) {
-    const len = segment.bytes.length;
-    if (len > this.maxBytes) return false;
-    const old = this.entries.get(segment.id);
-    if (old) {
-      this.entries.delete(segment.id);
-      this.bytes -= old.bytes.length;
+  rejoined(peerId, now2) {
+    for (const link of this.linkIds()) this.dropLink(link, "disconnect", "left the swarm", now2);
+    this.me = peerId;
+    this.listed = [];
+    this.listedSince.clear();
+    this.elders = null;
+    this.connecting.clear();
+    this.retry.clear();
+    this.banned.clear();
+    this.nextConnectCheck = null;
+    this.dirty = true;
+  }
+  /** Where this node stands in its swarm (for the seeder rule). */
+  seniority() {
+    let older = 0;
+    if (this.elders) {
+      for (const p of this.listed) if (this.elders.has(p.peer_id) && !this.banned.has(p.peer_id)) older++;
     }
-    this.entries.set(segment.id, segment);
-    this.storedSeq.set(segment.id, ++this.seq);
-    this.bytes += len;
-    for (const [id, e] of this.entries) {
-      if (this.bytes <= this.maxBytes) break;
-      this.entries.delete(id);
-      this.storedSeq.delete(id);
-      this.bytes -= e.bytes.length;
+    return { older, swarm: this.listed.length + 1 };
+  }
+  onPlaylist(input, now2) {
+    const playlist = input.ok;
+    if (!playlist) return;
+    this.live = !playlist.ended;
+    this.targetMs = playlist.target_duration_ms;
+    for (const s of playlist.segments) {
+      if (!this.firstSeen.contains(s.id)) this.firstSeen.insert(s.id, now2);
     }
-    this.onChange?.();
-    return true;
+    this.dirty = true;
   }
-  delete(id) {
-    const e = this.entries.get(id);
-    if (!e) return false;
-    this.entries.delete(id);
-    this.storedSeq.delete(id);
-    this.bytes -= e.bytes.length;
-    this.onChange?.();
-    return true;
+  // =============================================================================================
+  // Needs
+  onNeed(waiter, id, playsAt, p2p, now2) {
+    const previous = this.waiterSegment.get(waiter);
+    if (previous !== void 0 && previous !== id) {
+      this.onAbandon(waiter, now2);
+      this.waiterSegment.delete(waiter);
+    }
+    const stored = this.store.get(id);
+    if (stored) {
+      const delivery = { bytes: stored.bytes, source: stored.source, started: now2, finished: now2 };
+      this.store.touch(id);
+      this.outputs.push({ type: "deliver", waiters: [waiter], id, ok: delivery });
+      return;
+    }
+    if (!this.firstSeen.contains(id)) this.firstSeen.insert(id, now2);
+    this.waiterSegment.set(waiter, id);
+    let waiting = this.waiting.get(id);
+    if (!waiting) {
+      waiting = { waiters: /* @__PURE__ */ new Map(), httpOnly: false, abandonedAt: null };
+      this.waiting.set(id, waiting);
+    }
+    if (waiting.waiters.size === 0 && waiting.abandonedAt === null) waiting.httpOnly = !p2p;
+    waiting.waiters.set(waiter, playsAt);
+    waiting.abandonedAt = null;
+    if (waiting.httpOnly) this.startHttp(id, 0, now2);
+    else this.dirty = true;
   }
-  /** Ids, most recently stored first (what a Have announces). */
-  newestIds() {
-    return [...this.storedSeq.entries()].sort((a, b) => b[1] - a[1]).map(([id]) => id);
+  onAbandon(waiter, now2) {
+    const id = this.waiterSegment.get(waiter);
+    if (id === void 0) return;
+    this.waiterSegment.delete(waiter);
+    const waiting = this.waiting.get(id);
+    if (waiting) {
+      waiting.waiters.delete(waiter);
+      if (waiting.waiters.size === 0) {
+        waiting.abandonedAt = now2;
+        this.dirty = true;
+      }
+    }
   }
-  clear() {
-    this.entries.clear();
-    this.storedSeq.clear();
+  /** Segments to decide on now, by id, with when each plays. */
+  agenda() {
+    const out = [];
+    for (const id of sortedKeys(this.waiting)) {
+      const w = this.waiting.get(id);
+      if (!w.httpOnly && w.waiters.size > 0) out.push([id, Math.min(...w.waiters.values())]);
+    }
+    return out;
+  }
+  /** Runs the scheduler over every segment on the agenda. */
+  runWork(now2) {
+    let next = Math.min(now2 + WAIT_POLL_MS, this.tendAbandoned(now2));
+    const seniority = this.seniority();
+    const scheduler = this.schedulerNow();
+    for (const [id, playsAt] of this.agenda()) {
+      if (this.store.contains(id)) continue;
+      const work = this.workOf(id);
+      if (work.transfer?.verifying) continue;
+      const digest = this.digests.get(id);
+      const seen = this.firstSeen.get(id);
+      const freshLive = this.live && seen !== void 0 && Math.max(0, now2 - seen) < this.targetMs * 2;
+      const need = { segment: id, size: digest ? digest.size : null, playsAt, freshLive };
+      const peers = this.linkIds().map((link) => {
+        const l = this.links.get(link);
+        return {
+          peer: l.peer,
+          // Only verifiable bytes are worth asking for.
+          has: digest !== void 0 && l.has.has(id),
+          rate: l.rate,
+          inFlight: l.inFlight,
+          healthy: !this.banned.has(l.peer)
+        };
+      });
+      const t = work.transfer;
+      const transfer = t && { peer: t.peer, started: t.started, received: t.received, offset: 0, lastProgress: t.lastProgress };
+      const decision = scheduler.decide(now2, this.me, seniority, need, peers, transfer, work.http !== null);
+      next = Math.min(next, this.execute(id, decision, now2));
+    }
+    this.nextWork = Math.max(next, now2 + MIN_RECHECK_MS);
+  }
+  /** The scheduler with the HTTP rate to assume now: the measured one when it is lower. */
+  schedulerNow() {
+    const measured = this.httpRate;
+    if (measured !== null && measured > 0 && measured < this.scheduler.config.httpRate) {
+      return new Scheduler({ ...this.scheduler.config, httpRate: measured });
+    }
+    return this.scheduler;
+  }
+  /** Carries out a decision; returns when to look at the segment again. */
+  execute(id, d, now2) {
+    switch (d.kind) {
+      case "FetchFromPeer":
+        this.requestFromPeer(id, d.peer, now2);
+        break;
+      case "FetchHttp":
+      case "RaceHttp":
+        this.startHttp(id, this.prefixLen(id) >= d.from ? d.from : 0, now2);
+        break;
+      case "ReplaceWithHttp": {
+        let from = d.from;
+        const running = this.work.get(id)?.transfer;
+        if (running) {
+          if (from > 0 && running.received >= from) {
+            this.work.get(id).partial = { peer: running.peer, bytes: running.data.slice(0, from), started: running.started };
+          } else {
+            from = 0;
+          }
+          this.failTransfer(id, "timeout");
+        } else if (this.prefixLen(id) < from) {
+          from = 0;
+        }
+        this.startHttp(id, from, now2);
+        break;
+      }
+      case "WaitUntil":
+      case "Continue":
+        return d.at;
+      case "Skip":
+        this.failTransfer(id, "timeout");
+        this.startHttp(id, 0, now2);
+        break;
+      default:
+        throw new Error(`NodeCore: unknown decision ${d.kind}`);
+    }
+    return now2 + TRANSFER_POLL_MS;
+  }
+  /**
+   * Needs nobody waits for: their running work may finish (into the store) for a short while.
+   * Returns when to look again.
+   */
+  tendAbandoned(now2) {
+    let next = now2 + WAIT_POLL_MS;
+    const abandoned = [];
+    for (const id of sortedKeys(this.waiting)) {
+      const w = this.waiting.get(id);
+      if (w.waiters.size === 0) abandoned.push([id, w.abandonedAt ?? now2]);
+    }
+    for (const [id, since] of abandoned) {
+      const w = this.work.get(id);
+      const running = Boolean(w && (w.transfer || w.http));
+      const until = since + ABANDONED_GRACE_MS;
+      if (running && now2 < until) {
+        next = Math.min(next, until);
+        continue;
+      }
+      this.waiting.delete(id);
+      if (running) {
+        this.failTransfer(id, "timeout");
+        this.cancelHttp(id);
+      }
+      this.work.delete(id);
+    }
+    return next;
+  }
+  cancelHttp(id) {
+    const w = this.work.get(id);
+    if (w?.http) {
+      w.http = null;
+      this.outputs.push({ type: "http_cancel", id });
+    }
+  }
+  /** Bytes of `id` already in hand from a peer (a running transfer or a kept prefix). */
+  prefixLen(id) {
+    const w = this.work.get(id);
+    if (!w) return 0;
+    if (w.transfer) return w.transfer.received;
+    return w.partial ? w.partial.bytes.length : 0;
+  }
+  startHttp(id, from, now2) {
+    const work = this.workOf(id);
+    if (work.http) return;
+    if (from === 0) work.partial = null;
+    work.http = { from, started: now2, verifying: false };
+    this.outputs.push({ type: "http_get", id, from });
+  }
+  /**
+   * Takes a whole segment (verified, or from the gateway): stores it, hands it to its callers,
+   * counts it, tells the peers.
+   */
+  accept(id, bytes, digest, source, started, finished) {
+    this.failTransfer(id, "timeout");
+    this.cancelHttp(id);
+    this.work.delete(id);
+    const waiting = this.waiting.get(id);
+    this.waiting.delete(id);
+    if (waiting) {
+      const waiters = [...waiting.waiters.keys()].sort((a, b) => a - b);
+      for (const w of waiters) this.waiterSegment.delete(w);
+      if (waiters.length > 0) {
+        this.outputs.push({ type: "deliver", waiters, id, ok: { bytes, source, started, finished } });
+      }
+    }
+    this.store.put(id, bytes, digest, source);
+    this.summary.segments++;
+    if (source === "p2p") this.summary.p2p_segments++;
+    else this.summary.http_segments++;
+    this.haveDirty = true;
+    this.dirty = true;
+  }
+  /** A caller's HTTP fetch failed and no peer can deliver: the callers get the error. */
+  failWaiters(id, error) {
+    const waiting = this.waiting.get(id);
+    if (!waiting) return;
+    this.waiting.delete(id);
+    this.failTransfer(id, "timeout");
+    this.work.delete(id);
+    const waiters = [...waiting.waiters.keys()].sort((a, b) => a - b);
+    for (const w of waiters) this.waiterSegment.delete(w);
+    if (waiters.length > 0) this.outputs.push({ type: "deliver", waiters, id, err: error });
+  }
+  workOf(id) {
+    let w = this.work.get(id);
+    if (!w) {
+      w = { transfer: null, http: null, partial: null };
+      this.work.set(id, w);
+    }
+    return w;
+  }
+  // =============================================================================================
+  // Reports
+  peerDelta(peer) {
+    let d = this.peerDeltas.get(peer);
+    if (!d) {
+      d = { peer_id: peer, ok: 0, failed: 0, mismatch: 0, bytes: 0 };
+      this.peerDeltas.set(peer, d);
+    }
+    return d;
+  }
+  sendReport() {
+    const s = this.summary;
+    const r = this.reported;
+    const peers = [];
+    for (const peer of sortedKeys(this.peerDeltas).slice(0, MAX_REPORT_PEERS)) {
+      peers.push(this.peerDeltas.get(peer));
+      this.peerDeltas.delete(peer);
+    }
+    const failures = {};
+    for (const c of FAILURE_CAUSES) failures[c] = Math.max(0, s.failures[c] - r.failures[c]);
+    const report = {
+      type: "report",
+      http_bytes: Math.max(0, s.http_bytes - r.http_bytes),
+      p2p_bytes: Math.max(0, s.p2p_bytes - r.p2p_bytes),
+      http_segments: Math.max(0, s.http_segments - r.http_segments),
+      p2p_segments: Math.max(0, s.p2p_segments - r.p2p_segments),
+      uploaded_bytes: Math.max(0, s.uploaded_bytes - r.uploaded_bytes),
+      failures
+    };
+    if (peers.length > 0) report.peers = peers;
+    this.reported = { ...s, failures: { ...s.failures } };
+    this.outputs.push({ type: "signal", message: report });
+  }
+  /** Leave: last report, `leave`, every link closed, HTTP fetches cancelled. Final. */
+  stop() {
+    this.sendReport();
+    this.outputs.push({ type: "signal", message: { type: "leave" } });
+    for (const link of this.linkIds()) this.outputs.push({ type: "close", link, reason: "node stopped" });
+    this.links.clear();
+    this.linkOf.clear();
+    this.uploads = [];
+    for (const id of sortedKeys(this.work)) {
+      if (this.work.get(id).http) this.outputs.push({ type: "http_cancel", id });
+    }
+    this.stopped = true;
+  }
+  // =============================================================================================
+  // Links: which peers to link to, link lifetimes, duplicates, retries, bans. Of two peers the one
+  // with the greater id connects at once; the smaller one connects too if no link came after
+  // LINK_FALLBACK_MS (its list may not hold us). Two links to one peer (both sides connected at
+  // once) resolve the same way on both sides: the link the greater id initiated stays.
+  /** Link ids, ascending. */
+  linkIds() {
+    return [...this.links.keys()].sort((a, b) => a - b);
+  }
+  onPeers(peers, now2) {
+    const listed = peers.filter((p) => p.peer_id !== this.me);
+    if (this.elders === null) this.elders = new Set(listed.map((p) => p.peer_id));
+    for (const p of listed) if (!this.listedSince.has(p.peer_id)) this.listedSince.set(p.peer_id, now2);
+    const ids = new Set(listed.map((p) => p.peer_id));
+    for (const id of [...this.listedSince.keys()]) if (!ids.has(id)) this.listedSince.delete(id);
+    this.listed = listed;
+    this.connectPeers(now2);
+    this.dirty = true;
+  }
+  /** Links a transport both sides have: QUIC first. */
+  commonTransport(peer) {
+    const ours = this.config.transports;
+    if (ours.includes("quic") && peer.transports.includes("quic") && peer.quic) return "quic";
+    return ours.includes("webrtc") && peer.transports.includes("webrtc") ? "webrtc" : null;
+  }
+  linkCap() {
+    return this.maxPeers === null ? this.config.maxLinks : Math.min(this.maxPeers, this.config.maxLinks);
+  }
+  /** Opens links to listed peers, up to the cap, and plans the next look. */
+  connectPeers(now2) {
+    for (const [peer, since] of [...this.connecting]) {
+      if (!(Math.max(0, now2 - since) < CONNECT_TIMEOUT_MS)) this.connecting.delete(peer);
+    }
+    let waitingForSomething = false;
+    for (const peer of [...this.listed]) {
+      if (this.links.size + this.connecting.size >= this.linkCap()) break;
+      const id = peer.peer_id;
+      if (this.linkOf.has(id) || this.connecting.has(id) || this.banned.has(id)) continue;
+      const transport = this.commonTransport(peer);
+      if (transport === null) continue;
+      const retry = this.retry.get(id);
+      if (retry && retry.at > now2) {
+        waitingForSomething = true;
+        continue;
+      }
+      const since = this.listedSince.get(id) ?? now2;
+      const ours = compareIds(this.me, id) > 0 || Math.max(0, now2 - since) >= LINK_FALLBACK_MS;
+      if (!ours) {
+        waitingForSomething = true;
+        continue;
+      }
+      this.connecting.set(id, now2);
+      this.outputs.push({ type: "connect", peer: id, transport, quic: transport === "quic" ? peer.quic ?? null : null });
+    }
+    const pending = waitingForSomething || this.connecting.size > 0;
+    this.nextConnectCheck = pending ? now2 + CONNECT_CHECK_MS : null;
+  }
+  /** The next try of `peer` waits (doubling). */
+  backOff(peer, now2) {
+    const r = this.retry.get(peer);
+    const delay = r ? Math.min(r.delay * 2, LINK_RETRY_MAX_MS) : LINK_RETRY_FIRST_MS;
+    this.retry.set(peer, { at: now2 + delay, delay });
+    if (this.nextConnectCheck === null) this.nextConnectCheck = now2 + CONNECT_CHECK_MS;
+  }
+  onLinkUp(link, peer, initiated, maxFrame, now2) {
+    this.connecting.delete(peer);
+    if (this.banned.has(peer)) {
+      this.outputs.push({ type: "close", link, reason: "banned" });
+      return;
+    }
+    const existing = this.linkOf.get(peer);
+    if (existing !== void 0) {
+      const iAmGreater = compareIds(this.me, peer) > 0;
+      const newWins = initiated === iAmGreater;
+      const oldWins = this.links.get(existing)?.initiated === iAmGreater;
+      if (!newWins || oldWins) {
+        this.outputs.push({ type: "close", link, reason: "duplicate link" });
+        return;
+      }
+      this.dropLink(existing, "disconnect", "duplicate link", now2);
+    }
+    this.retry.delete(peer);
+    this.linkOf.set(peer, link);
+    this.links.set(link, { peer, initiated, maxFrame, has: /* @__PURE__ */ new Set(), rate: null, inFlight: 0, unacked: 0 });
+    this.send(link, this.haveFrame(link));
+    this.dirty = true;
+  }
+  /** Closes a link we no longer want and forgets it. */
+  dropLink(link, cause, reason, now2) {
+    if (this.links.has(link)) {
+      this.outputs.push({ type: "close", link, reason });
+      this.forgetLink(link, cause, now2);
+    }
+  }
+  /** A link is gone: its transfers fail with `cause`, its uploads stop, the peer may be retried. */
+  forgetLink(link, cause, now2) {
+    const gone = this.links.get(link);
+    if (!gone) return;
+    this.links.delete(link);
+    if (this.linkOf.get(gone.peer) === link) this.linkOf.delete(gone.peer);
+    const failed = sortedKeys(this.work).filter((id) => {
+      const t = this.work.get(id).transfer;
+      return t && t.link === link && !t.verifying;
+    });
+    for (const id of failed) this.failTransfer(id, cause);
+    this.uploads = this.uploads.filter((u) => u.link !== link);
+    if (!this.banned.has(gone.peer)) this.backOff(gone.peer, now2);
+    this.dirty = true;
+  }
+  /** Queues a frame on a link (counted against the link's upload window until written). */
+  send(link, frame) {
+    const l = this.links.get(link);
+    if (l) {
+      l.unacked += encodedLen(frame);
+      this.outputs.push({ type: "send", link, frame });
+    }
+  }
+  /** When the pending Have frames may go out. */
+  nextHave() {
+    if (!this.haveDirty || this.links.size === 0) return null;
+    return this.lastHave === null ? this.started : this.lastHave + HAVE_INTERVAL_MS;
+  }
+  /** Sends Have to every link if the store changed and the last Have is old enough. */
+  flushHave(now2) {
+    const at = this.nextHave();
+    if (at === null || now2 < at) return;
+    this.haveDirty = false;
+    this.lastHave = now2;
+    for (const link of this.linkIds()) this.send(link, this.haveFrame(link));
+  }
+  /**
+   * Have: the newest stored segments whose bytes match the gateway's digest, at most MAX_HAVE_IDS
+   * and within the link's frame size; empty when this node does not upload.
+   */
+  haveFrame(link) {
+    const segments = [];
+    if (this.config.upload) {
+      const maxFrame = this.links.get(link)?.maxFrame ?? 0;
+      const budget = Math.min(MAX_FRAME_LEN, Math.max(0, maxFrame - HEADER_LEN));
+      let size = 2;
+      for (const [id, stored] of this.store.newest()) {
+        if (segments.length >= MAX_HAVE_IDS) break;
+        const d = this.digests.get(id);
+        if (!d || d.digest !== stored.digest) continue;
+        const len = 2 + utf8Length(id);
+        if (size + len > budget) break;
+        size += len;
+        segments.push(id);
+      }
+    }
+    return { type: "have", segments };
+  }
+  /**
+   * A peer sent data that does not match the gateway's digest: never used, the peer is banned and
+   * disconnected and will be reported (`mismatch`).
+   */
+  caughtLying(id, link, now2) {
+    const peer = this.links.get(link)?.peer;
+    if (peer === void 0) {
+      this.failTransfer(id, "mismatch");
+      return;
+    }
+    this.mismatches++;
+    this.failTransfer(id, "mismatch");
+    this.ban(peer, now2);
+  }
+  /** Bans `peer`: its link closes, it is never linked or asked again (in this swarm session). */
+  ban(peer, now2) {
+    if (!this.banned.has(peer)) {
+      this.banned.add(peer);
+      this.peersDroppedForLying.push(peer);
+    }
+    const link = this.linkOf.get(peer);
+    if (link !== void 0) this.dropLink(link, "disconnect", "banned", now2);
+  }
+  // =============================================================================================
+  // Transfers: requests to peers and what comes back, HTTP answers, and the check of every byte
+  // against the gateway's digest before anything is used. A Response header is only the peer's
+  // claim; a complete transfer is hashed (`verify`) and used only if it matches. Peer bytes that
+  // HTTP took over (a Range request for the rest) are joined with the HTTP rest and verified as a
+  // whole; if the whole does not match, the peer lied and the segment is fetched whole over HTTP.
+  onFrame(link, frame, now2) {
+    const l = this.links.get(link);
+    if (!l) return;
+    switch (frame.type) {
+      case "handshake":
+        return;
+      case "have":
+        l.has = new Set(frame.segments);
+        this.dirty = true;
+        return;
+      case "request":
+        this.serve(link, frame.request_id, frame.segment, frame.offset, now2);
+        return;
+      case "cancel":
+        this.uploads = this.uploads.filter((u) => !(u.link === link && u.requestId === frame.request_id));
+        return;
+      case "absent": {
+        const id = this.transferOf(link, frame.request_id);
+        if (id !== null) this.failTransfer(id, "absent");
+        return;
+      }
+      case "response": {
+        const id = this.transferOf(link, frame.request_id);
+        if (id === null) return;
+        const truth = this.digests.get(id);
+        const t = this.work.get(id).transfer;
+        const honest = truth !== void 0 && truth.digest === toHex(frame.digest) && truth.size === frame.size && frame.offset === 0 && frame.size <= MAX_SEGMENT_BYTES && t.size === null;
+        if (!honest) {
+          this.caughtLying(id, link, now2);
+          return;
+        }
+        t.size = frame.size;
+        t.data = new Uint8Array(frame.size);
+        if (frame.size === 0) this.completePeerTransfer(id, now2);
+        return;
+      }
+      case "chunk": {
+        const id = this.transferOf(link, frame.request_id);
+        if (id === null) return;
+        const t = this.work.get(id).transfer;
+        const fits = t.size !== null && !t.verifying && frame.offset === t.received && t.received + frame.data.length <= t.size;
+        if (!fits) {
+          this.caughtLying(id, link, now2);
+          return;
+        }
+        t.data.set(frame.data, t.received);
+        t.received += frame.data.length;
+        t.lastProgress = now2;
+        if (t.received === t.size) this.completePeerTransfer(id, now2);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+  /** The segment whose running transfer is `requestId` on `link`, or null. */
+  transferOf(link, requestId) {
+    const id = this.requests.get(requestId);
+    if (id === void 0) return null;
+    const t = this.work.get(id)?.transfer;
+    return t && t.link === link && t.requestId === requestId ? id : null;
+  }
+  requestFromPeer(id, peer, now2) {
+    const link = this.linkOf.get(peer);
+    if (link === void 0) return;
+    const requestId = this.nextRequest;
+    this.nextRequest = this.nextRequest >= 4294967295 ? 1 : this.nextRequest + 1;
+    const l = this.links.get(link);
+    if (l) l.inFlight++;
+    this.send(link, { type: "request", request_id: requestId, segment: id, offset: 0 });
+    this.requests.set(requestId, id);
+    this.workOf(id).transfer = {
+      link,
+      peer,
+      requestId,
+      started: now2,
+      lastProgress: now2,
+      /** The size the Response announced (null before it). */
+      size: null,
+      data: NO_BYTES,
+      received: 0,
+      /** Complete and being hashed: {ticket, at} (when the last byte arrived). */
+      verifying: null
+    };
+  }
+  /** Ends the running transfer of `id` because of `cause`, telling the peer when it may still be sending. */
+  failTransfer(id, cause) {
+    const w = this.work.get(id);
+    const t = w?.transfer;
+    if (!t) return;
+    w.transfer = null;
+    this.requests.delete(t.requestId);
+    if (!t.verifying && (cause === "timeout" || cause === "mismatch")) {
+      this.send(t.link, { type: "cancel", request_id: t.requestId });
+    }
+    if (t.verifying) this.jobs.delete(t.verifying.ticket);
+    this.summary.failures[cause]++;
+    const delta = this.peerDelta(t.peer);
+    if (cause === "mismatch") delta.mismatch++;
+    else delta.failed++;
+    const l = this.links.get(t.link);
+    if (l) {
+      l.inFlight = Math.max(0, l.inFlight - 1);
+      if (cause === "absent") l.has.delete(id);
+    }
+    this.dirty = true;
+  }
+  /** Every byte is in: hash it. */
+  completePeerTransfer(id, now2) {
+    const ticket = this.nextTicket++;
+    const t = this.work.get(id)?.transfer;
+    if (!t) return;
+    this.requests.delete(t.requestId);
+    t.verifying = { ticket, at: now2 };
+    this.jobs.set(ticket, { kind: "peer", id });
+    this.outputs.push({ type: "verify", ticket, bytes: t.data });
+  }
+  onHttp(id, from, result, now2) {
+    const work = this.work.get(id);
+    if (!work) return;
+    const fetch = work.http;
+    if (!fetch || fetch.from !== from || fetch.verifying) return;
+    const httpStarted = fetch.started;
+    if (result.ok === void 0) {
+      work.http = null;
+      if (work.transfer) this.dirty = true;
+      else this.failWaiters(id, result.err);
+      return;
+    }
+    const body = result.ok;
+    this.summary.http_bytes += body.length;
+    this.httpRate = updateRate(this.httpRate, body.length, Math.max(0, now2 - httpStarted)) ?? this.httpRate;
+    let prefix = null;
+    if (from !== 0) {
+      const t = work.transfer;
+      if (t && !t.verifying && t.received >= from) {
+        prefix = { peer: t.peer, bytes: t.data.slice(0, from), started: t.started };
+      } else if (work.partial && work.partial.bytes.length === from) {
+        prefix = work.partial;
+      }
+    }
+    if (from > 0 && prefix === null) {
+      work.http = null;
+      this.startHttp(id, 0, now2);
+      return;
+    }
+    fetch.verifying = true;
+    const whole = prefix ? concatBytes([prefix.bytes, body]) : body;
+    const ticket = this.nextTicket++;
+    this.jobs.set(ticket, {
+      kind: "http",
+      id,
+      from,
+      prefix: prefix && { peer: prefix.peer, len: prefix.bytes.length, started: prefix.started },
+      httpStarted,
+      whole
+    });
+    this.outputs.push({ type: "verify", ticket, bytes: whole });
+  }
+  onVerified(ticket, sha256, now2) {
+    const job = this.jobs.get(ticket);
+    if (!job) return;
+    this.jobs.delete(ticket);
+    if (job.kind === "peer") this.peerVerified(job.id, ticket, sha256, now2);
+    else this.httpVerified(job, sha256, now2);
+  }
+  peerVerified(id, ticket, sha256, now2) {
+    const work = this.work.get(id);
+    const t = work?.transfer;
+    if (!t || t.verifying?.ticket !== ticket) return;
+    work.transfer = null;
+    const ended = t.verifying.at;
+    const bytes = t.data;
+    const truth = this.digests.get(id);
+    if (!truth || truth.digest !== sha256 || truth.size !== bytes.length) {
+      work.transfer = { ...t, lastProgress: ended, data: NO_BYTES, received: 0 };
+      this.caughtLying(id, t.link, now2);
+      return;
+    }
+    const len = bytes.length;
+    const l = this.links.get(t.link);
+    if (l) {
+      l.inFlight = Math.max(0, l.inFlight - 1);
+      l.rate = updateRate(l.rate, len, Math.max(0, ended - t.started)) ?? l.rate;
+    }
+    const delta = this.peerDelta(t.peer);
+    delta.ok++;
+    delta.bytes += len;
+    this.summary.p2p_bytes += len;
+    this.accept(id, bytes, sha256, "p2p", t.started, ended);
+  }
+  httpVerified({ id, from, prefix, httpStarted, whole }, sha256, now2) {
+    const w = this.work.get(id);
+    if (!(w?.http && w.http.from === from && w.http.verifying)) return;
+    const truth = this.digests.get(id);
+    if (prefix && (!truth || truth.digest !== sha256 || truth.size !== whole.length)) {
+      this.mismatches++;
+      this.summary.failures.mismatch++;
+      this.peerDelta(prefix.peer).mismatch++;
+      w.partial = null;
+      w.http = null;
+      this.ban(prefix.peer, now2);
+      this.startHttp(id, 0, now2);
+      return;
+    }
+    w.http = null;
+    this.summary.p2p_bytes += prefix ? prefix.len : 0;
+    const started = prefix ? Math.min(prefix.started, httpStarted) : httpStarted;
+    this.accept(id, whole, sha256, "http", started, now2);
+  }
+  // =============================================================================================
+  // Uploads: requests answered from the store within the upload policy (opt-out, privacy floor),
+  // chunks paced by one token bucket for the whole node (the upload cap) and by each link's window
+  // of unwritten bytes (a slow link does not pile frames up in memory).
+  serve(link, requestId, id, offset, now2) {
+    const allowed = this.config.upload && this.listed.length + 1 >= this.config.privacyFloor;
+    const s = this.store.get(id);
+    const stored = s && offset <= s.bytes.length ? s : null;
+    const duplicate = this.uploads.some((u) => u.link === link && u.requestId === requestId);
+    if (!stored || !allowed || duplicate) {
+      this.send(link, { type: "absent", request_id: requestId });
+      return;
+    }
+    const bytes = stored.bytes;
+    this.send(link, { type: "response", request_id: requestId, size: bytes.length, offset, digest: fromHex(stored.digest) });
+    if (offset < bytes.length) this.uploads.push({ link, requestId, bytes, next: offset });
+    this.pumpUploads(now2);
+  }
+  /** Sends chunks, one per upload in turn, while the bucket and the links' windows allow. */
+  pumpUploads(now2) {
+    this.nextUpload = null;
+    for (; ; ) {
+      let sent = false;
+      let i = 0;
+      while (i < this.uploads.length) {
+        const u = this.uploads[i];
+        const start = u.next;
+        const end = Math.min(start + RECOMMENDED_CHUNK_LEN, u.bytes.length);
+        const l = this.links.get(u.link);
+        if (!(l && l.unacked < LINK_WINDOW)) {
+          i++;
+          continue;
+        }
+        const wait = this.bucket.tryTake(end - start, now2);
+        if (wait !== null) {
+          this.nextUpload = wait;
+          return;
+        }
+        const chunk = u.bytes.subarray(start, end);
+        const data = this.config.test.lie ? corrupt(chunk) : chunk;
+        this.send(u.link, { type: "chunk", request_id: u.requestId, offset: start, data });
+        this.summary.uploaded_bytes += end - start;
+        sent = true;
+        if (end >= u.bytes.length) {
+          this.uploads.splice(i, 1);
+        } else {
+          u.next = end;
+          i++;
+        }
+      }
+      if (!sent) return;
+    }
+  }
+};
+function newCounters() {
+  return {
+    http_bytes: 0,
+    p2p_bytes: 0,
+    uploaded_bytes: 0,
+    segments: 0,
+    http_segments: 0,
+    p2p_segments: 0,
+    failures: { timeout: 0, mismatch: 0, absent: 0, disconnect: 0 }
+  };
+}
+function sortedKeys(map) {
+  return [...map.keys()].sort(compareIds);
+}
+function corrupt(data) {
+  const bad = data.slice();
+  for (let i = 0; i < bad.length; i += 97) bad[i] ^= 90;
+  return bad;
+}
+var Bounded = class {
+  constructor(cap) {
+    this.cap = cap;
+    this.map = /* @__PURE__ */ new Map();
+  }
+  insert(key, value) {
+    const fresh = !this.map.has(key);
+    this.map.set(key, value);
+    if (fresh) {
+      while (this.map.size > this.cap) this.map.delete(this.map.keys().next().value);
+    }
+  }
+  get(key) {
+    return this.map.get(key);
+  }
+  contains(key) {
+    return this.map.has(key);
+  }
+};
+var Store = class {
+  constructor(maxCount, maxBytes) {
+    this.maxCount = maxCount;
+    this.maxBytes = maxBytes;
     this.bytes = 0;
-    this.onChange?.();
+    this.clock = 0;
+    this.entries = /* @__PURE__ */ new Map();
+    this.order = /* @__PURE__ */ new Map();
+  }
+  contains(id) {
+    return this.entries.has(id);
+  }
+  /** Looks without marking it used (serving peers does not keep a segment). */
+  get(id) {
+    return this.entries.get(id);
+  }
+  /** Marks `id` used now (the player asked for it again). */
+  touch(id) {
+    this.clock++;
+    const e = this.entries.get(id);
+    if (e) {
+      this.order.delete(e.used);
+      e.used = this.clock;
+      this.order.set(this.clock, id);
+    }
+  }
+  put(id, bytes, digest, source) {
+    this.remove(id);
+    this.clock++;
+    this.bytes += bytes.length;
+    this.order.set(this.clock, id);
+    this.entries.set(id, { bytes, digest, source, used: this.clock });
+    while (this.entries.size > this.maxCount || this.bytes > this.maxBytes) {
+      const first = this.order.entries().next();
+      if (first.done) break;
+      const [used, oldest] = first.value;
+      this.order.delete(used);
+      const gone = this.entries.get(oldest);
+      if (gone) {
+        this.entries.delete(oldest);
+        this.bytes -= gone.bytes.length;
+      }
+    }
+  }
+  remove(id) {
+    const gone = this.entries.get(id);
+    if (gone) {
+      this.entries.delete(id);
+      this.order.delete(gone.used);
+      this.bytes -= gone.bytes.length;
+    }
+  }
+  /** Stored segments, most recently used first: [id, stored]. */
+  *newest() {
+    const ids = [...this.order.values()];
+    for (let i = ids.length - 1; i >= 0; i--) {
+      const e = this.entries.get(ids[i]);
+      if (e) yield [ids[i], e];
+    }
+  }
+};
+var TokenBucket2 = class {
+  /** Fills at `rate` bytes/s up to `burst`, full at `now`; an unusable rate means no limit. */
+  constructor(rate, burst, now2) {
+    this.rate = Number.isFinite(rate) && rate > 0 ? rate : Number.MAX_VALUE;
+    this.burst = burst;
+    this.tokens = burst;
+    this.last = now2;
+  }
+  refill(now2) {
+    const elapsed = Math.max(0, now2 - this.last) / 1e3;
+    this.last = Math.max(this.last, now2);
+    this.tokens = Math.min(this.tokens + elapsed * this.rate, this.burst);
+  }
+  /**
+   * Takes `bytes` if the bucket is not in debt at `now` (the take itself may go into debt, so large
+   * chunks are not starved) and returns null; otherwise returns when it will be out of debt.
+   */
+  tryTake(bytes, now2) {
+    this.refill(now2);
+    if (this.tokens < 0) {
+      const waitMs = Math.min(-this.tokens / this.rate * 1e3, 36e5);
+      return now2 + Math.max(waitMs, 1e-3);
+    }
+    this.tokens -= bytes;
+    return null;
   }
 };
 
@@ -1553,6 +2208,253 @@ function createP2PLoader(Hls, engine) {
   };
 }
 
+// src/master.js
+function parseVariantUrls(text, baseUrl) {
+  const urls = [];
+  let expectUri = false;
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line.startsWith("#EXT-X-STREAM-INF")) {
+      expectUri = true;
+    } else if (line === "" || line.startsWith("#")) {
+      continue;
+    } else if (expectUri) {
+      urls.push(new URL(line, baseUrl).href);
+      expectUri = false;
+    }
+  }
+  return urls;
+}
+function renditionOfUrl(variantUrls, levelUrl, baseUrl) {
+  let abs;
+  try {
+    abs = new URL(levelUrl, baseUrl);
+  } catch {
+    return -1;
+  }
+  const exact = variantUrls.indexOf(abs.href);
+  if (exact >= 0) return exact;
+  const bare = (u) => {
+    const x = new URL(u);
+    x.search = "";
+    x.hash = "";
+    return x.href;
+  };
+  const target = bare(abs.href);
+  return variantUrls.findIndex((u) => bare(u) === target);
+}
+async function fetchVariantUrls(url, fetchImpl = globalThis.fetch) {
+  const resp = await fetchImpl(url, { credentials: "same-origin" });
+  if (!resp.ok) throw new Error(`HTTP ${resp.status} for ${url}`);
+  return parseVariantUrls(await resp.text(), resp.url || url);
+}
+
+// src/peer-link.js
+var DATA_CHANNEL_LABEL = "p2pa/1";
+var CONNECT_TIMEOUT_MS2 = 15e3;
+var HANDSHAKE_TIMEOUT_MS = 5e3;
+var BUFFER_LOW = 64 * 1024;
+var MAX_EARLY_CANDIDATES = 64;
+var PeerLink = class {
+  /**
+   * @param {object} o
+   * @param {string} o.me           this peer's id
+   * @param {string} o.remote       the other peer's id
+   * @param {boolean} o.initiator   this side creates the channel and the offer
+   * @param {RTCIceServer[]} o.iceServers
+   * @param {typeof RTCPeerConnection} o.RTCPeerConnection
+   * @param {LinkHooks} o.hooks
+   */
+  constructor({ me, remote, initiator, iceServers, RTCPeerConnection, hooks }) {
+    this.me = me;
+    this.remote = remote;
+    this.initiator = initiator;
+    this.hooks = hooks;
+    this.state = "connecting";
+    this.createdAt = globalThis.performance.now();
+    this.remoteDescriptionSet = false;
+    this.earlyCandidates = [];
+    this.timers = /* @__PURE__ */ new Set();
+    this.dc = null;
+    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc.onicecandidate = (e) => {
+      if (e.candidate && this.state !== "closed") {
+        this.hooks.signal({ kind: "candidate", candidate: e.candidate.toJSON() });
+      }
+    };
+    this.pc.onconnectionstatechange = () => {
+      const s = this.pc.connectionState;
+      if (s === "failed" || s === "closed") this.close(`connection ${s}`);
+    };
+    this.pc.ondatachannel = (e) => {
+      if (this.initiator || this.dc || e.channel.label !== DATA_CHANNEL_LABEL) {
+        this.hooks.warn("unexpected-channel", this.remote, e.channel.label);
+        e.channel.close();
+        return;
+      }
+      this.useChannel(e.channel);
+    };
+    this.later(CONNECT_TIMEOUT_MS2, () => {
+      if (this.state !== "ready") this.close("connect timeout");
+    });
+  }
+  /** Starts an initiator's negotiation: the channel and the offer. */
+  async start() {
+    try {
+      this.useChannel(this.pc.createDataChannel(DATA_CHANNEL_LABEL, { ordered: true }));
+      const offer = await this.pc.createOffer();
+      if (this.state === "closed") return;
+      await this.pc.setLocalDescription(offer);
+      if (this.state === "closed") return;
+      this.hooks.signal({ kind: "offer", sdp: this.pc.localDescription.sdp });
+    } catch (e) {
+      this.hooks.warn("offer-failed", this.remote, e?.message ?? e);
+      this.close("offer failed");
+    }
+  }
+  /** A relay payload from the remote peer: offer, answer or candidate. */
+  async handleSignal(payload) {
+    if (this.state === "closed") return;
+    try {
+      if (payload.kind === "offer") {
+        if (this.initiator || this.remoteDescriptionSet) throw new Error("unexpected offer");
+        await this.pc.setRemoteDescription({ type: "offer", sdp: payload.sdp });
+        await this.remoteSet();
+        const answer = await this.pc.createAnswer();
+        if (this.state === "closed") return;
+        await this.pc.setLocalDescription(answer);
+        if (this.state === "closed") return;
+        this.hooks.signal({ kind: "answer", sdp: this.pc.localDescription.sdp });
+      } else if (payload.kind === "answer") {
+        if (!this.initiator || this.remoteDescriptionSet) throw new Error("unexpected answer");
+        await this.pc.setRemoteDescription({ type: "answer", sdp: payload.sdp });
+        await this.remoteSet();
+      } else if (payload.kind === "candidate") {
+        if (!this.remoteDescriptionSet) {
+          if (this.earlyCandidates.length >= MAX_EARLY_CANDIDATES) throw new Error("too many early candidates");
+          this.earlyCandidates.push(payload.candidate);
+        } else {
+          await this.pc.addIceCandidate(payload.candidate);
+        }
+      }
+    } catch (e) {
+      if (this.state === "closed") return;
+      this.hooks.warn("negotiation-failed", this.remote, payload.kind, e?.message ?? e);
+      this.close("negotiation failed");
+    }
+  }
+  async remoteSet() {
+    this.remoteDescriptionSet = true;
+    const early = this.earlyCandidates;
+    this.earlyCandidates = [];
+    for (const c of early) await this.pc.addIceCandidate(c);
+  }
+  useChannel(dc) {
+    this.dc = dc;
+    dc.binaryType = "arraybuffer";
+    dc.bufferedAmountLowThreshold = BUFFER_LOW;
+    dc.onopen = () => this.onOpen();
+    dc.onclose = () => this.close("channel closed");
+    dc.onerror = (e) => {
+      if (this.state === "closed" || e?.error?.sctpCauseCode === 12) return;
+      this.hooks.warn("channel-error", this.remote, e?.error?.message ?? "");
+    };
+    dc.onmessage = (e) => this.onMessage(e.data);
+    dc.onbufferedamountlow = () => this.hooks.drained(this);
+    if (dc.readyState === "open") this.onOpen();
+  }
+  onOpen() {
+    if (this.state !== "connecting") return;
+    this.state = "open";
+    this.sendFrame({ type: "handshake", version: PROTOCOL_VERSION, peer_id: this.me });
+    this.later(HANDSHAKE_TIMEOUT_MS, () => {
+      if (this.state === "open") this.close("no handshake");
+    });
+  }
+  onMessage(data) {
+    if (this.state === "closed") return;
+    if (!(data instanceof ArrayBuffer)) {
+      this.hooks.warn("bad-frame", this.remote, "text message on the data channel");
+      this.close("protocol error");
+      return;
+    }
+    let frame;
+    try {
+      frame = decodeFrameExact(new Uint8Array(data));
+    } catch (e) {
+      this.hooks.warn("bad-frame", this.remote, e.kind ?? e.message);
+      this.close("protocol error");
+      return;
+    }
+    if (this.state === "open") {
+      if (frame.type !== "handshake" || frame.peer_id !== this.remote) {
+        this.hooks.warn("bad-handshake", this.remote, frame.type, frame.peer_id);
+        this.close("bad handshake");
+        return;
+      }
+      this.state = "ready";
+      this.hooks.ready(this);
+      return;
+    }
+    if (frame.type === "handshake") {
+      this.hooks.warn("bad-frame", this.remote, "second handshake");
+      this.close("protocol error");
+      return;
+    }
+    this.hooks.frame(this, frame);
+  }
+  /** Bytes sent on the channel and not yet handed to the network. */
+  get bufferedAmount() {
+    return this.dc?.bufferedAmount ?? 0;
+  }
+  /** The remote side's SCTP max-message-size (bytes), for trimming a large Have. */
+  get maxMessageSize() {
+    const m = this.pc.sctp?.maxMessageSize;
+    return typeof m === "number" && m > 0 ? m : 65536;
+  }
+  /** Encodes and sends a frame; false if the channel is not open (or the frame is invalid). */
+  sendFrame(frame) {
+    if (!this.dc || this.dc.readyState !== "open") return false;
+    try {
+      this.dc.send(encodeFrame(frame));
+      return true;
+    } catch (e) {
+      this.hooks.warn("send-failed", this.remote, frame.type, e?.message ?? e);
+      this.close("send failed");
+      return false;
+    }
+  }
+  // -------------------------------------------------------------------------------------------
+  later(ms, fn) {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+  /** Closes everything; the `closed` hook runs once. */
+  close(reason) {
+    if (this.state === "closed") return;
+    this.state = "closed";
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.earlyCandidates = [];
+    if (this.dc) {
+      this.dc.onopen = this.dc.onclose = this.dc.onmessage = this.dc.onerror = this.dc.onbufferedamountlow = null;
+      try {
+        this.dc.close();
+      } catch {
+      }
+    }
+    this.pc.onicecandidate = this.pc.onconnectionstatechange = this.pc.ondatachannel = null;
+    try {
+      this.pc.close();
+    } catch {
+    }
+    this.hooks.closed(this, reason);
+  }
+};
+
 // src/playback.js
 function watchStalls(media, { started = () => {
 }, stalled = () => {
@@ -1576,21 +2478,138 @@ function watchStalls(media, { started = () => {
   };
 }
 
+// src/signalling.js
+var SIGNAL_RATE = 10;
+var SIGNAL_BURST = 20;
+var MAX_SIGNAL_QUEUE = 256;
+var SignallingChannel = class {
+  /**
+   * @param {object} o
+   * @param {string} o.url        ws:// or wss:// URL of /p2p/v1/ws?stream=…
+   * @param {object} o.join       {stream, rendition, upload, token?}
+   * @param {typeof WebSocket} o.WebSocket
+   * @param {SignallingHooks} o.hooks
+   */
+  constructor({ url, join, WebSocket, hooks }) {
+    this.hooks = hooks;
+    this.queue = [];
+    this.bucket = new TokenBucket(SIGNAL_RATE, SIGNAL_BURST);
+    this.timer = null;
+    this.closed = false;
+    this.lastError = null;
+    this.ws = new WebSocket(url);
+    this.ws.onopen = () => {
+      const msg = {
+        type: "join",
+        v: SIGNAL_VERSION,
+        stream: join.stream,
+        rendition: join.rendition,
+        capabilities: { transports: ["webrtc"], upload: join.upload }
+      };
+      if (join.token) msg.token = join.token;
+      this.send(msg);
+    };
+    this.ws.onmessage = (e) => {
+      if (typeof e.data !== "string") {
+        this.hooks.warn("bad-signal", "binary message from the tracker");
+        return;
+      }
+      let msg;
+      try {
+        msg = decodeServer(e.data);
+      } catch (err) {
+        this.hooks.warn("bad-signal", err.kind ?? "", err.message);
+        return;
+      }
+      if (msg.type === "error") this.lastError = msg.code;
+      this.hooks.message(msg);
+    };
+    this.ws.onerror = () => {
+    };
+    this.ws.onclose = (e) => this.finish(e.code, e.reason);
+  }
+  get open() {
+    return !this.closed && this.ws.readyState === 1;
+  }
+  /** Queues a client message under the pace. */
+  send(msg) {
+    if (this.closed) return;
+    let text;
+    try {
+      text = encodeClient(msg);
+    } catch (e) {
+      this.hooks.warn("bad-outgoing-signal", msg?.type, e.message);
+      return;
+    }
+    if (this.queue.length >= MAX_SIGNAL_QUEUE) {
+      const i = this.queue.findIndex((t) => t.startsWith('{"type":"relay"'));
+      this.queue.splice(i >= 0 ? i : 0, 1);
+      this.hooks.warn("signal-queue-full", "dropped a queued message");
+    }
+    this.queue.push(text);
+    this.flush();
+  }
+  /** Sends at once, outside the pace (the last report and leave when the page goes away). */
+  sendNow(msg) {
+    if (!this.open) return;
+    try {
+      this.ws.send(encodeClient(msg));
+    } catch (e) {
+      this.hooks.warn("bad-outgoing-signal", msg?.type, e.message);
+    }
+  }
+  flush() {
+    if (this.timer !== null || this.closed || this.ws.readyState !== 1) return;
+    while (this.queue.length > 0) {
+      if (!this.bucket.take()) {
+        this.timer = setTimeout(() => {
+          this.timer = null;
+          this.flush();
+        }, Math.max(1, this.bucket.waitMs()));
+        return;
+      }
+      this.ws.send(this.queue.shift());
+    }
+  }
+  /** Sends what is queued now, then `leave`, and closes. */
+  leave(lastMessages = []) {
+    if (this.closed) return;
+    if (this.ws.readyState === 1) {
+      for (const text of this.queue) this.ws.send(text);
+      this.queue = [];
+      for (const m of lastMessages) this.sendNow(m);
+      this.sendNow({ type: "leave" });
+    }
+    this.close(1e3, "leave");
+  }
+  close(code = 1e3, reason = "") {
+    if (this.closed) return;
+    try {
+      this.ws.close(code, reason);
+    } catch {
+    }
+    this.finish(code, reason);
+  }
+  finish(code, reason) {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.queue = [];
+    this.ws.onopen = this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.hooks.closed({ code, reason, error: this.lastError });
+  }
+};
+
 // src/engine.js
-var DEFAULT_MAX_PEERS = 8;
-var DEFAULT_REPORT_INTERVAL_MS = 2e3;
-var HAVE_INTERVAL_MS = 1e3;
-var LINK_FALLBACK_MS = 5e3;
-var LINK_RETRY_FIRST_MS = 5e3;
-var LINK_RETRY_MAX_MS = 6e4;
-var ABANDONED_GRACE_MS = 3e3;
-var MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
-var MAX_DIGESTS = 4096;
-var MAX_FIRST_SEEN = 4096;
-var MAX_REPORT_PEERS = 256;
-var MAX_PEER_DELTAS = 1024;
+var DEFAULT_MAX_PEERS = DEFAULT_CORE_CONFIG.maxLinks;
+var DEFAULT_REPORT_INTERVAL_MS = DEFAULT_CORE_CONFIG.reportEveryMs;
+var DEFAULT_MAX_STORE_BYTES = DEFAULT_CORE_CONFIG.maxStoreBytes;
+var DEFAULT_MAX_STORE_SEGMENTS = DEFAULT_CORE_CONFIG.window;
+var MAX_SEGMENT_BYTES2 = 256 * 1024 * 1024;
+var DEADLINE_SLACK_MS = 100;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
-var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
+var TIMEOUT = /* @__PURE__ */ Symbol("timeout");
 var P2PEngine = class {
   /** @param {P2PEngineOptions} options */
   constructor(options = {}) {
@@ -1601,19 +2620,25 @@ var P2PEngine = class {
     this.streamPath = options.stream ? new URL(options.stream, this.gatewayOrigin).pathname : null;
     this.options = {
       iceServers: options.iceServers ?? [],
-      maxStoreBytes: options.maxStoreBytes ?? DEFAULT_MAX_STORE_BYTES,
       upload: options.upload ?? true,
       maxPeers: options.maxPeers ?? DEFAULT_MAX_PEERS,
-      token: options.token ?? null,
-      reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS
+      token: options.token ?? null
     };
     this.impl = {
       WebSocket: options.WebSocket ?? env.WebSocket,
       RTCPeerConnection: options.RTCPeerConnection ?? env.RTCPeerConnection,
       fetch: options.fetch ?? env.fetch?.bind(env)
     };
-    this.scheduler = new Scheduler(options.scheduler);
-    this.httpRate = null;
+    const core = { transports: ["webrtc"], upload: this.options.upload, maxLinks: this.options.maxPeers };
+    const tuning = {
+      uploadRate: options.uploadRate,
+      window: options.maxStoreSegments,
+      maxStoreBytes: options.maxStoreBytes,
+      reportEveryMs: options.reportIntervalMs,
+      scheduler: options.scheduler
+    };
+    for (const [k, v] of Object.entries(tuning)) if (v !== void 0) core[k] = v;
+    this.core = new NodeCore(core, "", now());
     this.traceLog = options.trace ? [] : null;
     this.stats = {
       httpBytes: 0,
@@ -1634,23 +2659,24 @@ var P2PEngine = class {
       storedBytes: 0,
       warnings: 0
     };
+    this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
-    this.store = new SegmentStore(this.options.maxStoreBytes);
-    this.store.onChange = () => {
-      this.stats.storedSegments = this.store.size;
-      this.stats.storedBytes = this.store.bytes;
-      this.haveChanged();
-    };
-    this.digests = new BoundedMap(MAX_DIGESTS);
-    this.firstSeen = new BoundedMap(MAX_FIRST_SEEN);
-    this.live = false;
-    this.targetDurationMs = 6e3;
-    this.needs = /* @__PURE__ */ new Map();
-    this.requests = /* @__PURE__ */ new Map();
-    this.nextRequestId = 1;
-    this.banned = new BoundedMap(1024);
-    this.reported = { httpBytes: 0, p2pBytes: 0, httpSegments: 0, p2pSegments: 0, uploadedBytes: 0, failures: { ...this.stats.failures } };
-    this.peerDeltas = /* @__PURE__ */ new Map();
+    this.inbox = [];
+    this.busy = false;
+    this.timer = null;
+    this.timerAt = null;
+    this.waiters = /* @__PURE__ */ new Map();
+    this.nextWaiter = 1;
+    this.urls = new BoundedMap(1024);
+    this.http = /* @__PURE__ */ new Map();
+    this.firstByte = new BoundedMap(1024);
+    this.requested = new BoundedMap(1024);
+    this.timings = new BoundedMap(1024);
+    this.pendingReport = null;
+    this.links = /* @__PURE__ */ new Map();
+    this.peerLinks = /* @__PURE__ */ new Map();
+    this.nextLinkId = 1;
+    this.unwritten = /* @__PURE__ */ new Map();
     this.rendition = null;
     this.conn = null;
     this.backoff = new Backoff();
@@ -1658,10 +2684,6 @@ var P2PEngine = class {
     this.noReconnect = false;
     this.suspended = false;
     this.destroyed = false;
-    this.tickTimer = null;
-    this.tickAt = Infinity;
-    this.haveTimer = null;
-    this.lastHaveAt = -Infinity;
     this.hls = null;
     this.hlsHandlers = [];
     this.variantUrls = null;
@@ -1676,11 +2698,111 @@ var P2PEngine = class {
     };
     env.addEventListener?.("pagehide", this.onPageHide);
     env.addEventListener?.("pageshow", this.onPageShow);
+    this.armTimer();
   }
   /** An hls.js fragment loader class (config.fLoader) that gets segments through this engine. */
   createLoaderClass(Hls) {
     this.Hls = Hls;
     return createP2PLoader(Hls, this);
+  }
+  // ===========================================================================================
+  // The core: inputs in, outputs carried out
+  /** Hands inputs to the core (after the ones already queued), then carries out what it asks. */
+  feed(...inputs) {
+    this.inbox.push(...inputs);
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.inbox.length > 0) {
+        const input = this.inbox.shift();
+        if (input === TIMEOUT) this.core.handleTimeout(now());
+        else this.core.handle(input, now());
+        for (let o = this.core.pollOutput(); o !== void 0; o = this.core.pollOutput()) {
+          try {
+            this.perform(o);
+          } catch (e) {
+            this.log.warn("output-failed", o.type, e?.message ?? e);
+          }
+        }
+      }
+    } finally {
+      this.busy = false;
+    }
+    this.updateStats();
+    this.armTimer();
+  }
+  /** Wakes the core when it asked to be; deadlines that moved are sent first. */
+  armTimer() {
+    const at = this.destroyed ? null : this.core.pollTimeout();
+    if (at === this.timerAt && this.timer !== null) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = at;
+    if (at === null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = null;
+      this.feed(...this.movedDeadlines(), TIMEOUT);
+    }, Math.max(0, Math.ceil(at - now())));
+  }
+  perform(o) {
+    switch (o.type) {
+      case "connect":
+        this.connectTo(o.peer);
+        return;
+      case "send":
+        this.send(o.link, o.frame);
+        return;
+      case "close": {
+        const link = this.links.get(o.link);
+        if (!link) return;
+        this.forgetLink(o.link);
+        this.trace("close", { peer: link.remote, reason: o.reason });
+        link.close(o.reason);
+        return;
+      }
+      case "http_get":
+        this.trace("http", { id: o.id, from: o.from });
+        this.httpGet(o.id, o.from);
+        return;
+      case "http_cancel":
+        this.http.get(o.id)?.controller.abort();
+        this.http.delete(o.id);
+        return;
+      case "verify":
+        this.verify(o.ticket, o.bytes);
+        return;
+      case "signal":
+        this.signal(o.message);
+        return;
+      case "deliver":
+        this.deliver(o);
+        return;
+      default:
+        this.log.warn("unknown-output", o.type);
+    }
+  }
+  /** The page's figures, from the core's counters. */
+  updateStats() {
+    const c = this.core.stats();
+    const s = this.stats;
+    s.httpBytes = c.httpBytes + this.otherHttp.bytes;
+    s.p2pBytes = c.p2pBytes;
+    s.httpSegments = c.httpSegments + this.otherHttp.segments;
+    s.p2pSegments = c.p2pSegments;
+    s.verifiedSegments = c.p2pSegments;
+    s.rejectedSegments = c.mismatches;
+    s.uploadedBytes = c.uploadedBytes;
+    s.failures = c.failures;
+    s.peers = c.links;
+    s.storedSegments = c.storedSegments;
+    s.storedBytes = c.storedBytes;
+    s.seeder = this.conn?.peerId ? c.seeder : null;
+  }
+  trace(what, details) {
+    if (!this.traceLog) return;
+    if (this.traceLog.length >= 2e3) this.traceLog.splice(0, 500);
+    this.traceLog.push({ t: Math.round(now()), what, ...details });
   }
   // ===========================================================================================
   // hls.js
@@ -1761,15 +2883,15 @@ var P2PEngine = class {
     const r = this.renditionOfLevel(level);
     if (r >= 0) this.setRendition(r);
   }
+  /** A media playlist hls.js loaded: the core learns which segments are fresh live. */
   onLevelDetails(details) {
-    if (!details) return;
-    this.live = Boolean(details.live);
-    if (details.targetduration > 0) this.targetDurationMs = details.targetduration * 1e3;
-    const t = now();
+    if (!details || !(details.targetduration > 0)) return;
+    const segments = [];
     for (const frag of details.fragments ?? []) {
       const id = this.segmentId(frag.url);
-      if (id && !this.firstSeen.has(id)) this.firstSeen.set(id, t);
+      if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1e3 });
     }
+    this.feed({ type: "playlist", ok: { segments, target_duration_ms: details.targetduration * 1e3, ended: !details.live } });
   }
   attachMedia(media) {
     if (this.media === media) return;
@@ -1823,351 +2945,122 @@ var P2PEngine = class {
   fetchSegment(url, { frag = null, playsAt = null, onSuccess, onError }) {
     const id = this.segmentId(url);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
-    const waiter = {
-      playsAt: playsAt ?? ((t) => this.playsAt(frag, t)),
-      onSuccess,
-      onError
+    this.urls.set(id, url);
+    const waiter = this.nextWaiter++;
+    const t = now();
+    const conn = this.conn;
+    const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
+    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== "initSegment";
+    const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
+    w.sentPlaysAt = w.playsAt(t);
+    this.waiters.set(waiter, w);
+    this.trace("need", { id, in: Math.round(w.sentPlaysAt - t), level: frag?.level, p2p });
+    this.feed({ type: "need", waiter, id, plays_at: w.sentPlaysAt, p2p });
+    return {
+      cancel: () => {
+        if (w.cancelled) return;
+        w.cancelled = true;
+        if (this.waiters.delete(waiter)) this.feed({ type: "abandon", waiter });
+      }
     };
-    const handle = { cancel: () => this.dropWaiter(id, waiter) };
-    const stored = this.store.get(id);
-    if (this.traceLog) {
-      const t = now();
-      this.trace("fetch", { id, in: Math.round(waiter.playsAt(t) - t), level: frag?.level, stored: Boolean(stored) });
-    }
-    if (stored) {
-      queueMicrotask(() => waiter.onSuccess(deliverable(stored)));
-      return handle;
-    }
-    if (!this.firstSeen.has(id)) this.firstSeen.set(id, now());
-    let need = this.needs.get(id);
-    if (!need) {
-      const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
-      const conn = this.conn;
-      const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== "initSegment";
-      need = newNeed(id, url, !p2p);
-      this.needs.set(id, need);
-      if (need.httpOnly) this.startHttp(need, 0);
-    }
-    need.waiters.add(waiter);
-    need.abandonedAt = null;
-    if (!need.httpOnly) this.kick();
-    return handle;
   }
-  dropWaiter(id, waiter) {
-    const need = this.needs.get(id);
-    if (!need || !need.waiters.delete(waiter)) return;
-    if (need.waiters.size === 0) {
-      need.abandonedAt = now();
-      this.scheduleTick(need.abandonedAt + ABANDONED_GRACE_MS);
-      this.kick();
+  /** `need` again for the waiters whose deadline moved (playback started, paused, seeked…). */
+  movedDeadlines() {
+    const t = now();
+    const moved = [];
+    for (const [waiter, w] of this.waiters) {
+      const at = w.playsAt(t);
+      const due = at <= t && w.sentPlaysAt <= t;
+      if (due || Math.abs(at - w.sentPlaysAt) <= DEADLINE_SLACK_MS) continue;
+      w.sentPlaysAt = at;
+      moved.push({ type: "need", waiter, id: w.id, plays_at: at, p2p: w.p2p });
     }
+    return moved;
   }
   /** HTTP bytes of a fragment fetched by hls.js's own loader (byte ranges, other tracks). */
   countHttpOnly(bytes) {
-    this.stats.httpBytes += bytes;
-    this.stats.httpSegments++;
+    this.otherHttp.bytes += bytes;
+    this.otherHttp.segments++;
+    this.updateStats();
   }
-  // ===========================================================================================
-  // The scheduler loop
-  kick() {
-    this.scheduleTick(now());
-  }
-  trace(what, details) {
-    if (!this.traceLog) return;
-    if (this.traceLog.length >= 2e3) this.traceLog.splice(0, 500);
-    this.traceLog.push({ t: Math.round(now()), what, ...details });
-  }
-  scheduleTick(at) {
-    if (this.destroyed || at >= this.tickAt) return;
-    clearTimeout(this.tickTimer);
-    this.tickAt = at;
-    this.tickTimer = setTimeout(() => this.tick(), Math.max(0, at - now()));
-  }
-  tick() {
-    this.tickTimer = null;
-    this.tickAt = Infinity;
-    if (this.destroyed) return;
-    const t = now();
-    const conn = this.conn?.peerId ? this.conn : null;
-    const me = conn?.peerId ?? "";
-    const links = conn ? [...conn.links.values()].filter((l) => l.state === "ready") : [];
-    const seeder = this.isSeeder(conn);
-    this.stats.seeder = conn ? seeder : null;
-    const scheduler = this.schedulerNow();
-    let next = Infinity;
-    for (const need of [...this.needs.values()]) {
-      if (need.waiters.size === 0) {
-        next = Math.min(next, this.tendAbandoned(need, t));
-        continue;
-      }
-      if (need.httpOnly || need.transfer?.verifying) continue;
-      const digest = this.digests.get(need.id);
-      const playsAt = Math.min(...[...need.waiters].map((w) => w.playsAt(t)));
-      const decision = scheduler.decide(
-        t,
-        me,
-        { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
-        links.map((l) => ({
-          peer: l.remote,
-          has: Boolean(digest) && l.has.has(need.id),
-          rate: l.rate,
-          inFlight: l.inFlight,
-          healthy: !this.banned.has(l.remote)
-        })),
-        need.transfer && {
-          peer: need.transfer.peer,
-          started: need.transfer.started,
-          received: need.transfer.received,
-          offset: 0,
-          lastProgress: need.transfer.lastProgress
-        },
-        need.http !== null,
-        seeder
-      );
-      if (this.traceLog && decision.kind !== "Continue" && decision.kind !== "WaitUntil") {
-        this.trace("decide", { id: need.id, d: decision.kind, from: decision.from, peer: decision.peer, in: Math.round(playsAt - t), fresh: this.isFreshLive(need.id, t), seeder, digest: Boolean(digest) });
-      }
-      next = Math.min(next, this.execute(need, decision, t, conn));
+  /** Hands a segment (or an error) to its hls.js callers, each with its own copy of the bytes. */
+  deliver(o) {
+    let timing = null;
+    if (o.ok) {
+      timing = this.transferTiming(o.id, o.ok);
+      this.trace("deliver", { id: o.id, source: o.ok.source, took: Math.round(timing.end - timing.start) });
+    } else {
+      this.trace("deliver", { id: o.id, error: o.err.kind });
     }
-    if (next < Infinity) this.scheduleTick(next);
-  }
-  /** The scheduler with the HTTP rate it should assume now (see `httpRate`). */
-  schedulerNow() {
-    const configured = this.scheduler.config.httpRate;
-    if (!(this.httpRate > 0) || !(this.httpRate < configured)) return this.scheduler;
-    return new Scheduler({ ...this.scheduler.config, httpRate: this.httpRate });
-  }
-  /** Carries out a decision; returns when to look at the need again. */
-  execute(need, d, t, conn) {
-    switch (d.kind) {
-      case "FetchFromPeer": {
-        const link = conn?.links.get(d.peer);
-        if (link) this.requestFromPeer(need, link, t);
-        return t + TRANSFER_POLL_MS;
-      }
-      case "FetchHttp":
-      case "RaceHttp":
-        this.startHttp(need, this.prefixLength(need) >= d.from ? d.from : 0);
-        return t + TRANSFER_POLL_MS;
-      case "ReplaceWithHttp": {
-        let from = d.from;
-        const tr = need.transfer;
-        if (tr) {
-          if (from > 0 && tr.received >= from) {
-            need.partial = { peer: tr.peer, bytes: tr.buffer.slice(0, from), start: tr.started, first: tr.first };
-          } else {
-            from = 0;
-          }
-          this.failTransfer(need, "timeout");
-        } else if (this.prefixLength(need) < from) {
-          from = 0;
-        }
-        this.startHttp(need, from);
-        return t + TRANSFER_POLL_MS;
-      }
-      case "WaitUntil":
-      case "Continue":
-        return d.at;
-      case "Skip":
-        if (need.transfer) this.failTransfer(need, "timeout");
-        this.startHttp(need, 0);
-        return t + TRANSFER_POLL_MS;
-      default:
-        this.log.warn("bad-decision", d);
-        return t + WAIT_POLL_MS;
+    for (const waiter of o.waiters) {
+      const w = this.waiters.get(waiter);
+      if (!w) continue;
+      this.waiters.delete(waiter);
+      queueMicrotask(() => {
+        if (w.cancelled) return;
+        if (o.ok) w.onSuccess({ data: o.ok.bytes.slice().buffer, source: o.ok.source, timing: { ...timing } });
+        else w.onError({ code: o.err.status ?? 0, text: describeHttpError(o.err) });
+      });
     }
-  }
-  /** A need nobody waits for: its running work may finish (into the store) for a short while. */
-  tendAbandoned(need, t) {
-    if (!need.transfer && !need.http) {
-      this.needs.delete(need.id);
-      return Infinity;
-    }
-    const until = (need.abandonedAt ?? t) + ABANDONED_GRACE_MS;
-    if (t < until) return until;
-    if (need.transfer && !need.transfer.verifying) this.failTransfer(need, "timeout");
-    need.http?.controller.abort();
-    need.http = null;
-    this.needs.delete(need.id);
-    return Infinity;
-  }
-  isFreshLive(id, t) {
-    const seen = this.firstSeen.get(id);
-    return this.live && seen !== void 0 && t - seen < 2 * this.targetDurationMs;
   }
   /**
-   * "HTTP-first seeders are the senior peers" (PROTOCOL.md §4.1): fewer than max(1, ⌊(listed + 1)/20⌋)
-   * peers are older than this one (listed in the first `peers` message after welcome, still listed,
-   * not banned). Before the first `peers` message this peer seeds.
+   * The real times of the transfer that produced a delivered segment. A store hit (started =
+   * finished) gets the times of the transfer that stored it, so hls.js never sees a near-zero copy.
    */
-  isSeeder(conn) {
-    if (!conn || conn.older === null) return true;
-    let older = 0;
-    for (const id of conn.older) if (conn.listed.has(id) && !this.banned.has(id)) older++;
-    return isSeeder(older, conn.listed.size + 1);
-  }
-  prefixLength(need) {
-    if (need.transfer) return need.transfer.received;
-    return need.partial ? need.partial.bytes.length : 0;
+  transferTiming(id, ok) {
+    if (ok.started === ok.finished) {
+      const earlier = this.timings.get(id);
+      if (earlier) return earlier;
+    }
+    const first = this.firstByte.get(id) ?? ok.started;
+    this.firstByte.delete(id);
+    const timing = { start: ok.started, first: Math.min(Math.max(first, ok.started), ok.finished), end: ok.finished };
+    if (ok.started !== ok.finished) this.timings.set(id, timing);
+    return timing;
   }
   // ===========================================================================================
-  // Peer transfers (this side requests)
-  requestFromPeer(need, link, t) {
-    const requestId = this.nextRequestId;
-    this.nextRequestId = this.nextRequestId >= 4294967295 ? 1 : this.nextRequestId + 1;
-    if (!link.sendFrame({ type: "request", request_id: requestId, segment: need.id, offset: 0 })) return;
-    link.inFlight++;
-    need.transfer = {
-      link,
-      peer: link.remote,
-      requestId,
-      started: t,
-      first: 0,
-      end: 0,
-      lastProgress: t,
-      size: null,
-      buffer: null,
-      received: 0,
-      verifying: false
-    };
-    this.requests.set(requestId, need);
-  }
-  /** The need whose running transfer is `requestId` on `link`, if any. */
-  transferNeed(link, requestId) {
-    const need = this.requests.get(requestId);
-    const tr = need?.transfer;
-    return tr && tr.link === link && tr.requestId === requestId ? need : null;
-  }
-  onResponse(link, f) {
-    const need = this.transferNeed(link, f.request_id);
-    if (!need) return;
-    const tr = need.transfer;
-    const d = this.digests.get(need.id);
-    const claimOk = tr.size === null && d && toHex(f.digest) === d.sha256 && f.size === d.size && f.offset === 0 && f.size <= MAX_SEGMENT_BYTES;
-    if (!claimOk) {
-      link.sendFrame({ type: "cancel", request_id: f.request_id });
-      this.caughtLying(need, link, "response differs from the gateway digest");
-      return;
-    }
-    tr.size = f.size;
-    tr.buffer = new Uint8Array(f.size);
-    if (f.size === 0) this.completePeerTransfer(need);
-  }
-  onChunk(link, f) {
-    const need = this.transferNeed(link, f.request_id);
-    if (!need) return;
-    const tr = need.transfer;
-    if (tr.size === null || tr.verifying || f.offset !== tr.received || tr.received + f.data.length > tr.size) {
-      link.sendFrame({ type: "cancel", request_id: f.request_id });
-      this.caughtLying(need, link, "chunk out of order or past the size");
-      return;
-    }
-    tr.buffer.set(f.data, tr.received);
-    tr.received += f.data.length;
-    const t = now();
-    if (!tr.first) tr.first = t;
-    tr.lastProgress = t;
-    if (tr.received === tr.size) this.completePeerTransfer(need);
-  }
-  async completePeerTransfer(need) {
-    const tr = need.transfer;
-    tr.verifying = true;
-    tr.end = now();
-    this.requests.delete(tr.requestId);
-    let sha;
-    try {
-      sha = await sha256Hex(tr.buffer);
-    } catch (e) {
-      this.log.warn("sha256-failed", e?.message ?? e);
-      sha = null;
-    }
-    if (this.destroyed || need.transfer !== tr) return;
-    const d = this.digests.get(need.id);
-    if (!d || sha !== d.sha256 || tr.buffer.length !== d.size) {
-      this.caughtLying(need, tr.link, "segment does not match the gateway digest");
-      if (this.needs.get(need.id) === need && !need.http) this.startHttp(need, 0);
-      return;
-    }
-    need.transfer = null;
-    const link = tr.link;
-    link.inFlight = Math.max(0, link.inFlight - 1);
-    link.rate = updateRate(link.rate, tr.size, tr.end - tr.started) ?? link.rate;
-    const delta = this.peerDelta(tr.peer);
-    delta.ok++;
-    delta.bytes += tr.size;
-    this.stats.p2pBytes += tr.size;
-    this.stats.p2pSegments++;
-    this.stats.verifiedSegments++;
-    this.accept(need, tr.buffer, sha, "p2p", { start: tr.started, first: tr.first || tr.end, end: tr.end });
-  }
-  /** Ends the running transfer of `need` because of `cause` (and tells the peer when it may still send). */
-  failTransfer(need, cause) {
-    const tr = need.transfer;
-    if (!tr) return;
-    need.transfer = null;
-    this.trace("fail", { id: need.id, cause, peer: tr.peer, received: tr.received, size: tr.size, ms: Math.round(now() - tr.started) });
-    this.requests.delete(tr.requestId);
-    if (cause === "timeout" && !tr.verifying) tr.link.sendFrame({ type: "cancel", request_id: tr.requestId });
-    this.stats.failures[cause]++;
-    const delta = this.peerDelta(tr.peer);
-    if (cause === "mismatch") delta.mismatch++;
-    else delta.failed++;
-    tr.link.inFlight = Math.max(0, tr.link.inFlight - 1);
-    if (cause === "absent") tr.link.has.delete(need.id);
-    this.kick();
-  }
-  /** A peer sent data that does not match the gateway's digest: never used, the peer is dropped. */
-  caughtLying(need, link, why) {
-    this.log.warn("mismatch", link.remote, need.id, why);
-    this.stats.rejectedSegments++;
-    this.failTransfer(need, "mismatch");
-    this.ban(link.remote);
-  }
-  ban(peer) {
-    this.banned.set(peer, true);
-    this.conn?.links.get(peer)?.close("banned");
-  }
-  /** This peer's outcome counters for the next report (at most MAX_PEER_DELTAS peers wait). */
-  peerDelta(peer) {
-    let d = this.peerDeltas.get(peer);
-    if (!d) {
-      d = { peer_id: peer, ok: 0, failed: 0, mismatch: 0, bytes: 0 };
-      if (this.peerDeltas.size >= MAX_PEER_DELTAS) {
-        this.log.warn("report-backlog", "per-peer outcome dropped", peer);
-        return d;
-      }
-      this.peerDeltas.set(peer, d);
-    }
-    return d;
-  }
-  // ===========================================================================================
-  // HTTP
-  startHttp(need, from) {
-    if (need.http) return;
+  // HTTP and hashing for the core
+  httpGet(id, from) {
+    this.http.get(id)?.controller.abort();
     const controller = new AbortController();
-    need.http = { from, controller };
-    this.httpGet(need.url, from, controller.signal).then(
-      (r) => this.onHttpDone(need, r),
-      (e) => this.onHttpFailed(need, e)
+    const fetch = { controller };
+    this.http.set(id, fetch);
+    const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
+    this.fetchBody(url, from, controller.signal, () => {
+      if (!this.firstByte.has(id)) this.firstByte.set(id, now());
+    }).then(
+      (bytes) => {
+        if (this.http.get(id) !== fetch) return;
+        this.http.delete(id);
+        this.feed({ type: "http", id, from, ok: bytes });
+      },
+      (err) => {
+        if (this.http.get(id) !== fetch || err?.name === "AbortError") return;
+        this.http.delete(id);
+        this.log.warn("http-failed", id, describeHttpError(err));
+        this.feed({ type: "http", id, from, err: err.kind ? err : { kind: "network", message: String(err?.message ?? err) } });
+      }
     );
   }
   /**
-   * GET url (from byte `from` with a Range header when > 0). Resolves to {bytes, from, timing}
-   * where `from` is 0 when the server sent the whole body; rejects with {status} on HTTP errors.
+   * GET url from byte `from` (a Range request when > 0): the body from `from` on. Rejects with an
+   * HttpError ({kind, status?}) or the fetch's own error (network, abort).
    */
-  async httpGet(url, from, signal) {
-    const start = now();
+  async fetchBody(url, from, signal, firstByte) {
     const init = { signal, credentials: "same-origin" };
     if (from > 0) init.headers = { Range: `bytes=${from}-` };
     const resp = await this.impl.fetch(url, init);
-    if (!resp.ok) throw httpError(resp.status, `HTTP ${resp.status} ${resp.statusText ?? ""}`.trim());
-    let got = 0;
+    if (!resp.ok) {
+      const kind = resp.status === 404 || resp.status === 410 ? "absent" : "status";
+      throw { kind, status: resp.status };
+    }
+    let skip = 0;
     if (from > 0 && resp.status === 206) {
       const m = /^bytes (\d+)-/.exec(resp.headers.get("content-range") ?? "");
-      if (!m || Number(m[1]) !== from) throw httpError(0, `unexpected Content-Range for bytes=${from}-`);
-      got = from;
+      if (!m || Number(m[1]) !== from) throw { kind: "network", message: `unexpected Content-Range for bytes=${from}-` };
+    } else {
+      skip = from;
     }
-    let first = 0;
     const parts = [];
     let total = 0;
     if (resp.body?.getReader) {
@@ -2175,106 +3068,161 @@ var P2PEngine = class {
       for (; ; ) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (!first) first = now();
+        firstByte();
         parts.push(value);
         total += value.length;
-        if (total > MAX_SEGMENT_BYTES) {
+        if (total > MAX_SEGMENT_BYTES2) {
           reader.cancel().catch(() => {
           });
-          throw httpError(0, "segment too large");
+          throw { kind: "too_large", limit: MAX_SEGMENT_BYTES2 };
         }
       }
     } else {
       const buf = new Uint8Array(await resp.arrayBuffer());
-      first = now();
+      firstByte();
       parts.push(buf);
       total = buf.length;
     }
-    const end = now();
-    return { bytes: concatBytes(parts, total), from: got, timing: { start, first: first || end, end } };
+    const body = concatBytes(parts, total);
+    return skip > 0 ? body.subarray(Math.min(skip, body.length)) : body;
   }
-  async onHttpDone(need, r) {
-    if (this.needs.get(need.id) !== need) return;
-    this.stats.httpBytes += r.bytes.length;
-    this.httpRate = updateRate(this.httpRate, r.bytes.length, r.timing.end - r.timing.start) ?? this.httpRate;
-    let prefix = null;
-    if (r.from > 0) {
-      const tr = need.transfer;
-      if (tr && !tr.verifying && tr.received >= r.from) {
-        prefix = { peer: tr.peer, bytes: tr.buffer.subarray(0, r.from), start: tr.started, first: tr.first };
-      } else if (need.partial && need.partial.bytes.length === r.from) {
-        prefix = need.partial;
+  /** SHA-256 by WebCrypto, answered as `verified` (a failed hash matches no digest). */
+  verify(ticket, bytes) {
+    sha256Hex(bytes).then(
+      (sha256) => this.feed({ type: "verified", ticket, sha256 }),
+      (e) => {
+        this.log.warn("sha256-failed", e?.message ?? e);
+        this.feed({ type: "verified", ticket, sha256: "" });
       }
-      if (!prefix) {
-        this.log.warn("range-without-prefix", need.id);
-        need.http = null;
-        this.startHttp(need, 0);
-        return;
-      }
-    }
-    const whole = prefix ? concatBytes([prefix.bytes, r.bytes]) : r.bytes;
-    let sha;
-    try {
-      sha = await sha256Hex(whole);
-    } catch (e) {
-      this.log.warn("sha256-failed", e?.message ?? e);
-      need.http = null;
-      this.failNeed(need, { code: 0, text: "cannot hash the segment" });
-      return;
-    }
-    if (this.needs.get(need.id) !== need) return;
-    need.http = null;
-    const d = this.digests.get(need.id);
-    if (prefix) {
-      if (!d || sha !== d.sha256 || whole.length !== d.size) {
-        this.log.warn("mismatch", prefix.peer, need.id, "peer prefix failed the check");
-        this.stats.rejectedSegments++;
-        this.stats.failures.mismatch++;
-        this.peerDelta(prefix.peer).mismatch++;
-        need.partial = null;
-        this.ban(prefix.peer);
-        this.startHttp(need, 0);
-        return;
-      }
-      this.stats.p2pBytes += prefix.bytes.length;
-    } else if (d && d.sha256 !== sha) {
-      this.log.warn("http-digest-differs", need.id);
-    }
-    this.stats.httpSegments++;
-    const timing = prefix ? { start: Math.min(prefix.start, r.timing.start), first: prefix.first || r.timing.first, end: r.timing.end } : r.timing;
-    this.accept(need, whole, sha, "http", timing);
-  }
-  onHttpFailed(need, e) {
-    if (this.needs.get(need.id) !== need || e?.name === "AbortError") return;
-    need.http = null;
-    this.log.warn("http-failed", need.id, e?.message ?? e);
-    if (need.transfer) {
-      this.kick();
-      return;
-    }
-    this.failNeed(need, { code: e?.status ?? 0, text: e?.message ?? String(e) });
-  }
-  failNeed(need, error) {
-    this.needs.delete(need.id);
-    need.http?.controller.abort();
-    if (need.transfer) this.failTransfer(need, "timeout");
-    for (const w of need.waiters) w.onError(error);
-    need.waiters.clear();
-  }
-  /** Takes a whole segment (verified, or from the gateway): stores it and hands it to the waiters. */
-  accept(need, bytes, sha256, source, timing) {
-    this.needs.delete(need.id);
-    need.http?.controller.abort();
-    need.http = null;
-    if (need.transfer) this.failTransfer(need, "timeout");
-    const entry = { id: need.id, bytes, sha256, source, timing };
-    this.trace("accept", { id: need.id, source, waiters: need.waiters.size, took: Math.round(timing.end - timing.start) });
-    this.store.put(entry);
-    for (const w of need.waiters) w.onSuccess(deliverable(entry));
-    need.waiters.clear();
+    );
   }
   // ===========================================================================================
-  // The swarm: signalling
+  // Peer links for the core
+  /** The core asks for a link to `peer`: offer one (the outcome is `link_up` or `connect_failed`). */
+  connectTo(peer) {
+    const conn = this.conn;
+    if (!conn?.peerId || !conn.channel.open || !this.impl.RTCPeerConnection) {
+      this.feed({ type: "connect_failed", peer });
+      return;
+    }
+    const existing = this.peerLinks.get(peer);
+    if (existing) {
+      existing.asked = true;
+      return;
+    }
+    this.trace("connect", { peer });
+    const link = this.createLink(conn, peer, true);
+    link.asked = true;
+    link.start();
+  }
+  createLink(conn, remote, initiator) {
+    const link = new PeerLink({
+      me: conn.peerId,
+      remote,
+      initiator,
+      iceServers: this.options.iceServers,
+      RTCPeerConnection: this.impl.RTCPeerConnection,
+      hooks: {
+        signal: (payload) => {
+          if (conn === this.conn) conn.channel.send({ type: "relay", to: remote, payload });
+        },
+        ready: (l) => this.onLinkReady(conn, l),
+        frame: (l, f) => this.onFrame(l, f),
+        closed: (l) => this.onLinkClosed(l),
+        drained: (l) => this.written(l.coreId),
+        warn: (...a) => this.log.warn(...a)
+      }
+    });
+    link.asked = false;
+    link.coreId = null;
+    this.peerLinks.set(remote, link);
+    return link;
+  }
+  onLinkReady(conn, link) {
+    if (conn !== this.conn) {
+      link.close("left the swarm");
+      return;
+    }
+    link.coreId = this.nextLinkId++;
+    link.asked = false;
+    this.links.set(link.coreId, link);
+    this.unwritten.set(link.coreId, 0);
+    this.feed({ type: "link_up", link: link.coreId, peer: link.remote, initiated: link.initiator, max_frame: link.maxMessageSize });
+  }
+  onFrame(link, frame) {
+    if (link.coreId === null || this.links.get(link.coreId) !== link) return;
+    if (frame.type === "chunk") {
+      const key = `${link.coreId}:${frame.request_id}`;
+      const id = this.requested.get(key);
+      if (id !== void 0) {
+        this.requested.delete(key);
+        if (!this.firstByte.has(id)) this.firstByte.set(id, now());
+      }
+    }
+    this.feed({ type: "frame", link: link.coreId, frame });
+  }
+  onLinkClosed(link) {
+    if (this.peerLinks.get(link.remote) === link) this.peerLinks.delete(link.remote);
+    if (link.coreId !== null && this.links.get(link.coreId) === link) {
+      this.forgetLink(link.coreId);
+      this.feed({ type: "link_down", link: link.coreId });
+    } else if (link.asked) {
+      link.asked = false;
+      this.feed({ type: "connect_failed", peer: link.remote });
+    }
+  }
+  forgetLink(id) {
+    this.links.delete(id);
+    this.unwritten.delete(id);
+  }
+  /** A frame from the core; `written` follows when the channel has taken it (its buffer is low). */
+  send(id, frame) {
+    const link = this.links.get(id);
+    if (!link) {
+      this.feed({ type: "link_down", link: id });
+      return;
+    }
+    if (frame.type === "request") this.requested.set(`${id}:${frame.request_id}`, frame.segment);
+    if (!link.sendFrame(frame)) return;
+    this.unwritten.set(id, (this.unwritten.get(id) ?? 0) + encodedLen(frame));
+    if (link.bufferedAmount <= BUFFER_LOW) this.written(id);
+  }
+  written(id) {
+    const bytes = this.unwritten.get(id);
+    if (!bytes) return;
+    this.unwritten.set(id, 0);
+    this.feed({ type: "written", link: id, bytes });
+  }
+  /** A relayed negotiation message. Of two crossing offers the greater id's wins (PROTOCOL.md §6). */
+  onRelay(conn, from, payload) {
+    if (!conn.peerId || this.core.isBanned(from)) return;
+    const kind = payload?.kind;
+    const valid = (kind === "offer" || kind === "answer" ? typeof payload.sdp === "string" : kind === "candidate" && typeof payload.candidate === "object" && payload.candidate !== null) && from !== conn.peerId;
+    if (!valid) {
+      this.log.warn("bad-relay", from, kind);
+      return;
+    }
+    let link = this.peerLinks.get(from);
+    if (kind === "offer") {
+      let asked = false;
+      if (link) {
+        if (link.initiator && compareIds(conn.peerId, from) > 0) return;
+        asked = link.asked;
+        link.asked = false;
+        link.close("replaced by a new offer");
+      } else if (this.peerLinks.size >= conn.maxPeers || !this.impl.RTCPeerConnection) {
+        return;
+      }
+      link = this.createLink(conn, from, false);
+      link.asked = asked;
+    }
+    link?.handleSignal(payload);
+  }
+  closePeerLinks(reason) {
+    for (const link of [...this.peerLinks.values()]) link.close(reason);
+  }
+  // ===========================================================================================
+  // Signalling
   /** Joins the swarm of `rendition` on a new socket, leaving the current one. */
   setRendition(rendition) {
     if (this.destroyed || !this.streamPath) return;
@@ -2292,25 +3240,13 @@ var P2PEngine = class {
       this.log.warn("no-websocket", "P2P disabled");
       return;
     }
+    if (!globalThis.crypto?.subtle) {
+      this.log.warn("no-webcrypto", "P2P disabled: peer bytes cannot be verified outside a secure context");
+      return;
+    }
     const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
-    const conn = {
-      rendition: this.rendition,
-      channel: null,
-      peerId: null,
-      swarm: null,
-      maxPeers: this.options.maxPeers,
-      /** The latest peers list: id → PeerInfo, best first. */
-      listed: /* @__PURE__ */ new Map(),
-      /** Ids in the first peers message after welcome: the senior peers. */
-      older: null,
-      listedSince: /* @__PURE__ */ new Map(),
-      links: /* @__PURE__ */ new Map(),
-      retry: /* @__PURE__ */ new Map(),
-      /** Segment ids whose digests came on this connection (this rendition): what Have may list. */
-      digestIds: new BoundedMap(MAX_DIGESTS),
-      timers: []
-    };
+    const conn = { rendition: this.rendition, channel: null, peerId: null, swarm: null, maxPeers: this.options.maxPeers };
     conn.channel = new SignallingChannel({
       url: ws.href,
       join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
@@ -2337,31 +3273,17 @@ var P2PEngine = class {
         this.stats.peerId = m.peer_id;
         this.stats.swarm = m.swarm;
         this.backoff.reset();
-        conn.timers.push(setInterval(() => this.sendReport(conn), this.options.reportIntervalMs));
-        conn.timers.push(setInterval(() => this.connectPeers(conn), 1e3));
+        this.feed({ type: "signal", message: m });
+        this.flushReport();
         return;
       case "digests":
-        for (const s of m.segments) {
-          this.digests.set(s.id, { sha256: s.sha256, size: s.size });
-          conn.digestIds.set(s.id, true);
-        }
-        this.haveChanged();
-        this.kick();
-        return;
-      case "peers": {
+      case "peers":
         if (!conn.peerId) {
-          this.log.warn("bad-signal", "peers before welcome");
+          this.log.warn("bad-signal", `${m.type} before welcome`);
           return;
         }
-        const t = now();
-        conn.listed = new Map(m.peers.filter((p) => p.peer_id !== conn.peerId).map((p) => [p.peer_id, p]));
-        if (conn.older === null) conn.older = new Set(conn.listed.keys());
-        for (const id of conn.listed.keys()) if (!conn.listedSince.has(id)) conn.listedSince.set(id, t);
-        for (const id of conn.listedSince.keys()) if (!conn.listed.has(id)) conn.listedSince.delete(id);
-        this.connectPeers(conn);
-        this.kick();
+        this.feed({ type: "signal", message: m });
         return;
-      }
       case "relay":
         this.onRelay(conn, m.from, m.payload);
         return;
@@ -2374,7 +3296,8 @@ var P2PEngine = class {
   onSignalClosed(conn, info) {
     if (conn !== this.conn) return;
     this.conn = null;
-    this.closeConn(conn, "signalling closed");
+    this.stats.peerId = this.stats.swarm = null;
+    this.feed({ type: "signal_closed" });
     if (this.destroyed || this.suspended || this.rendition === null) return;
     if (this.noReconnect || NO_RECONNECT.has(info.error)) {
       this.noReconnect = true;
@@ -2385,208 +3308,37 @@ var P2PEngine = class {
     this.log.warn("signalling-closed", info.code, info.reason || info.error || "", `reconnecting in ${delay} ms`);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
-  /** Leaves the current swarm on purpose: last report, `leave`, links closed. */
+  /** Leaves the current swarm on purpose: a pending report, `leave`, links closed. */
   leaveSwarm() {
     const conn = this.conn;
     if (!conn) return;
     this.conn = null;
-    const last = conn.peerId && conn.channel.open ? [this.reportMessage()] : [];
+    this.stats.peerId = this.stats.swarm = null;
+    const last = conn.peerId && conn.channel.open && this.pendingReport ? [this.pendingReport] : [];
+    if (last.length > 0) this.pendingReport = null;
     conn.channel.leave(last);
-    this.closeConn(conn, "leave");
+    this.closePeerLinks("leave");
+    this.updateStats();
   }
-  closeConn(conn, reason) {
-    for (const t of conn.timers) clearInterval(t);
-    conn.timers = [];
-    for (const link of [...conn.links.values()]) link.close(reason);
-    conn.links.clear();
-    this.stats.peers = 0;
-    this.stats.peerId = null;
-    this.stats.swarm = null;
-    this.stats.seeder = null;
-  }
-  sendReport(conn) {
-    if (conn !== this.conn || !conn.channel.open) return;
-    conn.channel.send(this.reportMessage());
-  }
-  /** The `report` with the deltas since the previous one (which it marks as reported). */
-  reportMessage() {
-    const s = this.stats;
-    const r = this.reported;
-    const failures = {};
-    for (const c of FAILURE_CAUSES) failures[c] = s.failures[c] - r.failures[c];
-    const msg = {
-      type: "report",
-      http_bytes: s.httpBytes - r.httpBytes,
-      p2p_bytes: s.p2pBytes - r.p2pBytes,
-      http_segments: s.httpSegments - r.httpSegments,
-      p2p_segments: s.p2pSegments - r.p2pSegments,
-      uploaded_bytes: s.uploadedBytes - r.uploadedBytes,
-      failures
-    };
-    const peers = [];
-    for (const [id, d] of this.peerDeltas) {
-      if (peers.length >= MAX_REPORT_PEERS) break;
-      peers.push(d);
-      this.peerDeltas.delete(id);
-    }
-    if (peers.length > 0) msg.peers = peers;
-    this.reported = {
-      httpBytes: s.httpBytes,
-      p2pBytes: s.p2pBytes,
-      httpSegments: s.httpSegments,
-      p2pSegments: s.p2pSegments,
-      uploadedBytes: s.uploadedBytes,
-      failures: { ...s.failures }
-    };
-    return msg;
-  }
-  // ===========================================================================================
-  // The swarm: links
-  /** Opens links to listed peers, up to the cap. Of two peers the greater id offers. */
-  connectPeers(conn) {
-    if (conn !== this.conn || !conn.peerId || !this.impl.RTCPeerConnection) return;
-    const t = now();
-    for (const [id, p] of conn.listed) {
-      if (conn.links.size >= conn.maxPeers) break;
-      if (conn.links.has(id) || this.banned.has(id) || !p.transports.includes("webrtc")) continue;
-      if ((conn.retry.get(id)?.at ?? 0) > t) continue;
-      const ours = conn.peerId > id || t - (conn.listedSince.get(id) ?? t) >= LINK_FALLBACK_MS;
-      if (ours) this.createLink(conn, id, true).start();
-    }
-  }
-  createLink(conn, remote, initiator) {
-    const link = new PeerLink({
-      me: conn.peerId,
-      remote,
-      initiator,
-      iceServers: this.options.iceServers,
-      RTCPeerConnection: this.impl.RTCPeerConnection,
-      hooks: {
-        signal: (payload) => {
-          if (conn === this.conn) conn.channel.send({ type: "relay", to: remote, payload });
-        },
-        ready: (l) => this.onLinkReady(conn, l),
-        frame: (l, f) => this.onFrame(conn, l, f),
-        closed: (l, reason) => this.onLinkClosed(conn, l, reason),
-        uploaded: (n) => this.stats.uploadedBytes += n,
-        warn: (...a) => this.log.warn(...a)
-      }
-    });
-    conn.links.set(remote, link);
-    return link;
-  }
-  onRelay(conn, from, payload) {
-    if (!conn.peerId || this.banned.has(from)) return;
-    const kind = payload?.kind;
-    const valid = (kind === "offer" || kind === "answer" ? typeof payload.sdp === "string" : kind === "candidate" && typeof payload.candidate === "object" && payload.candidate !== null) && from !== conn.peerId;
-    if (!valid) {
-      this.log.warn("bad-relay", from, kind);
+  /** A message from the core for the tracker. */
+  signal(message) {
+    if (message.type === "leave") {
+      this.leaveSwarm();
       return;
     }
-    let link = conn.links.get(from);
-    if (kind === "offer") {
-      if (link) {
-        if (link.initiator && conn.peerId > from) return;
-        link.close("replaced by a new offer");
-      } else if (conn.links.size >= conn.maxPeers || !this.impl.RTCPeerConnection) {
-        return;
-      }
-      link = this.createLink(conn, from, false);
-    }
-    link?.handleSignal(payload);
+    this.pendingReport = this.pendingReport ? mergeReports(this.pendingReport, message) : message;
+    this.flushReport();
   }
-  onLinkReady(conn, link) {
-    if (conn !== this.conn) return;
-    conn.retry.delete(link.remote);
-    this.stats.peers = [...conn.links.values()].filter((l) => l.state === "ready").length;
-    link.sendFrame(this.haveFrame(conn, link));
-    this.kick();
-  }
-  onLinkClosed(conn, link, reason) {
-    if (conn.links.get(link.remote) === link) conn.links.delete(link.remote);
-    for (const need of this.needs.values()) {
-      if (need.transfer?.link === link && !need.transfer.verifying) this.failTransfer(need, "disconnect");
-    }
-    if (conn !== this.conn) return;
-    this.stats.peers = [...conn.links.values()].filter((l) => l.state === "ready").length;
-    if (!this.banned.has(link.remote) && reason !== "replaced by a new offer") {
-      const prev = conn.retry.get(link.remote)?.delay ?? 0;
-      const delay = prev ? Math.min(prev * 2, LINK_RETRY_MAX_MS) : LINK_RETRY_FIRST_MS;
-      conn.retry.set(link.remote, { at: now() + delay, delay });
-    }
-    this.kick();
-  }
-  onFrame(conn, link, f) {
-    switch (f.type) {
-      case "have":
-        link.has = new Set(f.segments);
-        this.kick();
-        return;
-      case "request":
-        this.serve(link, f);
-        return;
-      case "cancel":
-        link.cancelUpload(f.request_id);
-        return;
-      case "absent": {
-        const need = this.transferNeed(link, f.request_id);
-        if (need) this.failTransfer(need, "absent");
-        return;
-      }
-      case "response":
-        this.onResponse(link, f);
-        return;
-      case "chunk":
-        this.onChunk(link, f);
-        return;
-    }
-  }
-  /** Answers a peer's request from the store: Response and chunks, or Absent. */
-  serve(link, f) {
-    const stored = this.options.upload ? this.store.peek(f.segment) : void 0;
-    const ok = stored && typeof f.offset === "number" && f.offset <= stored.bytes.length;
-    if (!ok || !link.startUpload(f.request_id, stored.bytes, fromHex(stored.sha256), f.offset)) {
-      link.sendFrame({ type: "absent", request_id: f.request_id });
-    }
-  }
-  /** The store changed (or digests arrived): tell the peers, at most once a second. */
-  haveChanged() {
-    if (this.haveTimer !== null || this.destroyed) return;
-    const wait = Math.max(0, this.lastHaveAt + HAVE_INTERVAL_MS - now());
-    this.haveTimer = setTimeout(() => {
-      this.haveTimer = null;
-      this.lastHaveAt = now();
-      const conn = this.conn;
-      if (!conn) return;
-      for (const link of conn.links.values()) {
-        if (link.state === "ready") link.sendFrame(this.haveFrame(conn, link));
-      }
-    }, wait);
-  }
-  /**
-   * Have: the newest stored segments of this swarm whose bytes match the gateway's digest, at most
-   * 512 ids and within the frame and the remote's message size limits; empty with upload off.
-   */
-  haveFrame(conn, link) {
-    const segments = [];
-    if (this.options.upload) {
-      const budget = Math.min(MAX_FRAME_LEN, link.maxMessageSize - 5);
-      let size = 2;
-      for (const id of this.store.newestIds()) {
-        if (segments.length >= MAX_HAVE_IDS) break;
-        const d = this.digests.get(id);
-        if (!d || !conn.digestIds.has(id) || this.store.peek(id)?.sha256 !== d.sha256) continue;
-        const len = 2 + new TextEncoder().encode(id).length;
-        if (size + len > budget) break;
-        size += len;
-        segments.push(id);
-      }
-    }
-    return { type: "have", segments };
+  /** Sends the pending report if the tracker can take it. */
+  flushReport() {
+    const conn = this.conn;
+    if (!this.pendingReport || !conn?.peerId || !conn.channel.open) return;
+    conn.channel.send(this.pendingReport);
+    this.pendingReport = null;
   }
   // ===========================================================================================
   // Lifecycle
-  /** The page is going away (pagehide): last report and leave now, links closed. */
+  /** The page is going away (pagehide): leave now, links closed. */
   suspend() {
     if (this.destroyed || this.suspended) return;
     this.suspended = true;
@@ -2600,68 +3352,58 @@ var P2PEngine = class {
     this.suspended = false;
     if (this.rendition !== null && !this.noReconnect) this.connect();
   }
-  /** Leaves the swarm, stops every timer and transfer; the engine cannot be used again. */
+  /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
-    this.detach();
+    this.feed({ type: "stop" });
     this.destroyed = true;
+    this.detach();
     globalThis.removeEventListener?.("pagehide", this.onPageHide);
     globalThis.removeEventListener?.("pageshow", this.onPageShow);
-    clearTimeout(this.tickTimer);
-    clearTimeout(this.haveTimer);
+    clearTimeout(this.timer);
     clearTimeout(this.reconnectTimer);
-    this.tickTimer = this.haveTimer = this.reconnectTimer = null;
-    for (const need of this.needs.values()) {
-      need.http?.controller.abort();
-      need.http = null;
-      need.transfer = null;
-      need.waiters.clear();
-    }
-    this.needs.clear();
-    this.requests.clear();
-    this.store.onChange = null;
-    this.store.clear();
+    this.timer = this.reconnectTimer = null;
+    this.closePeerLinks("destroyed");
+    for (const fetch of this.http.values()) fetch.controller.abort();
+    this.http.clear();
+    this.waiters.clear();
   }
 };
-function newNeed(id, url, httpOnly) {
-  return {
-    id,
-    url,
-    /** No peers for this one (another rendition, not joined, init section): HTTP at once. */
-    httpOnly,
-    waiters: /* @__PURE__ */ new Set(),
-    transfer: null,
-    http: null,
-    /** Peer bytes kept when HTTP took over: {peer, bytes, start, first}. */
-    partial: null,
-    abandonedAt: null
-  };
+function mergeReports(a, b) {
+  const out = { ...b, failures: { ...b.failures } };
+  for (const k of ["http_bytes", "p2p_bytes", "http_segments", "p2p_segments", "uploaded_bytes"]) out[k] += a[k];
+  for (const c of Object.keys(a.failures)) out.failures[c] = (out.failures[c] ?? 0) + a.failures[c];
+  const peers = /* @__PURE__ */ new Map();
+  for (const p of [...a.peers ?? [], ...b.peers ?? []]) {
+    const q = peers.get(p.peer_id);
+    if (q) for (const k of ["ok", "failed", "mismatch", "bytes"]) q[k] += p[k];
+    else if (peers.size < MAX_LIST_LEN) peers.set(p.peer_id, { ...p });
+  }
+  if (peers.size > 0) out.peers = [...peers.values()];
+  return out;
 }
-function deliverable(entry) {
-  return { data: entry.bytes.slice().buffer, source: entry.source, timing: { ...entry.timing } };
-}
-function httpError(status, message) {
-  const e = new Error(message);
-  e.status = status;
-  return e;
+function describeHttpError(e) {
+  if (e?.status) return `HTTP ${e.status}`;
+  if (e?.kind === "too_large") return "segment too large";
+  return e?.message ?? e?.kind ?? String(e);
 }
 export {
+  DEFAULT_CORE_CONFIG,
   DEFAULT_MAX_PEERS,
   DEFAULT_MAX_STORE_BYTES,
+  DEFAULT_MAX_STORE_SEGMENTS,
   DEFAULT_REPORT_INTERVAL_MS,
   DEFAULT_SCHEDULER_CONFIG,
+  NodeCore,
   P2PEngine,
   Scheduler,
-  SegmentStore,
   createP2PLoader,
   fetchVariantUrls,
   frame_exports as frame,
-  isSeeder,
   loadingTimes,
   newLoadStats,
   parseVariantUrls,
   renditionOfUrl,
-  seederCount,
   signal_exports as signal,
   updateRate,
   watchStalls

@@ -1,44 +1,39 @@
-// The browser P2P engine: joins the swarm of the rendition being played through the gateway's
-// tracker, links to other viewers over WebRTC data channels, gets each segment the player asks for
-// from peers or over HTTP as the deadline scheduler decides, verifies every peer byte against the
-// gateway's SHA-256 before the player sees it, keeps verified segments to upload to others, and
-// reports delivery to the gateway.
+// The browser P2P engine: a thin driver around the node core (core.js), in the manner of the native
+// node's driver (peer-assist/src/node/driver.rs). The core decides everything: which peers to link
+// to, where each segment comes from and when HTTP takes over, what peer bytes must hash to, who is
+// banned, what to upload and how fast, what to report. The engine feeds it what happened — hls.js
+// needs (with their deadlines), tracker messages, WebRTC link events and frames, HTTP results,
+// WebCrypto hashes — and carries out what it asks for: links, frames, HTTP fetches, hashes,
+// signalling, and segments handed to hls.js's loader callbacks.
 //
-// Distribution first: a segment from peers is only ever an optimisation. The scheduler starts HTTP
-// early enough to make the player's deadline, a peer that lies is banned and its segment fetched over
-// HTTP, and when signalling is unavailable everything goes over HTTP.
+// One core lives as long as the engine: joining another swarm (a rendition switch, a reconnect)
+// gives a new `welcome` with a new peer id, and the core starts a new swarm session while what it
+// waits for and holds stays. Distribution first: without signalling or peers, everything goes over
+// HTTP in time.
 
-import { MAX_FRAME_LEN, MAX_HAVE_IDS } from './protocol/frame.js';
-import { fetchVariantUrls, renditionOfUrl } from './master.js';
-import { PeerLink } from './peer-link.js';
-import { Scheduler, TRANSFER_POLL_MS, WAIT_POLL_MS, isSeeder, updateRate } from './scheduler.js';
-import { SignallingChannel } from './signalling.js';
-import { DEFAULT_MAX_STORE_BYTES, SegmentStore } from './store.js';
-import { Backoff, BoundedMap, WarningLog, concatBytes, fromHex, now, sha256Hex, toHex } from './util.js';
+import { DEFAULT_CORE_CONFIG, NodeCore } from './core.js';
 import { createP2PLoader } from './loader.js';
+import { fetchVariantUrls, renditionOfUrl } from './master.js';
+import { BUFFER_LOW, PeerLink } from './peer-link.js';
 import { watchStalls } from './playback.js';
+import { encodedLen } from './protocol/frame.js';
+import { MAX_LIST_LEN } from './protocol/signal.js';
+import { SignallingChannel } from './signalling.js';
+import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, now, sha256Hex } from './util.js';
 
-export const DEFAULT_MAX_PEERS = 8;
-export const DEFAULT_REPORT_INTERVAL_MS = 2000;
-/** Have is sent at most this often per link (the first change goes at once). */
-export const HAVE_INTERVAL_MS = 1000;
-/** A peer listed this long that has not offered a link (greater ids offer) is offered one by us. */
-export const LINK_FALLBACK_MS = 5000;
-/** Waiting before offering a link again to a peer whose link closed: doubles up to 60 s. */
-const LINK_RETRY_FIRST_MS = 5000;
-const LINK_RETRY_MAX_MS = 60_000;
-/** Running work for a segment nobody waits for any more is stopped after this. */
-const ABANDONED_GRACE_MS = 3000;
-/** Largest segment body accepted, from peers (by the digest's size) or over HTTP. */
+export const DEFAULT_MAX_PEERS = DEFAULT_CORE_CONFIG.maxLinks;
+export const DEFAULT_REPORT_INTERVAL_MS = DEFAULT_CORE_CONFIG.reportEveryMs;
+export const DEFAULT_MAX_STORE_BYTES = DEFAULT_CORE_CONFIG.maxStoreBytes;
+/** Segments kept to upload, at most (the store is bounded by bytes first). */
+export const DEFAULT_MAX_STORE_SEGMENTS = DEFAULT_CORE_CONFIG.window;
+/** Largest segment body accepted over HTTP (the core's limit for peers). */
 const MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
-const MAX_DIGESTS = 4096;
-const MAX_FIRST_SEEN = 4096;
-const MAX_REPORT_PEERS = 256;
-/** Peers whose outcomes wait for a report (while the socket is down, say). */
-const MAX_PEER_DELTAS = 1024;
+/** A waiting segment's deadline is sent again to the core when it moved by more than this. */
+const DEADLINE_SLACK_MS = 100;
 /** Tracker errors after which reconnecting cannot help. */
 const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
-const FAILURE_CAUSES = ['timeout', 'mismatch', 'absent', 'disconnect'];
+/** Stands for "the core's timer fired" in the input queue. */
+const TIMEOUT = Symbol('timeout');
 
 /**
  * @typedef {object} P2PEngineOptions
@@ -46,12 +41,15 @@ const FAILURE_CAUSES = ['timeout', 'mismatch', 'absent', 'disconnect'];
  * @property {string} stream     the stream: its multivariant playlist path (or URL) on the gateway
  * @property {RTCIceServer[]} [iceServers] for RTCPeerConnection (default [])
  * @property {number} [maxStoreBytes] memory for verified segments (default 64 MiB)
+ * @property {number} [maxStoreSegments] segments kept, at most (default 512)
  * @property {boolean} [upload]  serve segments to other peers (default true)
+ * @property {number} [uploadRate] upload cap, bytes/s (default 20 MB/s)
  * @property {number} [maxPeers] at most this many peer links (default 8; the tracker's max_peers
  *   lowers it)
  * @property {string} [token]    sent in `join` when the gateway requires one
  * @property {number} [reportIntervalMs] delivery reports (default 2000)
  * @property {object} [scheduler] scheduler tuning (see scheduler.js DEFAULT_SCHEDULER_CONFIG)
+ * @property {boolean} [trace]   keep the last events in `traceLog`
  * @property {typeof WebSocket} [WebSocket]
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
  * @property {typeof fetch} [fetch]
@@ -67,25 +65,27 @@ export class P2PEngine {
     this.streamPath = options.stream ? new URL(options.stream, this.gatewayOrigin).pathname : null;
     this.options = {
       iceServers: options.iceServers ?? [],
-      maxStoreBytes: options.maxStoreBytes ?? DEFAULT_MAX_STORE_BYTES,
       upload: options.upload ?? true,
       maxPeers: options.maxPeers ?? DEFAULT_MAX_PEERS,
       token: options.token ?? null,
-      reportIntervalMs: options.reportIntervalMs ?? DEFAULT_REPORT_INTERVAL_MS,
     };
     this.impl = {
       WebSocket: options.WebSocket ?? env.WebSocket,
       RTCPeerConnection: options.RTCPeerConnection ?? env.RTCPeerConnection,
       fetch: options.fetch ?? env.fetch?.bind(env),
     };
-    this.scheduler = new Scheduler(options.scheduler);
-    /**
-     * Measured HTTP rate (bytes/s, EWMA over the engine's own fetches, request to last byte). The
-     * scheduler uses the lower of it and its configured rate: when the network or a busy page makes
-     * HTTP slow, HTTP starts earlier.
-     */
-    this.httpRate = null;
-    /** With options.trace: the last decisions and events, for debugging ({t, what, ...}). */
+    const core = { transports: ['webrtc'], upload: this.options.upload, maxLinks: this.options.maxPeers };
+    const tuning = {
+      uploadRate: options.uploadRate,
+      window: options.maxStoreSegments,
+      maxStoreBytes: options.maxStoreBytes,
+      reportEveryMs: options.reportIntervalMs,
+      scheduler: options.scheduler,
+    };
+    for (const [k, v] of Object.entries(tuning)) if (v !== undefined) core[k] = v;
+    /** The node core; its peer id is '' until the first welcome names it. */
+    this.core = new NodeCore(core, '', now());
+    /** With options.trace: the last events ({t, what, ...}), for debugging. */
     this.traceLog = options.trace ? [] : null;
 
     /** Live figures, also exposed by the page as window.p2pStats. */
@@ -108,28 +108,39 @@ export class P2PEngine {
       storedBytes: 0,
       warnings: 0,
     };
+    /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
+    this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog('[p2p]', (n) => (this.stats.warnings = n));
-    this.store = new SegmentStore(this.options.maxStoreBytes);
-    this.store.onChange = () => {
-      this.stats.storedSegments = this.store.size;
-      this.stats.storedBytes = this.store.bytes;
-      this.haveChanged();
-    };
-    /** Gateway digests: segment id → {sha256, size}. */
-    this.digests = new BoundedMap(MAX_DIGESTS);
-    /** When each segment id was first seen in a playlist (or asked for), for "fresh live". */
-    this.firstSeen = new BoundedMap(MAX_FIRST_SEEN);
-    this.live = false;
-    this.targetDurationMs = 6000;
-    /** Segments the player waits for: id → Need. */
-    this.needs = new Map();
-    /** Our outstanding peer requests: request_id → Need. */
-    this.requests = new Map();
-    this.nextRequestId = 1;
-    /** Peers caught sending bad data (ids are per connection, so this does not grow much). */
-    this.banned = new BoundedMap(1024);
-    this.reported = { httpBytes: 0, p2pBytes: 0, httpSegments: 0, p2pSegments: 0, uploadedBytes: 0, failures: { ...this.stats.failures } };
-    this.peerDeltas = new Map();
+
+    // The core's inputs wait here while outputs are carried out (hooks may fire meanwhile).
+    this.inbox = [];
+    this.busy = false;
+    this.timer = null;
+    this.timerAt = null;
+
+    /** hls.js callers: waiter id → {id, p2p, playsAt(t), sentPlaysAt, onSuccess, onError, cancelled}. */
+    this.waiters = new Map();
+    this.nextWaiter = 1;
+    /** The URL hls.js asked for, by segment id (it may carry a query the id drops). */
+    this.urls = new BoundedMap(1024);
+    /** Running HTTP fetches: segment id → {controller}. */
+    this.http = new Map();
+    /** When the first byte of a segment's running transfer came (HTTP or peer), for LoadStats. */
+    this.firstByte = new BoundedMap(1024);
+    /** Our peer requests the core sent: "link:request_id" → segment id, until their first chunk. */
+    this.requested = new BoundedMap(1024);
+    /** The transfer times of delivered segments, for a later store hit's LoadStats. */
+    this.timings = new BoundedMap(1024);
+    /** A report that found no open socket, merged into the next one. */
+    this.pendingReport = null;
+
+    /** Peer links known to the core (open, handshake done): link id → PeerLink. */
+    this.links = new Map();
+    /** Every PeerLink, negotiating or open, by remote peer: one per peer. */
+    this.peerLinks = new Map();
+    this.nextLinkId = 1;
+    /** Bytes sent on each core link not yet acknowledged to the core as written. */
+    this.unwritten = new Map();
 
     this.rendition = null;
     this.conn = null;
@@ -138,11 +149,6 @@ export class P2PEngine {
     this.noReconnect = false;
     this.suspended = false;
     this.destroyed = false;
-
-    this.tickTimer = null;
-    this.tickAt = Infinity;
-    this.haveTimer = null;
-    this.lastHaveAt = -Infinity;
 
     this.hls = null;
     this.hlsHandlers = [];
@@ -159,12 +165,118 @@ export class P2PEngine {
     };
     env.addEventListener?.('pagehide', this.onPageHide);
     env.addEventListener?.('pageshow', this.onPageShow);
+    this.armTimer();
   }
 
   /** An hls.js fragment loader class (config.fLoader) that gets segments through this engine. */
   createLoaderClass(Hls) {
     this.Hls = Hls;
     return createP2PLoader(Hls, this);
+  }
+
+  // ===========================================================================================
+  // The core: inputs in, outputs carried out
+
+  /** Hands inputs to the core (after the ones already queued), then carries out what it asks. */
+  feed(...inputs) {
+    this.inbox.push(...inputs);
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      while (this.inbox.length > 0) {
+        const input = this.inbox.shift();
+        if (input === TIMEOUT) this.core.handleTimeout(now());
+        else this.core.handle(input, now());
+        for (let o = this.core.pollOutput(); o !== undefined; o = this.core.pollOutput()) {
+          try {
+            this.perform(o);
+          } catch (e) {
+            this.log.warn('output-failed', o.type, e?.message ?? e);
+          }
+        }
+      }
+    } finally {
+      this.busy = false;
+    }
+    this.updateStats();
+    this.armTimer();
+  }
+
+  /** Wakes the core when it asked to be; deadlines that moved are sent first. */
+  armTimer() {
+    const at = this.destroyed ? null : this.core.pollTimeout();
+    if (at === this.timerAt && this.timer !== null) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = at;
+    if (at === null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = null;
+      this.feed(...this.movedDeadlines(), TIMEOUT);
+    }, Math.max(0, Math.ceil(at - now())));
+  }
+
+  perform(o) {
+    switch (o.type) {
+      case 'connect':
+        this.connectTo(o.peer);
+        return;
+      case 'send':
+        this.send(o.link, o.frame);
+        return;
+      case 'close': {
+        const link = this.links.get(o.link);
+        if (!link) return;
+        this.forgetLink(o.link);
+        this.trace('close', { peer: link.remote, reason: o.reason });
+        link.close(o.reason);
+        return;
+      }
+      case 'http_get':
+        this.trace('http', { id: o.id, from: o.from });
+        this.httpGet(o.id, o.from);
+        return;
+      case 'http_cancel':
+        this.http.get(o.id)?.controller.abort();
+        this.http.delete(o.id);
+        return;
+      case 'verify':
+        this.verify(o.ticket, o.bytes);
+        return;
+      case 'signal':
+        this.signal(o.message);
+        return;
+      case 'deliver':
+        this.deliver(o);
+        return;
+      default:
+        this.log.warn('unknown-output', o.type);
+    }
+  }
+
+  /** The page's figures, from the core's counters. */
+  updateStats() {
+    const c = this.core.stats();
+    const s = this.stats;
+    s.httpBytes = c.httpBytes + this.otherHttp.bytes;
+    s.p2pBytes = c.p2pBytes;
+    s.httpSegments = c.httpSegments + this.otherHttp.segments;
+    s.p2pSegments = c.p2pSegments;
+    s.verifiedSegments = c.p2pSegments;
+    s.rejectedSegments = c.mismatches;
+    s.uploadedBytes = c.uploadedBytes;
+    s.failures = c.failures;
+    s.peers = c.links;
+    s.storedSegments = c.storedSegments;
+    s.storedBytes = c.storedBytes;
+    s.seeder = this.conn?.peerId ? c.seeder : null;
+  }
+
+  trace(what, details) {
+    if (!this.traceLog) return;
+    if (this.traceLog.length >= 2000) this.traceLog.splice(0, 500);
+    this.traceLog.push({ t: Math.round(now()), what, ...details });
   }
 
   // ===========================================================================================
@@ -254,15 +366,15 @@ export class P2PEngine {
     if (r >= 0) this.setRendition(r);
   }
 
+  /** A media playlist hls.js loaded: the core learns which segments are fresh live. */
   onLevelDetails(details) {
-    if (!details) return;
-    this.live = Boolean(details.live);
-    if (details.targetduration > 0) this.targetDurationMs = details.targetduration * 1000;
-    const t = now();
+    if (!details || !(details.targetduration > 0)) return;
+    const segments = [];
     for (const frag of details.fragments ?? []) {
       const id = this.segmentId(frag.url);
-      if (id && !this.firstSeen.has(id)) this.firstSeen.set(id, t);
+      if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1000 });
     }
+    this.feed({ type: 'playlist', ok: { segments, target_duration_ms: details.targetduration * 1000, ended: !details.live } });
   }
 
   attachMedia(media) {
@@ -322,385 +434,131 @@ export class P2PEngine {
   fetchSegment(url, { frag = null, playsAt = null, onSuccess, onError }) {
     const id = this.segmentId(url);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
-    const waiter = {
-      playsAt: playsAt ?? ((t) => this.playsAt(frag, t)),
-      onSuccess,
-      onError,
+    this.urls.set(id, url);
+    const waiter = this.nextWaiter++;
+    const t = now();
+    // Peers only for the swarm we are in; another rendition or an init section goes to the gateway.
+    const conn = this.conn;
+    const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
+    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== 'initSegment';
+    const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
+    w.sentPlaysAt = w.playsAt(t);
+    this.waiters.set(waiter, w);
+    this.trace('need', { id, in: Math.round(w.sentPlaysAt - t), level: frag?.level, p2p });
+    this.feed({ type: 'need', waiter, id, plays_at: w.sentPlaysAt, p2p });
+    return {
+      cancel: () => {
+        if (w.cancelled) return;
+        w.cancelled = true;
+        if (this.waiters.delete(waiter)) this.feed({ type: 'abandon', waiter });
+      },
     };
-    const handle = { cancel: () => this.dropWaiter(id, waiter) };
-    const stored = this.store.get(id);
-    if (this.traceLog) {
-      const t = now();
-      this.trace('fetch', { id, in: Math.round(waiter.playsAt(t) - t), level: frag?.level, stored: Boolean(stored) });
-    }
-    if (stored) {
-      queueMicrotask(() => waiter.onSuccess(deliverable(stored)));
-      return handle;
-    }
-    if (!this.firstSeen.has(id)) this.firstSeen.set(id, now());
-    let need = this.needs.get(id);
-    if (!need) {
-      const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
-      const conn = this.conn;
-      // P2P only for the swarm we are in; anything else goes straight to the gateway.
-      const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== 'initSegment';
-      need = newNeed(id, url, !p2p);
-      this.needs.set(id, need);
-      if (need.httpOnly) this.startHttp(need, 0);
-    }
-    need.waiters.add(waiter);
-    need.abandonedAt = null;
-    if (!need.httpOnly) this.kick();
-    return handle;
   }
 
-  dropWaiter(id, waiter) {
-    const need = this.needs.get(id);
-    if (!need || !need.waiters.delete(waiter)) return;
-    if (need.waiters.size === 0) {
-      need.abandonedAt = now();
-      this.scheduleTick(need.abandonedAt + ABANDONED_GRACE_MS);
-      this.kick();
+  /** `need` again for the waiters whose deadline moved (playback started, paused, seeked…). */
+  movedDeadlines() {
+    const t = now();
+    const moved = [];
+    for (const [waiter, w] of this.waiters) {
+      const at = w.playsAt(t);
+      const due = at <= t && w.sentPlaysAt <= t; // both "now": nothing changed for the core
+      if (due || Math.abs(at - w.sentPlaysAt) <= DEADLINE_SLACK_MS) continue;
+      w.sentPlaysAt = at;
+      moved.push({ type: 'need', waiter, id: w.id, plays_at: at, p2p: w.p2p });
     }
+    return moved;
   }
 
   /** HTTP bytes of a fragment fetched by hls.js's own loader (byte ranges, other tracks). */
   countHttpOnly(bytes) {
-    this.stats.httpBytes += bytes;
-    this.stats.httpSegments++;
+    this.otherHttp.bytes += bytes;
+    this.otherHttp.segments++;
+    this.updateStats();
   }
 
-  // ===========================================================================================
-  // The scheduler loop
-
-  kick() {
-    this.scheduleTick(now());
-  }
-
-  trace(what, details) {
-    if (!this.traceLog) return;
-    if (this.traceLog.length >= 2000) this.traceLog.splice(0, 500);
-    this.traceLog.push({ t: Math.round(now()), what, ...details });
-  }
-
-  scheduleTick(at) {
-    if (this.destroyed || at >= this.tickAt) return;
-    clearTimeout(this.tickTimer);
-    this.tickAt = at;
-    this.tickTimer = setTimeout(() => this.tick(), Math.max(0, at - now()));
-  }
-
-  tick() {
-    this.tickTimer = null;
-    this.tickAt = Infinity;
-    if (this.destroyed) return;
-    const t = now();
-    const conn = this.conn?.peerId ? this.conn : null;
-    const me = conn?.peerId ?? '';
-    const links = conn ? [...conn.links.values()].filter((l) => l.state === 'ready') : [];
-    const seeder = this.isSeeder(conn);
-    this.stats.seeder = conn ? seeder : null;
-    const scheduler = this.schedulerNow();
-    let next = Infinity;
-    for (const need of [...this.needs.values()]) {
-      if (need.waiters.size === 0) {
-        next = Math.min(next, this.tendAbandoned(need, t));
-        continue;
-      }
-      if (need.httpOnly || need.transfer?.verifying) continue;
-      const digest = this.digests.get(need.id);
-      const playsAt = Math.min(...[...need.waiters].map((w) => w.playsAt(t)));
-      const decision = scheduler.decide(
-        t,
-        me,
-        { segment: need.id, size: digest?.size ?? null, playsAt, freshLive: this.isFreshLive(need.id, t) },
-        links.map((l) => ({
-          peer: l.remote,
-          has: Boolean(digest) && l.has.has(need.id),
-          rate: l.rate,
-          inFlight: l.inFlight,
-          healthy: !this.banned.has(l.remote),
-        })),
-        need.transfer && {
-          peer: need.transfer.peer,
-          started: need.transfer.started,
-          received: need.transfer.received,
-          offset: 0,
-          lastProgress: need.transfer.lastProgress,
-        },
-        need.http !== null,
-        seeder,
-      );
-      if (this.traceLog && decision.kind !== 'Continue' && decision.kind !== 'WaitUntil') {
-        this.trace('decide', { id: need.id, d: decision.kind, from: decision.from, peer: decision.peer, in: Math.round(playsAt - t), fresh: this.isFreshLive(need.id, t), seeder, digest: Boolean(digest) });
-      }
-      next = Math.min(next, this.execute(need, decision, t, conn));
+  /** Hands a segment (or an error) to its hls.js callers, each with its own copy of the bytes. */
+  deliver(o) {
+    let timing = null;
+    if (o.ok) {
+      timing = this.transferTiming(o.id, o.ok);
+      this.trace('deliver', { id: o.id, source: o.ok.source, took: Math.round(timing.end - timing.start) });
+    } else {
+      this.trace('deliver', { id: o.id, error: o.err.kind });
     }
-    if (next < Infinity) this.scheduleTick(next);
-  }
-
-  /** The scheduler with the HTTP rate it should assume now (see `httpRate`). */
-  schedulerNow() {
-    const configured = this.scheduler.config.httpRate;
-    if (!(this.httpRate > 0) || !(this.httpRate < configured)) return this.scheduler;
-    return new Scheduler({ ...this.scheduler.config, httpRate: this.httpRate });
-  }
-
-  /** Carries out a decision; returns when to look at the need again. */
-  execute(need, d, t, conn) {
-    switch (d.kind) {
-      case 'FetchFromPeer': {
-        const link = conn?.links.get(d.peer);
-        if (link) this.requestFromPeer(need, link, t);
-        return t + TRANSFER_POLL_MS;
-      }
-      case 'FetchHttp':
-      case 'RaceHttp':
-        // A race keeps the peer transfer: the HTTP rest is joined with its first `from` bytes.
-        this.startHttp(need, this.prefixLength(need) >= d.from ? d.from : 0);
-        return t + TRANSFER_POLL_MS;
-      case 'ReplaceWithHttp': {
-        let from = d.from;
-        const tr = need.transfer;
-        if (tr) {
-          if (from > 0 && tr.received >= from) {
-            need.partial = { peer: tr.peer, bytes: tr.buffer.slice(0, from), start: tr.started, first: tr.first };
-          } else {
-            from = 0;
-          }
-          this.failTransfer(need, 'timeout');
-        } else if (this.prefixLength(need) < from) {
-          from = 0;
-        }
-        this.startHttp(need, from);
-        return t + TRANSFER_POLL_MS;
-      }
-      case 'WaitUntil':
-      case 'Continue':
-        return d.at;
-      case 'Skip':
-        // "A prefetch no peer can serve" (or whose peer stalled). For a native node that is a
-        // speculative fetch to drop; here hls.js asked for the segment to fill its buffer, so
-        // waiting would only shrink the buffer (to the urgent window on VOD): fetch it over HTTP.
-        if (need.transfer) this.failTransfer(need, 'timeout');
-        this.startHttp(need, 0);
-        return t + TRANSFER_POLL_MS;
-      default:
-        this.log.warn('bad-decision', d);
-        return t + WAIT_POLL_MS;
+    for (const waiter of o.waiters) {
+      const w = this.waiters.get(waiter);
+      if (!w) continue;
+      this.waiters.delete(waiter);
+      // Later: the loader is not called back from inside its own load(), and may still abort.
+      queueMicrotask(() => {
+        if (w.cancelled) return;
+        if (o.ok) w.onSuccess({ data: o.ok.bytes.slice().buffer, source: o.ok.source, timing: { ...timing } });
+        else w.onError({ code: o.err.status ?? 0, text: describeHttpError(o.err) });
+      });
     }
-  }
-
-  /** A need nobody waits for: its running work may finish (into the store) for a short while. */
-  tendAbandoned(need, t) {
-    if (!need.transfer && !need.http) {
-      this.needs.delete(need.id);
-      return Infinity;
-    }
-    const until = (need.abandonedAt ?? t) + ABANDONED_GRACE_MS;
-    if (t < until) return until;
-    if (need.transfer && !need.transfer.verifying) this.failTransfer(need, 'timeout');
-    need.http?.controller.abort();
-    need.http = null;
-    this.needs.delete(need.id);
-    return Infinity;
-  }
-
-  isFreshLive(id, t) {
-    const seen = this.firstSeen.get(id);
-    return this.live && seen !== undefined && t - seen < 2 * this.targetDurationMs;
   }
 
   /**
-   * "HTTP-first seeders are the senior peers" (PROTOCOL.md §4.1): fewer than max(1, ⌊(listed + 1)/20⌋)
-   * peers are older than this one (listed in the first `peers` message after welcome, still listed,
-   * not banned). Before the first `peers` message this peer seeds.
+   * The real times of the transfer that produced a delivered segment. A store hit (started =
+   * finished) gets the times of the transfer that stored it, so hls.js never sees a near-zero copy.
    */
-  isSeeder(conn) {
-    if (!conn || conn.older === null) return true;
-    let older = 0;
-    for (const id of conn.older) if (conn.listed.has(id) && !this.banned.has(id)) older++;
-    return isSeeder(older, conn.listed.size + 1);
-  }
-
-  prefixLength(need) {
-    if (need.transfer) return need.transfer.received;
-    return need.partial ? need.partial.bytes.length : 0;
+  transferTiming(id, ok) {
+    if (ok.started === ok.finished) {
+      const earlier = this.timings.get(id);
+      if (earlier) return earlier;
+    }
+    const first = this.firstByte.get(id) ?? ok.started;
+    this.firstByte.delete(id);
+    const timing = { start: ok.started, first: Math.min(Math.max(first, ok.started), ok.finished), end: ok.finished };
+    if (ok.started !== ok.finished) this.timings.set(id, timing);
+    return timing;
   }
 
   // ===========================================================================================
-  // Peer transfers (this side requests)
+  // HTTP and hashing for the core
 
-  requestFromPeer(need, link, t) {
-    const requestId = this.nextRequestId;
-    this.nextRequestId = this.nextRequestId >= 0xffff_ffff ? 1 : this.nextRequestId + 1;
-    if (!link.sendFrame({ type: 'request', request_id: requestId, segment: need.id, offset: 0 })) return;
-    link.inFlight++;
-    need.transfer = {
-      link,
-      peer: link.remote,
-      requestId,
-      started: t,
-      first: 0,
-      end: 0,
-      lastProgress: t,
-      size: null,
-      buffer: null,
-      received: 0,
-      verifying: false,
-    };
-    this.requests.set(requestId, need);
-  }
-
-  /** The need whose running transfer is `requestId` on `link`, if any. */
-  transferNeed(link, requestId) {
-    const need = this.requests.get(requestId);
-    const tr = need?.transfer;
-    return tr && tr.link === link && tr.requestId === requestId ? need : null;
-  }
-
-  onResponse(link, f) {
-    const need = this.transferNeed(link, f.request_id);
-    if (!need) return; // cancelled or unknown: frames in flight are ignored
-    const tr = need.transfer;
-    const d = this.digests.get(need.id);
-    const claimOk =
-      tr.size === null && d && toHex(f.digest) === d.sha256 && f.size === d.size && f.offset === 0 && f.size <= MAX_SEGMENT_BYTES;
-    if (!claimOk) {
-      // The digest in a Response is only the sender's claim; one that differs is a lie told up front.
-      link.sendFrame({ type: 'cancel', request_id: f.request_id });
-      this.caughtLying(need, link, 'response differs from the gateway digest');
-      return;
-    }
-    tr.size = f.size;
-    tr.buffer = new Uint8Array(f.size);
-    if (f.size === 0) this.completePeerTransfer(need);
-  }
-
-  onChunk(link, f) {
-    const need = this.transferNeed(link, f.request_id);
-    if (!need) return;
-    const tr = need.transfer;
-    if (tr.size === null || tr.verifying || f.offset !== tr.received || tr.received + f.data.length > tr.size) {
-      link.sendFrame({ type: 'cancel', request_id: f.request_id });
-      this.caughtLying(need, link, 'chunk out of order or past the size');
-      return;
-    }
-    tr.buffer.set(f.data, tr.received);
-    tr.received += f.data.length;
-    const t = now();
-    if (!tr.first) tr.first = t;
-    tr.lastProgress = t;
-    if (tr.received === tr.size) this.completePeerTransfer(need);
-  }
-
-  async completePeerTransfer(need) {
-    const tr = need.transfer;
-    tr.verifying = true;
-    tr.end = now();
-    this.requests.delete(tr.requestId);
-    let sha;
-    try {
-      sha = await sha256Hex(tr.buffer);
-    } catch (e) {
-      this.log.warn('sha256-failed', e?.message ?? e);
-      sha = null;
-    }
-    if (this.destroyed || need.transfer !== tr) return; // dropped meanwhile
-    const d = this.digests.get(need.id);
-    if (!d || sha !== d.sha256 || tr.buffer.length !== d.size) {
-      // Never handed to the player: ban the peer, fetch the segment over HTTP.
-      this.caughtLying(need, tr.link, 'segment does not match the gateway digest');
-      if (this.needs.get(need.id) === need && !need.http) this.startHttp(need, 0);
-      return;
-    }
-    need.transfer = null;
-    const link = tr.link;
-    link.inFlight = Math.max(0, link.inFlight - 1);
-    link.rate = updateRate(link.rate, tr.size, tr.end - tr.started) ?? link.rate;
-    const delta = this.peerDelta(tr.peer);
-    delta.ok++;
-    delta.bytes += tr.size;
-    this.stats.p2pBytes += tr.size;
-    this.stats.p2pSegments++;
-    this.stats.verifiedSegments++;
-    this.accept(need, tr.buffer, sha, 'p2p', { start: tr.started, first: tr.first || tr.end, end: tr.end });
-  }
-
-  /** Ends the running transfer of `need` because of `cause` (and tells the peer when it may still send). */
-  failTransfer(need, cause) {
-    const tr = need.transfer;
-    if (!tr) return;
-    need.transfer = null;
-    this.trace('fail', { id: need.id, cause, peer: tr.peer, received: tr.received, size: tr.size, ms: Math.round(now() - tr.started) });
-    this.requests.delete(tr.requestId);
-    if (cause === 'timeout' && !tr.verifying) tr.link.sendFrame({ type: 'cancel', request_id: tr.requestId });
-    this.stats.failures[cause]++;
-    const delta = this.peerDelta(tr.peer);
-    if (cause === 'mismatch') delta.mismatch++;
-    else delta.failed++;
-    tr.link.inFlight = Math.max(0, tr.link.inFlight - 1);
-    if (cause === 'absent') tr.link.has.delete(need.id);
-    this.kick();
-  }
-
-  /** A peer sent data that does not match the gateway's digest: never used, the peer is dropped. */
-  caughtLying(need, link, why) {
-    this.log.warn('mismatch', link.remote, need.id, why);
-    this.stats.rejectedSegments++;
-    this.failTransfer(need, 'mismatch');
-    this.ban(link.remote);
-  }
-
-  ban(peer) {
-    this.banned.set(peer, true);
-    this.conn?.links.get(peer)?.close('banned');
-  }
-
-  /** This peer's outcome counters for the next report (at most MAX_PEER_DELTAS peers wait). */
-  peerDelta(peer) {
-    let d = this.peerDeltas.get(peer);
-    if (!d) {
-      d = { peer_id: peer, ok: 0, failed: 0, mismatch: 0, bytes: 0 };
-      if (this.peerDeltas.size >= MAX_PEER_DELTAS) {
-        this.log.warn('report-backlog', 'per-peer outcome dropped', peer);
-        return d; // counted in the totals, not per peer
-      }
-      this.peerDeltas.set(peer, d);
-    }
-    return d;
-  }
-
-  // ===========================================================================================
-  // HTTP
-
-  startHttp(need, from) {
-    if (need.http) return;
+  httpGet(id, from) {
+    this.http.get(id)?.controller.abort();
     const controller = new AbortController();
-    need.http = { from, controller };
-    this.httpGet(need.url, from, controller.signal).then(
-      (r) => this.onHttpDone(need, r),
-      (e) => this.onHttpFailed(need, e),
+    const fetch = { controller };
+    this.http.set(id, fetch);
+    const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
+    this.fetchBody(url, from, controller.signal, () => {
+      if (!this.firstByte.has(id)) this.firstByte.set(id, now());
+    }).then(
+      (bytes) => {
+        if (this.http.get(id) !== fetch) return; // cancelled or replaced
+        this.http.delete(id);
+        this.feed({ type: 'http', id, from, ok: bytes });
+      },
+      (err) => {
+        if (this.http.get(id) !== fetch || err?.name === 'AbortError') return;
+        this.http.delete(id);
+        this.log.warn('http-failed', id, describeHttpError(err));
+        this.feed({ type: 'http', id, from, err: err.kind ? err : { kind: 'network', message: String(err?.message ?? err) } });
+      },
     );
   }
 
   /**
-   * GET url (from byte `from` with a Range header when > 0). Resolves to {bytes, from, timing}
-   * where `from` is 0 when the server sent the whole body; rejects with {status} on HTTP errors.
+   * GET url from byte `from` (a Range request when > 0): the body from `from` on. Rejects with an
+   * HttpError ({kind, status?}) or the fetch's own error (network, abort).
    */
-  async httpGet(url, from, signal) {
-    const start = now();
+  async fetchBody(url, from, signal, firstByte) {
     const init = { signal, credentials: 'same-origin' };
     if (from > 0) init.headers = { Range: `bytes=${from}-` };
     const resp = await this.impl.fetch(url, init);
-    if (!resp.ok) throw httpError(resp.status, `HTTP ${resp.status} ${resp.statusText ?? ''}`.trim());
-    let got = 0;
+    if (!resp.ok) {
+      const kind = resp.status === 404 || resp.status === 410 ? 'absent' : 'status';
+      throw { kind, status: resp.status };
+    }
+    let skip = 0; // a server that ignores the Range sends the whole body
     if (from > 0 && resp.status === 206) {
       const m = /^bytes (\d+)-/.exec(resp.headers.get('content-range') ?? '');
-      if (!m || Number(m[1]) !== from) throw httpError(0, `unexpected Content-Range for bytes=${from}-`);
-      got = from;
+      if (!m || Number(m[1]) !== from) throw { kind: 'network', message: `unexpected Content-Range for bytes=${from}-` };
+    } else {
+      skip = from;
     }
-    let first = 0;
     const parts = [];
     let total = 0;
     if (resp.body?.getReader) {
@@ -708,115 +566,181 @@ export class P2PEngine {
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
-        if (!first) first = now();
+        firstByte();
         parts.push(value);
         total += value.length;
         if (total > MAX_SEGMENT_BYTES) {
           reader.cancel().catch(() => {});
-          throw httpError(0, 'segment too large');
+          throw { kind: 'too_large', limit: MAX_SEGMENT_BYTES };
         }
       }
     } else {
       const buf = new Uint8Array(await resp.arrayBuffer());
-      first = now();
+      firstByte();
       parts.push(buf);
       total = buf.length;
     }
-    const end = now();
-    return { bytes: concatBytes(parts, total), from: got, timing: { start, first: first || end, end } };
+    const body = concatBytes(parts, total);
+    return skip > 0 ? body.subarray(Math.min(skip, body.length)) : body;
   }
 
-  async onHttpDone(need, r) {
-    if (this.needs.get(need.id) !== need) return; // delivered or dropped meanwhile
-    // need.http stays set until the bytes are accepted or refused: nothing else starts meanwhile.
-    this.stats.httpBytes += r.bytes.length;
-    this.httpRate = updateRate(this.httpRate, r.bytes.length, r.timing.end - r.timing.start) ?? this.httpRate;
-    // The peer bytes this HTTP range continues: a running transfer's, or a kept prefix.
-    let prefix = null;
-    if (r.from > 0) {
-      const tr = need.transfer;
-      if (tr && !tr.verifying && tr.received >= r.from) {
-        prefix = { peer: tr.peer, bytes: tr.buffer.subarray(0, r.from), start: tr.started, first: tr.first };
-      } else if (need.partial && need.partial.bytes.length === r.from) {
-        prefix = need.partial;
-      }
-      if (!prefix) {
-        this.log.warn('range-without-prefix', need.id);
-        need.http = null;
-        this.startHttp(need, 0);
-        return;
-      }
-    }
-    const whole = prefix ? concatBytes([prefix.bytes, r.bytes]) : r.bytes;
-    let sha;
-    try {
-      sha = await sha256Hex(whole);
-    } catch (e) {
-      this.log.warn('sha256-failed', e?.message ?? e);
-      need.http = null;
-      this.failNeed(need, { code: 0, text: 'cannot hash the segment' });
-      return;
-    }
-    if (this.needs.get(need.id) !== need) return;
-    need.http = null;
-    const d = this.digests.get(need.id);
-    if (prefix) {
-      if (!d || sha !== d.sha256 || whole.length !== d.size) {
-        // The peer's part was wrong: never use it, fetch the whole segment over HTTP.
-        this.log.warn('mismatch', prefix.peer, need.id, 'peer prefix failed the check');
-        this.stats.rejectedSegments++;
-        this.stats.failures.mismatch++;
-        this.peerDelta(prefix.peer).mismatch++;
-        need.partial = null;
-        this.ban(prefix.peer);
-        this.startHttp(need, 0);
-        return;
-      }
-      this.stats.p2pBytes += prefix.bytes.length;
-    } else if (d && d.sha256 !== sha) {
-      this.log.warn('http-digest-differs', need.id);
-    }
-    this.stats.httpSegments++;
-    const timing = prefix
-      ? { start: Math.min(prefix.start, r.timing.start), first: prefix.first || r.timing.first, end: r.timing.end }
-      : r.timing;
-    this.accept(need, whole, sha, 'http', timing);
-  }
-
-  onHttpFailed(need, e) {
-    if (this.needs.get(need.id) !== need || e?.name === 'AbortError') return;
-    need.http = null;
-    this.log.warn('http-failed', need.id, e?.message ?? e);
-    if (need.transfer) {
-      this.kick(); // the peer may still deliver
-      return;
-    }
-    this.failNeed(need, { code: e?.status ?? 0, text: e?.message ?? String(e) });
-  }
-
-  failNeed(need, error) {
-    this.needs.delete(need.id);
-    need.http?.controller.abort();
-    if (need.transfer) this.failTransfer(need, 'timeout');
-    for (const w of need.waiters) w.onError(error);
-    need.waiters.clear();
-  }
-
-  /** Takes a whole segment (verified, or from the gateway): stores it and hands it to the waiters. */
-  accept(need, bytes, sha256, source, timing) {
-    this.needs.delete(need.id);
-    need.http?.controller.abort();
-    need.http = null;
-    if (need.transfer) this.failTransfer(need, 'timeout'); // it lost the race
-    const entry = { id: need.id, bytes, sha256, source, timing };
-    this.trace('accept', { id: need.id, source, waiters: need.waiters.size, took: Math.round(timing.end - timing.start) });
-    this.store.put(entry);
-    for (const w of need.waiters) w.onSuccess(deliverable(entry));
-    need.waiters.clear();
+  /** SHA-256 by WebCrypto, answered as `verified` (a failed hash matches no digest). */
+  verify(ticket, bytes) {
+    sha256Hex(bytes).then(
+      (sha256) => this.feed({ type: 'verified', ticket, sha256 }),
+      (e) => {
+        this.log.warn('sha256-failed', e?.message ?? e);
+        this.feed({ type: 'verified', ticket, sha256: '' });
+      },
+    );
   }
 
   // ===========================================================================================
-  // The swarm: signalling
+  // Peer links for the core
+
+  /** The core asks for a link to `peer`: offer one (the outcome is `link_up` or `connect_failed`). */
+  connectTo(peer) {
+    const conn = this.conn;
+    if (!conn?.peerId || !conn.channel.open || !this.impl.RTCPeerConnection) {
+      this.feed({ type: 'connect_failed', peer });
+      return;
+    }
+    const existing = this.peerLinks.get(peer);
+    if (existing) {
+      existing.asked = true; // its negotiation (their offer) answers for us
+      return;
+    }
+    this.trace('connect', { peer });
+    const link = this.createLink(conn, peer, true);
+    link.asked = true;
+    link.start();
+  }
+
+  createLink(conn, remote, initiator) {
+    const link = new PeerLink({
+      me: conn.peerId,
+      remote,
+      initiator,
+      iceServers: this.options.iceServers,
+      RTCPeerConnection: this.impl.RTCPeerConnection,
+      hooks: {
+        signal: (payload) => {
+          if (conn === this.conn) conn.channel.send({ type: 'relay', to: remote, payload });
+        },
+        ready: (l) => this.onLinkReady(conn, l),
+        frame: (l, f) => this.onFrame(l, f),
+        closed: (l) => this.onLinkClosed(l),
+        drained: (l) => this.written(l.coreId),
+        warn: (...a) => this.log.warn(...a),
+      },
+    });
+    /** The core waits for this link (`link_up` or `connect_failed`). */
+    link.asked = false;
+    /** Its id for the core, once open. */
+    link.coreId = null;
+    this.peerLinks.set(remote, link);
+    return link;
+  }
+
+  onLinkReady(conn, link) {
+    if (conn !== this.conn) {
+      link.close('left the swarm');
+      return;
+    }
+    link.coreId = this.nextLinkId++;
+    link.asked = false;
+    this.links.set(link.coreId, link);
+    this.unwritten.set(link.coreId, 0);
+    this.feed({ type: 'link_up', link: link.coreId, peer: link.remote, initiated: link.initiator, max_frame: link.maxMessageSize });
+  }
+
+  onFrame(link, frame) {
+    if (link.coreId === null || this.links.get(link.coreId) !== link) return;
+    if (frame.type === 'chunk') {
+      // The first byte of one of our requests: when its transfer started delivering.
+      const key = `${link.coreId}:${frame.request_id}`;
+      const id = this.requested.get(key);
+      if (id !== undefined) {
+        this.requested.delete(key);
+        if (!this.firstByte.has(id)) this.firstByte.set(id, now());
+      }
+    }
+    this.feed({ type: 'frame', link: link.coreId, frame });
+  }
+
+  onLinkClosed(link) {
+    if (this.peerLinks.get(link.remote) === link) this.peerLinks.delete(link.remote);
+    if (link.coreId !== null && this.links.get(link.coreId) === link) {
+      this.forgetLink(link.coreId);
+      this.feed({ type: 'link_down', link: link.coreId });
+    } else if (link.asked) {
+      link.asked = false;
+      this.feed({ type: 'connect_failed', peer: link.remote });
+    }
+  }
+
+  forgetLink(id) {
+    this.links.delete(id);
+    this.unwritten.delete(id);
+  }
+
+  /** A frame from the core; `written` follows when the channel has taken it (its buffer is low). */
+  send(id, frame) {
+    const link = this.links.get(id);
+    if (!link) {
+      this.feed({ type: 'link_down', link: id });
+      return;
+    }
+    if (frame.type === 'request') this.requested.set(`${id}:${frame.request_id}`, frame.segment);
+    if (!link.sendFrame(frame)) return; // the link closes itself: link_down follows
+    this.unwritten.set(id, (this.unwritten.get(id) ?? 0) + encodedLen(frame));
+    if (link.bufferedAmount <= BUFFER_LOW) this.written(id);
+  }
+
+  written(id) {
+    const bytes = this.unwritten.get(id);
+    if (!bytes) return;
+    this.unwritten.set(id, 0);
+    this.feed({ type: 'written', link: id, bytes });
+  }
+
+  /** A relayed negotiation message. Of two crossing offers the greater id's wins (PROTOCOL.md §6). */
+  onRelay(conn, from, payload) {
+    if (!conn.peerId || this.core.isBanned(from)) return;
+    const kind = payload?.kind;
+    const valid =
+      (kind === 'offer' || kind === 'answer'
+        ? typeof payload.sdp === 'string'
+        : kind === 'candidate' && typeof payload.candidate === 'object' && payload.candidate !== null) &&
+      from !== conn.peerId;
+    if (!valid) {
+      this.log.warn('bad-relay', from, kind);
+      return;
+    }
+    let link = this.peerLinks.get(from);
+    if (kind === 'offer') {
+      let asked = false;
+      if (link) {
+        if (link.initiator && compareIds(conn.peerId, from) > 0) return;
+        // Their offer replaces our attempt (or a link they gave up on); the core's wait carries over.
+        asked = link.asked;
+        link.asked = false;
+        link.close('replaced by a new offer');
+      } else if (this.peerLinks.size >= conn.maxPeers || !this.impl.RTCPeerConnection) {
+        return; // full: the offerer times out and tries later
+      }
+      link = this.createLink(conn, from, false);
+      link.asked = asked;
+    }
+    link?.handleSignal(payload);
+  }
+
+  closePeerLinks(reason) {
+    for (const link of [...this.peerLinks.values()]) link.close(reason);
+  }
+
+  // ===========================================================================================
+  // Signalling
 
   /** Joins the swarm of `rendition` on a new socket, leaving the current one. */
   setRendition(rendition) {
@@ -837,25 +761,13 @@ export class P2PEngine {
       this.log.warn('no-websocket', 'P2P disabled');
       return;
     }
+    if (!globalThis.crypto?.subtle) {
+      this.log.warn('no-webcrypto', 'P2P disabled: peer bytes cannot be verified outside a secure context');
+      return;
+    }
     const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
-    const conn = {
-      rendition: this.rendition,
-      channel: null,
-      peerId: null,
-      swarm: null,
-      maxPeers: this.options.maxPeers,
-      /** The latest peers list: id → PeerInfo, best first. */
-      listed: new Map(),
-      /** Ids in the first peers message after welcome: the senior peers. */
-      older: null,
-      listedSince: new Map(),
-      links: new Map(),
-      retry: new Map(),
-      /** Segment ids whose digests came on this connection (this rendition): what Have may list. */
-      digestIds: new BoundedMap(MAX_DIGESTS),
-      timers: [],
-    };
+    const conn = { rendition: this.rendition, channel: null, peerId: null, swarm: null, maxPeers: this.options.maxPeers };
     conn.channel = new SignallingChannel({
       url: ws.href,
       join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
@@ -883,31 +795,17 @@ export class P2PEngine {
         this.stats.peerId = m.peer_id;
         this.stats.swarm = m.swarm;
         this.backoff.reset();
-        conn.timers.push(setInterval(() => this.sendReport(conn), this.options.reportIntervalMs));
-        conn.timers.push(setInterval(() => this.connectPeers(conn), 1000));
+        this.feed({ type: 'signal', message: m });
+        this.flushReport();
         return;
       case 'digests':
-        for (const s of m.segments) {
-          this.digests.set(s.id, { sha256: s.sha256, size: s.size });
-          conn.digestIds.set(s.id, true);
-        }
-        this.haveChanged();
-        this.kick();
-        return;
-      case 'peers': {
+      case 'peers':
         if (!conn.peerId) {
-          this.log.warn('bad-signal', 'peers before welcome');
+          this.log.warn('bad-signal', `${m.type} before welcome`);
           return;
         }
-        const t = now();
-        conn.listed = new Map(m.peers.filter((p) => p.peer_id !== conn.peerId).map((p) => [p.peer_id, p]));
-        if (conn.older === null) conn.older = new Set(conn.listed.keys());
-        for (const id of conn.listed.keys()) if (!conn.listedSince.has(id)) conn.listedSince.set(id, t);
-        for (const id of conn.listedSince.keys()) if (!conn.listed.has(id)) conn.listedSince.delete(id);
-        this.connectPeers(conn);
-        this.kick();
+        this.feed({ type: 'signal', message: m });
         return;
-      }
       case 'relay':
         this.onRelay(conn, m.from, m.payload);
         return;
@@ -921,7 +819,9 @@ export class P2PEngine {
   onSignalClosed(conn, info) {
     if (conn !== this.conn) return;
     this.conn = null;
-    this.closeConn(conn, 'signalling closed');
+    this.stats.peerId = this.stats.swarm = null;
+    // Open links keep working until the next welcome starts a new swarm session in the core.
+    this.feed({ type: 'signal_closed' });
     if (this.destroyed || this.suspended || this.rendition === null) return;
     if (this.noReconnect || NO_RECONNECT.has(info.error)) {
       this.noReconnect = true;
@@ -933,230 +833,41 @@ export class P2PEngine {
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }
 
-  /** Leaves the current swarm on purpose: last report, `leave`, links closed. */
+  /** Leaves the current swarm on purpose: a pending report, `leave`, links closed. */
   leaveSwarm() {
     const conn = this.conn;
     if (!conn) return;
     this.conn = null;
-    const last = conn.peerId && conn.channel.open ? [this.reportMessage()] : [];
+    this.stats.peerId = this.stats.swarm = null;
+    const last = conn.peerId && conn.channel.open && this.pendingReport ? [this.pendingReport] : [];
+    if (last.length > 0) this.pendingReport = null;
     conn.channel.leave(last);
-    this.closeConn(conn, 'leave');
+    this.closePeerLinks('leave');
+    this.updateStats();
   }
 
-  closeConn(conn, reason) {
-    for (const t of conn.timers) clearInterval(t);
-    conn.timers = [];
-    for (const link of [...conn.links.values()]) link.close(reason);
-    conn.links.clear();
-    this.stats.peers = 0;
-    this.stats.peerId = null;
-    this.stats.swarm = null;
-    this.stats.seeder = null;
-  }
-
-  sendReport(conn) {
-    if (conn !== this.conn || !conn.channel.open) return;
-    conn.channel.send(this.reportMessage());
-  }
-
-  /** The `report` with the deltas since the previous one (which it marks as reported). */
-  reportMessage() {
-    const s = this.stats;
-    const r = this.reported;
-    const failures = {};
-    for (const c of FAILURE_CAUSES) failures[c] = s.failures[c] - r.failures[c];
-    const msg = {
-      type: 'report',
-      http_bytes: s.httpBytes - r.httpBytes,
-      p2p_bytes: s.p2pBytes - r.p2pBytes,
-      http_segments: s.httpSegments - r.httpSegments,
-      p2p_segments: s.p2pSegments - r.p2pSegments,
-      uploaded_bytes: s.uploadedBytes - r.uploadedBytes,
-      failures,
-    };
-    const peers = [];
-    for (const [id, d] of this.peerDeltas) {
-      if (peers.length >= MAX_REPORT_PEERS) break;
-      peers.push(d);
-      this.peerDeltas.delete(id);
-    }
-    if (peers.length > 0) msg.peers = peers;
-    this.reported = {
-      httpBytes: s.httpBytes,
-      p2pBytes: s.p2pBytes,
-      httpSegments: s.httpSegments,
-      p2pSegments: s.p2pSegments,
-      uploadedBytes: s.uploadedBytes,
-      failures: { ...s.failures },
-    };
-    return msg;
-  }
-
-  // ===========================================================================================
-  // The swarm: links
-
-  /** Opens links to listed peers, up to the cap. Of two peers the greater id offers. */
-  connectPeers(conn) {
-    if (conn !== this.conn || !conn.peerId || !this.impl.RTCPeerConnection) return;
-    const t = now();
-    for (const [id, p] of conn.listed) {
-      if (conn.links.size >= conn.maxPeers) break;
-      if (conn.links.has(id) || this.banned.has(id) || !p.transports.includes('webrtc')) continue;
-      if ((conn.retry.get(id)?.at ?? 0) > t) continue;
-      // A greater id offers; if it has not after a while (its list may not hold us), we do.
-      const ours = conn.peerId > id || t - (conn.listedSince.get(id) ?? t) >= LINK_FALLBACK_MS;
-      if (ours) this.createLink(conn, id, true).start();
-    }
-  }
-
-  createLink(conn, remote, initiator) {
-    const link = new PeerLink({
-      me: conn.peerId,
-      remote,
-      initiator,
-      iceServers: this.options.iceServers,
-      RTCPeerConnection: this.impl.RTCPeerConnection,
-      hooks: {
-        signal: (payload) => {
-          if (conn === this.conn) conn.channel.send({ type: 'relay', to: remote, payload });
-        },
-        ready: (l) => this.onLinkReady(conn, l),
-        frame: (l, f) => this.onFrame(conn, l, f),
-        closed: (l, reason) => this.onLinkClosed(conn, l, reason),
-        uploaded: (n) => (this.stats.uploadedBytes += n),
-        warn: (...a) => this.log.warn(...a),
-      },
-    });
-    conn.links.set(remote, link);
-    return link;
-  }
-
-  onRelay(conn, from, payload) {
-    if (!conn.peerId || this.banned.has(from)) return;
-    const kind = payload?.kind;
-    const valid =
-      (kind === 'offer' || kind === 'answer'
-        ? typeof payload.sdp === 'string'
-        : kind === 'candidate' && typeof payload.candidate === 'object' && payload.candidate !== null) &&
-      from !== conn.peerId;
-    if (!valid) {
-      this.log.warn('bad-relay', from, kind);
+  /** A message from the core for the tracker. */
+  signal(message) {
+    if (message.type === 'leave') {
+      this.leaveSwarm(); // the core stopped (destroy): its last report went out just before
       return;
     }
-    let link = conn.links.get(from);
-    if (kind === 'offer') {
-      if (link) {
-        // Two offers crossed: the greater id's wins. A fresh offer from the answering side's
-        // peer replaces a link it gave up on.
-        if (link.initiator && conn.peerId > from) return;
-        link.close('replaced by a new offer');
-      } else if (conn.links.size >= conn.maxPeers || !this.impl.RTCPeerConnection) {
-        return; // full: the offerer times out and tries later
-      }
-      link = this.createLink(conn, from, false);
-    }
-    link?.handleSignal(payload);
+    this.pendingReport = this.pendingReport ? mergeReports(this.pendingReport, message) : message;
+    this.flushReport();
   }
 
-  onLinkReady(conn, link) {
-    if (conn !== this.conn) return;
-    conn.retry.delete(link.remote);
-    this.stats.peers = [...conn.links.values()].filter((l) => l.state === 'ready').length;
-    link.sendFrame(this.haveFrame(conn, link));
-    this.kick();
-  }
-
-  onLinkClosed(conn, link, reason) {
-    if (conn.links.get(link.remote) === link) conn.links.delete(link.remote);
-    for (const need of this.needs.values()) {
-      if (need.transfer?.link === link && !need.transfer.verifying) this.failTransfer(need, 'disconnect');
-    }
-    if (conn !== this.conn) return;
-    this.stats.peers = [...conn.links.values()].filter((l) => l.state === 'ready').length;
-    if (!this.banned.has(link.remote) && reason !== 'replaced by a new offer') {
-      const prev = conn.retry.get(link.remote)?.delay ?? 0;
-      const delay = prev ? Math.min(prev * 2, LINK_RETRY_MAX_MS) : LINK_RETRY_FIRST_MS;
-      conn.retry.set(link.remote, { at: now() + delay, delay });
-    }
-    this.kick();
-  }
-
-  onFrame(conn, link, f) {
-    switch (f.type) {
-      case 'have':
-        link.has = new Set(f.segments);
-        this.kick();
-        return;
-      case 'request':
-        this.serve(link, f);
-        return;
-      case 'cancel':
-        link.cancelUpload(f.request_id);
-        return;
-      case 'absent': {
-        const need = this.transferNeed(link, f.request_id);
-        if (need) this.failTransfer(need, 'absent');
-        return;
-      }
-      case 'response':
-        this.onResponse(link, f);
-        return;
-      case 'chunk':
-        this.onChunk(link, f);
-        return;
-    }
-  }
-
-  /** Answers a peer's request from the store: Response and chunks, or Absent. */
-  serve(link, f) {
-    const stored = this.options.upload ? this.store.peek(f.segment) : undefined;
-    const ok = stored && typeof f.offset === 'number' && f.offset <= stored.bytes.length;
-    if (!ok || !link.startUpload(f.request_id, stored.bytes, fromHex(stored.sha256), f.offset)) {
-      link.sendFrame({ type: 'absent', request_id: f.request_id });
-    }
-  }
-
-  /** The store changed (or digests arrived): tell the peers, at most once a second. */
-  haveChanged() {
-    if (this.haveTimer !== null || this.destroyed) return;
-    const wait = Math.max(0, this.lastHaveAt + HAVE_INTERVAL_MS - now());
-    this.haveTimer = setTimeout(() => {
-      this.haveTimer = null;
-      this.lastHaveAt = now();
-      const conn = this.conn;
-      if (!conn) return;
-      for (const link of conn.links.values()) {
-        if (link.state === 'ready') link.sendFrame(this.haveFrame(conn, link));
-      }
-    }, wait);
-  }
-
-  /**
-   * Have: the newest stored segments of this swarm whose bytes match the gateway's digest, at most
-   * 512 ids and within the frame and the remote's message size limits; empty with upload off.
-   */
-  haveFrame(conn, link) {
-    const segments = [];
-    if (this.options.upload) {
-      const budget = Math.min(MAX_FRAME_LEN, link.maxMessageSize - 5);
-      let size = 2;
-      for (const id of this.store.newestIds()) {
-        if (segments.length >= MAX_HAVE_IDS) break;
-        const d = this.digests.get(id);
-        if (!d || !conn.digestIds.has(id) || this.store.peek(id)?.sha256 !== d.sha256) continue;
-        const len = 2 + new TextEncoder().encode(id).length;
-        if (size + len > budget) break;
-        size += len;
-        segments.push(id);
-      }
-    }
-    return { type: 'have', segments };
+  /** Sends the pending report if the tracker can take it. */
+  flushReport() {
+    const conn = this.conn;
+    if (!this.pendingReport || !conn?.peerId || !conn.channel.open) return;
+    conn.channel.send(this.pendingReport);
+    this.pendingReport = null;
   }
 
   // ===========================================================================================
   // Lifecycle
 
-  /** The page is going away (pagehide): last report and leave now, links closed. */
+  /** The page is going away (pagehide): leave now, links closed. */
   suspend() {
     if (this.destroyed || this.suspended) return;
     this.suspended = true;
@@ -1172,52 +883,41 @@ export class P2PEngine {
     if (this.rendition !== null && !this.noReconnect) this.connect();
   }
 
-  /** Leaves the swarm, stops every timer and transfer; the engine cannot be used again. */
+  /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
-    this.detach();
+    this.feed({ type: 'stop' });
     this.destroyed = true;
+    this.detach();
     globalThis.removeEventListener?.('pagehide', this.onPageHide);
     globalThis.removeEventListener?.('pageshow', this.onPageShow);
-    clearTimeout(this.tickTimer);
-    clearTimeout(this.haveTimer);
+    clearTimeout(this.timer);
     clearTimeout(this.reconnectTimer);
-    this.tickTimer = this.haveTimer = this.reconnectTimer = null;
-    for (const need of this.needs.values()) {
-      need.http?.controller.abort();
-      need.http = null;
-      need.transfer = null;
-      need.waiters.clear();
-    }
-    this.needs.clear();
-    this.requests.clear();
-    this.store.onChange = null;
-    this.store.clear();
+    this.timer = this.reconnectTimer = null;
+    this.closePeerLinks('destroyed');
+    for (const fetch of this.http.values()) fetch.controller.abort();
+    this.http.clear();
+    this.waiters.clear();
   }
 }
 
-function newNeed(id, url, httpOnly) {
-  return {
-    id,
-    url,
-    /** No peers for this one (another rendition, not joined, init section): HTTP at once. */
-    httpOnly,
-    waiters: new Set(),
-    transfer: null,
-    http: null,
-    /** Peer bytes kept when HTTP took over: {peer, bytes, start, first}. */
-    partial: null,
-    abandonedAt: null,
-  };
+/** One report for two consecutive ones (the first found no open socket). */
+function mergeReports(a, b) {
+  const out = { ...b, failures: { ...b.failures } };
+  for (const k of ['http_bytes', 'p2p_bytes', 'http_segments', 'p2p_segments', 'uploaded_bytes']) out[k] += a[k];
+  for (const c of Object.keys(a.failures)) out.failures[c] = (out.failures[c] ?? 0) + a.failures[c];
+  const peers = new Map();
+  for (const p of [...(a.peers ?? []), ...(b.peers ?? [])]) {
+    const q = peers.get(p.peer_id);
+    if (q) for (const k of ['ok', 'failed', 'mismatch', 'bytes']) q[k] += p[k];
+    else if (peers.size < MAX_LIST_LEN) peers.set(p.peer_id, { ...p });
+  }
+  if (peers.size > 0) out.peers = [...peers.values()];
+  return out;
 }
 
-/** What a waiter gets: a copy of the bytes (the player may transfer it away) and the transfer times. */
-function deliverable(entry) {
-  return { data: entry.bytes.slice().buffer, source: entry.source, timing: { ...entry.timing } };
-}
-
-function httpError(status, message) {
-  const e = new Error(message);
-  e.status = status;
-  return e;
+function describeHttpError(e) {
+  if (e?.status) return `HTTP ${e.status}`;
+  if (e?.kind === 'too_large') return 'segment too large';
+  return e?.message ?? e?.kind ?? String(e);
 }

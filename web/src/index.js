@@ -1,10 +1,16 @@
 // The engine bundle for integrators (dist/p2p-engine.mjs): everything but hls.js, which the page
 // brings itself.
 
-export { P2PEngine, DEFAULT_MAX_PEERS, DEFAULT_REPORT_INTERVAL_MS } from './engine.js';
+export {
+  P2PEngine,
+  DEFAULT_MAX_PEERS,
+  DEFAULT_MAX_STORE_BYTES,
+  DEFAULT_MAX_STORE_SEGMENTS,
+  DEFAULT_REPORT_INTERVAL_MS,
+} from './engine.js';
+export { NodeCore, DEFAULT_CORE_CONFIG } from './core.js';
 export { createP2PLoader, loadingTimes, newLoadStats } from './loader.js';
-export { SegmentStore, DEFAULT_MAX_STORE_BYTES } from './store.js';
-export { Scheduler, DEFAULT_SCHEDULER_CONFIG, isSeeder, seederCount, updateRate } from './scheduler.js';
+export { Scheduler, DEFAULT_SCHEDULER_CONFIG, updateRate } from './scheduler.js';
 export { parseVariantUrls, renditionOfUrl, fetchVariantUrls } from './master.js';
 export { watchStalls } from './playback.js';
 export * as frame from './protocol/frame.js';

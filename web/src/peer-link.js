@@ -2,23 +2,19 @@
 // channel labelled "p2pa/1", negotiated through the tracker's `relay` messages; one frame per message
 // (docs/PROTOCOL.md §5.2 and §6).
 //
-// The link does the transport work: negotiation, the Handshake check, decoding, and pacing the
-// uploads it is given against the channel's bufferedAmount. What to request, serve and announce is
-// the engine's business (callbacks).
+// The link does the transport work: negotiation, the Handshake check, encoding and decoding, and
+// telling when the channel's send buffer has drained. What to request, serve and announce, and how
+// fast to upload, is the node core's business (through the engine).
 
-import { decodeFrameExact, encodeFrame, PROTOCOL_VERSION, RECOMMENDED_CHUNK_LEN } from './protocol/frame.js';
+import { decodeFrameExact, encodeFrame, PROTOCOL_VERSION } from './protocol/frame.js';
 
 export const DATA_CHANNEL_LABEL = 'p2pa/1';
 /** A link that is not ready (both Handshakes) this long after it was created is closed. */
 export const CONNECT_TIMEOUT_MS = 15_000;
 /** After the channel opens, the other side's Handshake must come within this. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
-/** Uploads stop filling the channel above this many buffered bytes… */
-export const BUFFER_HIGH = 256 * 1024;
-/** …and resume when it drains below this. */
+/** Frames sent count as written while the channel buffers at most this many bytes (`drained`). */
 export const BUFFER_LOW = 64 * 1024;
-/** Requests from one peer served at once; more are answered Absent. */
-export const MAX_UPLOADS_PER_LINK = 8;
 /** ICE candidates kept while the remote description is not set yet. */
 const MAX_EARLY_CANDIDATES = 64;
 
@@ -28,7 +24,7 @@ const MAX_EARLY_CANDIDATES = 64;
  * @property {(link: PeerLink) => void} ready       both Handshakes done
  * @property {(link: PeerLink, frame: object) => void} frame  a frame after the Handshake
  * @property {(link: PeerLink, reason: string) => void} closed  the link is gone (called once)
- * @property {(bytes: number) => void} uploaded      chunk data bytes sent
+ * @property {(link: PeerLink) => void} drained     the channel's buffer fell to BUFFER_LOW
  * @property {(kind: string, ...details: any[]) => void} warn
  */
 
@@ -49,14 +45,6 @@ export class PeerLink {
     this.hooks = hooks;
     this.state = 'connecting'; // connecting → open (channel) → ready (handshakes) → closed
     this.createdAt = globalThis.performance.now();
-    /** Segment ids the remote announced (its last Have). */
-    this.has = new Set();
-    /** Measured bytes/s from this peer (EWMA), null until a transfer completes. */
-    this.rate = null;
-    /** Our requests to it that are running. */
-    this.inFlight = 0;
-    /** Requests of the remote we are answering: request_id → {bytes, digest, next}. */
-    this.uploads = new Map();
     this.remoteDescriptionSet = false;
     this.earlyCandidates = [];
     this.timers = new Set();
@@ -150,7 +138,7 @@ export class PeerLink {
       this.hooks.warn('channel-error', this.remote, e?.error?.message ?? '');
     };
     dc.onmessage = (e) => this.onMessage(e.data);
-    dc.onbufferedamountlow = () => this.pump();
+    dc.onbufferedamountlow = () => this.hooks.drained(this);
     if (dc.readyState === 'open') this.onOpen();
   }
 
@@ -197,6 +185,11 @@ export class PeerLink {
     this.hooks.frame(this, frame);
   }
 
+  /** Bytes sent on the channel and not yet handed to the network. */
+  get bufferedAmount() {
+    return this.dc?.bufferedAmount ?? 0;
+  }
+
   /** The remote side's SCTP max-message-size (bytes), for trimming a large Have. */
   get maxMessageSize() {
     const m = this.pc.sctp?.maxMessageSize;
@@ -217,46 +210,6 @@ export class PeerLink {
   }
 
   // -------------------------------------------------------------------------------------------
-  // Uploads: Response, then Chunks of 16 KiB, paced by the channel's buffer.
-
-  /**
-   * Starts answering a request with `bytes` from `offset` (offset ≤ bytes.length, checked by the
-   * caller). False when this peer already has too many requests running here.
-   * @param {number} requestId
-   * @param {Uint8Array} bytes the whole segment
-   * @param {Uint8Array} digest its SHA-256 (32 bytes)
-   * @param {number} offset
-   */
-  startUpload(requestId, bytes, digest, offset) {
-    if (!this.uploads.has(requestId) && this.uploads.size >= MAX_UPLOADS_PER_LINK) return false;
-    this.uploads.delete(requestId); // a reused id replaces the old request
-    if (!this.sendFrame({ type: 'response', request_id: requestId, size: bytes.length, offset, digest })) return true;
-    this.uploads.set(requestId, { bytes, next: offset });
-    this.pump();
-    return true;
-  }
-
-  cancelUpload(requestId) {
-    this.uploads.delete(requestId);
-  }
-
-  /** Sends chunks round-robin over the running uploads until the channel's buffer is full. */
-  pump() {
-    const dc = this.dc;
-    while (this.uploads.size > 0 && dc && dc.readyState === 'open' && dc.bufferedAmount < BUFFER_HIGH) {
-      for (const [requestId, u] of this.uploads) {
-        const end = Math.min(u.bytes.length, u.next + RECOMMENDED_CHUNK_LEN);
-        const data = u.bytes.subarray(u.next, end);
-        if (!this.sendFrame({ type: 'chunk', request_id: requestId, offset: u.next, data })) return;
-        this.hooks.uploaded(data.length);
-        u.next = end;
-        if (u.next >= u.bytes.length) this.uploads.delete(requestId);
-        if (dc.bufferedAmount >= BUFFER_HIGH) break;
-      }
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
 
   later(ms, fn) {
     const t = setTimeout(() => {
@@ -272,7 +225,6 @@ export class PeerLink {
     this.state = 'closed';
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    this.uploads.clear();
     this.earlyCandidates = [];
     if (this.dc) {
       this.dc.onopen = this.dc.onclose = this.dc.onmessage = this.dc.onerror = this.dc.onbufferedamountlow = null;

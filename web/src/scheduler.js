@@ -3,9 +3,12 @@
 // (`Scheduler::decide`): no I/O, no clock reads; times are numbers in milliseconds passed in, rates
 // are bytes per second, sizes bytes.
 //
-// Who fetches a fresh live segment over HTTP first (the seeder rule, PROTOCOL.md §4.1: "the seeders
-// are the senior peers", Rust `http_first`) is worked out by the caller with `isSeeder` from its
-// view of the swarm, and `decide` takes the outcome as a boolean.
+// Who fetches a fresh live segment over HTTP first (the seeder rule, PROTOCOL.md §4.1: the seeders
+// are the most senior peers) is decided here too, from the caller's view of the swarm: `decide` takes
+// a `Seniority` {older, swarm}, and `isSeeder(seniority)` is older < max(httpFirstCount, ⌊swarm / 20⌋).
+//
+// The contract is peer-assist/tests/vectors/scheduler.json, generated from the Rust scheduler and
+// replayed by tests/unit/scheduler.test.mjs: a change on either side that alters a decision fails.
 //
 // Quantities for a need evaluated at `now` with config `c`:
 //   deadline = max(playsAt − c.safetyMarginMs, now); left = deadline − now
@@ -16,7 +19,7 @@
 // Rules (see the Rust module documentation for the reasoning):
 // 1. HTTP already running: Continue(now + 200 ms).
 // 2. Nothing running:
-//    a. seeder, fresh live and urgent: FetchHttp{from: 0};
+//    a. fresh live, urgent and isSeeder(seniority): FetchHttp{from: 0};
 //    b. the best candidate peer (has, healthy, inFlight < 2; smallest expected finish, ties by id) if
 //       expected ≤ left × budget and expected + httpTime ≤ left: FetchFromPeer;
 //    c. prefetch: Skip if not fresh live and no healthy peer has it, else WaitUntil(min(now + 250,
@@ -29,6 +32,8 @@
 //    else Continue(clamp(takeoverBy − 100 ms, now + 10 ms, now + 200 ms)).
 //    prefetch: stalled/unhealthy/gone → Skip; else Continue(clamp(playsAt − urgentWindow, now + 10, now + 200)).
 // Every WaitUntil/Continue instant is strictly after `now`.
+
+import { compareIds } from './util.js';
 
 /** A peer with this many transfers running is not asked for more. */
 export const MAX_IN_FLIGHT_PER_PEER = 2;
@@ -64,6 +69,8 @@ export const DEFAULT_SCHEDULER_CONFIG = Object.freeze({
   defaultPeerRate: 2_000_000,
   /** HTTP rate estimate (bytes/s), to know when HTTP must start at the latest. */
   httpRate: 2_000_000,
+  /** How many peers of a swarm fetch a new live segment over HTTP first at least (the seeders). */
+  httpFirstCount: 1,
   /** Size assumed when the segment size is unknown (bytes). */
   defaultSegmentSize: 1_000_000,
 });
@@ -74,6 +81,11 @@ export const DEFAULT_SCHEDULER_CONFIG = Object.freeze({
  * @property {number|null} [size] its size from the gateway's digest, if known
  * @property {number} playsAt    when the player needs the whole segment (ms)
  * @property {boolean} freshLive a live segment just published
+ *
+ * @typedef {object} Seniority where this peer stands in its swarm (PROTOCOL.md §4.1)
+ * @property {number} older  healthy peers older than this one (listed in its first `peers` message
+ *   after `welcome`, still listed, not banned)
+ * @property {number} swarm  peers in the swarm, this one included
  *
  * @typedef {object} PeerState
  * @property {string} peer
@@ -113,26 +125,44 @@ export class Scheduler {
   }
 
   /**
+   * How many of a swarm of `swarm` peers (this one included) are HTTP-first seeders:
+   * max(httpFirstCount, ⌊swarm / PEERS_PER_SEEDER⌋).
+   * @param {number} swarm
+   */
+  seederCount(swarm) {
+    return Math.max(this.config.httpFirstCount, Math.floor(swarm / PEERS_PER_SEEDER));
+  }
+
+  /**
+   * Whether a peer at `seniority` is one of the swarm's HTTP-first seeders: fewer than
+   * `seederCount(seniority.swarm)` peers are older than it.
+   * @param {Seniority} seniority
+   */
+  isSeeder(seniority) {
+    return seniority.older < this.seederCount(seniority.swarm);
+  }
+
+  /**
    * What to do for `need` at `now`.
    * @param {number} now
    * @param {string} me          this peer's id (never a candidate)
+   * @param {Seniority} seniority where this peer stands in its swarm (for the seeder rule)
    * @param {Need} need
    * @param {PeerState[]} peers
    * @param {Transfer|null} transfer the running peer transfer for this need
    * @param {boolean} httpRunning   an HTTP fetch for it is running
-   * @param {boolean} seeder        this peer fetches fresh live segments over HTTP first (`isSeeder`)
    * @returns {Decision}
    */
-  decide(now, me, need, peers, transfer, httpRunning, seeder) {
+  decide(now, me, seniority, need, peers, transfer, httpRunning) {
     if (httpRunning) return { kind: 'Continue', at: now + TRANSFER_POLL_MS };
     const f = this.frame(now, need);
-    return transfer ? this.decideTransfer(now, need, peers, transfer, f) : this.decideIdle(now, me, need, peers, f, seeder);
+    return transfer ? this.decideTransfer(now, need, peers, transfer, f) : this.decideIdle(now, me, seniority, need, peers, f);
   }
 
   /** Rule 2: nothing is running for this need. */
-  decideIdle(now, me, need, peers, f, seeder) {
+  decideIdle(now, me, seniority, need, peers, f) {
     const c = this.config;
-    if (need.freshLive && f.urgent && seeder) return { kind: 'FetchHttp', from: 0 };
+    if (need.freshLive && f.urgent && this.isSeeder(seniority)) return { kind: 'FetchHttp', from: 0 };
     const best = this.bestPeer(me, peers, f.size);
     if (best) {
       const withinBudget = best.expected <= f.left * this.budget();
@@ -181,7 +211,7 @@ export class Scheduler {
     for (const p of peers) {
       if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
       const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || (expected === best.expected && p.peer < best.peer)) {
+      if (!best || expected < best.expected || (expected === best.expected && compareIds(p.peer, best.peer) < 0)) {
         best = { peer: p.peer, expected };
       }
     }
@@ -216,25 +246,6 @@ export class Scheduler {
     const b = this.config.peerTimeBudget;
     return Number.isNaN(b) ? FALLBACK_BUDGET : Math.min(1, Math.max(0, b));
   }
-}
-
-/**
- * How many peers of a swarm fetch a new live segment over HTTP first: one per twenty peers, at least
- * one. `swarmSize` counts the listed peers and this one.
- */
-export function seederCount(swarmSize) {
-  return Math.max(1, Math.floor(swarmSize / PEERS_PER_SEEDER));
-}
-
-/**
- * "HTTP-first seeders are the senior peers": a peer fetches a fresh live segment over HTTP first iff
- * fewer than `seederCount(swarmSize)` healthy peers of its swarm are older than it (older = listed in
- * the first `peers` message it received after `welcome`, still listed and not banned).
- * @param {number} olderCount
- * @param {number} swarmSize
- */
-export function isSeeder(olderCount, swarmSize) {
-  return olderCount < seederCount(swarmSize);
 }
 
 /**

@@ -22,6 +22,24 @@ export async function sha256Hex(bytes) {
   return toHex(new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', bytes)));
 }
 
+/**
+ * Orders strings by code point, which is the byte order of their UTF-8 (Rust's `String` order);
+ * JavaScript's `<` compares UTF-16 units, which puts U+10000 and above before U+E000–U+FFFF.
+ */
+export function compareIds(a, b) {
+  if (a === b) return 0;
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codeOrder(x) - codeOrder(y);
+  }
+  return a.length - b.length;
+}
+
+/** A UTF-16 unit's rank in code point order: surrogates (code points ≥ U+10000) after U+FFFF. */
+const codeOrder = (u) => (u >= 0xd800 && u <= 0xdfff ? u + 0x2000 : u >= 0xe000 ? u - 0x800 : u);
+
 /** Concatenates byte arrays into one. */
 export function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
   const out = new Uint8Array(total);

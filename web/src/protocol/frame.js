@@ -141,6 +141,40 @@ export function encodeFrame(frame) {
   return out;
 }
 
+/**
+ * The encoded length of a frame (header included) without encoding it: what `encodeFrame(frame)
+ * .length` gives for a valid frame.
+ * @param {object} frame
+ */
+export function encodedLen(frame) {
+  const str = (s) => 2 + utf8Encoder.encode(s).length;
+  let payload;
+  switch (frame.type) {
+    case 'handshake':
+      payload = MAGIC.length + 2 + str(frame.peer_id);
+      break;
+    case 'have':
+      payload = 2 + frame.segments.reduce((n, s) => n + str(s), 0);
+      break;
+    case 'request':
+      payload = 4 + 8 + str(frame.segment);
+      break;
+    case 'response':
+      payload = 4 + 8 + 8 + 32;
+      break;
+    case 'chunk':
+      payload = 4 + 8 + frame.data.length;
+      break;
+    case 'cancel':
+    case 'absent':
+      payload = 4;
+      break;
+    default:
+      throw new FrameError('UnknownType', `unknown frame type ${String(frame?.type)}`);
+  }
+  return HEADER_LEN + payload;
+}
+
 /** Appends big-endian fields to a growing buffer. */
 class Writer {
   constructor() {

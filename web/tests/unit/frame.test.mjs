@@ -5,6 +5,7 @@ import {
   decodeFrame,
   decodeFrameExact,
   encodeFrame,
+  encodedLen,
   FrameError,
   MAX_CHUNK_LEN,
   MAX_HAVE_IDS,
@@ -140,3 +141,10 @@ function concat(a, b) {
   out.set(b, a.length);
   return out;
 }
+
+test('encodedLen is the length encodeFrame gives, for every valid vector', () => {
+  for (const v of vectors.valid) {
+    const frame = fromVector(v.frame);
+    assert.equal(encodedLen(frame), encodeFrame(frame).length, v.name);
+  }
+});

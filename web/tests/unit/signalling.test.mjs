@@ -1,5 +1,6 @@
 // The engine's signalling: join first, strict decoding, pacing under the tracker's budget, seniority
-// from the first peers message, reconnect with backoff (not after unauthorized), leave with a report.
+// from the first peers message (in the core), reports held while there is no socket, reconnect with
+// backoff (not after unauthorized), a new swarm session per rendition, a last report on destroy.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -7,7 +8,7 @@ import assert from 'node:assert/strict';
 import { SIGNAL_BURST, SignallingChannel } from '../../src/signalling.js';
 import { P2PEngine } from '../../src/engine.js';
 import { decodeClient } from '../../src/protocol/signal.js';
-import { GATEWAY, sleep } from './fakes.js';
+import { GATEWAY, fakeGateway, sleep } from './fakes.js';
 
 /** A WebSocket double: records what is sent; the test plays the gateway. */
 class FakeWebSocket {
@@ -81,37 +82,47 @@ test('bad server messages are counted and dropped, not fatal', async () => {
   assert.deepEqual(got, [{ type: 'peers', peers: [] }]);
 });
 
-test('the engine joins, learns its seniors from the first peers message, and reports', async () => {
+test('the engine joins; the core learns its seniors from the first peers message; reports wait for a socket', async () => {
   FakeWebSocket.all = [];
-  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null, reportIntervalMs: 50 });
+  const bytes = new Uint8Array(300);
+  const gateway = fakeGateway(new Map([['/s/0/1.ts', bytes]]));
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null, fetch: gateway.fetch, reportIntervalMs: 50 });
   try {
+    // Fetched before the engine joins: the reports of it wait for the tracker.
+    await new Promise((resolve) => engine.fetchSegment(`${GATEWAY}/s/0/1.ts`, { onSuccess: resolve, onError: resolve }));
+    await sleep(120);
     engine.setRendition(1);
     await sleep(0);
     const ws = FakeWebSocket.all[0];
     assert.equal(ws.url, 'ws://gw.test/p2p/v1/ws?stream=%2Fs%2Fmaster.m3u8');
     assert.equal(ws.sent[0].rendition, 1);
     ws.receive(welcome('p-5'));
+    const report = ws.sent.find((m) => m.type === 'report');
+    assert.equal(report?.http_bytes, bytes.length, 'the reports made before the welcome, merged');
+    assert.equal(report.http_segments, 1);
     ws.receive({ type: 'digests', playlist: '/s/0.m3u8', segments: [{ id: '/s/0/1.ts', sha256: 'a'.repeat(64), size: 3 }] });
     ws.receive({ type: 'peers', peers: [{ peer_id: 'p-1', transports: ['webrtc'] }] });
     assert.equal(engine.stats.peerId, 'p-5');
-    assert.deepEqual([...engine.conn.older], ['p-1']);
-    assert.equal(engine.isSeeder(engine.conn), false, 'p-1 is older: it seeds');
+    assert.equal(engine.core.me, 'p-5');
+    assert.deepEqual(engine.core.seniority(), { older: 1, swarm: 2 });
+    assert.equal(engine.stats.seeder, false, 'p-1 is older: it seeds');
     ws.receive({ type: 'peers', peers: [{ peer_id: 'p-1', transports: ['webrtc'] }, { peer_id: 'p-9', transports: ['webrtc'] }] });
-    assert.deepEqual([...engine.conn.older], ['p-1'], 'later peers are newer');
+    assert.deepEqual(engine.core.seniority(), { older: 1, swarm: 3 }, 'later peers are newer');
     ws.receive({ type: 'peers', peers: [{ peer_id: 'p-9', transports: ['webrtc'] }] });
-    assert.equal(engine.isSeeder(engine.conn), true, 'the senior left: this peer seeds now');
-    assert.deepEqual(engine.digests.get('/s/0/1.ts'), { sha256: 'a'.repeat(64), size: 3 });
+    assert.equal(engine.stats.seeder, true, 'the senior left: this peer seeds now');
     await sleep(120);
-    assert.ok(ws.sent.filter((m) => m.type === 'report').length >= 1, 'periodic reports');
-    // A rendition change: report + leave on this socket, join on a new one.
-    engine.stats.httpBytes += 10;
+    assert.ok(ws.sent.filter((m) => m.type === 'report').length >= 2, 'periodic reports');
+    // A rendition change: leave on this socket, join on a new one, a new swarm session in the core.
     engine.setRendition(2);
     assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
-    assert.equal(ws.sent.at(-2).type, 'report');
-    assert.equal(ws.sent.at(-2).http_bytes, 10);
+    assert.equal(engine.stats.peerId, null);
     await sleep(0);
     assert.equal(FakeWebSocket.all.length, 2);
-    assert.equal(FakeWebSocket.all[1].sent[0].rendition, 2);
+    const next = FakeWebSocket.all[1];
+    assert.equal(next.sent[0].rendition, 2);
+    next.receive(welcome('p-12'));
+    assert.equal(engine.core.me, 'p-12');
+    assert.deepEqual(engine.core.seniority(), { older: 0, swarm: 1 }, 'the old swarm is forgotten');
   } finally {
     engine.destroy();
   }
@@ -144,7 +155,7 @@ test('reconnects with backoff after a close, never after unauthorized', async ()
   }
 });
 
-test('destroy leaves and clears every timer', async () => {
+test('destroy reports, leaves and clears every timer', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
   engine.setRendition(0);
@@ -153,9 +164,33 @@ test('destroy leaves and clears every timer', async () => {
   ws.receive(welcome('p-5'));
   engine.destroy();
   assert.deepEqual(ws.sent.at(-1), { type: 'leave' });
+  assert.equal(ws.sent.at(-2).type, 'report', 'the last report first');
   assert.equal(ws.readyState, 3);
   assert.equal(engine.conn, null);
-  assert.equal(engine.tickTimer, null);
+  assert.equal(engine.timer, null);
   assert.equal(engine.reconnectTimer, null);
   // Nothing keeps the process alive: the test runner would hang otherwise.
+});
+
+test('pagehide leaves the swarm; pageshow from the back/forward cache joins again', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  try {
+    engine.setRendition(0);
+    await sleep(0);
+    FakeWebSocket.all[0].receive(welcome('p-5'));
+    engine.onPageHide();
+    assert.deepEqual(FakeWebSocket.all[0].sent.at(-1), { type: 'leave' });
+    assert.equal(engine.conn, null);
+    engine.onPageShow({ persisted: false });
+    assert.equal(FakeWebSocket.all.length, 1, 'a fresh page load is not a return');
+    engine.onPageShow({ persisted: true });
+    await sleep(0);
+    assert.equal(FakeWebSocket.all.length, 2);
+    assert.equal(FakeWebSocket.all[1].sent[0].type, 'join');
+    FakeWebSocket.all[1].receive(welcome('p-8'));
+    assert.equal(engine.core.me, 'p-8', 'a new swarm session in the same core');
+  } finally {
+    engine.destroy();
+  }
 });
