@@ -1824,6 +1824,47 @@ mod tests {
             Some(t("p", -100, 10, -50)),
             false,
         );
+        // Cases that pin constants: one seeder per twenty (38 peers: one seeder, not two), the stall
+        // threshold (two 64 KiB chunks at 100 kB/s: 1.31 s), the HTTP start slack (100 ms).
+        push(
+            "38 peers have one seeder",
+            d(),
+            Seniority {
+                older: 1,
+                swarm: 38,
+            },
+            n(4000, Some(MB), true),
+            vec![],
+            None,
+            false,
+        );
+        push(
+            "silent for 1.3 s at 100 kB/s is not stalled",
+            d(),
+            solo,
+            n(3500, Some(MB), false),
+            vec![peer("p", true, Some(100_000.0), 1, true)],
+            Some(t("p", -1400, 900_000, -1300)),
+            false,
+        );
+        push(
+            "silent for 1.35 s at 100 kB/s is stalled",
+            d(),
+            solo,
+            n(3500, Some(MB), false),
+            vec![peer("p", true, Some(100_000.0), 1, true)],
+            Some(t("p", -1400, 900_000, -1350)),
+            false,
+        );
+        push(
+            "a busy peer has it, HTTP due in 180 ms",
+            d(),
+            solo,
+            n(2180, Some(2 * MB), false),
+            vec![peer("busy", true, Some(5e7), 2, true)],
+            None,
+            false,
+        );
         push(
             "deadline past",
             d(),

@@ -365,6 +365,7 @@ var ERROR_CODES = Object.freeze([
   "too_many_swarms",
   "rate_limited",
   "message_too_large",
+  "unavailable",
   "internal"
 ]);
 var TRANSPORTS = ["quic", "webrtc"];
@@ -1226,6 +1227,7 @@ var NodeCore = class {
     this.connecting.clear();
     this.retry.clear();
     this.banned.clear();
+    this.peerDeltas.clear();
     this.nextConnectCheck = null;
     this.dirty = true;
   }
@@ -1257,7 +1259,7 @@ var NodeCore = class {
     }
     const stored = this.store.get(id);
     if (stored) {
-      const delivery = { bytes: stored.bytes, source: stored.source, started: now2, finished: now2 };
+      const delivery = { bytes: stored.bytes, source: stored.source, started: now2 - stored.took, finished: now2, from_store: true };
       this.store.touch(id);
       this.outputs.push({ type: "deliver", waiters: [waiter], id, ok: delivery });
       return;
@@ -1437,10 +1439,10 @@ var NodeCore = class {
       const waiters = [...waiting.waiters.keys()].sort((a, b) => a - b);
       for (const w of waiters) this.waiterSegment.delete(w);
       if (waiters.length > 0) {
-        this.outputs.push({ type: "deliver", waiters, id, ok: { bytes, source, started, finished } });
+        this.outputs.push({ type: "deliver", waiters, id, ok: { bytes, source, started, finished, from_store: false } });
       }
     }
-    this.store.put(id, bytes, digest, source);
+    this.store.put(id, bytes, digest, source, Math.max(0, finished - started));
     this.summary.segments++;
     if (source === "p2p") this.summary.p2p_segments++;
     else this.summary.http_segments++;
@@ -2021,12 +2023,12 @@ var Store = class {
       this.order.set(this.clock, id);
     }
   }
-  put(id, bytes, digest, source) {
+  put(id, bytes, digest, source, took = 0) {
     this.remove(id);
     this.clock++;
     this.bytes += bytes.length;
     this.order.set(this.clock, id);
-    this.entries.set(id, { bytes, digest, source, used: this.clock });
+    this.entries.set(id, { bytes, digest, source, took, used: this.clock });
     while (this.entries.size > this.maxCount || this.bytes > this.maxBytes) {
       const first = this.order.entries().next();
       if (first.done) break;
@@ -3004,18 +3006,19 @@ var P2PEngine = class {
     }
   }
   /**
-   * The real times of the transfer that produced a delivered segment. A store hit (started =
-   * finished) gets the times of the transfer that stored it, so hls.js never sees a near-zero copy.
+   * The real times of the transfer that produced a delivered segment. A store hit gets the times of
+   * the transfer that stored it (the core gives its duration, ending now, when this driver did not
+   * see it), so hls.js never sees a near-zero copy.
    */
   transferTiming(id, ok) {
-    if (ok.started === ok.finished) {
+    if (ok.from_store) {
       const earlier = this.timings.get(id);
-      if (earlier) return earlier;
+      return earlier ?? { start: ok.started, first: ok.started, end: ok.finished };
     }
     const first = this.firstByte.get(id) ?? ok.started;
     this.firstByte.delete(id);
     const timing = { start: ok.started, first: Math.min(Math.max(first, ok.started), ok.finished), end: ok.finished };
-    if (ok.started !== ok.finished) this.timings.set(id, timing);
+    this.timings.set(id, timing);
     return timing;
   }
   // ===========================================================================================

@@ -331,6 +331,8 @@ export class NodeCore {
     this.connecting.clear();
     this.retry.clear();
     this.banned.clear();
+    // Outcomes of the old swarm's peers mean nothing to the new session's tracker.
+    this.peerDeltas.clear();
     this.nextConnectCheck = null;
     this.dirty = true;
   }
@@ -367,7 +369,9 @@ export class NodeCore {
     }
     const stored = this.store.get(id);
     if (stored) {
-      const delivery = { bytes: stored.bytes, source: stored.source, started: now, finished: now };
+      // The transfer that brought it in, as long as it took then (a bandwidth estimate must not
+      // see a store hit as an infinitely fast download).
+      const delivery = { bytes: stored.bytes, source: stored.source, started: now - stored.took, finished: now, from_store: true };
       this.store.touch(id);
       this.outputs.push({ type: 'deliver', waiters: [waiter], id, ok: delivery });
       return;
@@ -561,10 +565,10 @@ export class NodeCore {
       const waiters = [...waiting.waiters.keys()].sort((a, b) => a - b);
       for (const w of waiters) this.waiterSegment.delete(w);
       if (waiters.length > 0) {
-        this.outputs.push({ type: 'deliver', waiters, id, ok: { bytes, source, started, finished } });
+        this.outputs.push({ type: 'deliver', waiters, id, ok: { bytes, source, started, finished, from_store: false } });
       }
     }
-    this.store.put(id, bytes, digest, source);
+    this.store.put(id, bytes, digest, source, Math.max(0, finished - started));
     this.summary.segments++;
     if (source === 'p2p') this.summary.p2p_segments++;
     else this.summary.http_segments++;
@@ -1234,12 +1238,12 @@ export class Store {
     }
   }
 
-  put(id, bytes, digest, source) {
+  put(id, bytes, digest, source, took = 0) {
     this.remove(id);
     this.clock++;
     this.bytes += bytes.length;
     this.order.set(this.clock, id);
-    this.entries.set(id, { bytes, digest, source, used: this.clock });
+    this.entries.set(id, { bytes, digest, source, took, used: this.clock });
     while (this.entries.size > this.maxCount || this.bytes > this.maxBytes) {
       const first = this.order.entries().next();
       if (first.done) break;

@@ -499,18 +499,19 @@ export class P2PEngine {
   }
 
   /**
-   * The real times of the transfer that produced a delivered segment. A store hit (started =
-   * finished) gets the times of the transfer that stored it, so hls.js never sees a near-zero copy.
+   * The real times of the transfer that produced a delivered segment. A store hit gets the times of
+   * the transfer that stored it (the core gives its duration, ending now, when this driver did not
+   * see it), so hls.js never sees a near-zero copy.
    */
   transferTiming(id, ok) {
-    if (ok.started === ok.finished) {
+    if (ok.from_store) {
       const earlier = this.timings.get(id);
-      if (earlier) return earlier;
+      return earlier ?? { start: ok.started, first: ok.started, end: ok.finished };
     }
     const first = this.firstByte.get(id) ?? ok.started;
     this.firstByte.delete(id);
     const timing = { start: ok.started, first: Math.min(Math.max(first, ok.started), ok.finished), end: ok.finished };
-    if (ok.started !== ok.finished) this.timings.set(id, timing);
+    this.timings.set(id, timing);
     return timing;
   }
 

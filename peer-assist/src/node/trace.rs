@@ -307,6 +307,7 @@ impl Writer {
             "source": d.source,
             "started": self.at(d.started),
             "finished": self.at(d.finished),
+            "from_store": d.from_store,
         })
     }
 }

@@ -57,6 +57,8 @@ pub const MAX_SEGMENT_BYTES: u64 = 256 * 1024 * 1024;
 pub const MAX_DIGESTS: usize = 4096;
 /// Segment ids whose first sighting is remembered (for "fresh live").
 pub const MAX_FIRST_SEEN: usize = 4096;
+/// Segment records a summary keeps (the most recent).
+pub const MAX_LOG: usize = 20_000;
 /// Peers one report speaks of at most; the rest wait for the next report.
 pub const MAX_REPORT_PEERS: usize = 256;
 
@@ -195,9 +197,12 @@ pub struct Delivery {
     pub bytes: Bytes,
     /// Where it came from (a peer transfer finished over HTTP counts as HTTP).
     pub source: Source,
-    /// When the transfer that produced it started and ended (for bandwidth estimation).
+    /// When the transfer that produced it started and ended (for bandwidth estimation). For a
+    /// segment from the store: ending now, as long as the transfer that stored it took.
     pub started: Instant,
     pub finished: Instant,
+    /// It was in the store already (no transfer now).
+    pub from_store: bool,
 }
 
 /// A segment transfer from a peer.
@@ -627,6 +632,8 @@ impl NodeCore {
         self.connecting.clear();
         self.retry.clear();
         self.banned.clear();
+        // Outcomes of the old swarm's peers mean nothing to the new session's tracker.
+        self.peer_deltas.clear();
         self.next_connect_check = None;
         self.dirty = true;
     }
@@ -724,11 +731,14 @@ impl NodeCore {
             }
         }
         if let Some(stored) = self.store.get(&id) {
+            // The transfer that brought it in, as long as it took then (a bandwidth estimate must
+            // not see a store hit as an infinitely fast download).
             let delivery = Delivery {
                 bytes: stored.bytes.clone(),
                 source: stored.source,
-                started: now,
+                started: now.checked_sub(stored.took).unwrap_or(now),
                 finished: now,
+                from_store: true,
             };
             self.store.touch(&id);
             self.outputs.push_back(Output::Deliver {
@@ -1042,16 +1052,22 @@ impl NodeCore {
                         source,
                         started,
                         finished,
+                        from_store: false,
                     }),
                 });
             }
         }
         let len = bytes.len() as u64;
-        self.store.put(id, bytes, digest, source);
+        let took = finished.saturating_duration_since(started);
+        self.store.put(id, bytes, digest, source, took);
         self.summary.segments += 1;
         match source {
             Source::P2p => self.summary.p2p_segments += 1,
             Source::Http => self.summary.http_segments += 1,
+        }
+        if self.summary.log.len() >= MAX_LOG {
+            // Long runs keep the most recent records; the counters above stay complete.
+            self.summary.log.drain(..MAX_LOG / 10);
         }
         self.summary.log.push(SegmentRecord {
             id: id.to_owned(),

@@ -1,6 +1,7 @@
 //! Segments kept to serve others: least recently used first out, bounded by count and by bytes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -11,6 +12,8 @@ pub(super) struct Stored {
     pub bytes: Bytes,
     pub digest: [u8; 32],
     pub source: Source,
+    /// How long the transfer that brought it in took.
+    pub took: Duration,
     used: u64,
 }
 
@@ -56,7 +59,14 @@ impl Store {
         }
     }
 
-    pub fn put(&mut self, id: &str, bytes: Bytes, digest: [u8; 32], source: Source) {
+    pub fn put(
+        &mut self,
+        id: &str,
+        bytes: Bytes,
+        digest: [u8; 32],
+        source: Source,
+        took: Duration,
+    ) {
         self.remove(id);
         self.clock += 1;
         self.bytes += bytes.len() as u64;
@@ -67,6 +77,7 @@ impl Store {
                 bytes,
                 digest,
                 source,
+                took,
                 used: self.clock,
             },
         );
@@ -114,17 +125,41 @@ mod tests {
     fn bounded_by_count_and_bytes_least_recently_used_out() {
         let mut s = Store::new(3, 100);
         for id in ["a", "b", "c"] {
-            s.put(id, Bytes::from(vec![0; 10]), [0; 32], Source::Http);
+            s.put(
+                id,
+                Bytes::from(vec![0; 10]),
+                [0; 32],
+                Source::Http,
+                Duration::ZERO,
+            );
         }
         s.touch("a");
-        s.put("d", Bytes::from(vec![0; 10]), [0; 32], Source::P2p);
+        s.put(
+            "d",
+            Bytes::from(vec![0; 10]),
+            [0; 32],
+            Source::P2p,
+            Duration::ZERO,
+        );
         assert!(!s.contains("b"), "b was the least recently used");
         let order: Vec<&str> = s.newest().map(|(id, _)| id).collect();
         assert_eq!(order, ["d", "a", "c"]);
-        s.put("big", Bytes::from(vec![0; 95]), [0; 32], Source::Http);
+        s.put(
+            "big",
+            Bytes::from(vec![0; 95]),
+            [0; 32],
+            Source::Http,
+            Duration::ZERO,
+        );
         assert_eq!(s.len(), 1, "bytes bound: only the newest fits");
         assert_eq!(s.bytes(), 95);
-        s.put("big", Bytes::from(vec![0; 5]), [0; 32], Source::Http);
+        s.put(
+            "big",
+            Bytes::from(vec![0; 5]),
+            [0; 32],
+            Source::Http,
+            Duration::ZERO,
+        );
         assert_eq!(s.bytes(), 5, "a replaced entry is not counted twice");
     }
 }
