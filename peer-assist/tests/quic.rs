@@ -475,3 +475,89 @@ async fn many_links_transfer_concurrently() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_learn_the_certificate_the_other_proved() {
+    bounded(async {
+        let a = transport(QuicTuning::tuned());
+        let b = transport(QuicTuning::tuned());
+        let (link_a, link_b) = connect_pair(&a, &b).await;
+        assert_eq!(link_a.remote_fingerprint.as_deref(), Some(b.fingerprint()));
+        assert_eq!(link_b.remote_fingerprint.as_deref(), Some(a.fingerprint()));
+    })
+    .await;
+}
+
+/// A server verifier that accepts anything: the connector below only wants to show that the
+/// accepting side refuses a client without a certificate.
+#[derive(Debug)]
+struct AnyServer(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_without_a_certificate_is_refused() {
+    bounded(async {
+        let b = transport(QuicTuning::tuned());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(
+                provider.signature_verification_algorithms,
+            )))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"p2pa/1".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client(localhost()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let attempt = endpoint.connect(b.local_addr(), SERVER_NAME).unwrap();
+        let refused = match timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(conn)) => {
+                // TLS 1.3 may report the refusal after the client's side finished: the connection
+                // is closed at once and no link is ever yielded.
+                timeout(Duration::from_secs(5), conn.closed()).await.is_ok()
+            }
+            Ok(Err(_)) | Err(_) => true,
+        };
+        assert!(
+            refused,
+            "a connector without a certificate got a connection"
+        );
+        assert!(timeout(Duration::from_millis(1_500), b.accept())
+            .await
+            .is_err());
+    })
+    .await;
+}

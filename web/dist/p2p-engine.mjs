@@ -1077,6 +1077,7 @@ var NodeCore = class {
     this.summary = newCounters();
     this.mismatches = 0;
     this.peersDroppedForLying = [];
+    this.identityMismatches = 0;
     this.reported = newCounters();
     this.peerDeltas = /* @__PURE__ */ new Map();
     this.nextReport = now2 + c.reportEveryMs;
@@ -1133,7 +1134,7 @@ var NodeCore = class {
         break;
       // HTTP only until a new welcome
       case "link_up":
-        this.onLinkUp(input.link, input.peer, input.initiated, input.max_frame, now2);
+        this.onLinkUp(input.link, input.peer, input.initiated, input.max_frame, input.fingerprint ?? null, now2);
         break;
       case "link_down":
         if (this.links.has(input.link)) this.forgetLink(input.link, "disconnect", now2);
@@ -1578,11 +1579,19 @@ var NodeCore = class {
     this.retry.set(peer, { at: now2 + delay, delay });
     if (this.nextConnectCheck === null) this.nextConnectCheck = now2 + CONNECT_CHECK_MS;
   }
-  onLinkUp(link, peer, initiated, maxFrame, now2) {
+  onLinkUp(link, peer, initiated, maxFrame, fingerprint, now2) {
     this.connecting.delete(peer);
     if (this.banned.has(peer)) {
       this.outputs.push({ type: "close", link, reason: "banned" });
       return;
+    }
+    if (fingerprint !== null) {
+      const published = this.listed.find((p) => p.peer_id === peer)?.quic?.fingerprint;
+      if (published === void 0 || normalFingerprint(published) !== normalFingerprint(fingerprint)) {
+        this.identityMismatches++;
+        this.outputs.push({ type: "close", link, reason: "identity" });
+        return;
+      }
     }
     const existing = this.linkOf.get(peer);
     if (existing !== void 0) {
@@ -2085,6 +2094,9 @@ var TokenBucket2 = class {
     return null;
   }
 };
+function normalFingerprint(fingerprint) {
+  return fingerprint.replaceAll(":", "").toLowerCase();
+}
 
 // src/loader.js
 function newLoadStats() {

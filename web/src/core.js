@@ -9,7 +9,7 @@
 // outputs it queues (`pollOutput()`). Inputs and outputs are plain objects with a `type`, the
 // vocabulary of the Rust `Input`/`Output` (and of the traces):
 //
-//   inputs:  signal {message}, signal_closed, link_up {link, peer, initiated, max_frame},
+//   inputs:  signal {message}, signal_closed, link_up {link, peer, initiated, max_frame, fingerprint},
 //            link_down {link}, connect_failed {peer}, frame {link, frame}, written {link, bytes},
 //            playlist {ok: {segments: [{sequence, id, duration_ms}], target_duration_ms, ended} | err},
 //            http {id, from, ok: Uint8Array | err: HttpError}, verified {ticket, sha256 (hex)},
@@ -170,6 +170,8 @@ export class NodeCore {
     this.summary = newCounters();
     this.mismatches = 0;
     this.peersDroppedForLying = [];
+    /** Links refused because their certificate was not the one published for their peer id. */
+    this.identityMismatches = 0;
     this.reported = newCounters();
     /** @type {Map<string, {peer_id: string, ok: number, failed: number, mismatch: number, bytes: number}>} */
     this.peerDeltas = new Map();
@@ -232,7 +234,7 @@ export class NodeCore {
       case 'signal_closed':
         break; // HTTP only until a new welcome
       case 'link_up':
-        this.onLinkUp(input.link, input.peer, input.initiated, input.max_frame, now);
+        this.onLinkUp(input.link, input.peer, input.initiated, input.max_frame, input.fingerprint ?? null, now);
         break;
       case 'link_down':
         if (this.links.has(input.link)) this.forgetLink(input.link, 'disconnect', now);
@@ -718,11 +720,21 @@ export class NodeCore {
     if (this.nextConnectCheck === null) this.nextConnectCheck = now + CONNECT_CHECK_MS;
   }
 
-  onLinkUp(link, peer, initiated, maxFrame, now) {
+  onLinkUp(link, peer, initiated, maxFrame, fingerprint, now) {
     this.connecting.delete(peer);
     if (this.banned.has(peer)) {
       this.outputs.push({ type: 'close', link, reason: 'banned' });
       return;
+    }
+    if (fingerprint !== null) {
+      // The peer id in the Handshake is only a claim: the key behind the link (QUIC) must be the
+      // one the tracker published for that id. Browser links (WebRTC) have none to check.
+      const published = this.listed.find((p) => p.peer_id === peer)?.quic?.fingerprint;
+      if (published === undefined || normalFingerprint(published) !== normalFingerprint(fingerprint)) {
+        this.identityMismatches++;
+        this.outputs.push({ type: 'close', link, reason: 'identity' });
+        return;
+      }
     }
     const existing = this.linkOf.get(peer);
     if (existing !== undefined) {
@@ -1305,4 +1317,9 @@ export class TokenBucket {
     this.tokens -= bytes;
     return null;
   }
+}
+
+/** A fingerprint as lowercase hex without separators. */
+function normalFingerprint(fingerprint) {
+  return fingerprint.replaceAll(':', '').toLowerCase();
 }

@@ -173,6 +173,7 @@ enum Event {
         sender: LinkSender,
         initiated: Option<bool>,
         max_frame: usize,
+        fingerprint: Option<String>,
     },
     Need {
         waiter: WaiterId,
@@ -504,6 +505,7 @@ async fn run_link(
     let PeerLink {
         sender,
         mut receiver,
+        remote_fingerprint,
         ..
     } = link;
     let Some(peer) = handshake(&sender, &mut receiver, me, expected.as_deref()).await else {
@@ -519,6 +521,7 @@ async fn run_link(
         sender: sender.clone(),
         initiated,
         max_frame,
+        fingerprint: remote_fingerprint,
     };
     if events.send(up).is_err() {
         return;
@@ -670,6 +673,7 @@ impl Driver {
                 sender,
                 initiated,
                 max_frame,
+                fingerprint,
             } => {
                 let initiated = initiated.unwrap_or_else(|| self.webrtc_asked.remove(&peer));
                 let (out, mut queue) = mpsc::unbounded_channel::<Bytes>();
@@ -694,6 +698,7 @@ impl Driver {
                         peer,
                         initiated,
                         max_frame,
+                        fingerprint,
                     },
                     now,
                 );

@@ -190,6 +190,8 @@ pub struct Summary {
     pub failures: Failures,
     /// Peers this node disconnected for sending data that failed verification.
     pub peers_dropped_for_lying: Vec<String>,
+    /// Links refused because the peer's certificate was not the one published for its id.
+    pub identity_mismatches: u64,
     pub duration_ms: u64,
     pub log: Vec<SegmentRecord>,
 }

@@ -64,6 +64,8 @@ impl Default for World {
 }
 
 const PLAYLIST: &str = "/live/0/index.m3u8";
+/// The certificate fingerprint every simulated peer publishes and proves.
+const SIM_FINGERPRINT: &str = "00000000000000000000000000000000000000000000000000000000000000aa";
 
 pub(super) fn segment_id(n: u64) -> String {
     format!("/live/0/{n}.ts")
@@ -270,7 +272,7 @@ impl Sim {
                 transports: vec![Transport::Quic],
                 quic: Some(crate::protocol::signal::QuicAddress {
                     addr: "127.0.0.1:1".into(),
-                    fingerprint: "0".repeat(64),
+                    fingerprint: SIM_FINGERPRINT.to_owned(),
                 }),
             })
             .collect();
@@ -322,6 +324,11 @@ impl Sim {
             target_duration: self.world.segment_duration,
             ended: false,
         }
+    }
+
+    /// Hands node `i` an input now, as if it came from outside the simulated world.
+    pub fn inject(&mut self, i: usize, input: Input) {
+        self.feed(i, Some(input));
     }
 
     /// A peer's tracker session starts over under a new id (a reconnect).
@@ -495,6 +502,8 @@ impl Sim {
                         self.nodes[j].links.insert(b, (i, a));
                         let me = self.nodes[i].core.me().to_owned();
                         let max_frame = crate::transport::MAX_FRAME_LEN + 5;
+                        // Mutual TLS: each side proved the certificate the tracker lists.
+                        let fingerprint = Some(SIM_FINGERPRINT.to_owned());
                         self.input(
                             at,
                             i,
@@ -503,6 +512,7 @@ impl Sim {
                                 peer,
                                 initiated: true,
                                 max_frame,
+                                fingerprint: fingerprint.clone(),
                             },
                         );
                         self.input(
@@ -513,6 +523,7 @@ impl Sim {
                                 peer: me,
                                 initiated: false,
                                 max_frame,
+                                fingerprint,
                             },
                         );
                     }
@@ -889,6 +900,17 @@ mod tests {
             1,
             Duration::from_secs(8),
         ));
+        let mut sim = driven_swarm(trace_world(), vec![driven()], 0);
+        sim.run_for(Duration::from_secs(1));
+        impostor(&mut sim);
+        traces.push(trace(
+            "an impostor",
+            "Links whose proven certificate is not the one the tracker published for the peer id \
+             they claim are closed; the genuine one is kept.",
+            &mut sim,
+            0,
+            Duration::from_secs(1),
+        ));
         let world = World {
             abandon_after: Some(Duration::from_millis(1200)),
             uplink: 30_000.0,
@@ -905,6 +927,65 @@ mod tests {
             span,
         ));
         traces
+    }
+
+    /// A listed peer `p900`, then a link claiming to be it with another certificate, then one with
+    /// its own.
+    fn impostor(sim: &mut Sim) {
+        let fingerprint = |c: &str| c.repeat(64);
+        let listed = PeerInfo {
+            peer_id: "p900".into(),
+            region: None,
+            transports: vec![Transport::Quic],
+            quic: Some(crate::protocol::signal::QuicAddress {
+                addr: "127.0.0.1:9".into(),
+                fingerprint: fingerprint("b"),
+            }),
+        };
+        sim.inject(
+            0,
+            Input::Signal(ServerMessage::Peers {
+                peers: vec![listed],
+            }),
+        );
+        for (link, claimed) in [(900, "c"), (901, "B")] {
+            sim.inject(
+                0,
+                Input::LinkUp {
+                    link: LinkId(link),
+                    peer: "p900".into(),
+                    initiated: false,
+                    max_frame: 70_005,
+                    fingerprint: Some(fingerprint(claimed)),
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_cannot_pass_for_another() {
+        let mut sim = driven_swarm(trace_world(), vec![driven()], 0);
+        sim.run_for(Duration::from_secs(1));
+        impostor(&mut sim);
+        let steps = sim.steps();
+        let closes: Vec<&Output> = steps
+            .iter()
+            .flat_map(|s| &s.outputs)
+            .filter(|o| matches!(o, Output::Close { .. }))
+            .collect();
+        assert_eq!(
+            closes,
+            [&Output::Close {
+                link: LinkId(900),
+                reason: "identity"
+            }]
+        );
+        assert_eq!(
+            sim.nodes[0].core.link_count(),
+            1,
+            "the genuine link, in any case"
+        );
+        assert_eq!(sim.summary(0).identity_mismatches, 1);
     }
 
     #[test]

@@ -196,9 +196,10 @@ impl Writer {
                 peer,
                 initiated,
                 max_frame,
+                fingerprint,
             } => json!({
                 "type": "link_up", "link": link.0, "peer": peer, "initiated": initiated,
-                "max_frame": max_frame,
+                "max_frame": max_frame, "fingerprint": fingerprint,
             }),
             Input::LinkDown { link } => json!({ "type": "link_down", "link": link.0 }),
             Input::ConnectFailed { peer } => json!({ "type": "connect_failed", "peer": peer }),

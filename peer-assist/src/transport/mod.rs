@@ -164,6 +164,10 @@ pub struct PeerLink {
     /// The peer's address: [`RemoteAddr::Socket`] for QUIC, [`RemoteAddr::Label`] (the peer id)
     /// for WebRTC.
     pub remote_addr: RemoteAddr,
+    /// The SHA-256 fingerprint (lowercase hex) of the certificate the peer proved it holds in the
+    /// handshake: QUIC links, both sides (see `quic`'s mutual TLS). `None` for WebRTC, whose peer
+    /// the tracker's relay vouches for.
+    pub remote_fingerprint: Option<String>,
     /// Sends frames to the peer; cheap to clone.
     pub sender: LinkSender,
     /// Frames from the peer, in order.
@@ -392,12 +396,16 @@ pub(crate) struct LinkEnds {
 }
 
 /// Creates a link's user-facing halves and the ends the transport's tasks serve.
-pub(crate) fn new_link(remote_addr: RemoteAddr) -> (PeerLink, LinkEnds) {
+pub(crate) fn new_link(
+    remote_addr: RemoteAddr,
+    remote_fingerprint: Option<String>,
+) -> (PeerLink, LinkEnds) {
     let (out_tx, out_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let control = LinkControl::new();
     let link = PeerLink {
         remote_addr,
+        remote_fingerprint,
         sender: LinkSender {
             tx: out_tx,
             control: control.clone(),
@@ -451,7 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_is_first_cause_wins_and_fails_sends() {
-        let (link, ends) = new_link(RemoteAddr::Label("test".into()));
+        let (link, ends) = new_link(RemoteAddr::Label("test".into()), None);
         assert!(!link.sender.is_closed());
         link.sender.close("bye");
         ends.control.abort(CloseCause::Remote, "later");

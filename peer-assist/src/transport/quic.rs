@@ -39,8 +39,11 @@
 //! SHA-256 fingerprint. [`QuicTransport::connect`] installs a verifier that accepts exactly the
 //! certificate with that fingerprint (names, dates and chains are not looked at) and checks the
 //! TLS 1.3 `CertificateVerify` signature with the ring provider, so the peer proves possession
-//! of the certificate's key. TLS 1.3 only, ALPN `p2pa/1` required on both sides, no client
-//! certificates (the accepting side does not authenticate the connector at the TLS layer).
+//! of the certificate's key. The connector presents its own certificate too (mutual TLS), and the
+//! accepting side checks that it holds that certificate's key; [`PeerLink::remote_fingerprint`]
+//! gives its fingerprint on both sides, and the node compares it with the one the tracker
+//! published for the peer id the link's Handshake claims, so no peer can pass for another.
+//! TLS 1.3 only, ALPN `p2pa/1` required on both sides.
 //!
 //! # Lifetime
 //!
@@ -58,6 +61,8 @@ use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarI
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::DistinguishedName;
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Mutex};
@@ -314,7 +319,9 @@ impl QuicTransport {
         let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
-            .with_no_client_auth()
+            .with_client_cert_verifier(Arc::new(ProvenClientCert {
+                algorithms: provider.signature_verification_algorithms,
+            }))
             .with_single_cert(
                 vec![CertificateDer::from(identity.cert_der.clone())],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(identity.key_der.clone())),
@@ -388,7 +395,11 @@ impl QuicTransport {
             .map_err(|e| LinkError::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
+            .with_client_auth_cert(
+                vec![CertificateDer::from(self.identity.cert_der.clone())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.identity.key_der.clone())),
+            )
+            .map_err(|e| LinkError::Tls(e.to_string()))?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = QuicClientConfig::try_from(tls).map_err(|e| LinkError::Tls(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -437,7 +448,8 @@ impl QuicTransport {
                 )));
             }
         };
-        let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()));
+        let fingerprint = peer_fingerprint(&conn);
+        let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()), fingerprint);
         tokio::spawn(drive_link(conn, Some((send, recv)), ends));
         Ok(link)
     }
@@ -502,12 +514,20 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepted: mpsc::Sender<PeerLink>
                     return;
                 }
             };
-            let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()));
+            let fingerprint = peer_fingerprint(&conn);
+            let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()), fingerprint);
             tokio::spawn(drive_link(conn, None, ends));
             // Fails only when the transport is gone; dropping the link then closes it.
             let _ = accepted.send(link).await;
         });
     }
+}
+
+/// The fingerprint of the certificate the peer proved it holds in the handshake.
+fn peer_fingerprint(conn: &Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().map(|cert| fingerprint_of(cert.as_ref()))
 }
 
 /// Serves one link until it is closed, then closes the connection.
@@ -815,6 +835,54 @@ impl ServerCertVerifier for PinnedCertVerifier {
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // Unreachable: the client config offers TLS 1.3 only (QUIC requires it).
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The accepting side's check of the connector: a certificate is required and the connector must
+/// prove it holds its key (the TLS 1.3 `CertificateVerify` signature); which certificate it is, is
+/// for the node to compare with the fingerprint the tracker published for the peer id it claims.
+#[derive(Debug)]
+struct ProvenClientCert {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for ProvenClientCert {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Unreachable: the server config offers TLS 1.3 only (QUIC requires it).
         Err(rustls::Error::PeerIncompatible(
             rustls::PeerIncompatible::Tls12NotOffered,
         ))

@@ -558,7 +558,7 @@ impl Session {
                 return;
             }
         };
-        let (link, ends) = new_link(RemoteAddr::Label(self.peer.clone()));
+        let (link, ends) = new_link(RemoteAddr::Label(self.peer.clone()), None);
         let control = ends.control.clone();
         if self
             .shared

@@ -22,6 +22,15 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the peer list is looked at again for links to open (fallbacks, retries).
 const CONNECT_CHECK: Duration = Duration::from_secs(1);
 
+/// A fingerprint as 64 lowercase hex digits (`:` separators and case dropped).
+fn normal_fingerprint(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
 /// A peer link as the core sees it.
 #[derive(Debug)]
 pub(super) struct Link {
@@ -146,12 +155,14 @@ impl NodeCore {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_link_up(
         &mut self,
         link: LinkId,
         peer: String,
         initiated: bool,
         max_frame: usize,
+        fingerprint: Option<String>,
         now: Instant,
     ) {
         self.connecting.remove(&peer);
@@ -161,6 +172,25 @@ impl NodeCore {
                 reason: "banned",
             });
             return;
+        }
+        if let Some(proven) = fingerprint {
+            // The peer id in the Handshake is only a claim: the key behind the link must be the
+            // one the tracker published for that id.
+            let published = self
+                .listed
+                .iter()
+                .find(|p| p.peer_id == peer)
+                .and_then(|p| p.quic.as_ref())
+                .map(|q| normal_fingerprint(&q.fingerprint));
+            if published.as_deref() != Some(normal_fingerprint(&proven).as_str()) {
+                tracing::warn!(%peer, "a link whose certificate is not the one published for its peer id");
+                self.summary.identity_mismatches += 1;
+                self.outputs.push_back(Output::Close {
+                    link,
+                    reason: "identity",
+                });
+                return;
+            }
         }
         if let Some(&existing) = self.link_of.get(&peer) {
             // Two links to one peer: the one the greater id initiated stays, on both sides.

@@ -120,12 +120,15 @@ pub enum Input {
     /// The tracker connection ended.
     SignalClosed,
     /// A link to `peer` is open and its handshake done. `initiated`: this node connected.
-    /// `max_frame`: the largest frame (header included) the link carries.
+    /// `max_frame`: the largest frame (header included) the link carries. `fingerprint`: the
+    /// certificate the peer proved it holds (QUIC), which must be the one the tracker published
+    /// for `peer`.
     LinkUp {
         link: LinkId,
         peer: String,
         initiated: bool,
         max_frame: usize,
+        fingerprint: Option<String>,
     },
     /// A link ended (either side, or the transport).
     LinkDown { link: LinkId },
@@ -520,7 +523,8 @@ impl NodeCore {
                 peer,
                 initiated,
                 max_frame,
-            } => self.on_link_up(link, peer, initiated, max_frame, now),
+                fingerprint,
+            } => self.on_link_up(link, peer, initiated, max_frame, fingerprint, now),
             Input::LinkDown { link } => self.on_link_down(link, now),
             Input::ConnectFailed { peer } => self.on_connect_failed(&peer, now),
             Input::Frame { link, frame } => self.on_frame(link, frame, now),
