@@ -12,6 +12,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod auth;
 pub mod cache;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod http;
 pub mod metrics;
 pub mod origin;
 pub mod p2p;
+pub mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -38,6 +40,51 @@ pub use config::Config;
 pub struct Gateway {
     state: Arc<crate::http::service::AppState>,
     config: Config,
+    tls: Option<Arc<crate::http::tls::CertStore>>,
+}
+
+/// Reloads what can change without a restart: the TLS certificate and the token keys. Cheap to
+/// clone; `main` calls it on SIGHUP, and the gateway itself when the files change.
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    tls: Option<Arc<crate::http::tls::CertStore>>,
+    gate: Option<Arc<auth::gate::Gate>>,
+    metrics: metrics::Metrics,
+}
+
+impl Reloader {
+    /// Reloads everything (`force`) or what changed on disk. Failures are logged and counted; the
+    /// certificate and keys in use stay.
+    pub fn reload(&self, force: bool) {
+        if let Some(tls) = &self.tls {
+            if force || tls.changed() {
+                match tls.reload() {
+                    Ok(()) => {
+                        tracing::info!("TLS certificate reloaded");
+                        self.metrics.reloaded("tls", "ok");
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate reload failed; keeping the old one");
+                        self.metrics.reloaded("tls", "error");
+                    }
+                }
+            }
+        }
+        if let Some(gate) = self.gate.as_ref().filter(|g| force || g.changed()) {
+            match gate.reload() {
+                Ok(changed) => {
+                    if changed {
+                        tracing::info!("token keys reloaded");
+                    }
+                    self.metrics.reloaded("auth_keys", "ok");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "token key reload failed; keeping the old keys");
+                    self.metrics.reloaded("auth_keys", "error");
+                }
+            }
+        }
+    }
 }
 
 /// Why a gateway could not be built.
@@ -47,6 +94,10 @@ pub enum BuildError {
     NoOrigin,
     #[error("TLS setup for origins failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("TLS for viewers: {0}")]
+    ServerTls(#[from] crate::http::tls::TlsError),
+    #[error("auth.key_file: {0}")]
+    Keys(#[from] auth::KeyError),
 }
 
 impl Gateway {
@@ -70,18 +121,42 @@ impl Gateway {
             metrics::Metrics::new(),
             clock,
         );
+        let gate = auth::gate::Gate::from_config(&config.auth)?;
+        if gate.is_some() && config.auth.protect.is_empty() {
+            tracing::warn!("auth.key_file is set but auth.protect is empty: nothing is protected");
+        }
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::CertStore::open(cert, key)?),
+            _ => None,
+        };
         let p2p = config
             .p2p
             .enabled
-            .then(|| p2p::P2p::start(&edge, &config.p2p));
+            .then(|| p2p::P2p::start(&edge, &config.p2p, gate.clone()));
         Ok(Self {
             state: crate::http::service::AppState::new(
                 edge,
                 p2p,
                 crate::http::web::config_document(&config.p2p.ice_servers),
+                gate,
             ),
             config,
+            tls,
         })
+    }
+
+    /// What reloads the certificate and the keys (see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            tls: self.tls.clone(),
+            gate: self.state.gate.clone(),
+            metrics: self.state.edge.metrics.clone(),
+        }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn edge(&self) -> &Arc<edge::Edge> {
@@ -94,7 +169,30 @@ impl Gateway {
 
     /// Serves `listener` until `shutdown` resolves, then stops accepting, turns `/readyz` to 503 and
     /// waits up to the drain timeout for requests in flight.
+    /// The certificate and the keys are reloaded when their files change (looked at every second).
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Drained {
-        crate::http::server::serve(listener, self.state, self.config.server.clone(), shutdown).await
+        let reloader = self.reloader();
+        let watch = (reloader.tls.is_some() || reloader.gate.is_some()).then(|| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    tick.tick().await;
+                    reloader.reload(false);
+                }
+            })
+        });
+        let drained = crate::http::server::serve(
+            listener,
+            self.state,
+            self.config.server.clone(),
+            self.tls,
+            shutdown,
+        )
+        .await;
+        if let Some(watch) = watch {
+            watch.abort();
+        }
+        drained
     }
 }

@@ -7,6 +7,10 @@ use gateway::{Config, Drained, Gateway};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
+    // `gateway token ...`: a tool, not the server.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "token") {
+        return gateway::tools::token(std::env::args_os().skip(1));
+    }
     let config = match Config::from_process() {
         Ok(config) => config,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -61,12 +65,29 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     let gateway = Gateway::new(config.clone())?;
-    println!("gateway listening on http://{addr}/");
+    let scheme = if gateway.is_tls() { "https" } else { "http" };
+    println!("gateway listening on {scheme}://{addr}/");
     if demo {
-        println!("demo live stream: http://{addr}/demo/live/master.m3u8");
-        println!("demo VOD stream:  http://{addr}/demo/vod/master.m3u8");
+        println!("demo live stream: {scheme}://{addr}/demo/live/master.m3u8");
+        println!("demo VOD stream:  {scheme}://{addr}/demo/vod/master.m3u8");
     } else {
         println!("origins: {}", config.origins.join(", "));
+    }
+    #[cfg(unix)]
+    {
+        let reloader = gateway.reloader();
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the TLS certificate and token keys");
+                        reloader.reload(true);
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+        }
     }
     match gateway.serve(listener, shutdown_signal()).await {
         Drained::Clean => tracing::info!("drained, bye"),

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub open_connections: IntGauge,
     pub in_flight_fetches: IntGauge,
     pub digest_seconds: Histogram,
+    auth_denied: IntCounterVec,
+    tls_reloads: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -110,6 +112,19 @@ impl Metrics {
             .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05]),
         ));
         must(registry.register(Box::new(digest_seconds.clone())));
+        let auth_denied = counter_vec(
+            "gateway_auth_denied_total",
+            "Requests and joins refused for their token, by reason.",
+            &["reason"],
+        );
+        for reason in crate::auth::TokenError::ALL_LABELS {
+            auth_denied.with_label_values(&[reason]);
+        }
+        let tls_reloads = counter_vec(
+            "gateway_reloads_total",
+            "Reloads of the TLS certificate and the auth keys (on change or SIGHUP), by what and result.",
+            &["what", "result"],
+        );
         let per_class =
             |vec: &IntCounterVec| ObjectClass::ALL.map(|c| vec.with_label_values(&[c.label()]));
         Metrics {
@@ -144,8 +159,20 @@ impl Metrics {
             open_connections: gauge("gateway_open_connections", "Client connections open."),
             in_flight_fetches: gauge("gateway_origin_in_flight", "Origin fetches in progress."),
             digest_seconds,
+            auth_denied,
+            tls_reloads,
             registry,
         }
+    }
+
+    /// A request or a join refused for its token (`reason`: a [`crate::auth::TokenError`] label).
+    pub fn auth_denied(&self, reason: &'static str) {
+        self.auth_denied.with_label_values(&[reason]).inc();
+    }
+
+    /// A reload of `what` (`tls`, `auth_keys`) ended with `result` (`ok`, `error`).
+    pub fn reloaded(&self, what: &'static str, result: &'static str) {
+        self.tls_reloads.with_label_values(&[what, result]).inc();
     }
 
     pub fn request(&self, class: ObjectClass, status: http::StatusCode) {

@@ -69,12 +69,14 @@ fn is_dropped(name: &str, dropped: &[&str]) -> bool {
 }
 
 /// The query to forward to the origin: the received one without CMCD (per-viewer telemetry that would
-/// make the single shared fetch look like one viewer's). Tokens are kept: the origin may check them.
-pub fn origin_query(query: Option<&str>) -> Option<String> {
+/// make the single shared fetch look like one viewer's), and without the gateway's own `token` when
+/// the gateway checks tokens itself (`own_token`). Other tokens are kept: the origin may check them.
+pub fn origin_query(query: Option<&str>, own_token: bool) -> Option<String> {
     let query = query?;
     let kept: Vec<&str> = query
         .split('&')
         .filter(|p| !p.is_empty() && !p.to_ascii_lowercase().starts_with("cmcd"))
+        .filter(|p| !(own_token && (p.starts_with("token=") || *p == "token")))
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
@@ -102,12 +104,16 @@ mod tests {
     }
 
     #[test]
-    fn origin_query_drops_only_cmcd() {
+    fn origin_query_drops_cmcd_and_the_gateways_own_token() {
         assert_eq!(
-            origin_query(Some("CMCD=x&token=1")).as_deref(),
+            origin_query(Some("CMCD=x&token=1"), false).as_deref(),
             Some("token=1")
         );
-        assert_eq!(origin_query(Some("CMCD=x")), None);
-        assert_eq!(origin_query(None), None);
+        assert_eq!(
+            origin_query(Some("CMCD=x&token=1&v=2&hdnts=a"), true).as_deref(),
+            Some("v=2&hdnts=a")
+        );
+        assert_eq!(origin_query(Some("CMCD=x"), false), None);
+        assert_eq!(origin_query(None, false), None);
     }
 }

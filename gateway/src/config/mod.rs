@@ -35,6 +35,31 @@ pub struct Config {
     pub server: ServerConfig,
     pub follower: FollowerConfig,
     pub p2p: P2pConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+}
+
+/// TLS towards viewers. Both files set: the listener speaks TLS (ALPN `h2`, `http/1.1`), and the
+/// certificate is reloaded when the files change or on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Default: none (plain HTTP).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Default: none.
+    pub key: Option<PathBuf>,
+}
+
+/// Signed URLs (see `docs/SECURITY.md`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthConfig {
+    /// Signing keys, one `ID:HEX` per line; the last one signs, all verify. Default: none.
+    pub key_file: Option<PathBuf>,
+    /// Path prefixes whose playlists, segments, keys, digests and swarms need a token.
+    /// Default: none.
+    pub protect: Vec<String>,
+    /// Header with the viewer's address, set by a trusted load balancer (for tokens bound to a
+    /// client). Default "" (the connection's address).
+    pub client_ip_header: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -131,6 +156,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             follower: FollowerConfig::default(),
             p2p: P2pConfig::default(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -375,6 +402,36 @@ impl Config {
             *origin = normalize_origin(origin)
                 .map_err(|m| invalid("origins", format!("entry {}: {m}", i + 1)))?;
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            let missing = if self.tls.cert.is_some() {
+                "tls.key"
+            } else {
+                "tls.cert"
+            };
+            return Err(invalid(missing, "TLS needs both tls.cert and tls.key"));
+        }
+        for (i, prefix) in self.auth.protect.iter().enumerate() {
+            if !prefix.starts_with('/') {
+                return Err(invalid(
+                    "auth.protect",
+                    format!(
+                        "entry {}: {prefix:?} must be a path prefix starting with '/'",
+                        i + 1
+                    ),
+                ));
+            }
+        }
+        if !self.auth.protect.is_empty() && self.auth.key_file.is_none() {
+            return Err(invalid(
+                "auth.key_file",
+                "auth.protect needs the keys that sign tokens (auth.key_file)",
+            ));
+        }
+        if !self.auth.client_ip_header.is_empty()
+            && http::HeaderName::from_bytes(self.auth.client_ip_header.as_bytes()).is_err()
+        {
+            return Err(invalid("auth.client_ip_header", "not a valid header name"));
+        }
         for (i, url) in self.p2p.ice_servers.iter().enumerate() {
             check_ice_server(url)
                 .map_err(|m| invalid("p2p.ice_servers", format!("entry {}: {m}", i + 1)))?;
@@ -530,7 +587,9 @@ fn normalize_origin(origin: &str) -> Result<String, String> {
 // Keys shared by the TOML file and the environment
 
 /// Names of the TOML tables; their keys are `<section>.<field>`.
-const SECTIONS: &[&str] = &["cache", "origin", "server", "follower", "p2p"];
+const SECTIONS: &[&str] = &[
+    "cache", "origin", "server", "follower", "p2p", "tls", "auth",
+];
 
 type Setter = fn(&mut Config, Raw<'_>) -> Result<(), String>;
 
@@ -581,6 +640,11 @@ static KEYS: &[Key] = &[
     Key { name: "p2p.messages_per_second", set: |c, v| { c.p2p.messages_per_second = v.count_u32()?; Ok(()) } },
     Key { name: "p2p.max_message_bytes", set: |c, v| { c.p2p.max_message_bytes = v.bytes_usize()?; Ok(()) } },
     Key { name: "p2p.ice_servers", set: |c, v| { c.p2p.ice_servers = v.ice_servers()?; Ok(()) } },
+    Key { name: "tls.cert", set: |c, v| { c.tls.cert = v.path()?; Ok(()) } },
+    Key { name: "tls.key", set: |c, v| { c.tls.key = v.path()?; Ok(()) } },
+    Key { name: "auth.key_file", set: |c, v| { c.auth.key_file = v.path()?; Ok(()) } },
+    Key { name: "auth.protect", set: |c, v| { c.auth.protect = v.string_list("an array of path prefixes such as [\"/live/\"]")?; Ok(()) } },
+    Key { name: "auth.client_ip_header", set: |c, v| { c.auth.client_ip_header = v.string()?; Ok(()) } },
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
@@ -718,6 +782,15 @@ impl<'a> Raw<'a> {
     /// TOML: an array of strings. Environment: a comma-separated list.
     fn ice_servers(self) -> Result<Vec<String>, String> {
         self.string_list("an array of URL strings such as [\"stun:stun.example.org:3478\"]")
+    }
+
+    /// A file path; empty (or "none") for none.
+    fn path(self) -> Result<Option<PathBuf>, String> {
+        let s = self
+            .as_str()
+            .ok_or_else(|| self.type_error("a file path"))?;
+        let s = s.trim();
+        Ok((!s.is_empty() && s != "none").then(|| PathBuf::from(s)))
     }
 
     fn string_list(self, expected: &str) -> Result<Vec<String>, String> {
@@ -1028,6 +1101,26 @@ struct Cli {
     /// ICE server URL handed to browsers (stun:, stuns:, turn:, turns:); repeat for several; replaces the file's/environment's list [default: none]
     #[arg(long = "p2p-ice-server", value_name = "URL")]
     p2p_ice_servers: Vec<String>,
+
+    /// Serve TLS with this PEM certificate chain (with --tls-key); reloaded when the file changes or on SIGHUP [default: none]
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert [default: none]
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+
+    /// Token signing keys, one ID:HEX per line; the last signs, all verify; reloaded on change or SIGHUP [default: none]
+    #[arg(long, value_name = "FILE")]
+    auth_key_file: Option<PathBuf>,
+
+    /// Path prefix whose objects and swarms need a signed token; repeat for several; replaces the file's/environment's list [default: none]
+    #[arg(long = "auth-protect", value_name = "PREFIX")]
+    auth_protect: Vec<String>,
+
+    /// Header with the viewer's address from a trusted load balancer, for tokens bound to a client (empty: the connection's address) [default: ]
+    #[arg(long, value_name = "HEADER")]
+    auth_client_ip_header: Option<String>,
 }
 
 impl Cli {
@@ -1083,6 +1176,11 @@ impl Cli {
             p2p_messages_per_second,
             p2p_max_message_bytes,
             p2p_ice_servers,
+            tls_cert,
+            tls_key,
+            auth_key_file,
+            auth_protect,
+            auth_client_ip_header,
         } = self;
 
         set(&mut config.listen, listen);
@@ -1136,6 +1234,21 @@ impl Cli {
         if !p2p_ice_servers.is_empty() {
             p.ice_servers = p2p_ice_servers;
         }
+
+        if tls_cert.is_some() {
+            config.tls.cert = tls_cert;
+        }
+        if tls_key.is_some() {
+            config.tls.key = tls_key;
+        }
+        let a = &mut config.auth;
+        if auth_key_file.is_some() {
+            a.key_file = auth_key_file;
+        }
+        if !auth_protect.is_empty() {
+            a.protect = auth_protect;
+        }
+        set(&mut a.client_ip_header, auth_client_ip_header);
     }
 }
 

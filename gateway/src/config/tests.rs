@@ -32,12 +32,13 @@ fn load_file(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Keys whose value is a list: a repeated flag, a TOML array, a comma-separated variable.
-const LIST_KEYS: &[&str] = &["origins", "p2p.ice_servers"];
+const LIST_KEYS: &[&str] = &["origins", "p2p.ice_servers", "auth.protect"];
 
 fn flag_name(key: &str) -> String {
     match key {
         "origins" => "--origin".to_owned(),
         "p2p.ice_servers" => "--p2p-ice-server".to_owned(),
+        "auth.protect" => "--auth-protect".to_owned(),
         _ => format!("--{}", key.replace(['.', '_'], "-")),
     }
 }
@@ -147,6 +148,11 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("p2p.messages_per_second", "5"),
     ("p2p.max_message_bytes", "8KiB"),
     ("p2p.ice_servers", "stun:a.example:3478,turns:b.example"),
+    ("tls.cert", "/etc/gw/cert.pem"),
+    ("tls.key", "/etc/gw/key.pem"),
+    ("auth.key_file", "/etc/gw/auth.keys"),
+    ("auth.protect", "/live/,/vod/"),
+    ("auth.client_ip_header", "x-forwarded-for"),
 ];
 
 fn non_default_config() -> Config {
@@ -200,6 +206,15 @@ fn non_default_config() -> Config {
             messages_per_second: 5,
             max_message_bytes: 8 * 1024,
             ice_servers: vec!["stun:a.example:3478".into(), "turns:b.example".into()],
+        },
+        tls: TlsConfig {
+            cert: Some("/etc/gw/cert.pem".into()),
+            key: Some("/etc/gw/key.pem".into()),
+        },
+        auth: AuthConfig {
+            key_file: Some("/etc/gw/auth.keys".into()),
+            protect: vec!["/live/".into(), "/vod/".into()],
+            client_ip_header: "x-forwarded-for".into(),
         },
     }
 }
@@ -881,7 +896,8 @@ fn every_flag_help_shows_the_real_default() {
             .unwrap_or_else(|| panic!("{flag}: {help}"));
         let mut config = Config::default();
         match (key.name, shown) {
-            ("origins" | "p2p.ice_servers", shown) => {
+            ("origins" | "p2p.ice_servers" | "auth.protect", shown)
+            | ("tls.cert" | "tls.key" | "auth.key_file", shown) => {
                 assert!(shown.starts_with("none"), "{flag}: {shown}")
             }
             (_, "class default") => (key.set)(&mut config, Raw::Str("default")).unwrap(),
@@ -959,6 +975,12 @@ fn example_gateway_toml_documents_every_key_with_its_default() {
         ..Config::default()
     };
     expected.p2p.ice_servers = vec!["stun:stun.example.org:3478".to_owned()];
+    expected.tls = TlsConfig {
+        cert: Some("/etc/gateway/tls/fullchain.pem".into()),
+        key: Some("/etc/gateway/tls/privkey.pem".into()),
+    };
+    expected.auth.key_file = Some("/etc/gateway/auth.keys".into());
+    expected.auth.protect = vec!["/live/".to_owned()];
     assert_eq!(c, expected);
 }
 
@@ -1082,4 +1104,44 @@ fn kubernetes_service_link_variables_are_not_configuration() {
         load(&[], &[("GATEWAY_PORTS", "1")]),
         Err(ConfigError::UnknownKey { .. })
     ));
+}
+
+#[test]
+fn tls_and_auth_settings_are_checked_together() {
+    let err = load(&["--tls-cert", "/c.pem"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls.key") && err.contains("both"), "{err}");
+    let err = load(&["--auth-protect", "/live/"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.key_file"), "{err}");
+    let err = load(&["--auth-key-file", "/k", "--auth-protect", "live/"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("auth.protect") && err.contains("entry 1"),
+        "{err}"
+    );
+    let c = load(
+        &[
+            "--auth-key-file",
+            "/k",
+            "--auth-protect",
+            "/a/",
+            "--auth-protect",
+            "/b",
+        ],
+        &[("GATEWAY_AUTH_PROTECT", "/env/")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth.protect,
+        ["/a/", "/b"],
+        "flags replace the environment's list"
+    );
+    let err = load(&["--auth-client-ip-header", "bad header"], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("auth.client_ip_header"), "{err}");
 }

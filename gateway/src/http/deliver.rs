@@ -13,36 +13,43 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
 use crate::cache::{CachePhase, CachedObject};
 use crate::edge::follower;
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::error::FetchError;
 use crate::hls::ObjectClass;
-use crate::http::path;
+use crate::http::path::CleanTarget;
 use crate::http::range::{self, RangeAnswer};
 use crate::http::response::{error_response, Body};
+use peer_assist::hls::{rewrite, uri};
+use sha2::Digest as _;
+use std::borrow::Cow;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Answers a GET or HEAD for an object: from the cache, or from the origin through it.
-pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> Response<Body> {
-    let uri = request.uri();
-    let target = match path::normalize(uri.path(), uri.query()) {
-        Ok(t) => t,
-        Err(e) => {
-            edge.metrics
-                .request(ObjectClass::Other, StatusCode::BAD_REQUEST);
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                format!("400 Bad Request: {e}\n"),
-                head,
-            );
-        }
-    };
+/// How a request may be answered, once the gate let it through.
+#[derive(Debug, Clone, Copy)]
+pub struct Access<'a> {
+    /// The token that granted it, if the path is protected.
+    pub granted: Option<&'a Granted>,
+    /// The gateway checks tokens itself: its `token` parameter is not the origin's business.
+    pub gated: bool,
+}
+
+/// Answers a GET or HEAD for an object (a target that passed [`path::normalize`]): from the cache,
+/// or from the origin through it.
+pub async fn deliver<B>(
+    edge: &Arc<Edge>,
+    request: &Request<B>,
+    target: CleanTarget,
+    access: Access<'_>,
+    head: bool,
+) -> Response<Body> {
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
-        origin_query: key::origin_query(target.query.as_deref()),
+        origin_query: key::origin_query(target.query.as_deref(), access.gated),
         path: target.path,
     };
     match find(edge, &object).await {
@@ -51,7 +58,14 @@ pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> R
                 follower::touch(edge, &object);
             }
             edge.metrics.cache_result(cached.class, phase);
-            let response = respond(&cached, request.headers(), edge.clock.now(), phase, head);
+            // A viewer with a token in its URL gets playlists whose URIs carry it on: players do not
+            // pass a playlist's query to the URIs it names. The cached body stays the origin's.
+            let carried = access
+                .granted
+                .filter(|g| g.from_query)
+                .and_then(|g| carry_token(&cached, &object.path, &g.token));
+            let answered = carried.as_ref().unwrap_or(&cached);
+            let response = respond(answered, request.headers(), edge.clock.now(), phase, head);
             edge.metrics.request(cached.class, response.status());
             if !head {
                 edge.metrics.served(cached.class, content_len(&response));
@@ -80,6 +94,46 @@ pub async fn deliver<B>(edge: &Arc<Edge>, request: &Request<B>, head: bool) -> R
             response
         }
     }
+}
+
+/// `cached`, a playlist at `path`, with `token` on every URI that names a gateway object; `None`
+/// when it is not a playlist or names none.
+fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedObject> {
+    if !cached.is_success() || !cached.class.is_playlist() {
+        return None;
+    }
+    let rewritten = rewrite::rewrite_uris(&cached.body, |uri, _| {
+        uri::resolve_path(path, uri, &[]).map(|_| rewrite::set_query(uri, "token", token))
+    });
+    let Cow::Owned(body) = rewritten else {
+        return None;
+    };
+    // Another body, another validator: the origin's, marked with the token's hash.
+    let tag = cached.etag.to_str().unwrap_or("\"\"");
+    let (weak, inner) = match tag.strip_prefix("W/") {
+        Some(rest) => ("W/", rest),
+        None => ("", tag),
+    };
+    let mark = &hex::encode(sha2::Sha256::digest(token.as_bytes()))[..12];
+    let etag = HeaderValue::from_str(&format!("{weak}\"{}-{mark}\"", inner.trim_matches('"')))
+        .unwrap_or_else(|_| cached.etag.clone());
+    let mut headers = cached.headers.clone();
+    headers.insert(http::header::ETAG, etag.clone());
+    Some(CachedObject {
+        status: cached.status,
+        class: cached.class,
+        body: Bytes::from(body),
+        content_type: cached.content_type.clone(),
+        etag,
+        last_modified: cached.last_modified.clone(),
+        location: cached.location.clone(),
+        stored_at: cached.stored_at,
+        lifetime: cached.lifetime,
+        digest: None,
+        playlist: None,
+        last_modified_at: cached.last_modified_at,
+        headers,
+    })
 }
 
 enum Failure {

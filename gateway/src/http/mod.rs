@@ -10,4 +10,16 @@ pub mod range;
 pub mod response;
 pub mod server;
 pub mod service;
+pub mod tls;
 pub mod web;
+
+/// The address a request came from, put in its extensions by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl ClientAddr {
+    /// The client's IP address, from a request's extensions.
+    pub fn of<B>(request: &::http::Request<B>) -> Option<std::net::IpAddr> {
+        request.extensions().get::<ClientAddr>().map(|c| c.0.ip())
+    }
+}

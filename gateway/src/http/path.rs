@@ -58,6 +58,14 @@ pub fn normalize(path: &str, query: Option<&str>) -> Result<CleanTarget, PathErr
     })
 }
 
+/// `path` percent-decoded once, as an origin reads it (invalid UTF-8 replaced): what the gate
+/// compares with protected prefixes, so `/%6Cive/` is `/live/` there too.
+pub fn decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Decodes a segment layer by layer (up to three encodings deep); any layer that names a separator, a
 /// control byte or a dot segment makes the whole path invalid. The received form must be valid
 /// percent-encoding; a deeper layer that is not is a literal '%' in a name and ends the check.

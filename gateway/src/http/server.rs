@@ -18,6 +18,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use crate::config::ServerConfig;
 use crate::http::response::Body;
 use crate::http::service::{self, AppState};
+use crate::http::tls::CertStore;
+use crate::http::ClientAddr;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_BUF: usize = 8192;
@@ -49,13 +51,15 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains.
+/// Serves `listener` (over TLS when `tls` is given) until `shutdown` resolves, then drains.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     config: ServerConfig,
+    tls: Option<Arc<CertStore>>,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
+    let acceptor = tls.map(|store| tokio_rustls::TlsAcceptor::from(store.server_config()));
     let handler_state = Arc::clone(&state);
     let limited = ServiceBuilder::new()
         .load_shed()
@@ -84,7 +88,8 @@ pub async fn serve(
         let first_bytes = config.header_read_timeout;
         let limited = limited.clone();
         let shed = state.edge.metrics.load_shed.clone();
-        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
             let mut limited = limited.clone();
             let shed = shed.clone();
             async move {
@@ -105,22 +110,59 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let builder = builder.clone();
         let gauge = state.edge.metrics.open_connections.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a timeout, and the
-            // header-read timer only starts after that: bound it here, or a silent client holds the
-            // connection forever.
-            if !protocol_bytes_arrive(&stream, first_bytes).await {
-                tracing::debug!(%peer, "closing a connection that sent no request in time");
-                return;
-            }
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            gauge.inc();
-            if let Err(e) = watcher.watch(connection).await {
+            let result = match acceptor {
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head; ALPN then says which protocol
+                    // is spoken, so nothing is sniffed.
+                    let handshake =
+                        tokio::time::timeout(first_bytes, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake took too long");
+                            return;
+                        }
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = if h2 {
+                        builder.http2_only()
+                    } else {
+                        builder.http1_only()
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    gauge.inc();
+                    let result = watcher.watch(connection).await;
+                    gauge.dec();
+                    result
+                }
+                None => {
+                    // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a
+                    // timeout, and the header-read timer only starts after that: bound it here,
+                    // or a silent client holds the connection forever.
+                    if !protocol_bytes_arrive(&stream, first_bytes).await {
+                        tracing::debug!(%peer, "closing a connection that sent no request in time");
+                        return;
+                    }
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    gauge.inc();
+                    let result = watcher.watch(connection).await;
+                    gauge.dec();
+                    result
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            gauge.dec();
         });
     }
     drop(listener);

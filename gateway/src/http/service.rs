@@ -13,9 +13,16 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 
+use std::time::SystemTime;
+
+use crate::auth::gate::Gate;
+use crate::auth::TokenError;
 use crate::edge::Edge;
-use crate::http::deliver::deliver;
-use crate::http::response::{plain, Body};
+use crate::hls::ObjectClass;
+use crate::http::deliver::{deliver, Access};
+use crate::http::path;
+use crate::http::response::{error_response, plain, Body};
+use crate::http::ClientAddr;
 
 /// Everything a request handler needs.
 #[derive(Debug)]
@@ -24,15 +31,23 @@ pub struct AppState {
     pub p2p: Option<crate::p2p::P2p>,
     /// The web player's `/player/config.json` document.
     pub player_config: Bytes,
+    /// Signed URLs, when configured.
+    pub gate: Option<Arc<Gate>>,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(edge: Arc<Edge>, p2p: Option<crate::p2p::P2p>, player_config: Bytes) -> Arc<Self> {
+    pub fn new(
+        edge: Arc<Edge>,
+        p2p: Option<crate::p2p::P2p>,
+        player_config: Bytes,
+        gate: Option<Arc<Gate>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             edge,
             p2p,
             player_config,
+            gate,
             draining: AtomicBool::new(false),
         })
     }
@@ -81,12 +96,65 @@ pub async fn handle<B: Send + 'static>(
         },
         path => match crate::http::web::respond(path, request.headers(), &state.player_config) {
             Some(response) => response,
-            None => return deliver(&state.edge, &request, head).await,
+            None => return gated_delivery(&state, &request, head).await,
         },
     };
     if head {
         *response.body_mut() = Full::new(Bytes::new());
     }
+    response
+}
+
+/// Normalises the path (400 for unsafe ones), checks the token of a protected path (403), and
+/// delivers. The gate compares the path as the origin will read it (percent-decoded), so no
+/// spelling of a protected path gets around it.
+async fn gated_delivery<B>(state: &AppState, request: &Request<B>, head: bool) -> Response<Body> {
+    let edge = &state.edge;
+    let uri = request.uri();
+    let target = match path::normalize(uri.path(), uri.query()) {
+        Ok(t) => t,
+        Err(e) => {
+            edge.metrics
+                .request(ObjectClass::Other, StatusCode::BAD_REQUEST);
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request: {e}\n"),
+                head,
+            );
+        }
+    };
+    let granted = match &state.gate {
+        Some(gate) => {
+            let decoded = path::decoded(&target.path);
+            let client = ClientAddr::of(request);
+            match gate.check(
+                &decoded,
+                uri.query(),
+                request.headers(),
+                client,
+                SystemTime::now(),
+            ) {
+                Ok(granted) => granted,
+                Err(e) => return forbidden(state, e, head),
+            }
+        }
+        None => None,
+    };
+    let access = Access {
+        granted: granted.as_ref(),
+        gated: state.gate.is_some(),
+    };
+    deliver(edge, request, target, access, head).await
+}
+
+/// 403 for a request a token does not grant, with CORS so a player can tell, never cached.
+pub fn forbidden(state: &AppState, e: TokenError, head: bool) -> Response<Body> {
+    state.edge.metrics.auth_denied(e.label());
+    let mut response = error_response(StatusCode::FORBIDDEN, format!("403 Forbidden: {e}\n"), head);
+    response.headers_mut().insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length"),
+    );
     response
 }
 

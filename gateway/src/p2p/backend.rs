@@ -1,13 +1,17 @@
 //! What the tracker asks of the gateway, answered from the edge cache: which media playlist is a
 //! rendition of a stream, and the digests of the segments of a playlist that are cached.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use peer_assist::protocol::signal::{self, DigestEntry};
 use peer_assist::tracker::{Backend, ResolveError};
 
+use crate::auth::gate::Gate;
+use crate::auth::TokenError;
 use crate::cache::{CacheKey, CachedObject};
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::ObjectClass;
@@ -16,12 +20,20 @@ use crate::http::path;
 /// What the tracker asks of the gateway, answered from the edge cache.
 pub struct GatewayBackend {
     edge: Arc<Edge>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl GatewayBackend {
-    pub fn new(edge: Arc<Edge>) -> Self {
-        Self { edge }
+    pub fn new(edge: Arc<Edge>, gate: Option<Arc<Gate>>) -> Self {
+        Self { edge, gate }
     }
+}
+
+/// The decoded, normalised path of a stream, as the gate compares it.
+pub fn stream_path(stream: &str) -> Option<String> {
+    path::normalize(stream, None)
+        .ok()
+        .map(|t| path::decoded(&t.path))
 }
 
 /// A playlist from the cache, fetched through the normal coalesced path if needed. An origin that
@@ -116,6 +128,31 @@ impl Backend for GatewayBackend {
             }
         }
         .boxed()
+    }
+
+    fn authorize(
+        &self,
+        stream: &str,
+        token: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(), String> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let Some(path) = stream_path(stream) else {
+            return Err(format!("{stream} is not a valid path"));
+        };
+        if !gate.protects(&path) {
+            return Ok(());
+        }
+        let result = match token {
+            Some(token) => gate.grant_to(token, &path, client, SystemTime::now()),
+            None => Err(TokenError::Missing),
+        };
+        result.map_err(|e| {
+            self.edge.metrics.auth_denied(e.label());
+            e.to_string()
+        })
     }
 
     fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>> {

@@ -3,15 +3,25 @@
 
 use std::sync::Arc;
 
-use http::{Response, StatusCode};
+use std::time::SystemTime;
+
+use http::{Request, Response, StatusCode};
 use peer_assist::tracker::{Backend, ResolveError};
 
+use crate::auth::gate::Gate;
 use crate::edge::Edge;
 use crate::http::response::{text, text_response, Body};
-use crate::p2p::backend::{digest_window, GatewayBackend};
+use crate::http::ClientAddr;
+use crate::p2p::backend::{digest_window, stream_path, GatewayBackend};
 
-/// `GET /p2p/v1/digests/{stream path without the leading slash}/{rendition}`.
-pub async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
+/// `GET /p2p/v1/digests/{stream path without the leading slash}/{rendition}`; for a protected
+/// stream, with a token for it (query or cookie).
+pub async fn digests_endpoint<B>(
+    edge: &Arc<Edge>,
+    gate: Option<&Gate>,
+    request: &Request<B>,
+    rest: &str,
+) -> Response<Body> {
     let Some((stream, rendition)) = rest.rsplit_once('/') else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -25,7 +35,24 @@ pub async fn digests_endpoint(edge: &Arc<Edge>, rest: &str) -> Response<Body> {
         );
     };
     let stream = format!("/{stream}");
-    let backend = GatewayBackend::new(Arc::clone(edge));
+    if let Some(gate) = gate {
+        let Some(path) = stream_path(&stream) else {
+            return text(StatusCode::BAD_REQUEST, "the stream is not a valid path\n");
+        };
+        let peer = ClientAddr::of(request);
+        let checked = gate.check(
+            &path,
+            request.uri().query(),
+            request.headers(),
+            peer,
+            SystemTime::now(),
+        );
+        if let Err(e) = checked {
+            edge.metrics.auth_denied(e.label());
+            return text(StatusCode::FORBIDDEN, &format!("403 Forbidden: {e}\n"));
+        }
+    }
+    let backend = GatewayBackend::new(Arc::clone(edge), None);
     let playlist = match backend.resolve(&stream, rendition).await {
         Ok(p) => p,
         Err(e @ ResolveError::NotFound(_)) => {

@@ -21,9 +21,14 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use std::time::SystemTime;
+
+use crate::auth::{self, gate::Gate};
 use crate::config::P2pConfig;
 use crate::edge::Edge;
 use crate::http::response::{text, Body};
+use crate::http::ClientAddr;
+use crate::p2p::backend::stream_path;
 pub use crate::p2p::backend::{digest_window, GatewayBackend};
 use crate::p2p::digests::digests_endpoint;
 
@@ -36,11 +41,12 @@ pub struct P2p {
     pub tracker: Tracker,
     region_header: Option<http::HeaderName>,
     max_message_bytes: usize,
+    gate: Option<Arc<Gate>>,
 }
 
 impl P2p {
     /// Builds the tracker, registers its metrics and starts forwarding digest events to it.
-    pub fn start(edge: &Arc<Edge>, config: &P2pConfig) -> Self {
+    pub fn start(edge: &Arc<Edge>, config: &P2pConfig, gate: Option<Arc<Gate>>) -> Self {
         let tracker_config = TrackerConfig {
             peers_returned: config.peers_returned,
             max_peers_per_swarm: config.max_peers_per_swarm,
@@ -53,7 +59,7 @@ impl P2p {
         };
         let tracker = Tracker::new(
             tracker_config,
-            Arc::new(GatewayBackend::new(Arc::clone(edge))),
+            Arc::new(GatewayBackend::new(Arc::clone(edge), gate.clone())),
             edge.metrics.registry(),
         );
         let mut events = edge.subscribe_digests();
@@ -83,6 +89,7 @@ impl P2p {
             tracker,
             region_header,
             max_message_bytes: config.max_message_bytes,
+            gate,
         }
     }
 
@@ -94,15 +101,15 @@ impl P2p {
     ) -> Response<Body> {
         let path = request.uri().path().to_owned();
         if path == "/p2p/v1/ws" {
-            return self.upgrade(&mut request);
+            return self.upgrade(edge, &mut request);
         }
         if let Some(rest) = path.strip_prefix("/p2p/v1/digests/") {
-            return digests_endpoint(edge, rest).await;
+            return digests_endpoint(edge, self.gate.as_deref(), &request, rest).await;
         }
         text(StatusCode::NOT_FOUND, "unknown peer-assist endpoint\n")
     }
 
-    fn upgrade<B: Send + 'static>(&self, request: &mut Request<B>) -> Response<Body> {
+    fn upgrade<B: Send + 'static>(&self, edge: &Edge, request: &mut Request<B>) -> Response<Body> {
         let headers = request.headers();
         let is_websocket = headers
             .get(UPGRADE)
@@ -149,6 +156,28 @@ impl P2p {
             .and_then(|h| request.headers().get(h))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // A token on the URL (or in a cookie) is checked now: a bad one never gets a socket. One
+        // may also come in `join`; the tracker checks whichever it gets.
+        let peer = ClientAddr::of(request);
+        let client = self
+            .gate
+            .as_ref()
+            .and_then(|g| g.client_ip(request.headers(), peer));
+        let cookies = request
+            .headers()
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let token = auth::from_request(request.uri().query(), cookies).map(|(t, _)| t);
+        if let (Some(gate), Some(token)) = (&self.gate, &token) {
+            let protected = stream_path(&stream).filter(|p| gate.protects(p));
+            if let Some(path) = protected {
+                if let Err(e) = gate.grant_to(token, &path, client, SystemTime::now()) {
+                    edge.metrics.auth_denied(e.label());
+                    return text(StatusCode::FORBIDDEN, &format!("403 Forbidden: {e}\n"));
+                }
+            }
+        }
         let on_upgrade = hyper::upgrade::on(request);
         let tracker = self.tracker.clone();
         let mut ws_config = WebSocketConfig::default();
@@ -163,7 +192,13 @@ impl P2p {
                         Some(ws_config),
                     )
                     .await;
-                    tracker.serve(ws, ConnectionInfo { stream, region }).await;
+                    let info = ConnectionInfo {
+                        stream,
+                        region,
+                        token,
+                        client,
+                    };
+                    tracker.serve(ws, info).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }

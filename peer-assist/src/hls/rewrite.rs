@@ -125,6 +125,34 @@ pub fn rewrite_uris(
     }
 }
 
+/// `uri` with its `name` query parameters replaced by `name=value` (before any fragment). `name`
+/// and `value` must already be percent-encoded as needed.
+pub fn set_query(uri: &str, name: &str, value: &str) -> String {
+    let (base, fragment) = match uri.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (uri, None),
+    };
+    let (path, query) = base.split_once('?').unwrap_or((base, ""));
+    let prefix = format!("{name}=");
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && *p != name && !p.starts_with(&prefix))
+        .collect();
+    let mut out = path.to_owned();
+    for (i, p) in kept.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        out.push_str(p);
+    }
+    out.push(if kept.is_empty() { '?' } else { '&' });
+    out.push_str(&prefix);
+    out.push_str(value);
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
 /// `uri` with `name=value` added to its query (before any fragment). `name` and `value` must
 /// already be percent-encoded as needed.
 pub fn add_query(uri: &str, name: &str, value: &str) -> String {
@@ -217,5 +245,11 @@ mod tests {
         assert_eq!(add_query("a.ts", "t", "1"), "a.ts?t=1");
         assert_eq!(add_query("a.ts?x=2", "t", "1"), "a.ts?x=2&t=1");
         assert_eq!(add_query("a.ts#f", "t", "1"), "a.ts?t=1#f");
+        assert_eq!(
+            set_query("a.ts?token=x&v=1#f", "token", "T"),
+            "a.ts?v=1&token=T#f"
+        );
+        assert_eq!(set_query("a.ts", "token", "T"), "a.ts?token=T");
+        assert_eq!(set_query("a.ts?token", "token", "T"), "a.ts?token=T");
     }
 }

@@ -38,9 +38,15 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<String, ResolveError>>;
     /// The digests of the recent segments of a media playlist.
     fn digests(&self, playlist: &str) -> BoxFuture<'static, Vec<DigestEntry>>;
-    /// Whether `token` grants access to `stream` (no auth configured: always true).
-    fn authorize(&self, _stream: &str, _token: Option<&str>) -> bool {
-        true
+    /// Whether `token` grants a client at `client` the swarms of `stream`; `Err` says why not
+    /// (no auth configured: always `Ok`).
+    fn authorize(
+        &self,
+        _stream: &str,
+        _token: Option<&str>,
+        _client: Option<std::net::IpAddr>,
+    ) -> Result<(), String> {
+        Ok(())
     }
 }
 
@@ -72,6 +78,11 @@ pub struct ConnectionInfo {
     pub stream: String,
     /// The region, from the header the load balancer sets.
     pub region: Option<String>,
+    /// A token the connection carried (the WebSocket URL's `token`, or a cookie); `join.token`
+    /// takes precedence.
+    pub token: Option<String>,
+    /// The client's address (for tokens bound to a client).
+    pub client: Option<std::net::IpAddr>,
 }
 
 enum Outbound {
@@ -328,8 +339,13 @@ impl Tracker {
                 "join names another stream than the URL".into(),
             ));
         }
-        if !self.inner.backend.authorize(&stream, token.as_deref()) {
-            return Err((ErrorCode::Unauthorized, "token refused".into()));
+        let token = token.or_else(|| conn.token.clone());
+        if let Err(why) = self
+            .inner
+            .backend
+            .authorize(&stream, token.as_deref(), conn.client)
+        {
+            return Err((ErrorCode::Unauthorized, why));
         }
         let playlist = self
             .inner
