@@ -96,3 +96,54 @@ async fn ffprobe_and_ffmpeg_decode_every_demo_rendition_through_the_gateway() {
         "segments went through the gateway's cache"
     );
 }
+
+/// With signed URLs on, a token in the master playlist's URL is all a third-party player needs: the
+/// playlists it is served carry the token on to every rendition, segment and key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffprobe_plays_a_protected_demo_with_a_token() {
+    let ffprobe = tool("ffprobe");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("auth.keys");
+    std::fs::write(&keys, "k1:00112233445566778899aabbccddeeff\n").unwrap();
+    let mut config = support::demo_config().await;
+    config.auth.key_file = Some(keys.clone());
+    config.auth.protect = vec!["/demo/".into()];
+    let gw = support::TestGateway::start(config).await;
+    let token = gateway::auth::mint(
+        &gateway::auth::KeySet::load(&keys).unwrap(),
+        "/demo/",
+        Duration::from_secs(600),
+        None,
+        std::time::SystemTime::now(),
+    );
+    for kind in ["vod", "live"] {
+        let master = gw.url(&format!("/demo/{kind}/master.m3u8?token={token}"));
+        let mut probe = Command::new(&ffprobe);
+        probe.args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+        ]);
+        probe.args(["-of", "csv=p=0", &master]);
+        let out = tokio::time::timeout(Duration::from_secs(60), run(probe))
+            .await
+            .expect("ffprobe in time");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for size in ["426,240", "640,360", "854,480"] {
+            assert!(text.contains(&format!("h264,{size}")), "{kind}: {text}");
+        }
+        let without = gw.get(&format!("/demo/{kind}/master.m3u8")).await;
+        assert_eq!(without.status, 403);
+    }
+    assert_eq!(
+        gw.metric("gateway_auth_denied_total{reason=\"missing\"}")
+            .await,
+        2.0
+    );
+}

@@ -4,118 +4,32 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway::Drained;
+use support::binary::ChildGuard;
 use support::{pattern, test_config, Reply, TestGateway, TestOrigin};
 
-/// Kills the child if the test ends without it having exited.
-struct ChildGuard {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().expect("try_wait")
-    }
-
-    async fn wait_for_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Starts the binary against `origin` and returns it with the address from its first stdout line.
+/// Starts the binary against `origin` and returns it with its address.
 async fn start_binary(origin: &TestOrigin) -> (ChildGuard, SocketAddr) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--origin",
-            &origin.base(),
-            "--server-drain-timeout",
-            "10s",
-        ])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // The gateway reads GATEWAY_* variables; none from this environment may leak in.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("GATEWAY_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command.spawn().expect("start the gateway binary");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr_pipe = child.stderr.take().unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let collected = Arc::clone(&stderr);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stderr_pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            collected
-                .lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let guard = ChildGuard { child, stderr };
-
-    let (line_tx, line_rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok);
-        let _ = line_tx.send(first);
-        // Keep draining stdout so the child never blocks on a full pipe.
-        for _ in lines {}
-    });
-    let line = tokio::time::timeout(Duration::from_secs(20), line_rx)
-        .await
-        .expect("the binary printed its address in time")
-        .unwrap()
-        .unwrap_or_else(|| panic!("no stdout line; stderr:\n{}", guard.stderr()));
-    let addr = line
-        .strip_prefix("gateway listening on http://")
+    let base = origin.base();
+    let (child, url) = support::binary::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--origin",
+        &base,
+        "--server-drain-timeout",
+        "10s",
+    ])
+    .await;
+    let addr = url
+        .strip_prefix("http://")
         .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .unwrap_or_else(|| panic!("unexpected address {url:?}"))
         .parse()
-        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
-    (guard, addr)
+        .unwrap_or_else(|e| panic!("bad address in {url:?}: {e}"));
+    (child, addr)
 }
 
 /// Whether a connection to `addr` fails within `within` (retrying: the signal is handled asynchronously).
@@ -158,11 +72,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
         child.stderr()
     );
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.pid().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    child.signal("TERM");
     let signalled = Instant::now();
 
     assert!(

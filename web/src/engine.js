@@ -62,12 +62,14 @@ export class P2PEngine {
     const gateway = options.gateway ?? env.location?.origin;
     if (!gateway) throw new Error('P2PEngine: options.gateway is required outside a page');
     this.gatewayOrigin = new URL(gateway).origin;
-    this.streamPath = options.stream ? new URL(options.stream, this.gatewayOrigin).pathname : null;
+    const streamUrl = options.stream ? new URL(options.stream, this.gatewayOrigin) : null;
+    this.streamPath = streamUrl ? streamUrl.pathname : null;
     this.options = {
       iceServers: options.iceServers ?? [],
       upload: options.upload ?? true,
       maxPeers: options.maxPeers ?? DEFAULT_MAX_PEERS,
-      token: options.token ?? null,
+      // A signed URL's token (docs/SECURITY.md): given, or the `token` of the stream's URL.
+      token: options.token ?? streamUrl?.searchParams.get('token') ?? null,
     };
     this.impl = {
       WebSocket: options.WebSocket ?? env.WebSocket,
@@ -322,7 +324,9 @@ export class P2PEngine {
 
   async loadVariants() {
     if (!this.streamPath || this.variantUrls) return;
-    const url = new URL(this.streamPath, this.gatewayOrigin).href;
+    const master = new URL(this.streamPath, this.gatewayOrigin);
+    if (this.options.token) master.searchParams.set('token', this.options.token);
+    const url = master.href;
     for (let attempt = 0; attempt < 3 && !this.destroyed; attempt++) {
       try {
         this.variantUrls = await fetchVariantUrls(url, this.impl.fetch);

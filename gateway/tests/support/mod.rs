@@ -2,6 +2,9 @@
 //! port that counts requests and can be told to misbehave, a gateway started in-process, and a client.
 #![allow(dead_code, clippy::unwrap_used, clippy::field_reassign_with_default)]
 
+#[allow(dead_code)]
+pub mod binary;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -126,6 +129,12 @@ impl TestOrigin {
 
     pub fn total(&self) -> usize {
         self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// Every request target received (path and query as sent).
+    #[allow(dead_code)]
+    pub fn targets(&self) -> Vec<String> {
+        self.state.counts.lock().unwrap().keys().cloned().collect()
     }
 }
 
@@ -304,11 +313,16 @@ impl TestGateway {
 
 /// A gateway in front of the built-in demo origin, with the live follower on.
 pub async fn demo_gateway() -> TestGateway {
+    TestGateway::start(demo_config().await).await
+}
+
+/// The configuration of [`demo_gateway`], to change before starting it.
+pub async fn demo_config() -> Config {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let demo = gateway::demo::spawn().await.expect("demo origin");
     let mut config = config_for(format!("http://{demo}/"));
     config.follower.enabled = true;
-    TestGateway::start(config).await
+    config
 }
 
 /// A whole response.

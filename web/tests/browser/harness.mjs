@@ -4,8 +4,8 @@
 // Binaries: $TEST_GATEWAY_BIN and $TEST_PEER_ASSIST_BIN, else target/debug/{gateway,peer-assist} of this
 // repository (scripts/test builds them). Chromium: $CHROMIUM, else /usr/bin/chromium.
 
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,10 +53,13 @@ async function stop(state, signal = 'SIGTERM') {
   return result;
 }
 
-/** A gateway on 127.0.0.1 (ephemeral port) serving the built-in demo and the embedded player. */
-export async function startGateway() {
+/**
+ * A gateway on 127.0.0.1 (ephemeral port) serving the built-in demo and the embedded player;
+ * `extra` adds flags (such as --auth-protect).
+ */
+export async function startGateway(extra = []) {
   need(GATEWAY_BIN, 'the gateway binary');
-  const gw = start(GATEWAY_BIN, ['--listen', '127.0.0.1:0', '--log-level', 'warn'], 'gateway');
+  const gw = start(GATEWAY_BIN, ['--listen', '127.0.0.1:0', '--log-level', 'warn', ...extra], 'gateway');
   const deadline = Date.now() + 30_000;
   while (Date.now() < deadline) {
     const m = gw.out.match(/gateway listening on (http:\/\/127\.0\.0\.1:\d+)\//);
@@ -71,6 +74,20 @@ export async function startGateway() {
   }
   await stop(gw);
   throw new Error(`gateway did not start:\n${gw.out}`);
+}
+
+/** A signing key file in a fresh directory: { dir, file }. */
+export function keyFile() {
+  const dir = mkdtempSync(join(tmpdir(), 'gw-keys-'));
+  const file = join(dir, 'auth.keys');
+  writeFileSync(file, 'k1:00112233445566778899aabbccddeeff\n');
+  return { dir, file, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** A token for `prefix`, minted by `gateway token` (the operator's tool). */
+export function mintToken(file, prefix, ttl = '10m') {
+  const out = execFileSync(GATEWAY_BIN, ['token', '--key-file', file, '--prefix', prefix, '--ttl', ttl]);
+  return out.toString().trim();
 }
 
 /** Reads one counter family from the gateway's /metrics: the sum over its label sets. */
