@@ -1,4 +1,5 @@
 //! A real third-party HLS client (ffprobe/ffmpeg) reads every rendition of the demo through the gateway.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
