@@ -337,3 +337,113 @@ async fn a_plain_get_on_the_socket_path_is_a_clean_400() {
     let (_origin, gw) = setup(|_| {}).await;
     assert_eq!(gw.get("/p2p/v1/ws?stream=/s/master.m3u8").await.status, 400);
 }
+
+/// Joins rendition `rendition` and returns the socket and the peer id.
+async fn member(gw: &TestGateway, rendition: u32) -> (Ws, String) {
+    let mut ws = connect(gw, "/s/master.m3u8").await;
+    ws.send(Message::text(join(rendition))).await.unwrap();
+    let welcome = until(&mut ws, "welcome").await;
+    let id = welcome["peer_id"].as_str().unwrap().to_owned();
+    (ws, id)
+}
+
+/// The peer ids of the newest `peers` list that has arrived on `ws` (within a moment).
+async fn latest_list(ws: &mut Ws) -> Vec<String> {
+    let mut latest = Vec::new();
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(300), ws.next()).await
+    {
+        if let Message::Text(text) = message {
+            let m: Value = serde_json::from_str(&text).unwrap();
+            if m["type"] == "peers" {
+                latest = m["peers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+                    .collect();
+            }
+        }
+    }
+    latest
+}
+
+fn report(peers: Value, p2p_bytes: u64) -> String {
+    json!({
+        "type": "report", "http_bytes": 0, "p2p_bytes": p2p_bytes, "http_segments": 0,
+        "p2p_segments": 1_000_000, "uploaded_bytes": 0,
+        "failures": { "timeout": 0, "mismatch": 1_000_000, "absent": 0, "disconnect": 0 },
+        "peers": peers
+    })
+    .to_string()
+}
+
+/// One client's reports can neither get honest peers delisted (not even in another swarm) nor
+/// inflate the offload counters; a clique praising itself gets at most half of a newcomer's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_single_client_can_ban_eclipse_or_inflate() {
+    let (_origin, gw) = setup(|c| c.p2p.peers_returned = 8).await;
+    assert_eq!(gw.get("/s/low/index.m3u8").await.status, 200);
+    let mut honest = Vec::new();
+    for _ in 0..4 {
+        honest.push(member(&gw, 0).await);
+    }
+    let (_elsewhere, elsewhere_id) = member(&gw, 1).await;
+    let (mut attacker, _) = member(&gw, 0).await;
+    let accused: Vec<Value> = honest
+        .iter()
+        .map(|(_, id)| id.clone())
+        .chain([elsewhere_id.clone()])
+        .map(|id| json!({"peer_id": id, "ok": 0, "failed": 1_000, "mismatch": 1, "bytes": 0}))
+        .collect();
+    attacker
+        .send(Message::text(report(Value::Array(accused), (1 << 53) - 1)))
+        .await
+        .unwrap();
+    let ignored = wait_until_async(
+        || async { gw.metric("p2p_report_outcomes_ignored_total").await >= 1.0 },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        ignored,
+        "the outcome about a peer of another swarm is ignored"
+    );
+    // A newcomer is still offered every honest peer.
+    let (mut newcomer, _) = member(&gw, 0).await;
+    let list = latest_list(&mut newcomer).await;
+    for (_, id) in &honest {
+        assert!(list.contains(id), "{id} delisted by one report: {list:?}");
+    }
+    // The absurd claim was cut to what could have happened.
+    assert_eq!(gw.metric("p2p_reports_cut_total").await, 1.0);
+    let counted = gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await;
+    assert!(counted < 1e12, "{counted} bytes counted from one report");
+
+    // Eight colluders praise one another with huge counts.
+    let mut clique = Vec::new();
+    for _ in 0..8 {
+        clique.push(member(&gw, 0).await);
+    }
+    let ids: Vec<String> = clique.iter().map(|(_, id)| id.clone()).collect();
+    for (ws, me) in &mut clique {
+        let praise: Vec<Value> = ids
+            .iter()
+            .filter(|id| *id != me)
+            .map(|id| json!({"peer_id": id, "ok": 1_000_000, "failed": 0, "mismatch": 0, "bytes": 1}))
+            .collect();
+        ws.send(Message::text(report(Value::Array(praise), 0)))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut late, _) = member(&gw, 0).await;
+    let list = latest_list(&mut late).await;
+    let colluders = list.iter().filter(|id| ids.contains(id)).count();
+    assert!(
+        colluders <= 4,
+        "{colluders} of the 8 slots went to the clique: {list:?}"
+    );
+    let honest_listed = honest.iter().filter(|(_, id)| list.contains(id)).count();
+    assert!(honest_listed >= 4, "{list:?}");
+}

@@ -301,8 +301,30 @@ impl ClientMessage {
             ClientMessage::Relay { to, .. } => check_peer_id("to", to)?,
             ClientMessage::Report(r) => {
                 check_list("peers", r.peers.len())?;
+                let f = &r.failures;
+                for (field, n) in [
+                    ("http_bytes", r.http_bytes),
+                    ("p2p_bytes", r.p2p_bytes),
+                    ("http_segments", r.http_segments),
+                    ("p2p_segments", r.p2p_segments),
+                    ("uploaded_bytes", r.uploaded_bytes),
+                    ("failures.timeout", f.timeout),
+                    ("failures.mismatch", f.mismatch),
+                    ("failures.absent", f.absent),
+                    ("failures.disconnect", f.disconnect),
+                ] {
+                    check_safe_integer(field, n)?;
+                }
                 for p in &r.peers {
                     check_peer_id("peer_id", &p.peer_id)?;
+                    for (field, n) in [
+                        ("ok", p.ok),
+                        ("failed", p.failed),
+                        ("mismatch", p.mismatch),
+                        ("bytes", p.bytes),
+                    ] {
+                        check_safe_integer(field, n)?;
+                    }
                 }
             }
             ClientMessage::Leave {} => {}
@@ -434,6 +456,19 @@ fn check_peer_id(field: &str, id: &str) -> Result<(), SignalError> {
         return Err(SignalError::Invalid(format!(
             "{field}: peer id must be 1 to {MAX_PEER_ID_LEN} bytes, got {}",
             id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The largest integer a message may carry (JavaScript's `Number.MAX_SAFE_INTEGER`, 2^53 − 1).
+pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Integers above 2^53 − 1 are not exact in JavaScript: malformed, as the browser decoder says.
+fn check_safe_integer(field: &str, n: u64) -> Result<(), SignalError> {
+    if n > MAX_SAFE_INTEGER {
+        return Err(SignalError::Malformed(format!(
+            "{field}: {n} is out of range (at most 2^53 - 1)"
         )));
     }
     Ok(())

@@ -19,8 +19,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::metrics::TrackerMetrics;
 use super::registry::{JoinError, Member, MessageBudget, Registry, SwarmKey, TrackerConfig};
+use super::reports::{self, ReportLimits};
 use crate::protocol::signal::{
-    self, ClientMessage, DigestEntry, ErrorCode, ServerMessage, SignalError, SIGNAL_VERSION,
+    self, ClientMessage, DigestEntry, ErrorCode, Report, ServerMessage, SignalError, SIGNAL_VERSION,
 };
 
 /// How long a new connection may take to send its `join`.
@@ -85,6 +86,17 @@ pub struct ConnectionInfo {
     pub client: Option<std::net::IpAddr>,
 }
 
+/// Segments of a playlist as the tracker saw them go by.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlaylistStats {
+    /// Digests published since the tracker started.
+    published: u64,
+    /// Segments in the window a joining peer is given.
+    window: u64,
+    /// The largest segment seen.
+    max_size: u64,
+}
+
 enum Outbound {
     Message(ServerMessage),
     Close(ErrorCode, String),
@@ -96,6 +108,8 @@ struct Inner {
     /// Media playlist path → the swarms watching it, for digest pushes.
     playlists: Mutex<HashMap<String, HashSet<SwarmKey>>>,
     swarm_playlists: Mutex<HashMap<SwarmKey, String>>,
+    /// What the tracker knows of each watched playlist's segments, to bound what reports claim.
+    playlist_stats: Mutex<HashMap<String, PlaylistStats>>,
     metrics: TrackerMetrics,
     backend: Arc<dyn Backend>,
 }
@@ -144,6 +158,7 @@ impl Tracker {
                 outbound: Mutex::new(HashMap::new()),
                 playlists: Mutex::new(HashMap::new()),
                 swarm_playlists: Mutex::new(HashMap::new()),
+                playlist_stats: Mutex::new(HashMap::new()),
                 metrics: TrackerMetrics::register(registry),
                 backend,
             }),
@@ -160,6 +175,13 @@ impl Tracker {
 
     /// Pushes the digest of a newly cached segment of `playlist` to every peer watching it.
     pub fn publish_digest(&self, playlist: &str, entry: DigestEntry) {
+        {
+            let mut stats = lock(&self.inner.playlist_stats);
+            if let Some(s) = stats.get_mut(playlist) {
+                s.published = s.published.saturating_add(1);
+                s.max_size = s.max_size.max(entry.size);
+            }
+        }
         let swarms: Vec<SwarmKey> = match lock(&self.inner.playlists).get(playlist) {
             Some(s) => s.iter().cloned().collect(),
             None => return,
@@ -191,16 +213,46 @@ impl Tracker {
     /// Sends every member of `swarm` its current peer list.
     fn refresh_swarm(&self, swarm: &SwarmKey) {
         let lists: Vec<(String, Vec<signal::PeerInfo>)> = {
-            let registry = lock(&self.inner.registry);
-            registry
+            let mut registry = lock(&self.inner.registry);
+            let lists: Vec<(String, Vec<signal::PeerInfo>)> = registry
                 .swarm_members(swarm)
                 .iter()
                 .map(|id| (id.clone(), registry.matches(id)))
-                .collect()
+                .collect();
+            for (id, peers) in &lists {
+                registry.record_introductions(id, peers);
+            }
+            lists
         };
         for (id, peers) in lists {
             self.send(&id, Outbound::Message(ServerMessage::Peers { peers }));
         }
+    }
+
+    /// Segments published so far for the playlist of `swarm`.
+    fn published(&self, swarm: &SwarmKey) -> u64 {
+        let playlist = lock(&self.inner.swarm_playlists).get(swarm).cloned();
+        playlist
+            .and_then(|p| {
+                lock(&self.inner.playlist_stats)
+                    .get(&p)
+                    .map(|s| s.published)
+            })
+            .unwrap_or(0)
+    }
+
+    /// `report` cut to what could have happened since the connection's previous one.
+    fn bound_report(&self, swarm: &SwarmKey, seen: &mut u64, report: &Report) -> (Report, bool) {
+        let playlist = lock(&self.inner.swarm_playlists).get(swarm).cloned();
+        let stats = playlist
+            .and_then(|p| lock(&self.inner.playlist_stats).get(&p).copied())
+            .unwrap_or_default();
+        let since = stats.published.saturating_sub(*seen);
+        *seen = stats.published;
+        reports::bound(
+            report,
+            &ReportLimits::new(since, stats.window, stats.max_size),
+        )
     }
 
     fn update_gauges(&self) {
@@ -366,7 +418,7 @@ impl Tracker {
                 quic,
                 upload: capabilities.upload,
                 joined: 0,
-                score: Default::default(),
+                reputation: Default::default(),
             };
             registry.join(member, swarm.clone()).map_err(|e| match e {
                 JoinError::SwarmFull => (ErrorCode::SwarmFull, e.to_string()),
@@ -389,9 +441,16 @@ impl Tracker {
             playlist: playlist.clone(),
             max_peers: config.peers_returned as u32,
         };
+        let window = self.inner.backend.digests(&playlist).await;
+        {
+            let mut stats = lock(&self.inner.playlist_stats);
+            let s = stats.entry(playlist.clone()).or_default();
+            s.window = s.window.max(window.len() as u64);
+            s.max_size = window.iter().map(|d| d.size).fold(s.max_size, u64::max);
+        }
         let digests = ServerMessage::Digests {
             playlist: playlist.clone(),
-            segments: self.inner.backend.digests(&playlist).await,
+            segments: window,
         };
         for message in [welcome, digests] {
             let text = serde_json::to_string(&message)
@@ -419,6 +478,7 @@ impl Tracker {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut last_heard = Instant::now();
+        let mut published_seen = self.published(swarm);
         let mut ping = tokio::time::interval(config.reap_after / 4);
         ping.tick().await;
         loop {
@@ -451,8 +511,13 @@ impl Tracker {
                             }
                         }
                         Ok(ClientMessage::Report(report)) => {
+                            let (report, cut) = self.bound_report(swarm, &mut published_seen, &report);
+                            if cut {
+                                self.inner.metrics.reports_cut.inc();
+                            }
                             self.inner.metrics.report(&report);
-                            let changed = lock(&self.inner.registry).ingest(id, &report.peers);
+                            let (changed, ignored) = lock(&self.inner.registry).ingest(id, &report.peers);
+                            self.inner.metrics.ignored_outcomes.inc_by(ignored as u64);
                             for swarm in changed {
                                 self.refresh_swarm(&swarm);
                             }

@@ -16,6 +16,10 @@ pub struct TrackerMetrics {
     fallbacks: IntCounterVec,
     closed: IntCounterVec,
     pub digests_pushed: IntCounter,
+    /// Per-peer outcomes ignored: about a peer the reporter could not have dealt with.
+    pub ignored_outcomes: IntCounter,
+    /// Reports that claimed more than could have happened (cut before they were counted).
+    pub reports_cut: IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -72,6 +76,14 @@ impl TrackerMetrics {
                 &["reason"],
             ),
             digests_pushed: counter("p2p_digests_pushed_total", "Digest messages pushed to peers."),
+            ignored_outcomes: counter(
+                "p2p_report_outcomes_ignored_total",
+                "Per-peer outcomes in reports about a peer the reporter was never introduced to (or not of its swarm): ignored.",
+            ),
+            reports_cut: counter(
+                "p2p_reports_cut_total",
+                "Reports claiming more segments or bytes than could have happened since the previous one: cut before counting.",
+            ),
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod hub;
 pub mod metrics;
 pub mod registry;
+pub mod reports;
 
 pub use hub::{Backend, ConnectionInfo, ResolveError, Tracker};
 pub use registry::{Registry, SwarmKey, TrackerConfig};

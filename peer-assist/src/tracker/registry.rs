@@ -2,11 +2,17 @@
 //! introduce to whom, and per-connection message budgets.
 //!
 //! A swarm is (stream, rendition), optionally split by network region. Matching returns up to K peers:
-//! same region first, then best score, never the asker, never a peer caught lying or failing, never a
-//! peer the asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only
-//! native peer).
+//! same region first, never the asker, never a peer excluded by its reputation, never a peer the
+//! asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only native
+//! peer); peers several others vouch for take up to half the list, the rest go by seniority.
+//!
+//! Reputation is what other peers report, kept reporter by reporter: a report counts only from a
+//! peer of the same swarm that was introduced to the subject (or the subject to it), each reporter's
+//! tally is capped, and it takes [`MIN_AGREEING`] independent reporters to exclude a peer (a digest
+//! mismatch, or failing most transfers) and [`MIN_VOUCHING`] to promote one. No single client can
+//! get an honest peer excluded, and a clique praising itself gets at most half of a list.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::protocol::signal::{PeerInfo, PeerOutcome, QuicAddress, Transport};
@@ -30,7 +36,8 @@ pub struct TrackerConfig {
     pub reap_after: Duration,
     /// Swarms are split by region (else region only orders matching). Default false.
     pub split_by_region: bool,
-    /// Below this score a peer is no longer matched (after enough evidence). Default 0.2.
+    /// A reporter whose transfers from a peer succeeded less than this often (of at least 3)
+    /// counts as saying it fails. Default 0.2.
     pub min_score: f64,
 }
 
@@ -69,7 +76,18 @@ impl SwarmKey {
     }
 }
 
-/// What other peers reported about one peer.
+/// Independent reporters that must agree before a peer is excluded.
+pub const MIN_AGREEING: usize = 2;
+/// Independent reporters whose transfers from a peer went well before it is preferred.
+pub const MIN_VOUCHING: usize = 3;
+/// Reporters remembered per peer (the most recent).
+pub const MAX_REPORTERS: usize = 32;
+/// The most one reporter's tally of one peer can hold, per counter.
+pub const TALLY_CAP: u64 = 1_000;
+/// Peers remembered as introduced to one peer (the most recent).
+pub const MAX_INTRODUCED: usize = 512;
+
+/// What one reporter said about one peer, capped.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Score {
     pub ok: u64,
@@ -84,10 +102,90 @@ impl Score {
         (self.ok as f64 + 1.0) / ((self.ok + self.failed) as f64 + 2.0)
     }
 
-    /// Whether the peer may still be introduced to others: never after a digest mismatch, and not once
-    /// at least 5 outcomes put it below `min_score`.
-    pub fn matchable(&self, min_score: f64) -> bool {
-        self.mismatch == 0 && (self.ok + self.failed < 5 || self.value() >= min_score)
+    fn add(&mut self, outcome: &PeerOutcome) {
+        let add = |a: u64, b: u64| a.saturating_add(b).min(TALLY_CAP);
+        self.ok = add(self.ok, outcome.ok);
+        self.failed = add(self.failed, outcome.failed);
+        self.mismatch = add(self.mismatch, outcome.mismatch);
+        self.bytes = self.bytes.saturating_add(outcome.bytes);
+    }
+
+    /// This reporter says the peer fails: at least 3 outcomes, success below `min_score`.
+    fn failing(&self, min_score: f64) -> bool {
+        self.ok + self.failed >= 3 && self.value() < min_score
+    }
+}
+
+/// What other peers reported about one peer, reporter by reporter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reputation {
+    by_reporter: BTreeMap<String, Score>,
+    /// Reporters in the order they first reported (to forget the oldest).
+    order: VecDeque<String>,
+}
+
+impl Reputation {
+    fn record(&mut self, reporter: &str, outcome: &PeerOutcome) {
+        if !self.by_reporter.contains_key(reporter) {
+            if self.order.len() >= MAX_REPORTERS {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.by_reporter.remove(&oldest);
+                }
+            }
+            self.order.push_back(reporter.to_owned());
+        }
+        self.by_reporter
+            .entry(reporter.to_owned())
+            .or_default()
+            .add(outcome);
+    }
+
+    /// Reporters that caught it sending bytes that failed the digest.
+    pub fn mismatch_reporters(&self) -> usize {
+        self.by_reporter.values().filter(|s| s.mismatch > 0).count()
+    }
+
+    /// Whether it is excluded: [`MIN_AGREEING`] reporters caught it lying, or as many say it fails
+    /// and they are at least half of those with an opinion.
+    pub fn excluded(&self, min_score: f64) -> bool {
+        if self.mismatch_reporters() >= MIN_AGREEING {
+            return true;
+        }
+        let informed = self
+            .by_reporter
+            .values()
+            .filter(|s| s.ok + s.failed >= 3)
+            .count();
+        let failing = self
+            .by_reporter
+            .values()
+            .filter(|s| s.failing(min_score))
+            .count();
+        failing >= MIN_AGREEING && 2 * failing >= informed
+    }
+
+    /// Whether it is preferred: [`MIN_VOUCHING`] reporters got segments from it, none caught it
+    /// lying, and it is not excluded.
+    pub fn promoted(&self, min_score: f64) -> bool {
+        let vouching = self
+            .by_reporter
+            .values()
+            .filter(|s| s.ok > 0 && !s.failing(min_score))
+            .count();
+        vouching >= MIN_VOUCHING && self.mismatch_reporters() == 0 && !self.excluded(min_score)
+    }
+
+    /// Everything reported, summed over reporters (for status pages and tests).
+    pub fn total(&self) -> Score {
+        self.by_reporter
+            .values()
+            .fold(Score::default(), |mut t, s| {
+                t.ok += s.ok;
+                t.failed += s.failed;
+                t.mismatch += s.mismatch;
+                t.bytes = t.bytes.saturating_add(s.bytes);
+                t
+            })
     }
 }
 
@@ -101,7 +199,7 @@ pub struct Member {
     pub quic: Option<QuicAddress>,
     pub upload: bool,
     pub joined: u64,
-    pub score: Score,
+    pub reputation: Reputation,
 }
 
 impl Member {
@@ -133,6 +231,9 @@ pub struct Registry {
     members: HashMap<String, Member>,
     swarms: BTreeMap<SwarmKey, Vec<String>>,
     joins: u64,
+    /// Peer → the peers it was introduced to (the most recent), so a report can be checked against
+    /// who could really have dealt with whom.
+    introduced: HashMap<String, (HashSet<String>, VecDeque<String>)>,
 }
 
 impl Registry {
@@ -177,7 +278,7 @@ impl Registry {
         self.joins += 1;
         member.joined = self.joins;
         member.swarm = swarm.clone();
-        member.score = Score::default();
+        member.reputation = Reputation::default();
         self.swarms
             .entry(swarm)
             .or_default()
@@ -189,6 +290,7 @@ impl Registry {
     /// Removes a peer; returns its swarm (so the caller can update the others).
     pub fn leave(&mut self, id: &str) -> Option<SwarmKey> {
         let member = self.members.remove(id)?;
+        self.introduced.remove(id);
         if let Some(peers) = self.swarms.get_mut(&member.swarm) {
             peers.retain(|p| p != id);
             if peers.is_empty() {
@@ -215,59 +317,98 @@ impl Registry {
         self.swarms.len()
     }
 
-    /// Up to K peers for `id`: same swarm, matchable, not itself, at least one transport in common;
-    /// same region first, then best score, then the longest-standing (they hold the most segments).
+    /// Up to K peers for `id`: same swarm, not excluded, not itself, at least one transport in
+    /// common; same region first; peers [`MIN_VOUCHING`] others vouch for take up to half the
+    /// list, the rest go by seniority (the longest-standing hold the most segments).
     pub fn matches(&self, id: &str) -> Vec<PeerInfo> {
         let Some(me) = self.members.get(id) else {
             return Vec::new();
         };
+        let min = self.config.min_score;
         let mut candidates: Vec<&Member> = self
             .swarm_members(&me.swarm)
             .iter()
             .filter(|p| p.as_str() != id)
             .filter_map(|p| self.members.get(p))
-            .filter(|m| m.score.matchable(self.config.min_score))
+            .filter(|m| !m.reputation.excluded(min))
             .filter(|m| m.transports.iter().any(|t| me.transports.contains(t)))
             .collect();
-        candidates.sort_by(|a, b| {
-            let same_a = a.region.is_some() && a.region == me.region;
-            let same_b = b.region.is_some() && b.region == me.region;
-            same_b
-                .cmp(&same_a)
-                .then(b.score.value().total_cmp(&a.score.value()))
-                .then(a.joined.cmp(&b.joined))
-        });
-        candidates
-            .into_iter()
-            .take(self.config.peers_returned)
-            .map(Member::info)
-            .collect()
+        let region = |m: &Member| m.region.is_some() && m.region == me.region;
+        candidates.sort_by(|a, b| region(b).cmp(&region(a)).then(a.joined.cmp(&b.joined)));
+        let k = self.config.peers_returned;
+        let promoted_slots = k / 2;
+        let mut chosen: Vec<&Member> = candidates
+            .iter()
+            .filter(|m| m.reputation.promoted(min))
+            .take(promoted_slots)
+            .copied()
+            .collect();
+        for m in &candidates {
+            if chosen.len() >= k {
+                break;
+            }
+            if !chosen.iter().any(|c| c.id == m.id) {
+                chosen.push(m);
+            }
+        }
+        chosen.sort_by(|a, b| region(b).cmp(&region(a)).then(a.joined.cmp(&b.joined)));
+        chosen.into_iter().map(Member::info).collect()
     }
 
-    /// Applies what `reporter` said about the peers it dealt with. Returns the swarms whose matching
-    /// changed (a peer became unmatchable), so their members get new lists.
-    pub fn ingest(&mut self, reporter: &str, outcomes: &[PeerOutcome]) -> Vec<SwarmKey> {
+    /// Remembers that `id` was introduced to `peers` (called with every list it is sent).
+    pub fn record_introductions(&mut self, id: &str, peers: &[PeerInfo]) {
+        let (set, order) = self.introduced.entry(id.to_owned()).or_default();
+        for p in peers {
+            if set.insert(p.peer_id.clone()) {
+                order.push_back(p.peer_id.clone());
+                if order.len() > MAX_INTRODUCED {
+                    if let Some(old) = order.pop_front() {
+                        set.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `a` and `b` could have dealt with each other: one was introduced to the other.
+    fn introduced(&self, a: &str, b: &str) -> bool {
+        let knows = |x: &str, y: &str| self.introduced.get(x).is_some_and(|(s, _)| s.contains(y));
+        knows(a, b) || knows(b, a)
+    }
+
+    /// Applies what `reporter` said about the peers it dealt with: only about peers of its swarm
+    /// it was introduced to (or that were introduced to it). Returns the swarms whose matching
+    /// changed (a peer became excluded or preferred), so their members get new lists, and how many
+    /// entries were ignored.
+    pub fn ingest(&mut self, reporter: &str, outcomes: &[PeerOutcome]) -> (Vec<SwarmKey>, usize) {
         let mut changed = Vec::new();
+        let mut ignored = 0;
+        let Some(swarm) = self.members.get(reporter).map(|m| m.swarm.clone()) else {
+            return (changed, outcomes.len());
+        };
+        let min = self.config.min_score;
         for outcome in outcomes {
-            if outcome.peer_id == reporter {
-                continue; // nobody rates themselves
+            let allowed = outcome.peer_id != reporter
+                && self
+                    .members
+                    .get(&outcome.peer_id)
+                    .is_some_and(|p| p.swarm == swarm)
+                && self.introduced(reporter, &outcome.peer_id);
+            if !allowed {
+                ignored += 1;
+                continue;
             }
             let Some(peer) = self.members.get_mut(&outcome.peer_id) else {
                 continue;
             };
-            let before = peer.score.matchable(self.config.min_score);
-            peer.score.ok = peer.score.ok.saturating_add(outcome.ok);
-            peer.score.failed = peer.score.failed.saturating_add(outcome.failed);
-            peer.score.mismatch = peer.score.mismatch.saturating_add(outcome.mismatch);
-            peer.score.bytes = peer.score.bytes.saturating_add(outcome.bytes);
-            if before
-                && !peer.score.matchable(self.config.min_score)
-                && !changed.contains(&peer.swarm)
-            {
+            let before = (peer.reputation.excluded(min), peer.reputation.promoted(min));
+            peer.reputation.record(reporter, outcome);
+            let after = (peer.reputation.excluded(min), peer.reputation.promoted(min));
+            if before != after && !changed.contains(&peer.swarm) {
                 changed.push(peer.swarm.clone());
             }
         }
-        changed
+        (changed, ignored)
     }
 }
 
@@ -321,7 +462,34 @@ mod tests {
             quic: None,
             upload: true,
             joined: 0,
-            score: Score::default(),
+            reputation: Reputation::default(),
+        }
+    }
+
+    fn outcome(peer: &str, ok: u64, failed: u64, mismatch: u64) -> PeerOutcome {
+        PeerOutcome {
+            peer_id: peer.into(),
+            ok,
+            failed,
+            mismatch,
+            bytes: ok.saturating_mul(1000),
+        }
+    }
+
+    /// Introduces everybody of the swarm to everybody, as the hub does with the lists it sends.
+    fn introduce_all(r: &mut Registry, ids: &[&str]) {
+        for id in ids {
+            let everybody: Vec<PeerInfo> = ids
+                .iter()
+                .filter(|p| *p != id)
+                .map(|p| PeerInfo {
+                    peer_id: (*p).into(),
+                    region: None,
+                    transports: vec![],
+                    quic: None,
+                })
+                .collect();
+            r.record_introductions(id, &everybody);
         }
     }
 
@@ -384,63 +552,104 @@ mod tests {
     }
 
     #[test]
-    fn returns_at_most_k_best_scored() {
-        let mut r = registry(2);
+    fn at_most_k_by_seniority_vouched_peers_first_but_never_more_than_half() {
+        let mut r = registry(4);
         let s = r.swarm_key("/s", 0, None);
-        for id in ["a", "b", "c", "d"] {
+        let all = ["a", "b", "c", "d", "e", "f", "g", "h"];
+        for id in all {
             r.join(member(id, None), s.clone()).unwrap();
         }
-        let good = |id: &str| PeerOutcome {
-            peer_id: id.into(),
-            ok: 10,
-            failed: 0,
-            mismatch: 0,
-            bytes: 1,
-        };
-        r.ingest("a", &[good("d")]);
-        assert_eq!(
-            ids(&r.matches("a")),
-            ["d", "b"],
-            "best score first, then join order"
-        );
+        introduce_all(&mut r, &all);
+        assert_eq!(ids(&r.matches("a")), ["b", "c", "d", "e"], "seniority");
+        // A clique (f, g, h) praising one another: two voices each are not enough...
+        for (reporter, subject) in [
+            ("f", "g"),
+            ("f", "h"),
+            ("g", "f"),
+            ("g", "h"),
+            ("h", "f"),
+            ("h", "g"),
+        ] {
+            r.ingest(reporter, &[outcome(subject, 900, 0, 0)]);
+        }
+        assert_eq!(ids(&r.matches("a")), ["b", "c", "d", "e"]);
+        // ... a third (e) makes g and h vouched for: they take half of a's list, no more.
+        r.ingest("e", &[outcome("h", 1, 0, 0), outcome("g", 1, 0, 0)]);
+        let list = r.matches("a");
+        assert_eq!(ids(&list), ["b", "c", "g", "h"], "{list:?}");
     }
 
     #[test]
-    fn liars_and_failing_peers_are_no_longer_matched() {
+    fn one_reporter_cannot_exclude_an_honest_peer_two_can() {
         let mut r = registry(8);
         let s = r.swarm_key("/s", 0, None);
-        for id in ["a", "b", "liar", "flaky"] {
+        let all = ["a", "b", "c", "honest", "liar"];
+        for id in all {
             r.join(member(id, None), s.clone()).unwrap();
         }
-        let lie = PeerOutcome {
-            peer_id: "liar".into(),
-            ok: 0,
-            failed: 0,
-            mismatch: 1,
-            bytes: 0,
-        };
-        let flaky = PeerOutcome {
-            peer_id: "flaky".into(),
-            ok: 0,
-            failed: 6,
-            mismatch: 0,
-            bytes: 0,
-        };
-        let changed = r.ingest("a", &[lie, flaky]);
+        introduce_all(&mut r, &all);
+        let (changed, ignored) = r.ingest("a", &[outcome("honest", 0, 50, 9)]);
+        assert!(changed.is_empty() && ignored == 0);
+        assert!(
+            ids(&r.matches("b")).contains(&"honest"),
+            "one accuser is not enough"
+        );
+        // Two independent reporters caught the liar: it is no longer offered.
+        r.ingest("a", &[outcome("liar", 0, 0, 1)]);
+        let (changed, _) = r.ingest("b", &[outcome("liar", 0, 0, 1)]);
         assert_eq!(changed, vec![s.clone()]);
-        assert_eq!(ids(&r.matches("b")), ["a"]);
-        let self_praise = PeerOutcome {
-            peer_id: "liar".into(),
-            ok: 100,
-            failed: 0,
-            mismatch: 0,
-            bytes: 0,
-        };
-        r.ingest("liar", &[self_praise]);
+        assert!(!ids(&r.matches("c")).contains(&"liar"));
+        // Failing most transfers, said by two of the three who know: excluded too.
+        r.ingest("b", &[outcome("honest", 0, 5, 0)]);
+        assert!(!ids(&r.matches("c")).contains(&"honest"));
+        // Nobody rates themselves, whatever it says.
+        let (_, ignored) = r.ingest("liar", &[outcome("liar", 100, 0, 0)]);
+        assert_eq!(ignored, 1);
+        assert_eq!(r.member("liar").unwrap().reputation.total().ok, 0);
+    }
+
+    #[test]
+    fn reports_about_strangers_or_other_swarms_are_ignored() {
+        let mut r = registry(8);
+        let s = r.swarm_key("/s", 0, None);
+        let other = r.swarm_key("/s", 1, None);
+        for id in ["a", "b", "c"] {
+            r.join(member(id, None), s.clone()).unwrap();
+        }
+        r.join(member("x", None), other).unwrap();
+        // a was introduced to b only.
+        let list = r.matches("a");
+        r.record_introductions("a", &list[..1]);
+        let (_, ignored) = r.ingest(
+            "a",
+            &[
+                outcome("b", 0, 0, 1),
+                outcome("c", 0, 0, 1),
+                outcome("x", 0, 0, 1),
+                outcome("gone", 0, 0, 1),
+            ],
+        );
+        assert_eq!(ignored, 3, "only b could have dealt with a");
+        assert_eq!(r.member("c").unwrap().reputation.total().mismatch, 0);
+        assert_eq!(r.member("x").unwrap().reputation.total().mismatch, 0);
+        // b may speak of a: a was introduced to it.
+        let (_, ignored) = r.ingest("b", &[outcome("a", 1, 0, 0)]);
+        assert_eq!(ignored, 0);
+    }
+
+    #[test]
+    fn one_reporters_tally_is_capped() {
+        let mut rep = Reputation::default();
+        rep.record("a", &outcome("p", u64::MAX, u64::MAX, 0));
+        let t = rep.total();
+        assert_eq!((t.ok, t.failed), (TALLY_CAP, TALLY_CAP));
+        for i in 0..(MAX_REPORTERS + 5) {
+            rep.record(&format!("r{i}"), &outcome("p", 1, 0, 0));
+        }
         assert_eq!(
-            r.member("liar").unwrap().score.ok,
-            0,
-            "nobody rates themselves"
+            rep.by_reporter.len(),
+            MAX_REPORTERS,
+            "the most recent reporters"
         );
     }
 
@@ -512,15 +721,12 @@ mod tests {
             bytes: 0,
         };
         assert!((s.value() - 0.9).abs() < 1e-9, "(8 + 1) / (8 + 2)");
-        assert!(
-            Score {
-                ok: 0,
-                failed: 4,
-                mismatch: 0,
-                bytes: 0
-            }
-            .matchable(0.2),
-            "too little evidence"
-        );
+        let few = Score {
+            ok: 0,
+            failed: 2,
+            mismatch: 0,
+            bytes: 0,
+        };
+        assert!(!few.failing(0.2), "too little evidence");
     }
 }
