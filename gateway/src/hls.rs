@@ -273,6 +273,18 @@ pub fn rebase_playlist(body: &[u8], bases: &[&str]) -> Option<Vec<u8>> {
     }
 }
 
+/// A playlist body served at `playlist_path` with `token=` set on every URI that names a gateway
+/// object (segments, variants, `URI=` attributes), every other byte kept; `None` when it names none.
+pub fn with_token(playlist_path: &str, body: &[u8], token: &str) -> Option<Vec<u8>> {
+    let rewritten = rewrite::rewrite_uris(body, |uri, _| {
+        uri::resolve_path(playlist_path, uri, &[]).map(|_| rewrite::set_query(uri, "token", token))
+    });
+    match rewritten {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(rewritten) => Some(rewritten),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

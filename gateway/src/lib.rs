@@ -19,6 +19,8 @@ pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hls;
 pub mod http;
 pub mod metrics;

@@ -4,6 +4,8 @@
 //! one grammar for durations and sizes ([`units`]).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hls;
 pub mod node;
 pub mod protocol;

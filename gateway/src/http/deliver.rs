@@ -23,9 +23,7 @@ use crate::hls::ObjectClass;
 use crate::http::path::CleanTarget;
 use crate::http::range::{self, RangeAnswer};
 use crate::http::response::{error_response, Body};
-use peer_assist::hls::{rewrite, uri};
 use sha2::Digest as _;
-use std::borrow::Cow;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
@@ -102,12 +100,7 @@ fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedO
     if !cached.is_success() || !cached.class.is_playlist() {
         return None;
     }
-    let rewritten = rewrite::rewrite_uris(&cached.body, |uri, _| {
-        uri::resolve_path(path, uri, &[]).map(|_| rewrite::set_query(uri, "token", token))
-    });
-    let Cow::Owned(body) = rewritten else {
-        return None;
-    };
+    let body = crate::hls::with_token(path, &cached.body, token)?;
     // Another body, another validator: the origin's, marked with the token's hash.
     let tag = cached.etag.to_str().unwrap_or("\"\"");
     let (weak, inner) = match tag.strip_prefix("W/") {
