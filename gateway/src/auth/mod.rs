@@ -172,7 +172,12 @@ pub fn parse(token: &str) -> Result<(Claims, Vec<u8>), TokenError> {
     if !keys::valid_id(kid) {
         return Err(TokenError::Malformed);
     }
-    let expires: u64 = next()?.parse().map_err(|_| TokenError::Malformed)?;
+    let expires_text = next()?;
+    let expires: u64 = expires_text.parse().map_err(|_| TokenError::Malformed)?;
+    if expires.to_string() != expires_text {
+        // One token, one spelling: no sign, no leading zeros.
+        return Err(TokenError::Malformed);
+    }
     let prefix = String::from_utf8(unb64url(next()?)?).map_err(|_| TokenError::Malformed)?;
     let binding = String::from_utf8(unb64url(next()?)?).map_err(|_| TokenError::Malformed)?;
     let tag = unb64url(next()?)?;
@@ -443,6 +448,18 @@ mod tests {
         }
         let long = "v".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(parse(&long), Err(TokenError::Malformed));
+        // A valid token respelled (`+`, leading zeros) is not the same token.
+        let claims = Claims {
+            kid: "new".into(),
+            expires: 7,
+            prefix: "/".into(),
+            binding: None,
+        };
+        let good = sign(&claims, keys.get("new").unwrap());
+        assert!(parse(&good).is_ok());
+        for respelled in [good.replace(".7.", ".+7."), good.replace(".7.", ".007.")] {
+            assert_eq!(parse(&respelled), Err(TokenError::Malformed), "{respelled}");
+        }
     }
 
     #[test]
@@ -481,5 +498,36 @@ mod tests {
             Some(("c".into(), false))
         );
         assert_eq!(from_request(None, std::iter::empty()), None);
+    }
+
+    /// The tokens `docs/SECURITY.md` gives as its worked example, so that text cannot drift.
+    #[test]
+    fn the_worked_example_of_security_md() {
+        let keys = KeySet::parse(
+            "k2026:000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+        )
+        .unwrap();
+        let key = keys.get("k2026").unwrap();
+        let mut claims = Claims {
+            kid: "k2026".into(),
+            expires: 1_798_761_600,
+            prefix: "/demo/".into(),
+            binding: None,
+        };
+        let unbound = "v1.k2026.1798761600.L2RlbW8v..jZVza6HMUI-mKbaYw79D16Igp2bYaLr7BwRnxZUx7-8";
+        assert_eq!(sign(&claims, key), unbound);
+        claims.binding = Some("203.0.113.7".into());
+        let bound = "v1.k2026.1798761600.L2RlbW8v.MjAzLjAuMTEzLjc.\
+                     sHWVcBT--UTpH1u8fMa40q22C2NJGTcy1ScLCknRy4A";
+        assert_eq!(sign(&claims, key), bound);
+        let doc = include_str!("../../../docs/SECURITY.md");
+        assert!(doc.contains(unbound) && doc.contains(bound));
+        let before = UNIX_EPOCH + Duration::from_secs(1_798_761_000);
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        assert!(verify(&keys, bound, "/demo/a.ts", Some(ip), before).is_ok());
+        assert_eq!(
+            verify(&keys, unbound, "/other/a.ts", None, before),
+            Err(TokenError::WrongPrefix)
+        );
     }
 }
