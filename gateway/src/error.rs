@@ -24,6 +24,19 @@ pub enum FetchError {
     CircuitOpen,
     #[error("origin playlist refused: {0}")]
     Playlist(peer_assist::hls::ParseError),
+    /// A 3xx the gateway would not follow (outside the origin's base, too many hops, no
+    /// `Location`): viewers never see an origin's internal `Location`.
+    #[error("origin redirect not followed: {0}")]
+    Redirect(String),
+    /// A 200 for a media object with no body, or shorter than a playlist's byte range says.
+    #[error("origin media body too short: {got} bytes, at least {expected} expected")]
+    ShortBody { expected: u64, got: u64 },
+    /// Our fault (overload): the bytes all origin fetches may buffer at once are taken.
+    #[error("origin bodies in flight already hold the {0}-byte budget")]
+    MemoryBudget(u64),
+    /// Our fault (overload): no origin connection slot was free before the deadline.
+    #[error("no origin connection slot free in time")]
+    QueueTimeout,
     /// Our fault: a bug or a resource problem in the gateway.
     #[error("internal error: {0}")]
     Internal(String),
@@ -37,6 +50,9 @@ impl FetchError {
             | FetchError::FirstByteTimeout
             | FetchError::TotalTimeout => StatusCode::GATEWAY_TIMEOUT,
             FetchError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            FetchError::MemoryBudget(_) | FetchError::QueueTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -49,6 +65,9 @@ impl FetchError {
                 | FetchError::CircuitOpen
                 | FetchError::Internal(_)
                 | FetchError::Playlist(_)
+                | FetchError::Redirect(_)
+                | FetchError::MemoryBudget(_)
+                | FetchError::QueueTimeout
         )
     }
 
@@ -63,6 +82,10 @@ impl FetchError {
             FetchError::TooLarge(_) => "too_large",
             FetchError::CircuitOpen => "circuit_open",
             FetchError::Playlist(_) => "bad_playlist",
+            FetchError::Redirect(_) => "redirect",
+            FetchError::ShortBody { .. } => "short_body",
+            FetchError::MemoryBudget(_) => "memory_budget",
+            FetchError::QueueTimeout => "queue_timeout",
             FetchError::Internal(_) => "internal",
         }
     }

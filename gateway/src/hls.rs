@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::HashMap;
 
+use peer_assist::hls::playlist::ByteRange;
 use peer_assist::hls::{self, rewrite, uri, ParseError, Playlist};
 
 /// The classes of DESIGN.md §3. The label values are part of the metrics contract.
@@ -130,6 +131,9 @@ pub struct Reference {
     pub class: ObjectClass,
     /// For segments: the media sequence number.
     pub sequence: Option<u64>,
+    /// The length the body must have at least: the end of the furthest `EXT-X-BYTERANGE` (or
+    /// `EXT-X-MAP` `BYTERANGE`) naming it, when the playlist gives one.
+    pub min_len: Option<u64>,
 }
 
 /// What a playlist says about itself and what it names.
@@ -179,19 +183,25 @@ pub fn parse_playlist(
         Err(ParseError::Empty) => return Ok(PlaylistInfo::empty(ObjectClass::Playlist)),
         Err(e) => return Err(e),
     };
-    let mut references = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut add = |uri: &str, class, sequence| {
+    let mut references: Vec<Reference> = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut add = |uri: &str, class, sequence, range: Option<&ByteRange>| {
         let Some(path) = uri::resolve_path(playlist_path, uri, bases) else {
             return false;
         };
-        if !seen.insert(path.clone()) {
+        let end = range.map(ByteRange::end);
+        if let Some(&i) = seen.get(&path) {
+            if let Some(known) = references.get_mut(i) {
+                known.min_len = known.min_len.max(end);
+            }
             return false;
         }
+        seen.insert(path.clone(), references.len());
         references.push(Reference {
             path,
             class,
             sequence,
+            min_len: end,
         });
         true
     };
@@ -199,19 +209,19 @@ pub fn parse_playlist(
         Playlist::Multivariant(m) => {
             let mut variants = 0;
             for v in &m.variants {
-                variants += usize::from(add(&v.uri, ObjectClass::Playlist, None));
+                variants += usize::from(add(&v.uri, ObjectClass::Playlist, None, None));
             }
             for r in &m.renditions {
                 if let Some(uri) = &r.uri {
-                    add(uri, ObjectClass::Playlist, None);
+                    add(uri, ObjectClass::Playlist, None, None);
                 }
             }
             for uri in &m.iframe_playlists {
-                add(uri, ObjectClass::Playlist, None);
+                add(uri, ObjectClass::Playlist, None, None);
             }
             for k in &m.session_keys {
                 if let Some(uri) = &k.uri {
-                    add(uri, ObjectClass::Key, None);
+                    add(uri, ObjectClass::Key, None, None);
                 }
             }
             Ok(PlaylistInfo {
@@ -225,18 +235,23 @@ pub fn parse_playlist(
         Playlist::Media(m) => {
             for seg in &m.segments {
                 if let Some(map) = &seg.map {
-                    add(&map.uri, ObjectClass::Init, None);
+                    add(&map.uri, ObjectClass::Init, None, map.byterange.as_ref());
                 }
                 if let Some(uri) = seg.key.as_ref().and_then(|k| k.uri.as_deref()) {
-                    add(uri, ObjectClass::Key, None);
+                    add(uri, ObjectClass::Key, None, None);
                 }
                 for part in &seg.parts {
-                    add(&part.uri, ObjectClass::Part, None);
+                    add(&part.uri, ObjectClass::Part, None, part.byterange.as_ref());
                 }
-                add(&seg.uri, ObjectClass::Segment, Some(seg.sequence));
+                add(
+                    &seg.uri,
+                    ObjectClass::Segment,
+                    Some(seg.sequence),
+                    seg.byterange.as_ref(),
+                );
             }
             for part in &m.trailing_parts {
-                add(&part.uri, ObjectClass::Part, None);
+                add(&part.uri, ObjectClass::Part, None, part.byterange.as_ref());
             }
             for hint in &m.preload_hints {
                 let class = if hint.kind == "MAP" {
@@ -244,7 +259,7 @@ pub fn parse_playlist(
                 } else {
                     ObjectClass::Part
                 };
-                add(&hint.uri, class, None);
+                add(&hint.uri, class, None, None);
             }
             Ok(PlaylistInfo {
                 class: if m.is_vod() {

@@ -114,13 +114,18 @@ impl Gateway {
         if config.origins.is_empty() {
             return Err(BuildError::NoOrigin);
         }
-        let origin =
-            origin::OriginClient::new(&config.origins, config.origin.clone(), Arc::clone(&clock))?;
+        let metrics = metrics::Metrics::new();
+        let origin = origin::OriginClient::new(
+            &config.origins,
+            config.origin.clone(),
+            Arc::clone(&clock),
+            &metrics,
+        )?;
         let edge = edge::Edge::new(
             config.cache.clone(),
             config.follower.clone(),
             origin,
-            metrics::Metrics::new(),
+            metrics,
             clock,
         );
         let gate = auth::gate::Gate::from_config(&config.auth)?;

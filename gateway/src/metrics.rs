@@ -31,6 +31,9 @@ pub struct Metrics {
     pub load_shed: IntCounter,
     pub open_connections: IntGauge,
     pub in_flight_fetches: IntGauge,
+    pub origin_requests_active: IntGauge,
+    pub origin_buffered_bytes: IntGauge,
+    pub origin_budget_refused: IntCounter,
     pub digest_seconds: Histogram,
     auth_denied: IntCounterVec,
     tls_reloads: IntCounterVec,
@@ -158,6 +161,18 @@ impl Metrics {
             ),
             open_connections: gauge("gateway_open_connections", "Client connections open."),
             in_flight_fetches: gauge("gateway_origin_in_flight", "Origin fetches in progress."),
+            origin_requests_active: gauge(
+                "gateway_origin_requests_active",
+                "Origin requests holding one of the origin.max_connections slots.",
+            ),
+            origin_buffered_bytes: gauge(
+                "gateway_origin_buffered_bytes",
+                "Body bytes origin fetches hold, counted against origin.max_buffered_bytes.",
+            ),
+            origin_budget_refused: counter(
+                "gateway_origin_budget_refused_total",
+                "Origin bodies refused (503) because origin.max_buffered_bytes was reached.",
+            ),
             digest_seconds,
             auth_denied,
             tls_reloads,

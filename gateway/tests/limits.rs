@@ -89,6 +89,10 @@ async fn path_traversal_is_400_and_never_reaches_the_origin() {
         "/a/%00/b",
         "/a/%zz/b",
         "http://127.0.0.1/a/../b",
+        "/a/..;/..;/etc/passwd",
+        "/a/..;x/b",
+        "/a/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+        "/a/%25c0%25ae%25c0%25ae/b",
     ] {
         let request =
             format!("GET {target} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n");

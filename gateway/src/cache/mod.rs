@@ -40,7 +40,7 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
         } else {
             Duration::from_secs(1)
         };
-        Some(value.lifetime.total() + slack)
+        Some(value.lifetime.total().saturating_add(slack))
     }
 
     fn expire_after_update(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{
     ACCEPT_RANGES, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, CONTENT_TYPE, ETAG,
-    LAST_MODIFIED, LOCATION,
+    LAST_MODIFIED,
 };
 use http::{HeaderMap, HeaderValue, StatusCode};
 
@@ -26,8 +26,6 @@ pub struct CachedObject {
     pub content_type: Option<HeaderValue>,
     pub etag: HeaderValue,
     pub last_modified: Option<HeaderValue>,
-    /// Headers passed through for non-2xx answers (e.g. `Location`, `Retry-After`).
-    pub location: Option<HeaderValue>,
     /// When the object was generated, by the gateway clock (stored time minus the origin's `Age`).
     pub stored_at: Instant,
     pub lifetime: Lifetime,
@@ -50,7 +48,6 @@ pub fn fixed_headers(
     content_type: Option<&HeaderValue>,
     etag: &HeaderValue,
     last_modified: Option<&HeaderValue>,
-    location: Option<&HeaderValue>,
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(12);
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -64,9 +61,6 @@ pub fn fixed_headers(
     }
     if let Some(v) = last_modified {
         h.insert(LAST_MODIFIED, v.clone());
-    }
-    if let Some(v) = location {
-        h.insert(LOCATION, v.clone());
     }
     if status.is_success() {
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));

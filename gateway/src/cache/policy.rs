@@ -72,9 +72,9 @@ pub struct Lifetime {
 }
 
 impl Lifetime {
-    /// Total time the entry may be kept.
+    /// Total time the entry may be kept (saturating: durations may come from the origin).
     pub fn total(&self) -> Duration {
-        self.fresh + self.stale
+        self.fresh.saturating_add(self.stale)
     }
 }
 
@@ -96,6 +96,7 @@ pub fn lifetime(
             config.ttl_multivariant,
         ),
         ObjectClass::LiveMedia => (target / 2, target, config.ttl_live_media),
+        // `target` comes from the origin; the parser clamps it, but nothing here relies on that.
         ObjectClass::VodMedia => (LONG, LONG, config.ttl_vod_media),
         ObjectClass::Segment | ObjectClass::Init | ObjectClass::Part | ObjectClass::Key => {
             (LONG, LONG, config.ttl_segment)
@@ -303,6 +304,20 @@ mod tests {
         c.ttl_error = Duration::from_secs(5);
         assert_eq!(error_lifetime(&c).fresh, ERROR_MAX);
         assert_eq!(error_lifetime(&c).stale, Duration::ZERO);
+    }
+
+    #[test]
+    fn hostile_origin_durations_never_overflow() {
+        let c = config();
+        let none = CacheControl::default();
+        let huge = Some(Duration::MAX);
+        let live = lifetime(ObjectClass::LiveMedia, huge, &none, &c).expect("cacheable");
+        assert_eq!(live.total(), Duration::MAX, "saturates");
+        let t0 = Instant::now();
+        assert_eq!(state(t0, live, t0 + Duration::from_secs(1)), State::Fresh);
+        let cc = CacheControl::parse(&format!("max-age={}", u64::MAX));
+        let seg = lifetime(ObjectClass::Segment, None, &cc, &c).expect("cacheable");
+        assert_eq!(seg.fresh, LONG, "the origin may shorten, never lengthen");
     }
 
     #[test]

@@ -79,17 +79,29 @@ pub struct CacheConfig {
 pub struct OriginConfig {
     pub connect_timeout: Duration,    // default 2 s
     pub first_byte_timeout: Duration, // default 5 s
-    pub total_timeout: Duration,      // default 30 s
+    /// The deadline of one fetch, every retry, backoff and redirect included (a live segment's is
+    /// also at most three target durations). Default 30 s.
+    pub total_timeout: Duration,
     /// Retries after the first attempt, for idempotent requests. Default 2.
     pub retries: u32,
     pub backoff_base: Duration, // default 50 ms
     pub backoff_max: Duration,  // default 1 s
     /// Largest accepted origin body. Default 64 MiB.
     pub max_body_bytes: u64,
-    /// Consecutive failures that open an origin's circuit. Default 5.
+    /// Failures that open an origin's circuit (see `origin::breaker`). Default 5.
     pub breaker_failures: u32,
     /// How long an open circuit stays open before a trial request. Default 10 s.
     pub breaker_open: Duration,
+    /// Origin requests in flight at once, all origins together; more wait. Default 64.
+    pub max_connections: usize,
+    /// Body bytes all origin fetches may buffer at once; a fetch that would pass it fails (503).
+    /// Default 512 MiB.
+    pub max_buffered_bytes: u64,
+    /// Headers sent on every origin request (`Name: value`), e.g. the origin's credentials for
+    /// prefetches. Default none.
+    pub headers: Vec<(String, String)>,
+    /// Query appended to every origin request (without '?'), e.g. an origin token. Default "".
+    pub query: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +199,10 @@ impl Default for OriginConfig {
             max_body_bytes: 64 * MIB,
             breaker_failures: 5,
             breaker_open: Duration::from_secs(10),
+            max_connections: 64,
+            max_buffered_bytes: 512 * MIB,
+            headers: Vec::new(),
+            query: String::new(),
         }
     }
 }
@@ -452,6 +468,44 @@ impl Config {
         if self.origin.max_body_bytes == 0 {
             return Err(invalid("origin.max_body_bytes", "must be greater than 0"));
         }
+        if self.origin.max_connections == 0 {
+            return Err(invalid("origin.max_connections", "must be at least 1"));
+        }
+        if self.origin.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid(
+                "origin.max_connections",
+                format!("must be at most {}", tokio::sync::Semaphore::MAX_PERMITS),
+            ));
+        }
+        if self.origin.max_buffered_bytes == 0 {
+            return Err(invalid(
+                "origin.max_buffered_bytes",
+                "must be greater than 0",
+            ));
+        }
+        for (name, value) in &self.origin.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(
+                    "origin.headers",
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                return Err(invalid(
+                    "origin.headers",
+                    format!("the value of {name} is not a valid header value"),
+                ));
+            }
+        }
+        if self.origin.query.starts_with('?')
+            || self.origin.query.contains(['#', ' '])
+            || self.origin.query.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "origin.query",
+                "expected a query string without '?', such as \"token=abc\"",
+            ));
+        }
         if self.origin.breaker_failures == 0 {
             return Err(invalid("origin.breaker_failures", "must be at least 1"));
         }
@@ -622,6 +676,10 @@ static KEYS: &[Key] = &[
     Key { name: "origin.max_body_bytes", set: |c, v| { c.origin.max_body_bytes = v.bytes()?; Ok(()) } },
     Key { name: "origin.breaker_failures", set: |c, v| { c.origin.breaker_failures = v.count_u32()?; Ok(()) } },
     Key { name: "origin.breaker_open", set: |c, v| { c.origin.breaker_open = v.duration()?; Ok(()) } },
+    Key { name: "origin.max_connections", set: |c, v| { c.origin.max_connections = v.count_usize()?; Ok(()) } },
+    Key { name: "origin.max_buffered_bytes", set: |c, v| { c.origin.max_buffered_bytes = v.bytes()?; Ok(()) } },
+    Key { name: "origin.headers", set: |c, v| { c.origin.headers = v.headers()?; Ok(()) } },
+    Key { name: "origin.query", set: |c, v| { c.origin.query = v.string()?; Ok(()) } },
     Key { name: "server.max_header_bytes", set: |c, v| { c.server.max_header_bytes = v.bytes_usize()?; Ok(()) } },
     Key { name: "server.max_headers", set: |c, v| { c.server.max_headers = v.count_usize()?; Ok(()) } },
     Key { name: "server.header_read_timeout", set: |c, v| { c.server.header_read_timeout = v.duration()?; Ok(()) } },
@@ -784,6 +842,28 @@ impl<'a> Raw<'a> {
         self.string_list("an array of URL strings such as [\"stun:stun.example.org:3478\"]")
     }
 
+    /// TOML: a table `{ Name = "value" }` or an array of `"Name: value"` strings. Environment: a
+    /// comma-separated list of `Name: value`.
+    fn headers(self) -> Result<Vec<(String, String)>, String> {
+        match self {
+            Raw::Toml(toml::Value::Table(table)) => table
+                .iter()
+                .map(|(name, value)| match value {
+                    toml::Value::String(v) => Ok((name.clone(), v.clone())),
+                    other => Err(format!(
+                        "{name}: expected a string, found {}",
+                        other.type_str()
+                    )),
+                })
+                .collect(),
+            _ => self
+                .string_list("a table of header values or an array of \"Name: value\" strings")?
+                .iter()
+                .map(|h| parse_header(h))
+                .collect(),
+        }
+    }
+
     /// A file path; empty (or "none") for none.
     fn path(self) -> Result<Option<PathBuf>, String> {
         let s = self
@@ -864,6 +944,18 @@ pub fn parse_count(input: &str) -> Result<u64, String> {
     }
     s.parse::<u64>()
         .map_err(|_| err(&format!("too large (maximum {})", u64::MAX)))
+}
+
+/// `Name: value`, as `--origin-header` takes it.
+fn parse_header(input: &str) -> Result<(String, String), String> {
+    match input.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "invalid header {input:?}: expected \"Name: value\""
+        )),
+    }
 }
 
 fn parse_count_u32(input: &str) -> Result<u32, String> {
@@ -1002,7 +1094,7 @@ struct Cli {
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     origin_first_byte_timeout: Option<Duration>,
 
-    /// Time allowed for a whole origin fetch, body included [default: 30s]
+    /// Deadline of a whole origin fetch, retries, backoff and redirects included [default: 30s]
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     origin_total_timeout: Option<Duration>,
 
@@ -1022,13 +1114,29 @@ struct Cli {
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
     origin_max_body_bytes: Option<u64>,
 
-    /// Consecutive failures that open an origin's circuit breaker [default: 5]
+    /// Failures that open an origin's circuit breaker: consecutive connect failures, or widespread failures after connecting (see gateway.toml) [default: 5]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
     origin_breaker_failures: Option<u32>,
 
     /// How long an open circuit stays open before a trial request [default: 10s]
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     origin_breaker_open: Option<Duration>,
+
+    /// Origin requests in flight at once, all origins together; more wait [default: 64]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    origin_max_connections: Option<usize>,
+
+    /// Body bytes all origin fetches may buffer at once; a fetch that would pass it fails with 503 [default: 512MiB]
+    #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes)]
+    origin_max_buffered_bytes: Option<u64>,
+
+    /// Header sent on every origin request, as "Name: value"; repeat for several; replaces the file's/environment's list [default: none]
+    #[arg(long = "origin-header", value_name = "HEADER", value_parser = parse_header)]
+    origin_headers: Vec<(String, String)>,
+
+    /// Query appended to every origin request, without '?', e.g. token=abc [default: ]
+    #[arg(long, value_name = "QUERY")]
+    origin_query: Option<String>,
 
     /// Max total request header bytes (HTTP/1 read buffer), at least 8KiB [default: 16KiB]
     #[arg(long, value_name = "BYTES", allow_negative_numbers = true, value_parser = parse_bytes_usize)]
@@ -1158,6 +1266,10 @@ impl Cli {
             origin_max_body_bytes,
             origin_breaker_failures,
             origin_breaker_open,
+            origin_max_connections,
+            origin_max_buffered_bytes,
+            origin_headers,
+            origin_query,
             server_max_header_bytes,
             server_max_headers,
             server_header_read_timeout,
@@ -1208,6 +1320,12 @@ impl Cli {
         set(&mut o.max_body_bytes, origin_max_body_bytes);
         set(&mut o.breaker_failures, origin_breaker_failures);
         set(&mut o.breaker_open, origin_breaker_open);
+        set(&mut o.max_connections, origin_max_connections);
+        set(&mut o.max_buffered_bytes, origin_max_buffered_bytes);
+        if !origin_headers.is_empty() {
+            o.headers = origin_headers;
+        }
+        set(&mut o.query, origin_query);
 
         let s = &mut config.server;
         set(&mut s.max_header_bytes, server_max_header_bytes);

@@ -32,11 +32,17 @@ fn load_file(text: &str) -> Result<Config, ConfigError> {
 }
 
 /// Keys whose value is a list: a repeated flag, a TOML array, a comma-separated variable.
-const LIST_KEYS: &[&str] = &["origins", "p2p.ice_servers", "auth.protect"];
+const LIST_KEYS: &[&str] = &[
+    "origins",
+    "origin.headers",
+    "p2p.ice_servers",
+    "auth.protect",
+];
 
 fn flag_name(key: &str) -> String {
     match key {
         "origins" => "--origin".to_owned(),
+        "origin.headers" => "--origin-header".to_owned(),
         "p2p.ice_servers" => "--p2p-ice-server".to_owned(),
         "auth.protect" => "--auth-protect".to_owned(),
         _ => format!("--{}", key.replace(['.', '_'], "-")),
@@ -70,6 +76,10 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.origin.max_body_bytes, 64 * 1024 * 1024);
     assert_eq!(c.origin.breaker_failures, 5);
     assert_eq!(c.origin.breaker_open, SECS(10));
+    assert_eq!(c.origin.max_connections, 64);
+    assert_eq!(c.origin.max_buffered_bytes, 512 * 1024 * 1024);
+    assert!(c.origin.headers.is_empty());
+    assert_eq!(c.origin.query, "");
 
     assert_eq!(c.server.max_header_bytes, 16 * 1024);
     assert_eq!(c.server.max_headers, 64);
@@ -130,6 +140,13 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("origin.max_body_bytes", "1MiB"),
     ("origin.breaker_failures", "9"),
     ("origin.breaker_open", "20s"),
+    ("origin.max_connections", "16"),
+    ("origin.max_buffered_bytes", "64MiB"),
+    (
+        "origin.headers",
+        "X-Origin-Key: abc,Authorization: Bearer t",
+    ),
+    ("origin.query", "token=xyz&v=1"),
     ("server.max_header_bytes", "32KiB"),
     ("server.max_headers", "100"),
     ("server.header_read_timeout", "5s"),
@@ -182,6 +199,13 @@ fn non_default_config() -> Config {
             max_body_bytes: 1 << 20,
             breaker_failures: 9,
             breaker_open: SECS(20),
+            max_connections: 16,
+            max_buffered_bytes: 64 << 20,
+            headers: vec![
+                ("X-Origin-Key".to_owned(), "abc".to_owned()),
+                ("Authorization".to_owned(), "Bearer t".to_owned()),
+            ],
+            query: "token=xyz&v=1".to_owned(),
         },
         server: ServerConfig {
             max_header_bytes: 32 * 1024,
@@ -896,7 +920,7 @@ fn every_flag_help_shows_the_real_default() {
             .unwrap_or_else(|| panic!("{flag}: {help}"));
         let mut config = Config::default();
         match (key.name, shown) {
-            ("origins" | "p2p.ice_servers" | "auth.protect", shown)
+            ("origins" | "origin.headers" | "p2p.ice_servers" | "auth.protect", shown)
             | ("tls.cert" | "tls.key" | "auth.key_file", shown) => {
                 assert!(shown.starts_with("none"), "{flag}: {shown}")
             }
@@ -1144,4 +1168,33 @@ fn tls_and_auth_settings_are_checked_together() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("auth.client_ip_header"), "{err}");
+}
+
+#[test]
+fn origin_headers_and_query_from_a_table_and_checked() {
+    let c = load_file("[origin]\nquery = \"token=abc\"\n[origin.headers]\nX-Key = \"secret\"\n")
+        .unwrap();
+    assert_eq!(
+        c.origin.headers,
+        [("X-Key".to_owned(), "secret".to_owned())]
+    );
+    assert_eq!(c.origin.query, "token=abc");
+    for (args, key) in [
+        (&["--origin-header", "Bad Name: x"][..], "origin.headers"),
+        (&["--origin-query", "?token=abc"][..], "origin.query"),
+        (
+            &["--origin-max-connections", "0"][..],
+            "origin.max_connections",
+        ),
+        (
+            &["--origin-max-buffered-bytes", "0"][..],
+            "origin.max_buffered_bytes",
+        ),
+    ] {
+        match load(args, &[]) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{args:?}"),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+    assert!(load(&["--origin-header", "no colon"], &[]).is_err());
 }

@@ -18,8 +18,9 @@ use crate::cache::key::CacheKey;
 use crate::config::FollowerConfig;
 use crate::hls::{ObjectClass, PlaylistInfo, Reference};
 
-/// Segments prefetched the first time a rendition is seen: where live players start.
-const INITIAL_PREFETCH: usize = 3;
+/// Segments prefetched the first time a rendition is seen (where live players start), and at most
+/// after any reload: a window that jumps by thousands of segments prefetches only its newest few.
+pub const MAX_PREFETCH: usize = 3;
 
 #[derive(Debug)]
 struct Followed {
@@ -126,7 +127,7 @@ impl FollowedRenditions {
 
 /// How long a rendition may go without a viewer's request before it is dropped.
 pub fn idle_limit(idle_after: Duration, target: Duration) -> Duration {
-    idle_after.max(target * 3)
+    idle_after.max(target.saturating_mul(3))
 }
 
 /// Whether a rendition last requested at `last_request` is idle at `now`: nobody asked for it during
@@ -161,18 +162,17 @@ fn select_new(info: &PlaylistInfo, last_prefetched: Option<u64>) -> Vec<Referenc
             .into_iter()
             .filter(|r| r.sequence.is_some_and(|s| s > last))
             .collect(),
-        None => {
-            let skip = segments.len().saturating_sub(INITIAL_PREFETCH);
-            segments.into_iter().skip(skip).collect()
-        }
+        None => segments,
     };
+    let skip = fresh.len().saturating_sub(MAX_PREFETCH);
+    let fresh = &fresh[skip..];
     let mut picked: Vec<Reference> = info
         .references
         .iter()
         .filter(|r| r.class == ObjectClass::Init && last_prefetched.is_none())
         .cloned()
         .collect();
-    picked.extend(fresh.into_iter().cloned());
+    picked.extend(fresh.iter().map(|r| (*r).clone()));
     picked
 }
 
@@ -185,11 +185,13 @@ mod tests {
             path: "/l/init.mp4".into(),
             class: ObjectClass::Init,
             sequence: None,
+            min_len: None,
         }];
         references.extend((first..first + count).map(|s| Reference {
             path: format!("/l/{s}.m4s"),
             class: ObjectClass::Segment,
             sequence: Some(s),
+            min_len: None,
         }));
         PlaylistInfo {
             class: ObjectClass::LiveMedia,
@@ -221,6 +223,13 @@ mod tests {
         let paths: Vec<_> = picked.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(paths, ["/l/16.m4s"]);
         assert!(select_new(&info(11, 6), Some(16)).is_empty());
+    }
+
+    #[test]
+    fn a_window_that_jumps_prefetches_only_its_newest_few() {
+        let picked = select_new(&info(3000, 3000), Some(5));
+        let paths: Vec<&str> = picked.iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/l/5997.m4s", "/l/5998.m4s", "/l/5999.m4s"]);
     }
 
     #[test]

@@ -7,13 +7,12 @@
 
 pub mod followed;
 pub mod follower;
+pub mod in_flight;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{BoxFuture, FutureExt, Shared};
-use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED, LOCATION};
+use http::header::{AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG, LAST_MODIFIED};
 use http::HeaderValue;
 use sha2::{Digest as _, Sha256};
 
@@ -29,9 +28,8 @@ use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
 use peer_assist::hls::ParseError;
 
-/// The outcome of a fetch, shared by every waiter.
-pub type FetchResult = Result<Arc<CachedObject>, FetchError>;
-type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+use self::in_flight::InFlight;
+pub use self::in_flight::{FetchResult, SharedFetch};
 
 /// A media object was cached with its digest: what peers need to verify it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +46,19 @@ pub struct DigestEvent {
 const HASH_INLINE_MAX: usize = 64 * 1024;
 /// Playlists larger than this are parsed on the blocking pool.
 const PARSE_INLINE_MAX: usize = 64 * 1024;
+
+/// A live segment's fetch is worthless after this many target durations: its deadline.
+const LIVE_DEADLINE_TARGETS: u32 = 3;
+
+/// What the playlists that named a path said about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Named {
+    pub class: ObjectClass,
+    /// The target duration of the live playlist that named it, if live.
+    pub live_target: Option<Duration>,
+    /// The least body length its byte ranges need.
+    pub min_len: Option<u64>,
+}
 
 /// An object to fetch: its cache key and how to ask the origin for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,8 +98,8 @@ pub struct Edge {
     pub clock: Arc<dyn Clock>,
     config: CacheConfig,
     /// What playlists said each path is.
-    names: moka::sync::Cache<String, ObjectClass>,
-    in_flight: Mutex<HashMap<CacheKey, SharedFetch>>,
+    names: moka::sync::Cache<String, Named>,
+    in_flight: InFlight<CacheKey>,
     /// The live renditions the follower refreshes (see [`follower`]).
     pub follower: FollowedRenditions,
     /// Media object path → the media playlist that names it.
@@ -117,6 +128,7 @@ impl Edge {
         let follower =
             FollowedRenditions::new(follower_config, metrics.followed_renditions.clone());
         let bases = origin.bases().map(str::to_owned).collect();
+        let in_flight = InFlight::new(metrics.in_flight_fetches.clone());
         Arc::new(Self {
             bases,
             cache: ObjectCache::new(cache_config.max_bytes),
@@ -128,7 +140,7 @@ impl Edge {
                 .max_capacity(200_000)
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight,
             follower,
             owners: moka::sync::Cache::builder()
                 .max_capacity(200_000)
@@ -142,7 +154,7 @@ impl Edge {
     pub fn class_hint(&self, path: &str) -> ObjectClass {
         self.names
             .get(path)
-            .unwrap_or_else(|| hls::class_from_name(path))
+            .map_or_else(|| hls::class_from_name(path), |n| n.class)
     }
 
     pub async fn lookup(&self, key: &CacheKey) -> Lookup {
@@ -159,31 +171,14 @@ impl Edge {
     /// Joins the fetch of `object` in progress, or starts one. The second value is true when this call
     /// started it.
     pub fn fetch(self: &Arc<Self>, object: &ObjectRef) -> (SharedFetch, bool) {
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shared) = in_flight.get(&object.key) {
-            return (shared.clone(), false);
-        }
-        let edge = Arc::clone(self);
-        let task_ref = object.clone();
-        let handle = tokio::spawn(async move {
-            let key = task_ref.key.clone();
-            let result = Arc::clone(&edge).run_fetch(task_ref).await;
-            edge.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
-            result
-        });
-        let shared = async move {
-            match handle.await {
-                Ok(result) => result,
-                Err(e) => Err(FetchError::Internal(format!("fetch task ended: {e}"))),
-            }
-        }
-        .boxed()
-        .shared();
-        in_flight.insert(object.key.clone(), shared.clone());
-        (shared, true)
+        self.in_flight
+            .join_or_start(&object.key, || Arc::clone(self).run_fetch(object.clone()))
+    }
+
+    /// Fetches `object` for this caller alone, outside the in-flight map (an answer that depends on
+    /// the caller's credentials must not be shared).
+    pub async fn fetch_alone(self: &Arc<Self>, object: &ObjectRef) -> FetchResult {
+        Arc::clone(self).run_fetch(object.clone()).await
     }
 
     /// Starts a background refresh of `object` unless one is running. Nobody waits for it.
@@ -212,10 +207,7 @@ impl Edge {
 
     /// Number of origin fetches in progress.
     pub fn fetches_in_flight(&self) -> usize {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.in_flight.len()
     }
 
     async fn run_fetch(self: Arc<Self>, object: ObjectRef) -> FetchResult {
@@ -228,10 +220,14 @@ impl Edge {
             Some(q) => format!("{}?{}", object.path, q),
             None => object.path.clone(),
         };
+        let named = self.names.get(&object.path);
+        // One deadline for the whole fetch; a live segment's is a few target durations.
+        let limit = named
+            .and_then(|n| n.live_target)
+            .filter(|_| hint.is_media())
+            .map(|t| t.saturating_mul(LIVE_DEADLINE_TARGETS));
         let started = Instant::now();
-        self.metrics.in_flight_fetches.inc();
-        let result = self.origin.get(&target).await;
-        self.metrics.in_flight_fetches.dec();
+        let result = self.origin.get(&target, limit).await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -241,7 +237,8 @@ impl Edge {
             }
         };
         let body_len = response.body.len();
-        let built = match self.build(&object, hint, response).await {
+        let min_len = named.and_then(|n| n.min_len);
+        let built = match self.build(&object, hint, min_len, response).await {
             Ok(built) => Arc::new(built),
             Err(e) => {
                 tracing::warn!(path = %object.path, error = %e, "origin answer refused");
@@ -282,6 +279,7 @@ impl Edge {
         &self,
         object: &ObjectRef,
         hint: ObjectClass,
+        min_len: Option<u64>,
         response: OriginResponse,
     ) -> Result<CachedObject, FetchError> {
         let now = self.clock.now();
@@ -289,6 +287,8 @@ impl Edge {
             status,
             headers,
             body,
+            // The body stays counted against the fetch budget until it is built (and stored).
+            reservation: _counted,
             ..
         } = response;
         let header = |name| {
@@ -310,6 +310,14 @@ impl Edge {
             None if hint.is_playlist() => ObjectClass::Other,
             None => hint,
         };
+        // An empty 200 for a media object, or one shorter than its byte ranges, is no object.
+        if status == http::StatusCode::OK && class.is_media() {
+            let got = body.len() as u64;
+            let expected = min_len.unwrap_or(1).max(1);
+            if got < expected {
+                return Err(FetchError::ShortBody { expected, got });
+            }
+        }
         let cc = header(CACHE_CONTROL)
             .map(CacheControl::parse)
             .unwrap_or_default();
@@ -320,6 +328,10 @@ impl Edge {
                 &cc,
                 &self.config,
             )
+        } else if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN
+        {
+            // The answer to one viewer's credentials: never shared through the cache.
+            None
         } else if self.may_cache_error(object, class) {
             Some(policy::error_lifetime(&self.config))
         } else {
@@ -343,13 +355,11 @@ impl Edge {
             .map(HeaderValue::from_static)
             .or(origin_type);
         let last_modified = headers.get(LAST_MODIFIED).cloned();
-        let location = headers.get(LOCATION).cloned();
         let fixed = crate::cache::object::fixed_headers(
             status,
             content_type.as_ref(),
             &etag,
             last_modified.as_ref(),
-            location.as_ref(),
         );
         Ok(CachedObject {
             status,
@@ -362,7 +372,6 @@ impl Edge {
             content_type,
             etag,
             last_modified,
-            location,
             stored_at: now.checked_sub(origin_age).unwrap_or(now),
             lifetime,
             digest: (class.is_media() && status.is_success()).then_some(digest),
@@ -463,14 +472,22 @@ impl Edge {
     async fn learn(self: &Arc<Self>, object: &ObjectRef, info: &PlaylistInfo) {
         let media_playlist = matches!(info.class, ObjectClass::LiveMedia | ObjectClass::VodMedia);
         let owner: Arc<str> = object.path.as_str().into();
+        let live_target = info
+            .target_duration
+            .filter(|_| info.class == ObjectClass::LiveMedia);
         for reference in &info.references {
             if media_playlist && reference.class.is_media() {
                 self.owners
                     .insert(reference.path.clone(), Arc::clone(&owner));
             }
-            let known = self.names.get(&reference.path);
+            let known = self.names.get(&reference.path).map(|n| n.class);
             if known.is_none_or(|k| k == ObjectClass::Playlist || k == reference.class) {
-                self.names.insert(reference.path.clone(), reference.class);
+                let named = Named {
+                    class: reference.class,
+                    live_target: live_target.filter(|_| reference.class.is_media()),
+                    min_len: reference.min_len,
+                };
+                self.names.insert(reference.path.clone(), named);
             }
         }
         if info.class == ObjectClass::LiveMedia {

@@ -17,7 +17,7 @@ use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
 use crate::cache::{CachePhase, CachedObject};
 use crate::edge::follower;
-use crate::edge::{Edge, Lookup, ObjectRef};
+use crate::edge::{Edge, FetchResult, Lookup, ObjectRef};
 use crate::error::FetchError;
 use crate::hls::ObjectClass;
 use crate::http::path::CleanTarget;
@@ -119,7 +119,6 @@ fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedO
         content_type: cached.content_type.clone(),
         etag,
         last_modified: cached.last_modified.clone(),
-        location: cached.location.clone(),
         stored_at: cached.stored_at,
         lifetime: cached.lifetime,
         digest: None,
@@ -152,12 +151,23 @@ async fn find(
         Lookup::Miss => None,
     };
     let (fetch, started) = edge.fetch(object);
-    let phase = if started {
+    let mut phase = if started {
         CachePhase::Miss
     } else {
         CachePhase::Coalesced
     };
-    let fetched = fetch.await;
+    let mut fetched = fetch.await;
+    // A 401/403 answers the credentials of the viewer whose request started the fetch; one who
+    // joined it with credentials of its own asks the origin with them.
+    let denied = |r: &FetchResult| {
+        r.as_ref().is_ok_and(|o| {
+            o.status == StatusCode::UNAUTHORIZED || o.status == StatusCode::FORBIDDEN
+        })
+    };
+    if !started && object.origin_query.is_some() && denied(&fetched) {
+        fetched = edge.fetch_alone(object).await;
+        phase = CachePhase::Miss;
+    }
     // A live playlist whose stale bound has passed is never served; when the origin cannot replace
     // it, players get a clear 503 and retry after a target duration.
     if let Some(old) = expired.filter(|o| o.class == ObjectClass::LiveMedia && o.is_success()) {

@@ -16,6 +16,8 @@ pub enum PathError {
     EncodedSeparator,
     #[error("path contains an invalid percent-encoding")]
     BadEncoding,
+    #[error("path decodes to bytes that are not UTF-8 (such as an overlong encoding of '.')")]
+    NotUtf8,
     #[error("path is longer than {0} bytes")]
     TooLong(usize),
 }
@@ -92,8 +94,14 @@ fn check_segment(segment: &str) -> Result<(), PathError> {
 }
 
 fn check_layer(bytes: &[u8]) -> Result<(), PathError> {
-    if bytes == b"." || bytes == b".." {
+    // `..;x` is `..` to servers that strip path parameters (Tomcat, Spring).
+    let name = bytes.split(|&b| b == b';').next().unwrap_or(bytes);
+    if name == b"." || name == b".." {
         return Err(PathError::DotSegment);
+    }
+    // `%c0%ae` is an overlong '.', which lenient decoders read as one.
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(PathError::NotUtf8);
     }
     if bytes
         .iter()
@@ -152,9 +160,22 @@ mod tests {
             "/a%2fb",
             "/a%5c..%5cb",
             "/a/%25252e%25252e/b",
+            "/a/..;/b",
+            "/a/..;x=1/b",
+            "/a/.;/b",
+            "/a/%2e%2e;/b",
+            "/a/%c0%ae%c0%ae/b",
+            "/a/%C0%AE/b",
+            "/a/%25c0%25ae%25c0%25ae/b",
+            "/a/%e0%80%ae/b",
         ] {
             assert!(normalize(bad, None).is_err(), "{bad} must be rejected");
         }
+        assert_eq!(
+            normalize("/a/%c0%ae%c0%ae/b", None),
+            Err(PathError::NotUtf8)
+        );
+        assert_eq!(normalize("/a/..;/b", None), Err(PathError::DotSegment));
         assert_eq!(normalize("/a/%zz", None), Err(PathError::BadEncoding));
         assert_eq!(normalize("/a/%00", None), Err(PathError::EncodedSeparator));
         assert_eq!(normalize("a", None), Err(PathError::NotAbsolute));
@@ -166,6 +187,8 @@ mod tests {
     fn allows_dots_inside_names() {
         assert!(normalize("/a/..b/c.d.ts", None).is_ok());
         assert!(normalize("/a/%41.ts", None).is_ok());
+        assert!(normalize("/a/seg;v=1.ts", None).is_ok(), "a ';' in a name");
+        assert!(normalize("/a/caf%C3%A9.ts", None).is_ok(), "UTF-8 names");
         assert!(
             normalize("/a/100%25.ts", None).is_ok(),
             "a literal percent sign"

@@ -39,6 +39,17 @@ pub enum Reply {
     Slow { delay: Duration, body: Bytes },
     /// Accepts the request and never answers.
     Hang,
+    /// Sends the head (declaring the whole body) and `sent` bytes of `body`, then stalls forever.
+    StallBody { body: Bytes, sent: usize },
+    /// Sends the head and half the body, waits `pause`, then sends the rest.
+    Dribble { body: Bytes, pause: Duration },
+    /// After `delay`, `body` with 200 if the request head (line and headers) contains `needle`,
+    /// else a 403: an origin that checks a token or a header.
+    Requires {
+        needle: String,
+        body: Bytes,
+        delay: Duration,
+    },
 }
 
 impl Reply {
@@ -75,6 +86,26 @@ struct OriginState {
     routes: Mutex<HashMap<String, Reply>>,
     counts: Mutex<HashMap<String, usize>>,
     total: AtomicUsize,
+    /// Connections being served now, and the most at once.
+    active: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts one connection as active while it lives.
+struct ActiveConnection(Arc<OriginState>);
+
+impl ActiveConnection {
+    fn new(state: &Arc<OriginState>) -> Self {
+        let now = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak.fetch_max(now, Ordering::SeqCst);
+        ActiveConnection(Arc::clone(state))
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A real origin on 127.0.0.1:0. Every connection carries one request (`Connection: close`).
@@ -97,6 +128,7 @@ impl TestOrigin {
                 };
                 let state = Arc::clone(&accept_state);
                 tokio::spawn(async move {
+                    let _active = ActiveConnection::new(&state);
                     let _ = serve_one(stream, state).await;
                 });
             }
@@ -129,6 +161,11 @@ impl TestOrigin {
 
     pub fn total(&self) -> usize {
         self.state.total.load(Ordering::SeqCst)
+    }
+
+    /// The most connections this origin served at once.
+    pub fn peak_connections(&self) -> usize {
+        self.state.peak.load(Ordering::SeqCst)
     }
 
     /// Every request target received (path and query as sent).
@@ -203,6 +240,40 @@ async fn serve_one(mut stream: TcpStream, state: Arc<OriginState>) -> std::io::R
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok(())
+        }
+        Reply::StallBody { body, sent } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            stream.write_all(&body[..sent.min(body.len())]).await?;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(())
+        }
+        Reply::Dribble { body, pause } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            let half = body.len() / 2;
+            stream.write_all(&body[..half]).await?;
+            tokio::time::sleep(pause).await;
+            stream.write_all(&body[half..]).await?;
+            stream.shutdown().await
+        }
+        Reply::Requires {
+            needle,
+            body,
+            delay,
+        } => {
+            tokio::time::sleep(delay).await;
+            if head.contains(needle.as_str()) {
+                write_full(&mut stream, 200, &[], &body).await
+            } else {
+                write_full(&mut stream, 403, &[], b"forbidden\n").await
+            }
         }
     }
 }
