@@ -46,6 +46,8 @@ fn attribute_kind(tag: &str) -> Option<UriKind> {
     })
 }
 
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
 /// Calls `rewrite` with every URI of the playlist and its kind; where it returns a new URI, that
 /// replaces the old one. The body is borrowed back unchanged when nothing was replaced.
 pub fn rewrite_uris(
@@ -62,7 +64,13 @@ pub fn rewrite_uris(
             .iter()
             .rposition(|&b| b != b'\n' && b != b'\r')
             .map_or(0, |i| i + 1);
-        let Ok(line) = std::str::from_utf8(&raw[..content_len]) else {
+        // A byte order mark before `#EXTM3U` (the parser allows one) is kept, never read as a URI.
+        let bom = if start == 0 && raw.starts_with(BOM) {
+            BOM.len()
+        } else {
+            0
+        };
+        let Ok(line) = std::str::from_utf8(&raw[bom..content_len.max(bom)]) else {
             if let Some(out) = &mut out {
                 out.extend_from_slice(raw);
             }
@@ -111,7 +119,7 @@ pub fn rewrite_uris(
         }
         match (replaced, &mut out) {
             (Some(new), out) => {
-                let out = out.get_or_insert_with(|| body[..start].to_vec());
+                let out = out.get_or_insert_with(|| body[..start + bom].to_vec());
                 out.extend_from_slice(new.as_bytes());
                 out.extend_from_slice(&raw[content_len..]);
             }
@@ -225,6 +233,20 @@ mod tests {
         assert!(out.contains("URI=\"k?x=1&t=1\",IV=0x1"), "{out}");
         assert!(out.contains("\ns.m4s?t=1\n"), "{out}");
         assert!(out.contains("BYTERANGE=\"7@0\""));
+    }
+
+    /// Found by the `playlist` fuzz target: a BOM made `#EXTM3U` look like a segment line.
+    #[test]
+    fn a_byte_order_mark_is_kept_and_never_read_as_a_uri() {
+        let body = "\u{feff}#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n";
+        let out = rewrite_uris(body.as_bytes(), |u, _| Some(format!("{u}?t=1")));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "\u{feff}#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts?t=1\n"
+        );
+        let bare = "\u{feff}a.ts\n";
+        let out = rewrite_uris(bare.as_bytes(), |u, _| Some(format!("{u}?t=1")));
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "\u{feff}a.ts?t=1\n");
     }
 
     #[test]
