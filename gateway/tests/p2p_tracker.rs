@@ -452,8 +452,7 @@ async fn no_single_client_can_ban_eclipse_or_inflate() {
 
 /// A WebSocket URL for `stream`, percent-encoded as a query value.
 fn ws_url(gw: &TestGateway, stream: &str) -> String {
-    let value =
-        percent_encoding::utf8_percent_encode(stream, percent_encoding::NON_ALPHANUMERIC);
+    let value = percent_encoding::utf8_percent_encode(stream, percent_encoding::NON_ALPHANUMERIC);
     format!("ws://{}/p2p/v1/ws?stream={value}", gw.addr)
 }
 
@@ -511,15 +510,15 @@ async fn a_peer_that_stops_reading_is_delisted_and_dropped() {
     let tcp = socket.connect(gw.addr).await.unwrap();
     let (mut stalled, _) =
         tokio_tungstenite::client_async(ws_url(&gw, "/s/master.m3u8"), MaybeTlsStream::Plain(tcp))
-        .await
-        .unwrap();
+            .await
+            .unwrap();
     stalled.send(Message::text(join(0))).await.unwrap();
     let welcome = until(&mut stalled, "welcome").await;
     let stalled_id = welcome["peer_id"].as_str().unwrap().to_owned();
     // From here on `stalled` is never polled again.
 
     let (_a, _a_id, listed, _) = join_timed(&gw).await;
-    assert_eq!(listed, [stalled_id.clone()], "listed while it reads");
+    assert_eq!(listed, vec![stalled_id.clone()], "listed while it reads");
     // Two peers flood it with relays of 32 KiB (within their message budget).
     let payload = "x".repeat(32 * 1024);
     let flood_started = std::time::Instant::now();
@@ -539,7 +538,10 @@ async fn a_peer_that_stops_reading_is_delisted_and_dropped() {
     }
     // A well-behaved newcomer meanwhile: welcome and peers at once.
     let (_good, _, _, took) = join_timed(&gw).await;
-    assert!(took < Duration::from_secs(1), "the good peer waited {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "the good peer waited {took:?}"
+    );
     let dropped = wait_until_async(
         || async {
             gw.metric("p2p_connections_closed_total{reason=\"slow\"}")
@@ -556,7 +558,11 @@ async fn a_peer_that_stops_reading_is_delisted_and_dropped() {
     let (_late, _, list, took) = join_timed(&gw).await;
     assert!(!list.contains(&stalled_id), "still offered: {list:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
-    assert_eq!(gw.metric("p2p_peers").await, 5.0, "a, 2 senders, good, late");
+    assert_eq!(
+        gw.metric("p2p_peers").await,
+        5.0,
+        "a, 2 senders, good, late"
+    );
     for s in senders {
         let _ = s.await;
     }
@@ -660,7 +666,10 @@ async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
     // The pacer has had time to send whatever was due.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let pushed = gw.metric("p2p_peer_lists_pushed_total").await;
-    assert!(pushed >= 428.0, "every joiner gets its first list: {pushed}");
+    assert!(
+        pushed >= 428.0,
+        "every joiner gets its first list: {pushed}"
+    );
     assert!(pushed <= 428.0 + 40.0, "{pushed} peer lists pushed");
     // A member still learns what changed for it: the most senior peer leaves, every member that
     // was given it gets one new list without it.

@@ -323,7 +323,10 @@ impl Tracker {
         let (lists, next) = lock(&self.inner.registry).due_lists(Instant::now());
         for (id, peers) in lists {
             self.inner.metrics.peer_lists_pushed.inc();
-            self.send(&id, signal::encode_server(&ServerMessage::Peers { peers }).into());
+            self.send(
+                &id,
+                signal::encode_server(&ServerMessage::Peers { peers }).into(),
+            );
         }
         next
     }
@@ -388,7 +391,15 @@ impl Tracker {
         };
         let (id, swarm, mut outbound, kill) = joined;
         let end = self
-            .run(&mut ws, &id, &swarm, &mut outbound, &kill, &config, &mut budget)
+            .run(
+                &mut ws,
+                &id,
+                &swarm,
+                &mut outbound,
+                &kill,
+                &config,
+                &mut budget,
+            )
             .await;
         // Leave: forget the peer, tell the others (a slow peer is already gone).
         lock(&self.inner.outbound).remove(&id);
@@ -541,10 +552,7 @@ impl Tracker {
             .insert(swarm.clone());
         self.update_gauges();
         self.inner.lists_changed.notify_one();
-        match self
-            .greet(ws, &id, &swarm, &playlist, config)
-            .await
-        {
+        match self.greet(ws, &id, &swarm, &playlist, config).await {
             Ok(()) => {
                 tracing::debug!(peer = %id, swarm = %swarm.label(), "peer joined");
                 Ok((id, swarm, rx, kill))
@@ -576,7 +584,12 @@ impl Tracker {
             playlist: playlist.to_owned(),
             max_peers: u32::try_from(config.peers_returned).unwrap_or(u32::MAX),
         };
-        send_text(ws, signal::encode_server(&welcome).into(), config.send_timeout).await?;
+        send_text(
+            ws,
+            signal::encode_server(&welcome).into(),
+            config.send_timeout,
+        )
+        .await?;
         let window = self.inner.backend.digests(playlist).await;
         {
             let mut stats = lock(&self.inner.playlist_stats);
@@ -588,7 +601,12 @@ impl Tracker {
             playlist: playlist.to_owned(),
             segments: window,
         };
-        send_text(ws, signal::encode_server(&digests).into(), config.send_timeout).await?;
+        send_text(
+            ws,
+            signal::encode_server(&digests).into(),
+            config.send_timeout,
+        )
+        .await?;
         let peers = lock(&self.inner.registry).first_list(id, Instant::now());
         self.inner.metrics.peer_lists_pushed.inc();
         let list = ServerMessage::Peers { peers };

@@ -916,7 +916,10 @@ mod tests {
         let shard1 = r.join(member("c", None), s1.clone()).unwrap();
         assert_eq!(shard1.shard, 1);
         assert_eq!(shard1.label(), "/a~1");
-        assert!(r.matches("c").is_empty(), "peers are matched within their shard");
+        assert!(
+            r.matches("c").is_empty(),
+            "peers are matched within their shard"
+        );
         assert_eq!(ids(&r.matches("a")), ["b"]);
         r.join(member("d", None), r.swarm_key("/b", None)).unwrap();
         assert_eq!(
@@ -952,19 +955,25 @@ mod tests {
             address: Some(ip.parse().unwrap()),
             ..member(id, None)
         };
-        r.join(at("a", "10.0.0.1"), r.swarm_key("/1", None)).unwrap();
-        r.join(at("b", "10.0.0.1"), r.swarm_key("/2", None)).unwrap();
+        r.join(at("a", "10.0.0.1"), r.swarm_key("/1", None))
+            .unwrap();
+        r.join(at("b", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
         assert_eq!(
             r.join(at("c", "10.0.0.1"), r.swarm_key("/3", None)),
             Err(JoinError::TooManySwarmsFromAddress)
         );
-        r.join(at("c", "10.0.0.1"), r.swarm_key("/2", None)).unwrap();
+        r.join(at("c", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
         assert_eq!(
             r.join(at("d", "10.0.0.1"), r.swarm_key("/1", None)),
             Err(JoinError::TooManyFromAddress)
         );
         // IPv6 counts by /64; other addresses are not affected.
-        for (i, ip) in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"].iter().enumerate() {
+        for (i, ip) in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"]
+            .iter()
+            .enumerate()
+        {
             r.join(at(&format!("v6-{i}"), ip), r.swarm_key("/1", None))
                 .unwrap();
         }
@@ -974,10 +983,12 @@ mod tests {
         );
         r.join(at("other", "2001:db8:0:1::1"), r.swarm_key("/1", None))
             .unwrap();
-        r.join(at("e", "10.0.0.2"), r.swarm_key("/3", None)).unwrap();
+        r.join(at("e", "10.0.0.2"), r.swarm_key("/3", None))
+            .unwrap();
         // Leaving frees the places.
         r.leave("a");
-        r.join(at("d", "10.0.0.1"), r.swarm_key("/2", None)).unwrap();
+        r.join(at("d", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
         r.leave("b");
         r.leave("c");
         r.leave("d");
@@ -1058,7 +1069,9 @@ mod tests {
         assert_eq!(due.len(), 399);
         assert!(next.is_none());
         assert_eq!(due[0].1.len(), 8);
-        assert!(!due.iter().any(|(_, l)| l.iter().any(|p| p.peer_id == "p003")));
+        assert!(!due
+            .iter()
+            .any(|(_, l)| l.iter().any(|p| p.peer_id == "p003")));
         r.leave("p004");
         let (due, next) = r.due_lists(now + Duration::from_millis(10));
         assert!(due.is_empty(), "paced");
