@@ -308,9 +308,11 @@ async fn tracker_limits_close_abusive_connections_and_keep_serving_others() {
         assert_eq!(welcome["type"], "welcome");
         extra.push((welcome["peer_id"].as_str().unwrap().to_owned(), ws));
     }
-    let mut full = connect(&gw, "/s/master.m3u8").await;
-    full.send(Message::text(join(0))).await.unwrap();
-    assert_eq!(next(&mut full).await.unwrap()["code"], "swarm_full");
+    // A fourth viewer is not refused: it opens a second shard of the swarm.
+    let mut sharded = connect(&gw, "/s/master.m3u8").await;
+    sharded.send(Message::text(join(0))).await.unwrap();
+    let welcome = next(&mut sharded).await.unwrap();
+    assert_eq!(welcome["swarm"], "/s/low/index.m3u8~1", "{welcome}");
 
     // A relay to a peer that is not in the swarm is refused without closing the connection.
     let relay = json!({"type": "relay", "to": "nobody", "payload": {}}).to_string();
@@ -329,7 +331,7 @@ async fn tracker_limits_close_abusive_connections_and_keep_serving_others() {
             .await
             >= 1.0
     );
-    assert_eq!(gw.metric("p2p_peers").await, 3.0);
+    assert_eq!(gw.metric("p2p_peers").await, 4.0);
 }
 
 #[tokio::test]
@@ -446,4 +448,245 @@ async fn no_single_client_can_ban_eclipse_or_inflate() {
     );
     let honest_listed = honest.iter().filter(|(_, id)| list.contains(id)).count();
     assert!(honest_listed >= 4, "{list:?}");
+}
+
+/// A WebSocket URL for `stream`, percent-encoded as a query value.
+fn ws_url(gw: &TestGateway, stream: &str) -> String {
+    let value = percent_encoding::utf8_percent_encode(stream, percent_encoding::NON_ALPHANUMERIC);
+    format!("ws://{}/p2p/v1/ws?stream={value}", gw.addr)
+}
+
+/// Joins rendition 0 of `stream` (spelled as given, in the URL and in `join`); returns the
+/// socket and the `welcome`.
+async fn join_spelled(gw: &TestGateway, stream: &str) -> (Ws, Value) {
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(ws_url(gw, stream)),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket upgrade");
+    let message = join(0).replace("/s/master.m3u8", stream);
+    ws.send(Message::text(message)).await.unwrap();
+    let first = next(&mut ws).await.expect("an answer to join");
+    (ws, first)
+}
+
+/// Joins and reads up to the first peer list; returns the socket, the id, the list and how long
+/// it took from connecting to the list.
+async fn join_timed(gw: &TestGateway) -> (Ws, String, Vec<String>, Duration) {
+    let started = std::time::Instant::now();
+    let (mut ws, welcome) = join_spelled(gw, "/s/master.m3u8").await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let list = until(&mut ws, "peers").await;
+    let elapsed = started.elapsed();
+    let ids = list["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+        .collect();
+    (
+        ws,
+        welcome["peer_id"].as_str().unwrap().to_owned(),
+        ids,
+        elapsed,
+    )
+}
+
+/// A peer that joins and then never reads again (a tiny receive buffer, never polled) while
+/// others relay to it: it is delisted and dropped within the send timeout, and a well-behaved
+/// peer joining meanwhile gets its welcome and peers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_delisted_and_dropped() {
+    let (_origin, gw) = setup(|c| {
+        c.p2p.send_timeout = Duration::from_secs(1);
+        c.p2p.messages_per_second = 100;
+    })
+    .await;
+    // The stalled peer: its own socket with a 4 KiB receive buffer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(gw.addr).await.unwrap();
+    let (mut stalled, _) =
+        tokio_tungstenite::client_async(ws_url(&gw, "/s/master.m3u8"), MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    stalled.send(Message::text(join(0))).await.unwrap();
+    let welcome = until(&mut stalled, "welcome").await;
+    let stalled_id = welcome["peer_id"].as_str().unwrap().to_owned();
+    // From here on `stalled` is never polled again.
+
+    let (_a, _a_id, listed, _) = join_timed(&gw).await;
+    assert_eq!(listed, vec![stalled_id.clone()], "listed while it reads");
+    // Two peers flood it with relays of 32 KiB (within their message budget).
+    let payload = "x".repeat(32 * 1024);
+    let flood_started = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..2 {
+        let (mut ws, _, _, _) = join_timed(&gw).await;
+        let relay =
+            json!({"type": "relay", "to": stalled_id, "payload": {"sdp": payload}}).to_string();
+        senders.push(tokio::spawn(async move {
+            for _ in 0..150 {
+                if ws.send(Message::text(relay.clone())).await.is_err() {
+                    break;
+                }
+            }
+            ws
+        }));
+    }
+    // A well-behaved newcomer meanwhile: welcome and peers at once.
+    let (_good, _, _, took) = join_timed(&gw).await;
+    assert!(
+        took < Duration::from_secs(1),
+        "the good peer waited {took:?}"
+    );
+    let dropped = wait_until_async(
+        || async {
+            gw.metric("p2p_connections_closed_total{reason=\"slow\"}")
+                .await
+                >= 1.0
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(dropped, "the stalled peer was never dropped");
+    let within = flood_started.elapsed();
+    assert!(within < Duration::from_secs(4), "dropped after {within:?}");
+    // It is no longer offered to anybody.
+    let (_late, _, list, took) = join_timed(&gw).await;
+    assert!(!list.contains(&stalled_id), "still offered: {list:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        gw.metric("p2p_peers").await,
+        5.0,
+        "a, 2 senders, good, late"
+    );
+    for s in senders {
+        let _ = s.await;
+    }
+    drop(stalled);
+}
+
+/// Many spellings of one stream (folded slashes, queries, encoded letters) are one swarm: the
+/// table does not grow with them, and everybody is matched with everybody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_spelling_of_a_stream_is_one_swarm() {
+    let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 1_000).await;
+    let spellings = |i: usize| match i % 4 {
+        0 => format!("/s//master.m3u8?x={i}"),
+        1 => format!("//s/master.m3u8?cachebust={i}&y=1"),
+        2 => format!("/s/%6Daster.m3u8?{i}"),
+        _ => format!("/s///master.m3u8#{i}"),
+    };
+    let mut held = Vec::new();
+    for i in 0..200 {
+        let (ws, welcome) = join_spelled(&gw, &spellings(i)).await;
+        assert_eq!(welcome["type"], "welcome", "{}: {welcome}", spellings(i));
+        assert_eq!(welcome["swarm"], "/s/low/index.m3u8");
+        held.push(ws);
+    }
+    assert_eq!(gw.metric("p2p_swarms").await, 1.0);
+    assert_eq!(gw.metric("p2p_peers").await, 200.0);
+    // A spelling that names something else is not this swarm (and a traversal is refused).
+    let (_, refused) = join_spelled(&gw, "/s/../s/master.m3u8").await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert_eq!(gw.metric("p2p_swarms").await, 1.0);
+}
+
+/// One address cannot hold more than `max_peers_per_address` peers; a peer already in is still
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_number_of_peers() {
+    let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 20).await;
+    let (mut good, _, _, _) = join_timed(&gw).await;
+    let mut held = Vec::new();
+    for _ in 0..19 {
+        held.push(join_timed(&gw).await.0);
+    }
+    let (_, refused) = join_spelled(&gw, "/s/master.m3u8").await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+    assert_eq!(gw.metric("p2p_peers").await, 20.0);
+    // The good peer is still served: a relay to a peer that left is answered.
+    let relay = json!({"type": "relay", "to": "nobody", "payload": {}}).to_string();
+    good.send(Message::text(relay)).await.unwrap();
+    assert_eq!(until(&mut good, "error").await["code"], "not_found");
+    // A place freed is a place for the next.
+    drop(held.pop());
+    let joined = wait_until_async(
+        || async {
+            let (_, m) = join_spelled(&gw, "/s/master.m3u8").await;
+            m["type"] == "welcome"
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(joined);
+}
+
+/// The 501st viewer of a swarm (default limits) gets a shard, and peers in it, not `swarm_full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_501st_viewer_gets_a_shard_not_swarm_full() {
+    let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 1_000).await;
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        let (ws, welcome) = join_spelled(&gw, "/s/master.m3u8").await;
+        assert_eq!(welcome["swarm"], "/s/low/index.m3u8", "{welcome}");
+        held.push(ws);
+    }
+    let (_ws501, id501, list, _) = join_timed(&gw).await;
+    assert!(list.is_empty(), "alone in its new shard: {list:?}");
+    let (_ws502, _, list, _) = join_timed(&gw).await;
+    assert_eq!(list, [id501], "the 502nd is matched with the 501st");
+    assert_eq!(gw.metric("p2p_swarms").await, 2.0);
+    assert_eq!(
+        gw.metric("p2p_connections_closed_total{reason=\"swarm_full\"}")
+            .await,
+        0.0
+    );
+}
+
+/// 400 members and 428 joins: each joiner gets its list, and a member gets a new one only when
+/// its own list changed, at most once a second — not a full list to every member on every join
+/// (which would be 342,400 pushes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
+    let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 1_000).await;
+    let mut members = Vec::new();
+    for _ in 0..400 {
+        let (ws, welcome) = join_spelled(&gw, "/s/master.m3u8").await;
+        assert_eq!(welcome["type"], "welcome");
+        members.push(ws);
+    }
+    for _ in 0..28 {
+        let (ws, _, _, _) = join_timed(&gw).await;
+        drop(ws);
+    }
+    // The pacer has had time to send whatever was due.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pushed = gw.metric("p2p_peer_lists_pushed_total").await;
+    assert!(
+        pushed >= 428.0,
+        "every joiner gets its first list: {pushed}"
+    );
+    assert!(pushed <= 428.0 + 40.0, "{pushed} peer lists pushed");
+    // A member still learns what changed for it: the most senior peer leaves, every member that
+    // was given it gets one new list without it.
+    let (mut newest, _, list, _) = join_timed(&gw).await;
+    let senior = list[0].clone();
+    members.remove(0).close(None).await.unwrap();
+    let mut updated = Vec::new();
+    for _ in 0..10 {
+        match next(&mut newest).await {
+            Some(m) if m["type"] == "peers" => {
+                updated = m["peers"].as_array().unwrap().clone();
+                break;
+            }
+            Some(_) => continue,
+            None => break,
+        }
+    }
+    assert_eq!(updated.len(), 8);
+    assert!(!updated.iter().any(|p| p["peer_id"] == senior.as_str()));
 }

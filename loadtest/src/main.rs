@@ -28,6 +28,9 @@ struct Cli {
 enum Command {
     /// Serve a synthetic HLS stream (generated segments of the right sizes) for scale tests.
     Origin(OriginArgs),
+    /// Connect many signalling peers to one gateway's tracker and report the join rate, join
+    /// latency, and the gateway's RSS and CPU per peer (read from /proc/PID of the gateway).
+    Tracker(TrackerArgs),
     /// Run simulated viewers (HTTP, or through peer-assist nodes) against an HLS stream and report
     /// QoE and cost.
     ///
@@ -176,7 +179,46 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Origin(args) => runtime.block_on(run_origin(args)),
         Command::Run(args) => runtime.block_on(run_viewers(*args)),
+        Command::Tracker(args) => {
+            let report =
+                runtime.block_on(loadtest::tracker::run(loadtest::tracker::TrackerBench {
+                    gateway: args.gateway,
+                    stream: args.stream,
+                    peers: args.peers,
+                    swarm_size: args.swarm_size,
+                    rate: args.rate,
+                    hold: args.hold,
+                    pid: args.gateway_pid,
+                }));
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
     }
+}
+
+#[derive(clap::Args)]
+struct TrackerArgs {
+    /// The gateway, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway: String,
+    /// Multivariant playlist path; swarm i joins its rendition i.
+    #[arg(long, default_value = "/synthetic/master.m3u8")]
+    stream: String,
+    /// Peers to connect.
+    #[arg(long, default_value_t = 1000)]
+    peers: usize,
+    /// Peers per swarm (rendition).
+    #[arg(long, default_value_t = 200)]
+    swarm_size: usize,
+    /// Joins started per second.
+    #[arg(long, default_value_t = 500.0)]
+    rate: f64,
+    /// How long to hold every peer after the joins.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    hold: Duration,
+    /// The gateway's process id (for RSS and CPU from /proc).
+    #[arg(long)]
+    gateway_pid: Option<u32>,
 }
 
 async fn run_viewers(args: RunArgs) -> ExitCode {

@@ -134,6 +134,12 @@ pub struct P2pConfig {
     pub max_peers_per_swarm: usize,
     /// Swarms at once. Default 10 000.
     pub max_swarms: usize,
+    /// Peers joined at once from one client address (IPv6: one /64). Default 100.
+    pub max_peers_per_address: usize,
+    /// Streams one client address may be in at once. Default 8.
+    pub max_swarms_per_address: usize,
+    /// A signalling send that takes longer drops the peer (it stopped reading). Default 5 s.
+    pub send_timeout: Duration,
     /// Sustained signalling messages per second per connection. Default 20.
     pub messages_per_second: u32,
     /// Largest signalling message. Default 64 KiB.
@@ -239,6 +245,9 @@ impl Default for P2pConfig {
             peers_returned: 8,
             max_peers_per_swarm: 500,
             max_swarms: 10_000,
+            max_peers_per_address: 100,
+            max_swarms_per_address: 8,
+            send_timeout: Duration::from_secs(5),
             messages_per_second: 20,
             max_message_bytes: 64 * 1024,
             ice_servers: Vec::new(),
@@ -551,6 +560,7 @@ impl Config {
             ),
             ("server.idle_timeout", self.server.idle_timeout),
             ("server.drain_timeout", self.server.drain_timeout),
+            ("p2p.send_timeout", self.p2p.send_timeout),
         ];
         for (key, value) in timeouts {
             if value.is_zero() {
@@ -695,6 +705,9 @@ static KEYS: &[Key] = &[
     Key { name: "p2p.peers_returned", set: |c, v| { c.p2p.peers_returned = v.count_usize()?; Ok(()) } },
     Key { name: "p2p.max_peers_per_swarm", set: |c, v| { c.p2p.max_peers_per_swarm = v.count_usize()?; Ok(()) } },
     Key { name: "p2p.max_swarms", set: |c, v| { c.p2p.max_swarms = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.max_peers_per_address", set: |c, v| { c.p2p.max_peers_per_address = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.max_swarms_per_address", set: |c, v| { c.p2p.max_swarms_per_address = v.count_usize()?; Ok(()) } },
+    Key { name: "p2p.send_timeout", set: |c, v| { c.p2p.send_timeout = v.duration()?; Ok(()) } },
     Key { name: "p2p.messages_per_second", set: |c, v| { c.p2p.messages_per_second = v.count_u32()?; Ok(()) } },
     Key { name: "p2p.max_message_bytes", set: |c, v| { c.p2p.max_message_bytes = v.bytes_usize()?; Ok(()) } },
     Key { name: "p2p.ice_servers", set: |c, v| { c.p2p.ice_servers = v.ice_servers()?; Ok(()) } },
@@ -1198,6 +1211,18 @@ struct Cli {
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
     p2p_max_swarms: Option<usize>,
 
+    /// Peers joined at once from one client address (IPv6: one /64); more are refused [default: 100]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    p2p_max_peers_per_address: Option<usize>,
+
+    /// Streams one client address may be in at once; more are refused [default: 8]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    p2p_max_swarms_per_address: Option<usize>,
+
+    /// A signalling send that takes longer drops the peer (it stopped reading) [default: 5s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    p2p_send_timeout: Option<Duration>,
+
     /// Sustained signalling messages per second per connection; faster ones are closed [default: 20]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
     p2p_messages_per_second: Option<u32>,
@@ -1285,6 +1310,9 @@ impl Cli {
             p2p_peers_returned,
             p2p_max_peers_per_swarm,
             p2p_max_swarms,
+            p2p_max_peers_per_address,
+            p2p_max_swarms_per_address,
+            p2p_send_timeout,
             p2p_messages_per_second,
             p2p_max_message_bytes,
             p2p_ice_servers,
@@ -1347,6 +1375,9 @@ impl Cli {
         set(&mut p.peers_returned, p2p_peers_returned);
         set(&mut p.max_peers_per_swarm, p2p_max_peers_per_swarm);
         set(&mut p.max_swarms, p2p_max_swarms);
+        set(&mut p.max_peers_per_address, p2p_max_peers_per_address);
+        set(&mut p.max_swarms_per_address, p2p_max_swarms_per_address);
+        set(&mut p.send_timeout, p2p_send_timeout);
         set(&mut p.messages_per_second, p2p_messages_per_second);
         set(&mut p.max_message_bytes, p2p_max_message_bytes);
         if !p2p_ice_servers.is_empty() {

@@ -36,6 +36,43 @@ pub fn stream_path(stream: &str) -> Option<String> {
         .map(|t| path::decoded(&t.path))
 }
 
+/// The stream a tracker `stream` parameter names, as the gateway serves it: the query dropped
+/// (`?x=` variants are the same stream), repeated slashes folded, dot segments and encoded
+/// separators refused ([`path::normalize`]), and percent-encoded unreserved characters
+/// (RFC 3986 §2.3: letters, digits, `-._~`) decoded, so every spelling of one playlist is one key.
+pub fn swarm_stream(stream: &str) -> Result<path::CleanTarget, path::PathError> {
+    let path = stream.split(['?', '#']).next().unwrap_or_default();
+    let mut clean = path::normalize(path, None)?;
+    clean.path = decode_unreserved(&clean.path);
+    Ok(clean)
+}
+
+/// `%41` → `A` for unreserved characters only; every other escape stays as it was (uppercased).
+fn decode_unreserved(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+        if bytes[i] == b'%' {
+            if let (Some(hi), Some(lo)) = (hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+                let c = (hi * 16 + lo) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    out.push(char::from(c));
+                } else {
+                    out.push_str(&format!("%{c:02X}"));
+                }
+                i += 3;
+                continue;
+            }
+        }
+        let len = path[i..].chars().next().map_or(1, char::len_utf8);
+        out.push_str(&path[i..i + len]);
+        i += len;
+    }
+    out
+}
+
 /// A playlist from the cache, fetched through the normal coalesced path if needed. An origin that
 /// cannot answer is `Unavailable`; one that says there is no such playlist, `NotFound`.
 async fn playlist(edge: &Arc<Edge>, path: &str) -> Result<Arc<CachedObject>, ResolveError> {
@@ -99,7 +136,7 @@ impl Backend for GatewayBackend {
         let edge = Arc::clone(&self.edge);
         let stream = stream.to_owned();
         async move {
-            let clean = path::normalize(&stream, None)
+            let clean = swarm_stream(&stream)
                 .map_err(|e| ResolveError::NotFound(format!("{stream}: {e}")))?;
             let multivariant = playlist(&edge, &clean.path).await?;
             let Some(info) = multivariant.playlist.as_ref() else {
@@ -159,5 +196,35 @@ impl Backend for GatewayBackend {
         let edge = Arc::clone(&self.edge);
         let playlist = playlist.to_owned();
         async move { digest_window(&edge, &playlist).await }.boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_stream_is_one_key() {
+        for spelling in [
+            "/demo/live/master.m3u8",
+            "/demo//live/master.m3u8",
+            "//demo/live///master.m3u8?x=1",
+            "/demo/live/master.m3u8?x=2&y=3",
+            "/demo/%6Cive/master.m3u8",
+            "/demo/live/master%2Em3u8#frag",
+        ] {
+            assert_eq!(
+                swarm_stream(spelling).unwrap().path,
+                "/demo/live/master.m3u8",
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            swarm_stream("/a/b%20c.m3u8").unwrap().path,
+            "/a/b%20c.m3u8",
+            "reserved escapes stay"
+        );
+        assert!(swarm_stream("/a/../b.m3u8").is_err());
+        assert!(swarm_stream("/a/%2e%2e/b.m3u8").is_err());
     }
 }

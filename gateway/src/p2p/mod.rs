@@ -35,6 +35,9 @@ use crate::p2p::digests::digests_endpoint;
 /// Path prefix of everything peer-assist on the gateway.
 pub const PREFIX: &str = "/p2p/v1/";
 
+/// Read buffer of one signalling socket (grows for a larger message, up to `max_message_bytes`).
+const WS_READ_BUFFER: usize = 2 * 1024;
+
 /// The tracker and the settings the HTTP layer needs.
 #[derive(Debug, Clone)]
 pub struct P2p {
@@ -51,6 +54,9 @@ impl P2p {
             peers_returned: config.peers_returned,
             max_peers_per_swarm: config.max_peers_per_swarm,
             max_swarms: config.max_swarms,
+            max_peers_per_address: config.max_peers_per_address,
+            max_swarms_per_address: config.max_swarms_per_address,
+            send_timeout: config.send_timeout,
             messages_per_second: f64::from(config.messages_per_second),
             message_burst: f64::from(config.messages_per_second) * 2.0,
             max_message_bytes: config.max_message_bytes,
@@ -159,10 +165,11 @@ impl P2p {
         // A token on the URL (or in a cookie) is checked now: a bad one never gets a socket. One
         // may also come in `join`; the tracker checks whichever it gets.
         let peer = ClientAddr::of(request);
-        let client = self
-            .gate
-            .as_ref()
-            .and_then(|g| g.client_ip(request.headers(), peer));
+        // The client's address: from the configured header when there is one, else the socket's.
+        let client = match &self.gate {
+            Some(g) => g.client_ip(request.headers(), peer),
+            None => peer,
+        };
         let cookies = request
             .headers()
             .get_all(http::header::COOKIE)
@@ -180,7 +187,12 @@ impl P2p {
         }
         let on_upgrade = hyper::upgrade::on(request);
         let tracker = self.tracker.clone();
-        let mut ws_config = WebSocketConfig::default();
+        // Small buffers: signalling messages are small and a gateway holds many idle sockets
+        // (tungstenite's defaults allocate 128 KiB per socket for reading alone).
+        let mut ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_write_buffer_size(self.max_message_bytes.saturating_mul(2).max(WS_READ_BUFFER));
         ws_config.max_message_size = Some(self.max_message_bytes);
         ws_config.max_frame_size = Some(self.max_message_bytes);
         tokio::spawn(async move {

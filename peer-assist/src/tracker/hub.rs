@@ -1,8 +1,10 @@
 //! The tracker's async shell: one task per WebSocket connection. A connection must `join` first; it
 //! then gets `welcome`, the recent digests of its rendition and a peer list, and afterwards digests as
-//! the gateway caches new segments and fresh peer lists whenever its swarm changes. Abuse (too many or
-//! too large messages, malformed JSON, a silent connection) closes the connection with a reason; other
-//! peers are not affected.
+//! the gateway caches new segments and a new peer list when its own list changed (at most one per
+//! `peer_list_interval`, sent by one pacing task). Abuse (too many or too large messages, malformed
+//! JSON, a silent connection) closes the connection with a reason; other peers are not affected. A
+//! peer that stops reading (its bounded queue fills, or one send takes over `send_timeout`) is
+//! delisted and dropped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,10 +13,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::metrics::TrackerMetrics;
@@ -26,8 +28,8 @@ use crate::protocol::signal::{
 
 /// How long a new connection may take to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages queued for one peer before it is considered too slow and dropped.
-const OUTBOUND_QUEUE: usize = 256;
+/// How long the courtesy messages of a close (the `error`, the close frame) may take each.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the tracker needs from the gateway it is mounted in.
 pub trait Backend: Send + Sync + 'static {
@@ -97,21 +99,36 @@ struct PlaylistStats {
     max_size: u64,
 }
 
-enum Outbound {
-    Message(ServerMessage),
+/// How other tasks reach a connection: its bounded queue of text messages (serialised once and
+/// shared: a digest pushed to a whole swarm is one allocation), and a way to end it at once when the
+/// queue is full (a peer that stopped reading).
+struct Outlet {
+    queue: mpsc::Sender<Utf8Bytes>,
+    kill: Arc<Notify>,
+}
+
+/// Why a joined connection's loop ended.
+enum End {
+    /// `leave`, or the socket closed.
+    Left,
+    /// The tracker closes it, saying why.
     Close(ErrorCode, String),
+    /// The peer stopped reading (its queue filled or a send timed out): dropped without courtesies.
+    Slow,
 }
 
 struct Inner {
     registry: Mutex<Registry>,
-    outbound: Mutex<HashMap<String, mpsc::Sender<Outbound>>>,
+    outbound: Mutex<HashMap<String, Outlet>>,
     /// Media playlist path → the swarms watching it, for digest pushes.
     playlists: Mutex<HashMap<String, HashSet<SwarmKey>>>,
-    swarm_playlists: Mutex<HashMap<SwarmKey, String>>,
     /// What the tracker knows of each watched playlist's segments, to bound what reports claim.
     playlist_stats: Mutex<HashMap<String, PlaylistStats>>,
     metrics: TrackerMetrics,
     backend: Arc<dyn Backend>,
+    /// Wakes the task that sends paced peer lists.
+    lists_changed: Arc<Notify>,
+    pacer_started: std::sync::Once,
 }
 
 /// See the module docs. Cheap to clone.
@@ -146,6 +163,22 @@ pub fn code_label(code: &ErrorCode) -> &'static str {
     }
 }
 
+/// Sends one text message, giving up after `timeout` (a peer that does not read).
+async fn send_text<S>(
+    ws: &mut WebSocketStream<S>,
+    text: Utf8Bytes,
+    timeout: Duration,
+) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    match tokio::time::timeout(timeout, ws.send(Message::Text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Left),
+        Err(_) => Err(End::Slow),
+    }
+}
+
 impl Tracker {
     pub fn new(
         config: TrackerConfig,
@@ -157,10 +190,11 @@ impl Tracker {
                 registry: Mutex::new(Registry::new(config)),
                 outbound: Mutex::new(HashMap::new()),
                 playlists: Mutex::new(HashMap::new()),
-                swarm_playlists: Mutex::new(HashMap::new()),
                 playlist_stats: Mutex::new(HashMap::new()),
                 metrics: TrackerMetrics::register(registry),
                 backend,
+                lists_changed: Arc::new(Notify::new()),
+                pacer_started: std::sync::Once::new(),
             }),
         }
     }
@@ -186,66 +220,129 @@ impl Tracker {
             Some(s) => s.iter().cloned().collect(),
             None => return,
         };
-        let message = ServerMessage::Digests {
+        // Serialised once for the whole swarm.
+        let text: Utf8Bytes = signal::encode_server(&ServerMessage::Digests {
             playlist: playlist.to_owned(),
             segments: vec![entry],
-        };
+        })
+        .into();
         for swarm in swarms {
             let members: Vec<String> = lock(&self.inner.registry).swarm_members(&swarm).to_vec();
             for id in members {
-                self.send(&id, Outbound::Message(message.clone()));
+                self.send(&id, text.clone());
                 self.inner.metrics.digests_pushed.inc();
             }
         }
     }
 
-    fn send(&self, id: &str, message: Outbound) {
-        let sender = lock(&self.inner.outbound).get(id).cloned();
-        if let Some(sender) = sender {
-            if sender.try_send(message).is_err() {
-                // A peer that cannot keep up with signalling is dropped rather than buffered forever.
-                tracing::debug!(peer = id, "outbound queue full, dropping the peer");
-                let _ = sender.try_send(Outbound::Close(ErrorCode::Internal, "too slow".into()));
+    /// Queues `text` for peer `id`. A peer whose queue is full has stopped reading: it is
+    /// delisted at once (no longer offered to others) and its connection ended.
+    fn send(&self, id: &str, text: Utf8Bytes) {
+        let full = {
+            let outbound = lock(&self.inner.outbound);
+            match outbound.get(id) {
+                Some(outlet) => matches!(
+                    outlet.queue.try_send(text),
+                    Err(mpsc::error::TrySendError::Full(_))
+                ),
+                None => false,
             }
-        }
-    }
-
-    /// Sends every member of `swarm` its current peer list.
-    fn refresh_swarm(&self, swarm: &SwarmKey) {
-        let lists: Vec<(String, Vec<signal::PeerInfo>)> = {
-            let mut registry = lock(&self.inner.registry);
-            let lists: Vec<(String, Vec<signal::PeerInfo>)> = registry
-                .swarm_members(swarm)
-                .iter()
-                .map(|id| (id.clone(), registry.matches(id)))
-                .collect();
-            for (id, peers) in &lists {
-                registry.record_introductions(id, peers);
-            }
-            lists
         };
-        for (id, peers) in lists {
-            self.send(&id, Outbound::Message(ServerMessage::Peers { peers }));
+        if full {
+            tracing::debug!(peer = id, "outbound queue full, dropping the peer");
+            self.drop_slow(id);
         }
     }
 
-    /// Segments published so far for the playlist of `swarm`.
-    fn published(&self, swarm: &SwarmKey) -> u64 {
-        let playlist = lock(&self.inner.swarm_playlists).get(swarm).cloned();
-        playlist
-            .and_then(|p| {
-                lock(&self.inner.playlist_stats)
-                    .get(&p)
-                    .map(|s| s.published)
-            })
-            .unwrap_or(0)
+    /// Ends a peer that stopped reading: out of the registry (its swarm gets new lists) and told
+    /// to close without courtesies.
+    fn drop_slow(&self, id: &str) {
+        let outlet = lock(&self.inner.outbound).remove(id);
+        let Some(outlet) = outlet else { return };
+        outlet.kill.notify_one();
+        self.inner.metrics.closed("slow");
+        self.leave(id);
+    }
+
+    /// Forgets a peer: the members that were given it get new lists; an empty swarm stops
+    /// getting digests.
+    fn leave(&self, id: &str) {
+        let (left, empty) = {
+            let mut registry = lock(&self.inner.registry);
+            match registry.leave(id) {
+                Some(swarm) => {
+                    let empty = registry.swarm_members(&swarm).is_empty();
+                    (Some(swarm), empty)
+                }
+                None => (None, false),
+            }
+        };
+        if let (Some(swarm), true) = (&left, empty) {
+            let mut playlists = lock(&self.inner.playlists);
+            if let Some(set) = playlists.get_mut(&swarm.playlist) {
+                set.remove(swarm);
+                if set.is_empty() {
+                    playlists.remove(&swarm.playlist);
+                    lock(&self.inner.playlist_stats).remove(&swarm.playlist);
+                }
+            }
+        }
+        if left.is_some() {
+            self.inner.lists_changed.notify_one();
+        }
+        self.update_gauges();
+    }
+
+    /// Starts (once) the task that sends members their changed peer lists, paced.
+    fn start_pacer(&self) {
+        self.inner.pacer_started.call_once(|| {
+            let weak = Arc::downgrade(&self.inner);
+            let wake = Arc::clone(&self.inner.lists_changed);
+            tokio::spawn(async move {
+                loop {
+                    let next = {
+                        let Some(inner) = weak.upgrade() else { return };
+                        let tracker = Tracker { inner };
+                        tracker.push_due_lists()
+                    };
+                    // Wake at the next due list, on news, and at least every second (to notice
+                    // that the tracker is gone).
+                    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                    let until = next.map_or(until, |n| until.min(n.into()));
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+            });
+        });
+    }
+
+    /// Sends the peer lists that are due; returns when the next one will be.
+    fn push_due_lists(&self) -> Option<Instant> {
+        let (lists, next) = lock(&self.inner.registry).due_lists(Instant::now());
+        for (id, peers) in lists {
+            self.inner.metrics.peer_lists_pushed.inc();
+            self.send(
+                &id,
+                signal::encode_server(&ServerMessage::Peers { peers }).into(),
+            );
+        }
+        next
+    }
+
+    /// Segments published so far for `playlist`.
+    fn published(&self, playlist: &str) -> u64 {
+        lock(&self.inner.playlist_stats)
+            .get(playlist)
+            .map_or(0, |s| s.published)
     }
 
     /// `report` cut to what could have happened since the connection's previous one.
     fn bound_report(&self, swarm: &SwarmKey, seen: &mut u64, report: &Report) -> (Report, bool) {
-        let playlist = lock(&self.inner.swarm_playlists).get(swarm).cloned();
-        let stats = playlist
-            .and_then(|p| lock(&self.inner.playlist_stats).get(&p).copied())
+        let stats = lock(&self.inner.playlist_stats)
+            .get(&swarm.playlist)
+            .copied()
             .unwrap_or_default();
         let since = stats.published.saturating_sub(*seen);
         *seen = stats.published;
@@ -261,11 +358,12 @@ impl Tracker {
         self.inner.metrics.swarms.set(registry.swarm_count() as i64);
     }
 
-    /// Runs one peer's connection until it leaves, breaks a rule or goes silent.
+    /// Runs one peer's connection until it leaves, breaks a rule, goes silent or stops reading.
     pub async fn serve<S>(&self, mut ws: WebSocketStream<S>, conn: ConnectionInfo)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        self.start_pacer();
         let config = self.config();
         let mut budget = MessageBudget::new(
             config.messages_per_second,
@@ -279,40 +377,39 @@ impl Tracker {
         .await
         {
             Ok(Ok(joined)) => joined,
-            Ok(Err((code, message))) => return self.close(ws, code, message).await,
+            Ok(Err(End::Close(code, message))) => return self.close(ws, code, message).await,
+            Ok(Err(End::Slow)) => {
+                self.inner.metrics.closed("slow");
+                return;
+            }
+            Ok(Err(End::Left)) => return,
             Err(_) => {
                 return self
                     .close(ws, ErrorCode::BadMessage, "no join in time".into())
                     .await
             }
         };
-        let (id, swarm, mut outbound) = joined;
-        let reason = self
-            .run(&mut ws, &id, &swarm, &mut outbound, &config, &mut budget)
+        let (id, swarm, mut outbound, kill) = joined;
+        let end = self
+            .run(
+                &mut ws,
+                &id,
+                &swarm,
+                &mut outbound,
+                &kill,
+                &config,
+                &mut budget,
+            )
             .await;
-        // Leave: forget the peer, tell the others.
+        // Leave: forget the peer, tell the others (a slow peer is already gone).
         lock(&self.inner.outbound).remove(&id);
-        let left = lock(&self.inner.registry).leave(&id);
-        if let Some(swarm) = left {
-            if lock(&self.inner.registry).swarm_members(&swarm).is_empty() {
-                if let Some(playlist) = lock(&self.inner.swarm_playlists).remove(&swarm) {
-                    let mut playlists = lock(&self.inner.playlists);
-                    if let Some(set) = playlists.get_mut(&playlist) {
-                        set.remove(&swarm);
-                        if set.is_empty() {
-                            playlists.remove(&playlist);
-                        }
-                    }
-                }
+        self.leave(&id);
+        match end {
+            End::Close(code, message) => self.close(ws, code, message).await,
+            End::Left => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
             }
-            self.refresh_swarm(&swarm);
-        }
-        self.update_gauges();
-        match reason {
-            Some((code, message)) => self.close(ws, code, message).await,
-            None => {
-                let _ = ws.close(None).await;
-            }
+            End::Slow => {}
         }
     }
 
@@ -326,10 +423,8 @@ impl Tracker {
             code,
             message: message.clone(),
         };
-        if let Ok(text) = serde_json::to_string(&error) {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), ws.send(Message::text(text))).await;
-        }
+        let text = signal::encode_server(&error);
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
         let close_code = match label {
             "message_too_large" => CloseCode::Size,
             "internal" => CloseCode::Error,
@@ -339,32 +434,43 @@ impl Tracker {
             code: close_code,
             reason: label.into(),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
     }
 
-    /// Reads the `join`, resolves the rendition and admits the peer.
+    /// Reads the `join`, resolves the rendition, admits the peer and sends it `welcome`, the
+    /// digest window and its first peer list.
+    #[allow(clippy::type_complexity)]
     async fn join<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         conn: &ConnectionInfo,
         config: &TrackerConfig,
         budget: &mut MessageBudget,
-    ) -> Result<(String, SwarmKey, mpsc::Receiver<Outbound>), (ErrorCode, String)>
+    ) -> Result<(String, SwarmKey, mpsc::Receiver<Utf8Bytes>, Arc<Notify>), End>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        let close = |(code, message): (ErrorCode, String)| End::Close(code, message);
         let text = loop {
             match ws.next().await {
                 Some(Ok(Message::Text(text))) => break text,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Binary(_))) => {
-                    return Err((ErrorCode::BadMessage, "signalling is JSON text".into()))
+                    return Err(End::Close(
+                        ErrorCode::BadMessage,
+                        "signalling is JSON text".into(),
+                    ))
                 }
-                _ => return Err((ErrorCode::BadMessage, "closed before join".into())),
+                _ => {
+                    return Err(End::Close(
+                        ErrorCode::BadMessage,
+                        "closed before join".into(),
+                    ))
+                }
             }
         };
-        check_message(&text, config, budget)?;
-        let message = signal::decode_client(&text).map_err(signal_error)?;
+        check_message(&text, config, budget).map_err(close)?;
+        let message = signal::decode_client(&text).map_err(|e| close(signal_error(e)))?;
         let ClientMessage::Join {
             v,
             stream,
@@ -374,19 +480,19 @@ impl Tracker {
             quic,
         } = message
         else {
-            return Err((
+            return Err(End::Close(
                 ErrorCode::BadMessage,
                 "the first message must be join".into(),
             ));
         };
         if v != SIGNAL_VERSION {
-            return Err((
+            return Err(End::Close(
                 ErrorCode::UnsupportedVersion,
                 format!("version {v} is not supported"),
             ));
         }
         if !conn.stream.is_empty() && conn.stream != stream {
-            return Err((
+            return Err(End::Close(
                 ErrorCode::BadMessage,
                 "join names another stream than the URL".into(),
             ));
@@ -397,19 +503,21 @@ impl Tracker {
             .backend
             .authorize(&stream, token.as_deref(), conn.client)
         {
-            return Err((ErrorCode::Unauthorized, why));
+            return Err(End::Close(ErrorCode::Unauthorized, why));
         }
+        // The swarm is the media playlist the gateway serves, whatever the spelling of `stream`.
         let playlist = self
             .inner
             .backend
             .resolve(&stream, rendition)
             .await
-            .map_err(|e| (e.code(), e.to_string()))?;
+            .map_err(|e| End::Close(e.code(), e.to_string()))?;
         let id = new_peer_id();
-        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (tx, rx) = mpsc::channel(config.outbound_queue.max(1));
+        let kill = Arc::new(Notify::new());
         let swarm = {
             let mut registry = lock(&self.inner.registry);
-            let swarm = registry.swarm_key(&stream, rendition, conn.region.as_deref());
+            let swarm = registry.swarm_key(&playlist, conn.region.as_deref());
             let member = Member {
                 id: id.clone(),
                 swarm: swarm.clone(),
@@ -419,95 +527,141 @@ impl Tracker {
                 upload: capabilities.upload,
                 joined: 0,
                 reputation: Default::default(),
+                address: conn.client,
+                listed: Vec::new(),
+                listed_at: None,
             };
-            registry.join(member, swarm.clone()).map_err(|e| match e {
-                JoinError::SwarmFull => (ErrorCode::SwarmFull, e.to_string()),
-                JoinError::TooManySwarms => (ErrorCode::TooManySwarms, e.to_string()),
-                JoinError::DuplicateId => (ErrorCode::Internal, e.to_string()),
-            })?;
-            swarm
+            registry.join(member, swarm).map_err(|e| match e {
+                JoinError::TooManySwarms | JoinError::TooManySwarmsFromAddress => {
+                    End::Close(ErrorCode::TooManySwarms, e.to_string())
+                }
+                JoinError::TooManyFromAddress => End::Close(ErrorCode::RateLimited, e.to_string()),
+                JoinError::DuplicateId => End::Close(ErrorCode::Internal, e.to_string()),
+            })?
         };
-        lock(&self.inner.outbound).insert(id.clone(), tx);
+        lock(&self.inner.outbound).insert(
+            id.clone(),
+            Outlet {
+                queue: tx,
+                kill: Arc::clone(&kill),
+            },
+        );
         lock(&self.inner.playlists)
             .entry(playlist.clone())
             .or_default()
             .insert(swarm.clone());
-        lock(&self.inner.swarm_playlists).insert(swarm.clone(), playlist.clone());
         self.update_gauges();
+        self.inner.lists_changed.notify_one();
+        match self.greet(ws, &id, &swarm, &playlist, config).await {
+            Ok(()) => {
+                tracing::debug!(peer = %id, swarm = %swarm.label(), "peer joined");
+                Ok((id, swarm, rx, kill))
+            }
+            Err(end) => {
+                lock(&self.inner.outbound).remove(&id);
+                self.leave(&id);
+                Err(end)
+            }
+        }
+    }
+
+    /// `welcome`, the digest window and the first peer list of a peer that just joined.
+    async fn greet<S>(
+        &self,
+        ws: &mut WebSocketStream<S>,
+        id: &str,
+        swarm: &SwarmKey,
+        playlist: &str,
+        config: &TrackerConfig,
+    ) -> Result<(), End>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let welcome = ServerMessage::Welcome {
             v: SIGNAL_VERSION,
-            peer_id: id.clone(),
+            peer_id: id.to_owned(),
             swarm: swarm.label(),
-            playlist: playlist.clone(),
-            max_peers: config.peers_returned as u32,
+            playlist: playlist.to_owned(),
+            max_peers: u32::try_from(config.peers_returned).unwrap_or(u32::MAX),
         };
-        let window = self.inner.backend.digests(&playlist).await;
+        send_text(
+            ws,
+            signal::encode_server(&welcome).into(),
+            config.send_timeout,
+        )
+        .await?;
+        let window = self.inner.backend.digests(playlist).await;
         {
             let mut stats = lock(&self.inner.playlist_stats);
-            let s = stats.entry(playlist.clone()).or_default();
+            let s = stats.entry(playlist.to_owned()).or_default();
             s.window = s.window.max(window.len() as u64);
             s.max_size = window.iter().map(|d| d.size).fold(s.max_size, u64::max);
         }
         let digests = ServerMessage::Digests {
-            playlist: playlist.clone(),
+            playlist: playlist.to_owned(),
             segments: window,
         };
-        for message in [welcome, digests] {
-            let text = serde_json::to_string(&message)
-                .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-            ws.send(Message::text(text))
-                .await
-                .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-        }
-        tracing::debug!(peer = %id, swarm = %swarm.label(), "peer joined");
-        self.refresh_swarm(&swarm);
-        Ok((id, swarm, rx))
+        send_text(
+            ws,
+            signal::encode_server(&digests).into(),
+            config.send_timeout,
+        )
+        .await?;
+        let peers = lock(&self.inner.registry).first_list(id, Instant::now());
+        self.inner.metrics.peer_lists_pushed.inc();
+        let list = ServerMessage::Peers { peers };
+        send_text(ws, signal::encode_server(&list).into(), config.send_timeout).await
     }
 
-    /// The joined connection's loop. Returns why the tracker closes it, or None for a normal leave.
+    /// The joined connection's loop. Returns why it ended.
+    #[allow(clippy::too_many_arguments)]
     async fn run<S>(
         &self,
         ws: &mut WebSocketStream<S>,
         id: &str,
         swarm: &SwarmKey,
-        outbound: &mut mpsc::Receiver<Outbound>,
+        outbound: &mut mpsc::Receiver<Utf8Bytes>,
+        kill: &Notify,
         config: &TrackerConfig,
         budget: &mut MessageBudget,
-    ) -> Option<(ErrorCode, String)>
+    ) -> End
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut last_heard = Instant::now();
-        let mut published_seen = self.published(swarm);
+        let mut published_seen = self.published(&swarm.playlist);
         let mut ping = tokio::time::interval(config.reap_after / 4);
         ping.tick().await;
         loop {
             tokio::select! {
+                biased;
+                _ = kill.notified() => return End::Slow,
                 incoming = ws.next() => {
                     let text = match incoming {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => { last_heard = Instant::now(); continue; }
-                        Some(Ok(Message::Binary(_))) => return Some((ErrorCode::BadMessage, "signalling is JSON text".into())),
-                        Some(Ok(Message::Close(_))) | None => return None,
+                        Some(Ok(Message::Binary(_))) => return End::Close(ErrorCode::BadMessage, "signalling is JSON text".into()),
+                        Some(Ok(Message::Close(_))) | None => return End::Left,
                         Some(Ok(Message::Frame(_))) => continue,
                         Some(Err(e)) => {
                             let too_large = matches!(e, tokio_tungstenite::tungstenite::Error::Capacity(_));
-                            return too_large.then(|| (ErrorCode::MessageTooLarge, e.to_string()));
+                            return if too_large { End::Close(ErrorCode::MessageTooLarge, e.to_string()) } else { End::Left };
                         }
                     };
                     last_heard = Instant::now();
-                    if let Err(reason) = check_message(&text, config, budget) {
-                        return Some(reason);
+                    if let Err((code, message)) = check_message(&text, config, budget) {
+                        return End::Close(code, message);
                     }
                     match signal::decode_client(&text) {
                         Ok(ClientMessage::Relay { to, payload }) => {
                             let same_swarm = lock(&self.inner.registry).member(&to).is_some_and(|m| &m.swarm == swarm);
                             if same_swarm {
-                                self.send(&to, Outbound::Message(ServerMessage::Relay { from: id.to_owned(), payload }));
+                                let relay = ServerMessage::Relay { from: id.to_owned(), payload };
+                                self.send(&to, signal::encode_server(&relay).into());
                             } else {
                                 // Not fatal: the target may just have left.
                                 let error = ServerMessage::Error { code: ErrorCode::NotFound, message: format!("no peer {to} in this swarm") };
-                                self.send(id, Outbound::Message(error));
+                                self.send(id, signal::encode_server(&error).into());
                             }
                         }
                         Ok(ClientMessage::Report(report)) => {
@@ -516,35 +670,52 @@ impl Tracker {
                                 self.inner.metrics.reports_cut.inc();
                             }
                             self.inner.metrics.report(&report);
-                            let (changed, ignored) = lock(&self.inner.registry).ingest(id, &report.peers);
-                            self.inner.metrics.ignored_outcomes.inc_by(ignored as u64);
-                            for swarm in changed {
-                                self.refresh_swarm(&swarm);
+                            let changed = {
+                                let mut registry = lock(&self.inner.registry);
+                                let (changed, ignored) = registry.ingest(id, &report.peers);
+                                self.inner.metrics.ignored_outcomes.inc_by(ignored as u64);
+                                for swarm in &changed {
+                                    registry.mark_swarm(swarm);
+                                }
+                                !changed.is_empty()
+                            };
+                            if changed {
+                                self.inner.lists_changed.notify_one();
                             }
                         }
-                        Ok(ClientMessage::Leave {}) => return None,
-                        Ok(ClientMessage::Join { .. }) => return Some((ErrorCode::BadMessage, "already joined".into())),
-                        Err(e) => return Some(signal_error(e)),
+                        Ok(ClientMessage::Leave {}) => return End::Left,
+                        Ok(ClientMessage::Join { .. }) => return End::Close(ErrorCode::BadMessage, "already joined".into()),
+                        Err(e) => {
+                            let (code, message) = signal_error(e);
+                            return End::Close(code, message);
+                        }
                     }
                 }
                 queued = outbound.recv() => match queued {
-                    Some(Outbound::Message(message)) => {
-                        let Ok(text) = serde_json::to_string(&message) else { continue };
-                        if ws.send(Message::text(text)).await.is_err() {
-                            return None;
+                    Some(text) => {
+                        if let Err(end) = send_text(ws, text, config.send_timeout).await {
+                            if matches!(end, End::Slow) {
+                                self.inner.metrics.closed("slow");
+                                tracing::debug!(peer = id, "a send timed out, dropping the peer");
+                            }
+                            return end;
                         }
                     }
-                    Some(Outbound::Close(code, message)) => return Some((code, message)),
-                    None => return None,
+                    None => return End::Left,
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= config.reap_after {
                         self.inner.metrics.closed("silent");
                         tracing::debug!(peer = id, "reaping a silent peer");
-                        return None;
+                        return End::Left;
                     }
-                    if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
-                        return None;
+                    match tokio::time::timeout(config.send_timeout, ws.send(Message::Ping(Vec::new().into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Left,
+                        Err(_) => {
+                            self.inner.metrics.closed("slow");
+                            return End::Slow;
+                        }
                     }
                 }
             }

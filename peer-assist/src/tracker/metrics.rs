@@ -16,6 +16,8 @@ pub struct TrackerMetrics {
     fallbacks: IntCounterVec,
     closed: IntCounterVec,
     pub digests_pushed: IntCounter,
+    /// Peer lists sent (a joiner's first list and the paced updates of changed lists).
+    pub peer_lists_pushed: IntCounter,
     /// Per-peer outcomes ignored: about a peer the reporter could not have dealt with.
     pub ignored_outcomes: IntCounter,
     /// Reports that claimed more than could have happened (cut before they were counted).
@@ -76,6 +78,10 @@ impl TrackerMetrics {
                 &["reason"],
             ),
             digests_pushed: counter("p2p_digests_pushed_total", "Digest messages pushed to peers."),
+            peer_lists_pushed: counter(
+                "p2p_peer_lists_pushed_total",
+                "Peer lists sent: each joiner's first list, then a member's list only when it changed, at most once per peer_list_interval.",
+            ),
             ignored_outcomes: counter(
                 "p2p_report_outcomes_ignored_total",
                 "Per-peer outcomes in reports about a peer the reporter was never introduced to (or not of its swarm): ignored.",

@@ -1,7 +1,18 @@
 //! The tracker's state (pure: no I/O, explicit time): swarms, who is in them, how peers score, whom to
 //! introduce to whom, and per-connection message budgets.
 //!
-//! A swarm is (stream, rendition), optionally split by network region. Matching returns up to K peers:
+//! A swarm is the media playlist a rendition resolves to (so every spelling of one stream is one
+//! swarm), optionally split by network region, and split into shards of at most
+//! `max_peers_per_swarm` peers: a join finds the first shard with room or opens the next one, and
+//! peers are matched only within their shard. One client address may hold at most
+//! `max_peers_per_address` peers in at most `max_swarms_per_address` streams.
+//!
+//! Peer lists are paced: a member's list is recomputed only when something that could change it
+//! happened (a join it has room for, the leave of a peer it was given, a change of reputation in
+//! its swarm), and pushed only if it differs from the last one it was sent, at most once per
+//! `peer_list_interval` ([`Registry::due_lists`]).
+//!
+//! Matching returns up to K peers:
 //! same region first, never the asker, never a peer excluded by its reputation, never a peer the
 //! asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only native
 //! peer); peers several others vouch for take up to half the list, the rest go by seniority.
@@ -13,6 +24,7 @@
 //! get an honest peer excluded, and a clique praising itself gets at most half of a list.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::protocol::signal::{PeerInfo, PeerOutcome, QuicAddress, Transport};
@@ -22,10 +34,24 @@ use crate::protocol::signal::{PeerInfo, PeerOutcome, QuicAddress, Transport};
 pub struct TrackerConfig {
     /// Peers returned to each peer. Default 8.
     pub peers_returned: usize,
-    /// Peers in one swarm; the next join is refused with `swarm_full`. Default 500.
+    /// Peers in one shard of a swarm; the next join opens another shard. Default 500.
     pub max_peers_per_swarm: usize,
-    /// Swarms at once; a join that would open one more is refused. Default 10 000.
+    /// Swarms (shards included) at once; a join that would open one more is refused. Default 10 000.
     pub max_swarms: usize,
+    /// Peers joined at once from one client address (an IPv6 /64); more are refused with
+    /// `rate_limited`. Default 100.
+    pub max_peers_per_address: usize,
+    /// Streams (swarms, shards not counted) one client address may be in at once; more are
+    /// refused with `too_many_swarms`. Default 8.
+    pub max_swarms_per_address: usize,
+    /// A member is sent a new peer list at most this often (and only when its list changed).
+    /// Default 1 s.
+    pub peer_list_interval: Duration,
+    /// Messages queued for one peer; a peer whose queue is full has stopped reading and is dropped.
+    /// Default 128.
+    pub outbound_queue: usize,
+    /// A send to a peer that takes longer drops the peer. Default 5 s.
+    pub send_timeout: Duration,
     /// Sustained signalling messages per second per connection. Default 20.
     pub messages_per_second: f64,
     /// Burst allowance on top of the sustained rate. Default 40.
@@ -47,6 +73,11 @@ impl Default for TrackerConfig {
             peers_returned: 8,
             max_peers_per_swarm: 500,
             max_swarms: 10_000,
+            max_peers_per_address: 100,
+            max_swarms_per_address: 8,
+            peer_list_interval: Duration::from_secs(1),
+            outbound_queue: 128,
+            send_timeout: Duration::from_secs(5),
             messages_per_second: 20.0,
             message_burst: 40.0,
             max_message_bytes: 64 * 1024,
@@ -57,21 +88,58 @@ impl Default for TrackerConfig {
     }
 }
 
-/// The identity of a swarm.
+/// The identity of a swarm: the media playlist its peers watch, the region (only when swarms are
+/// split by region) and the shard.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SwarmKey {
-    pub stream: String,
-    pub rendition: u32,
+    /// The normalised media playlist path the gateway serves to this swarm.
+    pub playlist: String,
     /// Set only when swarms are split by region.
     pub region: Option<String>,
+    /// Shards of one playlist and region are numbered from 0.
+    pub shard: u32,
 }
 
 impl SwarmKey {
     /// A short printable name (used as `swarm` in `welcome`).
     pub fn label(&self) -> String {
-        match &self.region {
-            Some(r) => format!("{}#{}@{}", self.stream, self.rendition, r),
-            None => format!("{}#{}", self.stream, self.rendition),
+        let mut label = self.playlist.clone();
+        if let Some(r) = &self.region {
+            label.push('@');
+            label.push_str(r);
+        }
+        if self.shard > 0 {
+            label.push_str(&format!("~{}", self.shard));
+        }
+        label
+    }
+
+    fn with_shard(&self, shard: u32) -> SwarmKey {
+        SwarmKey {
+            shard,
+            ..self.clone()
+        }
+    }
+}
+
+/// What one client address holds, for the per-address caps. IPv6 addresses count by /64.
+#[derive(Debug, Default)]
+struct AddressUse {
+    peers: usize,
+    /// Playlist → peers of this address watching it.
+    streams: HashMap<String, usize>,
+}
+
+/// The address a client counts under: IPv4 as is, IPv6 by its /64 (one subscriber's prefix).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
         }
     }
 }
@@ -200,6 +268,11 @@ pub struct Member {
     pub upload: bool,
     pub joined: u64,
     pub reputation: Reputation,
+    /// The client's address, for the per-address caps (None: not counted).
+    pub address: Option<IpAddr>,
+    /// Ids of the list it was last sent, and when.
+    pub listed: Vec<String>,
+    pub listed_at: Option<Instant>,
 }
 
 impl Member {
@@ -216,10 +289,15 @@ impl Member {
 /// Why a join was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
-    #[error("the swarm is full")]
-    SwarmFull,
+    /// Ours: the gateway holds `max_swarms` swarms.
     #[error("too many swarms")]
     TooManySwarms,
+    /// The client's: its address holds `max_peers_per_address` peers.
+    #[error("too many peers from this address")]
+    TooManyFromAddress,
+    /// The client's: its address is in `max_swarms_per_address` streams.
+    #[error("too many streams from this address")]
+    TooManySwarmsFromAddress,
     #[error("this peer id is already in use")]
     DuplicateId,
 }
@@ -234,6 +312,11 @@ pub struct Registry {
     /// Peer → the peers it was introduced to (the most recent), so a report can be checked against
     /// who could really have dealt with whom.
     introduced: HashMap<String, (HashSet<String>, VecDeque<String>)>,
+    addresses: HashMap<IpAddr, AddressUse>,
+    /// Members whose peer list may have changed since they were last sent one.
+    pending: HashSet<String>,
+    /// Peer lists computed and pushed (for tests and metrics).
+    lists_pushed: u64,
 }
 
 impl Registry {
@@ -248,56 +331,215 @@ impl Registry {
         &self.config
     }
 
-    /// The swarm a peer of `stream`/`rendition` in `region` belongs to.
-    pub fn swarm_key(&self, stream: &str, rendition: u32, region: Option<&str>) -> SwarmKey {
+    /// The swarm (shard 0) of peers watching `playlist` in `region`.
+    pub fn swarm_key(&self, playlist: &str, region: Option<&str>) -> SwarmKey {
         SwarmKey {
-            stream: stream.to_owned(),
-            rendition,
+            playlist: playlist.to_owned(),
             region: if self.config.split_by_region {
                 region.map(str::to_owned)
             } else {
                 None
             },
+            shard: 0,
         }
     }
 
-    /// Adds a peer. The member's `swarm`, `joined` and `score` are set here.
-    pub fn join(&mut self, mut member: Member, swarm: SwarmKey) -> Result<(), JoinError> {
+    /// Adds a peer to the first shard of `swarm` with room (opening the next shard when all are
+    /// full) and returns the shard. The member's `swarm`, `joined`, `reputation` and list are set
+    /// here. Members whose list the newcomer could enter are marked for a new list.
+    pub fn join(&mut self, mut member: Member, swarm: SwarmKey) -> Result<SwarmKey, JoinError> {
         if self.members.contains_key(&member.id) {
             return Err(JoinError::DuplicateId);
         }
-        match self.swarms.get(&swarm) {
-            Some(peers) if peers.len() >= self.config.max_peers_per_swarm => {
-                return Err(JoinError::SwarmFull)
+        let address = member.address.map(address_key);
+        if let Some(usage) = address.and_then(|a| self.addresses.get(&a)) {
+            if usage.peers >= self.config.max_peers_per_address {
+                return Err(JoinError::TooManyFromAddress);
             }
-            None if self.swarms.len() >= self.config.max_swarms => {
-                return Err(JoinError::TooManySwarms)
+            if !usage.streams.contains_key(&swarm.playlist)
+                && usage.streams.len() >= self.config.max_swarms_per_address
+            {
+                return Err(JoinError::TooManySwarmsFromAddress);
             }
-            _ => {}
+        }
+        let shard = self.shard_with_room(&swarm)?;
+        if let Some(a) = address {
+            let usage = self.addresses.entry(a).or_default();
+            usage.peers += 1;
+            *usage.streams.entry(shard.playlist.clone()).or_default() += 1;
         }
         self.joins += 1;
         member.joined = self.joins;
-        member.swarm = swarm.clone();
+        member.swarm = shard.clone();
         member.reputation = Reputation::default();
+        member.listed = Vec::new();
+        member.listed_at = None;
         self.swarms
-            .entry(swarm)
+            .entry(shard.clone())
             .or_default()
             .push(member.id.clone());
+        self.mark_for_newcomer(&member);
         self.members.insert(member.id.clone(), member);
-        Ok(())
+        Ok(shard)
     }
 
-    /// Removes a peer; returns its swarm (so the caller can update the others).
+    /// The first shard of `swarm`'s playlist and region with room, or the first free shard number.
+    fn shard_with_room(&self, swarm: &SwarmKey) -> Result<SwarmKey, JoinError> {
+        let max = self.config.max_peers_per_swarm.max(1);
+        let mut shard = 0u32;
+        loop {
+            let key = swarm.with_shard(shard);
+            match self.swarms.get(&key) {
+                Some(peers) if peers.len() >= max => {}
+                Some(_) => return Ok(key),
+                None if self.swarms.len() >= self.config.max_swarms => {
+                    return Err(JoinError::TooManySwarms)
+                }
+                None => return Ok(key),
+            }
+            // Every shard up to here is full; there are at most `max_swarms` of them.
+            shard = shard.checked_add(1).ok_or(JoinError::TooManySwarms)?;
+        }
+    }
+
+    /// Marks the members of the newcomer's shard whose list it could enter: lists with room, and
+    /// lists holding peers of another region when it is of the member's region. (A newcomer is
+    /// the most junior and vouched for by nobody, so it displaces nobody else.)
+    fn mark_for_newcomer(&mut self, newcomer: &Member) {
+        let k = self.config.peers_returned;
+        let Some(ids) = self.swarms.get(&newcomer.swarm) else {
+            return;
+        };
+        for id in ids {
+            let Some(m) = self.members.get(id) else {
+                continue;
+            };
+            if m.id == newcomer.id || m.listed_at.is_none() {
+                continue;
+            }
+            if !m.transports.iter().any(|t| newcomer.transports.contains(t)) {
+                continue;
+            }
+            let same_region = newcomer.region.is_some() && newcomer.region == m.region;
+            let could_enter = m.listed.len() < k
+                || (same_region
+                    && m.listed.iter().any(|p| {
+                        self.members
+                            .get(p)
+                            .is_none_or(|p| p.region != newcomer.region)
+                    }));
+            if could_enter {
+                self.pending.insert(id.clone());
+            }
+        }
+    }
+
+    /// Removes a peer; returns its swarm. Members that were given it are marked for a new list.
     pub fn leave(&mut self, id: &str) -> Option<SwarmKey> {
         let member = self.members.remove(id)?;
         self.introduced.remove(id);
+        self.pending.remove(id);
+        if let Some(a) = member.address.map(address_key) {
+            if let Some(usage) = self.addresses.get_mut(&a) {
+                usage.peers = usage.peers.saturating_sub(1);
+                if let Some(n) = usage.streams.get_mut(&member.swarm.playlist) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        usage.streams.remove(&member.swarm.playlist);
+                    }
+                }
+                if usage.peers == 0 {
+                    self.addresses.remove(&a);
+                }
+            }
+        }
         if let Some(peers) = self.swarms.get_mut(&member.swarm) {
             peers.retain(|p| p != id);
             if peers.is_empty() {
                 self.swarms.remove(&member.swarm);
+            } else {
+                for p in peers.iter() {
+                    if self
+                        .members
+                        .get(p)
+                        .is_some_and(|m| m.listed.iter().any(|l| l == id))
+                    {
+                        self.pending.insert(p.clone());
+                    }
+                }
             }
         }
         Some(member.swarm)
+    }
+
+    /// The first list of a member that just joined, recorded as sent at `now`.
+    pub fn first_list(&mut self, id: &str, now: Instant) -> Vec<PeerInfo> {
+        let peers = self.matches(id);
+        self.record_sent(id, &peers, now);
+        peers
+    }
+
+    fn record_sent(&mut self, id: &str, peers: &[PeerInfo], now: Instant) {
+        self.pending.remove(id);
+        if let Some(m) = self.members.get_mut(id) {
+            m.listed = peers.iter().map(|p| p.peer_id.clone()).collect();
+            m.listed_at = Some(now);
+        }
+        self.record_introductions(id, peers);
+        self.lists_pushed = self.lists_pushed.saturating_add(1);
+    }
+
+    /// Marks every member of `swarm` for a new list (its matching changed).
+    pub fn mark_swarm(&mut self, swarm: &SwarmKey) {
+        if let Some(ids) = self.swarms.get(swarm) {
+            self.pending.extend(ids.iter().cloned());
+        }
+    }
+
+    /// The peer lists due at `now`: for each marked member whose previous list is at least
+    /// `peer_list_interval` old, its list if it differs from the one it was sent (a list equal to
+    /// the last one is not sent). Also returns when the next marked member becomes due.
+    pub fn due_lists(&mut self, now: Instant) -> (Vec<(String, Vec<PeerInfo>)>, Option<Instant>) {
+        let interval = self.config.peer_list_interval;
+        let mut due = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut done = Vec::new();
+        for id in &self.pending {
+            let Some(m) = self.members.get(id) else {
+                done.push(id.clone());
+                continue;
+            };
+            if let Some(at) = m.listed_at.and_then(|t| t.checked_add(interval)) {
+                if at > now {
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                    continue;
+                }
+            }
+            done.push(id.clone());
+            let peers = self.matches(id);
+            let same = peers.len() == m.listed.len()
+                && peers.iter().zip(&m.listed).all(|(p, l)| &p.peer_id == l);
+            if !same {
+                due.push((id.clone(), peers));
+            }
+        }
+        for id in done {
+            self.pending.remove(&id);
+        }
+        for (id, peers) in &due {
+            self.record_sent(id, peers, now);
+        }
+        (due, next)
+    }
+
+    /// Members marked for a new list.
+    pub fn pending_lists(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Peer lists sent so far (first lists included).
+    pub fn lists_pushed(&self) -> u64 {
+        self.lists_pushed
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {
@@ -453,9 +695,9 @@ mod tests {
         Member {
             id: id.into(),
             swarm: SwarmKey {
-                stream: String::new(),
-                rendition: 0,
+                playlist: String::new(),
                 region: None,
+                shard: 0,
             },
             region: region.map(Into::into),
             transports: vec![Transport::Quic],
@@ -463,6 +705,9 @@ mod tests {
             upload: true,
             joined: 0,
             reputation: Reputation::default(),
+            address: None,
+            listed: Vec::new(),
+            listed_at: None,
         }
     }
 
@@ -507,8 +752,8 @@ mod tests {
     #[test]
     fn matches_same_swarm_never_self_same_region_first() {
         let mut r = registry(8);
-        let s = r.swarm_key("/live/master.m3u8", 0, Some("eu"));
-        let other = r.swarm_key("/live/master.m3u8", 1, None);
+        let s = r.swarm_key("/live/low.m3u8", Some("eu"));
+        let other = r.swarm_key("/live/high.m3u8", None);
         r.join(member("a", Some("us")), s.clone()).unwrap();
         r.join(member("b", Some("eu")), s.clone()).unwrap();
         r.join(member("c", Some("eu")), s.clone()).unwrap();
@@ -529,7 +774,7 @@ mod tests {
             ..member(id, None)
         };
         let mut r = registry(8);
-        let s = r.swarm_key("/s", 0, None);
+        let s = r.swarm_key("/s", None);
         r.join(with("quic", &[Transport::Quic]), s.clone()).unwrap();
         r.join(
             with("both", &[Transport::Quic, Transport::Webrtc]),
@@ -554,7 +799,7 @@ mod tests {
     #[test]
     fn at_most_k_by_seniority_vouched_peers_first_but_never_more_than_half() {
         let mut r = registry(4);
-        let s = r.swarm_key("/s", 0, None);
+        let s = r.swarm_key("/s", None);
         let all = ["a", "b", "c", "d", "e", "f", "g", "h"];
         for id in all {
             r.join(member(id, None), s.clone()).unwrap();
@@ -582,7 +827,7 @@ mod tests {
     #[test]
     fn one_reporter_cannot_exclude_an_honest_peer_two_can() {
         let mut r = registry(8);
-        let s = r.swarm_key("/s", 0, None);
+        let s = r.swarm_key("/s", None);
         let all = ["a", "b", "c", "honest", "liar"];
         for id in all {
             r.join(member(id, None), s.clone()).unwrap();
@@ -611,8 +856,8 @@ mod tests {
     #[test]
     fn reports_about_strangers_or_other_swarms_are_ignored() {
         let mut r = registry(8);
-        let s = r.swarm_key("/s", 0, None);
-        let other = r.swarm_key("/s", 1, None);
+        let s = r.swarm_key("/s", None);
+        let other = r.swarm_key("/s1", None);
         for id in ["a", "b", "c"] {
             r.join(member(id, None), s.clone()).unwrap();
         }
@@ -654,46 +899,218 @@ mod tests {
     }
 
     #[test]
-    fn limits_on_swarm_size_swarm_count_and_ids() {
+    fn limits_on_swarm_count_and_ids_and_big_swarms_get_shards() {
         let mut r = Registry::new(TrackerConfig {
             max_peers_per_swarm: 2,
-            max_swarms: 2,
+            max_swarms: 3,
             ..TrackerConfig::default()
         });
-        let s1 = r.swarm_key("/a", 0, None);
-        r.join(member("a", None), s1.clone()).unwrap();
+        let s1 = r.swarm_key("/a", None);
+        assert_eq!(r.join(member("a", None), s1.clone()), Ok(s1.clone()));
         assert_eq!(
             r.join(member("a", None), s1.clone()),
             Err(JoinError::DuplicateId)
         );
         r.join(member("b", None), s1.clone()).unwrap();
-        assert_eq!(
-            r.join(member("c", None), s1.clone()),
-            Err(JoinError::SwarmFull)
+        // The third viewer of /a gets a second shard, not a refusal; it is matched in it only.
+        let shard1 = r.join(member("c", None), s1.clone()).unwrap();
+        assert_eq!(shard1.shard, 1);
+        assert_eq!(shard1.label(), "/a~1");
+        assert!(
+            r.matches("c").is_empty(),
+            "peers are matched within their shard"
         );
-        r.join(member("c", None), r.swarm_key("/b", 0, None))
-            .unwrap();
+        assert_eq!(ids(&r.matches("a")), ["b"]);
+        r.join(member("d", None), r.swarm_key("/b", None)).unwrap();
         assert_eq!(
-            r.join(member("d", None), r.swarm_key("/c", 0, None)),
+            r.join(member("e", None), r.swarm_key("/c", None)),
             Err(JoinError::TooManySwarms)
         );
-        assert_eq!(r.leave("c"), Some(r.swarm_key("/b", 0, None)));
-        assert_eq!(r.swarm_count(), 1, "an empty swarm is dropped");
-        r.join(member("d", None), r.swarm_key("/c", 0, None))
+        assert_eq!(
+            r.join(member("e", None), s1.clone()),
+            Ok(shard1.clone()),
+            "room in shard 1"
+        );
+        assert_eq!(
+            r.join(member("f", None), s1.clone()),
+            Err(JoinError::TooManySwarms),
+            "a third shard would be a fourth swarm"
+        );
+        assert_eq!(r.leave("d"), Some(r.swarm_key("/b", None)));
+        assert_eq!(r.swarm_count(), 2, "an empty swarm is dropped");
+        // A place freed in shard 0 is filled first.
+        r.leave("a");
+        assert_eq!(r.join(member("g", None), s1.clone()), Ok(s1));
+        assert_eq!(r.peer_count(), 4);
+    }
+
+    #[test]
+    fn one_address_holds_a_bounded_number_of_peers_and_streams() {
+        let mut r = Registry::new(TrackerConfig {
+            max_peers_per_address: 3,
+            max_swarms_per_address: 2,
+            ..TrackerConfig::default()
+        });
+        let at = |id: &str, ip: &str| Member {
+            address: Some(ip.parse().unwrap()),
+            ..member(id, None)
+        };
+        r.join(at("a", "10.0.0.1"), r.swarm_key("/1", None))
             .unwrap();
-        assert_eq!(r.peer_count(), 3);
+        r.join(at("b", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
+        assert_eq!(
+            r.join(at("c", "10.0.0.1"), r.swarm_key("/3", None)),
+            Err(JoinError::TooManySwarmsFromAddress)
+        );
+        r.join(at("c", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
+        assert_eq!(
+            r.join(at("d", "10.0.0.1"), r.swarm_key("/1", None)),
+            Err(JoinError::TooManyFromAddress)
+        );
+        // IPv6 counts by /64; other addresses are not affected.
+        for (i, ip) in ["2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"]
+            .iter()
+            .enumerate()
+        {
+            r.join(at(&format!("v6-{i}"), ip), r.swarm_key("/1", None))
+                .unwrap();
+        }
+        assert_eq!(
+            r.join(at("v6-x", "2001:db8:0:0:1::9"), r.swarm_key("/1", None)),
+            Err(JoinError::TooManyFromAddress)
+        );
+        r.join(at("other", "2001:db8:0:1::1"), r.swarm_key("/1", None))
+            .unwrap();
+        r.join(at("e", "10.0.0.2"), r.swarm_key("/3", None))
+            .unwrap();
+        // Leaving frees the places.
+        r.leave("a");
+        r.join(at("d", "10.0.0.1"), r.swarm_key("/2", None))
+            .unwrap();
+        r.leave("b");
+        r.leave("c");
+        r.leave("d");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(
+            !r.addresses.contains_key(&ip),
+            "no entry kept for an address with no peers"
+        );
+        assert_eq!(r.addresses.len(), 3, "10.0.0.2 and two /64s");
+    }
+
+    #[test]
+    fn ten_thousand_joins_of_one_playlist_fill_shards_not_the_table() {
+        let mut r = Registry::new(TrackerConfig {
+            max_peers_per_address: usize::MAX,
+            ..TrackerConfig::default()
+        });
+        let s = r.swarm_key("/demo/live/low.m3u8", None);
+        for i in 0..10_000 {
+            r.join(member(&format!("p{i}"), None), s.clone()).unwrap();
+        }
+        assert_eq!(r.swarm_count(), 20, "10,000 peers in shards of 500");
+        assert_eq!(r.swarm_members(&s.with_shard(19)).len(), 500);
+    }
+
+    /// Pushes of peer lists: a list is sent only when it changed, at most once per interval.
+    #[test]
+    fn peer_lists_are_paced_and_sent_only_when_they_change() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(TrackerConfig {
+            max_peers_per_address: usize::MAX,
+            ..TrackerConfig::default()
+        });
+        let s = r.swarm_key("/s", None);
+        let mut now = t0;
+        let mut pushed = 0u64;
+        // 400 members join one by one, 50 ms apart; each gets its first list at once, and the
+        // pacer runs after every join.
+        for i in 0..400 {
+            now += Duration::from_millis(50);
+            let id = format!("p{i:03}");
+            r.join(member(&id, None), s.clone()).unwrap();
+            let first = r.first_list(&id, now);
+            assert_eq!(first.len(), i.min(8));
+            pushed += 1;
+            pushed += r.due_lists(now).0.len() as u64;
+        }
+        // 28 more join and leave again.
+        for i in 0..28 {
+            now += Duration::from_millis(50);
+            let id = format!("q{i:02}");
+            r.join(member(&id, None), s.clone()).unwrap();
+            r.first_list(&id, now);
+            pushed += 1;
+            pushed += r.due_lists(now).0.len() as u64;
+            r.leave(&id);
+            pushed += r.due_lists(now).0.len() as u64;
+        }
+        // Later, whatever is still pending goes out once.
+        now += Duration::from_secs(2);
+        pushed += r.due_lists(now).0.len() as u64;
+        assert_eq!(r.pending_lists(), 0);
+        assert_eq!(pushed, r.lists_pushed());
+        // 428 first lists; the first 9 members' lists filled up as the swarm grew (at most one
+        // push per member per second); nobody else's list changed.
+        assert!(pushed <= 428 + 16, "{pushed} pushes");
+        // Every full list is of the 8 most senior peers.
+        assert_eq!(
+            ids(&r.matches("p399")),
+            ["p000", "p001", "p002", "p003", "p004", "p005", "p006", "p007"]
+        );
+
+        // A senior peer leaves: the members that were given it (everybody but itself) get one
+        // new list each, not more, and not before a second has passed since their previous one.
+        let before = r.lists_pushed();
+        r.leave("p003");
+        let (due, next) = r.due_lists(now);
+        assert_eq!(due.len(), 399);
+        assert!(next.is_none());
+        assert_eq!(due[0].1.len(), 8);
+        assert!(!due
+            .iter()
+            .any(|(_, l)| l.iter().any(|p| p.peer_id == "p003")));
+        r.leave("p004");
+        let (due, next) = r.due_lists(now + Duration::from_millis(10));
+        assert!(due.is_empty(), "paced");
+        assert_eq!(next, Some(now + Duration::from_secs(1)));
+        let (due, _) = r.due_lists(now + Duration::from_secs(1));
+        assert_eq!(due.len(), 398);
+        assert_eq!(r.lists_pushed() - before, 399 + 398);
+    }
+
+    #[test]
+    fn a_leave_or_join_that_does_not_change_a_list_sends_nothing() {
+        let t0 = Instant::now();
+        let mut r = registry(2);
+        let s = r.swarm_key("/s", None);
+        for id in ["a", "b", "c", "d"] {
+            r.join(member(id, None), s.clone()).unwrap();
+            r.first_list(id, t0);
+        }
+        let (due, _) = r.due_lists(t0 + Duration::from_secs(5));
+        // a and b only had each other when they joined; they learn of c (a) and c (b).
+        assert_eq!(due.len(), 2, "{due:?}");
+        // d was listed by nobody (everybody's list is full of seniors): its leave changes nothing.
+        r.leave("d");
+        assert_eq!(r.pending_lists(), 0);
+        // A junior newcomer displaces nobody.
+        r.join(member("e", None), s.clone()).unwrap();
+        assert_eq!(r.pending_lists(), 0);
     }
 
     #[test]
     fn region_split_is_optional() {
         let plain = registry(8);
-        assert_eq!(plain.swarm_key("/a", 0, Some("eu")).region, None);
+        assert_eq!(plain.swarm_key("/a", Some("eu")).region, None);
         let split = Registry::new(TrackerConfig {
             split_by_region: true,
             ..TrackerConfig::default()
         });
         assert_eq!(
-            split.swarm_key("/a", 0, Some("eu")).region.as_deref(),
+            split.swarm_key("/a", Some("eu")).region.as_deref(),
             Some("eu")
         );
     }
