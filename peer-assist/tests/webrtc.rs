@@ -111,9 +111,9 @@ async fn connect_pair(
     b_out: Outgoing,
     mode: Relay,
 ) -> (PeerLink, PeerLink) {
-    relay(a_out, a.me(), Arc::clone(b), mode);
-    relay(b_out, b.me(), Arc::clone(a), mode);
-    a.connect(b.me()).unwrap();
+    relay(a_out, &a.me(), Arc::clone(b), mode);
+    relay(b_out, &b.me(), Arc::clone(a), mode);
+    a.connect(&b.me()).unwrap();
     let (link_a, link_b) = tokio::join!(open_link(a, b.me()), open_link(b, a.me()));
     (link_a, link_b)
 }

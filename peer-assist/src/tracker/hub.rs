@@ -100,6 +100,8 @@ struct PlaylistStats {
 enum Outbound {
     Message(ServerMessage),
     Close(ErrorCode, String),
+    /// The gateway shuts down: close with 1012, the peer joins again elsewhere.
+    Restart,
 }
 
 struct Inner {
@@ -112,6 +114,8 @@ struct Inner {
     playlist_stats: Mutex<HashMap<String, PlaylistStats>>,
     metrics: TrackerMetrics,
     backend: Arc<dyn Backend>,
+    /// Set by [`Tracker::restart_all`]: a peer that joins afterwards is closed at once.
+    restarting: std::sync::atomic::AtomicBool,
 }
 
 /// See the module docs. Cheap to clone.
@@ -161,6 +165,7 @@ impl Tracker {
                 playlist_stats: Mutex::new(HashMap::new()),
                 metrics: TrackerMetrics::register(registry),
                 backend,
+                restarting: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -171,6 +176,19 @@ impl Tracker {
 
     pub fn peer_count(&self) -> usize {
         lock(&self.inner.registry).peer_count()
+    }
+
+    /// The gateway shuts down: every peer's socket is closed with 1012 (service restart), and so is
+    /// any that joins from now on, so that peers join again through the balancer, elsewhere.
+    /// [`Tracker::peer_count`] falls to zero as the close frames go out.
+    pub fn restart_all(&self) {
+        self.inner
+            .restarting
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let senders: Vec<_> = lock(&self.inner.outbound).values().cloned().collect();
+        for sender in senders {
+            let _ = sender.try_send(Outbound::Restart);
+        }
     }
 
     /// Pushes the digest of a newly cached segment of `playlist` to every peer watching it.
@@ -287,6 +305,13 @@ impl Tracker {
             }
         };
         let (id, swarm, mut outbound) = joined;
+        if self
+            .inner
+            .restarting
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            self.send(&id, Outbound::Restart);
+        }
         let reason = self
             .run(&mut ws, &id, &swarm, &mut outbound, &config, &mut budget)
             .await;
@@ -535,6 +560,12 @@ impl Tracker {
                         }
                     }
                     Some(Outbound::Close(code, message)) => return Some((code, message)),
+                    Some(Outbound::Restart) => {
+                        self.inner.metrics.closed("restart");
+                        let frame = CloseFrame { code: CloseCode::Restart, reason: "restart".into() };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+                        return None;
+                    }
                     None => return None,
                 },
                 _ = ping.tick() => {
