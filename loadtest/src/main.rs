@@ -148,6 +148,10 @@ struct OriginArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: SocketAddr,
+    /// Path prefix of a stream (repeat for several streams, each its own master playlist at
+    /// PREFIX/master.m3u8) [default: /synthetic].
+    #[arg(long, value_name = "PREFIX")]
+    prefix: Vec<String>,
     /// Origin outage window START+LENGTH after the origin starts, e.g. "30s+15s" (repeatable):
     /// every request gets 503 during it.
     #[arg(long, value_name = "START+LENGTH", value_parser = Outages::parse_window)]
@@ -313,19 +317,45 @@ async fn run_origin(args: OriginArgs) -> ExitCode {
     };
     let addr = listener.local_addr().map_or(args.listen, |a| a);
     let kind = if stream.live { "live" } else { "VOD" };
-    println!(
-        "synthetic {kind} origin on http://{addr}{}/master.m3u8",
-        stream.prefix
-    );
+    let prefixes = if args.prefix.is_empty() {
+        vec![stream.prefix.clone()]
+    } else {
+        args.prefix.clone()
+    };
+    let streams: Vec<SyntheticStream> = prefixes
+        .iter()
+        .map(|prefix| SyntheticStream {
+            prefix: prefix.clone(),
+            ..stream.clone()
+        })
+        .collect();
+    for s in &streams {
+        println!(
+            "synthetic {kind} origin on http://{addr}{}/master.m3u8",
+            s.prefix
+        );
+    }
     let stats = Arc::new(OriginStats::default());
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
     tokio::select! {
-        () = origin::serve_with(
-            Arc::new(stream),
+        () = origin::serve_many(
+            Arc::new(streams),
             listener,
             Arc::clone(&stats),
             Outages(args.outage),
         ) => {}
         _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
     println!(
         "served {} requests ({} rejected by outages), {:.2} origin requests per distinct segment",

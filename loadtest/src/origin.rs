@@ -467,7 +467,9 @@ pub struct OriginStats {
     /// Requests answered 503 because an outage window was active.
     pub outage_rejections: AtomicU64,
     /// Successfully served segment requests per `(rendition, sequence)`.
-    pub per_segment: Mutex<HashMap<(usize, u64), u64>>,
+    /// Successfully served segment requests per `(stream, rendition, sequence)`; `stream` is the
+    /// index of the stream in [`serve_many`]'s list (0 with one stream).
+    pub per_segment: Mutex<HashMap<(usize, usize, u64), u64>>,
 }
 
 /// Origin outage windows `(start, length)`, measured from the moment the origin starts serving.
@@ -500,6 +502,11 @@ impl Outages {
 impl OriginStats {
     /// Records one answered request whose body of `body_bytes` bytes was sent.
     pub fn record(&self, response: &Response, body_bytes: u64) {
+        self.record_in(0, response, body_bytes);
+    }
+
+    /// [`OriginStats::record`] for the stream at index `stream`.
+    pub fn record_in(&self, stream: usize, response: &Response, body_bytes: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(body_bytes, Ordering::Relaxed);
         if response.status == StatusCode::NOT_FOUND {
@@ -517,7 +524,7 @@ impl OriginStats {
                 if response.status.is_success() {
                     *self
                         .lock_per_segment()
-                        .entry((rendition, sequence))
+                        .entry((stream, rendition, sequence))
                         .or_insert(0) += 1;
                 }
             }
@@ -531,13 +538,13 @@ impl OriginStats {
         self.bytes.fetch_add(body_bytes, Ordering::Relaxed);
     }
 
-    fn lock_per_segment(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, u64), u64>> {
+    fn lock_per_segment(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, usize, u64), u64>> {
         self.per_segment
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Number of distinct `(rendition, sequence)` segments served at least once.
+    /// Number of distinct `(stream, rendition, sequence)` segments served at least once.
     pub fn distinct_segments(&self) -> u64 {
         self.lock_per_segment().len() as u64
     }
@@ -570,6 +577,19 @@ pub async fn serve_with(
     stats: Arc<OriginStats>,
     outages: Outages,
 ) {
+    let stream = Arc::try_unwrap(stream).unwrap_or_else(|shared| (*shared).clone());
+    serve_many(Arc::new(vec![stream]), listener, stats, outages).await;
+}
+
+/// [`serve_with`] for several streams on one origin, each under its own prefix (the first whose
+/// routes match a path answers it; a path none matches is the first stream's 404).
+pub async fn serve_many(
+    streams: Arc<Vec<SyntheticStream>>,
+    listener: TcpListener,
+    stats: Arc<OriginStats>,
+    outages: Outages,
+) {
+    let stream = streams;
     let outages = Arc::new((std::time::Instant::now(), outages));
     let mut connections = JoinSet::new();
     loop {
@@ -594,7 +614,7 @@ pub async fn serve_with(
 
 async fn serve_connection(
     tcp: tokio::net::TcpStream,
-    stream: Arc<SyntheticStream>,
+    stream: Arc<Vec<SyntheticStream>>,
     stats: Arc<OriginStats>,
     outages: Arc<(std::time::Instant, Outages)>,
 ) {
@@ -621,11 +641,21 @@ async fn serve_connection(
 }
 
 fn respond(
-    stream: &SyntheticStream,
+    streams: &[SyntheticStream],
     stats: &OriginStats,
     method: &Method,
     path: &str,
 ) -> http::Response<Full<Bytes>> {
+    let index = streams
+        .iter()
+        .position(|s| s.route(path) != Route::Unknown)
+        .unwrap_or(0);
+    let Some(stream) = streams.get(index) else {
+        stats.record_other(0);
+        let mut response = http::Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        return response;
+    };
     let head = method == Method::HEAD;
     if method != Method::GET && !head {
         stats.record_other(0);
@@ -638,7 +668,7 @@ fn respond(
     }
     let answer = stream.get(path, SystemTime::now());
     let len = answer.body.len() as u64;
-    stats.record(&answer, if head { 0 } else { len });
+    stats.record_in(index, &answer, if head { 0 } else { len });
     let body = if head { Bytes::new() } else { answer.body };
     let mut response = http::Response::new(Full::new(body));
     *response.status_mut() = answer.status;

@@ -111,10 +111,11 @@ async fn connect_pair(
     b_out: Outgoing,
     mode: Relay,
 ) -> (PeerLink, PeerLink) {
-    relay(a_out, a.me(), Arc::clone(b), mode);
-    relay(b_out, b.me(), Arc::clone(a), mode);
-    a.connect(b.me()).unwrap();
-    let (link_a, link_b) = tokio::join!(open_link(a, b.me()), open_link(b, a.me()));
+    relay(a_out, &a.me(), Arc::clone(b), mode);
+    relay(b_out, &b.me(), Arc::clone(a), mode);
+    a.connect(&b.me()).unwrap();
+    let (a_id, b_id) = (a.me(), b.me());
+    let (link_a, link_b) = tokio::join!(open_link(a, &b_id), open_link(b, &a_id));
     (link_a, link_b)
 }
 

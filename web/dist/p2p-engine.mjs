@@ -782,16 +782,16 @@ var TokenBucket = class {
   }
 };
 var Backoff = class {
-  constructor(firstMs = 1e3, maxMs = 6e4) {
+  constructor(firstMs = 1e3, maxMs = 3e4) {
     this.firstMs = firstMs;
     this.maxMs = maxMs;
     this.nextMs = firstMs;
   }
-  /** The delay to wait now; the next one doubles. */
-  next() {
+  /** The delay to wait now (`random` in [0, 1) picks it in [d/2, d)); the next one doubles. */
+  next(random = Math.random()) {
     const d = this.nextMs;
     this.nextMs = Math.min(this.maxMs, this.nextMs * 2);
-    return d;
+    return Math.floor(d * (0.5 + 0.5 * Math.min(Math.max(random, 0), 1)));
   }
   reset() {
     this.nextMs = this.firstMs;
@@ -2622,6 +2622,8 @@ var DEFAULT_MAX_STORE_BYTES = DEFAULT_CORE_CONFIG.maxStoreBytes;
 var DEFAULT_MAX_STORE_SEGMENTS = DEFAULT_CORE_CONFIG.window;
 var MAX_SEGMENT_BYTES2 = 256 * 1024 * 1024;
 var DEADLINE_SLACK_MS = 100;
+var CLOSE_SERVICE_RESTART = 1012;
+var RESTART_JITTER_MS = 500;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
 var TIMEOUT = /* @__PURE__ */ Symbol("timeout");
 var P2PEngine = class {
@@ -2673,7 +2675,9 @@ var P2PEngine = class {
       seeder: null,
       storedSegments: 0,
       storedBytes: 0,
-      warnings: 0
+      warnings: 0,
+      /** Tracker sockets lost and joined again (the gateway went away or restarted). */
+      signallingReconnects: 0
     };
     this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
@@ -3323,7 +3327,8 @@ var P2PEngine = class {
       this.log.warn("signalling-closed", `no reconnect after ${info.error}`);
       return;
     }
-    const delay = this.backoff.next();
+    const delay = info.code === CLOSE_SERVICE_RESTART ? Math.floor(Math.random() * RESTART_JITTER_MS) : this.backoff.next();
+    this.stats.signallingReconnects += 1;
     this.log.warn("signalling-closed", info.code, info.reason || info.error || "", `reconnecting in ${delay} ms`);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }

@@ -30,6 +30,12 @@ export const DEFAULT_MAX_STORE_SEGMENTS = DEFAULT_CORE_CONFIG.window;
 const MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
 /** A waiting segment's deadline is sent again to the core when it moved by more than this. */
 const DEADLINE_SLACK_MS = 100;
+/**
+ * The close code (RFC 6455 registry: Service Restart) of a gateway that shuts down: join again at
+ * once, within this jitter, through the balancer (docs/PROTOCOL.md §2.2).
+ */
+export const CLOSE_SERVICE_RESTART = 1012;
+const RESTART_JITTER_MS = 500;
 /** Tracker errors after which reconnecting cannot help. */
 const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
 /** Stands for "the core's timer fired" in the input queue. */
@@ -109,6 +115,8 @@ export class P2PEngine {
       storedSegments: 0,
       storedBytes: 0,
       warnings: 0,
+      /** Tracker sockets lost and joined again (the gateway went away or restarted). */
+      signallingReconnects: 0,
     };
     /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
     this.otherHttp = { bytes: 0, segments: 0 };
@@ -833,7 +841,10 @@ export class P2PEngine {
       this.log.warn('signalling-closed', `no reconnect after ${info.error}`);
       return;
     }
-    const delay = this.backoff.next();
+    const delay = info.code === CLOSE_SERVICE_RESTART
+      ? Math.floor(Math.random() * RESTART_JITTER_MS)
+      : this.backoff.next();
+    this.stats.signallingReconnects += 1;
     this.log.warn('signalling-closed', info.code, info.reason || info.error || '', `reconnecting in ${delay} ms`);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
   }

@@ -86,19 +86,22 @@ export class TokenBucket {
   }
 }
 
-/** Exponential backoff: 1 s doubling to 60 s by default. */
+/**
+ * Reconnect backoff: 1 s doubling to 30 s by default, each delay drawn in [d/2, d) so that the
+ * peers of a gateway that went away do not all come back at the same instant (as the native node's).
+ */
 export class Backoff {
-  constructor(firstMs = 1000, maxMs = 60_000) {
+  constructor(firstMs = 1000, maxMs = 30_000) {
     this.firstMs = firstMs;
     this.maxMs = maxMs;
     this.nextMs = firstMs;
   }
 
-  /** The delay to wait now; the next one doubles. */
-  next() {
+  /** The delay to wait now (`random` in [0, 1) picks it in [d/2, d)); the next one doubles. */
+  next(random = Math.random()) {
     const d = this.nextMs;
     this.nextMs = Math.min(this.maxMs, this.nextMs * 2);
-    return d;
+    return Math.floor(d * (0.5 + 0.5 * Math.min(Math.max(random, 0), 1)));
   }
 
   reset() {

@@ -168,8 +168,19 @@ pub async fn serve(
     drop(listener);
     state.start_draining();
     tracing::info!(connections = graceful.count(), timeout = ?config.drain_timeout, "draining");
-    match tokio::time::timeout(config.drain_timeout, graceful.shutdown()).await {
-        Ok(()) => Drained::Clean,
+    // Upgraded WebSockets are no longer hyper's connections: the tracker closes them itself (1012,
+    // "join again elsewhere") and the drain waits until every close frame is out.
+    let peers_gone = async {
+        if let Some(p2p) = &state.p2p {
+            p2p.tracker.restart_all();
+            while p2p.tracker.peer_count() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let drained = async { tokio::join!(graceful.shutdown(), peers_gone) };
+    match tokio::time::timeout(config.drain_timeout, drained).await {
+        Ok(_) => Drained::Clean,
         Err(_) => Drained::TimedOut,
     }
 }

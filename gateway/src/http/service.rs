@@ -87,6 +87,8 @@ pub async fn handle<B: Send + 'static>(
         "/readyz" if state.is_draining() => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/readyz" => plain(StatusCode::OK, "ready\n"),
         "/metrics" => metrics(&state).await,
+        // A draining gateway takes no new peers: they join where the balancer sends them next.
+        "/p2p/v1/ws" if state.is_draining() => plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         p if p.starts_with(crate::p2p::PREFIX) => match &state.p2p {
             Some(p2p) => return p2p.handle(&state.edge, request).await,
             None => plain(

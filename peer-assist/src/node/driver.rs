@@ -24,7 +24,8 @@ use super::{FetchError, NodeConfig, NodeError, SignallingError, Source, Summary}
 use crate::hls::SegmentList;
 use crate::protocol::frame::{self, Frame, PROTOCOL_VERSION};
 use crate::protocol::signal::{
-    self, Capabilities, ClientMessage, QuicAddress, ServerMessage, Transport, SIGNAL_VERSION,
+    self, Capabilities, ClientMessage, ErrorCode, QuicAddress, ServerMessage, Transport,
+    CLOSE_SERVICE_RESTART, SIGNAL_VERSION,
 };
 use crate::transport::quic::{QuicIdentity, QuicTransport, QuicTuning};
 #[cfg(feature = "webrtc")]
@@ -39,6 +40,11 @@ const HASH_INLINE_MAX: usize = 64 * 1024;
 /// that with reports and leave the node stays well inside the tracker's budget (20/s, burst 40).
 #[cfg(feature = "webrtc")]
 const RELAY_RATE: f64 = 12.0;
+/// Reconnect backoff after a lost tracker connection: the first delay, and the largest.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// After close code 1012 (the gateway restarts) the node joins again within this.
+const RESTART_JITTER: Duration = Duration::from_millis(500);
 /// The largest frame a QUIC link carries, header included.
 const QUIC_MAX_FRAME: usize = crate::transport::FRAME_HEADER_LEN + crate::transport::MAX_FRAME_LEN;
 
@@ -185,6 +191,8 @@ enum Event {
         from: String,
         payload: serde_json::Value,
     },
+    /// Joined again after the tracker connection was lost: the new session's `welcome`.
+    Rejoined(ServerMessage),
 }
 
 /// Starts a node: joins the swarm and begins. Returns once it has joined.
@@ -207,7 +215,26 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         None
     };
     let quic_addr = quic.as_ref().map(|t| t.local_addr());
-    let (mut ws_tx, mut ws_rx, welcome) = join(&config, &transports, quic.as_deref()).await?;
+    let ws_url = format!(
+        "{}/p2p/v1/ws?stream={}",
+        config.gateway.replacen("http", "ws", 1),
+        config.stream
+    );
+    let hello = ClientMessage::Join {
+        v: SIGNAL_VERSION,
+        stream: config.stream.clone(),
+        rendition: config.rendition,
+        capabilities: Capabilities {
+            transports: transports.clone(),
+            upload: config.upload,
+        },
+        token: None,
+        quic: quic.as_ref().map(|t| QuicAddress {
+            addr: t.local_addr().to_string(),
+            fingerprint: t.fingerprint().to_owned(),
+        }),
+    };
+    let (ws_tx, ws_rx, welcome) = join(&ws_url, &hello).await?;
     let ServerMessage::Welcome {
         peer_id: me,
         playlist,
@@ -217,45 +244,25 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         return Err(NodeError::Signalling(SignallingError::Closed));
     };
     let (me, playlist) = (me.clone(), playlist.clone());
+    let peer_id = Arc::new(std::sync::RwLock::new(me.clone()));
     let (events_tx, events) = mpsc::unbounded_channel();
-    let (signal_out, mut signal_queue) = mpsc::unbounded_channel::<ClientMessage>();
-    // Signalling reader and writer.
-    let tx = events_tx.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(Ok(message)) = ws_rx.next().await {
-            if let Message::Text(text) = message {
-                match signal::decode_server(&text) {
-                    Ok(ServerMessage::Relay { from, payload }) => {
-                        let _ = tx.send(Event::Relay { from, payload });
-                    }
-                    Ok(m) => {
-                        let _ = tx.send(Event::Input(Input::Signal(m)));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "bad message from the tracker"),
-                }
-            }
-        }
-        let _ = tx.send(Event::Input(Input::SignalClosed));
-    });
-    let writer = tokio::spawn(async move {
-        while let Some(message) = signal_queue.recv().await {
-            if ws_tx
-                .send(Message::text(signal::encode_client(&message)))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-        let _ = ws_tx.close().await;
-    });
+    let (signal_out, signal_queue) = mpsc::unbounded_channel::<ClientMessage>();
+    let reconnects = Arc::new(AtomicU64::new(0));
+    // Signalling: this connection, then new ones whenever it closes.
+    let signalling = tokio::spawn(signalling(
+        Rejoin { ws_url, hello },
+        (ws_tx, ws_rx),
+        signal_queue,
+        events_tx.clone(),
+        Arc::clone(&reconnects),
+    ));
     let tasks = TaskSet::default();
     let link_ids = Arc::new(AtomicU64::new(1));
-    let mut background = vec![reader, writer];
+    let mut background = vec![signalling];
     if let Some(quic) = &quic {
         let transport = Arc::clone(quic);
         let tx = events_tx.clone();
-        let me = me.clone();
+        let me = Arc::clone(&peer_id);
         let tasks = tasks.clone();
         let ids = Arc::clone(&link_ids);
         background.push(tokio::spawn(async move {
@@ -264,7 +271,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
                 tasks.spawn(run_link(
                     link,
                     id,
-                    me.clone(),
+                    current(&me),
                     None,
                     Some(false),
                     tx.clone(),
@@ -301,6 +308,8 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let driver = Driver {
         core,
         me,
+        peer_id,
+        reconnects,
         playlist,
         client: GatewayClient::new(&config.gateway),
         events: events_tx.clone(),
@@ -342,15 +351,9 @@ type WsStream = futures_util::stream::SplitStream<
 
 /// Connects to the tracker, joins, and waits for the welcome.
 async fn join(
-    config: &NodeConfig,
-    transports: &[Transport],
-    quic: Option<&QuicTransport>,
+    ws_url: &str,
+    hello: &ClientMessage,
 ) -> Result<(WsSink, WsStream, ServerMessage), NodeError> {
-    let ws_url = format!(
-        "{}/p2p/v1/ws?stream={}",
-        config.gateway.replacen("http", "ws", 1),
-        config.stream
-    );
     let (ws, _) = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async(ws_url),
@@ -359,22 +362,8 @@ async fn join(
     .map_err(|_| SignallingError::Timeout)?
     .map_err(|e| SignallingError::Connect(e.to_string()))?;
     let (mut ws_tx, mut ws_rx) = ws.split();
-    let join = ClientMessage::Join {
-        v: SIGNAL_VERSION,
-        stream: config.stream.clone(),
-        rendition: config.rendition,
-        capabilities: Capabilities {
-            transports: transports.to_vec(),
-            upload: config.upload,
-        },
-        token: None,
-        quic: quic.map(|t| QuicAddress {
-            addr: t.local_addr().to_string(),
-            fingerprint: t.fingerprint().to_owned(),
-        }),
-    };
     ws_tx
-        .send(Message::text(signal::encode_client(&join)))
+        .send(Message::text(signal::encode_client(hello)))
         .await
         .map_err(|e| SignallingError::Connect(e.to_string()))?;
     loop {
@@ -396,6 +385,171 @@ async fn join(
             Some(Err(e)) => return Err(SignallingError::Connect(e.to_string()).into()),
             None => return Err(SignallingError::Closed.into()),
         }
+    }
+}
+
+/// What it takes to join again: the tracker URL and the `join` message.
+struct Rejoin {
+    ws_url: String,
+    hello: ClientMessage,
+}
+
+/// The id a new link presents in its Handshake: the current session's.
+fn current(id: &std::sync::RwLock<String>) -> String {
+    id.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Tracker sessions, one after another, for the life of the node: messages from the core go out on
+/// the current socket; when it closes, the core is told (`SignalClosed`, it keeps playing over HTTP
+/// and keeps its store) and the node joins again after [`Backoff`] (at once, within
+/// [`RESTART_JITTER`], when the gateway said it restarts: close code 1012), through whatever the
+/// gateway URL leads to now (a balancer picks another gateway). A new `welcome` starts a new swarm
+/// session in the core. Ends when the node stops (the core's queue closes), or after a refusal that
+/// rejoining cannot cure (`unsupported_version`, `unauthorized`).
+async fn signalling(
+    rejoin: Rejoin,
+    (mut ws_tx, mut ws_rx): (WsSink, WsStream),
+    mut queue: mpsc::UnboundedReceiver<ClientMessage>,
+    events: mpsc::UnboundedSender<Event>,
+    reconnects: Arc<AtomicU64>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let code = match pump(&mut ws_tx, &mut ws_rx, &mut queue, &events).await {
+            Ended::Stopped => {
+                let _ = ws_tx.close().await;
+                return;
+            }
+            Ended::Closed(code) => code,
+        };
+        if events.send(Event::Input(Input::SignalClosed)).is_err() {
+            return;
+        }
+        let mut delay = reconnect_delay(&mut backoff, code, rand::random());
+        tracing::info!(
+            ?code,
+            ?delay,
+            "tracker connection closed: playing over HTTP, joining again"
+        );
+        loop {
+            // What the core says meanwhile (reports, relays) belongs to a session that is gone.
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = &mut sleep => break,
+                    message = queue.recv() => if message.is_none() { return },
+                }
+            }
+            match join(&rejoin.ws_url, &rejoin.hello).await {
+                Ok((tx, rx, welcome)) => {
+                    (ws_tx, ws_rx) = (tx, rx);
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                    backoff = Backoff::default();
+                    if events.send(Event::Rejoined(welcome)).is_err() {
+                        return;
+                    }
+                    break;
+                }
+                Err(NodeError::Refused { code, message })
+                    if matches!(
+                        code,
+                        ErrorCode::UnsupportedVersion | ErrorCode::Unauthorized
+                    ) =>
+                {
+                    tracing::warn!(?code, %message, "the tracker refuses this node: HTTP only from now on");
+                    while queue.recv().await.is_some() {}
+                    return;
+                }
+                Err(e) => {
+                    delay = backoff.next(rand::random());
+                    tracing::debug!(error = %e, ?delay, "joining again failed");
+                }
+            }
+        }
+    }
+}
+
+/// How a tracker socket ended.
+enum Ended {
+    /// The node stops.
+    Stopped,
+    /// The socket closed, with the close code if the gateway sent one.
+    Closed(Option<u16>),
+}
+
+/// Carries messages both ways on one socket until it closes or the node stops.
+async fn pump(
+    ws_tx: &mut WsSink,
+    ws_rx: &mut WsStream,
+    queue: &mut mpsc::UnboundedReceiver<ClientMessage>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Ended {
+    loop {
+        tokio::select! {
+            incoming = ws_rx.next() => match incoming {
+                Some(Ok(Message::Text(text))) => {
+                    let event = match signal::decode_server(&text) {
+                        Ok(ServerMessage::Relay { from, payload }) => Event::Relay { from, payload },
+                        Ok(m) => Event::Input(Input::Signal(m)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "bad message from the tracker");
+                            continue;
+                        }
+                    };
+                    if events.send(event).is_err() {
+                        return Ended::Stopped;
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Ended::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return Ended::Closed(None),
+            },
+            outgoing = queue.recv() => match outgoing {
+                Some(message) => {
+                    if ws_tx.send(Message::text(signal::encode_client(&message))).await.is_err() {
+                        return Ended::Closed(None);
+                    }
+                }
+                None => return Ended::Stopped,
+            },
+        }
+    }
+}
+
+/// The first reconnect delay: after close code 1012 (the gateway restarts, [`CLOSE_SERVICE_RESTART`])
+/// at once within [`RESTART_JITTER`]; otherwise the backoff's next. `random` is in [0, 1).
+fn reconnect_delay(backoff: &mut Backoff, code: Option<u16>, random: f64) -> Duration {
+    if code == Some(CLOSE_SERVICE_RESTART) {
+        RESTART_JITTER.mul_f64(random.clamp(0.0, 1.0))
+    } else {
+        backoff.next(random)
+    }
+}
+
+/// Reconnect delays after a lost tracker connection: 1 s doubling to 30 s, each drawn in [d/2, d)
+/// so that the peers of a gateway that went away do not all come back in the same instant.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: BACKOFF_FIRST,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay to wait now (`random` in [0, 1) picks it in [d/2, d)); the next one doubles.
+    fn next(&mut self, random: f64) -> Duration {
+        let d = self.next;
+        self.next = d.saturating_mul(2).min(BACKOFF_MAX);
+        d.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0))
     }
 }
 
@@ -591,6 +745,10 @@ struct DriverLink {
 struct Driver {
     core: NodeCore,
     me: String,
+    /// The current session's peer id, as the QUIC accept loop reads it.
+    peer_id: Arc<std::sync::RwLock<String>>,
+    /// New tracker sessions after the first.
+    reconnects: Arc<AtomicU64>,
     /// The media playlist of the joined rendition.
     playlist: String,
     client: GatewayClient,
@@ -650,7 +808,9 @@ impl Driver {
         // Give the writer a moment to deliver the last report and the leave.
         tokio::time::sleep(Duration::from_millis(50)).await;
         self.close_transports();
-        self.core.summary(Instant::now())
+        let mut summary = self.core.summary(Instant::now());
+        summary.signalling_reconnects = self.reconnects.load(Ordering::Relaxed);
+        summary
     }
 
     fn close_transports(&self) {
@@ -721,6 +881,20 @@ impl Driver {
                 );
             }
             Event::Relay { from, payload } => self.on_relay(&from, &payload),
+            Event::Rejoined(welcome) => {
+                // A new session: new links present the new id; the core starts a new swarm
+                // session (its old links close) and keeps its store.
+                if let ServerMessage::Welcome { peer_id, .. } = &welcome {
+                    self.me.clone_from(peer_id);
+                    *self.peer_id.write().unwrap_or_else(|e| e.into_inner()) = peer_id.clone();
+                    #[cfg(feature = "webrtc")]
+                    if let Some(webrtc) = &self.webrtc {
+                        webrtc.set_me(peer_id);
+                    }
+                }
+                self.webrtc_asked.clear();
+                self.core.handle(Input::Signal(welcome), now);
+            }
         }
     }
 
@@ -889,5 +1063,39 @@ fn fetched(delivery: &Delivery) -> Fetched {
         took: delivery
             .finished
             .saturating_duration_since(delivery.started),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_thirty_with_jitter_below_each_step() {
+        let mut b = Backoff::default();
+        let lows: Vec<u64> = (0..7).map(|_| b.next(0.0).as_millis() as u64).collect();
+        assert_eq!(lows, [500, 1000, 2000, 4000, 8000, 15000, 15000]);
+        let mut b = Backoff::default();
+        let highs: Vec<u64> = (0..7)
+            .map(|_| b.next(0.999_999).as_millis() as u64)
+            .collect();
+        assert_eq!(highs, [999, 1999, 3999, 7999, 15999, 29999, 29999]);
+    }
+
+    #[test]
+    fn a_restarting_gateway_is_rejoined_at_once_and_leaves_the_backoff_alone() {
+        let mut b = Backoff::default();
+        let d = reconnect_delay(&mut b, Some(CLOSE_SERVICE_RESTART), 0.5);
+        assert_eq!(d, Duration::from_millis(250));
+        assert!(reconnect_delay(&mut b, Some(1012), 1.0) <= RESTART_JITTER);
+        // Other closes (1008, 1011, none) back off, starting at 1 s.
+        assert_eq!(
+            reconnect_delay(&mut b, Some(1011), 0.0),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            reconnect_delay(&mut b, None, 0.0),
+            Duration::from_millis(1000)
+        );
     }
 }

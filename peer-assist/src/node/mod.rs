@@ -192,6 +192,8 @@ pub struct Summary {
     pub peers_dropped_for_lying: Vec<String>,
     /// Links refused because the peer's certificate was not the one published for its id.
     pub identity_mismatches: u64,
+    /// Tracker sessions joined after the first (the gateway went away, or restarted).
+    pub signalling_reconnects: u64,
     pub duration_ms: u64,
     pub log: Vec<SegmentRecord>,
 }

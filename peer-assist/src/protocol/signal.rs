@@ -12,6 +12,9 @@ use super::frame::validate_segment_id;
 
 /// Value of `v` in `join` and `welcome`.
 pub const SIGNAL_VERSION: u32 = 1;
+/// The WebSocket close code (RFC 6455 registry: "Service Restart") with which a gateway that shuts
+/// down closes its peers' sockets: join again now, through the balancer, with a little jitter.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Largest signalling message, in UTF-8 bytes of the text.
 pub const MAX_SIGNAL_LEN: usize = 64 * 1024;
 /// Longest peer id, in UTF-8 bytes.

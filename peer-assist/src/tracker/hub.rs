@@ -115,6 +115,8 @@ enum End {
     Close(ErrorCode, String),
     /// The peer stopped reading (its queue filled or a send timed out): dropped without courtesies.
     Slow,
+    /// The gateway shuts down: close with 1012, the peer joins again elsewhere.
+    Restart,
 }
 
 struct Inner {
@@ -129,6 +131,9 @@ struct Inner {
     /// Wakes the task that sends paced peer lists.
     lists_changed: Arc<Notify>,
     pacer_started: std::sync::Once,
+    /// Set by [`Tracker::restart_all`]: every peer, and any that joins afterwards, is closed with
+    /// 1012.
+    restarting: tokio::sync::watch::Sender<bool>,
 }
 
 /// See the module docs. Cheap to clone.
@@ -195,6 +200,7 @@ impl Tracker {
                 backend,
                 lists_changed: Arc::new(Notify::new()),
                 pacer_started: std::sync::Once::new(),
+                restarting: tokio::sync::watch::channel(false).0,
             }),
         }
     }
@@ -205,6 +211,13 @@ impl Tracker {
 
     pub fn peer_count(&self) -> usize {
         lock(&self.inner.registry).peer_count()
+    }
+
+    /// The gateway shuts down: every peer's socket is closed with 1012 (service restart), and so is
+    /// any that joins from now on, so that peers join again through the balancer, elsewhere.
+    /// [`Tracker::peer_count`] falls to zero as the close frames go out.
+    pub fn restart_all(&self) {
+        self.inner.restarting.send_replace(true);
     }
 
     /// Pushes the digest of a newly cached segment of `playlist` to every peer watching it.
@@ -382,7 +395,7 @@ impl Tracker {
                 self.inner.metrics.closed("slow");
                 return;
             }
-            Ok(Err(End::Left)) => return,
+            Ok(Err(End::Left | End::Restart)) => return,
             Err(_) => {
                 return self
                     .close(ws, ErrorCode::BadMessage, "no join in time".into())
@@ -390,17 +403,21 @@ impl Tracker {
             }
         };
         let (id, swarm, mut outbound, kill) = joined;
-        let end = self
-            .run(
+        let mut restart = self.inner.restarting.subscribe();
+        let end = if *restart.borrow_and_update() {
+            End::Restart
+        } else {
+            self.run(
                 &mut ws,
                 &id,
                 &swarm,
                 &mut outbound,
-                &kill,
+                (&kill, &mut restart),
                 &config,
                 &mut budget,
             )
-            .await;
+            .await
+        };
         // Leave: forget the peer, tell the others (a slow peer is already gone).
         lock(&self.inner.outbound).remove(&id);
         self.leave(&id);
@@ -410,6 +427,14 @@ impl Tracker {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
             }
             End::Slow => {}
+            End::Restart => {
+                self.inner.metrics.closed("restart");
+                let frame = CloseFrame {
+                    code: CloseCode::Restart,
+                    reason: "restart".into(),
+                };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(Some(frame))).await;
+            }
         }
     }
 
@@ -621,7 +646,7 @@ impl Tracker {
         id: &str,
         swarm: &SwarmKey,
         outbound: &mut mpsc::Receiver<Utf8Bytes>,
-        kill: &Notify,
+        (kill, restart): (&Notify, &mut tokio::sync::watch::Receiver<bool>),
         config: &TrackerConfig,
         budget: &mut MessageBudget,
     ) -> End
@@ -636,6 +661,7 @@ impl Tracker {
             tokio::select! {
                 biased;
                 _ = kill.notified() => return End::Slow,
+                Ok(()) = restart.changed() => if *restart.borrow_and_update() { return End::Restart },
                 incoming = ws.next() => {
                     let text = match incoming {
                         Some(Ok(Message::Text(text))) => text,

@@ -160,13 +160,14 @@ pub struct WebrtcTransport {
 impl std::fmt::Debug for WebrtcTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebrtcTransport")
-            .field("me", &self.shared.me)
+            .field("me", &self.shared.me())
             .finish_non_exhaustive()
     }
 }
 
 struct Shared {
-    me: String,
+    /// Our peer id: a new tracker session (a reconnect) gives a new one.
+    me: std::sync::RwLock<String>,
     api: API,
     rtc_config: RTCConfiguration,
     connect_timeout: Duration,
@@ -272,7 +273,7 @@ impl WebrtcTransport {
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            me: me.to_owned(),
+            me: std::sync::RwLock::new(me.to_owned()),
             api,
             rtc_config,
             connect_timeout: config.connect_timeout,
@@ -290,8 +291,13 @@ impl WebrtcTransport {
     }
 
     /// Our peer id.
-    pub fn me(&self) -> &str {
-        &self.shared.me
+    pub fn me(&self) -> String {
+        self.shared.me()
+    }
+
+    /// Our new peer id, after a new tracker session (a reconnect): who offers to whom follows it.
+    pub fn set_me(&self, me: &str) {
+        *self.shared.me.write().unwrap_or_else(|e| e.into_inner()) = me.to_owned();
     }
 
     /// Starts an attempt with `peer` as the offerer: creates the data channel and sends an offer.
@@ -301,7 +307,7 @@ impl WebrtcTransport {
     /// Fails at once if `peer` is not smaller than our id (the peer with the greater id offers),
     /// if there are [`MAX_SESSIONS`] already, or if the transport is closed.
     pub fn connect(&self, peer: &str) -> Result<(), LinkError> {
-        if peer >= self.shared.me.as_str() {
+        if peer >= self.shared.me().as_str() {
             return Err(LinkError::Connect(format!(
                 "{peer}: the peer with the greater id offers, and it is not us"
             )));
@@ -342,7 +348,8 @@ impl WebrtcTransport {
                 })
             }
         };
-        let me = self.shared.me.as_str();
+        let me = self.shared.me();
+        let me = me.as_str();
         if from == me {
             return Ok(());
         }
@@ -389,6 +396,10 @@ impl Drop for WebrtcTransport {
 }
 
 impl Shared {
+    fn me(&self) -> String {
+        self.me.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 
 import { SIGNAL_BURST, SignallingChannel } from '../../src/signalling.js';
 import { P2PEngine } from '../../src/engine.js';
+import { Backoff } from '../../src/util.js';
 import { decodeClient } from '../../src/protocol/signal.js';
 import { GATEWAY, fakeGateway, sleep } from './fakes.js';
 
@@ -128,6 +129,13 @@ test('the engine joins; the core learns its seniors from the first peers message
   }
 });
 
+test('Backoff: 1 s doubling to 30 s, each delay in [d/2, d)', () => {
+  const b = new Backoff();
+  assert.deepEqual([0, 0, 0, 0, 0, 0, 0].map(() => b.next(0)), [500, 1000, 2000, 4000, 8000, 15000, 15000]);
+  b.reset();
+  assert.deepEqual([1, 1, 1, 1, 1, 1].map(() => b.next(0.999999)), [999, 1999, 3999, 7999, 15999, 29999]);
+});
+
 test('reconnects with backoff after a close, never after unauthorized', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
@@ -143,11 +151,20 @@ test('reconnects with backoff after a close, never after unauthorized', async ()
     await sleep(40);
     assert.equal(FakeWebSocket.all.length, 2, 'reconnected after the backoff');
     assert.equal(engine.backoff.nextMs, 40, 'the next delay doubles');
-    const ws = FakeWebSocket.all[1];
+    assert.equal(engine.stats.signallingReconnects, 1);
+    // A gateway that restarts (1012) is rejoined at once (within 500 ms), whatever the backoff.
+    engine.backoff.firstMs = engine.backoff.nextMs = 60_000;
+    const restarted = Date.now();
+    FakeWebSocket.all[1].close(1012, 'restart');
+    while (FakeWebSocket.all.length < 3 && Date.now() - restarted < 2000) await sleep(10);
+    assert.equal(FakeWebSocket.all.length, 3, 'rejoined after 1012');
+    assert.ok(Date.now() - restarted < 700, `rejoined within the restart jitter (${Date.now() - restarted} ms)`);
+    assert.equal(engine.stats.signallingReconnects, 2);
+    const ws = FakeWebSocket.all[2];
     ws.receive({ type: 'error', code: 'unauthorized', message: 'token refused' });
     ws.close(1008, 'unauthorized');
     await sleep(100);
-    assert.equal(FakeWebSocket.all.length, 2, 'no reconnect after unauthorized');
+    assert.equal(FakeWebSocket.all.length, 3, 'no reconnect after unauthorized');
     assert.equal(engine.stats.warnings > 0, true);
   } finally {
     console.warn = warn;

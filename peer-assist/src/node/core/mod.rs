@@ -516,7 +516,7 @@ impl NodeCore {
         match input {
             Input::Signal(message) => self.on_signal(message, now),
             Input::SignalClosed => {
-                tracing::warn!(peer = %self.me, "tracker connection closed: HTTP only from now on");
+                tracing::info!(peer = %self.me, "tracker connection closed: HTTP and open links until the next welcome");
             }
             Input::LinkUp {
                 link,
