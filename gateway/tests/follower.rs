@@ -1,6 +1,8 @@
 //! The live playlist follower prefetches new segments before any viewer asks, and lets go of idle
 //! renditions.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;
@@ -181,7 +183,11 @@ async fn query_variants_share_one_follower_and_one_client_cannot_take_every_slot
     // Twenty other live playlists from the same address: it may start four renditions in all.
     for i in 0..20 {
         let path = format!("/a{i}/index.m3u8");
-        assert_eq!(get_from(attacker, gw.addr, &path).await, 200, "still served");
+        assert_eq!(
+            get_from(attacker, gw.addr, &path).await,
+            200,
+            "still served"
+        );
     }
     assert_eq!(follower.started_by(attacker), 4);
     assert_eq!(gw.metric("gateway_followed_renditions").await, 4.0);
@@ -196,7 +202,11 @@ async fn query_variants_share_one_follower_and_one_client_cannot_take_every_slot
     let started = std::time::Instant::now();
     let playlist_answer = gw.get("/real/index.m3u8").await;
     assert_eq!(playlist_answer.status, 200);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(follower.is_following(&CacheKey("/real/index.m3u8".into())));
     assert!(
         wait_until(|| origin.count("/real/2.ts") == 1, WAIT).await,
@@ -234,5 +244,8 @@ async fn a_playlist_the_origin_refuses_to_the_follower_is_let_go() {
     let _ = gw.get("/tok/index.m3u8?token=abc").await;
     assert!(!follower.is_following(&key));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(origin.count("/tok/index.m3u8") <= asked + 1, "nobody reloads it");
+    assert!(
+        origin.count("/tok/index.m3u8") <= asked + 1,
+        "nobody reloads it"
+    );
 }

@@ -223,7 +223,10 @@ impl FollowedRenditions {
 
     /// Whether `key` is being followed.
     pub fn is_following(&self, key: &CacheKey) -> bool {
-        self.lock().renditions.get(key).is_some_and(Followed::active)
+        self.lock()
+            .renditions
+            .get(key)
+            .is_some_and(Followed::active)
     }
 
     /// Whether the follower should let go of `key` at `now`, given the playlist's target duration:
@@ -466,7 +469,10 @@ mod tests {
     fn client_groups_are_ipv4_addresses_and_ipv6_prefixes() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(ClientGroup::of(ip("10.0.0.1")), ClientGroup(ip("10.0.0.1")));
-        assert_ne!(ClientGroup::of(ip("10.0.0.1")), ClientGroup::of(ip("10.0.0.2")));
+        assert_ne!(
+            ClientGroup::of(ip("10.0.0.1")),
+            ClientGroup::of(ip("10.0.0.2"))
+        );
         assert_eq!(
             ClientGroup::of(ip("2001:db8:1:2:aaaa::1")),
             ClientGroup::of(ip("2001:db8:1:2:bbbb::9")),

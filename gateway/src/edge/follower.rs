@@ -22,10 +22,7 @@ use crate::hls::ObjectClass;
 /// query, so every spelling and query variant of one playlist shares one follower.
 pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) {
     let followed = ObjectRef::from_path(&follow_path(&object.path));
-    match edge
-        .follower
-        .touch(&followed.key, client, edge.clock.now())
-    {
+    match edge.follower.touch(&followed.key, client, edge.clock.now()) {
         Touch::Started => {
             tracing::info!(key = %followed.key, "following live rendition");
             tokio::spawn(run(Arc::clone(edge), followed));

@@ -118,7 +118,11 @@ impl<T> ClientIo<T> {
     }
 
     /// A write's outcome, turned into an error when the socket has been stalled for too long.
-    fn bound<R>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn bound<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         if polled.is_ready() {
             self.stalled = None;
             return polled;
@@ -447,7 +451,10 @@ mod tests {
             received.extend_from_slice(&chunk);
         }
         assert_eq!(received, data);
-        assert_eq!(sizes, [SEND_CHUNK, SEND_CHUNK, 40_000 - 2 * SEND_CHUNK - 1, 1]);
+        assert_eq!(
+            sizes,
+            [SEND_CHUNK, SEND_CHUNK, 40_000 - 2 * SEND_CHUNK - 1, 1]
+        );
         assert!(body.is_end_stream());
         assert!(SendBody::new(Full::new(Bytes::new())).is_end_stream());
     }

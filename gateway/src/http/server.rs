@@ -120,7 +120,8 @@ pub async fn serve(
                 Some(acceptor) => {
                     // The handshake is bounded like a request head.
                     let limit = connection.config.header_read_timeout;
-                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                    let handshake = Box::pin(acceptor.accept(stream));
+                    match tokio::time::timeout(limit, handshake).await {
                         Ok(Ok(stream)) => connection.run(stream).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake took too long"),
@@ -173,6 +174,25 @@ where
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let (protocol, prefix) = match read_preface(&mut io, self.config.header_read_timeout).await
+        {
+            Ok(read) => read,
+            Err(PrefaceError::TimedOut) => {
+                self.metrics.connection_refused("preface_timeout");
+                tracing::debug!(peer = %self.peer, "closing a connection that sent no request in time");
+                return;
+            }
+            Err(PrefaceError::Closed) => return,
+        };
+        // hyper's connection state is large: allocated only for a client that started a request,
+        // so that idle and half-open connections cost little (and leave little behind).
+        Box::pin(self.serve(io, protocol, prefix)).await;
+    }
+
+    async fn serve<T>(self, io: T, protocol: Sniff, prefix: Bytes)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let Connection {
             peer,
             config,
@@ -180,16 +200,12 @@ where
             metrics,
             mut draining,
         } = self;
-        let (protocol, prefix) = match read_preface(&mut io, config.header_read_timeout).await {
-            Ok(read) => read,
-            Err(PrefaceError::TimedOut) => {
-                metrics.connection_refused("preface_timeout");
-                tracing::debug!(%peer, "closing a connection that sent no request in time");
-                return;
-            }
-            Err(PrefaceError::Closed) => return,
-        };
-        let io = ClientIo::new(io, prefix, config.send_timeout, metrics.send_timeouts.clone());
+        let io = ClientIo::new(
+            io,
+            prefix,
+            config.send_timeout,
+            metrics.send_timeouts.clone(),
+        );
         let streams = ConnStreams::new();
         let executor = StreamExecutor::new(
             Arc::clone(&streams),
@@ -222,7 +238,8 @@ where
         tokio::pin!(connection);
         let h2 = protocol == Sniff::Http2;
         let idle = config.idle_timeout;
-        let mut idle_check = tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(10)));
+        let mut idle_check =
+            tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(10)));
         idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut closing = *draining.borrow();
         if closing {
