@@ -25,8 +25,8 @@ struct Tiers {
 }
 
 fn live_playlist() -> String {
-    let mut text = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:10\n"
-        .to_owned();
+    let mut text =
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:10\n".to_owned();
     for s in 10..13 {
         text.push_str(&format!("#EXTINF:4.0,\n{s}.ts\n"));
     }
@@ -55,8 +55,7 @@ async fn tiers() -> Tiers {
         config.origin.breaker_failures = 1000;
         config
     };
-    let shield =
-        TestGateway::start_with_clock(exact(test_config(&origin)), clock.clone()).await;
+    let shield = TestGateway::start_with_clock(exact(test_config(&origin)), clock.clone()).await;
     let mut edges = Vec::new();
     for _ in 0..EDGES {
         let config = exact(config_for(format!("http://{}/", shield.addr)));
@@ -110,7 +109,11 @@ async fn n_edges_and_their_viewers_cost_the_origin_one_fetch_per_object() {
         let fetched = edge
             .metric("gateway_origin_requests_total{class=\"segment\",outcome=\"ok\"}")
             .await;
-        assert_eq!(fetched, SEGMENTS.len() as f64, "segment fetches of one edge");
+        assert_eq!(
+            fetched,
+            SEGMENTS.len() as f64,
+            "segment fetches of one edge"
+        );
     }
 }
 
@@ -123,7 +126,8 @@ async fn classes_and_digests_carry_through_the_tiers() {
     // The edge classified what the shield sent exactly as the shield classified the origin's.
     for gw in [&t.shield, edge] {
         for (class, n) in [("multivariant", 1.0), ("live_media", 1.0), ("segment", 3.0)] {
-            let series = format!("gateway_origin_requests_total{{class=\"{class}\",outcome=\"ok\"}}");
+            let series =
+                format!("gateway_origin_requests_total{{class=\"{class}\",outcome=\"ok\"}}");
             assert_eq!(gw.metric(&series).await, n, "{series}");
         }
     }
@@ -136,7 +140,10 @@ async fn classes_and_digests_carry_through_the_tiers() {
         Some("application/vnd.apple.mpegurl")
     );
     let segment = edge.get(SEGMENTS[0]).await;
-    assert_eq!(segment.header("cache-control"), Some("public, max-age=86400"));
+    assert_eq!(
+        segment.header("cache-control"),
+        Some("public, max-age=86400")
+    );
     assert_eq!(segment.header("content-type"), Some("video/mp2t"));
     // ...then stale at the edge (served while it refreshes), while segments stay fresh.
     t.clock.advance(Duration::from_millis(2_500));
@@ -151,7 +158,12 @@ async fn classes_and_digests_carry_through_the_tiers() {
     for (i, d) in at_edge.iter().enumerate() {
         assert_eq!(d["id"], SEGMENTS[i]);
         let body = segment_body(i);
-        assert_eq!(d["sha256"], hex::encode(Sha256::digest(&body)), "{}", d["id"]);
+        assert_eq!(
+            d["sha256"],
+            hex::encode(Sha256::digest(&body)),
+            "{}",
+            d["id"]
+        );
         assert_eq!(d["size"], body.len() as u64);
     }
 }

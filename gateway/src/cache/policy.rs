@@ -132,7 +132,9 @@ pub fn error_lifetime(config: &CacheConfig, cc: &CacheControl) -> Option<Lifetim
         return None;
     }
     let fresh = config.ttl_error.min(ERROR_MAX);
-    let fresh = cc.shared_max_age().map_or(fresh, |origin| fresh.min(origin));
+    let fresh = cc
+        .shared_max_age()
+        .map_or(fresh, |origin| fresh.min(origin));
     (!fresh.is_zero()).then_some(Lifetime {
         fresh,
         stale: Duration::ZERO,
