@@ -2,6 +2,8 @@
 //! shield (edge → shield → origin, docs/OPERATIONS.md). All on 127.0.0.1, all driven by one
 //! explicit clock so that freshness and `Age` are exact.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;
