@@ -136,10 +136,10 @@ impl Gateway {
             (Some(cert), Some(key)) => Some(crate::http::tls::CertStore::open(cert, key)?),
             _ => None,
         };
-        let p2p = config
-            .p2p
-            .enabled
-            .then(|| p2p::P2p::start(&edge, &config.p2p, gate.clone()));
+        let p2p = config.p2p.enabled.then(|| {
+            let client_ip_header = auth::gate::client_ip_header(&config.auth);
+            p2p::P2p::start(&edge, &config.p2p, gate.clone(), client_ip_header)
+        });
         Ok(Self {
             state: crate::http::service::AppState::new(
                 edge,

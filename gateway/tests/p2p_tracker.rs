@@ -690,3 +690,49 @@ async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
     assert_eq!(updated.len(), 8);
     assert!(!updated.iter().any(|p| p["peer_id"] == senior.as_str()));
 }
+
+/// Joins rendition 0 through a connection that says it comes from `forwarded_for` (as a load
+/// balancer would write it); returns the socket and the answer to `join`.
+async fn join_forwarded(gw: &TestGateway, forwarded_for: &str) -> (Ws, Value) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = ws_url(gw, "/s/master.m3u8").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket upgrade");
+    ws.send(Message::text(join(0))).await.unwrap();
+    let first = next(&mut ws).await.expect("an answer to join");
+    (ws, first)
+}
+
+/// Behind a load balancer every peer arrives from the balancer's address: with
+/// `auth.client_ip_header` set (and no auth at all), the per-address caps count the viewers'
+/// addresses (the last entry, the one the balancer appended), not the balancer's.
+#[tokio::test]
+async fn per_address_caps_count_the_viewers_behind_a_balancer() {
+    let (_origin, gw) = setup(|c| {
+        c.p2p.max_peers_per_address = 2;
+        c.auth.client_ip_header = "x-forwarded-for".into();
+    })
+    .await;
+    let mut held = Vec::new();
+    for n in 1..=4 {
+        let (ws, m) = join_forwarded(&gw, &format!("192.0.2.{n}")).await;
+        assert_eq!(m["type"], "welcome", "viewer {n} from its own address: {m}");
+        held.push(ws);
+    }
+    // A second viewer at 192.0.2.1 (what it wrote itself comes first and is ignored) fits...
+    let (ws, m) = join_forwarded(&gw, "198.51.100.7, 192.0.2.1").await;
+    assert_eq!(m["type"], "welcome", "{m}");
+    held.push(ws);
+    // ...a third does not, whatever it claims before the balancer's entry.
+    let (_, m) = join_forwarded(&gw, "198.51.100.8, 192.0.2.1").await;
+    assert_eq!(m["code"], "rate_limited", "{m}");
+    assert_eq!(gw.metric("p2p_peers").await, 5.0);
+}

@@ -54,9 +54,7 @@ impl Gate {
             key_file: key_file.clone(),
             keys: RwLock::new(Arc::new(keys)),
             protect: config.protect.clone(),
-            client_ip_header: (!config.client_ip_header.is_empty())
-                .then(|| HeaderName::from_bytes(config.client_ip_header.as_bytes()).ok())
-                .flatten(),
+            client_ip_header: client_ip_header(config),
         })))
     }
 
@@ -91,16 +89,7 @@ impl Gate {
     /// The viewer's address: the last entry of the trusted header (the address the load balancer
     /// saw), else the connection's.
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-        if let Some(name) = &self.client_ip_header {
-            return headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|ip| ip.trim().parse().ok());
-        }
-        peer
+        client_ip(self.client_ip_header.as_ref(), headers, peer)
     }
 
     /// Whether the request for `path` may go on: `Ok(None)` when the path is not protected,
@@ -147,6 +136,34 @@ impl Gate {
     ) -> Result<(), TokenError> {
         verify(&self.keys(), token, path, client, now).map(|_| ())
     }
+}
+
+/// `auth.client_ip_header` as a header name; `None` when unset (the connection's address counts).
+/// The configuration was validated at load, so an invalid name cannot reach here.
+pub fn client_ip_header(config: &AuthConfig) -> Option<HeaderName> {
+    (!config.client_ip_header.is_empty())
+        .then(|| HeaderName::from_bytes(config.client_ip_header.as_bytes()).ok())
+        .flatten()
+}
+
+/// The viewer's address: the last entry of the trusted `header` (the address the nearest load
+/// balancer saw, which appends it), else the connection's. A header that is configured but absent
+/// or unparsable gives `None`: the address is unknown, never the balancer's.
+pub fn client_ip(
+    header: Option<&HeaderName>,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Option<IpAddr> {
+    let Some(name) = header else {
+        return peer;
+    };
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()
+        .and_then(|ip| ip.trim().parse().ok())
 }
 
 #[cfg(test)]

@@ -123,12 +123,22 @@ pub fn lifetime(
     }
 }
 
-/// The lifetime of an origin error answer (4xx/5xx): at most [`ERROR_MAX`], never stale.
-pub fn error_lifetime(config: &CacheConfig) -> Lifetime {
-    Lifetime {
-        fresh: config.ttl_error.min(ERROR_MAX),
-        stale: Duration::ZERO,
+/// The lifetime of an origin error answer (4xx/5xx): at most [`ERROR_MAX`], never stale, and no
+/// longer than the origin's `Cache-Control` allows (`None`: not stored). When the origin is another
+/// gateway (a shield), its `max-age` on an error is what is left of its own lifetime, so an edge
+/// never keeps an error longer than the shield does.
+pub fn error_lifetime(config: &CacheConfig, cc: &CacheControl) -> Option<Lifetime> {
+    if cc.no_store || cc.private {
+        return None;
     }
+    let fresh = config.ttl_error.min(ERROR_MAX);
+    let fresh = cc
+        .shared_max_age()
+        .map_or(fresh, |origin| fresh.min(origin));
+    (!fresh.is_zero()).then_some(Lifetime {
+        fresh,
+        stale: Duration::ZERO,
+    })
 }
 
 /// Where an entry stands at a moment.
@@ -302,8 +312,24 @@ mod tests {
     fn errors_are_cached_at_most_a_second() {
         let mut c = config();
         c.ttl_error = Duration::from_secs(5);
-        assert_eq!(error_lifetime(&c).fresh, ERROR_MAX);
-        assert_eq!(error_lifetime(&c).stale, Duration::ZERO);
+        let none = CacheControl::default();
+        let l = error_lifetime(&c, &none).expect("cached");
+        assert_eq!(l.fresh, ERROR_MAX);
+        assert_eq!(l.stale, Duration::ZERO);
+    }
+
+    #[test]
+    fn errors_follow_the_origins_cache_control() {
+        let c = config();
+        let cc = CacheControl::parse;
+        assert_eq!(error_lifetime(&c, &cc("max-age=0")), None);
+        assert_eq!(error_lifetime(&c, &cc("no-store")), None);
+        assert_eq!(error_lifetime(&c, &cc("private, max-age=1")), None);
+        assert_eq!(error_lifetime(&c, &cc("no-cache")), None);
+        let one = error_lifetime(&c, &cc("max-age=1")).expect("cached");
+        assert_eq!(one.fresh, Duration::from_secs(1));
+        let long = error_lifetime(&c, &cc("s-maxage=600")).expect("cached");
+        assert_eq!(long.fresh, ERROR_MAX, "never longer than a second");
     }
 
     #[test]

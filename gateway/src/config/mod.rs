@@ -58,7 +58,8 @@ pub struct AuthConfig {
     /// Default: none.
     pub protect: Vec<String>,
     /// Header with the viewer's address, set by a trusted load balancer (for tokens bound to a
-    /// client). Default "" (the connection's address).
+    /// client, and the tracker's per-address caps with or without auth). Default "" (the
+    /// connection's address).
     pub client_ip_header: String,
 }
 
@@ -1298,7 +1299,7 @@ struct Cli {
     #[arg(long = "auth-protect", value_name = "PREFIX")]
     auth_protect: Vec<String>,
 
-    /// Header with the viewer's address from a trusted load balancer, for tokens bound to a client (empty: the connection's address) [default: ]
+    /// Header with the viewer's address from a trusted load balancer, for tokens bound to a client and the tracker's per-address caps (empty: the connection's address) [default: ]
     #[arg(long, value_name = "HEADER")]
     auth_client_ip_header: Option<String>,
 }

@@ -335,7 +335,7 @@ impl Edge {
             // The answer to one viewer's credentials: never shared through the cache.
             None
         } else if self.may_cache_error(object, class) {
-            Some(policy::error_lifetime(&self.config))
+            policy::error_lifetime(&self.config, &cc)
         } else {
             None
         };

@@ -274,16 +274,24 @@ fn small_number(n: u64) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from(n))
 }
 
-/// `Cache-Control` for an answer: what is left of the object's freshness; `no-store` for answers the
-/// gateway itself did not store (no-store, private, no-cache...), so no downstream cache stores them.
+/// `Cache-Control` for an answer; `no-store` for answers the gateway itself did not store (no-store,
+/// private, no-cache...), so no downstream cache stores them. A downstream cache (a browser, an edge
+/// gateway whose origin is this one) counts `max-age` from the `Age` it is sent (RFC 9111 §4.2), so
+/// `max-age` is `Age` plus the whole seconds of freshness left: it stays fresh downstream exactly
+/// as long as here, rounded down, never longer (whole-second `Age` drops the fraction).
 fn cache_control(object: &CachedObject, age: Duration) -> HeaderValue {
     static PUBLIC: OnceLock<Vec<HeaderValue>> = OnceLock::new();
     if object.lifetime.total().is_zero() {
         return HeaderValue::from_static("no-store");
     }
-    let remaining = object.lifetime.fresh.saturating_sub(age).as_secs();
+    let max_age = object
+        .lifetime
+        .fresh
+        .saturating_sub(age)
+        .as_secs()
+        .saturating_add(age.as_secs());
     let text = |prefix: &str| {
-        HeaderValue::from_str(&format!("{prefix}max-age={remaining}"))
+        HeaderValue::from_str(&format!("{prefix}max-age={max_age}"))
             .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
     };
     if !object.is_success() {
@@ -298,7 +306,7 @@ fn cache_control(object: &CachedObject, age: Duration) -> HeaderValue {
             .collect()
     });
     table
-        .get(remaining as usize)
+        .get(max_age as usize)
         .cloned()
         .unwrap_or_else(|| text("public, "))
 }

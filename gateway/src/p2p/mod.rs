@@ -45,11 +45,18 @@ pub struct P2p {
     region_header: Option<http::HeaderName>,
     max_message_bytes: usize,
     gate: Option<Arc<Gate>>,
+    /// `auth.client_ip_header`: behind a balancer, the per-address caps count viewers, not it.
+    client_ip_header: Option<http::HeaderName>,
 }
 
 impl P2p {
     /// Builds the tracker, registers its metrics and starts forwarding digest events to it.
-    pub fn start(edge: &Arc<Edge>, config: &P2pConfig, gate: Option<Arc<Gate>>) -> Self {
+    pub fn start(
+        edge: &Arc<Edge>,
+        config: &P2pConfig,
+        gate: Option<Arc<Gate>>,
+        client_ip_header: Option<http::HeaderName>,
+    ) -> Self {
         let tracker_config = TrackerConfig {
             peers_returned: config.peers_returned,
             max_peers_per_swarm: config.max_peers_per_swarm,
@@ -96,6 +103,7 @@ impl P2p {
             region_header,
             max_message_bytes: config.max_message_bytes,
             gate,
+            client_ip_header,
         }
     }
 
@@ -165,11 +173,9 @@ impl P2p {
         // A token on the URL (or in a cookie) is checked now: a bad one never gets a socket. One
         // may also come in `join`; the tracker checks whichever it gets.
         let peer = ClientAddr::of(request);
-        // The client's address: from the configured header when there is one, else the socket's.
-        let client = match &self.gate {
-            Some(g) => g.client_ip(request.headers(), peer),
-            None => peer,
-        };
+        // The client's address: from the configured header when there is one (with or without
+        // auth), else the socket's.
+        let client = auth::gate::client_ip(self.client_ip_header.as_ref(), request.headers(), peer);
         let cookies = request
             .headers()
             .get_all(http::header::COOKIE)
