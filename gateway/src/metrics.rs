@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Answers streamed while their body arrived from the origin, and those cut by a failed fetch.
     pub streamed: IntCounter,
     pub streams_aborted: IntCounter,
+    follower_refused: IntCounterVec,
+    connections_refused: IntCounterVec,
+    pub send_timeouts: IntCounter,
     pub load_shed: IntCounter,
     pub open_connections: IntGauge,
     pub in_flight_fetches: IntGauge,
@@ -131,6 +134,22 @@ impl Metrics {
             "Reloads of the TLS certificate and the auth keys (on change or SIGHUP), by what and result.",
             &["what", "result"],
         );
+        let follower_refused = counter_vec(
+            "gateway_follower_refused_total",
+            "Live renditions viewers asked for that were not followed, by reason (limit, client_limit).",
+            &["reason"],
+        );
+        for reason in ["limit", "client_limit"] {
+            follower_refused.with_label_values(&[reason]);
+        }
+        let connections_refused = counter_vec(
+            "gateway_connections_refused_total",
+            "Client connections closed before any request was read, by reason (max_connections, preface_timeout).",
+            &["reason"],
+        );
+        for reason in ["max_connections", "preface_timeout"] {
+            connections_refused.with_label_values(&[reason]);
+        }
         let per_class =
             |vec: &IntCounterVec| ObjectClass::ALL.map(|c| vec.with_label_values(&[c.label()]));
         Metrics {
@@ -166,6 +185,12 @@ impl Metrics {
                 "gateway_streamed_aborted_total",
                 "Streamed answers aborted because their origin fetch failed midway.",
             ),
+            follower_refused,
+            connections_refused,
+            send_timeouts: counter(
+                "gateway_send_timeouts_total",
+                "Responses aborted because the client accepted none of the body for server.send_timeout.",
+            ),
             load_shed: counter(
                 "gateway_load_shed_total",
                 "Requests refused with 503 because the concurrency limit was reached.",
@@ -194,6 +219,16 @@ impl Metrics {
     /// A request or a join refused for its token (`reason`: a [`crate::auth::TokenError`] label).
     pub fn auth_denied(&self, reason: &'static str) {
         self.auth_denied.with_label_values(&[reason]).inc();
+    }
+
+    /// A live rendition a viewer asked for was not followed (`reason`: `limit`, `client_limit`).
+    pub fn follower_refused(&self, reason: &'static str) {
+        self.follower_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// A connection was closed before any request (`reason`: `max_connections`, `preface_timeout`).
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
     }
 
     /// A reload of `what` (`tls`, `auth_keys`) ended with `result` (`ok`, `error`).

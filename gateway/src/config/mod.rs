@@ -118,6 +118,13 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// How long SIGTERM waits for in-flight requests. Default 30 s.
     pub drain_timeout: Duration,
+    /// Client connections open at once; more are closed at accept. Default 10 000.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams one connection may open. Default 100.
+    pub max_streams: u32,
+    /// A response body that makes no progress (the client accepts none of it) for this long is
+    /// aborted: the HTTP/2 stream is reset, the HTTP/1 connection closed. Default 30 s.
+    pub send_timeout: Duration,
 }
 
 /// The peer-assist tracker mounted at `/p2p/v1/`.
@@ -157,6 +164,9 @@ pub struct FollowerConfig {
     pub idle_after: Duration,
     /// At most this many renditions are followed at once. Default 256.
     pub max_renditions: usize,
+    /// At most this many of them may have been started by one client address (an IPv4 address, an
+    /// IPv6 /64). Default 16.
+    pub max_per_client: usize,
 }
 
 // ---------------------------------------------------------------------------
@@ -222,6 +232,9 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             max_concurrency: 4096,
             drain_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_streams: 100,
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -232,6 +245,7 @@ impl Default for FollowerConfig {
             enabled: true,
             idle_after: Duration::from_secs(6),
             max_renditions: 256,
+            max_per_client: 16,
         }
     }
 }
@@ -543,6 +557,18 @@ impl Config {
         if self.server.max_concurrency == 0 {
             return Err(invalid("server.max_concurrency", "must be at least 1"));
         }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1"));
+        }
+        if self.server.max_connections > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(invalid("server.max_connections", "is too large"));
+        }
+        if self.server.max_streams == 0 {
+            return Err(invalid("server.max_streams", "must be at least 1"));
+        }
+        if self.follower.max_per_client == 0 {
+            return Err(invalid("follower.max_per_client", "must be at least 1"));
+        }
         if self.server.max_concurrency > tokio::sync::Semaphore::MAX_PERMITS {
             return Err(invalid(
                 "server.max_concurrency",
@@ -561,6 +587,7 @@ impl Config {
             ("server.idle_timeout", self.server.idle_timeout),
             ("server.drain_timeout", self.server.drain_timeout),
             ("p2p.send_timeout", self.p2p.send_timeout),
+            ("server.send_timeout", self.server.send_timeout),
         ];
         for (key, value) in timeouts {
             if value.is_zero() {
@@ -696,9 +723,13 @@ static KEYS: &[Key] = &[
     Key { name: "server.idle_timeout", set: |c, v| { c.server.idle_timeout = v.duration()?; Ok(()) } },
     Key { name: "server.max_concurrency", set: |c, v| { c.server.max_concurrency = v.count_usize()?; Ok(()) } },
     Key { name: "server.drain_timeout", set: |c, v| { c.server.drain_timeout = v.duration()?; Ok(()) } },
+    Key { name: "server.max_connections", set: |c, v| { c.server.max_connections = v.count_usize()?; Ok(()) } },
+    Key { name: "server.max_streams", set: |c, v| { c.server.max_streams = v.count_u32()?; Ok(()) } },
+    Key { name: "server.send_timeout", set: |c, v| { c.server.send_timeout = v.duration()?; Ok(()) } },
     Key { name: "follower.enabled", set: |c, v| { c.follower.enabled = v.boolean()?; Ok(()) } },
     Key { name: "follower.idle_after", set: |c, v| { c.follower.idle_after = v.duration()?; Ok(()) } },
     Key { name: "follower.max_renditions", set: |c, v| { c.follower.max_renditions = v.count_usize()?; Ok(()) } },
+    Key { name: "follower.max_per_client", set: |c, v| { c.follower.max_per_client = v.count_usize()?; Ok(()) } },
     Key { name: "p2p.enabled", set: |c, v| { c.p2p.enabled = v.boolean()?; Ok(()) } },
     Key { name: "p2p.region_header", set: |c, v| { c.p2p.region_header = v.string()?; Ok(()) } },
     Key { name: "p2p.split_by_region", set: |c, v| { c.p2p.split_by_region = v.boolean()?; Ok(()) } },
@@ -1175,6 +1206,18 @@ struct Cli {
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     server_drain_timeout: Option<Duration>,
 
+    /// Client connections open at once; more are closed at accept [default: 10000]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    server_max_connections: Option<usize>,
+
+    /// Concurrent HTTP/2 streams per connection [default: 100]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_u32)]
+    server_max_streams: Option<u32>,
+
+    /// A response body the client accepts nothing of for this long is aborted [default: 30s]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    server_send_timeout: Option<Duration>,
+
     /// Keep following (refreshing) live renditions that clients request [default: true]
     #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
     follower_enabled: Option<bool>,
@@ -1186,6 +1229,10 @@ struct Cli {
     /// At most this many renditions are followed at once [default: 256]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
     follower_max_renditions: Option<usize>,
+
+    /// At most this many followed renditions started by one client address (IPv6: a /64) [default: 16]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
+    follower_max_per_client: Option<usize>,
 
     /// Run the peer-assist tracker at /p2p/v1/ [default: true]
     #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
@@ -1301,9 +1348,13 @@ impl Cli {
             server_idle_timeout,
             server_max_concurrency,
             server_drain_timeout,
+            server_max_connections,
+            server_max_streams,
+            server_send_timeout,
             follower_enabled,
             follower_idle_after,
             follower_max_renditions,
+            follower_max_per_client,
             p2p_enabled,
             p2p_region_header,
             p2p_split_by_region,
@@ -1362,11 +1413,15 @@ impl Cli {
         set(&mut s.idle_timeout, server_idle_timeout);
         set(&mut s.max_concurrency, server_max_concurrency);
         set(&mut s.drain_timeout, server_drain_timeout);
+        set(&mut s.max_connections, server_max_connections);
+        set(&mut s.max_streams, server_max_streams);
+        set(&mut s.send_timeout, server_send_timeout);
 
         let f = &mut config.follower;
         set(&mut f.enabled, follower_enabled);
         set(&mut f.idle_after, follower_idle_after);
         set(&mut f.max_renditions, follower_max_renditions);
+        set(&mut f.max_per_client, follower_max_per_client);
 
         let p = &mut config.p2p;
         set(&mut p.enabled, p2p_enabled);

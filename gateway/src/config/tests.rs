@@ -87,10 +87,14 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.server.idle_timeout, SECS(60));
     assert_eq!(c.server.max_concurrency, 4096);
     assert_eq!(c.server.drain_timeout, SECS(30));
+    assert_eq!(c.server.max_connections, 10_000);
+    assert_eq!(c.server.max_streams, 100);
+    assert_eq!(c.server.send_timeout, SECS(30));
 
     assert!(c.follower.enabled);
     assert_eq!(c.follower.idle_after, SECS(6));
     assert_eq!(c.follower.max_renditions, 256);
+    assert_eq!(c.follower.max_per_client, 16);
 }
 
 #[test]
@@ -153,9 +157,13 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("server.idle_timeout", "90s"),
     ("server.max_concurrency", "10"),
     ("server.drain_timeout", "45s"),
+    ("server.max_connections", "500"),
+    ("server.max_streams", "32"),
+    ("server.send_timeout", "12s"),
     ("follower.enabled", "false"),
     ("follower.idle_after", "2m"),
     ("follower.max_renditions", "8"),
+    ("follower.max_per_client", "3"),
     ("p2p.enabled", "false"),
     ("p2p.region_header", "x-region"),
     ("p2p.split_by_region", "true"),
@@ -217,11 +225,15 @@ fn non_default_config() -> Config {
             idle_timeout: SECS(90),
             max_concurrency: 10,
             drain_timeout: SECS(45),
+            max_connections: 500,
+            max_streams: 32,
+            send_timeout: SECS(12),
         },
         follower: FollowerConfig {
             enabled: false,
             idle_after: SECS(120),
             max_renditions: 8,
+            max_per_client: 3,
         },
         p2p: P2pConfig {
             enabled: false,

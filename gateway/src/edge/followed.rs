@@ -7,8 +7,15 @@
 //! [`Edge`](super::Edge) holds a [`FollowedRenditions`] and consults it whenever it stores a live
 //! playlist; the task in [`follower`](super::follower) drives it. This module knows neither, so
 //! neither imports the other through it.
+//!
+//! What is followed is the origin object viewers watch, never a spelling of it: the key is the
+//! request path in canonical form ([`follow_path`]) without the viewer's query, so any number of
+//! `?v=` variants of one live playlist share one follower. Who caused a rendition to be followed is
+//! remembered, and one client address (an IPv4 address, an IPv6 /64: [`ClientGroup`]) may start at
+//! most `follower.max_per_client` of them, so one client cannot take every follower slot.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,69 @@ struct Followed {
     last_request: Instant,
     /// Highest media sequence number already prefetched.
     last_prefetched: Option<u64>,
+    /// The client whose request started following it (counted against its limit until it stops).
+    started_by: Option<ClientGroup>,
+    /// The origin refused the follower's own request (a 4xx without the viewer's query): not
+    /// followed, and not started again, until then.
+    refused_until: Option<Instant>,
+}
+
+impl Followed {
+    fn active(&self) -> bool {
+        self.refused_until.is_none()
+    }
+}
+
+/// The addresses one client controls, for per-client limits: an IPv4 address, or the /64 an IPv6
+/// address is in (one subscriber's prefix). IPv4-mapped IPv6 addresses count as IPv4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientGroup(IpAddr);
+
+impl ClientGroup {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientGroup(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientGroup(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    ClientGroup(IpAddr::V6(prefix.into()))
+                }
+            },
+        }
+    }
+}
+
+/// The canonical form of a (clean, percent-encoded) request path, so that spellings of one origin
+/// object share one follower: escapes of unreserved characters (RFC 3986 §2.3) decoded, the others
+/// in upper-case hex. A `%` not followed by two hex digits is kept as it is.
+pub fn follow_path(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let escape = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escape {
+            Some(decoded) if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) => {
+                out.push(char::from(decoded));
+                i += 3;
+            }
+            Some(decoded) => {
+                out.push_str(&format!("%{decoded:02X}"));
+                i += 3;
+            }
+            None => {
+                out.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// What a viewer's request for a live playlist did.
@@ -41,13 +111,44 @@ pub enum Touch {
     Started,
     /// Not followed: as many renditions as allowed are followed already.
     AtLimit,
+    /// Not followed: this client started as many followed renditions as it may.
+    ClientAtLimit,
+    /// Not followed: the origin refused the follower's own request for it a short while ago.
+    Refused,
 }
 
 /// See the module docs.
+#[derive(Debug, Default)]
+struct State {
+    renditions: HashMap<CacheKey, Followed>,
+    /// Renditions (active or refused) each client started.
+    started: HashMap<ClientGroup, usize>,
+}
+
+impl State {
+    fn remove(&mut self, key: &CacheKey) -> Option<Followed> {
+        let followed = self.renditions.remove(key)?;
+        if let Some(client) = followed.started_by {
+            if let Some(count) = self.started.get_mut(&client) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.started.remove(&client);
+                }
+            }
+        }
+        Some(followed)
+    }
+
+    fn active(&self) -> i64 {
+        let n = self.renditions.values().filter(|f| f.active()).count();
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+}
+
 #[derive(Debug)]
 pub struct FollowedRenditions {
     config: FollowerConfig,
-    renditions: Mutex<HashMap<CacheKey, Followed>>,
+    state: Mutex<State>,
     /// Set to the number of followed renditions whenever it changes (under the lock, so it is exact).
     gauge: IntGauge,
 }
@@ -56,65 +157,120 @@ impl FollowedRenditions {
     pub fn new(config: FollowerConfig, gauge: IntGauge) -> Self {
         Self {
             config,
-            renditions: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
             gauge,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Followed>> {
-        self.renditions.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Notes that a viewer asked for the live playlist `key` at `now`.
-    pub fn touch(&self, key: &CacheKey, now: Instant) -> Touch {
+    /// Notes that a viewer (from `client`, if known) asked for the live playlist `key` (a
+    /// [`follow_path`], no query) at `now`.
+    pub fn touch(&self, key: &CacheKey, client: Option<IpAddr>, now: Instant) -> Touch {
         if !self.config.enabled {
             return Touch::Disabled;
         }
-        let mut renditions = self.lock();
-        if let Some(followed) = renditions.get_mut(key) {
-            followed.last_request = now;
-            return Touch::Renewed;
+        let mut state = self.lock();
+        if let Some(followed) = state.renditions.get_mut(key) {
+            match followed.refused_until {
+                Some(until) if now < until => return Touch::Refused,
+                Some(_) => {
+                    // The refusal is over: start afresh (and count it for this client).
+                    state.remove(key);
+                }
+                None => {
+                    followed.last_request = now;
+                    return Touch::Renewed;
+                }
+            }
         }
-        if renditions.len() >= self.config.max_renditions {
-            return Touch::AtLimit;
+        if state.renditions.len() >= self.config.max_renditions {
+            // Refusals that are over make room; nothing else does.
+            let over: Vec<CacheKey> = state
+                .renditions
+                .iter()
+                .filter(|(_, f)| f.refused_until.is_some_and(|until| now >= until))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &over {
+                state.remove(k);
+            }
+            if state.renditions.len() >= self.config.max_renditions {
+                return Touch::AtLimit;
+            }
         }
-        renditions.insert(
+        let client = client.map(ClientGroup::of);
+        if let Some(group) = client {
+            let count = state.started.entry(group).or_default();
+            if *count >= self.config.max_per_client {
+                return Touch::ClientAtLimit;
+            }
+            *count += 1;
+        }
+        state.renditions.insert(
             key.clone(),
             Followed {
                 last_request: now,
                 last_prefetched: None,
+                started_by: client,
+                refused_until: None,
             },
         );
-        self.gauge.set(renditions.len() as i64);
+        self.gauge.set(state.active());
         Touch::Started
     }
 
     /// Whether `key` is being followed.
     pub fn is_following(&self, key: &CacheKey) -> bool {
-        self.lock().contains_key(key)
+        self.lock()
+            .renditions
+            .get(key)
+            .is_some_and(Followed::active)
     }
 
     /// Whether the follower should let go of `key` at `now`, given the playlist's target duration:
     /// no viewer asked for it for long enough (see [`is_idle`]), or it is not followed.
     pub fn is_idle(&self, key: &CacheKey, now: Instant, target: Duration) -> bool {
-        self.lock()
-            .get(key)
-            .is_none_or(|f| is_idle(f.last_request, now, self.config.idle_after, target))
+        self.lock().renditions.get(key).is_none_or(|f| {
+            !f.active() || is_idle(f.last_request, now, self.config.idle_after, target)
+        })
     }
 
     /// Stops following `key`.
     pub fn stop(&self, key: &CacheKey) {
-        let mut renditions = self.lock();
-        renditions.remove(key);
-        self.gauge.set(renditions.len() as i64);
+        let mut state = self.lock();
+        state.remove(key);
+        self.gauge.set(state.active());
+    }
+
+    /// Stops following `key` because the origin refused the follower's request for it (a 4xx: the
+    /// object needs something of the viewer's, such as its query). Viewers' requests do not start it
+    /// again for `follower.idle_after`; the entry still counts against the limits meanwhile.
+    pub fn refuse(&self, key: &CacheKey, now: Instant) {
+        let mut state = self.lock();
+        if let Some(followed) = state.renditions.get_mut(key) {
+            followed.refused_until = Some(now + self.config.idle_after);
+        }
+        self.gauge.set(state.active());
+    }
+
+    /// Number of renditions `client` started that still count against its limit.
+    pub fn started_by(&self, client: IpAddr) -> usize {
+        self.lock()
+            .started
+            .get(&ClientGroup::of(client))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The media objects of a newly stored live playlist that should be prefetched: everything newer
     /// than what was prefetched before, or the last few segments (and their init section) the first
     /// time. Empty for renditions not followed.
     pub fn new_references(&self, key: &CacheKey, info: &PlaylistInfo) -> Vec<Reference> {
-        let mut renditions = self.lock();
-        let Some(followed) = renditions.get_mut(key) else {
+        let mut state = self.lock();
+        let Some(followed) = state.renditions.get_mut(key).filter(|f| f.active()) else {
             return Vec::new();
         };
         let picked = select_new(info, followed.last_prefetched);
@@ -240,7 +396,7 @@ mod tests {
             follower.new_references(&key, &info(0, 3)).is_empty(),
             "not followed"
         );
-        assert_eq!(follower.touch(&key, Instant::now()), Touch::Started);
+        assert_eq!(follower.touch(&key, None, Instant::now()), Touch::Started);
         assert_eq!(follower.new_references(&key, &info(0, 3)).len(), 4);
         assert_eq!(follower.new_references(&key, &info(1, 3)).len(), 1);
         assert!(follower.new_references(&key, &info(1, 3)).is_empty());
@@ -283,19 +439,19 @@ mod tests {
         let t0 = Instant::now();
         let at = |secs| t0 + Duration::from_secs(secs);
         assert!(follower.is_idle(&key, t0, target), "not followed");
-        assert_eq!(follower.touch(&key, t0), Touch::Started);
+        assert_eq!(follower.touch(&key, None, t0), Touch::Started);
         assert!(follower.is_following(&key));
         assert_eq!(follower.gauge.get(), 1);
         assert!(!follower.is_idle(&key, at(5), target));
-        assert_eq!(follower.touch(&key, at(5)), Touch::Renewed);
+        assert_eq!(follower.touch(&key, None, at(5)), Touch::Renewed);
         assert!(!follower.is_idle(&key, at(10), target), "renewed at 5 s");
         assert!(follower.is_idle(&key, at(11), target));
         let other = CacheKey("/other/index.m3u8".into());
-        assert_eq!(follower.touch(&other, at(11)), Touch::AtLimit);
+        assert_eq!(follower.touch(&other, None, at(11)), Touch::AtLimit);
         follower.stop(&key);
         assert!(!follower.is_following(&key));
         assert_eq!(follower.gauge.get(), 0);
-        assert_eq!(follower.touch(&other, at(12)), Touch::Started);
+        assert_eq!(follower.touch(&other, None, at(12)), Touch::Started);
     }
 
     #[test]
@@ -304,8 +460,94 @@ mod tests {
         config.enabled = false;
         let follower = followed(config);
         let key = CacheKey("/l/index.m3u8".into());
-        assert_eq!(follower.touch(&key, Instant::now()), Touch::Disabled);
+        assert_eq!(follower.touch(&key, None, Instant::now()), Touch::Disabled);
         assert!(!follower.is_following(&key));
+    }
+
+    #[test]
+    fn spellings_of_one_path_have_one_follow_path() {
+        assert_eq!(follow_path("/live/index.m3u8"), "/live/index.m3u8");
+        assert_eq!(follow_path("/%6Cive/%69ndex.m3u8"), "/live/index.m3u8");
+        assert_eq!(follow_path("/live/a%2db%7E.m3u8"), "/live/a-b~.m3u8");
+        assert_eq!(follow_path("/live/a%20b%e2.m3u8"), "/live/a%20b%E2.m3u8");
+        assert_eq!(follow_path("/live/100%"), "/live/100%", "a lone % stays");
+        assert_eq!(follow_path("/live/%zz%4"), "/live/%zz%4");
+    }
+
+    #[test]
+    fn client_groups_are_ipv4_addresses_and_ipv6_prefixes() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(ClientGroup::of(ip("10.0.0.1")), ClientGroup(ip("10.0.0.1")));
+        assert_ne!(
+            ClientGroup::of(ip("10.0.0.1")),
+            ClientGroup::of(ip("10.0.0.2"))
+        );
+        assert_eq!(
+            ClientGroup::of(ip("2001:db8:1:2:aaaa::1")),
+            ClientGroup::of(ip("2001:db8:1:2:bbbb::9")),
+            "one /64"
+        );
+        assert_ne!(
+            ClientGroup::of(ip("2001:db8:1:2::1")),
+            ClientGroup::of(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(
+            ClientGroup::of(ip("::ffff:10.0.0.1")),
+            ClientGroup::of(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn one_client_starts_at_most_its_share() {
+        let mut config = crate::config::Config::default().follower;
+        config.max_per_client = 2;
+        config.max_renditions = 10;
+        let follower = followed(config);
+        let t0 = Instant::now();
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let viewer: IpAddr = "192.0.2.2".parse().unwrap();
+        let key = |i: u32| CacheKey(format!("/l{i}/index.m3u8").into());
+        assert_eq!(follower.touch(&key(0), Some(attacker), t0), Touch::Started);
+        assert_eq!(follower.touch(&key(1), Some(attacker), t0), Touch::Started);
+        assert_eq!(
+            follower.touch(&key(2), Some(attacker), t0),
+            Touch::ClientAtLimit
+        );
+        assert_eq!(follower.started_by(attacker), 2);
+        // Renewing what is followed is always allowed, and others are not affected.
+        assert_eq!(follower.touch(&key(0), Some(attacker), t0), Touch::Renewed);
+        assert_eq!(follower.touch(&key(2), Some(viewer), t0), Touch::Started);
+        assert_eq!(follower.touch(&key(1), Some(viewer), t0), Touch::Renewed);
+        assert_eq!(follower.gauge.get(), 3);
+        // When one of its renditions stops, the client may start another.
+        follower.stop(&key(0));
+        assert_eq!(follower.started_by(attacker), 1);
+        assert_eq!(follower.touch(&key(3), Some(attacker), t0), Touch::Started);
+    }
+
+    #[test]
+    fn a_refused_rendition_is_not_restarted_until_the_refusal_is_over() {
+        let mut config = crate::config::Config::default().follower;
+        config.idle_after = Duration::from_secs(6);
+        config.max_renditions = 1;
+        let follower = followed(config);
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        let key = CacheKey("/l/index.m3u8".into());
+        assert_eq!(follower.touch(&key, None, t0), Touch::Started);
+        follower.refuse(&key, at(1));
+        assert!(!follower.is_following(&key));
+        assert!(follower.is_idle(&key, at(1), Duration::from_secs(2)));
+        assert_eq!(follower.gauge.get(), 0);
+        assert_eq!(follower.touch(&key, None, at(6)), Touch::Refused);
+        let other = CacheKey("/other/index.m3u8".into());
+        assert_eq!(
+            follower.touch(&other, None, at(6)),
+            Touch::AtLimit,
+            "a refusal holds its slot while it lasts"
+        );
+        assert_eq!(follower.touch(&other, None, at(7)), Touch::Started);
+        assert_eq!(follower.touch(&key, None, at(7)), Touch::AtLimit);
     }
 
     #[test]

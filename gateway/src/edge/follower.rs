@@ -9,24 +9,33 @@
 //! What is followed and every decision live in [`followed`](super::followed); "when" is always the
 //! gateway [`Clock`](crate::clock::Clock), so a rendition goes idle when that clock says so.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::edge::followed::{reload_interval, Touch};
+use crate::edge::followed::{follow_path, reload_interval, Touch};
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::ObjectClass;
 
-/// Notes that a viewer asked for the live playlist `object`; starts following it if needed.
-pub fn touch(edge: &Arc<Edge>, object: &ObjectRef) {
-    match edge.follower.touch(&object.key, edge.clock.now()) {
+/// Notes that a viewer (from `client`) asked for the live playlist `object`; starts following it if
+/// needed. What is followed is the origin object: the path in canonical form, without the viewer's
+/// query, so every spelling and query variant of one playlist shares one follower.
+pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) {
+    let followed = ObjectRef::from_path(&follow_path(&object.path));
+    match edge.follower.touch(&followed.key, client, edge.clock.now()) {
         Touch::Started => {
-            tracing::info!(key = %object.key, "following live rendition");
-            tokio::spawn(run(Arc::clone(edge), object.clone()));
+            tracing::info!(key = %followed.key, "following live rendition");
+            tokio::spawn(run(Arc::clone(edge), followed));
         }
         Touch::AtLimit => {
-            tracing::debug!(key = %object.key, "follower is at its rendition limit");
+            edge.metrics.follower_refused("limit");
+            tracing::debug!(key = %followed.key, "follower is at its rendition limit");
         }
-        Touch::Disabled | Touch::Renewed => {}
+        Touch::ClientAtLimit => {
+            edge.metrics.follower_refused("client_limit");
+            tracing::debug!(key = %followed.key, ?client, "client started as many followed renditions as it may");
+        }
+        Touch::Disabled | Touch::Renewed | Touch::Refused => {}
     }
 }
 
@@ -57,6 +66,13 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
                 let changed = last_etag.as_ref() != Some(&playlist.etag);
                 last_etag = Some(playlist.etag.clone());
                 reload_interval(target, changed)
+            }
+            Ok(refused) if refused.status.is_client_error() => {
+                // Without the viewer's query the origin will not give it (a token, say): nothing
+                // to follow, and no reason to ask again at every viewer request.
+                edge.follower.refuse(&object.key, edge.clock.now());
+                tracing::info!(key = %object.key, status = %refused.status, "origin refused the follower; not following");
+                return;
             }
             _ => Duration::from_millis(500),
         };

@@ -361,6 +361,8 @@ impl Edge {
             reservation: _counted,
             ..
         } = response;
+        // Kept for as long as the entry lives: never as views into the origin client's buffers.
+        let (headers, body) = (owned_headers(&headers), owned_body(body));
         let header = |name| {
             headers
                 .get(name)
@@ -579,7 +581,65 @@ fn origin_age(headers: &http::HeaderMap) -> Duration {
         .map_or(Duration::ZERO, Duration::from_secs)
 }
 
+/// Bodies up to this size are copied out of the buffer they arrived in (see [`owned_body`]).
+const COPY_BODY_MAX: usize = 64 * 1024;
+
+/// `headers` with every value in an allocation of its own. hyper parses header values as views into
+/// its read buffer, so a cached entry holding one kept that whole buffer (8 KiB or more) alive: 100,000
+/// cached 404s for distinct playlist URLs held ~450 MB that the cache weighed at a few hundred bytes
+/// each, and RSS kept growing from flood to flood.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut owned = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.append(name.clone(), copy);
+    }
+    owned
+}
+
+/// A small body copied out of the (possibly much larger) buffer it may be a view into.
+fn owned_body(body: bytes::Bytes) -> bytes::Bytes {
+    if body.len() <= COPY_BODY_MAX {
+        bytes::Bytes::copy_from_slice(&body)
+    } else {
+        body
+    }
+}
+
 fn etag_from(digest: &Digest) -> HeaderValue {
     let text = format!("\"{}\"", hex::encode(&digest[..16]));
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+#[cfg(test)]
+mod owned_tests {
+    use super::*;
+
+    /// Whether `part` lies inside `whole`'s memory.
+    fn inside(part: &[u8], whole: &[u8]) -> bool {
+        let range = whole.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn cached_headers_and_small_bodies_do_not_pin_the_read_buffer() {
+        let buffer = bytes::Bytes::from(vec![b'a'; 64 * 1024 + 100]);
+        let mut headers = http::HeaderMap::new();
+        let value = HeaderValue::from_maybe_shared(buffer.slice(0..10)).unwrap();
+        assert!(
+            inside(value.as_bytes(), &buffer),
+            "a view, as hyper makes them"
+        );
+        headers.insert(CONTENT_TYPE, value);
+        let owned = owned_headers(&headers);
+        let copied = owned.get(CONTENT_TYPE).unwrap();
+        assert_eq!(copied.as_bytes(), b"aaaaaaaaaa");
+        assert!(!inside(copied.as_bytes(), &buffer));
+
+        let small = owned_body(buffer.slice(0..100));
+        assert_eq!(small.len(), 100);
+        assert!(!inside(&small, &buffer));
+        let large = owned_body(buffer.slice(0..COPY_BODY_MAX + 1));
+        assert!(inside(&large, &buffer), "large bodies are kept as they are");
+    }
 }

@@ -39,6 +39,8 @@ pub struct Access<'a> {
     pub granted: Option<&'a Granted>,
     /// The gateway checks tokens itself: its `token` parameter is not the origin's business.
     pub gated: bool,
+    /// The viewer's address (for per-client limits), if known.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Answers a GET or HEAD for an object (a target that passed [`path::normalize`]): from the cache,
@@ -65,7 +67,7 @@ pub async fn deliver<B>(
         }
         Ok(Found::Object(cached, phase)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
-                follower::touch(edge, &object);
+                follower::touch(edge, &object, access.client);
             }
             edge.metrics.cache_result(cached.class, phase);
             // A viewer with a token in its URL gets playlists whose URIs carry it on: players do not

@@ -4,6 +4,7 @@
 //! with [`range`] for byte ranges and validators. [`response`] holds the body type and the small text
 //! answers every part sends; [`web`] is the embedded player.
 
+pub mod conn;
 pub mod deliver;
 pub mod path;
 pub mod range;

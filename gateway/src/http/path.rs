@@ -103,9 +103,10 @@ fn check_layer(bytes: &[u8]) -> Result<(), PathError> {
     if std::str::from_utf8(bytes).is_err() {
         return Err(PathError::NotUtf8);
     }
+    // A '#' would end the path in the origin's URL: `/..#x` is `/..` there (found by fuzzing).
     if bytes
         .iter()
-        .any(|&b| b == b'/' || b == b'\\' || b < 0x20 || b == 0x7f)
+        .any(|&b| b == b'/' || b == b'\\' || b == b'#' || b < 0x20 || b == 0x7f)
     {
         return Err(PathError::EncodedSeparator);
     }
@@ -145,6 +146,17 @@ mod tests {
         assert_eq!(t.query.as_deref(), Some("x=1"));
         assert_eq!(normalize("/", None).expect("root").path, "/");
         assert_eq!(normalize("/a/", Some("")).expect("dir").path, "/a/");
+    }
+
+    #[test]
+    fn a_fragment_mark_never_reaches_the_origin() {
+        for path in ["/..#k", "/a/b#c.ts", "/a/%23/b", "/a/%2523x"] {
+            assert_eq!(
+                normalize(path, None),
+                Err(PathError::EncodedSeparator),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -1,24 +1,31 @@
-//! Accepting connections: HTTP/1.1 and HTTP/2 on one port, header limits and timeouts, a concurrency
-//! limit that sheds load with 503, and a graceful drain on shutdown.
+//! Accepting connections: HTTP/1.1 and HTTP/2 on one port, a cap on open connections, header limits
+//! and timeouts, send timeouts (see [`conn`](super::conn)), a concurrency limit that sheds load with
+//! 503, and a graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::config::ServerConfig;
+use crate::http::conn::{
+    read_preface, ClientIo, ConnStreams, PrefaceError, SendBody, Sniff, StreamExecutor,
+};
 use crate::http::response::Body;
 use crate::http::service::{self, AppState};
 use crate::http::tls::CertStore;
 use crate::http::ClientAddr;
+use crate::metrics::Metrics;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_BUF: usize = 8192;
@@ -32,8 +39,8 @@ pub enum Drained {
     TimedOut,
 }
 
-fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn builder(config: &ServerConfig, streams: StreamExecutor) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(streams);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -46,7 +53,8 @@ fn builder(config: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(config.idle_timeout))
-        .max_concurrent_streams(256);
+        .keep_alive_timeout(config.send_timeout)
+        .max_concurrent_streams(config.max_streams);
     builder
 }
 
@@ -67,8 +75,12 @@ pub async fn serve(
             let state = Arc::clone(&handler_state);
             async move { Ok::<_, Infallible>(service::handle(state, request).await) }
         });
-    let builder = builder(&config);
-    let graceful = GracefulShutdown::new();
+    let config = Arc::new(config);
+    let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    // Every connection task holds a clone of `alive`; draining ends when the last one is dropped.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let (drain, draining) = watch::channel(false);
+    let metrics = state.edge.metrics.clone();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -83,90 +95,53 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // At the cap: close at once, before reading anything.
+            metrics.connection_refused("max_connections");
+            tracing::debug!(%peer, "connection limit reached: closing a new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let first_bytes = config.header_read_timeout;
-        let limited = limited.clone();
-        let shed = state.edge.metrics.load_shed.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ClientAddr(peer));
-            let mut limited = limited.clone();
-            let shed = shed.clone();
-            async move {
-                let ready = match limited.ready().await {
-                    Ok(ready) => ready.call(request).await,
-                    Err(e) => Err(e),
-                };
-                Ok::<_, Infallible>(ready.unwrap_or_else(|e| {
-                    if e.is::<tower::load_shed::error::Overloaded>() {
-                        shed.inc();
-                    } else {
-                        tracing::error!(error = %e, "request service failed");
-                    }
-                    overloaded()
-                }))
-            }
-        });
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let gauge = state.edge.metrics.open_connections.clone();
+        let connection = Connection {
+            peer,
+            config: Arc::clone(&config),
+            limited: limited.clone(),
+            metrics: metrics.clone(),
+            draining: draining.clone(),
+        };
         let acceptor = acceptor.clone();
+        let alive = alive.clone();
+        let gauge = metrics.open_connections.clone();
         tokio::spawn(async move {
-            let result = match acceptor {
+            gauge.inc();
+            match acceptor {
                 Some(acceptor) => {
-                    // The handshake is bounded like a request head; ALPN then says which protocol
-                    // is spoken, so nothing is sniffed.
-                    let handshake =
-                        tokio::time::timeout(first_bytes, acceptor.accept(stream)).await;
-                    let stream = match handshake {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake took too long");
-                            return;
-                        }
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let builder = if h2 {
-                        builder.http2_only()
-                    } else {
-                        builder.http1_only()
-                    };
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    gauge.inc();
-                    let result = watcher.watch(connection).await;
-                    gauge.dec();
-                    result
-                }
-                None => {
-                    // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 without a
-                    // timeout, and the header-read timer only starts after that: bound it here,
-                    // or a silent client holds the connection forever.
-                    if !protocol_bytes_arrive(&stream, first_bytes).await {
-                        tracing::debug!(%peer, "closing a connection that sent no request in time");
-                        return;
+                    // The handshake is bounded like a request head.
+                    let limit = connection.config.header_read_timeout;
+                    let handshake = Box::pin(acceptor.accept(stream));
+                    match tokio::time::timeout(limit, handshake).await {
+                        Ok(Ok(stream)) => connection.run(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake took too long"),
                     }
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    gauge.inc();
-                    let result = watcher.watch(connection).await;
-                    gauge.dec();
-                    result
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                None => connection.run(stream).await,
             }
+            gauge.dec();
+            drop(slot);
+            drop(alive);
         });
     }
     drop(listener);
     state.start_draining();
-    tracing::info!(connections = graceful.count(), timeout = ?config.drain_timeout, "draining");
+    let _ = drain.send(true);
+    drop(alive);
+    tracing::info!(
+        connections = metrics.open_connections.get(),
+        timeout = ?config.drain_timeout,
+        "draining"
+    );
     // Upgraded WebSockets are no longer hyper's connections: the tracker closes them itself (1012,
     // "join again elsewhere") and the drain waits until every close frame is out.
     let peers_gone = async {
@@ -177,34 +152,130 @@ pub async fn serve(
             }
         }
     };
-    let drained = async { tokio::join!(graceful.shutdown(), peers_gone) };
+    let drained = async { tokio::join!(all_closed.recv(), peers_gone) };
     match tokio::time::timeout(config.drain_timeout, drained).await {
         Ok(_) => Drained::Clean,
         Err(_) => Drained::TimedOut,
     }
 }
 
-/// The HTTP/2 connection preface: a client that starts it must finish it before hyper can tell the
-/// protocol.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// One accepted client connection and what serving it needs.
+struct Connection<S> {
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    limited: S,
+    metrics: Metrics,
+    draining: watch::Receiver<bool>,
+}
 
-/// Waits until the client has sent enough to tell its protocol: one byte that cannot start the HTTP/2
-/// preface, or the whole preface. False when `limit` passes first or the client goes away.
-async fn protocol_bytes_arrive(stream: &tokio::net::TcpStream, limit: std::time::Duration) -> bool {
-    let wait = async {
-        let mut buf = [0u8; H2_PREFACE.len()];
-        loop {
-            match stream.peek(&mut buf).await {
-                Ok(0) | Err(_) => return false,
-                Ok(n) if n >= H2_PREFACE.len() || !H2_PREFACE.starts_with(&buf[..n]) => {
-                    return true
-                }
-                // A partial preface: peek returns at once while those bytes sit unread.
-                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+impl<S> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = tower::BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves the connection until it ends: reads its first bytes (bounded by the header-read
+    /// timeout) to know the protocol, then hands it to hyper, with the send timeout on every write
+    /// and every HTTP/2 stream; closes an HTTP/2 connection without streams after the idle timeout,
+    /// and every connection gracefully once the server drains.
+    async fn run<T>(self, mut io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (protocol, prefix) = match read_preface(&mut io, self.config.header_read_timeout).await
+        {
+            Ok(read) => read,
+            Err(PrefaceError::TimedOut) => {
+                self.metrics.connection_refused("preface_timeout");
+                tracing::debug!(peer = %self.peer, "closing a connection that sent no request in time");
+                return;
             }
+            Err(PrefaceError::Closed) => return,
+        };
+        // hyper's connection state is large: allocated only for a client that started a request,
+        // so that idle and half-open connections cost little (and leave little behind).
+        Box::pin(self.serve(io, protocol, prefix)).await;
+    }
+
+    async fn serve<T>(self, io: T, protocol: Sniff, prefix: Bytes)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            peer,
+            config,
+            limited,
+            metrics,
+            mut draining,
+        } = self;
+        let io = ClientIo::new(
+            io,
+            prefix,
+            config.send_timeout,
+            metrics.send_timeouts.clone(),
+        );
+        let streams = ConnStreams::new();
+        let executor = StreamExecutor::new(
+            Arc::clone(&streams),
+            config.send_timeout,
+            metrics.send_timeouts.clone(),
+        );
+        let builder = builder(&config, executor);
+        let shed = metrics.load_shed.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            let mut limited = limited.clone();
+            let shed = shed.clone();
+            async move {
+                let ready = match limited.ready().await {
+                    Ok(ready) => ready.call(request).await,
+                    Err(e) => Err(e),
+                };
+                let response = ready.unwrap_or_else(|e| {
+                    if e.is::<tower::load_shed::error::Overloaded>() {
+                        shed.inc();
+                    } else {
+                        tracing::error!(error = %e, "request service failed");
+                    }
+                    overloaded()
+                });
+                Ok::<_, Infallible>(response.map(SendBody::new))
+            }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let h2 = protocol == Sniff::Http2;
+        let idle = config.idle_timeout;
+        let mut idle_check =
+            tokio::time::interval((idle / 4).max(std::time::Duration::from_millis(10)));
+        idle_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut closing = *draining.borrow();
+        if closing {
+            connection.as_mut().graceful_shutdown();
         }
-    };
-    tokio::time::timeout(limit, wait).await.unwrap_or(false)
+        let result = loop {
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = draining.changed(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                _ = idle_check.tick(), if h2 && !closing => {
+                    // HTTP/1 keep-alive idleness is bounded by hyper's header-read timeout.
+                    if streams.idle_since().is_some_and(|since| since.elapsed() >= idle) {
+                        tracing::debug!(%peer, "closing an idle HTTP/2 connection");
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
 }
 
 fn overloaded() -> Response<Body> {

@@ -141,9 +141,16 @@ async fn gated_delivery<B>(state: &AppState, request: &Request<B>, head: bool) -
         }
         None => None,
     };
+    // Behind a trusted load balancer the gate knows the viewer's address from its header.
+    let peer = ClientAddr::of(request);
+    let client = match &state.gate {
+        Some(gate) => gate.client_ip(request.headers(), peer),
+        None => peer,
+    };
     let access = Access {
         granted: granted.as_ref(),
         gated: state.gate.is_some(),
+        client,
     };
     deliver(edge, request, target, access, head).await
 }
