@@ -28,6 +28,9 @@ pub struct Metrics {
     pub cache_entries: IntGauge,
     pub followed_renditions: IntGauge,
     pub prefetches: IntCounter,
+    /// Answers streamed while their body arrived from the origin, and those cut by a failed fetch.
+    pub streamed: IntCounter,
+    pub streams_aborted: IntCounter,
     follower_refused: IntCounterVec,
     connections_refused: IntCounterVec,
     pub send_timeouts: IntCounter,
@@ -174,6 +177,14 @@ impl Metrics {
                 "gateway_prefetches_total",
                 "Segments the live follower fetched before any viewer asked.",
             ),
+            streamed: counter(
+                "gateway_streamed_answers_total",
+                "Answers to viewers that joined a media fetch, streamed as the origin sent the body.",
+            ),
+            streams_aborted: counter(
+                "gateway_streamed_aborted_total",
+                "Streamed answers aborted because their origin fetch failed midway.",
+            ),
             follower_refused,
             connections_refused,
             send_timeouts: counter(
@@ -254,6 +265,11 @@ impl Metrics {
 
     pub fn served(&self, class: ObjectClass, bytes: usize) {
         self.served_bytes[class.index()].inc_by(bytes as u64);
+    }
+
+    /// The served-bytes counter of `class`, for bodies counted as they go out.
+    pub fn served_counter(&self, class: ObjectClass) -> IntCounter {
+        self.served_bytes[class.index()].clone()
     }
 
     /// The registry, for other parts (the P2P tracker) to register their series in.

@@ -46,7 +46,7 @@ pub const EXPOSED_HEADERS: &str = "Age, Content-Length, Content-Range, ETag, X-C
 pub fn fixed_headers(
     status: StatusCode,
     content_type: Option<&HeaderValue>,
-    etag: &HeaderValue,
+    etag: Option<&HeaderValue>,
     last_modified: Option<&HeaderValue>,
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(12);
@@ -55,7 +55,9 @@ pub fn fixed_headers(
         ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSED_HEADERS),
     );
-    h.insert(ETAG, etag.clone());
+    if let Some(v) = etag {
+        h.insert(ETAG, v.clone());
+    }
     if let Some(v) = content_type {
         h.insert(CONTENT_TYPE, v.clone());
     }

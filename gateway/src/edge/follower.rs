@@ -49,7 +49,7 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
         }
         let current = match edge.lookup(&object.key).await {
             Lookup::Fresh(fresh) => Ok(fresh),
-            _ => edge.fetch(&object).0.await,
+            _ => edge.fetch(&object).0.result.await,
         };
         let wait = match current {
             Ok(playlist) if playlist.is_success() => {

@@ -5,6 +5,8 @@
 //!
 //! The release is a drop guard owned by the task, so unwinding runs it; the waiters hold clones of
 //! one shared future over the task's `JoinHandle`, so a panic reaches them as an internal error.
+//! Each entry also carries the body as it arrives ([`Arrivals`]): the task owns the one [`Tap`], so
+//! its end in any way is seen by every reader too.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,13 +17,21 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use prometheus::IntGauge;
 
 use crate::error::FetchError;
+use crate::origin::arriving::{Arrivals, Tap};
 
 /// The outcome of a fetch, shared by every waiter.
 pub type FetchResult = Result<Arc<crate::cache::CachedObject>, FetchError>;
 /// What waiters of one fetch hold.
 pub type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
 
-type Map<K> = Arc<Mutex<HashMap<K, SharedFetch>>>;
+/// What a caller of one fetch holds: its outcome, and its body as it arrives.
+#[derive(Clone)]
+pub struct Joined {
+    pub result: SharedFetch,
+    pub arrivals: Arrivals,
+}
+
+type Map<K> = Arc<Mutex<HashMap<K, Joined>>>;
 
 /// See the module docs.
 pub struct InFlight<K> {
@@ -38,7 +48,7 @@ impl<K> std::fmt::Debug for InFlight<K> {
     }
 }
 
-fn lock<K>(map: &Mutex<HashMap<K, SharedFetch>>) -> MutexGuard<'_, HashMap<K, SharedFetch>> {
+fn lock<K>(map: &Mutex<HashMap<K, Joined>>) -> MutexGuard<'_, HashMap<K, Joined>> {
     map.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -70,17 +80,18 @@ where
         }
     }
 
-    /// Joins the fetch of `key` in progress, or spawns `start()` as its task. The second value is
+    /// Joins the fetch of `key` in progress, or spawns `start(tap)` as its task. The second value is
     /// true when this call started it.
-    pub fn join_or_start<F>(&self, key: &K, start: impl FnOnce() -> F) -> (SharedFetch, bool)
+    pub fn join_or_start<F>(&self, key: &K, start: impl FnOnce(Tap) -> F) -> (Joined, bool)
     where
         F: Future<Output = FetchResult> + Send + 'static,
     {
         let mut map = lock(&self.map);
-        if let Some(shared) = map.get(key) {
-            return (shared.clone(), false);
+        if let Some(joined) = map.get(key) {
+            return (joined.clone(), false);
         }
-        let work = start();
+        let (tap, arrivals) = Tap::new();
+        let work = start(tap);
         let release_map = Arc::clone(&self.map);
         let release_key = key.clone();
         let gauge = self.gauge.clone();
@@ -104,8 +115,12 @@ where
         }
         .boxed()
         .shared();
-        map.insert(key.clone(), shared.clone());
-        (shared, true)
+        let joined = Joined {
+            result: shared,
+            arrivals,
+        };
+        map.insert(key.clone(), joined.clone());
+        (joined, true)
     }
 
     /// Fetches in progress.
@@ -132,7 +147,7 @@ mod tests {
         let in_flight: InFlight<String> = InFlight::new(gauge());
         let key = "/live/index.m3u8".to_owned();
         let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
-        let (first, started) = in_flight.join_or_start(&key, || async move {
+        let (first, started) = in_flight.join_or_start(&key, |_tap| async move {
             if gate_rx.await.is_ok() {
                 panic!("arithmetic on origin input");
             }
@@ -140,12 +155,12 @@ mod tests {
         });
         assert!(started);
         let (waiter, started) =
-            in_flight.join_or_start(&key, || async { Err(FetchError::CircuitOpen) });
+            in_flight.join_or_start(&key, |_tap| async { Err(FetchError::CircuitOpen) });
         assert!(!started, "a second caller joins the running fetch");
         assert_eq!(in_flight.len(), 1);
         assert_eq!(in_flight.gauge.get(), 0, "not polled yet");
         let _ = gate_tx.send(());
-        for result in [first.await, waiter.await] {
+        for result in [first.result.await, waiter.result.await] {
             assert!(
                 matches!(&result, Err(FetchError::Internal(m)) if m.contains("panicked")),
                 "{result:?}"
@@ -157,12 +172,12 @@ mod tests {
         // The next request starts a new fetch, which is served.
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let (next, started) = in_flight.join_or_start(&key, move || {
+        let (next, started) = in_flight.join_or_start(&key, move |_tap| {
             counted.fetch_add(1, Ordering::SeqCst);
             async { Err(FetchError::TooLarge(7)) }
         });
         assert!(started, "the key is not poisoned");
-        assert_eq!(next.await.err(), Some(FetchError::TooLarge(7)));
+        assert_eq!(next.result.await.err(), Some(FetchError::TooLarge(7)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(in_flight.is_empty());
     }
@@ -172,9 +187,9 @@ mod tests {
         let in_flight: InFlight<u32> = InFlight::new(gauge());
         for i in 0..100 {
             let (fetch, started) =
-                in_flight.join_or_start(&i, || async { Err(FetchError::CircuitOpen) });
+                in_flight.join_or_start(&i, |_tap| async { Err(FetchError::CircuitOpen) });
             assert!(started);
-            assert_eq!(fetch.await.err(), Some(FetchError::CircuitOpen));
+            assert_eq!(fetch.result.await.err(), Some(FetchError::CircuitOpen));
         }
         tokio::task::yield_now().await;
         assert!(in_flight.is_empty());

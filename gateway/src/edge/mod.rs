@@ -3,7 +3,9 @@
 //! they name are.
 //!
 //! A fetch runs in a task of its own, so a viewer that goes away neither cancels nor restarts it. Every
-//! viewer waiting for the same key holds a clone of one shared future and is woken when the task ends.
+//! viewer waiting for the same key holds a clone of one shared future and is woken when the task ends;
+//! a media body is also published as it arrives ([`crate::origin::arriving`]), so those viewers may
+//! stream it at the origin's pace instead.
 
 pub mod followed;
 pub mod follower;
@@ -29,7 +31,8 @@ use crate::origin::{OriginClient, OriginResponse};
 use peer_assist::hls::ParseError;
 
 use self::in_flight::InFlight;
-pub use self::in_flight::{FetchResult, SharedFetch};
+pub use self::in_flight::{FetchResult, Joined, SharedFetch};
+use crate::origin::arriving::{OpenedHead, Tap};
 
 /// A media object was cached with its digest: what peers need to verify it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,15 +173,16 @@ impl Edge {
 
     /// Joins the fetch of `object` in progress, or starts one. The second value is true when this call
     /// started it.
-    pub fn fetch(self: &Arc<Self>, object: &ObjectRef) -> (SharedFetch, bool) {
-        self.in_flight
-            .join_or_start(&object.key, || Arc::clone(self).run_fetch(object.clone()))
+    pub fn fetch(self: &Arc<Self>, object: &ObjectRef) -> (Joined, bool) {
+        self.in_flight.join_or_start(&object.key, |tap| {
+            Arc::clone(self).run_fetch(object.clone(), Some(tap))
+        })
     }
 
     /// Fetches `object` for this caller alone, outside the in-flight map (an answer that depends on
     /// the caller's credentials must not be shared).
     pub async fn fetch_alone(self: &Arc<Self>, object: &ObjectRef) -> FetchResult {
-        Arc::clone(self).run_fetch(object.clone()).await
+        Arc::clone(self).run_fetch(object.clone(), None).await
     }
 
     /// Starts a background refresh of `object` unless one is running. Nobody waits for it.
@@ -210,24 +214,49 @@ impl Edge {
         self.in_flight.len()
     }
 
-    async fn run_fetch(self: Arc<Self>, object: ObjectRef) -> FetchResult {
+    /// The fetch task: `tap` (when given) publishes a media body to waiters as it arrives and is
+    /// finished with what the waiters of a complete answer must see.
+    async fn run_fetch(self: Arc<Self>, object: ObjectRef, tap: Option<Tap>) -> FetchResult {
         // Another fetch may have completed between the caller's lookup and this task.
         if let Lookup::Fresh(cached) = self.lookup(&object.key).await {
             return Ok(cached);
         }
         let hint = self.class_hint(&object.path);
+        // Only media bodies are streamed: playlists are parsed and rewritten first.
+        let mut tap = tap.filter(|_| hint.is_media());
+        let result = self.fetch_from_origin(&object, hint, tap.as_mut()).await;
+        if let Some(tap) = tap {
+            tap.finish(match &result {
+                Ok(built) => Ok(built.body.clone()),
+                Err(e) => Err(e.clone()),
+            });
+        }
+        result
+    }
+
+    async fn fetch_from_origin(
+        self: &Arc<Self>,
+        object: &ObjectRef,
+        hint: ObjectClass,
+        tap: Option<&mut Tap>,
+    ) -> FetchResult {
         let target = match &object.origin_query {
             Some(q) => format!("{}?{}", object.path, q),
             None => object.path.clone(),
         };
         let named = self.names.get(&object.path);
+        let min_len = named.and_then(|n| n.min_len);
+        let mut tap = tap;
+        if let Some(tap) = tap.as_deref_mut() {
+            tap.expect_at_least(min_len.unwrap_or(1));
+        }
         // One deadline for the whole fetch; a live segment's is a few target durations.
         let limit = named
             .and_then(|n| n.live_target)
             .filter(|_| hint.is_media())
             .map(|t| t.saturating_mul(LIVE_DEADLINE_TARGETS));
         let started = Instant::now();
-        let result = self.origin.get(&target, limit).await;
+        let result = self.origin.get_tapped(&target, limit, tap).await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -237,8 +266,7 @@ impl Edge {
             }
         };
         let body_len = response.body.len();
-        let min_len = named.and_then(|n| n.min_len);
-        let built = match self.build(&object, hint, min_len, response).await {
+        let built = match self.build(object, hint, min_len, response).await {
             Ok(built) => Arc::new(built),
             Err(e) => {
                 tracing::warn!(path = %object.path, error = %e, "origin answer refused");
@@ -258,10 +286,10 @@ impl Edge {
             .origin_fetch(built.class, started.elapsed().as_secs_f64(), body_len);
         if built.is_success() {
             if let Some(info) = &built.playlist {
-                self.learn(&object, info).await;
+                self.learn(object, info).await;
             }
         }
-        self.store(&object, Arc::clone(&built)).await;
+        self.store(object, Arc::clone(&built)).await;
         if let (Some(digest), Some(playlist)) = (built.digest, self.owners.get(&object.path)) {
             let _ = self.digests.send(DigestEvent {
                 playlist: playlist.to_string(),
@@ -271,6 +299,48 @@ impl Edge {
             });
         }
         Ok(built)
+    }
+
+    /// The headers of an answer streamed while its body arrives (`head` is the origin's): what the
+    /// cached object's answers will say, except the validator the gateway derives from the digest
+    /// (not known yet; the origin's `ETag` is passed on when it sent one) and the length when the
+    /// origin did not declare it. Adds `Age` and `Cache-Control`; the caller adds `X-Cache`.
+    pub fn arriving_headers(
+        &self,
+        path: &str,
+        class: ObjectClass,
+        head: &OpenedHead,
+    ) -> http::HeaderMap {
+        let header = |name| {
+            head.headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let cc = header(CACHE_CONTROL)
+            .map(CacheControl::parse)
+            .unwrap_or_default();
+        let lifetime = policy::lifetime(class, None, &cc, &self.config);
+        let content_type = hls::content_type(path, class)
+            .map(HeaderValue::from_static)
+            .or_else(|| head.headers.get(CONTENT_TYPE).cloned());
+        let mut headers = crate::cache::object::fixed_headers(
+            head.status,
+            content_type.as_ref(),
+            origin_etag(&head.headers).as_ref(),
+            head.headers.get(LAST_MODIFIED),
+        );
+        let age = lifetime.map_or(Duration::ZERO, |l| origin_age(&head.headers).min(l.total()));
+        headers.insert(AGE, HeaderValue::from(age.as_secs()));
+        let cache_control = match lifetime.filter(|l| !l.total().is_zero()) {
+            Some(l) => HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                l.fresh.saturating_sub(age).as_secs()
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-store")),
+            None => HeaderValue::from_static("no-store"),
+        };
+        headers.insert(CACHE_CONTROL, cache_control);
+        headers
     }
 
     /// Turns an origin answer into a cache entry (not yet stored); a playlist over the parser's
@@ -344,15 +414,8 @@ impl Edge {
             stale: Duration::ZERO,
         });
         let digest = self.digest(&body).await;
-        let etag = headers
-            .get(ETAG)
-            .filter(|v| v.as_bytes().first() == Some(&b'"') || v.as_bytes().starts_with(b"W/\""))
-            .cloned()
-            .unwrap_or_else(|| etag_from(&digest));
-        let origin_age = header(AGE)
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(Duration::ZERO, Duration::from_secs)
-            .min(lifetime.total());
+        let etag = origin_etag(&headers).unwrap_or_else(|| etag_from(&digest));
+        let origin_age = origin_age(&headers).min(lifetime.total());
         let content_type = hls::content_type(&object.path, class)
             .map(HeaderValue::from_static)
             .or(origin_type);
@@ -360,7 +423,7 @@ impl Edge {
         let fixed = crate::cache::object::fixed_headers(
             status,
             content_type.as_ref(),
-            &etag,
+            Some(&etag),
             last_modified.as_ref(),
         );
         Ok(CachedObject {
@@ -499,6 +562,23 @@ impl Edge {
             }
         }
     }
+}
+
+/// The origin's `ETag`, if it is a well-formed one (strong or weak, quoted).
+fn origin_etag(headers: &http::HeaderMap) -> Option<HeaderValue> {
+    headers
+        .get(ETAG)
+        .filter(|v| v.as_bytes().first() == Some(&b'"') || v.as_bytes().starts_with(b"W/\""))
+        .cloned()
+}
+
+/// The origin's `Age`, zero when absent or unreadable.
+fn origin_age(headers: &http::HeaderMap) -> Duration {
+    headers
+        .get(AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_secs)
 }
 
 /// Bodies up to this size are copied out of the buffer they arrived in (see [`owned_body`]).

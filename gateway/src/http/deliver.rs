@@ -1,6 +1,11 @@
 //! Answering a request from the cache: find the object (a hit, a stale answer while one background
 //! fetch revalidates it, or the one shared origin fetch), then build the answer with `Age`,
 //! `Cache-Control`, `X-Cache`, validators (304), a single byte range (206/416) and HEAD.
+//!
+//! A plain GET of a media object whose fetch is under way is answered as the body arrives: the
+//! answer starts with the origin's first bytes and ends with an error (an aborted connection or
+//! stream) if the fetch fails midway. HEAD, ranges and conditional requests wait for the whole
+//! object, which they need.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -11,7 +16,6 @@ use http::header::{
     IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
@@ -22,7 +26,8 @@ use crate::error::FetchError;
 use crate::hls::ObjectClass;
 use crate::http::path::CleanTarget;
 use crate::http::range::{self, RangeAnswer};
-use crate::http::response::{error_response, Body};
+use crate::http::response::{error_response, Body, BodyError};
+use crate::origin::arriving::{self, Arrivals, OpenedHead, Reader};
 use sha2::Digest as _;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -52,8 +57,15 @@ pub async fn deliver<B>(
         origin_query: key::origin_query(target.query.as_deref(), access.gated),
         path: target.path,
     };
-    match find(edge, &object).await {
-        Ok((cached, phase)) => {
+    let may_stream = !head
+        && [RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE]
+            .iter()
+            .all(|name| !request.headers().contains_key(name));
+    match find(edge, &object, may_stream).await {
+        Ok(Found::Arriving(opened, arrivals, phase)) => {
+            arriving_answer(edge, &object.path, opened, arrivals, phase)
+        }
+        Ok(Found::Object(cached, phase)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
                 follower::touch(edge, &object, access.client);
             }
@@ -130,6 +142,55 @@ fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedO
     })
 }
 
+/// What a request is answered with.
+enum Found {
+    Object(Arc<CachedObject>, CachePhase),
+    /// A media body still arriving from the origin: streamed as it comes.
+    Arriving(OpenedHead, Arrivals, CachePhase),
+}
+
+/// The answer to a viewer that joined a media fetch under way: the origin's bytes as they come.
+fn arriving_answer(
+    edge: &Arc<Edge>,
+    path: &str,
+    opened: OpenedHead,
+    arrivals: Arrivals,
+    phase: CachePhase,
+) -> Response<Body> {
+    let class = edge.class_hint(path);
+    edge.metrics.cache_result(class, phase);
+    edge.metrics.request(class, opened.status);
+    edge.metrics.streamed.inc();
+    let mut headers = edge.arriving_headers(path, class, &opened);
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(phase.x_cache()));
+    if let Some(len) = opened.declared {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    let served = edge.metrics.served_counter(class);
+    let aborted = edge.metrics.streams_aborted.clone();
+    let chunks = futures_util::stream::unfold(Reader::new(arrivals), move |mut reader| {
+        let served = served.clone();
+        let aborted = aborted.clone();
+        async move {
+            match reader.next().await? {
+                Ok(bytes) => {
+                    served.inc_by(bytes.len() as u64);
+                    Some((Ok(bytes), reader))
+                }
+                Err(e) => {
+                    aborted.inc();
+                    tracing::debug!(error = %e, sent = reader.read(), "streamed answer aborted");
+                    Some((Err(BodyError::from(e)), reader))
+                }
+            }
+        }
+    });
+    let mut response = Response::new(Body::streamed(chunks, opened.declared));
+    *response.status_mut() = opened.status;
+    *response.headers_mut() = headers;
+    response
+}
+
 enum Failure {
     /// The live playlist is past its stale bound and the origin cannot give a new one.
     LivePlaylistTooOld {
@@ -139,15 +200,13 @@ enum Failure {
 }
 
 /// The object to answer with and the phase it went through; a failure is [`CachePhase::Error`].
-async fn find(
-    edge: &Arc<Edge>,
-    object: &ObjectRef,
-) -> Result<(Arc<CachedObject>, CachePhase), Failure> {
+/// With `may_stream`, a media body under way is answered as it arrives.
+async fn find(edge: &Arc<Edge>, object: &ObjectRef, may_stream: bool) -> Result<Found, Failure> {
     let expired = match edge.lookup(&object.key).await {
-        Lookup::Fresh(cached) => return Ok((cached, CachePhase::Hit)),
+        Lookup::Fresh(cached) => return Ok(Found::Object(cached, CachePhase::Hit)),
         Lookup::Stale(cached) => {
             edge.refresh(object);
-            return Ok((cached, CachePhase::Stale));
+            return Ok(Found::Object(cached, CachePhase::Stale));
         }
         Lookup::Expired(old) => Some(old),
         Lookup::Miss => None,
@@ -158,7 +217,13 @@ async fn find(
     } else {
         CachePhase::Coalesced
     };
-    let mut fetched = fetch.await;
+    if may_stream && edge.class_hint(&object.path).is_media() {
+        let mut arrivals = fetch.arrivals.clone();
+        if let Some(opened) = arriving::opened(&mut arrivals).await {
+            return Ok(Found::Arriving(opened, arrivals, phase));
+        }
+    }
+    let mut fetched = fetch.result.await;
     // A 401/403 answers the credentials of the viewer whose request started the fetch; one who
     // joined it with credentials of its own asks the origin with them.
     let denied = |r: &FetchResult| {
@@ -182,7 +247,9 @@ async fn find(
             return Err(Failure::LivePlaylistTooOld { retry_after });
         }
     }
-    fetched.map(|new| (new, phase)).map_err(Failure::Fetch)
+    fetched
+        .map(|new| Found::Object(new, phase))
+        .map_err(Failure::Fetch)
 }
 
 /// Body bytes of an answer (HEAD answers carry none).
@@ -341,7 +408,7 @@ fn finish(
     if let Some(len) = len {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
-    let mut response = Response::new(Full::new(body));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response

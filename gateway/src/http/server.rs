@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -280,7 +279,7 @@ where
 }
 
 fn overloaded() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(
+    let mut response = Response::new(Body::full(Bytes::from_static(
         b"503 Service Unavailable: overloaded\n",
     )));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

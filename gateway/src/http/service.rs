@@ -11,7 +11,6 @@ use http::header::{
     ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ALLOW, CONTENT_TYPE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
 
 use std::time::SystemTime;
 
@@ -102,7 +101,7 @@ pub async fn handle<B: Send + 'static>(
         },
     };
     if head {
-        *response.body_mut() = Full::new(Bytes::new());
+        *response.body_mut() = Body::empty();
     }
     response
 }
@@ -175,7 +174,7 @@ async fn metrics(state: &AppState) -> Response<Body> {
     edge.metrics
         .cache_entries
         .set(edge.cache.entry_count() as i64);
-    let mut response = Response::new(Full::new(Bytes::from(edge.metrics.render())));
+    let mut response = Response::new(Body::full(Bytes::from(edge.metrics.render())));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -184,7 +183,7 @@ async fn metrics(state: &AppState) -> Response<Body> {
 }
 
 fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Body::full(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let h = response.headers_mut();
     h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));

@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 use sha2::{Digest, Sha256};
 
 use crate::http::response::Body;
@@ -85,7 +84,7 @@ pub fn config_document(ice_servers: &[String]) -> Bytes {
 /// Answers `path` if it is one of the player's routes; `None` lets the request go to the cache.
 pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Response<Body>> {
     if path == CONFIG_PATH {
-        let mut response = Response::new(Full::new(config.clone()));
+        let mut response = Response::new(Body::full(config.clone()));
         let h = response.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -97,7 +96,7 @@ pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Respon
     };
     let Some(asset) = assets().get(name) else {
         if name == "index.html" {
-            let mut response = Response::new(Full::new(Bytes::from_static(
+            let mut response = Response::new(Body::full(Bytes::from_static(
                 b"the web player is not built into this binary (web/dist was missing at build time)\n",
             )));
             *response.status_mut() = StatusCode::NOT_FOUND;
@@ -111,11 +110,11 @@ pub fn respond(path: &str, request: &HeaderMap, config: &Bytes) -> Option<Respon
         .and_then(|v| asset.etag.to_str().ok().map(|etag| (v, etag)))
         .is_some_and(|(inm, etag)| crate::http::range::if_none_match(inm, etag));
     let mut response = if matches {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::full(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(Full::new(asset.body.clone()));
+        let mut r = Response::new(Body::full(asset.body.clone()));
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
         r

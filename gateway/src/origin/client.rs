@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::config::OriginConfig;
 use crate::error::FetchError;
 use crate::metrics::Metrics;
+use crate::origin::arriving::Tap;
 use crate::origin::breaker::{Breaker, Outcome};
 use peer_assist::hls::uri;
 
@@ -244,6 +245,18 @@ impl OriginClient {
         path_and_query: &str,
         limit: Option<Duration>,
     ) -> Result<OriginResponse, FetchError> {
+        self.get_tapped(path_and_query, limit, None).await
+    }
+
+    /// [`OriginClient::get`], publishing a 200 body through `tap` as it arrives (see
+    /// [`crate::origin::arriving`]). A failure after the tap opened ends its readers' answers (bytes
+    /// are out); the fetch goes on retrying as configured, unseen, to fill the cache.
+    pub async fn get_tapped(
+        &self,
+        path_and_query: &str,
+        limit: Option<Duration>,
+        mut tap: Option<&mut Tap>,
+    ) -> Result<OriginResponse, FetchError> {
         let within = limit.map_or(self.config.total_timeout, |l| {
             l.min(self.config.total_timeout)
         });
@@ -276,7 +289,7 @@ impl OriginClient {
                 // Every circuit is open: waiting will not help within this request.
                 break;
             };
-            let attempt = self.attempt(permit, index, &target);
+            let attempt = self.attempt(permit, index, &target, tap.as_deref_mut());
             let outcome = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => Attempt::Failed(FetchError::TotalTimeout),
@@ -288,6 +301,10 @@ impl OriginClient {
                 path_key,
                 breaker_outcome(&outcome),
             );
+            if let (Some(tap), Attempt::Failed(e)) = (tap.as_deref_mut(), &outcome) {
+                // Readers of an open body end now; a retry (to fill the cache) is not streamed.
+                tap.fail(e.clone());
+            }
             match outcome {
                 Attempt::Done(response) => return Ok(response),
                 Attempt::Failed(e) if !e.retryable() => return Err(e),
@@ -350,6 +367,7 @@ impl OriginClient {
         permit: tokio::sync::OwnedSemaphorePermit,
         index: usize,
         path_and_query: &str,
+        mut tap: Option<&mut Tap>,
     ) -> Attempt {
         self.active.inc();
         let _active = Active {
@@ -359,7 +377,7 @@ impl OriginClient {
         let base = &self.origins[index].base;
         let mut url = format!("{base}{path_and_query}");
         for _ in 0..=MAX_REDIRECTS {
-            let response = match self.request(&url).await {
+            let response = match self.request(&url, tap.as_deref_mut()).await {
                 Ok(r) => r,
                 Err(e) => return Attempt::Failed(e),
             };
@@ -392,10 +410,11 @@ impl OriginClient {
     }
 
     /// One GET of `url`: headers within the first-byte timeout, then the whole body, counted
-    /// against the body limit and the global budget.
+    /// against the body limit and the global budget; a body `tap` takes is published as it arrives.
     async fn request(
         &self,
         url: &str,
+        tap: Option<&mut Tap>,
     ) -> Result<(StatusCode, HeaderMap, Bytes, Reservation), FetchError> {
         let uri: Uri = url
             .parse()
@@ -434,29 +453,44 @@ impl OriginClient {
         let mut reservation = self.budget.empty();
         // A declared length is taken from the budget at once: refused before a byte is buffered.
         reservation.grow_to(expected.unwrap_or(0))?;
-        let capacity = usize::try_from(expected.unwrap_or(0)).unwrap_or(0);
+        // A tapped body lives in the tap's chunks (readers share them); others in one buffer.
+        let mut tap =
+            tap.and_then(|t| t.begin(parts.status, &parts.headers, expected).then_some(t));
+        let capacity = if tap.is_some() {
+            0
+        } else {
+            usize::try_from(expected.unwrap_or(0)).unwrap_or(0)
+        };
         let mut buffer = BytesMut::with_capacity(capacity);
+        let mut received: u64 = 0;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| FetchError::Body(error_chain(&e)))?;
             let Ok(data) = frame.into_data() else {
                 continue; // Trailers.
             };
-            let total = u64::try_from(buffer.len().saturating_add(data.len())).unwrap_or(u64::MAX);
+            let total = received.saturating_add(data.len() as u64);
             if total > limit {
                 return Err(FetchError::TooLarge(limit));
             }
             reservation.grow_to(total)?;
-            buffer.extend_from_slice(&data);
+            received = total;
+            match tap.as_deref_mut() {
+                Some(tap) => tap.push(data),
+                None => buffer.extend_from_slice(&data),
+            }
         }
-        let body = buffer.freeze();
         if let Some(expected) = expected {
-            if body.len() as u64 != expected {
+            if received != expected {
                 return Err(FetchError::Truncated {
                     expected,
-                    got: body.len() as u64,
+                    got: received,
                 });
             }
         }
+        let body = match tap {
+            Some(tap) => tap.body(),
+            None => buffer.freeze(),
+        };
         Ok((parts.status, parts.headers, body, reservation))
     }
 

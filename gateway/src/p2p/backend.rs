@@ -82,6 +82,7 @@ async fn playlist(edge: &Arc<Edge>, path: &str) -> Result<Arc<CachedObject>, Res
         Lookup::Expired(_) | Lookup::Miss => edge
             .fetch(&object)
             .0
+            .result
             .await
             .map_err(|e| ResolveError::Unavailable(format!("{path}: {e}")))?,
     };

@@ -13,7 +13,6 @@ use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use peer_assist::protocol::signal::{self, DigestEntry};
 use peer_assist::tracker::{ConnectionInfo, Tracker, TrackerConfig};
@@ -221,7 +220,7 @@ impl P2p {
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });
-        let mut response = Response::new(Full::new(Bytes::new()));
+        let mut response = Response::new(Body::full(Bytes::new()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = response.headers_mut();
         h.insert(UPGRADE, HeaderValue::from_static("websocket"));

@@ -43,6 +43,15 @@ pub enum Reply {
     StallBody { body: Bytes, sent: usize },
     /// Sends the head and half the body, waits `pause`, then sends the rest.
     Dribble { body: Bytes, pause: Duration },
+    /// Sends the head (declaring the whole body), then `body` in `pieces` equal pieces spread over
+    /// `over` (the first at once); with `cut_after`, closes the connection after that many pieces.
+    /// The instant of the first body byte is kept ([`TestOrigin::first_byte_at`]).
+    Paced {
+        body: Bytes,
+        pieces: usize,
+        over: Duration,
+        cut_after: Option<usize>,
+    },
     /// After `delay`, `body` with 200 if the request head (line and headers) contains `needle`,
     /// else a 403: an origin that checks a token or a header.
     Requires {
@@ -89,6 +98,8 @@ struct OriginState {
     /// Connections being served now, and the most at once.
     active: AtomicUsize,
     peak: AtomicUsize,
+    /// When a `Paced` answer of each path sent its first body byte (the last time it did).
+    first_bytes: Mutex<HashMap<String, Instant>>,
 }
 
 /// Counts one connection as active while it lives.
@@ -166,6 +177,11 @@ impl TestOrigin {
     /// The most connections this origin served at once.
     pub fn peak_connections(&self) -> usize {
         self.state.peak.load(Ordering::SeqCst)
+    }
+
+    /// When the last `Paced` answer for `path` sent its first body byte.
+    pub fn first_byte_at(&self, path: &str) -> Option<Instant> {
+        self.state.first_bytes.lock().unwrap().get(path).copied()
     }
 
     /// Every request target received (path and query as sent).
@@ -261,6 +277,37 @@ async fn serve_one(mut stream: TcpStream, state: Arc<OriginState>) -> std::io::R
             stream.write_all(&body[..half]).await?;
             tokio::time::sleep(pause).await;
             stream.write_all(&body[half..]).await?;
+            stream.shutdown().await
+        }
+        Reply::Paced {
+            body,
+            pieces,
+            over,
+            cut_after,
+        } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            stream.write_all(head.as_bytes()).await?;
+            let pieces = pieces.max(1);
+            let size = body.len().div_ceil(pieces).max(1);
+            let pause = over / pieces as u32;
+            let started = tokio::time::Instant::now();
+            for (i, piece) in body.chunks(size).enumerate() {
+                if cut_after == Some(i) {
+                    return stream.shutdown().await;
+                }
+                tokio::time::sleep_until(started + pause * i as u32).await;
+                if i == 0 {
+                    state
+                        .first_bytes
+                        .lock()
+                        .unwrap()
+                        .insert(path.clone(), Instant::now());
+                }
+                stream.write_all(piece).await?;
+            }
             stream.shutdown().await
         }
         Reply::Requires {
@@ -446,6 +493,23 @@ pub async fn request(
         headers: parts.headers,
         body,
     }
+}
+
+/// A GET whose body may end in an error: its status and its body, or how the body ended. An
+/// answer streamed while the origin sends it ends with an error when the origin fetch fails.
+pub async fn get_outcome(url: &str) -> (StatusCode, Result<Bytes, String>) {
+    let request = Request::get(url).body(Empty::new()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(20), client().request(request))
+        .await
+        .expect("gateway answered in time")
+        .expect("request to the gateway");
+    let status = response.status();
+    let body = tokio::time::timeout(Duration::from_secs(20), response.into_body().collect())
+        .await
+        .expect("body ended in time")
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string());
+    (status, body)
 }
 
 /// Polls `done` every 10 ms until it holds or `within` passes (checking once more at the end);
