@@ -315,6 +315,12 @@ pub struct Registry {
     addresses: HashMap<IpAddr, AddressUse>,
     /// Members whose peer list may have changed since they were last sent one.
     pending: HashSet<String>,
+    /// Marked members whose list had room for a newcomer: sent at once, not paced. A newcomer
+    /// dials the peers of its first list right away, and a peer checks a dialer's key against the
+    /// lists it was given, so a list that lagged would refuse the newcomer's link (and the dialer
+    /// would wait its retry backoff). At most `peers_returned` such pushes a member, as each one
+    /// adds a peer to a list with room.
+    urgent: HashSet<String>,
     /// Peer lists computed and pushed (for tests and metrics).
     lists_pushed: u64,
 }
@@ -430,6 +436,9 @@ impl Registry {
                     }));
             if could_enter {
                 self.pending.insert(id.clone());
+                if m.listed.len() < k {
+                    self.urgent.insert(id.clone());
+                }
             }
         }
     }
@@ -439,6 +448,7 @@ impl Registry {
         let member = self.members.remove(id)?;
         self.introduced.remove(id);
         self.pending.remove(id);
+        self.urgent.remove(id);
         if let Some(a) = member.address.map(address_key) {
             if let Some(usage) = self.addresses.get_mut(&a) {
                 usage.peers = usage.peers.saturating_sub(1);
@@ -509,8 +519,9 @@ impl Registry {
                 done.push(id.clone());
                 continue;
             };
+            let paced = !self.urgent.contains(id);
             if let Some(at) = m.listed_at.and_then(|t| t.checked_add(interval)) {
-                if at > now {
+                if paced && at > now {
                     next = Some(next.map_or(at, |n| n.min(at)));
                     continue;
                 }
@@ -525,6 +536,7 @@ impl Registry {
         }
         for id in done {
             self.pending.remove(&id);
+            self.urgent.remove(&id);
         }
         for (id, peers) in &due {
             self.record_sent(id, peers, now);
@@ -1015,6 +1027,28 @@ mod tests {
     }
 
     /// Pushes of peer lists: a list is sent only when it changed, at most once per interval.
+    /// A newcomer dials the peers of its first list at once; a peer checks a dialer's key against
+    /// the lists it was given, so those peers must learn of the newcomer at once, not a second
+    /// later (found by `p2p_native::a_driven_node_fetches_what_it_is_asked_for_from_a_peer`).
+    #[test]
+    fn peers_with_room_learn_of_a_newcomer_at_once() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(TrackerConfig::default());
+        let s = r.swarm_key("/s", None);
+        r.join(member("a", None), s.clone()).unwrap();
+        r.first_list("a", t0);
+        let later = t0 + Duration::from_millis(5);
+        r.join(member("b", None), s.clone()).unwrap();
+        assert_eq!(ids(&r.first_list("b", later)), ["a"]);
+        let (due, _) = r.due_lists(later);
+        assert_eq!(due.len(), 1, "not paced");
+        assert_eq!(due[0].0, "a");
+        assert_eq!(ids(&due[0].1), ["b"]);
+        // A score change is still paced.
+        r.mark_swarm(&s);
+        assert!(r.due_lists(later).0.is_empty());
+    }
+
     #[test]
     fn peer_lists_are_paced_and_sent_only_when_they_change() {
         let t0 = Instant::now();
@@ -1052,9 +1086,10 @@ mod tests {
         pushed += r.due_lists(now).0.len() as u64;
         assert_eq!(r.pending_lists(), 0);
         assert_eq!(pushed, r.lists_pushed());
-        // 428 first lists; the first 9 members' lists filled up as the swarm grew (at most one
-        // push per member per second); nobody else's list changed.
-        assert!(pushed <= 428 + 16, "{pushed} pushes");
+        // 428 first lists; the first 9 members' lists filled up as the swarm grew, one push per
+        // newcomer while they had room (8 + 7 + ... + 1 = 36: a newcomer dials at once, so the
+        // peers it dials must know it); nobody else's list changed.
+        assert!(pushed <= 428 + 36, "{pushed} pushes");
         // Every full list is of the 8 most senior peers.
         assert_eq!(
             ids(&r.matches("p399")),
