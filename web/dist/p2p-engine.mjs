@@ -1585,8 +1585,9 @@ var NodeCore = class {
       this.outputs.push({ type: "close", link, reason: "banned" });
       return;
     }
-    if (fingerprint !== null) {
-      const published = this.listed.find((p) => p.peer_id === peer)?.quic?.fingerprint;
+    const listed = this.listed.find((p) => p.peer_id === peer);
+    if (fingerprint !== null && listed !== void 0) {
+      const published = listed.quic?.fingerprint;
       if (published === void 0 || normalFingerprint(published) !== normalFingerprint(fingerprint)) {
         this.identityMismatches++;
         this.outputs.push({ type: "close", link, reason: "identity" });

@@ -726,10 +726,13 @@ export class NodeCore {
       this.outputs.push({ type: 'close', link, reason: 'banned' });
       return;
     }
-    if (fingerprint !== null) {
-      // The peer id in the Handshake is only a claim: the key behind the link (QUIC) must be the
-      // one the tracker published for that id. Browser links (WebRTC) have none to check.
-      const published = this.listed.find((p) => p.peer_id === peer)?.quic?.fingerprint;
+    // The peer id in the Handshake is only a claim: for a peer the tracker listed here, the key
+    // behind the link (QUIC) must be the one it published for that id. A dialer not listed here
+    // cannot be checked and is taken as a stranger (the tracker ignores reports about peers it did
+    // not introduce). Browser links (WebRTC) have no key to check.
+    const listed = this.listed.find((p) => p.peer_id === peer);
+    if (fingerprint !== null && listed !== undefined) {
+      const published = listed.quic?.fingerprint;
       if (published === undefined || normalFingerprint(published) !== normalFingerprint(fingerprint)) {
         this.identityMismatches++;
         this.outputs.push({ type: 'close', link, reason: 'identity' });

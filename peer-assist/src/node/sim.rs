@@ -988,6 +988,34 @@ mod tests {
         assert_eq!(sim.summary(0).identity_mismatches, 1);
     }
 
+    /// A dialer this node was never told of (its list named this node first) is not closed: lists
+    /// are capped and sent at different times, so a newcomer often dials seniors that do not list
+    /// it. A listed peer with another key still is (above).
+    #[test]
+    fn a_dialer_the_tracker_did_not_list_here_is_kept() {
+        let mut sim = driven_swarm(trace_world(), vec![driven()], 0);
+        sim.run_for(Duration::from_secs(1));
+        sim.inject(
+            0,
+            Input::LinkUp {
+                link: LinkId(950),
+                peer: "p950".into(),
+                initiated: false,
+                max_frame: 70_005,
+                fingerprint: Some("d".repeat(64)),
+            },
+        );
+        let closes = sim
+            .steps()
+            .iter()
+            .flat_map(|s| &s.outputs)
+            .filter(|o| matches!(o, Output::Close { .. }))
+            .count();
+        assert_eq!(closes, 0);
+        assert_eq!(sim.nodes[0].core.link_count(), 1);
+        assert_eq!(sim.summary(0).identity_mismatches, 0);
+    }
+
     #[test]
     fn driven_peers_share_and_liars_and_errors_reach_the_callers() {
         let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 99);

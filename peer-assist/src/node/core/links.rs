@@ -173,14 +173,16 @@ impl NodeCore {
             });
             return;
         }
-        if let Some(proven) = fingerprint {
-            // The peer id in the Handshake is only a claim: the key behind the link must be the
-            // one the tracker published for that id.
-            let published = self
-                .listed
-                .iter()
-                .find(|p| p.peer_id == peer)
-                .and_then(|p| p.quic.as_ref())
+        // The peer id in the Handshake is only a claim: for a peer the tracker listed to this
+        // node, the key behind the link must be the one it published for that id. A dialer the
+        // tracker has not listed here (this node is on its list, it is not on this node's: lists
+        // are capped and sent at different times) cannot be checked, and is taken as the stranger
+        // it is: the tracker ignores what this node reports of a peer it was not introduced to.
+        let listed = self.listed.iter().find(|p| p.peer_id == peer);
+        if let (Some(proven), Some(listed)) = (fingerprint, listed) {
+            let published = listed
+                .quic
+                .as_ref()
                 .map(|q| normal_fingerprint(&q.fingerprint));
             if published.as_deref() != Some(normal_fingerprint(&proven).as_str()) {
                 tracing::warn!(%peer, "a link whose certificate is not the one published for its peer id");
