@@ -54,6 +54,11 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
     }
 }
 
+/// What an entry counts against the byte bound.
+fn weight(key: &CacheKey, value: &CachedObject) -> usize {
+    value.body.len() + key.0.len() + ENTRY_OVERHEAD
+}
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct ObjectCache {
@@ -78,8 +83,7 @@ impl ObjectCache {
             // TinyLFU admission could turn away the newest segment.
             .eviction_policy(EvictionPolicy::lru())
             .weigher(|key: &CacheKey, value: &Arc<CachedObject>| {
-                let weight = value.body.len() + key.0.len() + ENTRY_OVERHEAD;
-                u32::try_from(weight).unwrap_or(u32::MAX)
+                u32::try_from(weight(key, value)).unwrap_or(u32::MAX)
             })
             .expire_after(ByLifetime)
             .build();
@@ -90,7 +94,12 @@ impl ObjectCache {
         self.inner.get(key).await
     }
 
+    /// Keeps `value` unless it alone outweighs the whole bound: moka would admit it, evict
+    /// everything else to make room, serve it until its next maintenance and then drop it too.
     pub async fn insert(&self, key: CacheKey, value: Arc<CachedObject>) {
+        if weight(&key, &value) as u64 > self.max_bytes {
+            return;
+        }
         self.inner.insert(key, value).await;
     }
 
