@@ -344,3 +344,37 @@ async fn swarms_of_a_protected_stream_need_a_token() {
             .await;
     assert_eq!(r.status, 200);
 }
+
+/// `peer-assist node --token`: the token goes in `join` and, as a cookie, with every request to
+/// the gateway; without it the node is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_node_passes_its_token_along() {
+    use peer_assist::node::{self, NodeConfig, NodeError, Source};
+    use peer_assist::protocol::signal::ErrorCode;
+    let keys = format!("{KEY_OLD}\n{KEY_NEW}\n");
+    let s = stack(&keys).await;
+    let config = |token: Option<String>| {
+        let mut c = NodeConfig::new(&format!("http://{}", s.gw.addr), "/s/master.m3u8");
+        c.driven = true;
+        c.duration = None;
+        c.token = token;
+        c
+    };
+    match node::start(config(None)).await {
+        Err(NodeError::Refused { code, .. }) => assert_eq!(code, ErrorCode::Unauthorized),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a node without a token joined a protected swarm"),
+    }
+    let good = token(&keys, "/s/", Duration::from_secs(600));
+    let n = node::start(config(Some(good)))
+        .await
+        .expect("joins with its token");
+    let by = std::time::Instant::now() + Duration::from_secs(5);
+    let fetched = n.fetcher().fetch("/s/v/0.m4s", by).await.expect("fetched");
+    assert_eq!(fetched.source, Source::Http);
+    assert_eq!(fetched.bytes, pattern(3000, 7));
+    let summary = n.stop().await;
+    assert_eq!(summary.http_segments, 1);
+    // The gateway checked the token; the origin was asked for the bare path, once.
+    assert_eq!(s.origin.count("/s/v/0.m4s"), 1);
+}

@@ -32,6 +32,10 @@ struct NodeArgs {
     /// Gateway base URL.
     #[arg(long, value_name = "URL")]
     gateway: String,
+    /// The viewer's token, for a stream under a protected prefix (docs/SECURITY.md): sent when
+    /// joining the swarm and with every request to the gateway.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
     /// The stream: the path of its multivariant playlist on the gateway, e.g. /demo/live/master.m3u8.
     #[arg(long, value_name = "PATH")]
     stream: String,
@@ -117,6 +121,7 @@ async fn run(args: NodeArgs) -> ExitCode {
     };
     let mut config = NodeConfig::new(&args.gateway, &args.stream);
     config.rendition = args.rendition;
+    config.token = args.token.clone();
     config.seed = args.seed;
     config.duration = duration;
     config.bind = args.bind;

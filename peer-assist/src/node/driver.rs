@@ -197,6 +197,12 @@ enum Event {
 
 /// Starts a node: joins the swarm and begins. Returns once it has joined.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
+    let client = match &config.token {
+        Some(token) => GatewayClient::new(&config.gateway)
+            .with_token(token)
+            .map_err(|_| NodeError::BadToken)?,
+        None => GatewayClient::new(&config.gateway),
+    };
     let transports: Vec<Transport> = [Transport::Quic, Transport::Webrtc]
         .into_iter()
         .filter(|t| config.transports.contains(t))
@@ -228,7 +234,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             transports: transports.clone(),
             upload: config.upload,
         },
-        token: None,
+        token: config.token.clone(),
         quic: quic.as_ref().map(|t| QuicAddress {
             addr: t.local_addr().to_string(),
             fingerprint: t.fingerprint().to_owned(),
@@ -311,7 +317,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         peer_id,
         reconnects,
         playlist,
-        client: GatewayClient::new(&config.gateway),
+        client,
         events: events_tx.clone(),
         signal: signal_out,
         tasks: tasks.clone(),

@@ -57,6 +57,8 @@ impl HttpError {
 pub struct GatewayClient {
     base: String,
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// Sent as the `token` cookie on every request (a stream under a protected prefix).
+    cookie: Option<http::HeaderValue>,
 }
 
 impl GatewayClient {
@@ -64,7 +66,17 @@ impl GatewayClient {
         Self {
             base: base.trim_end_matches('/').to_owned(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            cookie: None,
         }
+    }
+
+    /// The same client, sending `token` as the `token` cookie on every request; an error if the
+    /// token cannot be a header value.
+    pub fn with_token(mut self, token: &str) -> Result<Self, HttpError> {
+        let cookie = http::HeaderValue::from_str(&format!("token={token}"))
+            .map_err(|_| HttpError::Request("the token is not a valid cookie value".into()))?;
+        self.cookie = Some(cookie);
+        Ok(self)
     }
 
     /// GETs `path` from byte `from` on (a range request when `from > 0`).
@@ -72,6 +84,9 @@ impl GatewayClient {
         let mut request = http::Request::get(format!("{}{}", self.base, path));
         if from > 0 {
             request = request.header(http::header::RANGE, format!("bytes={from}-"));
+        }
+        if let Some(cookie) = &self.cookie {
+            request = request.header(http::header::COOKIE, cookie.clone());
         }
         let request = request
             .body(Empty::new())

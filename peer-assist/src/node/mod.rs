@@ -99,6 +99,9 @@ pub struct NodeConfig {
     /// Do not play: fetch only what [`SegmentFetcher::fetch`] asks for, by the deadline it gives (a
     /// player model drives the node, as in the load-test harness).
     pub driven: bool,
+    /// The viewer's token for a stream under a protected prefix (docs/SECURITY.md): sent in
+    /// `join` and, as the `token` cookie, on every request to the gateway.
+    pub token: Option<String>,
 }
 
 impl NodeConfig {
@@ -123,6 +126,7 @@ impl NodeConfig {
             scheduler: SchedulerConfig::default(),
             test: TestBehaviour::default(),
             driven: false,
+            token: None,
         }
     }
 
@@ -237,6 +241,9 @@ pub enum NodeError {
     NoTransport,
     #[error("WebRTC requested, but this build has no `webrtc` feature")]
     WebrtcUnavailable,
+    /// This node's configuration: a token that cannot travel in a cookie.
+    #[error("the token is not a valid cookie value")]
+    BadToken,
     /// This machine: a socket could not be bound, a certificate not made.
     #[error("transport setup failed: {0}")]
     Transport(#[from] LinkError),
