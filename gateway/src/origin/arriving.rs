@@ -14,6 +14,8 @@
 //! sender, so a task that ends in any way without finishing (a panic, a cancellation) is seen by
 //! every reader as a failure. When the fetch ends well, the chunks are replaced by the one
 //! contiguous body that is cached, so slow readers share the cached bytes rather than a copy.
+//! The chunk that completes a declared length is held back until then: a viewer never holds a
+//! whole body the gateway has not yet accepted and stored.
 
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_TYPE;
@@ -304,7 +306,15 @@ impl Reader {
                         return Some(Err(e.clone()));
                     }
                     End::Running => {
-                        if let Some(chunk) = view.chunks.get(self.chunk) {
+                        // The chunk that completes a declared length waits for the fetch's
+                        // end: a viewer that holds the whole body can count on the cache holding
+                        // it too, and a body refused at the end is cut, never seen complete.
+                        let declared = view.opened.as_ref().and_then(|h| h.declared);
+                        let completes = |chunk: &&Bytes| {
+                            let through = self.offset.saturating_add(chunk.len() as u64);
+                            declared.is_some_and(|len| through >= len)
+                        };
+                        if let Some(chunk) = view.chunks.get(self.chunk).filter(|c| !completes(c)) {
                             self.chunk += 1;
                             self.offset = self.offset.saturating_add(chunk.len() as u64);
                             return Some(Ok(chunk.clone()));
@@ -392,6 +402,37 @@ mod tests {
         assert_eq!(drain(&mut early).await, (b"ijkl".to_vec(), None));
         assert_eq!(drain(&mut late).await, (b"defghijkl".to_vec(), None));
         assert_eq!(late.read(), 12);
+    }
+
+    #[tokio::test]
+    async fn the_chunk_that_completes_a_declared_length_waits_for_the_end() {
+        let (mut tap, rx) = Tap::new();
+        assert!(tap.begin(StatusCode::OK, &head(), Some(16)));
+        tap.push(Bytes::from_static(b"01234567"));
+        let mut reader = Reader::new(rx.clone());
+        assert_eq!(
+            reader.next().await,
+            Some(Ok(Bytes::from_static(b"01234567")))
+        );
+        tap.push(Bytes::from_static(b"89abcdef"));
+        let held = tokio::time::timeout(std::time::Duration::from_millis(50), reader.next()).await;
+        assert!(held.is_err(), "the last chunk is held until the fetch ends");
+        tap.finish(Err(FetchError::Internal("refused".into())));
+        assert_eq!(
+            drain(&mut reader).await,
+            (Vec::new(), Some(FetchError::Internal("refused".into()))),
+            "a body refused at its end is never seen complete"
+        );
+
+        let (mut tap, rx) = Tap::new();
+        assert!(tap.begin(StatusCode::OK, &head(), Some(16)));
+        tap.push(Bytes::from_static(b"0123456789abcdef"));
+        let mut reader = Reader::new(rx.clone());
+        drop(tap);
+        assert!(
+            matches!(drain(&mut reader).await, (got, Some(_)) if got.is_empty()),
+            "a lost task ends a held reader with an error"
+        );
     }
 
     #[tokio::test]
