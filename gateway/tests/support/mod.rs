@@ -139,8 +139,8 @@ impl TestOrigin {
                 };
                 let state = Arc::clone(&accept_state);
                 tokio::spawn(async move {
-                    let _active = ActiveConnection::new(&state);
-                    let _ = serve_one(stream, state).await;
+                    let active = ActiveConnection::new(&state);
+                    let _ = serve_one(stream, state, active).await;
                 });
             }
         });
@@ -174,7 +174,8 @@ impl TestOrigin {
         self.state.total.load(Ordering::SeqCst)
     }
 
-    /// The most connections this origin served at once.
+    /// The most connections this origin served at once (see `serve_one` for when one stops
+    /// counting).
     pub fn peak_connections(&self) -> usize {
         self.state.peak.load(Ordering::SeqCst)
     }
@@ -191,7 +192,13 @@ impl TestOrigin {
     }
 }
 
-async fn serve_one(mut stream: TcpStream, state: Arc<OriginState>) -> std::io::Result<()> {
+/// `active` counts the connection until its answer's last write starts (a `Full` or `Slow` one) or
+/// it ends: a client that holds a whole answer never sees its connection still counted.
+async fn serve_one(
+    mut stream: TcpStream,
+    state: Arc<OriginState>,
+    active: ActiveConnection,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -230,9 +237,13 @@ async fn serve_one(mut stream: TcpStream, state: Arc<OriginState>) -> std::io::R
             status,
             headers,
             body,
-        } => write_full(&mut stream, status, &headers, &body).await,
+        } => {
+            drop(active);
+            write_full(&mut stream, status, &headers, &body).await
+        }
         Reply::Slow { delay, body } => {
             tokio::time::sleep(delay).await;
+            drop(active);
             write_full(&mut stream, 200, &[], &body).await
         }
         Reply::Truncated { declared, body } => {
