@@ -5,7 +5,7 @@
 //! pointing at an origin are made root-relative so viewers come through the gateway. Segments, init sections, parts and keys are known from the playlists that name them
 //! and otherwise guessed from the extension.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -136,6 +136,40 @@ pub struct Reference {
     pub min_len: Option<u64>,
 }
 
+/// The end of a live media playlist's timeline: what the follower schedules its reloads by
+/// ([`crate::edge::schedule`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Timeline {
+    /// The last segments, oldest first: media sequence number and `EXTINF` duration.
+    pub segments: Vec<(u64, Duration)>,
+    /// When the newest segment ends by `EXT-X-PROGRAM-DATE-TIME` (its date plus its duration).
+    pub newest_end: Option<SystemTime>,
+}
+
+impl Timeline {
+    /// How many of the last segments a playlist's timeline keeps.
+    pub const KEPT: usize = 8;
+
+    pub fn newest(&self) -> Option<(u64, Duration)> {
+        self.segments.last().copied()
+    }
+
+    /// The summed durations of the segments after `sequence` up to the newest, if all are listed.
+    pub fn since(&self, sequence: u64) -> Option<Duration> {
+        let first = self.segments.first()?.0;
+        if sequence < first.saturating_sub(1) {
+            return None;
+        }
+        Some(
+            self.segments
+                .iter()
+                .filter(|(s, _)| *s > sequence)
+                .map(|(_, d)| *d)
+                .sum(),
+        )
+    }
+}
+
 /// What a playlist says about itself and what it names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaylistInfo {
@@ -148,6 +182,8 @@ pub struct PlaylistInfo {
     /// playlist the first `variants` of them are its variant streams, in order.
     pub references: Vec<Reference>,
     pub variants: usize,
+    /// For live media playlists: how their timeline ends.
+    pub timeline: Timeline,
 }
 
 impl PlaylistInfo {
@@ -159,6 +195,7 @@ impl PlaylistInfo {
             media_sequence: 0,
             references: Vec::new(),
             variants: 0,
+            timeline: Timeline::default(),
         }
     }
 
@@ -230,6 +267,7 @@ pub fn parse_playlist(
                 media_sequence: 0,
                 references,
                 variants,
+                timeline: Timeline::default(),
             })
         }
         Playlist::Media(m) => {
@@ -271,8 +309,20 @@ pub fn parse_playlist(
                 media_sequence: m.media_sequence,
                 references,
                 variants: 0,
+                timeline: timeline(&m.segments),
             })
         }
+    }
+}
+
+/// The last [`Timeline::KEPT`] segments of a media playlist, and when the newest ends by its date.
+fn timeline(segments: &[hls::playlist::Segment]) -> Timeline {
+    let tail = &segments[segments.len().saturating_sub(Timeline::KEPT)..];
+    Timeline {
+        segments: tail.iter().map(|s| (s.sequence, s.duration)).collect(),
+        newest_end: tail
+            .last()
+            .and_then(|s| s.program_date_time.and_then(|d| d.checked_add(s.duration))),
     }
 }
 

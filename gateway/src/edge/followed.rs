@@ -29,6 +29,10 @@ use crate::hls::{ObjectClass, PlaylistInfo, Reference};
 /// after any reload: a window that jumps by thousands of segments prefetches only its newest few.
 pub const MAX_PREFETCH: usize = 3;
 
+/// Target durations a followed live playlist stays fresh for viewers (see
+/// [`FollowedRenditions::keeps_fresh`]).
+pub const FRESH_WHILE_FOLLOWED: f32 = 1.5;
+
 #[derive(Debug)]
 struct Followed {
     /// When a viewer last asked for the playlist, by the gateway clock.
@@ -230,6 +234,14 @@ impl FollowedRenditions {
             .is_some_and(Followed::active)
     }
 
+    /// Whether a stored copy of the followed live playlist `key`, `age` old, is still the newest the
+    /// origin has as far as viewers need to know: the follower reloads it at least once a segment
+    /// duration while it works, so a copy younger than [`FRESH_WHILE_FOLLOWED`] target durations is
+    /// served as fresh. Older ones (the follower's reloads failing) take the usual path.
+    pub fn keeps_fresh(&self, key: &CacheKey, age: Duration, target: Duration) -> bool {
+        age <= target.mul_f32(FRESH_WHILE_FOLLOWED) && self.is_following(key)
+    }
+
     /// Whether the follower should let go of `key` at `now`, given the playlist's target duration:
     /// no viewer asked for it for long enough (see [`is_idle`]), or it is not followed.
     pub fn is_idle(&self, key: &CacheKey, now: Instant, target: Duration) -> bool {
@@ -298,15 +310,6 @@ pub fn is_idle(
     now.saturating_duration_since(last_request) >= idle_limit(idle_after, target)
 }
 
-/// RFC 8216 §6.3.4: after a change wait a target duration, after no change half of one.
-pub fn reload_interval(target: Duration, changed: bool) -> Duration {
-    if changed {
-        target
-    } else {
-        target / 2
-    }
-}
-
 fn select_new(info: &PlaylistInfo, last_prefetched: Option<u64>) -> Vec<Reference> {
     let segments: Vec<&Reference> = info
         .references
@@ -355,6 +358,7 @@ mod tests {
             media_sequence: first,
             references,
             variants: 0,
+            timeline: Default::default(),
         }
     }
 
@@ -548,12 +552,5 @@ mod tests {
         );
         assert_eq!(follower.touch(&other, None, at(7)), Touch::Started);
         assert_eq!(follower.touch(&key, None, at(7)), Touch::AtLimit);
-    }
-
-    #[test]
-    fn reload_interval_follows_rfc8216() {
-        let t = Duration::from_secs(4);
-        assert_eq!(reload_interval(t, true), t);
-        assert_eq!(reload_interval(t, false), Duration::from_secs(2));
     }
 }
