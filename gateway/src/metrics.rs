@@ -32,6 +32,7 @@ pub struct Metrics {
     pub streamed: IntCounter,
     pub streams_aborted: IntCounter,
     follower_refused: IntCounterVec,
+    follower_reloads: IntCounterVec,
     connections_refused: IntCounterVec,
     pub send_timeouts: IntCounter,
     pub load_shed: IntCounter,
@@ -142,6 +143,14 @@ impl Metrics {
         for reason in ["limit", "client_limit"] {
             follower_refused.with_label_values(&[reason]);
         }
+        let follower_reloads = counter_vec(
+            "gateway_follower_reloads_total",
+            "Live playlist reloads by the follower, by result (new: a new segment showed; unchanged; failed).",
+            &["result"],
+        );
+        for result in ["new", "unchanged", "failed"] {
+            follower_reloads.with_label_values(&[result]);
+        }
         let connections_refused = counter_vec(
             "gateway_connections_refused_total",
             "Client connections closed before any request was read, by reason (max_connections, preface_timeout).",
@@ -186,6 +195,7 @@ impl Metrics {
                 "Streamed answers aborted because their origin fetch failed midway.",
             ),
             follower_refused,
+            follower_reloads,
             connections_refused,
             send_timeouts: counter(
                 "gateway_send_timeouts_total",
@@ -219,6 +229,11 @@ impl Metrics {
     /// A request or a join refused for its token (`reason`: a [`crate::auth::TokenError`] label).
     pub fn auth_denied(&self, reason: &'static str) {
         self.auth_denied.with_label_values(&[reason]).inc();
+    }
+
+    /// The follower reloaded a live playlist (`result`: `new`, `unchanged`, `failed`).
+    pub fn follower_reload(&self, result: &'static str) {
+        self.follower_reloads.with_label_values(&[result]).inc();
     }
 
     /// A live rendition a viewer asked for was not followed (`reason`: `limit`, `client_limit`).

@@ -1,7 +1,9 @@
 //! The live playlist follower. While a live rendition is being watched, the gateway reloads its
-//! playlist itself at the RFC 8216 §6.3.4 interval (a target duration after a change, half of one after
-//! none) and prefetches the segments that appear, so viewers hit a warm cache and every new segment has
-//! a digest before any peer asks for it. A rendition nobody asked for during `idle_after` (and at least
+//! playlist itself just after the next segment is due at the origin ([`schedule`](super::schedule)
+//! learns when that is), stores each answer for viewers (a followed playlist stays fresh as long as
+//! the follower keeps it so) and prefetches the segments that appear, so viewers see a new segment
+//! moments after the origin does, hit a warm cache, and every new segment has a digest before any
+//! peer asks for it. A rendition nobody asked for during `idle_after` (and at least
 //! three target durations: players reload a watched playlist every target duration) is dropped, so a
 //! rendition viewers switched away from stops costing origin fetches within seconds.
 //!
@@ -11,9 +13,13 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use crate::edge::followed::{follow_path, reload_interval, Touch};
+use tokio::time::Instant;
+
+use crate::cache::CachedObject;
+use crate::edge::followed::{follow_path, Touch};
+use crate::edge::schedule::{Reload, Schedule};
 use crate::edge::{Edge, Lookup, ObjectRef};
 use crate::hls::ObjectClass;
 
@@ -40,18 +46,23 @@ pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) {
 }
 
 async fn run(edge: Arc<Edge>, object: ObjectRef) {
-    let mut last_etag = None;
     let mut target = Duration::from_secs(2);
+    let mut schedule: Option<Schedule> = None;
     loop {
-        // Idleness is judged by the gateway clock (tests drive it); only the waits below are real.
+        // Idleness is judged by the gateway clock (tests drive it); the schedule by real time.
         if edge.follower.is_idle(&object.key, edge.clock.now(), target) {
             break;
         }
-        let current = match edge.lookup(&object.key).await {
-            Lookup::Fresh(fresh) => Ok(fresh),
-            _ => edge.fetch(&object).0.result.await,
+        let sent = Instant::now();
+        let (current, started, done) = match first_copy(&edge, &object, schedule.is_none()).await {
+            // The viewer's request that started following it has just fetched it.
+            Some((copy, done)) => (Ok(copy), false, done),
+            None => {
+                let (reload, started) = edge.reload(&object);
+                (reload.result.await, started, Instant::now())
+            }
         };
-        let wait = match current {
+        let next = match current {
             Ok(playlist) if playlist.is_success() => {
                 // Also covers the playlist stored just before the rendition became followed.
                 if let Some(info) = &playlist.playlist {
@@ -63,9 +74,24 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
                     break; // It ended (EXT-X-ENDLIST): nothing more will appear.
                 }
                 target = playlist.target_duration().unwrap_or(target);
-                let changed = last_etag.as_ref() != Some(&playlist.etag);
-                last_etag = Some(playlist.etag.clone());
-                reload_interval(target, changed)
+                let schedule = schedule.get_or_insert_with(|| Schedule::new(target));
+                let newest = schedule.newest();
+                if let Some(info) = &playlist.playlist {
+                    let reload = Reload {
+                        // Joined a fetch someone else started: its start is unknown.
+                        sent: started.then(|| sent.into_std()),
+                        done: done.into_std(),
+                        wall: SystemTime::now(),
+                    };
+                    schedule.observe(reload, target, &info.timeline);
+                }
+                let result = if schedule.newest() > newest {
+                    "new"
+                } else {
+                    "unchanged"
+                };
+                edge.metrics.follower_reload(result);
+                Instant::from_std(schedule.next_reload(done.into_std()))
             }
             Ok(refused) if refused.status.is_client_error() => {
                 // Without the viewer's query the origin will not give it (a token, say): nothing
@@ -74,10 +100,34 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
                 tracing::info!(key = %object.key, status = %refused.status, "origin refused the follower; not following");
                 return;
             }
-            _ => Duration::from_millis(500),
+            _ => {
+                edge.metrics.follower_reload("failed");
+                done + Duration::from_millis(500)
+            }
         };
-        tokio::time::sleep(wait).await;
+        tokio::time::sleep_until(next).await;
     }
     edge.follower.stop(&object.key);
     tracing::info!(key = %object.key, "stopped following idle rendition");
 }
+
+/// At the first reload, the copy in the cache if it was just fetched (a viewer's request started
+/// following it), and when it was.
+async fn first_copy(
+    edge: &Edge,
+    object: &ObjectRef,
+    first: bool,
+) -> Option<(Arc<CachedObject>, Instant)> {
+    if !first {
+        return None;
+    }
+    let Lookup::Fresh(copy) = edge.lookup(&object.key).await else {
+        return None;
+    };
+    let age = copy.age(edge.clock.now());
+    let now = Instant::now();
+    (age <= JUST_FETCHED).then(|| (copy, now.checked_sub(age).unwrap_or(now)))
+}
+
+/// A copy this young is the one the request that started the follower fetched.
+const JUST_FETCHED: Duration = Duration::from_millis(250);

@@ -10,6 +10,7 @@
 pub mod followed;
 pub mod follower;
 pub mod in_flight;
+pub mod schedule;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,13 +162,26 @@ impl Edge {
     }
 
     pub async fn lookup(&self, key: &CacheKey) -> Lookup {
-        match self.cache.get(key).await {
-            None => Lookup::Miss,
-            Some(object) => match object.state(self.clock.now()) {
-                State::Fresh => Lookup::Fresh(object),
-                State::Stale => Lookup::Stale(object),
-                State::Expired => Lookup::Expired(object),
-            },
+        let Some(object) = self.cache.get(key).await else {
+            return Lookup::Miss;
+        };
+        let now = self.clock.now();
+        match object.state(now) {
+            State::Fresh => Lookup::Fresh(object),
+            // A followed live playlist is as fresh as the follower keeps it: it reloads when the
+            // next segment is due, and viewers get what it last saw.
+            _ if object.class == ObjectClass::LiveMedia
+                && object.is_success()
+                && self.follower.keeps_fresh(
+                    key,
+                    object.age(now),
+                    object.target_duration().unwrap_or(Duration::from_secs(2)),
+                ) =>
+            {
+                Lookup::Fresh(object)
+            }
+            State::Stale => Lookup::Stale(object),
+            State::Expired => Lookup::Expired(object),
         }
     }
 
@@ -175,14 +189,24 @@ impl Edge {
     /// started it.
     pub fn fetch(self: &Arc<Self>, object: &ObjectRef) -> (Joined, bool) {
         self.in_flight.join_or_start(&object.key, |tap| {
-            Arc::clone(self).run_fetch(object.clone(), Some(tap))
+            Arc::clone(self).run_fetch(object.clone(), Some(tap), false)
+        })
+    }
+
+    /// [`Edge::fetch`] from the origin even when the cache holds a fresh copy: the live follower's
+    /// reload (it is what keeps the copy fresh).
+    pub fn reload(self: &Arc<Self>, object: &ObjectRef) -> (Joined, bool) {
+        self.in_flight.join_or_start(&object.key, |tap| {
+            Arc::clone(self).run_fetch(object.clone(), Some(tap), true)
         })
     }
 
     /// Fetches `object` for this caller alone, outside the in-flight map (an answer that depends on
     /// the caller's credentials must not be shared).
     pub async fn fetch_alone(self: &Arc<Self>, object: &ObjectRef) -> FetchResult {
-        Arc::clone(self).run_fetch(object.clone(), None).await
+        Arc::clone(self)
+            .run_fetch(object.clone(), None, false)
+            .await
     }
 
     /// Starts a background refresh of `object` unless one is running. Nobody waits for it.
@@ -215,11 +239,19 @@ impl Edge {
     }
 
     /// The fetch task: `tap` (when given) publishes a media body to waiters as it arrives and is
-    /// finished with what the waiters of a complete answer must see.
-    async fn run_fetch(self: Arc<Self>, object: ObjectRef, tap: Option<Tap>) -> FetchResult {
+    /// finished with what the waiters of a complete answer must see. With `force`, the origin is
+    /// asked even when the cache holds a fresh copy.
+    async fn run_fetch(
+        self: Arc<Self>,
+        object: ObjectRef,
+        tap: Option<Tap>,
+        force: bool,
+    ) -> FetchResult {
         // Another fetch may have completed between the caller's lookup and this task.
-        if let Lookup::Fresh(cached) = self.lookup(&object.key).await {
-            return Ok(cached);
+        if !force {
+            if let Lookup::Fresh(cached) = self.lookup(&object.key).await {
+                return Ok(cached);
+            }
         }
         let hint = self.class_hint(&object.path);
         // Only media bodies are streamed: playlists are parsed and rewritten first.
