@@ -48,6 +48,31 @@ enum Command {
     /// are an error. Command-line flags override the file's values.
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
+    /// Measure how much later a new live segment is visible through a gateway than at its origin:
+    /// poll the same media playlist at both, side by side, and print a JSON report (median, p99,
+    /// and the gateway's origin playlist requests per segment duration).
+    EdgeDelay(EdgeDelayArgs),
+}
+
+#[derive(clap::Args)]
+struct EdgeDelayArgs {
+    /// The live media playlist at the origin.
+    #[arg(long, value_name = "URL")]
+    origin: http::Uri,
+    /// The same playlist through the gateway.
+    #[arg(long, value_name = "URL")]
+    gateway: http::Uri,
+    /// The gateway's /metrics URL (for its origin playlist requests).
+    #[arg(long, value_name = "URL")]
+    metrics: Option<http::Uri>,
+    /// Poll interval at each.
+    #[arg(long, value_parser = parse_duration, default_value = "20ms")]
+    every: Duration,
+    /// Not counted at the start (the gateway learns the stream).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    warmup: Duration,
+    #[arg(long, value_parser = parse_duration, default_value = "90s")]
+    duration: Duration,
 }
 
 #[derive(clap::Args)]
@@ -183,6 +208,30 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Origin(args) => runtime.block_on(run_origin(args)),
         Command::Run(args) => runtime.block_on(run_viewers(*args)),
+        Command::EdgeDelay(args) => {
+            if args.duration <= args.warmup || args.every.is_zero() {
+                eprintln!("loadtest: edge-delay: --duration must exceed --warmup, --every be > 0");
+                return ExitCode::from(2);
+            }
+            let report = runtime.block_on(loadtest::edge_delay::run(
+                loadtest::edge_delay::EdgeDelayConfig {
+                    origin: args.origin,
+                    gateway: args.gateway,
+                    metrics: args.metrics,
+                    every: args.every,
+                    warmup: args.warmup,
+                    duration: args.duration,
+                },
+            ));
+            match serde_json::to_string_pretty(&report) {
+                Ok(json) => println!("{json}"),
+                Err(e) => {
+                    eprintln!("loadtest: edge-delay: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Command::Tracker(args) => {
             let report =
                 runtime.block_on(loadtest::tracker::run(loadtest::tracker::TrackerBench {

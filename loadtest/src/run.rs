@@ -98,7 +98,7 @@ const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 /// `User-Agent` of every request.
 const USER_AGENT: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What to run.
@@ -652,9 +652,9 @@ impl Shared {
 }
 
 /// A completed HTTP exchange.
-struct Fetched {
-    status: StatusCode,
-    body: Bytes,
+pub(crate) struct Fetched {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Bytes,
     elapsed: Duration,
 }
 
@@ -710,7 +710,11 @@ pub fn fetch_error_label(error: &FetchError) -> String {
 }
 
 /// GET `uri` (headers and whole body within `timeout`).
-async fn http_get(client: &HttpClient, uri: Uri, timeout: Duration) -> Result<Fetched, GetError> {
+pub(crate) async fn http_get(
+    client: &HttpClient,
+    uri: Uri,
+    timeout: Duration,
+) -> Result<Fetched, GetError> {
     let started = Instant::now();
     let request = Request::get(uri)
         .header(header::USER_AGENT, USER_AGENT)
