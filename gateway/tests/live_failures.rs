@@ -1,6 +1,8 @@
 //! Live failures viewers survive (issue 12, item 6): the origin going away, an encoder restarted
 //! from scratch under the same names, and an origin that marks its playlists `no-cache`.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::sync::Arc;
