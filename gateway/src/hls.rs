@@ -205,6 +205,27 @@ impl PlaylistInfo {
     }
 }
 
+/// What identifies the objects of a live media playlist, so that a later version of it can be told
+/// apart from a restart of its encoder under the same names (see `edge::restart`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LiveShape {
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    /// Its segments (those that name a gateway path), in order.
+    pub segments: Vec<SegmentShape>,
+}
+
+/// One segment of a [`LiveShape`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentShape {
+    /// Gateway path.
+    pub path: String,
+    pub sequence: u64,
+    pub discontinuity_sequence: u64,
+    /// Its init section (`EXT-X-MAP`): gateway path and byte range (offset, length).
+    pub map: Option<(String, Option<(u64, u64)>)>,
+}
+
 /// Classifies a playlist body served at `playlist_path` and lists what it names (see
 /// [`peer_assist::hls`]: one parser, linear and bounded). `bases` are the origins' base URLs: an
 /// absolute URL under one of them names a gateway path. A body that is not a playlist is
@@ -214,12 +235,58 @@ pub fn parse_playlist(
     body: &[u8],
     bases: &[&str],
 ) -> Result<PlaylistInfo, ParseError> {
+    parse_playlist_shaped(playlist_path, body, bases).map(|(info, _)| info)
+}
+
+/// [`parse_playlist`], and for a live media playlist its [`LiveShape`].
+pub fn parse_playlist_shaped(
+    playlist_path: &str,
+    body: &[u8],
+    bases: &[&str],
+) -> Result<(PlaylistInfo, Option<LiveShape>), ParseError> {
     let playlist = match hls::parse(body) {
         Ok(p) => p,
         // A playlist that names nothing yet (`#EXTM3U` and headers only) is still a playlist.
-        Err(ParseError::Empty) => return Ok(PlaylistInfo::empty(ObjectClass::Playlist)),
+        Err(ParseError::Empty) => return Ok((PlaylistInfo::empty(ObjectClass::Playlist), None)),
         Err(e) => return Err(e),
     };
+    let shape = match &playlist {
+        Playlist::Media(m) if !m.is_vod() => Some(live_shape(playlist_path, m, bases)),
+        _ => None,
+    };
+    parse_info(playlist_path, playlist, bases).map(|info| (info, shape))
+}
+
+fn live_shape(playlist_path: &str, m: &hls::MediaPlaylist, bases: &[&str]) -> LiveShape {
+    let segments = m
+        .segments
+        .iter()
+        .filter_map(|seg| {
+            let path = uri::resolve_path(playlist_path, &seg.uri, bases)?;
+            let map = seg.map.as_ref().and_then(|map| {
+                let path = uri::resolve_path(playlist_path, &map.uri, bases)?;
+                Some((path, map.byterange.map(|r| (r.offset, r.length))))
+            });
+            Some(SegmentShape {
+                path,
+                sequence: seg.sequence,
+                discontinuity_sequence: seg.discontinuity_sequence,
+                map,
+            })
+        })
+        .collect();
+    LiveShape {
+        media_sequence: m.media_sequence,
+        discontinuity_sequence: m.discontinuity_sequence,
+        segments,
+    }
+}
+
+fn parse_info(
+    playlist_path: &str,
+    playlist: Playlist,
+    bases: &[&str],
+) -> Result<PlaylistInfo, ParseError> {
     let mut references: Vec<Reference> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut add = |uri: &str, class, sequence, range: Option<&ByteRange>| {

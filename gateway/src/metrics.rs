@@ -41,6 +41,14 @@ pub struct Metrics {
     pub origin_requests_active: IntGauge,
     pub origin_buffered_bytes: IntGauge,
     pub origin_budget_refused: IntCounter,
+    /// Live media playlist answers given from the last copy while the origin failed to replace it.
+    pub live_outage_answers: IntCounter,
+    /// Live media playlists seen restarting (media sequence back, init or discontinuity changed).
+    pub live_restarts: IntCounter,
+    /// Objects dropped from the cache because their live playlist restarted under the same names.
+    pub restart_invalidated: IntCounter,
+    /// Conditional playlist revalidations by result (not_modified, modified).
+    revalidations: IntCounterVec,
     pub digest_seconds: Histogram,
     auth_denied: IntCounterVec,
     tls_reloads: IntCounterVec,
@@ -159,6 +167,14 @@ impl Metrics {
         for reason in ["max_connections", "preface_timeout"] {
             connections_refused.with_label_values(&[reason]);
         }
+        let revalidations = counter_vec(
+            "gateway_revalidations_total",
+            "Conditional origin requests for cached playlists, by result (not_modified, modified).",
+            &["result"],
+        );
+        for result in ["not_modified", "modified"] {
+            revalidations.with_label_values(&[result]);
+        }
         let per_class =
             |vec: &IntCounterVec| ObjectClass::ALL.map(|c| vec.with_label_values(&[c.label()]));
         Metrics {
@@ -178,6 +194,19 @@ impl Metrics {
                 "Weighted size of the cache in bytes.",
             ),
             cache_entries: gauge("gateway_cache_entries", "Objects in the cache."),
+            live_outage_answers: counter(
+                "gateway_live_outage_answers_total",
+                "Live media playlist answers served from the last copy while the origin could not replace it (X-Origin-Unreachable).",
+            ),
+            live_restarts: counter(
+                "gateway_live_restarts_total",
+                "Live media playlists seen restarting under reused names (media sequence back, EXT-X-MAP or discontinuity sequence changed).",
+            ),
+            restart_invalidated: counter(
+                "gateway_restart_invalidated_total",
+                "Cached objects dropped because their live playlist restarted under the same names.",
+            ),
+            revalidations,
             followed_renditions: gauge(
                 "gateway_followed_renditions",
                 "Live renditions the playlist follower is refreshing.",
@@ -269,6 +298,16 @@ impl Metrics {
         self.origin_requests
             .with_label_values(&[class.label(), outcome])
             .inc();
+    }
+
+    /// A conditional revalidation ended: `not_modified` (a 304) or `modified` (a new body).
+    pub fn revalidation(&self, not_modified: bool) {
+        let result = if not_modified {
+            "not_modified"
+        } else {
+            "modified"
+        };
+        self.revalidations.with_label_values(&[result]).inc();
     }
 
     pub fn origin_fetch(&self, class: ObjectClass, seconds: f64, bytes: usize) {

@@ -52,7 +52,12 @@ async fn live_playlist_is_stale_if_error_for_one_target_duration_then_503() {
     let origin = TestOrigin::start().await;
     let path = "/live/index.m3u8";
     origin.set(path, Reply::ok(live_playlist(10)));
-    let (gw, clock) = start(&origin).await;
+    let clock = Arc::new(ManualClock::new());
+    let mut config = test_config(&origin);
+    config.origin.breaker_failures = 1000;
+    // No outage allowance past the stale bound (`live_failures.rs` tests the default).
+    config.cache.live_outage_max = Duration::ZERO;
+    let gw = TestGateway::start_with_clock(config, clock.clone()).await;
 
     let first = gw.get(path).await;
     assert_eq!(first.status, 200);

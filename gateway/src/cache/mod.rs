@@ -24,7 +24,10 @@ use crate::hls::ObjectClass;
 /// Per-entry bookkeeping counted against the byte bound besides the body.
 const ENTRY_OVERHEAD: usize = 256;
 
-struct ByLifetime;
+/// Expiry by the entry's lifetime; a live playlist is kept `live_slack` longer.
+struct ByLifetime {
+    live_slack: Duration,
+}
 
 impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
     fn expire_after_create(
@@ -34,9 +37,10 @@ impl moka::Expiry<CacheKey, Arc<CachedObject>> for ByLifetime {
         _created_at: Instant,
     ) -> Option<Duration> {
         // Slack so an entry is still there for the request that finds it just expired; a live
-        // playlist is kept a minute past its bound so an origin outage keeps answering 503.
+        // playlist is kept past its bound for as long as an origin outage may be served from it
+        // (`cache.live_outage_max`), and a minute more of 503s after that.
         let slack = if value.class == ObjectClass::LiveMedia {
-            Duration::from_secs(60)
+            self.live_slack
         } else {
             Duration::from_secs(1)
         };
@@ -76,7 +80,9 @@ impl std::fmt::Debug for ObjectCache {
 }
 
 impl ObjectCache {
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache of at most `max_bytes` that keeps live playlists `live_outage_max` (and a minute)
+    /// past their stale bound.
+    pub fn new(max_bytes: u64, live_outage_max: Duration) -> Self {
         let inner = Cache::builder()
             .max_capacity(max_bytes)
             // Live streams make new objects the most wanted: plain LRU never refuses them, where
@@ -85,7 +91,9 @@ impl ObjectCache {
             .weigher(|key: &CacheKey, value: &Arc<CachedObject>| {
                 u32::try_from(weight(key, value)).unwrap_or(u32::MAX)
             })
-            .expire_after(ByLifetime)
+            .expire_after(ByLifetime {
+                live_slack: live_outage_max.saturating_add(Duration::from_secs(60)),
+            })
             .build();
         Self { inner, max_bytes }
     }
@@ -101,6 +109,11 @@ impl ObjectCache {
             return;
         }
         self.inner.insert(key, value).await;
+    }
+
+    /// Drops `key`'s entry, if any.
+    pub async fn invalidate(&self, key: &CacheKey) {
+        self.inner.invalidate(key).await;
     }
 
     pub fn max_bytes(&self) -> u64 {

@@ -25,10 +25,16 @@ pub struct CachedObject {
     pub body: Bytes,
     pub content_type: Option<HeaderValue>,
     pub etag: HeaderValue,
+    /// Whether `etag` is the origin's (else the gateway derived it from the digest): only the
+    /// origin's may be sent back to it in `If-None-Match`.
+    pub etag_from_origin: bool,
     pub last_modified: Option<HeaderValue>,
     /// When the object was generated, by the gateway clock (stored time minus the origin's `Age`).
     pub stored_at: Instant,
     pub lifetime: Lifetime,
+    /// Once not fresh, served only after the origin confirmed it (a conditional request), or when
+    /// the origin fails ([`policy::must_revalidate`]).
+    pub revalidate: bool,
     /// SHA-256 of the body, for media objects (segments, init sections, parts).
     pub digest: Option<Digest>,
     pub playlist: Option<PlaylistInfo>,
@@ -40,7 +46,8 @@ pub struct CachedObject {
 }
 
 /// Headers a browser player may read besides the CORS-safelisted ones.
-pub const EXPOSED_HEADERS: &str = "Age, Content-Length, Content-Range, ETag, X-Cache";
+pub const EXPOSED_HEADERS: &str =
+    "Age, Content-Length, Content-Range, ETag, X-Cache, X-Origin-Unreachable";
 
 /// The per-object part of every answer's headers (see [`CachedObject::headers`]).
 pub fn fixed_headers(
@@ -81,6 +88,19 @@ impl CachedObject {
 
     pub fn is_success(&self) -> bool {
         self.status.is_success()
+    }
+
+    /// The conditions of a request that revalidates this object with the origin: its `ETag` if
+    /// the origin sent one, its `Last-Modified`. Empty when there is nothing to validate.
+    pub fn validators(&self) -> Vec<(http::HeaderName, HeaderValue)> {
+        let mut conditions = Vec::with_capacity(2);
+        if self.etag_from_origin {
+            conditions.push((http::header::IF_NONE_MATCH, self.etag.clone()));
+        }
+        if let Some(modified) = &self.last_modified {
+            conditions.push((http::header::IF_MODIFIED_SINCE, modified.clone()));
+        }
+        conditions
     }
 
     /// Target duration, for media playlists.

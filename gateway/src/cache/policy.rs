@@ -109,8 +109,17 @@ pub fn lifetime(
             fresh: configured,
             stale,
         }),
-        // `no-cache` or `max-age=0`: every reuse needs the origin's word (RFC 9111 §4.2.4), so the
-        // object is not stored; concurrent requests still share one fetch.
+        // A live media playlist marked `no-cache` or `max-age=0` is stored and revalidated
+        // conditionally, one request at a time, at most every `cache.revalidate_interval`
+        // (see [`must_revalidate`]): otherwise every viewer's reload would reach the origin.
+        (None, Some(origin)) if origin.is_zero() && class == ObjectClass::LiveMedia => {
+            Some(Lifetime {
+                fresh: config.revalidate_interval.min(default_fresh),
+                stale,
+            })
+        }
+        // Other objects marked `no-cache` or `max-age=0`: every reuse needs the origin's word
+        // (RFC 9111 §4.2.4), so the object is not stored; concurrent requests still share one fetch.
         (None, Some(origin)) if origin.is_zero() => None,
         (None, Some(origin)) => Some(Lifetime {
             fresh: default_fresh.min(origin),
@@ -121,6 +130,29 @@ pub fn lifetime(
             stale,
         }),
     }
+}
+
+/// Whether a stored object must be revalidated with the origin before it is served once it is no
+/// longer fresh (a viewer waits for the revalidation, coalesced with every other; the stale copy is
+/// served only when the origin fails): a live media playlist the origin marked `no-cache` or
+/// `max-age=0`, without an operator override.
+pub fn must_revalidate(class: ObjectClass, cc: &CacheControl, config: &CacheConfig) -> bool {
+    class == ObjectClass::LiveMedia
+        && config.ttl_live_media.is_none()
+        && !cc.no_store
+        && !cc.private
+        && cc.shared_max_age().is_some_and(|a| a.is_zero())
+}
+
+/// Whether a live media playlist stored at `stored_at` with `lifetime` may still be served at `now`
+/// because the origin cannot replace it: up to `outage_max` past its stale bound.
+pub fn outage_servable(
+    stored_at: Instant,
+    lifetime: Lifetime,
+    outage_max: Duration,
+    now: Instant,
+) -> bool {
+    now.saturating_duration_since(stored_at) < lifetime.total().saturating_add(outage_max)
 }
 
 /// The lifetime of an origin error answer (4xx/5xx): at most [`ERROR_MAX`], never stale, and no
@@ -264,7 +296,7 @@ mod tests {
         );
         assert_eq!(
             lifetime(
-                ObjectClass::LiveMedia,
+                ObjectClass::VodMedia,
                 None,
                 &CacheControl::parse("max-age=0"),
                 &c
@@ -284,6 +316,70 @@ mod tests {
             Some(Duration::from_secs(1)),
             "the operator's override wins over the origin"
         );
+    }
+
+    #[test]
+    fn no_cache_live_playlists_are_stored_and_revalidated() {
+        let c = config();
+        let t = Some(Duration::from_secs(4));
+        for value in ["no-cache", "max-age=0", "public, s-maxage=0, max-age=10"] {
+            let cc = CacheControl::parse(value);
+            assert_eq!(
+                lifetime(ObjectClass::LiveMedia, t, &cc, &c),
+                Some(Lifetime {
+                    fresh: c.revalidate_interval,
+                    stale: Duration::from_secs(4)
+                }),
+                "{value}"
+            );
+            assert!(must_revalidate(ObjectClass::LiveMedia, &cc, &c), "{value}");
+            assert!(!must_revalidate(ObjectClass::Segment, &cc, &c), "{value}");
+        }
+        // Never fresh longer than the class default (half a target duration).
+        let short = lifetime(
+            ObjectClass::LiveMedia,
+            Some(Duration::from_millis(600)),
+            &CacheControl::parse("no-cache"),
+            &c,
+        );
+        assert_eq!(short.map(|l| l.fresh), Some(Duration::from_millis(300)));
+        for value in ["max-age=2", "", "no-store", "private, no-cache"] {
+            let cc = CacheControl::parse(value);
+            assert!(!must_revalidate(ObjectClass::LiveMedia, &cc, &c), "{value}");
+        }
+        assert_eq!(
+            lifetime(
+                ObjectClass::LiveMedia,
+                t,
+                &CacheControl::parse("no-store, no-cache"),
+                &c
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_live_playlist_outlives_its_bound_only_by_the_outage_limit() {
+        let t0 = Instant::now();
+        let life = Lifetime {
+            fresh: Duration::from_secs(1),
+            stale: Duration::from_secs(2),
+        };
+        let max = Duration::from_secs(10);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(outage_servable(t0, life, max, at(0)));
+        assert!(outage_servable(t0, life, max, at(3_000)), "past its bound");
+        assert!(outage_servable(t0, life, max, at(12_999)));
+        assert!(!outage_servable(t0, life, max, at(13_000)));
+        assert!(
+            !outage_servable(t0, life, Duration::ZERO, at(3_000)),
+            "0 turns it off"
+        );
+        let huge = Lifetime {
+            fresh: Duration::MAX,
+            stale: Duration::MAX,
+        };
+        assert!(outage_servable(t0, huge, Duration::MAX, at(1)), "saturates");
     }
 
     #[test]

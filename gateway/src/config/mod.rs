@@ -74,6 +74,13 @@ pub struct CacheConfig {
     pub ttl_segment: Option<Duration>,
     /// How long origin 4xx/5xx answers are cached. Default 1 s, capped at 1 s.
     pub ttl_error: Duration,
+    /// How long past its stale bound the last live media playlist is still served while the
+    /// origin cannot give a new one (viewers wait out an outage instead of failing). Default 5 min.
+    pub live_outage_max: Duration,
+    /// A live media playlist the origin marks `no-cache` or `max-age=0` is revalidated
+    /// (conditionally, one request at a time) at most this often; viewers in between get the copy
+    /// validated last. Default 500 ms.
+    pub revalidate_interval: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +207,8 @@ impl Default for CacheConfig {
             ttl_vod_media: None,
             ttl_segment: None,
             ttl_error: Duration::from_secs(1),
+            live_outage_max: Duration::from_secs(300),
+            revalidate_interval: Duration::from_millis(500),
         }
     }
 }
@@ -489,6 +498,24 @@ impl Config {
                 ),
             ));
         }
+        if self.cache.live_outage_max > MAX_LIVE_OUTAGE {
+            return Err(invalid(
+                "cache.live_outage_max",
+                format!(
+                    "must be at most 1h, got {}",
+                    format_duration(self.cache.live_outage_max)
+                ),
+            ));
+        }
+        if self.cache.revalidate_interval > MAX_REVALIDATE_INTERVAL {
+            return Err(invalid(
+                "cache.revalidate_interval",
+                format!(
+                    "must be at most 10s, got {}",
+                    format_duration(self.cache.revalidate_interval)
+                ),
+            ));
+        }
         if self.origin.max_body_bytes == 0 {
             return Err(invalid("origin.max_body_bytes", "must be greater than 0"));
         }
@@ -618,6 +645,11 @@ impl Config {
     }
 }
 
+/// Upper bound of `cache.live_outage_max`: moka keeps every live playlist this long past its bound.
+const MAX_LIVE_OUTAGE: Duration = Duration::from_secs(3600);
+/// Upper bound of `cache.revalidate_interval`.
+const MAX_REVALIDATE_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Upper bound of `cache.ttl_error`.
 const MAX_TTL_ERROR: Duration = Duration::from_secs(1);
 /// hyper panics if the HTTP/1 read buffer is smaller than 8192 bytes.
@@ -705,6 +737,8 @@ static KEYS: &[Key] = &[
     Key { name: "cache.ttl_vod_media", set: |c, v| { c.cache.ttl_vod_media = v.ttl_override()?; Ok(()) } },
     Key { name: "cache.ttl_segment", set: |c, v| { c.cache.ttl_segment = v.ttl_override()?; Ok(()) } },
     Key { name: "cache.ttl_error", set: |c, v| { c.cache.ttl_error = v.duration()?; Ok(()) } },
+    Key { name: "cache.live_outage_max", set: |c, v| { c.cache.live_outage_max = v.duration()?; Ok(()) } },
+    Key { name: "cache.revalidate_interval", set: |c, v| { c.cache.revalidate_interval = v.duration()?; Ok(()) } },
     Key { name: "origin.connect_timeout", set: |c, v| { c.origin.connect_timeout = v.duration()?; Ok(()) } },
     Key { name: "origin.first_byte_timeout", set: |c, v| { c.origin.first_byte_timeout = v.duration()?; Ok(()) } },
     Key { name: "origin.total_timeout", set: |c, v| { c.origin.total_timeout = v.duration()?; Ok(()) } },
@@ -1131,6 +1165,14 @@ struct Cli {
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     cache_ttl_error: Option<Duration>,
 
+    /// How long past its stale bound the last live playlist is served while the origin fails [default: 5m]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    cache_live_outage_max: Option<Duration>,
+
+    /// Least interval between revalidations of a no-cache live playlist [default: 500ms]
+    #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
+    cache_revalidate_interval: Option<Duration>,
+
     /// Time allowed to connect to an origin [default: 2s]
     #[arg(long, value_name = "DURATION", allow_negative_numbers = true, value_parser = parse_duration)]
     origin_connect_timeout: Option<Duration>,
@@ -1330,6 +1372,8 @@ impl Cli {
             cache_ttl_vod_media,
             cache_ttl_segment,
             cache_ttl_error,
+            cache_live_outage_max,
+            cache_revalidate_interval,
             origin_connect_timeout,
             origin_first_byte_timeout,
             origin_total_timeout,
@@ -1389,6 +1433,8 @@ impl Cli {
         set_ttl(&mut c.ttl_vod_media, cache_ttl_vod_media);
         set_ttl(&mut c.ttl_segment, cache_ttl_segment);
         set(&mut c.ttl_error, cache_ttl_error);
+        set(&mut c.live_outage_max, cache_live_outage_max);
+        set(&mut c.revalidate_interval, cache_revalidate_interval);
 
         let o = &mut config.origin;
         set(&mut o.connect_timeout, origin_connect_timeout);

@@ -135,6 +135,8 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("cache.ttl_vod_media", "1h"),
     ("cache.ttl_segment", "1m"),
     ("cache.ttl_error", "250ms"),
+    ("cache.live_outage_max", "2m"),
+    ("cache.revalidate_interval", "1s"),
     ("origin.connect_timeout", "1s"),
     ("origin.first_byte_timeout", "3s"),
     ("origin.total_timeout", "1m"),
@@ -199,6 +201,8 @@ fn non_default_config() -> Config {
             ttl_vod_media: Some(SECS(3600)),
             ttl_segment: Some(SECS(60)),
             ttl_error: MS(250),
+            live_outage_max: SECS(120),
+            revalidate_interval: SECS(1),
         },
         origin: OriginConfig {
             connect_timeout: SECS(1),
@@ -850,6 +854,16 @@ fn range_checks_name_the_key() {
     }
     // Also when the bad value comes from a lower layer.
     assert_invalid(&[], &[("GATEWAY_CACHE_TTL_ERROR", "5s")], "cache.ttl_error");
+    assert_invalid(
+        &[],
+        &[("GATEWAY_CACHE_LIVE_OUTAGE_MAX", "2h")],
+        "cache.live_outage_max",
+    );
+    assert_invalid(
+        &[],
+        &[("GATEWAY_CACHE_REVALIDATE_INTERVAL", "11s")],
+        "cache.revalidate_interval",
+    );
     let text = assert_invalid(
         &["--origin-backoff-base", "2s", "--origin-backoff-max", "1s"],
         &[],

@@ -277,6 +277,14 @@ impl FollowedRenditions {
             .unwrap_or(0)
     }
 
+    /// The live playlist `key` restarted (its sequence numbers may start over): its next version
+    /// is prefetched as if seen for the first time.
+    pub fn restarted(&self, key: &CacheKey) {
+        if let Some(followed) = self.lock().renditions.get_mut(key) {
+            followed.last_prefetched = None;
+        }
+    }
+
     /// The media objects of a newly stored live playlist that should be prefetched: everything newer
     /// than what was prefetched before, or the last few segments (and their init section) the first
     /// time. Empty for renditions not followed.

@@ -10,6 +10,7 @@
 pub mod followed;
 pub mod follower;
 pub mod in_flight;
+pub mod restart;
 pub mod schedule;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::cache::{CachedObject, Digest, ObjectCache};
 use crate::clock::Clock;
 use crate::config::{CacheConfig, FollowerConfig};
 use crate::error::FetchError;
-use crate::hls::{self, ObjectClass, PlaylistInfo};
+use crate::hls::{self, LiveShape, ObjectClass, PlaylistInfo};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
 use peer_assist::hls::ParseError;
@@ -111,7 +112,18 @@ pub struct Edge {
     digests: tokio::sync::broadcast::Sender<DigestEvent>,
     /// The origins' base URLs: an absolute URL under one of them in a playlist is a gateway path.
     bases: Arc<[String]>,
+    /// Live media playlist path → what its last version named, to tell a restart of its encoder
+    /// under the same names ([`restart`]). Weighed by segments.
+    live_shapes: moka::sync::Cache<String, Arc<LiveShape>>,
+    /// Playlists whose last origin fetch failed (an error or a 5xx), until one succeeds: their
+    /// cached copy is answered with `X-Origin-Unreachable`.
+    failing: moka::sync::Cache<CacheKey, ()>,
 }
+
+/// Segments of all live playlist shapes kept at once.
+const LIVE_SHAPES_MAX_SEGMENTS: u64 = 1_000_000;
+/// Playlists remembered as failing at once.
+const FAILING_MAX: u64 = 10_000;
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -135,7 +147,22 @@ impl Edge {
         let in_flight = InFlight::new(metrics.in_flight_fetches.clone());
         Arc::new(Self {
             bases,
-            cache: ObjectCache::new(cache_config.max_bytes),
+            cache: ObjectCache::new(cache_config.max_bytes, cache_config.live_outage_max),
+            live_shapes: moka::sync::Cache::builder()
+                .max_capacity(LIVE_SHAPES_MAX_SEGMENTS)
+                .weigher(|_: &String, shape: &Arc<LiveShape>| {
+                    u32::try_from(shape.segments.len().saturating_add(1)).unwrap_or(u32::MAX)
+                })
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            failing: moka::sync::Cache::builder()
+                .max_capacity(FAILING_MAX)
+                .time_to_live(
+                    cache_config
+                        .live_outage_max
+                        .saturating_add(Duration::from_secs(60)),
+                )
+                .build(),
             origin,
             metrics,
             clock,
@@ -170,8 +197,10 @@ impl Edge {
             State::Fresh => Lookup::Fresh(object),
             // A followed live playlist is as fresh as the follower keeps it: it reloads when the
             // next segment is due, and viewers get what it last saw.
+            // (Not one the origin wants revalidated at every reuse: that has its own interval.)
             _ if object.class == ObjectClass::LiveMedia
                 && object.is_success()
+                && !object.revalidate
                 && self.follower.keeps_fresh(
                     key,
                     object.age(now),
@@ -225,6 +254,28 @@ impl Edge {
                 }
                 started
             }
+        }
+    }
+
+    /// Whether the last origin fetch of `key` (a playlist) failed and none succeeded since.
+    pub fn origin_failing(&self, key: &CacheKey) -> bool {
+        self.failing.contains_key(key)
+    }
+
+    /// How long past its stale bound a live playlist is served while its origin fails.
+    pub fn live_outage_max(&self) -> Duration {
+        self.config.live_outage_max
+    }
+
+    /// Notes how an origin fetch of a playlist ended (`failed`: an error or a 5xx).
+    fn note_playlist_fetch(&self, key: &CacheKey, hint: ObjectClass, failed: bool) {
+        if !hint.is_playlist() {
+            return;
+        }
+        if failed {
+            self.failing.insert(key.clone(), ());
+        } else {
+            self.failing.invalidate(key);
         }
     }
 
@@ -287,25 +338,61 @@ impl Edge {
             .and_then(|n| n.live_target)
             .filter(|_| hint.is_media())
             .map(|t| t.saturating_mul(LIVE_DEADLINE_TARGETS));
+        // A cached playlist is revalidated conditionally: a 304 refreshes it without a body.
+        let previous = match hint.is_playlist() {
+            true => self
+                .cache
+                .get(&object.key)
+                .await
+                .filter(|o| o.is_success() && o.playlist.is_some()),
+            false => None,
+        };
+        let conditions = previous
+            .as_deref()
+            .map(CachedObject::validators)
+            .unwrap_or_default();
         let started = Instant::now();
-        let result = self.origin.get_tapped(&target, limit, tap).await;
+        let result = self
+            .origin
+            .get_conditional(&target, limit, tap, &conditions)
+            .await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
                 tracing::warn!(path = %object.path, error = %e, "origin fetch failed");
                 self.metrics.origin_request(hint, e.outcome());
+                self.note_playlist_fetch(&object.key, hint, true);
                 return Err(e);
             }
         };
+        if response.status == http::StatusCode::NOT_MODIFIED {
+            let Some(previous) = previous.filter(|_| !conditions.is_empty()) else {
+                self.metrics.origin_request(hint, "redirect");
+                return Err(FetchError::Redirect(
+                    "304 Not Modified to a request without validators".into(),
+                ));
+            };
+            let refreshed = Arc::new(self.revalidated(&previous, &response.headers));
+            self.metrics.origin_request(refreshed.class, "not_modified");
+            self.metrics.revalidation(true);
+            self.note_playlist_fetch(&object.key, hint, false);
+            self.store(object, Arc::clone(&refreshed)).await;
+            return Ok(refreshed);
+        }
+        if !conditions.is_empty() && response.status.is_success() {
+            self.metrics.revalidation(false);
+        }
         let body_len = response.body.len();
-        let built = match self.build(object, hint, min_len, response).await {
-            Ok(built) => Arc::new(built),
+        let (built, shape) = match self.build(object, hint, min_len, response).await {
+            Ok((built, shape)) => (Arc::new(built), shape),
             Err(e) => {
                 tracing::warn!(path = %object.path, error = %e, "origin answer refused");
                 self.metrics.origin_request(hint, e.outcome());
+                self.note_playlist_fetch(&object.key, hint, true);
                 return Err(e);
             }
         };
+        self.note_playlist_fetch(&object.key, hint, built.status.is_server_error());
         let outcome = if built.status.is_success() {
             "ok"
         } else if built.status.is_client_error() {
@@ -318,7 +405,7 @@ impl Edge {
             .origin_fetch(built.class, started.elapsed().as_secs_f64(), body_len);
         if built.is_success() {
             if let Some(info) = &built.playlist {
-                self.learn(object, info).await;
+                self.learn(object, info, shape).await;
             }
         }
         self.store(object, Arc::clone(&built)).await;
@@ -375,15 +462,56 @@ impl Edge {
         headers
     }
 
-    /// Turns an origin answer into a cache entry (not yet stored); a playlist over the parser's
-    /// limits is the origin's error.
+    /// `previous` confirmed by the origin's `304 Not Modified` (`headers`): the same body and
+    /// validators, fresh again from now (less the origin's `Age`), with the lifetime its
+    /// `Cache-Control` gives when it sent one (RFC 9111 §4.3.4).
+    fn revalidated(&self, previous: &CachedObject, headers: &http::HeaderMap) -> CachedObject {
+        let now = self.clock.now();
+        let cc = headers
+            .get(CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .map(CacheControl::parse);
+        let (lifetime, revalidate) = match cc {
+            Some(cc) => (
+                policy::lifetime(
+                    previous.class,
+                    previous.target_duration(),
+                    &cc,
+                    &self.config,
+                )
+                .unwrap_or(previous.lifetime),
+                policy::must_revalidate(previous.class, &cc, &self.config),
+            ),
+            None => (previous.lifetime, previous.revalidate),
+        };
+        let age = origin_age(headers).min(lifetime.total());
+        CachedObject {
+            status: previous.status,
+            class: previous.class,
+            body: previous.body.clone(),
+            content_type: previous.content_type.clone(),
+            etag: previous.etag.clone(),
+            etag_from_origin: previous.etag_from_origin,
+            last_modified: previous.last_modified.clone(),
+            stored_at: now.checked_sub(age).unwrap_or(now),
+            lifetime,
+            revalidate,
+            digest: previous.digest,
+            playlist: previous.playlist.clone(),
+            last_modified_at: previous.last_modified_at,
+            headers: previous.headers.clone(),
+        }
+    }
+
+    /// Turns an origin answer into a cache entry (not yet stored), with the shape of a live media
+    /// playlist; a playlist over the parser's limits is the origin's error.
     async fn build(
         &self,
         object: &ObjectRef,
         hint: ObjectClass,
         min_len: Option<u64>,
         response: OriginResponse,
-    ) -> Result<CachedObject, FetchError> {
+    ) -> Result<(CachedObject, Option<LiveShape>), FetchError> {
         let now = self.clock.now();
         let OriginResponse {
             status,
@@ -404,10 +532,10 @@ impl Edge {
         let looks_like_playlist = hint.is_playlist()
             || header(CONTENT_TYPE).is_some_and(|t| t.to_ascii_lowercase().contains("mpegurl"))
             || body.starts_with(b"#EXTM3U");
-        let (playlist, body) = if status.is_success() && looks_like_playlist {
+        let (playlist, shape, body) = if status.is_success() && looks_like_playlist {
             self.parse_playlist(&object.path, body).await?
         } else {
-            (None, body)
+            (None, None, body)
         };
         let class = match &playlist {
             Some(info) => info.class,
@@ -445,8 +573,11 @@ impl Edge {
             fresh: Duration::ZERO,
             stale: Duration::ZERO,
         });
+        let revalidate = status.is_success() && policy::must_revalidate(class, &cc, &self.config);
         let digest = self.digest(&body).await;
-        let etag = origin_etag(&headers).unwrap_or_else(|| etag_from(&digest));
+        let from_origin = origin_etag(&headers);
+        let etag_from_origin = from_origin.is_some();
+        let etag = from_origin.unwrap_or_else(|| etag_from(&digest));
         let origin_age = origin_age(&headers).min(lifetime.total());
         let content_type = hls::content_type(&object.path, class)
             .map(HeaderValue::from_static)
@@ -458,7 +589,7 @@ impl Edge {
             Some(&etag),
             last_modified.as_ref(),
         );
-        Ok(CachedObject {
+        let built = CachedObject {
             status,
             class,
             headers: fixed,
@@ -468,13 +599,16 @@ impl Edge {
                 .and_then(|v| httpdate::parse_http_date(v).ok()),
             content_type,
             etag,
+            etag_from_origin,
             last_modified,
             stored_at: now.checked_sub(origin_age).unwrap_or(now),
             lifetime,
+            revalidate,
             digest: (class.is_media() && status.is_success()).then_some(digest),
             playlist,
             body,
-        })
+        };
+        Ok((built, shape))
     }
 
     /// Parses a playlist body (on the blocking pool when it is large, so a huge playlist never
@@ -484,15 +618,15 @@ impl Edge {
         &self,
         path: &str,
         body: bytes::Bytes,
-    ) -> Result<(Option<PlaylistInfo>, bytes::Bytes), FetchError> {
+    ) -> Result<(Option<PlaylistInfo>, Option<LiveShape>, bytes::Bytes), FetchError> {
         let bases = Arc::clone(&self.bases);
         let path = path.to_owned();
         let large = body.len() > PARSE_INLINE_MAX;
         let work = move || {
             let bases: Vec<&str> = bases.iter().map(String::as_str).collect();
-            let info = match hls::parse_playlist(&path, &body, &bases) {
-                Ok(info) => info,
-                Err(ParseError::NotAPlaylist) => return Ok((None, body)),
+            let (info, shape) = match hls::parse_playlist_shaped(&path, &body, &bases) {
+                Ok(parsed) => parsed,
+                Err(ParseError::NotAPlaylist) => return Ok((None, None, body)),
                 Err(e) => return Err(FetchError::Playlist(e)),
             };
             let absolute = body.windows(3).any(|w| w == b"://");
@@ -503,7 +637,7 @@ impl Edge {
                 Some(rebased) => bytes::Bytes::from(rebased),
                 None => body,
             };
-            Ok((Some(info), body))
+            Ok((Some(info), shape, body))
         };
         if !large {
             return work();
@@ -565,8 +699,23 @@ impl Edge {
         self.cache.insert(object.key.clone(), built).await;
     }
 
-    /// Records what a playlist names and hands live playlists to the follower.
-    async fn learn(self: &Arc<Self>, object: &ObjectRef, info: &PlaylistInfo) {
+    /// Records what a playlist names and hands live playlists to the follower; a live playlist
+    /// whose encoder restarted under the same names first loses what it named ([`restart`]).
+    async fn learn(
+        self: &Arc<Self>,
+        object: &ObjectRef,
+        info: &PlaylistInfo,
+        shape: Option<LiveShape>,
+    ) {
+        if let Some(shape) = shape {
+            let shape = Arc::new(shape);
+            if let Some(old) = self.live_shapes.get(&object.path) {
+                if let Some(reason) = restart::detect(&old, &shape) {
+                    self.restarted(object, &old, info, reason).await;
+                }
+            }
+            self.live_shapes.insert(object.path.clone(), shape);
+        }
         let media_playlist = matches!(info.class, ObjectClass::LiveMedia | ObjectClass::VodMedia);
         let owner: Arc<str> = object.path.as_str().into();
         let live_target = info
@@ -593,6 +742,48 @@ impl Edge {
                 self.prefetch(&target).await;
             }
         }
+    }
+}
+
+impl Edge {
+    /// The live playlist `object` restarted (`reason`): drops every cached object its new version
+    /// names, that its previous version (`old`) named, and that it named before (as far as `owners`
+    /// remembers), so none of the previous run's bytes is served, or its digest published, under
+    /// a reused name. The follower prefetches the new window as if it were the first.
+    async fn restarted(
+        &self,
+        object: &ObjectRef,
+        old: &LiveShape,
+        info: &PlaylistInfo,
+        reason: restart::Restart,
+    ) {
+        let mut names = restart::invalidations(old, info);
+        let owner = object.path.as_str();
+        names.extend(
+            self.owners
+                .iter()
+                .filter(|(_, o)| &**o == owner)
+                .map(|(path, _)| path.as_ref().clone()),
+        );
+        names.sort_unstable();
+        names.dedup();
+        let mut dropped = 0u64;
+        for name in &names {
+            let key = CacheKey(name.as_str().into());
+            if self.cache.get(&key).await.is_some() {
+                dropped += 1;
+                self.cache.invalidate(&key).await;
+            }
+        }
+        self.metrics.live_restarts.inc();
+        self.metrics.restart_invalidated.inc_by(dropped);
+        self.follower.restarted(&object.key);
+        tracing::warn!(
+            playlist = %object.path,
+            reason = reason.label(),
+            dropped,
+            "live playlist restarted under reused names; dropped what it named"
+        );
     }
 }
 

@@ -19,7 +19,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
-use crate::cache::{CachePhase, CachedObject};
+use crate::cache::{policy, CachePhase, CachedObject};
 use crate::edge::follower;
 use crate::edge::{Edge, FetchResult, Lookup, ObjectRef};
 use crate::error::FetchError;
@@ -31,6 +31,8 @@ use crate::origin::arriving::{self, Arrivals, OpenedHead, Reader};
 use sha2::Digest as _;
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// On a live playlist answered from the last copy because the origin cannot replace it.
+pub static X_ORIGIN_UNREACHABLE: HeaderName = HeaderName::from_static("x-origin-unreachable");
 
 /// How a request may be answered, once the gate let it through.
 #[derive(Debug, Clone, Copy)]
@@ -65,7 +67,7 @@ pub async fn deliver<B>(
         Ok(Found::Arriving(opened, arrivals, phase)) => {
             arriving_answer(edge, &object.path, opened, arrivals, phase)
         }
-        Ok(Found::Object(cached, phase)) => {
+        Ok(Found::Object(cached, phase, outage)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
                 follower::touch(edge, &object, access.client);
             }
@@ -77,7 +79,13 @@ pub async fn deliver<B>(
                 .filter(|g| g.from_query)
                 .and_then(|g| carry_token(&cached, &object.path, &g.token));
             let answered = carried.as_ref().unwrap_or(&cached);
-            let response = respond(answered, request.headers(), edge.clock.now(), phase, head);
+            let mut response = respond(answered, request.headers(), edge.clock.now(), phase, head);
+            if outage {
+                edge.metrics.live_outage_answers.inc();
+                response
+                    .headers_mut()
+                    .insert(X_ORIGIN_UNREACHABLE.clone(), HeaderValue::from_static("1"));
+            }
             edge.metrics.request(cached.class, response.status());
             if !head {
                 edge.metrics.served(cached.class, content_len(&response));
@@ -132,9 +140,11 @@ fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedO
         body: Bytes::from(body),
         content_type: cached.content_type.clone(),
         etag,
+        etag_from_origin: false,
         last_modified: cached.last_modified.clone(),
         stored_at: cached.stored_at,
         lifetime: cached.lifetime,
+        revalidate: cached.revalidate,
         digest: None,
         playlist: None,
         last_modified_at: cached.last_modified_at,
@@ -144,7 +154,10 @@ fn carry_token(cached: &CachedObject, path: &str, token: &str) -> Option<CachedO
 
 /// What a request is answered with.
 enum Found {
-    Object(Arc<CachedObject>, CachePhase),
+    /// An object and its phase; `true` for a live playlist answered from its last copy because the
+    /// origin cannot replace it (an error, a 5xx, or no answer within a target duration): `STALE`
+    /// with `X-Origin-Unreachable`.
+    Object(Arc<CachedObject>, CachePhase, bool),
     /// A media body still arriving from the origin: streamed as it comes.
     Arriving(OpenedHead, Arrivals, CachePhase),
 }
@@ -201,16 +214,28 @@ enum Failure {
 
 /// The object to answer with and the phase it went through; a failure is [`CachePhase::Error`].
 /// With `may_stream`, a media body under way is answered as it arrives.
+///
+/// A live media playlist is never left without an answer while the origin is down: once it is
+/// past its freshness (or, marked `no-cache`, needs the origin's word), a viewer waits for the one
+/// shared refresh at most a target duration, and gets the last copy if the refresh fails or is
+/// late, for up to `cache.live_outage_max` past its stale bound; after that, 503 + `Retry-After`.
 async fn find(edge: &Arc<Edge>, object: &ObjectRef, may_stream: bool) -> Result<Found, Failure> {
-    let expired = match edge.lookup(&object.key).await {
-        Lookup::Fresh(cached) => return Ok(Found::Object(cached, CachePhase::Hit)),
-        Lookup::Stale(cached) => {
+    let old = match edge.lookup(&object.key).await {
+        Lookup::Fresh(cached) => return Ok(Found::Object(cached, CachePhase::Hit, false)),
+        Lookup::Stale(cached) if !cached.revalidate => {
             edge.refresh(object);
-            return Ok(Found::Object(cached, CachePhase::Stale));
+            if is_live(&cached) && edge.origin_failing(&object.key) {
+                return Ok(Found::Object(cached, CachePhase::Stale, true));
+            }
+            return Ok(Found::Object(cached, CachePhase::Stale, false));
         }
-        Lookup::Expired(old) => Some(old),
+        Lookup::Stale(old) | Lookup::Expired(old) => Some(old),
         Lookup::Miss => None,
     };
+    let now = edge.clock.now();
+    let fallback = old.as_ref().filter(|o| {
+        is_live(o) && policy::outage_servable(o.stored_at, o.lifetime, edge.live_outage_max(), now)
+    });
     let (fetch, started) = edge.fetch(object);
     let mut phase = if started {
         CachePhase::Miss
@@ -223,7 +248,16 @@ async fn find(edge: &Arc<Edge>, object: &ObjectRef, may_stream: bool) -> Result<
             return Ok(Found::Arriving(opened, arrivals, phase));
         }
     }
-    let mut fetched = fetch.result.await;
+    let mut fetched = match fallback {
+        Some(last) => {
+            let patience = last.target_duration().unwrap_or(Duration::from_secs(2));
+            match tokio::time::timeout(patience, fetch.result).await {
+                Ok(result) => result,
+                Err(_) => return Ok(Found::Object(Arc::clone(last), CachePhase::Stale, true)),
+            }
+        }
+        None => fetch.result.await,
+    };
     // A 401/403 answers the credentials of the viewer whose request started the fetch; one who
     // joined it with credentials of its own asks the origin with them.
     let denied = |r: &FetchResult| {
@@ -235,21 +269,28 @@ async fn find(edge: &Arc<Edge>, object: &ObjectRef, may_stream: bool) -> Result<
         fetched = edge.fetch_alone(object).await;
         phase = CachePhase::Miss;
     }
-    // A live playlist whose stale bound has passed is never served; when the origin cannot replace
-    // it, players get a clear 503 and retry after a target duration.
-    if let Some(old) = expired.filter(|o| o.class == ObjectClass::LiveMedia && o.is_success()) {
-        let failed = match &fetched {
-            Ok(new) => new.status.is_server_error(),
-            Err(_) => true,
-        };
-        if failed {
+    let failed = match &fetched {
+        Ok(new) => new.status.is_server_error(),
+        Err(_) => true,
+    };
+    if failed {
+        if let Some(last) = fallback {
+            return Ok(Found::Object(Arc::clone(last), CachePhase::Stale, true));
+        }
+        // Past the outage bound: players get a clear 503 and retry after a target duration.
+        if let Some(old) = old.filter(|o| is_live(o)) {
             let retry_after = old.target_duration().unwrap_or(Duration::from_secs(2));
             return Err(Failure::LivePlaylistTooOld { retry_after });
         }
     }
     fetched
-        .map(|new| Found::Object(new, phase))
+        .map(|new| Found::Object(new, phase, false))
         .map_err(Failure::Fetch)
+}
+
+/// A live media playlist the origin gave (not an error answer).
+fn is_live(object: &CachedObject) -> bool {
+    object.class == ObjectClass::LiveMedia && object.is_success()
 }
 
 /// Body bytes of an answer (HEAD answers carry none).

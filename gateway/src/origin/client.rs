@@ -255,7 +255,20 @@ impl OriginClient {
         &self,
         path_and_query: &str,
         limit: Option<Duration>,
+        tap: Option<&mut Tap>,
+    ) -> Result<OriginResponse, FetchError> {
+        self.get_conditional(path_and_query, limit, tap, &[]).await
+    }
+
+    /// [`OriginClient::get_tapped`] with `conditions` (`If-None-Match`, `If-Modified-Since`) on
+    /// every attempt: a `304 Not Modified` is then an answer like a 200 (its body empty), never a
+    /// redirect to follow.
+    pub async fn get_conditional(
+        &self,
+        path_and_query: &str,
+        limit: Option<Duration>,
         mut tap: Option<&mut Tap>,
+        conditions: &[(HeaderName, HeaderValue)],
     ) -> Result<OriginResponse, FetchError> {
         let within = limit.map_or(self.config.total_timeout, |l| {
             l.min(self.config.total_timeout)
@@ -289,7 +302,7 @@ impl OriginClient {
                 // Every circuit is open: waiting will not help within this request.
                 break;
             };
-            let attempt = self.attempt(permit, index, &target, tap.as_deref_mut());
+            let attempt = self.attempt(permit, index, &target, tap.as_deref_mut(), conditions);
             let outcome = match tokio::time::timeout_at(deadline, attempt).await {
                 Ok(outcome) => outcome,
                 Err(_) => Attempt::Failed(FetchError::TotalTimeout),
@@ -368,6 +381,7 @@ impl OriginClient {
         index: usize,
         path_and_query: &str,
         mut tap: Option<&mut Tap>,
+        conditions: &[(HeaderName, HeaderValue)],
     ) -> Attempt {
         self.active.inc();
         let _active = Active {
@@ -377,12 +391,12 @@ impl OriginClient {
         let base = &self.origins[index].base;
         let mut url = format!("{base}{path_and_query}");
         for _ in 0..=MAX_REDIRECTS {
-            let response = match self.request(&url, tap.as_deref_mut()).await {
+            let response = match self.request(&url, tap.as_deref_mut(), conditions).await {
                 Ok(r) => r,
                 Err(e) => return Attempt::Failed(e),
             };
             let (status, headers, body, reservation) = response;
-            if status.is_redirection() {
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
                 match redirect_target(&url, &headers, base) {
                     Ok(next) => {
                         url = next;
@@ -415,6 +429,7 @@ impl OriginClient {
         &self,
         url: &str,
         tap: Option<&mut Tap>,
+        conditions: &[(HeaderName, HeaderValue)],
     ) -> Result<(StatusCode, HeaderMap, Bytes, Reservation), FetchError> {
         let uri: Uri = url
             .parse()
@@ -430,7 +445,7 @@ impl OriginClient {
             )
             .body(Empty::new())
             .map_err(|e| FetchError::Internal(e.to_string()))?;
-        for (name, value) in self.extra_headers.iter() {
+        for (name, value) in self.extra_headers.iter().chain(conditions) {
             request.headers_mut().insert(name.clone(), value.clone());
         }
         let head =

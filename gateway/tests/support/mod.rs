@@ -52,6 +52,13 @@ pub enum Reply {
         over: Duration,
         cut_after: Option<usize>,
     },
+    /// `body` with `ETag: etag` and `Cache-Control: cache_control`; a request whose
+    /// `If-None-Match` names `etag` gets `304 Not Modified` (counted: [`TestOrigin::not_modified`]).
+    Validated {
+        body: Bytes,
+        etag: String,
+        cache_control: String,
+    },
     /// After `delay`, `body` with 200 if the request head (line and headers) contains `needle`,
     /// else a 403: an origin that checks a token or a header.
     Requires {
@@ -100,6 +107,11 @@ struct OriginState {
     peak: AtomicUsize,
     /// When a `Paced` answer of each path sent its first body byte (the last time it did).
     first_bytes: Mutex<HashMap<String, Instant>>,
+    /// While set, every connection is closed as soon as its request head is read (no answer).
+    down: std::sync::atomic::AtomicBool,
+    /// Requests that carried `If-None-Match` or `If-Modified-Since`, and `304`s sent.
+    conditional: AtomicUsize,
+    not_modified: AtomicUsize,
 }
 
 /// Counts one connection as active while it lives.
@@ -185,6 +197,21 @@ impl TestOrigin {
         self.state.first_bytes.lock().unwrap().get(path).copied()
     }
 
+    /// While `down`, the origin closes every connection without answering (requests still count).
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Requests received with `If-None-Match` or `If-Modified-Since`.
+    pub fn conditional(&self) -> usize {
+        self.state.conditional.load(Ordering::SeqCst)
+    }
+
+    /// `304 Not Modified` answers sent.
+    pub fn not_modified(&self) -> usize {
+        self.state.not_modified.load(Ordering::SeqCst)
+    }
+
     /// Every request target received (path and query as sent).
     #[allow(dead_code)]
     pub fn targets(&self) -> Vec<String> {
@@ -225,6 +252,18 @@ async fn serve_one(
             .unwrap()
             .entry(path.clone())
             .or_default() += 1;
+    }
+    let lower = head.to_ascii_lowercase();
+    let if_none_match = lower
+        .split("\r\n")
+        .find_map(|line| line.strip_prefix("if-none-match:"))
+        .map(|v| v.trim().to_owned());
+    if if_none_match.is_some() || lower.contains("\r\nif-modified-since:") {
+        state.conditional.fetch_add(1, Ordering::SeqCst);
+    }
+    if state.down.load(Ordering::SeqCst) {
+        drop(active);
+        return Ok(());
     }
     let reply = state.routes.lock().unwrap().get(&path).cloned();
     let reply = reply.unwrap_or(Reply::Full {
@@ -320,6 +359,23 @@ async fn serve_one(
                 stream.write_all(piece).await?;
             }
             stream.shutdown().await
+        }
+        Reply::Validated {
+            body,
+            etag,
+            cache_control,
+        } => {
+            let headers = vec![
+                ("ETag".to_owned(), etag.clone()),
+                ("Cache-Control".to_owned(), cache_control),
+            ];
+            drop(active);
+            if if_none_match.as_deref() == Some(etag.to_ascii_lowercase().as_str()) {
+                state.not_modified.fetch_add(1, Ordering::SeqCst);
+                write_full(&mut stream, 304, &headers, b"").await
+            } else {
+                write_full(&mut stream, 200, &headers, &body).await
+            }
         }
         Reply::Requires {
             needle,

@@ -8,6 +8,7 @@ import Hls from 'hls.js';
 import { P2PEngine } from '../engine.js';
 import { fetchVariantUrls, renditionOfUrl } from '../master.js';
 import { watchStalls } from '../playback.js';
+import { Recovery } from '../recovery.js';
 
 const DEFAULT_SRC = '/demo/live/master.m3u8';
 const CONFIG_URL = '/player/config.json';
@@ -56,18 +57,45 @@ async function main() {
     });
   }
   if (level !== null) fixLevel(hls, src, level);
-  hls.on(Hls.Events.ERROR, (_, d) => {
-    if (d.fatal) {
-      console.error('[player] fatal hls.js error', d.type, d.details);
-      showError(`Playback error: ${d.details}`);
-    }
-  });
+  recoverFromFatalErrors(hls);
   hls.loadSource(src);
   hls.attachMedia(video);
   video.play().catch(() => {}); // autoplay may need the muted attribute, which the page has
 
   renderStats(hls, stats);
   setInterval(() => renderStats(hls, stats), 1000);
+}
+
+/**
+ * Fatal hls.js errors are recovered from by the page itself (see src/recovery.js): loading restarts
+ * after an origin outage, media errors are recovered, anything else reloads the player. The error
+ * line says what is going on and disappears once media loads again.
+ */
+function recoverFromFatalErrors(hls) {
+  const recovery = new Recovery();
+  let pending = null;
+  const loaded = () => {
+    recovery.onLoaded();
+    hideError();
+  };
+  hls.on(Hls.Events.LEVEL_LOADED, loaded);
+  hls.on(Hls.Events.FRAG_LOADED, loaded);
+  hls.on(Hls.Events.ERROR, (_, d) => {
+    if (!d.fatal) return;
+    const { action, delayMs } = recovery.onFatal(d.type, performance.now());
+    console.warn('[player] fatal hls.js error', d.type, d.details, '→', action, 'in', delayMs, 'ms');
+    showError(`Playback interrupted (${d.details}); recovering…`);
+    if (pending !== null) clearTimeout(pending);
+    pending = setTimeout(() => {
+      pending = null;
+      if (action === 'startLoad') hls.startLoad(-1);
+      else if (action === 'recoverMedia') hls.recoverMediaError();
+      else if (action === 'swapAndRecover') {
+        hls.swapAudioCodec();
+        hls.recoverMediaError();
+      } else location.reload();
+    }, delayMs);
+  });
 }
 
 /** ICE servers from /player/config.json; none if it is absent. */
@@ -137,6 +165,11 @@ function formatBytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / (1024 * 1024)).toFixed(2)} MiB`;
+}
+
+function hideError() {
+  const el = document.getElementById('error');
+  if (el && !el.hidden) el.hidden = true;
 }
 
 function showError(text) {
