@@ -56,6 +56,8 @@ LOADTEST="$REPO_ROOT/target/release/loadtest"
 WORK="$(mktemp -d /tmp/live-edge.XXXXXX)"
 OUT="${BENCH_OUT:-$WORK/out}"
 mkdir -p "$WORK/www/ts" "$WORK/www/fmp4" "$WORK/nginx" "$OUT"
+# nginx's workers run as an unprivileged user: they must be able to read what ffmpeg writes.
+chmod 755 "$WORK" "$WORK/www" "$WORK/www/ts" "$WORK/www/fmp4"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
