@@ -138,36 +138,12 @@ pub struct Reference {
 
 /// The end of a live media playlist's timeline: what the follower schedules its reloads by
 /// ([`crate::edge::schedule`]).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Timeline {
-    /// The last segments, oldest first: media sequence number and `EXTINF` duration.
-    pub segments: Vec<(u64, Duration)>,
+    /// The newest segment: its media sequence number and `EXTINF` duration.
+    pub newest: Option<(u64, Duration)>,
     /// When the newest segment ends by `EXT-X-PROGRAM-DATE-TIME` (its date plus its duration).
     pub newest_end: Option<SystemTime>,
-}
-
-impl Timeline {
-    /// How many of the last segments a playlist's timeline keeps.
-    pub const KEPT: usize = 8;
-
-    pub fn newest(&self) -> Option<(u64, Duration)> {
-        self.segments.last().copied()
-    }
-
-    /// The summed durations of the segments after `sequence` up to the newest, if all are listed.
-    pub fn since(&self, sequence: u64) -> Option<Duration> {
-        let first = self.segments.first()?.0;
-        if sequence < first.saturating_sub(1) {
-            return None;
-        }
-        Some(
-            self.segments
-                .iter()
-                .filter(|(s, _)| *s > sequence)
-                .map(|(_, d)| *d)
-                .sum(),
-        )
-    }
 }
 
 /// What a playlist says about itself and what it names.
@@ -382,13 +358,12 @@ fn parse_info(
     }
 }
 
-/// The last [`Timeline::KEPT`] segments of a media playlist, and when the newest ends by its date.
+/// The newest segment of a media playlist, and when it ends by its date.
 fn timeline(segments: &[hls::playlist::Segment]) -> Timeline {
-    let tail = &segments[segments.len().saturating_sub(Timeline::KEPT)..];
+    let newest = segments.last();
     Timeline {
-        segments: tail.iter().map(|s| (s.sequence, s.duration)).collect(),
-        newest_end: tail
-            .last()
+        newest: newest.map(|s| (s.sequence, s.duration)),
+        newest_end: newest
             .and_then(|s| s.program_date_time.and_then(|d| d.checked_add(s.duration))),
     }
 }

@@ -99,7 +99,7 @@ impl Schedule {
     /// `timeline`.
     pub fn observe(&mut self, reload: Reload, target: Duration, timeline: &Timeline) {
         self.target = target;
-        let Some((newest, duration)) = timeline.newest() else {
+        let Some((newest, duration)) = timeline.newest else {
             return;
         };
         match self.newest {
@@ -120,12 +120,11 @@ impl Schedule {
                     .last_miss
                     .unwrap_or_else(|| sub(reload.done, self.next_duration));
                 let observed = (early, reload.done);
-                let carried = match (self.appeared, timeline.since(known)) {
-                    (Some((lo, hi)), Some(between)) if newest == known + 1 => {
-                        Some((lo + between, hi + between))
-                    }
-                    _ => None,
-                };
+                // The next one after the newest: it appeared one (its) duration later.
+                let carried = self
+                    .appeared
+                    .filter(|_| newest == known + 1)
+                    .map(|(lo, hi)| (lo + duration, hi + duration));
                 self.appeared = Some(match carried {
                     Some((lo, hi)) if lo.max(observed.0) < hi.min(observed.1) => {
                         (lo.max(observed.0), hi.min(observed.1))
@@ -194,9 +193,7 @@ mod tests {
 
     fn timeline(newest: u64) -> Timeline {
         Timeline {
-            segments: (newest.saturating_sub(4)..=newest)
-                .map(|s| (s, SEG))
-                .collect(),
+            newest: Some((newest, SEG)),
             newest_end: None,
         }
     }

@@ -224,10 +224,8 @@ async fn find(edge: &Arc<Edge>, object: &ObjectRef, may_stream: bool) -> Result<
         Lookup::Fresh(cached) => return Ok(Found::Object(cached, CachePhase::Hit, false)),
         Lookup::Stale(cached) if !cached.revalidate => {
             edge.refresh(object);
-            if is_live(&cached) && edge.origin_failing(&object.key) {
-                return Ok(Found::Object(cached, CachePhase::Stale, true));
-            }
-            return Ok(Found::Object(cached, CachePhase::Stale, false));
+            let outage = is_live(&cached) && edge.origin_failing(&object.key);
+            return Ok(Found::Object(cached, CachePhase::Stale, outage));
         }
         Lookup::Stale(old) | Lookup::Expired(old) => Some(old),
         Lookup::Miss => None,
