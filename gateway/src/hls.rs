@@ -146,6 +146,22 @@ pub struct Timeline {
     pub newest_end: Option<SystemTime>,
 }
 
+/// What an LL-HLS media playlist (one with `EXT-X-PART-INF`) says about its live edge: what
+/// blocking reloads are judged by ([`crate::edge::blocking`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LowLatency {
+    /// `EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`: the origin holds blocking reloads.
+    pub can_block_reload: bool,
+    /// `PART-TARGET`.
+    pub part_target: Duration,
+    /// `EXT-X-TARGETDURATION`.
+    pub target: Duration,
+    /// The media sequence number of the segment in progress (after the last whole one).
+    pub next_msn: u64,
+    /// How many of its parts the playlist lists.
+    pub trailing_parts: u64,
+}
+
 /// What a playlist says about itself and what it names.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlaylistInfo {
@@ -160,6 +176,11 @@ pub struct PlaylistInfo {
     pub variants: usize,
     /// For live media playlists: how their timeline ends.
     pub timeline: Timeline,
+    /// For live LL-HLS media playlists: their live edge in parts.
+    pub low_latency: Option<LowLatency>,
+    /// Gateway paths of the whole parts its `EXT-X-PRELOAD-HINT`s announce (also in
+    /// `references`): fetched once ahead of viewers, the origin answering when they exist.
+    pub hints: Vec<String>,
 }
 
 impl PlaylistInfo {
@@ -172,6 +193,8 @@ impl PlaylistInfo {
             references: Vec::new(),
             variants: 0,
             timeline: Timeline::default(),
+            low_latency: None,
+            hints: Vec::new(),
         }
     }
 
@@ -311,6 +334,8 @@ fn parse_info(
                 references,
                 variants,
                 timeline: Timeline::default(),
+                low_latency: None,
+                hints: Vec::new(),
             })
         }
         Playlist::Media(m) => {
@@ -334,6 +359,7 @@ fn parse_info(
             for part in &m.trailing_parts {
                 add(&part.uri, ObjectClass::Part, None, part.byterange.as_ref());
             }
+            let mut hints = Vec::new();
             for hint in &m.preload_hints {
                 let class = if hint.kind == "MAP" {
                     ObjectClass::Init
@@ -341,6 +367,10 @@ fn parse_info(
                     ObjectClass::Part
                 };
                 add(&hint.uri, class, None, None);
+                let whole = hint.byterange_start.is_none() && hint.byterange_length.is_none();
+                if class == ObjectClass::Part && whole {
+                    hints.extend(uri::resolve_path(playlist_path, &hint.uri, bases));
+                }
             }
             Ok(PlaylistInfo {
                 class: if m.is_vod() {
@@ -353,9 +383,25 @@ fn parse_info(
                 references,
                 variants: 0,
                 timeline: timeline(&m.segments),
+                low_latency: low_latency(&m),
+                hints,
             })
         }
     }
+}
+
+/// The live edge of an LL-HLS media playlist, in parts.
+fn low_latency(m: &hls::MediaPlaylist) -> Option<LowLatency> {
+    if m.is_vod() {
+        return None;
+    }
+    Some(LowLatency {
+        can_block_reload: m.server_control.can_block_reload,
+        part_target: m.part_target?,
+        target: m.target_duration,
+        next_msn: m.next_sequence(),
+        trailing_parts: m.trailing_parts.len() as u64,
+    })
 }
 
 /// The newest segment of a media playlist, and when it ends by its date.
@@ -440,6 +486,24 @@ mod tests {
             .map(|r| r.path.as_str())
             .collect();
         assert!(parts.contains(&"/a/p1.0.m4s"), "{parts:?}");
+        // Segment 1 is whole, segment 2 has no part yet; no blocking reloads offered.
+        let ll = info.low_latency.unwrap();
+        assert_eq!((ll.next_msn, ll.trailing_parts), (2, 0));
+        assert!(!ll.can_block_reload);
+        assert_eq!(ll.part_target, Duration::from_secs(1));
+        assert_eq!(info.hints, vec!["/a/p2.0.m4s".to_owned()]);
+        let trailing = format!(
+            "{}#EXT-X-PART:DURATION=1.0,URI=\"p2.0.m4s\"\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n",
+            body.replace("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p2.0.m4s\"\n", "")
+        );
+        let ll = parse_playlist("/a/i.m3u8", trailing.as_bytes(), &[])
+            .unwrap()
+            .low_latency
+            .unwrap();
+        assert_eq!((ll.next_msn, ll.trailing_parts), (2, 1));
+        assert!(ll.can_block_reload);
+        let classic = parse_playlist("/s/v/index.m3u8", LIVE.as_bytes(), &[]).unwrap();
+        assert_eq!(classic.low_latency, None);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub streams_aborted: IntCounter,
     follower_refused: IntCounterVec,
     follower_reloads: IntCounterVec,
+    blocking_reloads: IntCounterVec,
+    /// LL-HLS blocking playlist reloads being held now.
+    pub blocking_held: IntGauge,
     connections_refused: IntCounterVec,
     pub send_timeouts: IntCounter,
     pub load_shed: IntCounter,
@@ -53,6 +56,9 @@ pub struct Metrics {
     auth_denied: IntCounterVec,
     tls_reloads: IntCounterVec,
 }
+
+/// The results of LL-HLS blocking playlist reloads, as labels.
+pub const BLOCKING_RESULTS: [&str; 5] = ["ready", "held", "bad_request", "timeout", "passed"];
 
 fn must<T>(r: prometheus::Result<T>) -> T {
     // Metric definitions are static: a failure here is a programming error caught by the tests.
@@ -159,6 +165,14 @@ impl Metrics {
         for result in ["new", "unchanged", "failed"] {
             follower_reloads.with_label_values(&[result]);
         }
+        let blocking_reloads = counter_vec(
+            "gateway_blocking_reloads_total",
+            "LL-HLS blocking playlist reloads (_HLS_msn) by result (ready: answered at once; held: answered when the follower saw it; bad_request; timeout: 503 after three target durations; passed: sent to the origin, the rendition not being followed or not blocking).",
+            &["result"],
+        );
+        for result in BLOCKING_RESULTS {
+            blocking_reloads.with_label_values(&[result]);
+        }
         let connections_refused = counter_vec(
             "gateway_connections_refused_total",
             "Client connections closed before any request was read, by reason (max_connections, preface_timeout).",
@@ -225,6 +239,11 @@ impl Metrics {
             ),
             follower_refused,
             follower_reloads,
+            blocking_reloads,
+            blocking_held: gauge(
+                "gateway_blocking_reloads_held",
+                "LL-HLS blocking playlist reloads held at the gateway now.",
+            ),
             connections_refused,
             send_timeouts: counter(
                 "gateway_send_timeouts_total",
@@ -263,6 +282,11 @@ impl Metrics {
     /// The follower reloaded a live playlist (`result`: `new`, `unchanged`, `failed`).
     pub fn follower_reload(&self, result: &'static str) {
         self.follower_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// A blocking playlist reload ended (`result`: one of [`BLOCKING_RESULTS`]).
+    pub fn blocking_reload(&self, result: &'static str) {
+        self.blocking_reloads.with_label_values(&[result]).inc();
     }
 
     /// A live rendition a viewer asked for was not followed (`reason`: `limit`, `client_limit`).

@@ -367,6 +367,8 @@ mod tests {
             references,
             variants: 0,
             timeline: Default::default(),
+            low_latency: None,
+            hints: Vec::new(),
         }
     }
 

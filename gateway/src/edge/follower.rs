@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::cache::CachedObject;
+use crate::edge::blocking;
 use crate::edge::followed::{follow_path, Touch};
 use crate::edge::schedule::{Reload, Schedule};
 use crate::edge::{Edge, Lookup, ObjectRef};
@@ -26,9 +27,10 @@ use crate::hls::ObjectClass;
 /// Notes that a viewer (from `client`) asked for the live playlist `object`; starts following it if
 /// needed. What is followed is the origin object: the path in canonical form, without the viewer's
 /// query, so every spelling and query variant of one playlist shares one follower.
-pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) {
+pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) -> Touch {
     let followed = ObjectRef::from_path(&follow_path(&object.path));
-    match edge.follower.touch(&followed.key, client, edge.clock.now()) {
+    let touch = edge.follower.touch(&followed.key, client, edge.clock.now());
+    match touch {
         Touch::Started => {
             tracing::info!(key = %followed.key, "following live rendition");
             tokio::spawn(run(Arc::clone(edge), followed));
@@ -43,11 +45,16 @@ pub fn touch(edge: &Arc<Edge>, object: &ObjectRef, client: Option<IpAddr>) {
         }
         Touch::Disabled | Touch::Renewed | Touch::Refused => {}
     }
+    touch
 }
 
 async fn run(edge: Arc<Edge>, object: ObjectRef) {
     let mut target = Duration::from_secs(2);
     let mut schedule: Option<Schedule> = None;
+    // LL-HLS with blocking reloads at the origin: the directives asking for the next part, and the
+    // live edge (segment, parts) of the last copy.
+    let mut blocking: Option<String> = None;
+    let mut position: Option<(u64, u64)> = None;
     loop {
         // Idleness is judged by the gateway clock (tests drive it); the schedule by real time.
         if edge.follower.is_idle(&object.key, edge.clock.now(), target) {
@@ -58,10 +65,15 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
             // The viewer's request that started following it has just fetched it.
             Some((copy, done)) => (Ok(copy), false, done),
             None => {
-                let (reload, started) = edge.reload(&object);
+                let asked = ObjectRef {
+                    origin_query: blocking.clone(),
+                    ..object.clone()
+                };
+                let (reload, started) = edge.reload(&asked);
                 (reload.result.await, started, Instant::now())
             }
         };
+        let blocked = blocking.take().is_some();
         let next = match current {
             Ok(playlist) if playlist.is_success() => {
                 // Also covers the playlist stored just before the rendition became followed.
@@ -74,6 +86,35 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
                     break; // It ended (EXT-X-ENDLIST): nothing more will appear.
                 }
                 target = playlist.target_duration().unwrap_or(target);
+                let low_latency = playlist
+                    .playlist
+                    .as_ref()
+                    .and_then(|info| info.low_latency)
+                    .filter(|ll| ll.can_block_reload);
+                if let Some(ll) = low_latency {
+                    // The part the origin announced is fetched once, now; the origin answers
+                    // when it exists, and every viewer that asks meanwhile gets it as it arrives.
+                    if let Some(info) = &playlist.playlist {
+                        for hint in &info.hints {
+                            edge.prefetch(&ObjectRef::from_path(hint)).await;
+                        }
+                    }
+                    // The origin holds a request for the next part until it exists: ask at once.
+                    let now_at = (ll.next_msn, ll.trailing_parts);
+                    let new = position.is_none_or(|p| now_at > p);
+                    position = Some(now_at);
+                    edge.metrics
+                        .follower_reload(if new { "new" } else { "unchanged" });
+                    blocking = Some(blocking::next_part_query(&ll));
+                    // An origin that answered at once with nothing new does not hold: pace it.
+                    let pause = if new || !blocked {
+                        Duration::ZERO
+                    } else {
+                        ll.part_target.max(MIN_BLOCKING_PAUSE)
+                    };
+                    tokio::time::sleep_until(done + pause).await;
+                    continue;
+                }
                 let schedule = schedule.get_or_insert_with(|| Schedule::new(target));
                 let newest = schedule.newest();
                 if let Some(info) = &playlist.playlist {
@@ -92,6 +133,11 @@ async fn run(edge: Arc<Edge>, object: ObjectRef) {
                 };
                 edge.metrics.follower_reload(result);
                 Instant::from_std(schedule.next_reload(done.into_std()))
+            }
+            // A blocking reload refused (the origin disagrees on the next part): ask plainly.
+            Ok(refused) if blocked && refused.status.is_client_error() => {
+                edge.metrics.follower_reload("failed");
+                done + Duration::from_millis(100)
             }
             Ok(refused) if refused.status.is_client_error() => {
                 // Without the viewer's query the origin will not give it (a token, say): nothing
@@ -128,6 +174,10 @@ async fn first_copy(
     let now = Instant::now();
     (age <= JUST_FETCHED).then(|| (copy, now.checked_sub(age).unwrap_or(now)))
 }
+
+/// The least pause between blocking reloads that brought nothing new (an origin that does not
+/// hold them).
+const MIN_BLOCKING_PAUSE: Duration = Duration::from_millis(100);
 
 /// A copy this young is the one the request that started the follower fetched.
 const JUST_FETCHED: Duration = Duration::from_millis(250);

@@ -7,6 +7,7 @@
 //! a media body is also published as it arrives ([`crate::origin::arriving`]), so those viewers may
 //! stream it at the origin's pace instead.
 
+pub mod blocking;
 pub mod followed;
 pub mod follower;
 pub mod in_flight;
@@ -118,12 +119,17 @@ pub struct Edge {
     /// Playlists whose last origin fetch failed (an error or a 5xx), until one succeeds: their
     /// cached copy is answered with `X-Origin-Unreachable`.
     failing: moka::sync::Cache<CacheKey, ()>,
+    /// Live media playlist key → a signal raised whenever a new copy of it is stored, for the
+    /// blocking reloads held on it ([`blocking`]).
+    stored: moka::sync::Cache<CacheKey, Arc<tokio::sync::watch::Sender<()>>>,
 }
 
 /// Segments of all live playlist shapes kept at once.
 const LIVE_SHAPES_MAX_SEGMENTS: u64 = 1_000_000;
 /// Playlists remembered as failing at once.
 const FAILING_MAX: u64 = 10_000;
+/// Live playlists with blocking reloads held on them at once.
+const HELD_PLAYLISTS_MAX: u64 = 10_000;
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,6 +168,10 @@ impl Edge {
                         .live_outage_max
                         .saturating_add(Duration::from_secs(60)),
                 )
+                .build(),
+            stored: moka::sync::Cache::builder()
+                .max_capacity(HELD_PLAYLISTS_MAX)
+                .time_to_idle(Duration::from_secs(60))
                 .build(),
             origin,
             metrics,
@@ -282,6 +292,14 @@ impl Edge {
     /// Digest events of media objects as they are cached (for the peer-assist tracker).
     pub fn subscribe_digests(&self) -> tokio::sync::broadcast::Receiver<DigestEvent> {
         self.digests.subscribe()
+    }
+
+    /// A receiver woken whenever a new copy of the live playlist `key` is stored: what a blocking
+    /// reload held on it waits for.
+    pub fn watch_stored(&self, key: &CacheKey) -> tokio::sync::watch::Receiver<()> {
+        self.stored
+            .get_with_by_ref(key, || Arc::new(tokio::sync::watch::channel(()).0))
+            .subscribe()
     }
 
     /// Number of origin fetches in progress.
@@ -655,9 +673,9 @@ impl Edge {
             return false;
         }
         match class {
-            ObjectClass::Segment | ObjectClass::Part | ObjectClass::Init => {
-                self.names.contains_key(&object.path)
-            }
+            ObjectClass::Segment | ObjectClass::Init => self.names.contains_key(&object.path),
+            // A part is named (a preload hint) before it exists: an early 404 must not stick.
+            ObjectClass::Part => false,
             _ => true,
         }
     }
@@ -696,7 +714,13 @@ impl Edge {
                 }
             }
         }
+        let live = built.class == ObjectClass::LiveMedia && built.is_success();
         self.cache.insert(object.key.clone(), built).await;
+        if live {
+            if let Some(signal) = self.stored.get(&object.key) {
+                signal.send_replace(());
+            }
+        }
     }
 
     /// Records what a playlist names and hands live playlists to the follower; a live playlist

@@ -20,6 +20,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
 use crate::cache::{policy, CachePhase, CachedObject};
+use crate::edge::blocking::{self, DirectiveError, Verdict, Want};
+use crate::edge::followed::{follow_path, Touch};
 use crate::edge::follower;
 use crate::edge::{Edge, FetchResult, Lookup, ObjectRef};
 use crate::error::FetchError;
@@ -54,6 +56,7 @@ pub async fn deliver<B>(
     access: Access<'_>,
     head: bool,
 ) -> Response<Body> {
+    let directives = blocking::directives(target.query.as_deref());
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
         origin_query: key::origin_query(target.query.as_deref(), access.gated),
@@ -63,7 +66,20 @@ pub async fn deliver<B>(
         && [RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE]
             .iter()
             .all(|name| !request.headers().contains_key(name));
-    match find(edge, &object, may_stream).await {
+    let playlist = edge.class_hint(&object.path).is_playlist();
+    let held = match directives {
+        Ok(Some(want)) if playlist => hold(edge, &object, want, access.client).await,
+        Err(e) if playlist => {
+            edge.metrics.blocking_reload("bad_request");
+            Some(Err(Failure::BadDirectives(e)))
+        }
+        _ => None,
+    };
+    let found = match held {
+        Some(found) => found,
+        None => find(edge, &object, may_stream).await,
+    };
+    match found {
         Ok(Found::Arriving(opened, arrivals, phase)) => {
             arriving_answer(edge, &object.path, opened, arrivals, phase)
         }
@@ -109,6 +125,16 @@ pub async fn deliver<B>(
                 Failure::Fetch(e) => {
                     error_response(e.status(), format!("{} {e}\n", e.status()), head)
                 }
+                Failure::BadDirectives(e) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("400 Bad Request: {e}\n"),
+                    head,
+                ),
+                Failure::HoldTimedOut => error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "503 Service Unavailable: the blocking playlist reload was not satisfied within three target durations\n".into(),
+                    head,
+                ),
             };
             edge.metrics.request(class, response.status());
             response
@@ -210,6 +236,113 @@ enum Failure {
         retry_after: Duration,
     },
     Fetch(FetchError),
+    /// LL-HLS delivery directives that are malformed or ask too far ahead (400).
+    BadDirectives(DirectiveError),
+    /// A blocking reload not satisfied within three target durations (503).
+    HoldTimedOut,
+}
+
+/// An LL-HLS blocking playlist reload (RFC 8216bis §6.2.5.2): held until the follower's copy of
+/// the playlist contains the segment or part asked for, then answered with that copy; all holders
+/// of a rendition wait on the follower's one origin request for its next part. `None` when the
+/// request goes its ordinary way (to the origin, coalesced by its key): the gateway has no copy of
+/// the playlist yet, the rendition is not followed, its origin offers no blocking reloads, or a
+/// delta update (`_HLS_skip`) is asked for, which the origin makes once it has what it names.
+async fn hold(
+    edge: &Arc<Edge>,
+    object: &ObjectRef,
+    want: Want,
+    client: Option<std::net::IpAddr>,
+) -> Option<Result<Found, Failure>> {
+    let followed = ObjectRef::from_path(&follow_path(&object.path));
+    // Watch before looking, so that no copy stored in between is missed.
+    let mut stored = edge.watch_stored(&followed.key);
+    // No copy yet (a rendition nobody watches, a player switching to it): the origin holds this
+    // one, and answering it starts the follower.
+    let mut copy = match edge.lookup(&followed.key).await {
+        Lookup::Fresh(copy) | Lookup::Stale(copy) => copy,
+        Lookup::Expired(_) | Lookup::Miss => return pass(edge),
+    };
+    if !is_live(&copy) || low_latency(&copy).is_none() {
+        return pass(edge);
+    }
+    if !matches!(
+        follower::touch(edge, &followed, client),
+        Touch::Started | Touch::Renewed
+    ) {
+        return pass(edge);
+    }
+    let mut phase = CachePhase::Hit;
+    let mut deadline = None;
+    let _held = Held::new(&edge.metrics.blocking_held);
+    loop {
+        let Some(ll) = low_latency(&copy) else {
+            return pass(edge);
+        };
+        match blocking::judge(&ll, want) {
+            Verdict::Ready => break,
+            Verdict::TooFar => {
+                edge.metrics.blocking_reload("bad_request");
+                return Some(Err(Failure::BadDirectives(DirectiveError::TooFar)));
+            }
+            Verdict::Wait => {}
+        }
+        phase = CachePhase::Coalesced;
+        let deadline = *deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + blocking::hold_limit(ll.target));
+        match tokio::time::timeout_at(deadline, stored.changed()).await {
+            Ok(Ok(())) => {}
+            // The signal was dropped (not watched for a minute): watch anew.
+            Ok(Err(_)) => stored = edge.watch_stored(&followed.key),
+            Err(_) => {
+                edge.metrics.blocking_reload("timeout");
+                return Some(Err(Failure::HoldTimedOut));
+            }
+        }
+        if let Some(newer) = edge.cache.get(&followed.key).await.filter(|c| is_live(c)) {
+            copy = newer;
+        }
+    }
+    if want.skip {
+        // The origin has what the delta update names now: it answers at once.
+        return None;
+    }
+    edge.metrics.blocking_reload(if phase == CachePhase::Hit {
+        "ready"
+    } else {
+        "held"
+    });
+    Some(Ok(Found::Object(copy, phase, false)))
+}
+
+/// A blocking reload that goes its ordinary way (to the origin, coalesced by its key).
+fn pass(edge: &Edge) -> Option<Result<Found, Failure>> {
+    edge.metrics.blocking_reload("passed");
+    None
+}
+
+/// The live edge of an LL-HLS playlist copy whose origin holds blocking reloads.
+fn low_latency(copy: &CachedObject) -> Option<crate::hls::LowLatency> {
+    copy.playlist
+        .as_ref()
+        .and_then(|info| info.low_latency)
+        .filter(|ll| ll.can_block_reload)
+}
+
+/// Counts a held request in a gauge for as long as it lives.
+struct Held(prometheus::IntGauge);
+
+impl Held {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The object to answer with and the phase it went through; a failure is [`CachePhase::Error`].
