@@ -181,6 +181,14 @@ struct OriginArgs {
     /// every request gets 503 during it.
     #[arg(long, value_name = "START+LENGTH", value_parser = Outages::parse_window)]
     outage: Vec<(Duration, Duration)>,
+    /// Serve the live stream as Low-Latency HLS: parts, preload hints, rendition reports,
+    /// blocking playlist reloads (`_HLS_msn`, `_HLS_part`) and delta updates (`_HLS_skip`).
+    #[arg(long, requires = "live")]
+    ll_hls: bool,
+    /// LL-HLS part duration, e.g. "0.5s" or "250ms": whole milliseconds dividing the segment
+    /// duration [default: 0.5s with --ll-hls].
+    #[arg(long, value_name = "DURATION", requires = "ll_hls", value_parser = peer_assist::units::parse_duration)]
+    part: Option<Duration>,
 }
 
 /// `--rendition`: `None` = auto (a newtype, so that clap does not treat the argument as optional).
@@ -353,6 +361,9 @@ async fn run_origin(args: OriginArgs) -> ExitCode {
     stream.segment_duration = Duration::from_secs_f64(args.segment_duration);
     stream.vod_segments = args.vod_segments;
     stream.live_window = args.live_window;
+    if args.ll_hls {
+        stream.part = Some(args.part.unwrap_or(Duration::from_millis(500)));
+    }
     if let Err(e) = stream.validate() {
         eprintln!("loadtest: {e}");
         return ExitCode::from(2);
@@ -365,7 +376,11 @@ async fn run_origin(args: OriginArgs) -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or(args.listen, |a| a);
-    let kind = if stream.live { "live" } else { "VOD" };
+    let kind = match (stream.live, stream.part) {
+        (true, Some(part)) => format!("LL-HLS live ({} ms parts)", part.as_millis()),
+        (true, None) => "live".to_owned(),
+        (false, _) => "VOD".to_owned(),
+    };
     let prefixes = if args.prefix.is_empty() {
         vec![stream.prefix.clone()]
     } else {
@@ -406,12 +421,13 @@ async fn run_origin(args: OriginArgs) -> ExitCode {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
     }
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     println!(
-        "served {} requests ({} rejected by outages), {:.2} origin requests per distinct segment",
-        stats.requests.load(std::sync::atomic::Ordering::Relaxed),
-        stats
-            .outage_rejections
-            .load(std::sync::atomic::Ordering::Relaxed),
+        "served {} requests ({} rejected by outages, {} blocking playlist reloads, {} parts), {:.2} origin requests per distinct segment",
+        count(&stats.requests),
+        count(&stats.outage_rejections),
+        count(&stats.blocking_requests),
+        count(&stats.part_requests),
         stats.requests_per_distinct_segment()
     );
     ExitCode::SUCCESS

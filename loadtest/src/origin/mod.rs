@@ -19,7 +19,13 @@
 //! | `{prefix}/master.m3u8`        | master playlist                                      |
 //! | `{prefix}/r{i}/index.m3u8`    | media playlist of rendition `i`                      |
 //! | `{prefix}/r{i}/{seq}.ts`      | segment (live: 404 beyond the edge; VOD: 404 if `seq >= vod_segments`) |
+//! | `{prefix}/r{i}/{seq}.{j}.ts`  | LL-HLS part `j` of segment `seq` (see [`ll`])         |
 //! | anything else                 | 404                                                  |
+//!
+//! With [`SyntheticStream::part`] set, a live stream is served as Low-Latency HLS: parts, preload
+//! hints, rendition reports, blocking playlist reloads and delta updates ([`ll`]).
+
+pub mod ll;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -81,6 +87,9 @@ pub struct SyntheticStream {
     pub epoch: SystemTime,
     /// Path prefix, e.g. `/synthetic`. A trailing `/` is ignored; `""` or `/` serve from the root.
     pub prefix: String,
+    /// LL-HLS part duration (live only; whole milliseconds dividing the segment duration), or
+    /// `None` for classic HLS.
+    pub part: Option<Duration>,
 }
 
 impl Default for SyntheticStream {
@@ -95,6 +104,7 @@ impl Default for SyntheticStream {
             live_window: 6,
             epoch: UNIX_EPOCH,
             prefix: "/synthetic".to_owned(),
+            part: None,
         }
     }
 }
@@ -108,6 +118,12 @@ pub enum Route {
     Media { rendition: usize },
     /// `{prefix}/r{rendition}/{sequence}.ts`
     Segment { rendition: usize, sequence: u64 },
+    /// `{prefix}/r{rendition}/{sequence}.{part}.ts` (LL-HLS)
+    Part {
+        rendition: usize,
+        sequence: u64,
+        part: u64,
+    },
     /// Anything else.
     Unknown,
 }
@@ -189,7 +205,7 @@ impl SyntheticStream {
         if self.live && self.live_window == 0 {
             return Err("the live window must hold at least one segment".to_owned());
         }
-        Ok(())
+        self.validate_part()
     }
 
     /// Segment duration in whole milliseconds, at least 1.
@@ -398,18 +414,54 @@ impl SyntheticStream {
         if file == "index.m3u8" {
             return Route::Media { rendition };
         }
-        match file.strip_suffix(".ts").and_then(parse_canonical::<u64>) {
-            Some(sequence) => Route::Segment {
+        let Some(stem) = file.strip_suffix(".ts") else {
+            return Route::Unknown;
+        };
+        if let Some(sequence) = parse_canonical::<u64>(stem) {
+            return Route::Segment {
                 rendition,
                 sequence,
+            };
+        }
+        match stem
+            .split_once('.')
+            .map(|(k, j)| (parse_canonical::<u64>(k), parse_canonical::<u64>(j)))
+        {
+            Some((Some(sequence), Some(part))) => Route::Part {
+                rendition,
+                sequence,
+                part,
             },
-            None => Route::Unknown,
+            _ => Route::Unknown,
         }
     }
 
     /// Answers a GET of `path` at `now`.
     pub fn get(&self, path: &str, now: SystemTime) -> Response {
+        self.get_with(path, ll::Directives::default(), now)
+    }
+
+    /// When a GET of `path` with `query` may be answered at `now` (LL-HLS blocking reloads and
+    /// the next part are held; everything else is answered at once).
+    pub fn wait(&self, path: &str, query: Option<&str>, now: SystemTime) -> ll::Wait {
+        if self.part.is_none() || !self.live {
+            return ll::Wait::Ready;
+        }
+        match self.route(path) {
+            Route::Media { .. } => match ll::Directives::parse(query) {
+                Ok(directives) => self.playlist_wait(directives, now),
+                Err(e) => ll::Wait::BadRequest(e),
+            },
+            Route::Part { sequence, part, .. } => self.part_wait(sequence, part, now),
+            _ => ll::Wait::Ready,
+        }
+    }
+
+    /// Answers a GET of `path` at `now`, with the delivery directives of its query (a delta
+    /// update of an LL-HLS playlist; the blocking ones are [`wait`](Self::wait)'s).
+    pub fn get_with(&self, path: &str, directives: ll::Directives, now: SystemTime) -> Response {
         let route = self.route(path);
+        let low_latency = self.live && self.part.is_some();
         let playlist_cache = if self.live {
             LIVE_PLAYLIST_CACHE_CONTROL
         } else {
@@ -422,6 +474,28 @@ impl SyntheticStream {
                 playlist_cache,
                 Bytes::from(self.master_playlist()),
             ),
+            Route::Media { rendition } if low_latency => {
+                match self.ll_media_playlist(rendition, now, directives.skip) {
+                    Some(body) => Response::ok(
+                        route,
+                        PLAYLIST_CONTENT_TYPE,
+                        playlist_cache,
+                        Bytes::from(body),
+                    ),
+                    None => Response::not_found(route),
+                }
+            }
+            Route::Part {
+                rendition,
+                sequence,
+                part,
+            } if self.part_available(rendition, sequence, part, now) => Response::ok(
+                route,
+                SEGMENT_CONTENT_TYPE,
+                SEGMENT_CACHE_CONTROL,
+                self.part_bytes(rendition, sequence, part),
+            ),
+            Route::Part { .. } => Response::not_found(route),
             Route::Media { rendition } => match self.media_playlist(rendition, now) {
                 Some(body) => Response::ok(
                     route,
@@ -466,6 +540,12 @@ pub struct OriginStats {
     pub bytes: AtomicU64,
     /// Requests answered 503 because an outage window was active.
     pub outage_rejections: AtomicU64,
+    /// LL-HLS blocking playlist reloads (`_HLS_msn`), whatever their outcome.
+    pub blocking_requests: AtomicU64,
+    /// LL-HLS part requests (including 404s).
+    pub part_requests: AtomicU64,
+    /// Successfully served part requests per `(stream, rendition, sequence, part)`.
+    pub per_part: Mutex<HashMap<(usize, usize, u64, u64), u64>>,
     /// Successfully served segment requests per `(rendition, sequence)`.
     /// Successfully served segment requests per `(stream, rendition, sequence)`; `stream` is the
     /// index of the stream in [`serve_many`]'s list (0 with one stream).
@@ -525,6 +605,22 @@ impl OriginStats {
                     *self
                         .lock_per_segment()
                         .entry((stream, rendition, sequence))
+                        .or_insert(0) += 1;
+                }
+            }
+            Route::Part {
+                rendition,
+                sequence,
+                part,
+            } => {
+                self.part_requests.fetch_add(1, Ordering::Relaxed);
+                if response.status.is_success() {
+                    let mut per_part = self
+                        .per_part
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    *per_part
+                        .entry((stream, rendition, sequence, part))
                         .or_insert(0) += 1;
                 }
             }
@@ -619,25 +715,78 @@ async fn serve_connection(
     outages: Arc<(std::time::Instant, Outages)>,
 ) {
     let service = service_fn(move |req: http::Request<Incoming>| {
-        let (started, windows) = &*outages;
-        let response = if windows.active(started.elapsed()) {
-            stats.outage_rejections.fetch_add(1, Ordering::Relaxed);
-            stats.record_other(0);
-            let mut response = http::Response::new(Full::new(Bytes::new()));
-            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            response.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static(NOT_FOUND_CACHE_CONTROL),
-            );
-            response
-        } else {
-            respond(&stream, &stats, req.method(), req.uri().path())
-        };
-        async move { Ok::<_, Infallible>(response) }
+        let stream = Arc::clone(&stream);
+        let stats = Arc::clone(&stats);
+        let outages = Arc::clone(&outages);
+        async move {
+            let (started, windows) = &*outages;
+            let unavailable = || {
+                stats.outage_rejections.fetch_add(1, Ordering::Relaxed);
+                stats.record_other(0);
+                status_only(StatusCode::SERVICE_UNAVAILABLE)
+            };
+            if windows.active(started.elapsed()) {
+                return Ok::<_, Infallible>(unavailable());
+            }
+            let path = req.uri().path();
+            let query = req.uri().query();
+            // LL-HLS: a blocking reload or the next part is answered when it exists.
+            let index = stream_index(&stream, path);
+            if let Some(s) = stream.get(index) {
+                if query.is_some_and(|q| q.contains("_HLS_msn")) {
+                    stats.blocking_requests.fetch_add(1, Ordering::Relaxed);
+                }
+                match s.wait(path, query, SystemTime::now()) {
+                    ll::Wait::Ready => {}
+                    ll::Wait::Until(at) => {
+                        let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                        tokio::time::sleep(wait).await;
+                    }
+                    ll::Wait::TooLong => {
+                        let target = s.segment_duration_ms().div_ceil(1_000);
+                        let hold = Duration::from_secs(target.saturating_mul(3));
+                        tokio::time::sleep(hold).await;
+                        stats.record_other(0);
+                        return Ok(status_only(StatusCode::SERVICE_UNAVAILABLE));
+                    }
+                    ll::Wait::BadRequest(reason) => {
+                        stats.record_other(0);
+                        let mut response =
+                            http::Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
+                        *response.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok(response);
+                    }
+                }
+                // The origin went away while the request was held.
+                if windows.active(started.elapsed()) {
+                    return Ok(unavailable());
+                }
+            }
+            Ok(respond(&stream, &stats, req.method(), path, query))
+        }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     // Connection errors (resets, malformed requests) only end that connection.
     let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+}
+
+/// A bodiless answer that no one may cache.
+fn status_only(status: StatusCode) -> http::Response<Full<Bytes>> {
+    let mut response = http::Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static(NOT_FOUND_CACHE_CONTROL),
+    );
+    response
+}
+
+/// The stream whose routes match `path` (the first one's 404 when none does).
+fn stream_index(streams: &[SyntheticStream], path: &str) -> usize {
+    streams
+        .iter()
+        .position(|s| s.route(path) != Route::Unknown)
+        .unwrap_or(0)
 }
 
 fn respond(
@@ -645,11 +794,9 @@ fn respond(
     stats: &OriginStats,
     method: &Method,
     path: &str,
+    query: Option<&str>,
 ) -> http::Response<Full<Bytes>> {
-    let index = streams
-        .iter()
-        .position(|s| s.route(path) != Route::Unknown)
-        .unwrap_or(0);
+    let index = stream_index(streams, path);
     let Some(stream) = streams.get(index) else {
         stats.record_other(0);
         let mut response = http::Response::new(Full::new(Bytes::new()));
@@ -666,7 +813,9 @@ fn respond(
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    let answer = stream.get(path, SystemTime::now());
+    // Malformed directives were refused before; a delta update is all that is left of them here.
+    let directives = ll::Directives::parse(query).unwrap_or_default();
+    let answer = stream.get_with(path, directives, SystemTime::now());
     let len = answer.body.len() as u64;
     stats.record_in(index, &answer, if head { 0 } else { len });
     let body = if head { Bytes::new() } else { answer.body };
