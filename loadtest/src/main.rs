@@ -86,6 +86,10 @@ struct RunArgs {
     /// Concurrent viewers (required, here or in the scenario file).
     #[arg(long, value_name = "N")]
     viewers: Option<usize>,
+    /// Play LL-HLS streams like a classic player (whole segments, reloads every target
+    /// duration) instead of at low latency (blocking reloads, parts at the live edge).
+    #[arg(long)]
+    no_low_latency: bool,
     /// Length of the run, e.g. "20s", "2m", "500ms" or bare seconds (hard stop; required, here or
     /// in the scenario file).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
@@ -307,8 +311,13 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
         restart_cmd: args.restart_cmd,
         restart_at: args.restart_at,
     };
+    let player = loadtest::player::PlayerConfig {
+        low_latency: !args.no_low_latency,
+        ..Default::default()
+    };
     let base = RunConfig {
         url: args.url,
+        player,
         json: args.json.clone(),
         html: args.html.clone(),
         gateway_metrics: args.gateway_metrics,

@@ -47,11 +47,21 @@
 //!   lowest if none fits). Otherwise switch up to the highest rendition with bandwidth ≤
 //!   `up_factor × estimate` if that is higher and at least `min_switch_interval` has passed since the
 //!   last switch (up or down); the session start counts as the last switch.
+//! * **LL-HLS** ([`PlayerConfig::low_latency`], a live playlist with parts and
+//!   `CAN-BLOCK-RELOAD=YES`), like hls.js's `lowLatencyMode`: the session starts at the segment
+//!   that holds the point `PART-HOLD-BACK` before the playlist's last part (whole if it is whole,
+//!   else its parts from the first); each reload is a blocking one for the part after the last
+//!   listed ([`Action::BlockingReload`]), issued as soon as the previous one is answered (a failed
+//!   one is followed by a plain reload at the classic pace); parts are fetched one at a time
+//!   ([`Action::FetchPart`]) until their segment is whole and done, whole segments otherwise;
+//!   startup and resume need at most `PART-HOLD-BACK` of buffer; parts do not feed ABR (their
+//!   download time is the encoder's pace). [`Player::live_latency`] is how far the picture is
+//!   behind the wall clock by `EXT-X-PROGRAM-DATE-TIME`.
 //! * **Counters.** Every failed fetch counts in [`PlayerStats::failures`]; completions that do not
 //!   match the outstanding request are ignored.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Delay before a failed segment is fetched again.
 pub const SEGMENT_RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -108,6 +118,10 @@ pub struct PlayerConfig {
     pub live_start_target_durations: u32,
     /// Adaptive-bitrate tuning.
     pub abr: AbrConfig,
+    /// Play an LL-HLS stream (parts, `CAN-BLOCK-RELOAD=YES`) at low latency, like hls.js's
+    /// `lowLatencyMode`: start `PART-HOLD-BACK` behind the live edge, reload with blocking
+    /// requests for the next part, fetch parts at the edge. Default true.
+    pub low_latency: bool,
 }
 
 impl Default for PlayerConfig {
@@ -118,6 +132,7 @@ impl Default for PlayerConfig {
             max_buffer: Duration::from_secs(30),
             live_start_target_durations: 3,
             abr: AbrConfig::default(),
+            low_latency: true,
         }
     }
 }
@@ -132,7 +147,7 @@ pub struct Rendition {
 }
 
 /// One media segment of a media playlist.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Segment {
     /// Media sequence number.
     pub sequence: u64,
@@ -140,10 +155,31 @@ pub struct Segment {
     pub uri: String,
     /// `EXTINF` duration.
     pub duration: Duration,
+    /// `EXT-X-PROGRAM-DATE-TIME` (given or carried from an earlier segment): when it starts.
+    pub program_date_time: Option<SystemTime>,
+    /// Its LL-HLS parts, when the playlist lists them.
+    pub parts: Vec<PartRef>,
+}
+
+/// An LL-HLS part (`EXT-X-PART`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PartRef {
+    /// URI (resolved by the shell).
+    pub uri: String,
+    pub duration: Duration,
+}
+
+/// What an LL-HLS playlist that offers blocking reloads says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowLatency {
+    /// `PART-TARGET`.
+    pub part_target: Duration,
+    /// `PART-HOLD-BACK` (three part targets when absent): how far behind the end to play.
+    pub part_hold_back: Duration,
 }
 
 /// A parsed media playlist, as delivered by the shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MediaPlaylistUpdate {
     /// Index of the rendition (bandwidth-ascending order).
     pub rendition: usize,
@@ -155,6 +191,10 @@ pub struct MediaPlaylistUpdate {
     pub segments: Vec<Segment>,
     /// `EXT-X-ENDLIST` present (VOD, or a live stream that has ended).
     pub ended: bool,
+    /// LL-HLS: the parts of the segment in progress (after the last whole one).
+    pub trailing_parts: Vec<PartRef>,
+    /// LL-HLS with blocking reloads (`CAN-BLOCK-RELOAD=YES` and `EXT-X-PART-INF`).
+    pub low_latency: Option<LowLatency>,
 }
 
 /// What the shell should do next.
@@ -162,10 +202,24 @@ pub struct MediaPlaylistUpdate {
 pub enum Action {
     /// Fetch the media playlist of this rendition, then call `playlist_loaded`/`playlist_failed`.
     FetchPlaylist { rendition: usize },
+    /// Fetch the media playlist with a blocking reload (`_HLS_msn=msn&_HLS_part=part`): the
+    /// server answers once it holds that part. Then `playlist_loaded`/`playlist_failed`.
+    BlockingReload {
+        rendition: usize,
+        msn: u64,
+        part: u64,
+    },
     /// Fetch this segment, then call `segment_loaded`/`segment_failed`.
     FetchSegment {
         rendition: usize,
         sequence: u64,
+        uri: String,
+    },
+    /// Fetch this LL-HLS part, then call `part_loaded`/`part_failed`.
+    FetchPart {
+        rendition: usize,
+        sequence: u64,
+        part: u64,
         uri: String,
     },
     /// Nothing to do before this instant (the shell sleeps until then or until an event arrives).
@@ -229,6 +283,8 @@ struct LoadedPlaylist {
     segments: Vec<Segment>,
     ended: bool,
     loaded_at: Instant,
+    trailing_parts: Vec<PartRef>,
+    low_latency: Option<LowLatency>,
 }
 
 impl LoadedPlaylist {
@@ -251,6 +307,34 @@ impl LoadedPlaylist {
         }
     }
 
+    /// The media sequence number of the segment in progress (after the last whole one).
+    fn next_msn(&self) -> u64 {
+        self.last_sequence()
+            .map_or(self.media_sequence, |last| last.saturating_add(1))
+    }
+
+    /// The parts of segment `sequence`: a whole one's, or the segment in progress's.
+    fn parts_of(&self, sequence: u64) -> Option<&[PartRef]> {
+        match self.segment(sequence) {
+            Some(segment) => Some(&segment.parts),
+            None if sequence == self.next_msn() => Some(&self.trailing_parts),
+            None => None,
+        }
+    }
+
+    /// When segment `sequence` starts by `EXT-X-PROGRAM-DATE-TIME` (the segment in progress
+    /// starts when the last whole one ends).
+    fn start_of(&self, sequence: u64) -> Option<SystemTime> {
+        match self.segment(sequence) {
+            Some(segment) => segment.program_date_time,
+            None if sequence == self.next_msn() => {
+                let last = self.segments.last()?;
+                last.program_date_time?.checked_add(last.duration)
+            }
+            None => None,
+        }
+    }
+
     /// Live and older than one target duration (or never loaded: see `PlaylistSlot`).
     fn is_stale(&self, now: Instant) -> bool {
         !self.ended && now >= self.loaded_at + self.target_duration
@@ -263,6 +347,8 @@ struct PlaylistSlot {
     loaded: Option<LoadedPlaylist>,
     /// When this playlist is due for (re)loading, if it is the current one and live.
     next_fetch: Instant,
+    /// LL-HLS: the next reload is a blocking one for this (segment, part).
+    block: Option<(u64, u64)>,
 }
 
 impl PlaylistSlot {
@@ -275,7 +361,11 @@ impl PlaylistSlot {
 struct OutstandingSegment {
     rendition: usize,
     sequence: u64,
+    /// An LL-HLS part of the segment, or the whole segment.
+    part: Option<u64>,
     duration: Duration,
+    /// When the media ends, by `EXT-X-PROGRAM-DATE-TIME`.
+    ends_at: Option<SystemTime>,
 }
 
 /// hls.js-style exponentially weighted moving average with zero-bias correction.
@@ -347,6 +437,8 @@ struct BufferedSegment {
     bandwidth: u64,
     /// Not yet played part of the segment.
     remaining: Duration,
+    /// When its media ends, by `EXT-X-PROGRAM-DATE-TIME`.
+    ends_at: Option<SystemTime>,
 }
 
 /// The playhead side: buffer, state and QoE counters, valid as of `at`.
@@ -366,6 +458,8 @@ struct Playback {
     watched: Duration,
     bit_seconds: f64,
     last_played: usize,
+    /// The date at the playhead once the buffer ran dry (the end of the last media played).
+    last_end: Option<SystemTime>,
 }
 
 impl Playback {
@@ -384,6 +478,7 @@ impl Playback {
             watched: Duration::ZERO,
             bit_seconds: 0.0,
             last_played: rendition,
+            last_end: None,
         }
     }
 
@@ -423,13 +518,20 @@ impl Playback {
             self.last_played = front.rendition;
             left -= take;
             if front.remaining.is_zero() {
+                self.last_end = front.ends_at;
                 self.segments.pop_front();
             }
         }
         self.buffer = self.buffer.saturating_sub(amount);
     }
 
-    fn push(&mut self, rendition: usize, bandwidth: u64, duration: Duration) {
+    fn push(
+        &mut self,
+        rendition: usize,
+        bandwidth: u64,
+        duration: Duration,
+        ends_at: Option<SystemTime>,
+    ) {
         if duration.is_zero() {
             return;
         }
@@ -437,8 +539,17 @@ impl Playback {
             rendition,
             bandwidth,
             remaining: duration,
+            ends_at,
         });
         self.buffer += duration;
+    }
+
+    /// The date of the media at the playhead, by `EXT-X-PROGRAM-DATE-TIME`.
+    fn playhead_date(&self) -> Option<SystemTime> {
+        match self.segments.front() {
+            Some(front) => front.ends_at?.checked_sub(front.remaining),
+            None => self.last_end,
+        }
     }
 
     /// Event-driven transitions at `now` (after the buffer or `all_fetched` changed).
@@ -495,6 +606,8 @@ pub struct Player {
     segment_retry_at: Option<Instant>,
     /// Next media sequence to download (set by the first playlist of the current rendition).
     next_sequence: Option<u64>,
+    /// LL-HLS: the next part of `next_sequence` to download (`None`: the whole segment).
+    next_part: Option<u64>,
     /// One past the last media sequence of the presentation, once an ended playlist was seen.
     end_sequence: Option<u64>,
     /// After a switch: no segment until the new rendition's playlist has been (re)loaded.
@@ -524,6 +637,7 @@ impl Player {
             .map(|_| PlaylistSlot {
                 loaded: None,
                 next_fetch: now,
+                block: None,
             })
             .collect();
         let abr = Abr {
@@ -546,6 +660,7 @@ impl Player {
             segment_in_flight: None,
             segment_retry_at: None,
             next_sequence: None,
+            next_part: None,
             end_sequence: None,
             awaiting_playlist: false,
             last_target_duration: None,
@@ -573,19 +688,30 @@ impl Player {
         }
         if let Some(rendition) = self.playlist_due(now) {
             self.playlist_in_flight = Some(rendition);
-            return Action::FetchPlaylist { rendition };
-        }
-        if let Some(segment) = self.segment_due(now) {
-            let action = Action::FetchSegment {
-                rendition: self.current,
-                sequence: segment.sequence,
-                uri: segment.uri,
+            return match self.slots.get(rendition).and_then(|s| s.block) {
+                Some((msn, part)) => Action::BlockingReload {
+                    rendition,
+                    msn,
+                    part,
+                },
+                None => Action::FetchPlaylist { rendition },
             };
-            self.segment_in_flight = Some(OutstandingSegment {
-                rendition: self.current,
-                sequence: segment.sequence,
-                duration: segment.duration,
-            });
+        }
+        if let Some((unit, uri)) = self.segment_due(now) {
+            let action = match unit.part {
+                Some(part) => Action::FetchPart {
+                    rendition: self.current,
+                    sequence: unit.sequence,
+                    part,
+                    uri,
+                },
+                None => Action::FetchSegment {
+                    rendition: self.current,
+                    sequence: unit.sequence,
+                    uri,
+                },
+            };
+            self.segment_in_flight = Some(unit);
             self.segment_retry_at = None;
             return action;
         }
@@ -614,6 +740,17 @@ impl Player {
             update.target_duration / 2
         };
         slot.next_fetch = now + delay.max(MIN_PLAYLIST_DELAY);
+        let low_latency = update
+            .low_latency
+            .filter(|_| self.config.low_latency && !update.ended);
+        slot.block = None;
+        if low_latency.is_some() {
+            // Ask at once for the playlist that holds the next part: the server answers when it
+            // exists.
+            let next_msn = new_last.map_or(update.media_sequence, |l| l.saturating_add(1));
+            slot.block = Some((next_msn, update.trailing_parts.len() as u64));
+            slot.next_fetch = now;
+        }
         if update.ended {
             self.end_sequence = Some(new_last.map_or(update.media_sequence, |last| last + 1));
         }
@@ -624,12 +761,24 @@ impl Player {
             segments: update.segments,
             ended: update.ended,
             loaded_at: now,
+            trailing_parts: update.trailing_parts,
+            low_latency,
         };
         if rendition == self.current {
             self.awaiting_playlist = false;
             if self.next_sequence.is_none() {
-                self.next_sequence =
-                    start_sequence(&playlist, self.config.live_start_target_durations);
+                match low_latency {
+                    Some(ll) => {
+                        if let Some((sequence, part)) = start_ll(&playlist, ll.part_hold_back) {
+                            self.next_sequence = Some(sequence);
+                            self.next_part = part;
+                        }
+                    }
+                    None => {
+                        self.next_sequence =
+                            start_sequence(&playlist, self.config.live_start_target_durations);
+                    }
+                }
             }
         }
         slot.loaded = Some(playlist);
@@ -652,6 +801,8 @@ impl Player {
             .or(self.last_target_duration)
             .unwrap_or(Duration::ZERO);
         if let Some(slot) = self.slots.get_mut(rendition) {
+            // A blocking reload that failed is followed by a plain one, at the classic pace.
+            slot.block = None;
             slot.next_fetch = now + (target / 2).max(MIN_PLAYLIST_DELAY);
         }
     }
@@ -667,23 +818,67 @@ impl Player {
         elapsed: Duration,
     ) {
         self.playback.advance(now);
-        let Some(segment) = self.take_segment_in_flight(rendition, sequence) else {
+        let Some(segment) = self.take_segment_in_flight(rendition, sequence, None) else {
             return;
         };
         self.segment_retry_at = None;
         self.abr.sample(bytes, elapsed);
         let bandwidth = self.renditions.get(rendition).map_or(0, |r| r.bandwidth);
-        self.playback.push(rendition, bandwidth, segment.duration);
+        self.playback
+            .push(rendition, bandwidth, segment.duration, segment.ends_at);
         self.next_sequence = Some(sequence + 1);
+        self.next_part = None;
         self.refresh_all_fetched();
         self.settle(now);
         self.decide_rendition(now);
     }
 
+    /// An LL-HLS part arrived: its duration is appended to the buffer. A part's download time
+    /// is bounded by the pace at which the encoder makes it, so it does not feed ABR.
+    pub fn part_loaded(&mut self, now: Instant, rendition: usize, sequence: u64, part: u64) {
+        self.playback.advance(now);
+        let Some(unit) = self.take_segment_in_flight(rendition, sequence, Some(part)) else {
+            return;
+        };
+        self.segment_retry_at = None;
+        let bandwidth = self.renditions.get(rendition).map_or(0, |r| r.bandwidth);
+        self.playback
+            .push(rendition, bandwidth, unit.duration, unit.ends_at);
+        self.next_sequence = Some(sequence);
+        self.next_part = Some(part.saturating_add(1));
+        self.settle(now);
+    }
+
+    /// An LL-HLS part fetch failed: counted, retried after 500 ms.
+    pub fn part_failed(&mut self, now: Instant, rendition: usize, sequence: u64, part: u64) {
+        self.playback.advance(now);
+        if self
+            .take_segment_in_flight(rendition, sequence, Some(part))
+            .is_none()
+        {
+            return;
+        }
+        self.failures += 1;
+        self.segment_retry_at = Some(now + SEGMENT_RETRY_DELAY);
+    }
+
+    /// How far behind `wall` (the wall clock at `now`) the picture is, by the
+    /// `EXT-X-PROGRAM-DATE-TIME` of the media at the playhead; `None` before anything played
+    /// or without dates.
+    pub fn live_latency(&self, now: Instant, wall: SystemTime) -> Option<Duration> {
+        let mut playback = self.playback.clone();
+        playback.advance(now);
+        playback.startup?;
+        wall.duration_since(playback.playhead_date()?).ok()
+    }
+
     /// A segment fetch failed: counted, the same sequence is retried after 500 ms.
     pub fn segment_failed(&mut self, now: Instant, rendition: usize, sequence: u64) {
         self.playback.advance(now);
-        if self.take_segment_in_flight(rendition, sequence).is_none() {
+        if self
+            .take_segment_in_flight(rendition, sequence, None)
+            .is_none()
+        {
             return;
         }
         self.failures += 1;
@@ -744,17 +939,30 @@ impl Player {
     }
 
     fn settle(&mut self, now: Instant) {
-        self.playback
-            .settle(now, self.config.startup_buffer, self.config.resume_buffer);
+        // At the live edge of LL-HLS there is only PART-HOLD-BACK of media to buffer.
+        let (startup, resume) = match self.low_latency() {
+            Some(ll) => (
+                self.config.startup_buffer.min(ll.part_hold_back),
+                self.config.resume_buffer.min(ll.part_hold_back),
+            ),
+            None => (self.config.startup_buffer, self.config.resume_buffer),
+        };
+        self.playback.settle(now, startup, resume);
+    }
+
+    /// The current rendition is LL-HLS played at low latency.
+    fn low_latency(&self) -> Option<LowLatency> {
+        self.slots.get(self.current)?.loaded.as_ref()?.low_latency
     }
 
     fn take_segment_in_flight(
         &mut self,
         rendition: usize,
         sequence: u64,
+        part: Option<u64>,
     ) -> Option<OutstandingSegment> {
         match self.segment_in_flight {
-            Some(s) if s.rendition == rendition && s.sequence == sequence => {
+            Some(s) if s.rendition == rendition && s.sequence == sequence && s.part == part => {
                 self.segment_in_flight.take()
             }
             _ => None,
@@ -777,8 +985,8 @@ impl Player {
         (!slot.is_ended() && now >= slot.next_fetch).then_some(self.current)
     }
 
-    /// The next segment to request now, if any.
-    fn segment_due(&mut self, now: Instant) -> Option<Segment> {
+    /// The next segment (or LL-HLS part) to request now, if any, and its URI.
+    fn segment_due(&mut self, now: Instant) -> Option<(OutstandingSegment, String)> {
         if self.segment_in_flight.is_some()
             || self.awaiting_playlist
             || self.playback.all_fetched
@@ -789,14 +997,62 @@ impl Player {
         }
         let playlist = self.slots.get(self.current)?.loaded.as_ref()?;
         let mut next = self.next_sequence?;
+        let mut part = self.next_part;
         let first = playlist.first_sequence();
         if next < first {
             // The live window moved past us: continue at its first segment.
             next = first;
+            part = None;
         }
-        let segment = playlist.segment(next)?.clone();
+        // Past the last part of a segment that is now whole: the next segment.
+        if let (Some(j), Some(segment)) = (part, playlist.segment(next)) {
+            if j >= segment.parts.len() as u64 {
+                next = next.saturating_add(1);
+                part = None;
+            }
+        }
+        let unit = match (part, playlist.segment(next)) {
+            // A whole segment.
+            (None, Some(segment)) => {
+                let ends_at = segment
+                    .program_date_time
+                    .and_then(|d| d.checked_add(segment.duration));
+                Some((
+                    OutstandingSegment {
+                        rendition: self.current,
+                        sequence: next,
+                        part: None,
+                        duration: segment.duration,
+                        ends_at,
+                    },
+                    segment.uri.clone(),
+                ))
+            }
+            // A part: of the segment in progress, or the rest of one begun as parts.
+            (part, _) if playlist.low_latency.is_some() => {
+                let j = part.unwrap_or(0);
+                let parts = playlist.parts_of(next)?;
+                let listed = parts.get(usize::try_from(j).ok()?)?;
+                let offset: Duration = parts.iter().take(j as usize).map(|p| p.duration).sum();
+                let ends_at = playlist
+                    .start_of(next)
+                    .and_then(|d| d.checked_add(offset + listed.duration));
+                Some((
+                    OutstandingSegment {
+                        rendition: self.current,
+                        sequence: next,
+                        part: Some(j),
+                        duration: listed.duration,
+                        ends_at,
+                    },
+                    listed.uri.clone(),
+                ))
+            }
+            _ => None,
+        }?;
         self.next_sequence = Some(next);
-        Some(segment)
+        self.next_part = part;
+        Some(unit)
     }
 
     /// The earliest future instant at which something may become due without an event.
@@ -878,6 +1134,29 @@ impl Player {
     }
 }
 
+/// Where an LL-HLS session starts: `hold_back` before the end of the playlist (its last part),
+/// at the start of the segment that contains that point (parts after the first of a segment need
+/// not be independent): the whole segment if it is whole, else its parts from the first.
+fn start_ll(playlist: &LoadedPlaylist, hold_back: Duration) -> Option<(u64, Option<u64>)> {
+    let in_progress: Duration = playlist.trailing_parts.iter().map(|p| p.duration).sum();
+    if in_progress >= hold_back && !playlist.trailing_parts.is_empty() {
+        return Some((playlist.next_msn(), Some(0)));
+    }
+    let mut covered = in_progress;
+    let mut start = None;
+    for segment in playlist.segments.iter().rev() {
+        covered += segment.duration;
+        start = Some(segment.sequence);
+        if covered >= hold_back {
+            break;
+        }
+    }
+    match start {
+        Some(sequence) => Some((sequence, None)),
+        None => (!playlist.trailing_parts.is_empty()).then(|| (playlist.next_msn(), Some(0))),
+    }
+}
+
 /// Where to start in the first playlist of the session (`None`: an empty live window, wait for a
 /// reload). Live: the segment containing the point `live_start_target_durations × target_duration`
 /// before the end, at least the first of the window. VOD: the first segment.
@@ -938,9 +1217,11 @@ mod tests {
                     sequence,
                     uri: format!("r{rendition}/seg{sequence}.ts"),
                     duration: segment,
+                    ..Segment::default()
                 })
                 .collect(),
             ended,
+            ..MediaPlaylistUpdate::default()
         }
     }
 
@@ -1040,6 +1321,9 @@ mod tests {
         fn issue(&mut self) -> Option<Instant> {
             for _ in 0..100 {
                 match self.player.poll(self.now) {
+                    Action::BlockingReload { .. } | Action::FetchPart { .. } => {
+                        panic!("classic playlists only here")
+                    }
                     Action::FetchPlaylist { rendition } => {
                         assert!(
                             !self
@@ -1816,5 +2100,163 @@ mod tests {
         );
         assert_eq!(stats.playing_rendition, 1);
         assert!(sim.done_at.is_some());
+    }
+
+    /// An LL-HLS playlist of 1 s segments of four 250 ms parts: segments up to `last` whole,
+    /// `trailing` parts of the next, dated from the Unix epoch (segment k starts at k s).
+    fn ll_playlist(last: u64, trailing: u64) -> MediaPlaylistUpdate {
+        let epoch = std::time::UNIX_EPOCH;
+        let part = |k: u64, j: u64| PartRef {
+            uri: format!("r0/{k}.{j}.ts"),
+            duration: ms(250),
+        };
+        MediaPlaylistUpdate {
+            rendition: 0,
+            target_duration: secs(1),
+            media_sequence: last - 5,
+            segments: (last - 5..=last)
+                .map(|k| Segment {
+                    sequence: k,
+                    uri: format!("r0/{k}.ts"),
+                    duration: secs(1),
+                    program_date_time: Some(epoch + secs(k)),
+                    parts: (0..4).map(|j| part(k, j)).collect(),
+                })
+                .collect(),
+            ended: false,
+            trailing_parts: (0..trailing).map(|j| part(last + 1, j)).collect(),
+            low_latency: Some(LowLatency {
+                part_target: ms(250),
+                part_hold_back: ms(750),
+            }),
+        }
+    }
+
+    #[test]
+    fn low_latency_starts_near_the_edge_blocks_and_fetches_parts() {
+        let t0 = Instant::now();
+        let mut player = Player::new(PlayerConfig::default(), renditions(&[1_000_000]), t0);
+        assert_eq!(player.poll(t0), Action::FetchPlaylist { rendition: 0 });
+        // At 100.5 s: segments up to 99 whole, two parts of 100.
+        player.playlist_loaded(t0, ll_playlist(99, 2));
+        // The next reload asks at once for part 2 of segment 100.
+        assert_eq!(
+            player.poll(t0),
+            Action::BlockingReload {
+                rendition: 0,
+                msn: 100,
+                part: 2
+            }
+        );
+        // 750 ms behind the end (100.5 s) is in segment 99: fetched whole.
+        assert_eq!(
+            player.poll(t0),
+            Action::FetchSegment {
+                rendition: 0,
+                sequence: 99,
+                uri: "r0/99.ts".to_owned()
+            }
+        );
+        let t1 = t0 + ms(40);
+        player.segment_loaded(t1, 0, 99, 125_000, ms(40));
+        // Then the parts of segment 100, from its first.
+        assert_eq!(
+            player.poll(t1),
+            Action::FetchPart {
+                rendition: 0,
+                sequence: 100,
+                part: 0,
+                uri: "r0/100.0.ts".to_owned()
+            }
+        );
+        player.part_loaded(t1, 0, 100, 0);
+        // Startup needs only PART-HOLD-BACK: 1.25 s is buffered.
+        assert_eq!(player.state_at(t1), PlaybackState::Playing);
+        assert!(matches!(player.poll(t1), Action::FetchPart { part: 1, .. }));
+        player.part_loaded(t1, 0, 100, 1);
+        // Part 2 is not listed yet: wait for the blocking reload.
+        assert!(matches!(player.poll(t1), Action::WaitUntil(_)));
+        let t2 = t0 + ms(300);
+        player.playlist_loaded(t2, ll_playlist(99, 3));
+        assert_eq!(
+            player.poll(t2),
+            Action::BlockingReload {
+                rendition: 0,
+                msn: 100,
+                part: 3
+            }
+        );
+        assert!(matches!(
+            player.poll(t2),
+            Action::FetchPart {
+                sequence: 100,
+                part: 2,
+                ..
+            }
+        ));
+        player.part_loaded(t2, 0, 100, 2);
+        // Segment 100 became whole with its four parts: its last part, then segment 101's.
+        let t3 = t0 + ms(600);
+        player.playlist_loaded(t3, ll_playlist(100, 1));
+        assert!(matches!(
+            player.poll(t3),
+            Action::BlockingReload {
+                msn: 101,
+                part: 1,
+                ..
+            }
+        ));
+        assert!(matches!(
+            player.poll(t3),
+            Action::FetchPart {
+                sequence: 100,
+                part: 3,
+                ..
+            }
+        ));
+        player.part_loaded(t3, 0, 100, 3);
+        assert!(matches!(
+            player.poll(t3),
+            Action::FetchPart {
+                sequence: 101,
+                part: 0,
+                ..
+            }
+        ));
+        // The picture at t3: 99 s + 1.25 s buffered at t1 (playing since), played 560 ms.
+        let wall = std::time::UNIX_EPOCH + secs(101) + ms(100);
+        let latency = player.live_latency(t3, wall).unwrap();
+        assert_eq!(latency, secs(101) + ms(100) - (secs(99) + ms(560)));
+        assert_eq!(player.stats(t3).stalls, 0);
+    }
+
+    #[test]
+    fn a_failed_blocking_reload_falls_back_to_a_plain_one() {
+        let t0 = Instant::now();
+        let mut player = Player::new(PlayerConfig::default(), renditions(&[1_000_000]), t0);
+        assert_eq!(player.poll(t0), Action::FetchPlaylist { rendition: 0 });
+        player.playlist_loaded(t0, ll_playlist(99, 2));
+        assert!(matches!(player.poll(t0), Action::BlockingReload { .. }));
+        player.playlist_failed(t0, 0);
+        let _ = player.poll(t0); // the segment
+        let retry = t0 + MIN_PLAYLIST_DELAY;
+        assert_eq!(player.poll(retry), Action::FetchPlaylist { rendition: 0 });
+    }
+
+    #[test]
+    fn without_low_latency_an_ll_playlist_is_played_like_a_classic_one() {
+        let t0 = Instant::now();
+        let config = PlayerConfig {
+            low_latency: false,
+            ..PlayerConfig::default()
+        };
+        let mut player = Player::new(config, renditions(&[1_000_000]), t0);
+        assert_eq!(player.poll(t0), Action::FetchPlaylist { rendition: 0 });
+        player.playlist_loaded(t0, ll_playlist(99, 2));
+        // Three target durations behind the end of the whole segments, whole segments only.
+        assert!(matches!(
+            player.poll(t0),
+            Action::FetchSegment { sequence: 97, .. }
+        ));
     }
 }

@@ -354,6 +354,9 @@ pub struct Qoe {
     pub switches: u64,
     /// Segment download time percentiles.
     pub segment_latency_ms: LatencyPercentiles,
+    /// How far behind live the picture was (wall clock − `EXT-X-PROGRAM-DATE-TIME` at the
+    /// playhead), sampled at each playlist load of a playing viewer; `null` for VOD or without dates.
+    pub live_latency_ms: LatencyPercentiles,
     /// Bytes received.
     pub bytes: Bytes,
     /// Share of segment bytes received from peers, over the sessions' node summaries (always 0
@@ -446,6 +449,8 @@ pub struct Traffic {
     pub totals: RequestTotals,
     /// Segment download times, microseconds.
     pub segment_latency_us: Histogram<u64>,
+    /// How far behind live the pictures were (by `EXT-X-PROGRAM-DATE-TIME`), microseconds.
+    pub live_latency_us: Histogram<u64>,
 }
 
 impl Default for Traffic {
@@ -453,6 +458,7 @@ impl Default for Traffic {
         Self {
             totals: RequestTotals::default(),
             segment_latency_us: latency_histogram(),
+            live_latency_us: latency_histogram(),
         }
     }
 }
@@ -562,6 +568,7 @@ pub fn cohort_report(sessions: &[&SessionResult], traffic: &Traffic) -> CohortRe
             average_bitrate: weighted_bitrate(&started).round(),
             switches: started.iter().map(|s| u64::from(s.switches)).sum(),
             segment_latency_ms: latency_ms(&traffic.segment_latency_us),
+            live_latency_ms: latency_ms(&traffic.live_latency_us),
             bytes: Bytes {
                 http: traffic.totals.bytes,
                 peer: traffic.totals.peer_bytes,
@@ -707,12 +714,15 @@ pub fn build_report(inputs: ReportInputs<'_>) -> Report {
     let mut segment_latency_us = inputs.http.segment_latency_us.clone();
     // Same bounds: adding cannot fail; if it did, the HTTP cohort's latencies would stand alone.
     let _ = segment_latency_us.add(&inputs.p2p.segment_latency_us);
+    let mut live_latency_us = inputs.http.live_latency_us.clone();
+    let _ = live_latency_us.add(&inputs.p2p.live_latency_us);
     let all = Traffic {
         totals: inputs
             .http
             .totals
             .merged(&inputs.p2p.totals, inputs.distinct_segments),
         segment_latency_us,
+        live_latency_us,
     };
     // Only P2P sessions have a node summary, so the run-wide offload is the P2P viewers' (0 with
     // `--p2p off`).
@@ -1062,6 +1072,19 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             fmt_ms(l.max)
         ),
     );
+    let live = &q.live_latency_ms;
+    if live.p50.is_some() {
+        row(
+            &mut out,
+            "live latency",
+            format!(
+                "p50 {}  p95 {}  max {} behind live",
+                fmt_ms(live.p50),
+                fmt_ms(live.p95),
+                fmt_ms(live.max)
+            ),
+        );
+    }
     let errors = crate::report::http_errors_text(&report.http_errors);
     row(
         &mut out,
@@ -1216,6 +1239,11 @@ pub fn render_cohorts(cohorts: &Cohorts) -> String {
         fmt_ms(h.segment_latency_ms.p95),
     );
     row(
+        "  live latency p50",
+        fmt_ms(p.live_latency_ms.p50),
+        fmt_ms(h.live_latency_ms.p50),
+    );
+    row(
         "  bytes over HTTP",
         fmt_bytes(p.bytes.http),
         fmt_bytes(h.bytes.http),
@@ -1325,6 +1353,7 @@ mod tests {
         Traffic {
             totals,
             segment_latency_us,
+            live_latency_us: latency_histogram(),
         }
     }
 

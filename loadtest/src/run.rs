@@ -53,7 +53,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
@@ -72,7 +72,8 @@ use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
 
 use crate::player::{
-    Action, MediaPlaylistUpdate, PlaybackState, Player, PlayerConfig, Rendition, Segment,
+    Action, LowLatency, MediaPlaylistUpdate, PartRef, PlaybackState, Player, PlayerConfig,
+    Rendition, Segment,
 };
 use crate::report::{
     self, Accepted, Cohort, P2pChecks, P2pMode, ProcessUsage, Report, ReportInputs, RequestTotals,
@@ -503,6 +504,17 @@ pub fn parse_media_playlist(
         }
         Err(e) => return Err(format!("not a usable HLS playlist: {e}")),
     };
+    let parts = |parts: &[hls::playlist::Part]| {
+        parts
+            .iter()
+            .map(|part| {
+                Ok(PartRef {
+                    uri: resolve_uri(url, &part.uri)?.to_string(),
+                    duration: part.duration,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
     let segments = playlist
         .segments
         .iter()
@@ -511,15 +523,29 @@ pub fn parse_media_playlist(
                 sequence: segment.sequence,
                 uri: resolve_uri(url, &segment.uri)?.to_string(),
                 duration: segment.duration,
+                program_date_time: segment.program_date_time,
+                parts: parts(&segment.parts)?,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
+    let control = &playlist.server_control;
+    let low_latency = playlist
+        .part_target
+        .filter(|_| control.can_block_reload)
+        .map(|part_target| LowLatency {
+            part_target,
+            part_hold_back: control
+                .part_hold_back
+                .unwrap_or(part_target.saturating_mul(3)),
+        });
     Ok(MediaPlaylistUpdate {
         rendition,
         target_duration: playlist.target_duration,
         media_sequence: playlist.media_sequence,
         segments,
         ended: playlist.is_vod(),
+        trailing_parts: parts(&playlist.trailing_parts)?,
+        low_latency,
     })
 }
 
@@ -535,6 +561,8 @@ struct Recorder {
     failures: AtomicU64,
     http_errors: Mutex<BTreeMap<String, u64>>,
     latency_us: Mutex<Histogram<u64>>,
+    /// How far behind live the viewers' pictures were, sampled at each playlist load.
+    live_latency_us: Mutex<Histogram<u64>>,
     distinct: Mutex<HashSet<String>>,
 }
 
@@ -554,6 +582,7 @@ impl Recorder {
             failures: AtomicU64::new(0),
             http_errors: Mutex::new(BTreeMap::new()),
             latency_us: Mutex::new(report::latency_histogram()),
+            live_latency_us: Mutex::new(report::latency_histogram()),
             distinct: Mutex::new(HashSet::new()),
         }
     }
@@ -581,6 +610,13 @@ impl Recorder {
         }
     }
 
+    fn live_latency(&self, latency: Duration) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        lock(&self.live_latency_us).saturating_record(us);
+    }
+
     fn traffic(&self) -> Traffic {
         Traffic {
             totals: RequestTotals {
@@ -592,6 +628,7 @@ impl Recorder {
                 http_errors: lock(&self.http_errors).clone(),
             },
             segment_latency_us: lock(&self.latency_us).clone(),
+            live_latency_us: lock(&self.live_latency_us).clone(),
         }
     }
 }
@@ -815,6 +852,39 @@ impl Session {
 
 type PlaylistDone = (usize, Option<MediaPlaylistUpdate>);
 type SegmentDone = (usize, u64, Option<(u64, Duration)>);
+type PartDone = (usize, u64, u64, bool);
+
+/// An LL-HLS part, over HTTP for every viewer: parts are at the live edge, where no peer holds
+/// them in time.
+async fn fetch_part(
+    session: Session,
+    rendition: usize,
+    sequence: u64,
+    part: u64,
+    uri: String,
+) -> PartDone {
+    let Ok(parsed) = uri.parse::<Uri>() else {
+        session.recorder().failure();
+        return (rendition, sequence, part, false);
+    };
+    let Some((_, elapsed)) = session.fetch(parsed).await else {
+        return (rendition, sequence, part, false);
+    };
+    session.recorder().segment(&uri, elapsed);
+    (rendition, sequence, part, true)
+}
+
+/// The playlist URL with a blocking reload's directives.
+fn blocking_uri(uri: &Uri, msn: u64, part: u64) -> Option<Uri> {
+    let directives = format!("_HLS_msn={msn}&_HLS_part={part}");
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{}?{q}&{directives}", uri.path()),
+        None => format!("{}?{directives}", uri.path()),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    Uri::from_parts(parts).ok()
+}
 
 async fn fetch_playlist(session: Session, rendition: usize, uri: Uri) -> PlaylistDone {
     let Some((body, _)) = session.fetch(uri.clone()).await else {
@@ -1001,6 +1071,7 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
         .collect();
     let mut playlist_fetch: Option<BoxFuture<PlaylistDone>> = None;
     let mut segment_fetch: Option<BoxFuture<SegmentDone>> = None;
+    let mut part_fetch: Option<BoxFuture<PartDone>> = None;
     loop {
         let now = Instant::now();
         let wake = loop {
@@ -1016,6 +1087,37 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
                             player.playlist_failed(now, rendition);
                         }
                     }
+                }
+                Action::BlockingReload {
+                    rendition,
+                    msn,
+                    part,
+                } => {
+                    let uri = playlists.get(rendition).cloned().flatten();
+                    match uri.and_then(|uri| blocking_uri(&uri, msn, part)) {
+                        Some(uri) => {
+                            playlist_fetch =
+                                Some(Box::pin(fetch_playlist(session.clone(), rendition, uri)));
+                        }
+                        None => {
+                            session.recorder().failure();
+                            player.playlist_failed(now, rendition);
+                        }
+                    }
+                }
+                Action::FetchPart {
+                    rendition,
+                    sequence,
+                    part,
+                    uri,
+                } => {
+                    part_fetch = Some(Box::pin(fetch_part(
+                        session.clone(),
+                        rendition,
+                        sequence,
+                        part,
+                        uri,
+                    )));
                 }
                 Action::FetchSegment {
                     rendition,
@@ -1064,8 +1166,22 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
                 playlist_fetch = None;
                 let now = Instant::now();
                 match update {
-                    Some(update) => player.playlist_loaded(now, update),
+                    Some(update) => {
+                        player.playlist_loaded(now, update);
+                        if let Some(latency) = player.live_latency(now, SystemTime::now()) {
+                            session.recorder().live_latency(latency);
+                        }
+                    }
                     None => player.playlist_failed(now, rendition),
+                }
+            }
+            (rendition, sequence, part, loaded) = completion(&mut part_fetch) => {
+                part_fetch = None;
+                let now = Instant::now();
+                if loaded {
+                    player.part_loaded(now, rendition, sequence, part);
+                } else {
+                    player.part_failed(now, rendition, sequence, part);
                 }
             }
             (rendition, sequence, result) = completion(&mut segment_fetch) => {
@@ -1691,11 +1807,13 @@ mod tests {
                     sequence: 41,
                     uri: "http://127.0.0.1/s/r1/41.ts".to_owned(),
                     duration: Duration::from_secs(2),
+                    ..Segment::default()
                 },
                 Segment {
                     sequence: 42,
                     uri: "http://127.0.0.1/s/r1/42.ts".to_owned(),
                     duration: Duration::from_millis(1500),
+                    ..Segment::default()
                 },
             ]
         );

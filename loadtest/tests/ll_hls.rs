@@ -366,3 +366,46 @@ async fn delta_updates_and_rendition_switches_pass_through() {
         .await;
     assert_eq!(got.status, 200);
 }
+
+/// The harness's player model through the gateway: LL-HLS viewers (blocking reloads, parts at the
+/// edge) against classic viewers of the same stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_viewers_play_at_low_latency_with_blocking_reloads() {
+    let stack = Stack::start(Outages::default()).await;
+    let play = |low_latency: bool| {
+        let player = loadtest::player::PlayerConfig {
+            low_latency,
+            ..Default::default()
+        };
+        loadtest::run::RunConfig {
+            url: format!("http://{}/synthetic/master.m3u8", stack.gateway),
+            viewers: 4,
+            duration: Duration::from_secs(8),
+            player,
+            progress: false,
+            ..loadtest::run::RunConfig::default()
+        }
+    };
+    let low = loadtest::run::run(play(true)).await.unwrap();
+    let classic = loadtest::run::run(play(false)).await.unwrap();
+    let latency = |r: &loadtest::report::Report| r.qoe.live_latency_ms.p50.unwrap();
+    println!(
+        "live latency p50: low latency {:.0} ms (p95 {:?}), classic {:.0} ms; stalls {} / {}",
+        latency(&low),
+        low.qoe.live_latency_ms.p95,
+        latency(&classic),
+        low.qoe.stalls,
+        classic.qoe.stalls
+    );
+    assert_eq!(low.qoe.startup_failures, 0);
+    assert_eq!(low.qoe.failures, 0, "{:?}", low.http_errors);
+    assert_eq!(low.qoe.stalls, 0);
+    assert!(latency(&low) < 2000.0, "{}", latency(&low));
+    assert!(latency(&classic) > latency(&low) + 1000.0);
+    assert!(
+        stack
+            .metric("gateway_blocking_reloads_total{result=\"held\"}")
+            .await
+            > 20.0
+    );
+}
