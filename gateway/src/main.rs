@@ -70,6 +70,7 @@ async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if demo {
         println!("demo live stream: {scheme}://{addr}/demo/live/master.m3u8");
         println!("demo VOD stream:  {scheme}://{addr}/demo/vod/master.m3u8");
+        println!("demo LL-HLS:      {scheme}://{addr}/demo/ll/master.m3u8");
     } else {
         println!("origins: {}", config.origins.join(", "));
     }

@@ -87,6 +87,38 @@ describe('web player', { timeout: 240_000 }, () => {
     });
   });
 
+  test('LL-HLS: hls.js in low-latency mode plays the LL demo through the gateway within 3 s of live, P2P off and on', async () => {
+    await withGateway(async (gw) => {
+      const src = encodeURIComponent('/demo/ll/master.m3u8');
+      for (const p2p of [false, true]) {
+        const viewer = await openPlayer(browser, gw, `?src=${src}&level=0${p2p ? '' : '&p2p=0'}`);
+        try {
+          const start = await waitForPlayback(viewer);
+          await sleep(15_000);
+          const end = await viewer.stats();
+          // How far behind live the picture is: the wall clock against the playhead's
+          // EXT-X-PROGRAM-DATE-TIME (both on this machine's clock).
+          const live = await viewer.page.evaluate(() => ({
+            behind: window.hls.playingDate ? Date.now() - window.hls.playingDate.getTime() : null,
+            lowLatencyMode: window.hls.lowLatencyMode,
+            partTarget: window.hls.levels[window.hls.currentLevel]?.details?.partTarget ?? null,
+          }));
+          const why = `${describeViewer(p2p ? 'p2p' : 'http', viewer, end)}\n${JSON.stringify(live)}`;
+          console.log(`# LL-HLS, P2P ${p2p ? 'on' : 'off'}: ${(live.behind / 1000).toFixed(2)} s behind live, ${end.stalls} stalls`);
+          assert.ok(live.lowLatencyMode, why);
+          assert.equal(live.partTarget, 0.5, why);
+          assert.ok(end.currentTime - start.currentTime >= 12, `advanced ${end.currentTime - start.currentTime} s\n${why}`);
+          assert.ok(live.behind !== null && live.behind <= 3000, why);
+          assert.equal(end.stalls, 0, why);
+        } finally {
+          await viewer.close();
+        }
+      }
+      // The players' blocking reloads were held at the gateway, not passed to the origin.
+      assert.ok((await metric(gw, 'gateway_blocking_reloads_total{result="held"}')) > 20);
+    });
+  });
+
   test('signed URLs: a token in the page URL plays the demo, live and VOD, and joins the swarm', async () => {
     const keys = keyFile();
     const gw = await startGateway(['--auth-key-file', keys.file, '--auth-protect', '/demo/']);
