@@ -53,6 +53,13 @@ pub struct Metrics {
     /// Conditional playlist revalidations by result (not_modified, modified).
     revalidations: IntCounterVec,
     pub digest_seconds: Histogram,
+    cmcd_requests: IntCounterVec,
+    /// Requests whose CMCD could not be read.
+    pub cmcd_invalid: IntCounter,
+    cmcd_buffer_seconds: HistogramVec,
+    cmcd_throughput: HistogramVec,
+    cmcd_startup: IntCounterVec,
+    cmcd_starvation: IntCounterVec,
     auth_denied: IntCounterVec,
     tls_reloads: IntCounterVec,
 }
@@ -136,6 +143,41 @@ impl Metrics {
             .buckets(vec![0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05]),
         ));
         must(registry.register(Box::new(digest_seconds.clone())));
+        let cmcd_requests = counter_vec(
+            "gateway_cmcd_requests_total",
+            "Requests that carried CMCD (CTA-5004) data, by object class.",
+            &["class"],
+        );
+        let cmcd_buffer_seconds = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_cmcd_buffer_length_seconds",
+                "Players' buffer length (CMCD bl) at their requests, by object class.",
+            )
+            .buckets(vec![0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0]),
+            &["class"],
+        ));
+        must(registry.register(Box::new(cmcd_buffer_seconds.clone())));
+        let cmcd_throughput = must(HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_cmcd_throughput_bits_per_second",
+                "Players' measured throughput (CMCD mtp) at their requests, by object class.",
+            )
+            .buckets(vec![
+                1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 1e9,
+            ]),
+            &["class"],
+        ));
+        must(registry.register(Box::new(cmcd_throughput.clone())));
+        let cmcd_startup = counter_vec(
+            "gateway_cmcd_startup_total",
+            "Requests a player made while starting (CMCD su), by object class.",
+            &["class"],
+        );
+        let cmcd_starvation = counter_vec(
+            "gateway_cmcd_buffer_starvation_total",
+            "Requests after which the player said it had rebuffered (CMCD bs), by object class.",
+            &["class"],
+        );
         let auth_denied = counter_vec(
             "gateway_auth_denied_total",
             "Requests and joins refused for their token, by reason.",
@@ -268,6 +310,15 @@ impl Metrics {
                 "Origin bodies refused (503) because origin.max_buffered_bytes was reached.",
             ),
             digest_seconds,
+            cmcd_requests,
+            cmcd_invalid: counter(
+                "gateway_cmcd_invalid_total",
+                "Requests whose CMCD data could not be read (malformed or too long); ignored.",
+            ),
+            cmcd_buffer_seconds,
+            cmcd_throughput,
+            cmcd_startup,
+            cmcd_starvation,
             auth_denied,
             tls_reloads,
             registry,
@@ -282,6 +333,28 @@ impl Metrics {
     /// The follower reloaded a live playlist (`result`: `new`, `unchanged`, `failed`).
     pub fn follower_reload(&self, result: &'static str) {
         self.follower_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// What a request's CMCD said, for an object of `class`.
+    pub fn cmcd(&self, class: ObjectClass, cmcd: &crate::http::cmcd::Cmcd) {
+        let label = [class.label()];
+        self.cmcd_requests.with_label_values(&label).inc();
+        if let Some(ms) = cmcd.buffer_ms {
+            self.cmcd_buffer_seconds
+                .with_label_values(&label)
+                .observe(ms as f64 / 1000.0);
+        }
+        if let Some(kbps) = cmcd.throughput_kbps {
+            self.cmcd_throughput
+                .with_label_values(&label)
+                .observe(kbps as f64 * 1000.0);
+        }
+        if cmcd.startup {
+            self.cmcd_startup.with_label_values(&label).inc();
+        }
+        if cmcd.starved {
+            self.cmcd_starvation.with_label_values(&label).inc();
+        }
     }
 
     /// A blocking playlist reload ended (`result`: one of [`BLOCKING_RESULTS`]).

@@ -47,7 +47,7 @@ pub struct CachedObject {
 
 /// Headers a browser player may read besides the CORS-safelisted ones.
 pub const EXPOSED_HEADERS: &str =
-    "Age, Content-Length, Content-Range, ETag, X-Cache, X-Origin-Unreachable";
+    "Age, Content-Length, Content-Range, ETag, X-Cache, X-Origin-Unreachable, CMSD-Static, CMSD-Dynamic";
 
 /// The per-object part of every answer's headers (see [`CachedObject::headers`]).
 pub fn fixed_headers(

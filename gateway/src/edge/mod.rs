@@ -191,6 +191,16 @@ impl Edge {
         })
     }
 
+    /// Whether an object belongs to a live stream (`None`: not known): a playlist by its class, a
+    /// media object by the playlists that named it.
+    pub fn liveness(&self, path: &str, class: ObjectClass) -> Option<bool> {
+        match class {
+            ObjectClass::LiveMedia => Some(true),
+            ObjectClass::VodMedia => Some(false),
+            _ => self.names.get(path).map(|n| n.live_target.is_some()),
+        }
+    }
+
     /// The class of a path before its body is seen: from the playlists that named it, else its name.
     pub fn class_hint(&self, path: &str) -> ObjectClass {
         self.names

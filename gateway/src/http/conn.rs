@@ -27,6 +27,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus::IntCounter;
+
+use crate::http::send_rate::SendRate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -103,6 +105,10 @@ pub struct ClientIo<T> {
     send_timeout: Duration,
     stalled: Option<Pin<Box<Sleep>>>,
     timeouts: IntCounter,
+    /// What the socket accepted, and when: the connection's throughput estimate.
+    rate: Arc<SendRate>,
+    /// When the write in progress first found the socket full.
+    write_began: Option<std::time::Instant>,
 }
 
 impl<T> ClientIo<T> {
@@ -114,6 +120,28 @@ impl<T> ClientIo<T> {
             send_timeout,
             stalled: None,
             timeouts,
+            rate: Arc::default(),
+            write_began: None,
+        }
+    }
+
+    /// The connection's throughput estimate, fed by its writes.
+    pub fn send_rate(&self) -> Arc<SendRate> {
+        Arc::clone(&self.rate)
+    }
+
+    /// Feeds a write's outcome to the throughput estimate.
+    fn measure(&mut self, polled: &Poll<io::Result<usize>>) {
+        let now = std::time::Instant::now();
+        match polled {
+            Poll::Ready(Ok(n)) => {
+                let began = self.write_began.take().unwrap_or(now);
+                self.rate.wrote(began, now, *n as u64);
+            }
+            Poll::Ready(Err(_)) => self.write_began = None,
+            Poll::Pending => {
+                self.write_began.get_or_insert(now);
+            }
         }
     }
 
@@ -166,6 +194,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.measure(&polled);
         self.bound(cx, polled)
     }
 
@@ -175,6 +204,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.measure(&polled);
         self.bound(cx, polled)
     }
 

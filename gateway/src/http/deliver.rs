@@ -26,9 +26,11 @@ use crate::edge::follower;
 use crate::edge::{Edge, FetchResult, Lookup, ObjectRef};
 use crate::error::FetchError;
 use crate::hls::ObjectClass;
+use crate::http::cmcd;
 use crate::http::path::CleanTarget;
 use crate::http::range::{self, RangeAnswer};
 use crate::http::response::{error_response, Body, BodyError};
+use crate::http::send_rate::SendRate;
 use crate::origin::arriving::{self, Arrivals, OpenedHead, Reader};
 use sha2::Digest as _;
 
@@ -57,6 +59,7 @@ pub async fn deliver<B>(
     head: bool,
 ) -> Response<Body> {
     let directives = blocking::directives(target.query.as_deref());
+    let client_data = cmcd::of_request(target.query.as_deref(), request.headers());
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
         origin_query: key::origin_query(target.query.as_deref(), access.gated),
@@ -79,10 +82,11 @@ pub async fn deliver<B>(
         Some(found) => found,
         None => find(edge, &object, may_stream).await,
     };
-    match found {
-        Ok(Found::Arriving(opened, arrivals, phase)) => {
-            arriving_answer(edge, &object.path, opened, arrivals, phase)
-        }
+    let (mut response, class) = match found {
+        Ok(Found::Arriving(opened, arrivals, phase)) => (
+            arriving_answer(edge, &object.path, opened, arrivals, phase),
+            edge.class_hint(&object.path),
+        ),
         Ok(Found::Object(cached, phase, outage)) => {
             if cached.class == ObjectClass::LiveMedia && cached.is_success() {
                 follower::touch(edge, &object, access.client);
@@ -106,7 +110,7 @@ pub async fn deliver<B>(
             if !head {
                 edge.metrics.served(cached.class, content_len(&response));
             }
-            response
+            (response, cached.class)
         }
         Err(failure) => {
             let class = edge.class_hint(&object.path);
@@ -137,9 +141,29 @@ pub async fn deliver<B>(
                 ),
             };
             edge.metrics.request(class, response.status());
-            response
+            (response, class)
         }
+    };
+    // CMCD in: metrics by our own class of the object. CMSD out: what it is, and how fast this
+    // connection takes what we send.
+    match client_data {
+        Some(Ok(data)) => edge.metrics.cmcd(class, &data),
+        Some(Err(cmcd::Invalid)) => edge.metrics.cmcd_invalid.inc(),
+        None => {}
     }
+    let etp = request
+        .extensions()
+        .get::<Arc<SendRate>>()
+        .and_then(|rate| rate.kbps(Instant::now()));
+    let headers = response.headers_mut();
+    headers.insert(
+        cmcd::CMSD_STATIC.clone(),
+        cmcd::cmsd_static(class, edge.liveness(&object.path, class)),
+    );
+    if let Some(dynamic) = cmcd::cmsd_dynamic(etp) {
+        headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
+    }
+    response
 }
 
 /// `cached`, a playlist at `path`, with `token` on every URI that names a gateway object; `None`

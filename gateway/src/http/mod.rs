@@ -4,11 +4,13 @@
 //! with [`range`] for byte ranges and validators. [`response`] holds the body type and the small text
 //! answers every part sends; [`web`] is the embedded player.
 
+pub mod cmcd;
 pub mod conn;
 pub mod deliver;
 pub mod path;
 pub mod range;
 pub mod response;
+pub mod send_rate;
 pub mod server;
 pub mod service;
 pub mod tls;

@@ -216,6 +216,7 @@ where
             config.send_timeout,
             metrics.send_timeouts.clone(),
         );
+        let rate = io.send_rate();
         let streams = ConnStreams::new();
         let executor = StreamExecutor::new(
             Arc::clone(&streams),
@@ -226,6 +227,7 @@ where
         let shed = metrics.load_shed.clone();
         let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(peer));
+            request.extensions_mut().insert(Arc::clone(&rate));
             let mut limited = limited.clone();
             let shed = shed.clone();
             async move {

@@ -1,7 +1,8 @@
 // The gateway's player page: hls.js with the P2P engine as its fragment loader, and a stats panel.
 //
 // Query parameters: src (multivariant playlist, default /demo/live/master.m3u8), level (fix the
-// rendition: its 0-based index in the master playlist; default automatic ABR), p2p=0 (no engine).
+// rendition: its 0-based index in the master playlist; default automatic ABR), p2p=0 (no engine),
+// cmcd=1 (hls.js sends CMCD, CTA-5004, in the query; cmcd=headers: in CMCD-* headers).
 // Exposes window.hls, window.p2pEngine and window.p2pStats for tests and curious viewers.
 
 import Hls from 'hls.js';
@@ -24,6 +25,7 @@ async function main() {
   const src = params.get('src') || DEFAULT_SRC;
   const level = parseLevel(params.get('level'));
   const p2p = params.get('p2p') !== '0';
+  const cmcd = cmcdConfig(params.get('cmcd'), src);
   const video = /** @type {HTMLVideoElement} */ (document.getElementById('video'));
 
   if (!Hls.isSupported()) {
@@ -47,6 +49,7 @@ async function main() {
   const hls = new Hls({
     workerPath: WORKER_URL,
     autoStartLoad: level === null,
+    ...(cmcd ? { cmcd } : {}),
     ...(engine ? { fLoader: engine.createLoaderClass(Hls) } : {}),
   });
   window.hls = hls;
@@ -64,6 +67,12 @@ async function main() {
 
   renderStats(hls, stats);
   setInterval(() => renderStats(hls, stats), 1000);
+}
+
+/** hls.js's CMCD option for the page's `cmcd` parameter (`1`/`query`, `headers`), or null. */
+function cmcdConfig(mode, src) {
+  if (mode !== '1' && mode !== 'query' && mode !== 'headers') return null;
+  return { contentId: src.split('?')[0], useHeaders: mode === 'headers' };
 }
 
 /**

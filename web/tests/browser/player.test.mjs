@@ -119,6 +119,25 @@ describe('web player', { timeout: 240_000 }, () => {
     });
   });
 
+  test('CMCD: with ?cmcd=1 hls.js describes itself on every request and the gateway counts it', async () => {
+    await withGateway(async (gw) => {
+      for (const mode of ['1', 'headers']) {
+        const viewer = await openPlayer(browser, gw, `?p2p=0&level=0&cmcd=${mode}`);
+        try {
+          await waitForPlayback(viewer, 2);
+        } finally {
+          await viewer.close();
+        }
+      }
+      const segments = await metric(gw, 'gateway_cmcd_requests_total{class="segment"}');
+      const playlists = await metric(gw, 'gateway_cmcd_requests_total{class="live_media"}');
+      assert.ok(segments >= 4, `${segments} segment requests with CMCD`);
+      assert.ok(playlists >= 2, `${playlists} playlist requests with CMCD`);
+      assert.ok((await metric(gw, 'gateway_cmcd_buffer_length_seconds_count')) > 0);
+      assert.equal(await metric(gw, 'gateway_cmcd_invalid_total'), 0);
+    });
+  });
+
   test('signed URLs: a token in the page URL plays the demo, live and VOD, and joins the swarm', async () => {
     const keys = keyFile();
     const gw = await startGateway(['--auth-key-file', keys.file, '--auth-protect', '/demo/']);
