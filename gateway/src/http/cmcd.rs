@@ -206,15 +206,24 @@ fn object_type(class: ObjectClass) -> &'static str {
 }
 
 /// `CMSD-Static` for an object of `class`; `live` when it is known to belong to a live stream
-/// (`st=l`) or not (`st=v`).
+/// (`st=l`) or not (`st=v`). Static strings: this is on every answer's path.
 pub fn cmsd_static(class: ObjectClass, live: Option<bool>) -> HeaderValue {
-    let st = match live {
-        Some(true) => ",st=l",
-        Some(false) => ",st=v",
-        None => "",
-    };
-    let text = format!("ot={},sf=h{st},v=1", object_type(class));
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("sf=h,v=1"))
+    macro_rules! table {
+        ($ot:literal) => {
+            match live {
+                Some(true) => concat!("ot=", $ot, ",sf=h,st=l,v=1"),
+                Some(false) => concat!("ot=", $ot, ",sf=h,st=v,v=1"),
+                None => concat!("ot=", $ot, ",sf=h,v=1"),
+            }
+        };
+    }
+    HeaderValue::from_static(match object_type(class) {
+        "m" => table!("m"),
+        "av" => table!("av"),
+        "i" => table!("i"),
+        "k" => table!("k"),
+        _ => table!("o"),
+    })
 }
 
 /// `CMSD-Dynamic` with the gateway's throughput estimate to this client, if it has one.
