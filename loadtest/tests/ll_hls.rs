@@ -179,9 +179,10 @@ async fn blocking_reloads_too_far_ahead_or_malformed_are_400() {
     let stack = Stack::start(Outages::default()).await;
     let newest = followed(&stack).await;
     let (next, _) = next_part(&newest);
+    // Far enough that the follower's copy moving on by a segment meanwhile changes nothing.
     for query in [
-        format!("_HLS_msn={}", next + 2),
-        format!("_HLS_msn={next}&_HLS_part=40"),
+        format!("_HLS_msn={}", next + 3),
+        format!("_HLS_msn={}&_HLS_part=40", next + 1),
         "_HLS_part=1".to_owned(),
         "_HLS_msn=abc".to_owned(),
         "_HLS_msn=-1".to_owned(),
@@ -198,7 +199,7 @@ async fn blocking_reloads_too_far_ahead_or_malformed_are_400() {
     let asked = Instant::now();
     let got = stack.get(&format!("{R0}?_HLS_msn={}", next - 3)).await;
     assert_eq!(got.status, 200);
-    assert!(got.done - asked < Duration::from_millis(100));
+    assert!(got.done - asked < Duration::from_millis(500));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
