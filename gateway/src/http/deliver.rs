@@ -56,10 +56,14 @@ pub async fn deliver<B>(
     request: &Request<B>,
     target: CleanTarget,
     access: Access<'_>,
+    settings: &cmcd::Settings,
     head: bool,
 ) -> Response<Body> {
     let directives = blocking::directives(target.query.as_deref());
-    let client_data = cmcd::of_request(target.query.as_deref(), request.headers());
+    let client_data = settings
+        .read_cmcd
+        .then(|| cmcd::of_request(target.query.as_deref(), request.headers()))
+        .flatten();
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
         origin_query: key::origin_query(target.query.as_deref(), access.gated),
@@ -151,17 +155,19 @@ pub async fn deliver<B>(
         Some(Err(cmcd::Invalid)) => edge.metrics.cmcd_invalid.inc(),
         None => {}
     }
-    let etp = request
-        .extensions()
-        .get::<Arc<SendRate>>()
-        .and_then(|rate| rate.kbps(Instant::now()));
-    let headers = response.headers_mut();
-    headers.insert(
-        cmcd::CMSD_STATIC.clone(),
-        cmcd::cmsd_static(class, edge.liveness(&object.path, class)),
-    );
-    if let Some(dynamic) = cmcd::cmsd_dynamic(etp) {
-        headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
+    if let Some(server) = &settings.cmsd {
+        let etp = request
+            .extensions()
+            .get::<Arc<SendRate>>()
+            .and_then(|rate| rate.kbps(Instant::now()));
+        let headers = response.headers_mut();
+        headers.insert(
+            cmcd::CMSD_STATIC.clone(),
+            cmcd::cmsd_static(class, &object.path, edge.liveness(&object.path, class)),
+        );
+        if let Some(dynamic) = server.dynamic(etp) {
+            headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
+        }
     }
     response
 }
