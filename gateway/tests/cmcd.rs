@@ -275,3 +275,25 @@ async fn switched_off_cmcd_is_not_read_and_no_cmsd_is_sent() {
         assert!(!head.to_ascii_lowercase().contains("cmcd"), "{head}");
     }
 }
+
+#[tokio::test]
+async fn an_error_answer_carries_cmsd_a_player_can_read() {
+    let origin = TestOrigin::start().await;
+    origin.set_down(true);
+    let gw = TestGateway::start(test_config(&origin)).await;
+    let answer = gw
+        .get_with(
+            "/v/index.m3u8",
+            &[("cmcd-request", "bl=0"), ("cmcd-status", "bs")],
+        )
+        .await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.header("cmsd-static"), Some("ot=m,sf=h,v=1"));
+    let exposed = answer.header("access-control-expose-headers").unwrap();
+    assert!(exposed.contains("CMSD-Static"), "{exposed}");
+    assert_eq!(
+        gw.metric("gateway_cmcd_buffer_starvation_total{class=\"playlist\"}")
+            .await,
+        1.0
+    );
+}

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
+    ACCEPT_RANGES, ACCESS_CONTROL_EXPOSE_HEADERS, AGE, CACHE_CONTROL, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
+use crate::cache::object::EXPOSED_HEADERS;
 use crate::cache::{policy, CachePhase, CachedObject};
 use crate::edge::blocking::{self, DirectiveError, Verdict, Want};
 use crate::edge::followed::{follow_path, Touch};
@@ -168,6 +169,11 @@ pub async fn deliver<B>(
         if let Some(dynamic) = server.dynamic(etp) {
             headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
         }
+        // Answers built here from an error lack the object headers: a player may read CMSD there
+        // too.
+        headers
+            .entry(ACCESS_CONTROL_EXPOSE_HEADERS)
+            .or_insert(HeaderValue::from_static(EXPOSED_HEADERS));
     }
     response
 }
