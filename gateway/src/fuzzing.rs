@@ -8,6 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use crate::auth::{self, KeySet, TokenError};
 use crate::cache::key::{origin_query, CacheKey, DEFAULT_DROPPED_PARAMS};
 use crate::hls::{parse_playlist, with_token, ObjectClass};
+use crate::http::cmcd::{self, CmsdServer};
 use crate::http::path::{decoded, normalize};
 use crate::http::range::{if_none_match, parse_range, RangeAnswer};
 use peer_assist::fuzzing::assert_absolute_clean;
@@ -145,4 +146,53 @@ pub fn path(data: &[u8]) {
     };
     assert!(!key.0.split_once('?').is_some_and(|(_, q)| has_token(q)));
     assert!(!origin_query(clean.query.as_deref(), true).is_some_and(|q| has_token(&q)));
+}
+
+/// CMCD, as a query parameter and as a header: reading never panics and stays within its bounds;
+/// the same list reads the same from a header and percent-encoded in the query; no spelling of a
+/// `CMCD` parameter reaches a cache key or the origin's query; any server id makes a valid
+/// `CMSD-Dynamic`.
+pub fn cmcd(data: &[u8]) {
+    let none = http::HeaderMap::new();
+    let encoded: String = data.iter().map(|b| format!("%{b:02X}")).collect();
+    let from_query = cmcd::of_request(Some(&format!("a=1&CMCD={encoded}")), &none);
+    if let Some(Ok(read)) = from_query {
+        for n in [
+            read.buffer_ms,
+            read.throughput_kbps,
+            read.bitrate_kbps,
+            read.duration_ms,
+        ] {
+            assert!(n.is_none_or(|n| n < 10u64.pow(15)), "{n:?}");
+        }
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(data) {
+        let readable = value.to_str().is_ok();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("cmcd-request", value);
+        let from_header = cmcd::of_request(None, &headers);
+        if readable {
+            assert_eq!(from_header, from_query, "a header reads like the query");
+        } else {
+            assert_eq!(from_header, Some(Err(cmcd::Invalid)));
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = cmcd::parse(text);
+    assert!(CmsdServer::new(text).dynamic(Some(u64::MAX)).is_some());
+    let query = format!("{text}&CMCD={text}&cmcd-x=1&v=2");
+    let is_cmcd = |q: &str| {
+        q.split('&')
+            .any(|p| p.to_ascii_lowercase().starts_with("cmcd"))
+    };
+    if let Ok(clean) = normalize("/f/s.ts", Some(&query)) {
+        let key = CacheKey::new(&clean, DEFAULT_DROPPED_PARAMS);
+        assert!(
+            !key.0.split_once('?').is_some_and(|(_, q)| is_cmcd(q)),
+            "{key}"
+        );
+        assert!(!origin_query(clean.query.as_deref(), false).is_some_and(|q| is_cmcd(&q)));
+    }
 }

@@ -146,6 +146,7 @@ impl Gateway {
                 p2p,
                 crate::http::web::config_document(&config.p2p.ice_servers),
                 gate,
+                crate::http::cmcd::Settings::new(&config.cmcd, &config.cmsd),
             ),
             config,
             tls,

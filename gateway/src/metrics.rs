@@ -162,8 +162,9 @@ impl Metrics {
                 "gateway_cmcd_throughput_bits_per_second",
                 "Players' measured throughput (CMCD mtp) at their requests, by object class.",
             )
+            // 100 kbit/s to 1 Gbit/s, 1-2.5-5 per decade.
             .buckets(vec![
-                1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 1e9,
+                1e5, 2.5e5, 5e5, 1e6, 2.5e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9,
             ]),
             &["class"],
         ));

@@ -14,6 +14,7 @@ const TARGETS: &[(&str, Check)] = &[
     ("token", gateway::fuzzing::token),
     ("range", gateway::fuzzing::range),
     ("path", gateway::fuzzing::path),
+    ("cmcd", gateway::fuzzing::cmcd),
 ];
 
 fn files(dir: &Path) -> Vec<PathBuf> {

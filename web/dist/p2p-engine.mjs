@@ -2146,6 +2146,7 @@ function createP2PLoader(Hls, engine) {
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
       this.request = engine.fetchSegment(context.url, {
         frag,
+        headers: context.headers,
         onSuccess: (r) => this.succeed(r),
         onError: (e) => this.fail(e)
       });
@@ -2689,6 +2690,7 @@ var P2PEngine = class {
     this.waiters = /* @__PURE__ */ new Map();
     this.nextWaiter = 1;
     this.urls = new BoundedMap(1024);
+    this.requestHeaders = new BoundedMap(1024);
     this.http = /* @__PURE__ */ new Map();
     this.firstByte = new BoundedMap(1024);
     this.requested = new BoundedMap(1024);
@@ -2961,14 +2963,18 @@ var P2PEngine = class {
    * `onSuccess({data: ArrayBuffer, source: "http"|"p2p", timing: {start, first, end}})` gets a copy
    * of the bytes (hls.js may transfer the buffer to a worker) and the times of the transfer that
    * produced them; `onError({code, text})` when HTTP failed and nothing else can deliver.
+   * `headers` (hls.js's `context.headers`: its CMCD in header mode) go with the HTTP fetch, as the
+   * query of `url` does (its CMCD in query mode); neither is part of the segment's id.
    * @param {string} url
-   * @param {{frag?: object, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
+   * @param {{frag?: object, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
    * @returns {{cancel: () => void}}
    */
-  fetchSegment(url, { frag = null, playsAt = null, onSuccess, onError }) {
+  fetchSegment(url, { frag = null, headers = null, playsAt = null, onSuccess, onError }) {
     const id = this.segmentId(url);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
     this.urls.set(id, url);
+    if (headers && Object.keys(headers).length > 0) this.requestHeaders.set(id, { ...headers });
+    else this.requestHeaders.delete(id);
     const waiter = this.nextWaiter++;
     const t = now();
     const conn = this.conn;
@@ -3050,9 +3056,10 @@ var P2PEngine = class {
     const fetch = { controller };
     this.http.set(id, fetch);
     const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
+    const headers = this.requestHeaders.get(id) ?? null;
     this.fetchBody(url, from, controller.signal, () => {
       if (!this.firstByte.has(id)) this.firstByte.set(id, now());
-    }).then(
+    }, headers).then(
       (bytes) => {
         if (this.http.get(id) !== fetch) return;
         this.http.delete(id);
@@ -3067,12 +3074,13 @@ var P2PEngine = class {
     );
   }
   /**
-   * GET url from byte `from` (a Range request when > 0): the body from `from` on. Rejects with an
-   * HttpError ({kind, status?}) or the fetch's own error (network, abort).
+   * GET url from byte `from` (a Range request when > 0), with `headers` if any: the body from
+   * `from` on. Rejects with an HttpError ({kind, status?}) or the fetch's own error (network,
+   * abort).
    */
-  async fetchBody(url, from, signal, firstByte) {
+  async fetchBody(url, from, signal, firstByte, headers = null) {
     const init = { signal, credentials: "same-origin" };
-    if (from > 0) init.headers = { Range: `bytes=${from}-` };
+    if (headers || from > 0) init.headers = { ...headers, ...from > 0 ? { Range: `bytes=${from}-` } : {} };
     const resp = await this.impl.fetch(url, init);
     if (!resp.ok) {
       const kind = resp.status === 404 || resp.status === 410 ? "absent" : "status";

@@ -133,6 +133,8 @@ export class P2PEngine {
     this.nextWaiter = 1;
     /** The URL hls.js asked for, by segment id (it may carry a query the id drops). */
     this.urls = new BoundedMap(1024);
+    /** The headers hls.js asked with (CMCD in header mode), by segment id, for the HTTP fetch. */
+    this.requestHeaders = new BoundedMap(1024);
     /** Running HTTP fetches: segment id → {controller}. */
     this.http = new Map();
     /** When the first byte of a segment's running transfer came (HTTP or peer), for LoadStats. */
@@ -439,14 +441,18 @@ export class P2PEngine {
    * `onSuccess({data: ArrayBuffer, source: "http"|"p2p", timing: {start, first, end}})` gets a copy
    * of the bytes (hls.js may transfer the buffer to a worker) and the times of the transfer that
    * produced them; `onError({code, text})` when HTTP failed and nothing else can deliver.
+   * `headers` (hls.js's `context.headers`: its CMCD in header mode) go with the HTTP fetch, as the
+   * query of `url` does (its CMCD in query mode); neither is part of the segment's id.
    * @param {string} url
-   * @param {{frag?: object, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
+   * @param {{frag?: object, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
    * @returns {{cancel: () => void}}
    */
-  fetchSegment(url, { frag = null, playsAt = null, onSuccess, onError }) {
+  fetchSegment(url, { frag = null, headers = null, playsAt = null, onSuccess, onError }) {
     const id = this.segmentId(url);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
     this.urls.set(id, url);
+    if (headers && Object.keys(headers).length > 0) this.requestHeaders.set(id, { ...headers });
+    else this.requestHeaders.delete(id);
     const waiter = this.nextWaiter++;
     const t = now();
     // Peers only for the swarm we are in; another rendition or an init section goes to the gateway.
@@ -536,9 +542,10 @@ export class P2PEngine {
     const fetch = { controller };
     this.http.set(id, fetch);
     const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
+    const headers = this.requestHeaders.get(id) ?? null;
     this.fetchBody(url, from, controller.signal, () => {
       if (!this.firstByte.has(id)) this.firstByte.set(id, now());
-    }).then(
+    }, headers).then(
       (bytes) => {
         if (this.http.get(id) !== fetch) return; // cancelled or replaced
         this.http.delete(id);
@@ -554,12 +561,13 @@ export class P2PEngine {
   }
 
   /**
-   * GET url from byte `from` (a Range request when > 0): the body from `from` on. Rejects with an
-   * HttpError ({kind, status?}) or the fetch's own error (network, abort).
+   * GET url from byte `from` (a Range request when > 0), with `headers` if any: the body from
+   * `from` on. Rejects with an HttpError ({kind, status?}) or the fetch's own error (network,
+   * abort).
    */
-  async fetchBody(url, from, signal, firstByte) {
+  async fetchBody(url, from, signal, firstByte, headers = null) {
     const init = { signal, credentials: 'same-origin' };
-    if (from > 0) init.headers = { Range: `bytes=${from}-` };
+    if (headers || from > 0) init.headers = { ...headers, ...(from > 0 ? { Range: `bytes=${from}-` } : {}) };
     const resp = await this.impl.fetch(url, init);
     if (!resp.ok) {
       const kind = resp.status === 404 || resp.status === 410 ? 'absent' : 'status';

@@ -71,6 +71,7 @@ export function createP2PLoader(Hls, engine) {
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
       this.request = engine.fetchSegment(context.url, {
         frag,
+        headers: context.headers,
         onSuccess: (r) => this.succeed(r),
         onError: (e) => this.fail(e),
       });

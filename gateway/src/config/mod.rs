@@ -37,6 +37,25 @@ pub struct Config {
     pub p2p: P2pConfig,
     pub tls: TlsConfig,
     pub auth: AuthConfig,
+    pub cmcd: CmcdConfig,
+    pub cmsd: CmsdConfig,
+}
+
+/// Common Media Client Data (CTA-5004) from players: read into metrics by object class, never a
+/// label from a client string, never part of a cache key nor sent to the origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CmcdConfig {
+    pub enabled: bool, // default true
+}
+
+/// Common Media Server Data (CTA-5006) on every answer to an object request: `CMSD-Static` (what
+/// the object is) and `CMSD-Dynamic` (the gateway's throughput estimate to this client, `etp`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CmsdConfig {
+    pub enabled: bool, // default true
+    /// How `CMSD-Dynamic` names this gateway: 1 to 64 printable ASCII characters. Default
+    /// "gateway".
+    pub server_id: String,
 }
 
 /// TLS towards viewers. Both files set: the listener speaks TLS (ALPN `h2`, `http/1.1`), and the
@@ -194,6 +213,23 @@ impl Default for Config {
             p2p: P2pConfig::default(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            cmcd: CmcdConfig::default(),
+            cmsd: CmsdConfig::default(),
+        }
+    }
+}
+
+impl Default for CmcdConfig {
+    fn default() -> Self {
+        CmcdConfig { enabled: true }
+    }
+}
+
+impl Default for CmsdConfig {
+    fn default() -> Self {
+        CmsdConfig {
+            enabled: true,
+            server_id: "gateway".to_owned(),
         }
     }
 }
@@ -481,6 +517,16 @@ impl Config {
         {
             return Err(invalid("auth.client_ip_header", "not a valid header name"));
         }
+        let id = &self.cmsd.server_id;
+        if id.is_empty()
+            || id.len() > MAX_SERVER_ID
+            || !id.bytes().all(|b| (b' '..=b'~').contains(&b))
+        {
+            return Err(invalid(
+                "cmsd.server_id",
+                format!("{id:?}: expected 1 to {MAX_SERVER_ID} printable ASCII characters"),
+            ));
+        }
         for (i, url) in self.p2p.ice_servers.iter().enumerate() {
             check_ice_server(url)
                 .map_err(|m| invalid("p2p.ice_servers", format!("entry {}: {m}", i + 1)))?;
@@ -650,6 +696,9 @@ const MAX_LIVE_OUTAGE: Duration = Duration::from_secs(3600);
 /// Upper bound of `cache.revalidate_interval`.
 const MAX_REVALIDATE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Longest `cmsd.server_id`: it is on every answer.
+const MAX_SERVER_ID: usize = 64;
+
 /// Upper bound of `cache.ttl_error`.
 const MAX_TTL_ERROR: Duration = Duration::from_secs(1);
 /// hyper panics if the HTTP/1 read buffer is smaller than 8192 bytes.
@@ -712,7 +761,7 @@ fn normalize_origin(origin: &str) -> Result<String, String> {
 
 /// Names of the TOML tables; their keys are `<section>.<field>`.
 const SECTIONS: &[&str] = &[
-    "cache", "origin", "server", "follower", "p2p", "tls", "auth",
+    "cache", "origin", "server", "follower", "p2p", "tls", "auth", "cmcd", "cmsd",
 ];
 
 type Setter = fn(&mut Config, Raw<'_>) -> Result<(), String>;
@@ -782,6 +831,9 @@ static KEYS: &[Key] = &[
     Key { name: "auth.key_file", set: |c, v| { c.auth.key_file = v.path()?; Ok(()) } },
     Key { name: "auth.protect", set: |c, v| { c.auth.protect = v.string_list("an array of path prefixes such as [\"/live/\"]")?; Ok(()) } },
     Key { name: "auth.client_ip_header", set: |c, v| { c.auth.client_ip_header = v.string()?; Ok(()) } },
+    Key { name: "cmcd.enabled", set: |c, v| { c.cmcd.enabled = v.boolean()?; Ok(()) } },
+    Key { name: "cmsd.enabled", set: |c, v| { c.cmsd.enabled = v.boolean()?; Ok(()) } },
+    Key { name: "cmsd.server_id", set: |c, v| { c.cmsd.server_id = v.string()?; Ok(()) } },
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
@@ -1344,6 +1396,18 @@ struct Cli {
     /// Header with the viewer's address from a trusted load balancer, for tokens bound to a client and the tracker's per-address caps (empty: the connection's address) [default: ]
     #[arg(long, value_name = "HEADER")]
     auth_client_ip_header: Option<String>,
+
+    /// Read players' CMCD (CTA-5004, query or headers) into the gateway_cmcd_* metrics [default: true]
+    #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    cmcd_enabled: Option<bool>,
+
+    /// Send CMSD (CTA-5006) CMSD-Static and CMSD-Dynamic (the throughput estimate etp) on object answers [default: true]
+    #[arg(long, value_name = "true|false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    cmsd_enabled: Option<bool>,
+
+    /// How CMSD-Dynamic names this gateway: 1 to 64 printable ASCII characters [default: gateway]
+    #[arg(long, value_name = "ID")]
+    cmsd_server_id: Option<String>,
 }
 
 impl Cli {
@@ -1417,6 +1481,9 @@ impl Cli {
             auth_key_file,
             auth_protect,
             auth_client_ip_header,
+            cmcd_enabled,
+            cmsd_enabled,
+            cmsd_server_id,
         } = self;
 
         set(&mut config.listen, listen);
@@ -1500,6 +1567,10 @@ impl Cli {
             a.protect = auth_protect;
         }
         set(&mut a.client_ip_header, auth_client_ip_header);
+
+        set(&mut config.cmcd.enabled, cmcd_enabled);
+        set(&mut config.cmsd.enabled, cmsd_enabled);
+        set(&mut config.cmsd.server_id, cmsd_server_id);
     }
 }
 

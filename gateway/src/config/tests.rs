@@ -95,6 +95,10 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.follower.idle_after, SECS(6));
     assert_eq!(c.follower.max_renditions, 256);
     assert_eq!(c.follower.max_per_client, 16);
+
+    assert!(c.cmcd.enabled);
+    assert!(c.cmsd.enabled);
+    assert_eq!(c.cmsd.server_id, "gateway");
 }
 
 #[test]
@@ -183,6 +187,9 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("auth.key_file", "/etc/gw/auth.keys"),
     ("auth.protect", "/live/,/vod/"),
     ("auth.client_ip_header", "x-forwarded-for"),
+    ("cmcd.enabled", "false"),
+    ("cmsd.enabled", "false"),
+    ("cmsd.server_id", "edge-7.example"),
 ];
 
 fn non_default_config() -> Config {
@@ -261,6 +268,11 @@ fn non_default_config() -> Config {
             key_file: Some("/etc/gw/auth.keys".into()),
             protect: vec!["/live/".into(), "/vod/".into()],
             client_ip_header: "x-forwarded-for".into(),
+        },
+        cmcd: CmcdConfig { enabled: false },
+        cmsd: CmsdConfig {
+            enabled: false,
+            server_id: "edge-7.example".into(),
         },
     }
 }
@@ -1229,4 +1241,17 @@ fn origin_headers_and_query_from_a_table_and_checked() {
         }
     }
     assert!(load(&["--origin-header", "no colon"], &[]).is_err());
+}
+
+#[test]
+fn cmsd_server_id_is_printable_ascii_of_sane_length() {
+    for bad in ["", "caf\u{e9}", "a\tb", &"x".repeat(65)] {
+        let message = assert_invalid(&["--cmsd-server-id", bad], &[], "cmsd.server_id");
+        assert!(message.contains("printable ASCII"), "{message}");
+    }
+    let c = load(&[], &[("GATEWAY_CMSD_SERVER_ID", "edge \"7\"")]).unwrap();
+    assert_eq!(c.cmsd.server_id, "edge \"7\"");
+    assert!(load(&[], &[("GATEWAY_CMSD_SERVER_ID", &"x".repeat(64))]).is_ok());
+    let c = load(&["--cmcd-enabled", "off", "--cmsd-enabled", "no"], &[]).unwrap();
+    assert!(!c.cmcd.enabled && !c.cmsd.enabled);
 }

@@ -27,10 +27,10 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus::IntCounter;
-
-use crate::http::send_rate::SendRate;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::http::send_rate::SendRate;
 
 /// Largest piece of a response body handed to the connection at a time (one HTTP/2 frame at the
 /// default frame size).
@@ -107,7 +107,7 @@ pub struct ClientIo<T> {
     timeouts: IntCounter,
     /// What the socket accepted, and when: the connection's throughput estimate.
     rate: Arc<SendRate>,
-    /// When the write in progress first found the socket full.
+    /// When the write in progress first found the socket full (it returned `Pending`).
     write_began: Option<std::time::Instant>,
 }
 
@@ -130,13 +130,14 @@ impl<T> ClientIo<T> {
         Arc::clone(&self.rate)
     }
 
-    /// Feeds a write's outcome to the throughput estimate.
+    /// Feeds a write's outcome to the throughput estimate: what the socket accepted, and whether
+    /// (since when) the write had found it full.
     fn measure(&mut self, polled: &Poll<io::Result<usize>>) {
         let now = std::time::Instant::now();
         match polled {
             Poll::Ready(Ok(n)) => {
-                let began = self.write_began.take().unwrap_or(now);
-                self.rate.wrote(began, now, *n as u64);
+                let full_since = self.write_began.take();
+                self.rate.wrote(now, *n as u64, full_since);
             }
             Poll::Ready(Err(_)) => self.write_began = None,
             Poll::Pending => {

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
+    ACCEPT_RANGES, ACCESS_CONTROL_EXPOSE_HEADERS, AGE, CACHE_CONTROL, CONTENT_LENGTH,
+    CONTENT_RANGE, CONTENT_TYPE, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, RETRY_AFTER,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 
 use crate::auth::gate::Granted;
 use crate::cache::key::{self, CacheKey, DEFAULT_DROPPED_PARAMS};
+use crate::cache::object::EXPOSED_HEADERS;
 use crate::cache::{policy, CachePhase, CachedObject};
 use crate::edge::blocking::{self, DirectiveError, Verdict, Want};
 use crate::edge::followed::{follow_path, Touch};
@@ -56,10 +57,14 @@ pub async fn deliver<B>(
     request: &Request<B>,
     target: CleanTarget,
     access: Access<'_>,
+    settings: &cmcd::Settings,
     head: bool,
 ) -> Response<Body> {
     let directives = blocking::directives(target.query.as_deref());
-    let client_data = cmcd::of_request(target.query.as_deref(), request.headers());
+    let client_data = settings
+        .read_cmcd
+        .then(|| cmcd::of_request(target.query.as_deref(), request.headers()))
+        .flatten();
     let object = ObjectRef {
         key: CacheKey::new(&target, DEFAULT_DROPPED_PARAMS),
         origin_query: key::origin_query(target.query.as_deref(), access.gated),
@@ -151,17 +156,24 @@ pub async fn deliver<B>(
         Some(Err(cmcd::Invalid)) => edge.metrics.cmcd_invalid.inc(),
         None => {}
     }
-    let etp = request
-        .extensions()
-        .get::<Arc<SendRate>>()
-        .and_then(|rate| rate.kbps(Instant::now()));
-    let headers = response.headers_mut();
-    headers.insert(
-        cmcd::CMSD_STATIC.clone(),
-        cmcd::cmsd_static(class, edge.liveness(&object.path, class)),
-    );
-    if let Some(dynamic) = cmcd::cmsd_dynamic(etp) {
-        headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
+    if let Some(server) = &settings.cmsd {
+        let etp = request
+            .extensions()
+            .get::<Arc<SendRate>>()
+            .and_then(|rate| rate.kbps(Instant::now()));
+        let headers = response.headers_mut();
+        headers.insert(
+            cmcd::CMSD_STATIC.clone(),
+            cmcd::cmsd_static(class, &object.path, edge.liveness(&object.path, class)),
+        );
+        if let Some(dynamic) = server.dynamic(etp) {
+            headers.insert(cmcd::CMSD_DYNAMIC.clone(), dynamic);
+        }
+        // Answers built here from an error lack the object headers: a player may read CMSD there
+        // too.
+        headers
+            .entry(ACCESS_CONTROL_EXPOSE_HEADERS)
+            .or_insert(HeaderValue::from_static(EXPOSED_HEADERS));
     }
     response
 }

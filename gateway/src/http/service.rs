@@ -18,6 +18,7 @@ use crate::auth::gate::Gate;
 use crate::auth::TokenError;
 use crate::edge::Edge;
 use crate::hls::ObjectClass;
+use crate::http::cmcd;
 use crate::http::deliver::{deliver, Access};
 use crate::http::path;
 use crate::http::response::{error_response, plain, Body};
@@ -32,6 +33,8 @@ pub struct AppState {
     pub player_config: Bytes,
     /// Signed URLs, when configured.
     pub gate: Option<Arc<Gate>>,
+    /// CMCD read, CMSD sent (`cmcd.*`, `cmsd.*`).
+    pub cmcd: cmcd::Settings,
     draining: AtomicBool,
 }
 
@@ -41,12 +44,14 @@ impl AppState {
         p2p: Option<crate::p2p::P2p>,
         player_config: Bytes,
         gate: Option<Arc<Gate>>,
+        cmcd: cmcd::Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
             edge,
             p2p,
             player_config,
             gate,
+            cmcd,
             draining: AtomicBool::new(false),
         })
     }
@@ -152,7 +157,7 @@ async fn gated_delivery<B>(state: &AppState, request: &Request<B>, head: bool) -
         gated: state.gate.is_some(),
         client,
     };
-    deliver(edge, request, target, access, head).await
+    deliver(edge, request, target, access, &state.cmcd, head).await
 }
 
 /// 403 for a request a token does not grant, with CORS so a player can tell, never cached.

@@ -112,6 +112,8 @@ struct OriginState {
     /// Requests that carried `If-None-Match` or `If-Modified-Since`, and `304`s sent.
     conditional: AtomicUsize,
     not_modified: AtomicUsize,
+    /// Every request head received (request line and headers), in order.
+    heads: Mutex<Vec<String>>,
 }
 
 /// Counts one connection as active while it lives.
@@ -217,6 +219,11 @@ impl TestOrigin {
     pub fn targets(&self) -> Vec<String> {
         self.state.counts.lock().unwrap().keys().cloned().collect()
     }
+
+    /// Every request head received (request line and headers, as sent), in order.
+    pub fn heads(&self) -> Vec<String> {
+        self.state.heads.lock().unwrap().clone()
+    }
 }
 
 /// `active` counts the connection until its answer's last write starts (a `Full` or `Slow` one) or
@@ -236,6 +243,7 @@ async fn serve_one(
         buf.extend_from_slice(&chunk[..n]);
     }
     let head = String::from_utf8_lossy(&buf);
+    state.heads.lock().unwrap().push(head.to_string());
     let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let path = target.split('?').next().unwrap_or("/").to_owned();
     state.total.fetch_add(1, Ordering::SeqCst);

@@ -69,10 +69,15 @@ async function main() {
   setInterval(() => renderStats(hls, stats), 1000);
 }
 
-/** hls.js's CMCD option for the page's `cmcd` parameter (`1`/`query`, `headers`), or null. */
+/**
+ * hls.js's CMCD option for the page's `cmcd` parameter (`1`/`query`, `headers`), or null: the
+ * stream's path as the content id, one session id per page load (hls.js makes its own where
+ * crypto.randomUUID is missing: outside a secure context).
+ */
 function cmcdConfig(mode, src) {
   if (mode !== '1' && mode !== 'query' && mode !== 'headers') return null;
-  return { contentId: src.split('?')[0], useHeaders: mode === 'headers' };
+  const sessionId = globalThis.crypto?.randomUUID?.();
+  return { contentId: src.split('?')[0], ...(sessionId ? { sessionId } : {}), useHeaders: mode === 'headers' };
 }
 
 /**

@@ -26,7 +26,7 @@ export function fakeGateway(files, { delayMs = 0 } = {}) {
   const fetch = async (url, init = {}) => {
     const path = new URL(url).pathname;
     const range = init.headers?.Range ?? null;
-    const request = { path, range, aborted: false };
+    const request = { url, path, range, headers: { ...init.headers }, aborted: false };
     requests.push(request);
     init.signal?.addEventListener('abort', () => (request.aborted = true));
     if (delayMs > 0) {

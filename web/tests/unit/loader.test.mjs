@@ -115,6 +115,34 @@ test('an HTTP fetch reports its own times and bytes', async () => {
   }
 });
 
+test('hls.js\'s CMCD goes with the engine\'s HTTP fetch: the query in the URL, the headers as headers', async () => {
+  const id = '/s/0/7.ts';
+  const bytes = body(20_000);
+  const gw = fakeGateway(new Map([[id, bytes], ['/s/0/8.ts', bytes]]));
+  const engine = newEngine({ gateway: gw });
+  try {
+    const { Hls } = fakeHls();
+    const Loader = createP2PLoader(Hls, engine);
+    // Query mode (hls.js appends the CMCD parameter to context.url).
+    const query = await load(Loader, context(`${GATEWAY}${id}?CMCD=bl%3D4000%2Csu`));
+    assert.equal(query.kind, 'success');
+    // Header mode (hls.js sets context.headers).
+    const cmcd = { 'CMCD-Request': 'bl=4000,mtp=25000', 'CMCD-Session': 'sid="abc"' };
+    const headers = await load(Loader, context(`${GATEWAY}/s/0/8.ts`, { headers: cmcd }));
+    assert.equal(headers.kind, 'success');
+    assert.equal(gw.requests.length, 2);
+    const [q, h] = gw.requests;
+    assert.equal(new URL(q.url).searchParams.get('CMCD'), 'bl=4000,su');
+    assert.deepEqual(q.headers, {});
+    assert.equal(new URL(h.url).search, '');
+    assert.deepEqual(h.headers, cmcd);
+    // The segment's id (what peers exchange) is the path either way.
+    assert.equal(engine.segmentId(q.url), id);
+  } finally {
+    engine.destroy();
+  }
+});
+
 test('byte ranges, parts, other tracks and other origins go through hls.js\'s loader', async () => {
   const engine = newEngine({ gateway: fakeGateway(new Map()) });
   try {
