@@ -74,10 +74,11 @@ pub async fn deliver<B>(
         && [RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE]
             .iter()
             .all(|name| !request.headers().contains_key(name));
-    let playlist = edge.class_hint(&object.path).is_playlist();
+    // Only a request with delivery directives pays for the class lookup.
+    let playlist = || edge.class_hint(&object.path).is_playlist();
     let held = match directives {
-        Ok(Some(want)) if playlist => hold(edge, &object, want, access.client).await,
-        Err(e) if playlist => {
+        Ok(Some(want)) if playlist() => hold(edge, &object, want, access.client).await,
+        Err(e) if playlist() => {
             edge.metrics.blocking_reload("bad_request");
             Some(Err(Failure::BadDirectives(e)))
         }
