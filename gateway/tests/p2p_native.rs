@@ -168,9 +168,18 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
     let liar = node::start(liar_config).await.expect("liar joins");
     // The liar gets a head start so it holds segments others will ask it for.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // The tracker delists a peer only when several independent receivers caught it lying
+    // (`MIN_AGREEING`), so two watchers are made to catch it for sure: they upload nothing and never
+    // seed over HTTP, so the liar is the only peer they can ask until it is caught. Two ordinary
+    // honest peers join after them.
     let mut honest = Vec::new();
-    for _ in 0..4 {
-        honest.push(node::start(node_config(&gw, 24)).await.expect("node joins"));
+    for i in 0..4 {
+        let mut config = node_config(&gw, 24);
+        if i < 2 {
+            config.upload = false;
+            config.scheduler.http_first_count = 0;
+        }
+        honest.push(node::start(config).await.expect("node joins"));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let mut summaries = Vec::new();
@@ -188,8 +197,8 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
 
     let caught: u64 = summaries.iter().map(|s| s.mismatches).sum();
     assert!(
-        caught > 0,
-        "someone asked the liar and caught it: {summaries:#?}"
+        summaries[..2].iter().all(|s| s.mismatches > 0),
+        "both watchers asked the liar and caught it: {summaries:#?}"
     );
     for s in &summaries {
         assert_eq!(s.missed_deadlines, 0, "peer {} stalled", s.peer_id);
