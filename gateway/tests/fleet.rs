@@ -98,3 +98,34 @@ async fn sigterm_closes_peers_with_1012_and_a_native_node_rejoins_the_next_gatew
     );
     assert!(exited < Duration::from_secs(5), "drained in {exited:?}");
 }
+
+/// A full swarm shard sends a newcomer on (`swarm_full` naming the next shard, PROTOCOL.md §2, "Swarm shards"):
+/// the native node follows it at once, joins shard 1 (`&shard=1` on the URL, which a balancer
+/// hashes on), says so in its summary, and is not counted as a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_node_sent_on_by_a_full_shard_joins_the_next() {
+    let mut config = support::demo_config().await;
+    config.p2p.max_peers_per_swarm = 1;
+    let gw = support::TestGateway::start(config).await;
+    let base = format!("http://{}", gw.addr);
+    let start = |seconds| {
+        let mut config = NodeConfig::new(&base, STREAM);
+        config.duration = Some(Duration::from_secs(seconds));
+        node::start(config)
+    };
+    let first = start(6).await.expect("the first node joins");
+    let second = start(4).await.expect("the second node joins another shard");
+    assert_eq!(gw.metric("p2p_swarms").await, 2.0, "one peer per shard");
+    assert_eq!(
+        gw.metric("p2p_connections_closed_total{reason=\"swarm_full\"}")
+            .await,
+        1.0
+    );
+    let second = second.wait().await;
+    let first = first.wait().await;
+    assert_eq!(first.shard, 0);
+    assert_eq!(second.shard, 1, "{second:#?}");
+    assert_eq!(second.signalling_reconnects, 0);
+    assert_eq!(second.p2p_bytes, 0, "alone in its shard");
+    assert_eq!(second.missed_deadlines, 0);
+}

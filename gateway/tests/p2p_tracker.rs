@@ -308,10 +308,13 @@ async fn tracker_limits_close_abusive_connections_and_keep_serving_others() {
         assert_eq!(welcome["type"], "welcome");
         extra.push((welcome["peer_id"].as_str().unwrap().to_owned(), ws));
     }
-    // A fourth viewer is not refused: it opens a second shard of the swarm.
-    let mut sharded = connect(&gw, "/s/master.m3u8").await;
-    sharded.send(Message::text(join(0))).await.unwrap();
-    let welcome = next(&mut sharded).await.unwrap();
+    // A fourth viewer is sent to the second shard of the swarm, and joins it there.
+    let mut full = connect(&gw, "/s/master.m3u8").await;
+    full.send(Message::text(join(0))).await.unwrap();
+    let redirect = next(&mut full).await.unwrap();
+    assert_eq!(redirect["code"], "swarm_full", "{redirect}");
+    assert_eq!(redirect["shard"], 1, "{redirect}");
+    let (_sharded, welcome) = join_at(&gw, "/s/master.m3u8", 1).await;
     assert_eq!(welcome["swarm"], "/s/low/index.m3u8~1", "{welcome}");
 
     // A relay to a peer that is not in the swarm is refused without closing the connection.
@@ -459,9 +462,18 @@ fn ws_url(gw: &TestGateway, stream: &str) -> String {
 /// Joins rendition 0 of `stream` (spelled as given, in the URL and in `join`); returns the
 /// socket and the `welcome`.
 async fn join_spelled(gw: &TestGateway, stream: &str) -> (Ws, Value) {
+    join_at(gw, stream, 0).await
+}
+
+/// [`join_spelled`], asking for shard `shard` (`&shard=` on the URL, when not 0).
+async fn join_at(gw: &TestGateway, stream: &str, shard: u32) -> (Ws, Value) {
+    let mut url = ws_url(gw, stream);
+    if shard > 0 {
+        url.push_str(&format!("&shard={shard}"));
+    }
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async(ws_url(gw, stream)),
+        tokio_tungstenite::connect_async(url),
     )
     .await
     .expect("connect in time")
@@ -625,9 +637,11 @@ async fn one_address_holds_a_bounded_number_of_peers() {
     assert!(joined);
 }
 
-/// The 501st viewer of a swarm (default limits) gets a shard, and peers in it, not `swarm_full`.
+/// The 501st viewer of a swarm (default limits) is told to join shard 1 (`swarm_full` naming
+/// it: the shard is in the URL so that a balancer can put it on another gateway), and is matched
+/// there; shard numbers out of range are a clean 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_501st_viewer_gets_a_shard_not_swarm_full() {
+async fn the_501st_viewer_is_sent_to_the_next_shard_and_matched_there() {
     let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 1_000).await;
     let mut held = Vec::new();
     for _ in 0..500 {
@@ -635,16 +649,51 @@ async fn the_501st_viewer_gets_a_shard_not_swarm_full() {
         assert_eq!(welcome["swarm"], "/s/low/index.m3u8", "{welcome}");
         held.push(ws);
     }
-    let (_ws501, id501, list, _) = join_timed(&gw).await;
-    assert!(list.is_empty(), "alone in its new shard: {list:?}");
-    let (_ws502, _, list, _) = join_timed(&gw).await;
-    assert_eq!(list, [id501], "the 502nd is matched with the 501st");
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (_, redirect) = join_spelled(&gw, "/s/master.m3u8").await;
+        assert_eq!(redirect["type"], "error", "{redirect}");
+        assert_eq!(redirect["code"], "swarm_full", "{redirect}");
+        assert_eq!(redirect["shard"], 1, "{redirect}");
+        let (mut ws, welcome) = join_at(&gw, "/s/master.m3u8", 1).await;
+        assert_eq!(welcome["swarm"], "/s/low/index.m3u8~1", "{welcome}");
+        let list = until(&mut ws, "peers").await;
+        let list: Vec<&str> = list["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["peer_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(list, ids, "matched within shard 1 only");
+        ids.push(welcome["peer_id"].as_str().unwrap().to_owned());
+        held.push(ws);
+    }
     assert_eq!(gw.metric("p2p_swarms").await, 2.0);
+    assert_eq!(gw.metric("p2p_peers").await, 502.0);
     assert_eq!(
         gw.metric("p2p_connections_closed_total{reason=\"swarm_full\"}")
             .await,
-        0.0
+        2.0
     );
+    // A place freed in shard 0 goes to the next newcomer asking for shard 0.
+    drop(held.swap_remove(0));
+    let rejoined = support::wait_until_async(
+        || async { gw.metric("p2p_peers").await == 501.0 },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(rejoined, "the closed socket left");
+    let (_ws, welcome) = join_spelled(&gw, "/s/master.m3u8").await;
+    assert_eq!(welcome["swarm"], "/s/low/index.m3u8", "{welcome}");
+    for bad in ["abc", "-1", "4096", "99999999999"] {
+        let url = format!("{}&shard={bad}", ws_url(&gw, "/s/master.m3u8"));
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 400, "shard={bad}")
+            }
+            other => panic!("shard={bad}: {other:?}"),
+        }
+    }
 }
 
 /// 400 members and 428 joins: each joiner gets its list, and a member gets a new one only when

@@ -570,7 +570,9 @@ var SERVER_SHAPES = {
   error: struct(
     [
       ["code", oneOf(ERROR_CODES)],
-      ["message", str]
+      ["message", str],
+      // With swarm_full: the shard to join instead (`&shard=` on the WebSocket URL).
+      ["shard", u32, OPTIONAL]
     ],
     ["type"]
   )
@@ -2627,6 +2629,7 @@ var DEADLINE_SLACK_MS = 100;
 var CLOSE_SERVICE_RESTART = 1012;
 var RESTART_JITTER_MS = 500;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
+var MAX_SHARD_HOPS = 16;
 var TIMEOUT = /* @__PURE__ */ Symbol("timeout");
 var P2PEngine = class {
   /** @param {P2PEngineOptions} options */
@@ -2679,7 +2682,8 @@ var P2PEngine = class {
       storedBytes: 0,
       warnings: 0,
       /** Tracker sockets lost and joined again (the gateway went away or restarted). */
-      signallingReconnects: 0
+      signallingReconnects: 0,
+      shard: 0
     };
     this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
@@ -2705,6 +2709,8 @@ var P2PEngine = class {
     this.backoff = new Backoff();
     this.reconnectTimer = null;
     this.noReconnect = false;
+    this.shard = 0;
+    this.shardHops = 0;
     this.suspended = false;
     this.destroyed = false;
     this.hls = null;
@@ -3263,6 +3269,7 @@ var P2PEngine = class {
     this.stats.rendition = rendition;
     this.leaveSwarm();
     this.backoff.reset();
+    this.shard = this.shardHops = 0;
     if (!this.suspended && !this.noReconnect) this.connect();
   }
   connect() {
@@ -3276,9 +3283,17 @@ var P2PEngine = class {
       this.log.warn("no-webcrypto", "P2P disabled: peer bytes cannot be verified outside a secure context");
       return;
     }
-    const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}`, this.gatewayOrigin);
+    const shard = this.shard > 0 ? `&shard=${this.shard}` : "";
+    const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}${shard}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
-    const conn = { rendition: this.rendition, channel: null, peerId: null, swarm: null, maxPeers: this.options.maxPeers };
+    const conn = {
+      rendition: this.rendition,
+      channel: null,
+      peerId: null,
+      swarm: null,
+      maxPeers: this.options.maxPeers,
+      nextShard: null
+    };
     conn.channel = new SignallingChannel({
       url: ws.href,
       join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
@@ -3304,6 +3319,8 @@ var P2PEngine = class {
         conn.maxPeers = Math.min(this.options.maxPeers, m.max_peers);
         this.stats.peerId = m.peer_id;
         this.stats.swarm = m.swarm;
+        this.stats.shard = this.shard;
+        this.shardHops = 0;
         this.backoff.reset();
         this.feed({ type: "signal", message: m });
         this.flushReport();
@@ -3320,6 +3337,10 @@ var P2PEngine = class {
         this.onRelay(conn, m.from, m.payload);
         return;
       case "error":
+        if (m.code === "swarm_full" && m.shard !== void 0) {
+          conn.nextShard = m.shard;
+          return;
+        }
         this.log.warn("tracker-error", m.code, m.message);
         if (NO_RECONNECT.has(m.code)) this.noReconnect = true;
         return;
@@ -3334,6 +3355,12 @@ var P2PEngine = class {
     if (this.noReconnect || NO_RECONNECT.has(info.error)) {
       this.noReconnect = true;
       this.log.warn("signalling-closed", `no reconnect after ${info.error}`);
+      return;
+    }
+    if (conn.nextShard !== null && conn.nextShard > this.shard && this.shardHops < MAX_SHARD_HOPS) {
+      this.shard = conn.nextShard;
+      this.shardHops += 1;
+      this.connect();
       return;
     }
     const delay = info.code === CLOSE_SERVICE_RESTART ? Math.floor(Math.random() * RESTART_JITTER_MS) : this.backoff.next();

@@ -38,6 +38,11 @@ export const CLOSE_SERVICE_RESTART = 1012;
 const RESTART_JITTER_MS = 500;
 /** Tracker errors after which reconnecting cannot help. */
 const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
+/**
+ * `swarm_full` redirects to the next shard followed in a row (docs/PROTOCOL.md §2, "Swarm shards"); past them
+ * the engine backs off as after any other refusal.
+ */
+const MAX_SHARD_HOPS = 16;
 /** Stands for "the core's timer fired" in the input queue. */
 const TIMEOUT = Symbol('timeout');
 
@@ -117,6 +122,7 @@ export class P2PEngine {
       warnings: 0,
       /** Tracker sockets lost and joined again (the gateway went away or restarted). */
       signallingReconnects: 0,
+      shard: 0,
     };
     /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
     this.otherHttp = { bytes: 0, segments: 0 };
@@ -159,6 +165,9 @@ export class P2PEngine {
     this.backoff = new Backoff();
     this.reconnectTimer = null;
     this.noReconnect = false;
+    /** The swarm shard to ask for (kept across reconnects), and redirects followed in a row. */
+    this.shard = 0;
+    this.shardHops = 0;
     this.suspended = false;
     this.destroyed = false;
 
@@ -771,6 +780,8 @@ export class P2PEngine {
     this.stats.rendition = rendition;
     this.leaveSwarm();
     this.backoff.reset();
+    // Shards are per rendition: another rendition's swarm starts at shard 0.
+    this.shard = this.shardHops = 0;
     // After unsupported_version or unauthorized no swarm of this stream will take us.
     if (!this.suspended && !this.noReconnect) this.connect();
   }
@@ -786,9 +797,17 @@ export class P2PEngine {
       this.log.warn('no-webcrypto', 'P2P disabled: peer bytes cannot be verified outside a secure context');
       return;
     }
-    const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}`, this.gatewayOrigin);
+    const shard = this.shard > 0 ? `&shard=${this.shard}` : '';
+    const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}${shard}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
-    const conn = { rendition: this.rendition, channel: null, peerId: null, swarm: null, maxPeers: this.options.maxPeers };
+    const conn = {
+      rendition: this.rendition,
+      channel: null,
+      peerId: null,
+      swarm: null,
+      maxPeers: this.options.maxPeers,
+      nextShard: null,
+    };
     conn.channel = new SignallingChannel({
       url: ws.href,
       join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
@@ -815,6 +834,8 @@ export class P2PEngine {
         conn.maxPeers = Math.min(this.options.maxPeers, m.max_peers);
         this.stats.peerId = m.peer_id;
         this.stats.swarm = m.swarm;
+        this.stats.shard = this.shard;
+        this.shardHops = 0;
         this.backoff.reset();
         this.feed({ type: 'signal', message: m });
         this.flushReport();
@@ -831,6 +852,10 @@ export class P2PEngine {
         this.onRelay(conn, m.from, m.payload);
         return;
       case 'error':
+        if (m.code === 'swarm_full' && m.shard !== undefined) {
+          conn.nextShard = m.shard;
+          return;
+        }
         this.log.warn('tracker-error', m.code, m.message);
         if (NO_RECONNECT.has(m.code)) this.noReconnect = true;
         return;
@@ -847,6 +872,13 @@ export class P2PEngine {
     if (this.noReconnect || NO_RECONNECT.has(info.error)) {
       this.noReconnect = true;
       this.log.warn('signalling-closed', `no reconnect after ${info.error}`);
+      return;
+    }
+    // A full shard named the next one: ask for it at once (not a reconnect: no session was lost).
+    if (conn.nextShard !== null && conn.nextShard > this.shard && this.shardHops < MAX_SHARD_HOPS) {
+      this.shard = conn.nextShard;
+      this.shardHops += 1;
+      this.connect();
       return;
     }
     const delay = info.code === CLOSE_SERVICE_RESTART

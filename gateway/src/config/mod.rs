@@ -1345,7 +1345,7 @@ struct Cli {
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
     p2p_peers_returned: Option<usize>,
 
-    /// Peers in one swarm; more joins are refused [default: 500]
+    /// Peers in one swarm shard; a full shard sends joiners to the next [default: 500]
     #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_count_usize)]
     p2p_max_peers_per_swarm: Option<usize>,
 

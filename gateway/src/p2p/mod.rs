@@ -15,7 +15,7 @@ use http::header::{
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use peer_assist::protocol::signal::{self, DigestEntry};
-use peer_assist::tracker::{ConnectionInfo, Tracker, TrackerConfig};
+use peer_assist::tracker::{ConnectionInfo, Tracker, TrackerConfig, MAX_SHARDS};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -143,26 +143,24 @@ impl P2p {
                 "a WebSocket (version 13) upgrade is required\n",
             );
         }
-        let stream = request
-            .uri()
-            .query()
-            .and_then(|q| {
-                q.split('&')
-                    .filter_map(|p| p.split_once('='))
-                    .find(|(k, _)| *k == "stream")
-                    .map(|(_, v)| {
-                        percent_encoding::percent_decode_str(v)
-                            .decode_utf8_lossy()
-                            .into_owned()
-                    })
-            })
-            .unwrap_or_default();
+        let query = request.uri().query();
+        let stream = query_param(query, "stream").unwrap_or_default();
         if !stream.starts_with('/') {
             return text(
                 StatusCode::BAD_REQUEST,
                 "the stream query parameter must name a playlist path\n",
             );
         }
+        let shard = match query_param(query, "shard").map(|v| v.parse::<u32>()) {
+            None => 0,
+            Some(Ok(n)) if n < MAX_SHARDS => n,
+            Some(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the shard query parameter must be a number below {MAX_SHARDS}\n"),
+                )
+            }
+        };
         let region = self
             .region_header
             .as_ref()
@@ -211,6 +209,7 @@ impl P2p {
                     .await;
                     let info = ConnectionInfo {
                         stream,
+                        shard,
                         region,
                         token,
                         client,
@@ -230,4 +229,17 @@ impl P2p {
         }
         response
     }
+}
+
+/// The first value of query parameter `name`, percent-decoded.
+fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -240,7 +240,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             fingerprint: t.fingerprint().to_owned(),
         }),
     };
-    let (ws_tx, ws_rx, welcome) = join(&ws_url, &hello).await?;
+    let rejoin = Rejoin {
+        ws_url,
+        hello,
+        shard: Arc::new(AtomicU32::new(0)),
+    };
+    let shard = Arc::clone(&rejoin.shard);
+    let (ws_tx, ws_rx, welcome) = rejoin.join().await?;
     let ServerMessage::Welcome {
         peer_id: me,
         playlist,
@@ -256,7 +262,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let reconnects = Arc::new(AtomicU64::new(0));
     // Signalling: this connection, then new ones whenever it closes.
     let signalling = tokio::spawn(signalling(
-        Rejoin { ws_url, hello },
+        rejoin,
         (ws_tx, ws_rx),
         signal_queue,
         events_tx.clone(),
@@ -316,6 +322,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         me,
         peer_id,
         reconnects,
+        shard,
         playlist,
         client,
         events: events_tx.clone(),
@@ -381,8 +388,16 @@ async fn join(
                 Ok(welcome @ ServerMessage::Welcome { .. }) => {
                     return Ok((ws_tx, ws_rx, welcome));
                 }
-                Ok(ServerMessage::Error { code, message }) => {
-                    return Err(NodeError::Refused { code, message })
+                Ok(ServerMessage::Error {
+                    code,
+                    message,
+                    shard,
+                }) => {
+                    return Err(NodeError::Refused {
+                        code,
+                        message,
+                        shard,
+                    })
                 }
                 Ok(_) => continue,
                 Err(e) => return Err(SignallingError::Protocol(e).into()),
@@ -394,10 +409,53 @@ async fn join(
     }
 }
 
-/// What it takes to join again: the tracker URL and the `join` message.
+/// Redirects from full shards followed in a row; past them the join fails with `swarm_full`.
+/// Each gateway of a fleet skips every full shard it holds, so a chain is about one hop per
+/// gateway.
+const MAX_SHARD_HOPS: u32 = 16;
+
+/// What it takes to join (and join again): the tracker URL without its shard, the `join`
+/// message, and the shard last joined (kept across reconnects: after a gateway goes away its
+/// shard re-forms, whole, wherever the balancer hashes it).
 struct Rejoin {
     ws_url: String,
     hello: ClientMessage,
+    shard: Arc<AtomicU32>,
+}
+
+impl Rejoin {
+    fn url(&self, shard: u32) -> String {
+        if shard == 0 {
+            self.ws_url.clone()
+        } else {
+            format!("{}&shard={shard}", self.ws_url)
+        }
+    }
+
+    /// Joins the current shard, following `swarm_full` to the shard it names (only forwards,
+    /// at most [`MAX_SHARD_HOPS`] times).
+    async fn join(&self) -> Result<(WsSink, WsStream, ServerMessage), NodeError> {
+        let mut shard = self.shard.load(Ordering::Relaxed);
+        let mut hops = 0;
+        loop {
+            match join(&self.url(shard), &self.hello).await {
+                Err(NodeError::Refused {
+                    code: ErrorCode::SwarmFull,
+                    shard: Some(next),
+                    ..
+                }) if next > shard && hops < MAX_SHARD_HOPS => {
+                    tracing::debug!(full = shard, next, "swarm shard full: joining the next");
+                    shard = next;
+                    hops += 1;
+                }
+                Ok(joined) => {
+                    self.shard.store(shard, Ordering::Relaxed);
+                    return Ok(joined);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// The id a new link presents in its Handshake: the current session's.
@@ -447,7 +505,7 @@ async fn signalling(
                     message = queue.recv() => if message.is_none() { return },
                 }
             }
-            match join(&rejoin.ws_url, &rejoin.hello).await {
+            match rejoin.join().await {
                 Ok((tx, rx, welcome)) => {
                     (ws_tx, ws_rx) = (tx, rx);
                     reconnects.fetch_add(1, Ordering::Relaxed);
@@ -457,7 +515,7 @@ async fn signalling(
                     }
                     break;
                 }
-                Err(NodeError::Refused { code, message })
+                Err(NodeError::Refused { code, message, .. })
                     if matches!(
                         code,
                         ErrorCode::UnsupportedVersion | ErrorCode::Unauthorized
@@ -755,6 +813,8 @@ struct Driver {
     peer_id: Arc<std::sync::RwLock<String>>,
     /// New tracker sessions after the first.
     reconnects: Arc<AtomicU64>,
+    /// The shard the signalling task joined last.
+    shard: Arc<AtomicU32>,
     /// The media playlist of the joined rendition.
     playlist: String,
     client: GatewayClient,
@@ -816,6 +876,7 @@ impl Driver {
         self.close_transports();
         let mut summary = self.core.summary(Instant::now());
         summary.signalling_reconnects = self.reconnects.load(Ordering::Relaxed);
+        summary.shard = self.shard.load(Ordering::Relaxed);
         summary
     }
 

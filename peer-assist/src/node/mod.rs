@@ -198,6 +198,8 @@ pub struct Summary {
     pub identity_mismatches: u64,
     /// Tracker sessions joined after the first (the gateway went away, or restarted).
     pub signalling_reconnects: u64,
+    /// The shard of the swarm it joined last: 0 unless a full shard sent it on (PROTOCOL.md §2, "Swarm shards").
+    pub shard: u32,
     pub duration_ms: u64,
     pub log: Vec<SegmentRecord>,
 }
@@ -235,7 +237,12 @@ pub enum NodeError {
     Signalling(#[from] SignallingError),
     /// The tracker said no (unknown stream, full swarm, unauthorized...).
     #[error("the tracker refused the join: {code:?}: {message}")]
-    Refused { code: ErrorCode, message: String },
+    Refused {
+        code: ErrorCode,
+        message: String,
+        /// With `swarm_full`: the shard to ask for instead.
+        shard: Option<u32>,
+    },
     /// This node's configuration.
     #[error("no transport configured")]
     NoTransport,

@@ -205,7 +205,13 @@ pub enum ServerMessage {
         segments: Vec<DigestEntry>,
     },
     /// The gateway closes the socket after a fatal error.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// With `swarm_full`: the shard to join instead (`&shard=` on the WebSocket URL).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -604,6 +610,12 @@ mod tests {
             ServerMessage::Error {
                 code: ErrorCode::TooManySwarms,
                 message: "x".into(),
+                shard: None,
+            },
+            ServerMessage::Error {
+                code: ErrorCode::SwarmFull,
+                message: "x".into(),
+                shard: Some(3),
             },
         ];
         for m in msgs {

@@ -79,6 +79,9 @@ impl ResolveError {
 pub struct ConnectionInfo {
     /// The `stream` query parameter of the WebSocket URL.
     pub stream: String,
+    /// The `shard` query parameter of the WebSocket URL (0 when absent): which shard of the
+    /// stream's swarm to join.
+    pub shard: u32,
     /// The region, from the header the load balancer sets.
     pub region: Option<String>,
     /// A token the connection carried (the WebSocket URL's `token`, or a cookie); `join.token`
@@ -113,6 +116,8 @@ enum End {
     Left,
     /// The tracker closes it, saying why.
     Close(ErrorCode, String),
+    /// At `join`: the shard asked for is full; closed with `swarm_full` naming shard `next`.
+    Full { message: String, next: u32 },
     /// The peer stopped reading (its queue filled or a send timed out): dropped without courtesies.
     Slow,
     /// The gateway shuts down: close with 1012, the peer joins again elsewhere.
@@ -391,6 +396,11 @@ impl Tracker {
         {
             Ok(Ok(joined)) => joined,
             Ok(Err(End::Close(code, message))) => return self.close(ws, code, message).await,
+            Ok(Err(End::Full { message, next })) => {
+                return self
+                    .close_with(ws, ErrorCode::SwarmFull, message, Some(next))
+                    .await
+            }
             Ok(Err(End::Slow)) => {
                 self.inner.metrics.closed("slow");
                 return;
@@ -423,6 +433,10 @@ impl Tracker {
         self.leave(&id);
         match end {
             End::Close(code, message) => self.close(ws, code, message).await,
+            End::Full { message, next } => {
+                self.close_with(ws, ErrorCode::SwarmFull, message, Some(next))
+                    .await
+            }
             End::Left => {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.close(None)).await;
             }
@@ -438,8 +452,21 @@ impl Tracker {
         }
     }
 
-    async fn close<S>(&self, mut ws: WebSocketStream<S>, code: ErrorCode, message: String)
+    async fn close<S>(&self, ws: WebSocketStream<S>, code: ErrorCode, message: String)
     where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        self.close_with(ws, code, message, None).await
+    }
+
+    /// [`Self::close`], the `error` naming a shard to join instead.
+    async fn close_with<S>(
+        &self,
+        mut ws: WebSocketStream<S>,
+        code: ErrorCode,
+        message: String,
+        shard: Option<u32>,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         self.inner.metrics.closed(code_label(&code));
@@ -447,6 +474,7 @@ impl Tracker {
         let error = ServerMessage::Error {
             code,
             message: message.clone(),
+            shard,
         };
         let text = signal::encode_server(&error);
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, ws.send(Message::text(text))).await;
@@ -542,7 +570,7 @@ impl Tracker {
         let kill = Arc::new(Notify::new());
         let swarm = {
             let mut registry = lock(&self.inner.registry);
-            let swarm = registry.swarm_key(&playlist, conn.region.as_deref());
+            let swarm = registry.swarm_key(&playlist, conn.region.as_deref(), conn.shard);
             let member = Member {
                 id: id.clone(),
                 swarm: swarm.clone(),
@@ -557,6 +585,10 @@ impl Tracker {
                 listed_at: None,
             };
             registry.join(member, swarm).map_err(|e| match e {
+                JoinError::SwarmFull { next, .. } => End::Full {
+                    message: e.to_string(),
+                    next,
+                },
                 JoinError::TooManySwarms | JoinError::TooManySwarmsFromAddress => {
                     End::Close(ErrorCode::TooManySwarms, e.to_string())
                 }
@@ -686,7 +718,7 @@ impl Tracker {
                                 self.send(&to, signal::encode_server(&relay).into());
                             } else {
                                 // Not fatal: the target may just have left.
-                                let error = ServerMessage::Error { code: ErrorCode::NotFound, message: format!("no peer {to} in this swarm") };
+                                let error = ServerMessage::Error { code: ErrorCode::NotFound, message: format!("no peer {to} in this swarm"), shard: None };
                                 self.send(id, signal::encode_server(&error).into());
                             }
                         }

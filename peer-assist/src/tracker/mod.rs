@@ -7,4 +7,4 @@ pub mod registry;
 pub mod reports;
 
 pub use hub::{Backend, ConnectionInfo, ResolveError, Tracker};
-pub use registry::{Registry, SwarmKey, TrackerConfig};
+pub use registry::{Registry, SwarmKey, TrackerConfig, MAX_SHARDS};

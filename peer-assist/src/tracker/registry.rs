@@ -3,8 +3,10 @@
 //!
 //! A swarm is the media playlist a rendition resolves to (so every spelling of one stream is one
 //! swarm), optionally split by network region, and split into shards of at most
-//! `max_peers_per_swarm` peers: a join finds the first shard with room or opens the next one, and
-//! peers are matched only within their shard. One client address may hold at most
+//! `max_peers_per_swarm` peers: a peer asks for a shard (0 unless the WebSocket URL names one); a
+//! join that finds it full is told which shard to ask for instead ([`JoinError::SwarmFull`]), so
+//! that a balancer hashing on stream and shard can put each shard on another gateway. Peers are
+//! matched only within their shard. One client address may hold at most
 //! `max_peers_per_address` peers in at most `max_swarms_per_address` streams.
 //!
 //! Peer lists are paced: a member's list is recomputed only when something that could change it
@@ -286,9 +288,17 @@ impl Member {
     }
 }
 
+/// Shard numbers a peer may ask for: `0..MAX_SHARDS` (500 peers a shard by default: two million
+/// viewers of one rendition).
+pub const MAX_SHARDS: u32 = 4096;
+
 /// Why a join was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JoinError {
+    /// Nobody's: the shard asked for is full; `next` is the first shard after it that this
+    /// tracker does not hold full (it may live on another gateway of the fleet).
+    #[error("shard {full} of this swarm is full: join shard {next}")]
+    SwarmFull { full: u32, next: u32 },
     /// Ours: the gateway holds `max_swarms` swarms.
     #[error("too many swarms")]
     TooManySwarms,
@@ -337,8 +347,8 @@ impl Registry {
         &self.config
     }
 
-    /// The swarm (shard 0) of peers watching `playlist` in `region`.
-    pub fn swarm_key(&self, playlist: &str, region: Option<&str>) -> SwarmKey {
+    /// Shard `shard` of the swarm of peers watching `playlist` in `region`.
+    pub fn swarm_key(&self, playlist: &str, region: Option<&str>, shard: u32) -> SwarmKey {
         SwarmKey {
             playlist: playlist.to_owned(),
             region: if self.config.split_by_region {
@@ -346,13 +356,14 @@ impl Registry {
             } else {
                 None
             },
-            shard: 0,
+            shard,
         }
     }
 
-    /// Adds a peer to the first shard of `swarm` with room (opening the next shard when all are
-    /// full) and returns the shard. The member's `swarm`, `joined`, `reputation` and list are set
-    /// here. Members whose list the newcomer could enter are marked for a new list.
+    /// Adds a peer to the shard `swarm` names if it has room (opening it if it does not exist)
+    /// and returns it; a full shard is refused with the shard to ask for instead. The member's
+    /// `swarm`, `joined`, `reputation` and list are set here. Members whose list the newcomer
+    /// could enter are marked for a new list.
     pub fn join(&mut self, mut member: Member, swarm: SwarmKey) -> Result<SwarmKey, JoinError> {
         if self.members.contains_key(&member.id) {
             return Err(JoinError::DuplicateId);
@@ -389,23 +400,29 @@ impl Registry {
         Ok(shard)
     }
 
-    /// The first shard of `swarm`'s playlist and region with room, or the first free shard number.
+    /// `swarm` if it has room or can be opened. When it is full: the first shard after it that
+    /// this tracker does not hold full, so a peer needs one more hop when every shard lives here,
+    /// and about one per gateway when a balancer spreads the shards over a fleet.
     fn shard_with_room(&self, swarm: &SwarmKey) -> Result<SwarmKey, JoinError> {
         let max = self.config.max_peers_per_swarm.max(1);
-        let mut shard = 0u32;
-        loop {
-            let key = swarm.with_shard(shard);
-            match self.swarms.get(&key) {
-                Some(peers) if peers.len() >= max => {}
-                Some(_) => return Ok(key),
-                None if self.swarms.len() >= self.config.max_swarms => {
-                    return Err(JoinError::TooManySwarms)
-                }
-                None => return Ok(key),
-            }
-            // Every shard up to here is full; there are at most `max_swarms` of them.
-            shard = shard.checked_add(1).ok_or(JoinError::TooManySwarms)?;
+        let full = |key: &SwarmKey| self.swarms.get(key).is_some_and(|p| p.len() >= max);
+        if swarm.shard >= MAX_SHARDS {
+            return Err(JoinError::TooManySwarms);
         }
+        if full(swarm) {
+            // At most MAX_SHARDS lookups.
+            let next = (swarm.shard + 1..MAX_SHARDS)
+                .find(|&n| !full(&swarm.with_shard(n)))
+                .ok_or(JoinError::TooManySwarms)?;
+            return Err(JoinError::SwarmFull {
+                full: swarm.shard,
+                next,
+            });
+        }
+        if !self.swarms.contains_key(swarm) && self.swarms.len() >= self.config.max_swarms {
+            return Err(JoinError::TooManySwarms);
+        }
+        Ok(swarm.clone())
     }
 
     /// Marks the members of the newcomer's shard whose list it could enter: lists with room, and
@@ -764,8 +781,8 @@ mod tests {
     #[test]
     fn matches_same_swarm_never_self_same_region_first() {
         let mut r = registry(8);
-        let s = r.swarm_key("/live/low.m3u8", Some("eu"));
-        let other = r.swarm_key("/live/high.m3u8", None);
+        let s = r.swarm_key("/live/low.m3u8", Some("eu"), 0);
+        let other = r.swarm_key("/live/high.m3u8", None, 0);
         r.join(member("a", Some("us")), s.clone()).unwrap();
         r.join(member("b", Some("eu")), s.clone()).unwrap();
         r.join(member("c", Some("eu")), s.clone()).unwrap();
@@ -786,7 +803,7 @@ mod tests {
             ..member(id, None)
         };
         let mut r = registry(8);
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         r.join(with("quic", &[Transport::Quic]), s.clone()).unwrap();
         r.join(
             with("both", &[Transport::Quic, Transport::Webrtc]),
@@ -811,7 +828,7 @@ mod tests {
     #[test]
     fn at_most_k_by_seniority_vouched_peers_first_but_never_more_than_half() {
         let mut r = registry(4);
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         let all = ["a", "b", "c", "d", "e", "f", "g", "h"];
         for id in all {
             r.join(member(id, None), s.clone()).unwrap();
@@ -839,7 +856,7 @@ mod tests {
     #[test]
     fn one_reporter_cannot_exclude_an_honest_peer_two_can() {
         let mut r = registry(8);
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         let all = ["a", "b", "c", "honest", "liar"];
         for id in all {
             r.join(member(id, None), s.clone()).unwrap();
@@ -868,8 +885,8 @@ mod tests {
     #[test]
     fn reports_about_strangers_or_other_swarms_are_ignored() {
         let mut r = registry(8);
-        let s = r.swarm_key("/s", None);
-        let other = r.swarm_key("/s1", None);
+        let s = r.swarm_key("/s", None, 0);
+        let other = r.swarm_key("/s1", None, 0);
         for id in ["a", "b", "c"] {
             r.join(member(id, None), s.clone()).unwrap();
         }
@@ -917,15 +934,19 @@ mod tests {
             max_swarms: 3,
             ..TrackerConfig::default()
         });
-        let s1 = r.swarm_key("/a", None);
+        let s1 = r.swarm_key("/a", None, 0);
         assert_eq!(r.join(member("a", None), s1.clone()), Ok(s1.clone()));
         assert_eq!(
             r.join(member("a", None), s1.clone()),
             Err(JoinError::DuplicateId)
         );
         r.join(member("b", None), s1.clone()).unwrap();
-        // The third viewer of /a gets a second shard, not a refusal; it is matched in it only.
-        let shard1 = r.join(member("c", None), s1.clone()).unwrap();
+        // The third viewer of /a is told to ask for shard 1; there it is matched in it only.
+        assert_eq!(
+            r.join(member("c", None), s1.clone()),
+            Err(JoinError::SwarmFull { full: 0, next: 1 })
+        );
+        let shard1 = r.join(member("c", None), s1.with_shard(1)).unwrap();
         assert_eq!(shard1.shard, 1);
         assert_eq!(shard1.label(), "/a~1");
         assert!(
@@ -933,22 +954,33 @@ mod tests {
             "peers are matched within their shard"
         );
         assert_eq!(ids(&r.matches("a")), ["b"]);
-        r.join(member("d", None), r.swarm_key("/b", None)).unwrap();
+        r.join(member("d", None), r.swarm_key("/b", None, 0))
+            .unwrap();
         assert_eq!(
-            r.join(member("e", None), r.swarm_key("/c", None)),
+            r.join(member("e", None), r.swarm_key("/c", None, 0)),
             Err(JoinError::TooManySwarms)
         );
         assert_eq!(
-            r.join(member("e", None), s1.clone()),
+            r.join(member("e", None), shard1.clone()),
             Ok(shard1.clone()),
             "room in shard 1"
         );
         assert_eq!(
             r.join(member("f", None), s1.clone()),
+            Err(JoinError::SwarmFull { full: 0, next: 2 }),
+            "the full shards this tracker holds are skipped"
+        );
+        assert_eq!(
+            r.join(member("f", None), s1.with_shard(2)),
             Err(JoinError::TooManySwarms),
             "a third shard would be a fourth swarm"
         );
-        assert_eq!(r.leave("d"), Some(r.swarm_key("/b", None)));
+        assert_eq!(
+            r.join(member("f", None), s1.with_shard(MAX_SHARDS)),
+            Err(JoinError::TooManySwarms),
+            "shard numbers are bounded"
+        );
+        assert_eq!(r.leave("d"), Some(r.swarm_key("/b", None, 0)));
         assert_eq!(r.swarm_count(), 2, "an empty swarm is dropped");
         // A place freed in shard 0 is filled first.
         r.leave("a");
@@ -967,18 +999,18 @@ mod tests {
             address: Some(ip.parse().unwrap()),
             ..member(id, None)
         };
-        r.join(at("a", "10.0.0.1"), r.swarm_key("/1", None))
+        r.join(at("a", "10.0.0.1"), r.swarm_key("/1", None, 0))
             .unwrap();
-        r.join(at("b", "10.0.0.1"), r.swarm_key("/2", None))
+        r.join(at("b", "10.0.0.1"), r.swarm_key("/2", None, 0))
             .unwrap();
         assert_eq!(
-            r.join(at("c", "10.0.0.1"), r.swarm_key("/3", None)),
+            r.join(at("c", "10.0.0.1"), r.swarm_key("/3", None, 0)),
             Err(JoinError::TooManySwarmsFromAddress)
         );
-        r.join(at("c", "10.0.0.1"), r.swarm_key("/2", None))
+        r.join(at("c", "10.0.0.1"), r.swarm_key("/2", None, 0))
             .unwrap();
         assert_eq!(
-            r.join(at("d", "10.0.0.1"), r.swarm_key("/1", None)),
+            r.join(at("d", "10.0.0.1"), r.swarm_key("/1", None, 0)),
             Err(JoinError::TooManyFromAddress)
         );
         // IPv6 counts by /64; other addresses are not affected.
@@ -986,20 +1018,20 @@ mod tests {
             .iter()
             .enumerate()
         {
-            r.join(at(&format!("v6-{i}"), ip), r.swarm_key("/1", None))
+            r.join(at(&format!("v6-{i}"), ip), r.swarm_key("/1", None, 0))
                 .unwrap();
         }
         assert_eq!(
-            r.join(at("v6-x", "2001:db8:0:0:1::9"), r.swarm_key("/1", None)),
+            r.join(at("v6-x", "2001:db8:0:0:1::9"), r.swarm_key("/1", None, 0)),
             Err(JoinError::TooManyFromAddress)
         );
-        r.join(at("other", "2001:db8:0:1::1"), r.swarm_key("/1", None))
+        r.join(at("other", "2001:db8:0:1::1"), r.swarm_key("/1", None, 0))
             .unwrap();
-        r.join(at("e", "10.0.0.2"), r.swarm_key("/3", None))
+        r.join(at("e", "10.0.0.2"), r.swarm_key("/3", None, 0))
             .unwrap();
         // Leaving frees the places.
         r.leave("a");
-        r.join(at("d", "10.0.0.1"), r.swarm_key("/2", None))
+        r.join(at("d", "10.0.0.1"), r.swarm_key("/2", None, 0))
             .unwrap();
         r.leave("b");
         r.leave("c");
@@ -1018,9 +1050,17 @@ mod tests {
             max_peers_per_address: usize::MAX,
             ..TrackerConfig::default()
         });
-        let s = r.swarm_key("/demo/live/low.m3u8", None);
+        let s = r.swarm_key("/demo/live/low.m3u8", None, 0);
         for i in 0..10_000 {
-            r.join(member(&format!("p{i}"), None), s.clone()).unwrap();
+            // Every peer asks for shard 0, then where it is told: one hop at most, as every shard
+            // lives on this tracker.
+            let joined = match r.join(member(&format!("p{i}"), None), s.clone()) {
+                Err(JoinError::SwarmFull { next, .. }) => {
+                    r.join(member(&format!("p{i}"), None), s.with_shard(next))
+                }
+                other => other,
+            };
+            assert!(joined.is_ok(), "{joined:?}");
         }
         assert_eq!(r.swarm_count(), 20, "10,000 peers in shards of 500");
         assert_eq!(r.swarm_members(&s.with_shard(19)).len(), 500);
@@ -1034,7 +1074,7 @@ mod tests {
     fn peers_with_room_learn_of_a_newcomer_at_once() {
         let t0 = Instant::now();
         let mut r = Registry::new(TrackerConfig::default());
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         r.join(member("a", None), s.clone()).unwrap();
         r.first_list("a", t0);
         let later = t0 + Duration::from_millis(5);
@@ -1056,7 +1096,7 @@ mod tests {
             max_peers_per_address: usize::MAX,
             ..TrackerConfig::default()
         });
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         let mut now = t0;
         let mut pushed = 0u64;
         // 400 members join one by one, 50 ms apart; each gets its first list at once, and the
@@ -1120,7 +1160,7 @@ mod tests {
     fn a_leave_or_join_that_does_not_change_a_list_sends_nothing() {
         let t0 = Instant::now();
         let mut r = registry(2);
-        let s = r.swarm_key("/s", None);
+        let s = r.swarm_key("/s", None, 0);
         for id in ["a", "b", "c", "d"] {
             r.join(member(id, None), s.clone()).unwrap();
             r.first_list(id, t0);
@@ -1139,13 +1179,13 @@ mod tests {
     #[test]
     fn region_split_is_optional() {
         let plain = registry(8);
-        assert_eq!(plain.swarm_key("/a", Some("eu")).region, None);
+        assert_eq!(plain.swarm_key("/a", Some("eu"), 0).region, None);
         let split = Registry::new(TrackerConfig {
             split_by_region: true,
             ..TrackerConfig::default()
         });
         assert_eq!(
-            split.swarm_key("/a", Some("eu")).region.as_deref(),
+            split.swarm_key("/a", Some("eu"), 0).region.as_deref(),
             Some("eu")
         );
     }

@@ -259,6 +259,8 @@ const SERVER_SHAPES = {
     [
       ['code', oneOf(ERROR_CODES)],
       ['message', str],
+      // With swarm_full: the shard to join instead (`&shard=` on the WebSocket URL).
+      ['shard', u32, OPTIONAL],
     ],
     ['type'],
   ),

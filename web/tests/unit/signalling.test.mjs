@@ -172,6 +172,49 @@ test('reconnects with backoff after a close, never after unauthorized', async ()
   }
 });
 
+test('a full shard sends the engine on: it joins the shard named at once, keeps it across reconnects, and starts at 0 for another rendition', async () => {
+  FakeWebSocket.all = [];
+  const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    engine.backoff.firstMs = engine.backoff.nextMs = 60_000; // a redirect must not wait for it
+    engine.setRendition(0);
+    await sleep(0);
+    const full = FakeWebSocket.all[0];
+    assert.ok(!full.url.includes('shard='), 'shard 0 is the default: no parameter');
+    full.receive({ type: 'error', code: 'swarm_full', message: 'shard 0 is full', shard: 3 });
+    full.close(1008, 'swarm_full');
+    await sleep(0);
+    assert.equal(FakeWebSocket.all.length, 2, 'joined again at once');
+    const there = FakeWebSocket.all[1];
+    assert.match(there.url, /[?&]shard=3(&|$)/);
+    await sleep(0);
+    assert.equal(there.sent[0].type, 'join');
+    there.receive(welcome('p-30'));
+    assert.equal(engine.stats.shard, 3);
+    assert.equal(engine.stats.signallingReconnects, 0, 'a redirect is not a lost session');
+    // The gateway restarts: the shard is asked for again (it re-forms wherever it hashes now).
+    there.close(1012, 'restart');
+    while (FakeWebSocket.all.length < 3) await sleep(10);
+    assert.match(FakeWebSocket.all[2].url, /[?&]shard=3(&|$)/);
+    // A redirect backwards (or to the same shard) is not followed: a loop would never end.
+    const back = FakeWebSocket.all[2];
+    await sleep(0);
+    back.receive({ type: 'error', code: 'swarm_full', message: 'full', shard: 2 });
+    back.close(1008, 'swarm_full');
+    await sleep(20);
+    assert.equal(FakeWebSocket.all.length, 3, 'backing off, not hopping back');
+    // Another rendition: shard 0 of its own swarm.
+    engine.setRendition(1);
+    await sleep(0);
+    assert.ok(!FakeWebSocket.all.at(-1).url.includes('shard='));
+  } finally {
+    console.warn = warn;
+    engine.destroy();
+  }
+});
+
 test('destroy reports, leaves and clears every timer', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });

@@ -612,7 +612,7 @@ impl NodeCore {
                     self.rejoined(peer_id, now);
                 }
             }
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 tracing::warn!(?code, %message, "tracker error");
             }
             // WebRTC negotiation is the driver's (its transport's) business.
