@@ -9,11 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Uri;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
-use crate::run::{http_get, HttpClient};
+use crate::run::{build_client, http_get, HttpClient};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -104,7 +102,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub async fn run(config: EdgeDelayConfig) -> EdgeDelayReport {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client: HttpClient = build_client(None);
     let until = Instant::now() + config.duration;
     let at_origin: Seen = Arc::default();
     let at_gateway: Seen = Arc::default();

@@ -497,6 +497,7 @@ mod tests {
             duration_s: 10.0,
             ramp_s: 1.0,
             churn: 0.0,
+            network: None,
         });
         report.timeline = (0..=10u32)
             .map(|i| Sample {

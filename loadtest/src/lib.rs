@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 pub mod edge_delay;
 pub mod html;
+pub mod netem;
 pub mod origin;
 pub mod player;
 pub mod report;

@@ -134,6 +134,24 @@ struct RunArgs {
     /// --restart-cmd.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     restart_at: Option<Duration>,
+    /// Emulated network: each viewer's uplink in bits/s, a value or a range drawn uniformly per
+    /// viewer (`1M..10M`). Applies to its QUIC (peer) and HTTP traffic [default: unlimited].
+    #[arg(long, value_name = "RATE[..RATE]", value_parser = loadtest::netem::parse_rate_span)]
+    uplink: Option<loadtest::netem::Span<u64>>,
+    /// Each viewer's downlink in bits/s, a value or a range (`10M..50M`) [default: unlimited].
+    #[arg(long, value_name = "RATE[..RATE]", value_parser = loadtest::netem::parse_rate_span)]
+    downlink: Option<loadtest::netem::Span<u64>>,
+    /// Round-trip time each viewer's link adds, a value or a range (`20ms..150ms`); two viewers
+    /// are the sum of their two apart [default: 0].
+    #[arg(long, value_name = "D[..D]", value_parser = loadtest::netem::parse_duration_span)]
+    rtt: Option<loadtest::netem::Span<std::time::Duration>>,
+    /// Packet loss on each viewer's uplink, a value or a range (`0..1%`) [default: 0].
+    #[arg(long, value_name = "P[..P]", value_parser = loadtest::netem::parse_loss_span)]
+    loss: Option<loadtest::netem::Span<f64>>,
+    /// Share of viewers behind a NAT that accepts no inbound connection (`0.2` or `20%`): they
+    /// can dial peers but nobody can dial them [default: 0].
+    #[arg(long, value_name = "SHARE", value_parser = loadtest::netem::parse_share)]
+    unreachable: Option<f64>,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -324,6 +342,13 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
         gateway_pid: args.gateway_pid,
         allow_remote: args.allow_remote,
         progress: !args.quiet,
+        network: loadtest::netem::Network {
+            uplink: args.uplink,
+            downlink: args.downlink,
+            rtt: args.rtt,
+            loss: args.loss,
+            unreachable: args.unreachable.unwrap_or(0.0),
+        },
         ..RunConfig::default()
     };
     let config = match file.overridden_by(flags).apply(base) {

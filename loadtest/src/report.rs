@@ -140,6 +140,10 @@ pub struct RunParams {
     pub ramp_s: f64,
     /// `--churn`.
     pub churn: f64,
+    /// The emulated network (`--uplink`, `--downlink`, `--rtt`, `--loss`, `--unreachable`);
+    /// absent: loopback as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::netem::Network>,
 }
 
 /// The state of the run at one instant (taken once per second).

@@ -64,6 +64,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use indicatif::{ProgressBar, ProgressStyle};
 use peer_assist::hls::{self, Playlist};
+use peer_assist::net::stream::ShapedConnector;
+use peer_assist::net::Link;
 use peer_assist::node::http::HttpError;
 use peer_assist::node::{
     FetchError, NodeConfig, NodeHandle, SegmentFetcher, Source, TestBehaviour,
@@ -71,6 +73,7 @@ use peer_assist::node::{
 use peer_assist::protocol::signal::Transport;
 use tokio::task::JoinSet;
 
+use crate::netem::Network;
 use crate::player::{
     Action, LowLatency, MediaPlaylistUpdate, PartRef, PlaybackState, Player, PlayerConfig,
     Rendition, Segment,
@@ -99,7 +102,7 @@ const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
 /// `User-Agent` of every request.
 const USER_AGENT: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 
-pub(crate) type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+pub(crate) type HttpClient = Client<ShapedConnector, Empty<Bytes>>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// What to run.
@@ -147,6 +150,8 @@ pub struct RunConfig {
     pub restart_cmd: Option<String>,
     /// When to run `restart_cmd`, after the start of the run.
     pub restart_at: Option<Duration>,
+    /// Each viewer's emulated link, drawn from these ranges (all its HTTP and QUIC traffic).
+    pub network: Network,
 }
 
 /// Default upload rate of slow peers (`--slow-rate`), bytes per second.
@@ -178,6 +183,7 @@ impl Default for RunConfig {
             slow_rate: DEFAULT_SLOW_RATE,
             restart_cmd: None,
             restart_at: None,
+            network: Network::default(),
         }
     }
 }
@@ -706,13 +712,14 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-fn build_client() -> HttpClient {
+/// An HTTP client; with a link, every connection it opens goes through it.
+pub(crate) fn build_client(link: Option<Arc<Link>>) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector)
+        .build(ShapedConnector::new(connector, link))
 }
 
 /// Why a GET gave no answer at all (an error status is an answer). Neither is the viewer's fault:
@@ -788,6 +795,10 @@ struct Session {
     /// Arrival number (0-based).
     number: usize,
     cohort: Cohort,
+    /// This viewer's HTTP client: the shared one, or its own through its emulated link.
+    client: HttpClient,
+    /// Its emulated link (`--uplink` ...), also given to its node.
+    link: Option<Arc<Link>>,
 }
 
 impl Session {
@@ -798,7 +809,7 @@ impl Session {
     /// GET, recording bytes and failures; the body and download time of a 2xx answer.
     async fn fetch(&self, uri: Uri) -> Option<(Bytes, Duration)> {
         let recorder = self.recorder();
-        match http_get(&self.shared.client, uri, self.shared.timeout).await {
+        match http_get(&self.client, uri, self.shared.timeout).await {
             Ok(fetched) => {
                 recorder
                     .bytes
@@ -834,6 +845,7 @@ impl Session {
         let p2p = self.shared.p2p.as_ref()?;
         let mut config = p2p.node.clone();
         config.test = test;
+        config.link = self.link.clone();
         loop {
             match peer_assist::node::start(config.clone()).await {
                 Ok(node) => return Some(node),
@@ -1384,7 +1396,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             source,
         })?;
     }
-    let client = build_client();
+    let client = build_client(None);
     let timeout = config.request_timeout;
 
     // Preflight: the URL must answer with a playlist (and have the rendition asked for).
@@ -1492,10 +1504,19 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             lie: liar,
             slow_upload: slow.then_some(config.slow_rate),
         };
+        let (client, link) = if config.network.is_ideal() {
+            (client.clone(), None)
+        } else {
+            let profile = config.network.draw(config.seed, number);
+            let link = Arc::new(Link::new(profile, config.seed ^ number as u64));
+            (build_client(Some(Arc::clone(&link))), Some(link))
+        };
         let session = Session {
             shared: Arc::clone(&shared),
             number,
             cohort: *cohort,
+            client,
+            link,
         };
         viewers.spawn(viewer(session, start + plan.end, test));
     }
@@ -1613,6 +1634,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         duration_s: config.duration.as_secs_f64(),
         ramp_s: config.ramp.as_secs_f64(),
         churn: config.churn,
+        network: (!config.network.is_ideal()).then(|| config.network.clone()),
     });
     report.timeline = std::mem::take(&mut *lock(&timeline));
     report.restart = restart;

@@ -7,6 +7,7 @@
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hls;
+pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod scheduler;

@@ -561,3 +561,87 @@ async fn a_connector_without_a_certificate_is_refused() {
     })
     .await;
 }
+
+fn shaped(profile: peer_assist::net::LinkProfile) -> QuicTransport {
+    let link = Arc::new(peer_assist::net::Link::new(profile, 7));
+    QuicTransport::bind_through(
+        localhost(),
+        QuicIdentity::generate().unwrap(),
+        QuicTuning::tuned(),
+        Some(link),
+    )
+    .unwrap()
+}
+
+/// The load-test harness's emulated links (`peer_assist::net`) shape real QUIC: the handshake
+/// pays the round trip, a transfer is paced by the sender's uplink, and QUIC's loss recovery
+/// still delivers every byte in order over a lossy link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emulated_link_paces_and_delays_quic_and_loses_nothing_quic_cannot_recover() {
+    bounded(async {
+        let a = shaped(peer_assist::net::LinkProfile {
+            uplink_bps: Some(8_000_000),
+            rtt: Duration::from_millis(100),
+            loss: 0.01,
+            ..Default::default()
+        });
+        let b = transport(QuicTuning::tuned());
+        let started = Instant::now();
+        let (link_a, mut link_b) = connect_pair(&a, &b).await;
+        let handshake = started.elapsed();
+        assert!(
+            handshake >= Duration::from_millis(100),
+            "a handshake costs at least the round trip: {handshake:?}"
+        );
+        // 16 frames of 60 kB: 960 kB, 0.96 s at 8 Mbit/s.
+        let started = Instant::now();
+        let sender = tokio::spawn(async move {
+            for seq in 0..16 {
+                link_a.sender.send(seq_frame(seq, 60_000)).await.unwrap();
+            }
+            link_a
+        });
+        for seq in 0..16 {
+            let got = link_b.receiver.recv().await.expect("every frame arrives");
+            assert_eq!(
+                got,
+                seq_frame(seq, 60_000),
+                "frame {seq} intact and in order"
+            );
+        }
+        let elapsed = started.elapsed();
+        let _link_a = sender.await.unwrap();
+        eprintln!("handshake {handshake:?}, 960 kB in {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(950),
+            "paced by the 8 Mbit/s uplink: {elapsed:?}"
+        );
+    })
+    .await;
+}
+
+/// A viewer behind a NAT that accepts no inbound connection can dial out, and cannot be dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_viewer_dials_out_but_cannot_be_dialled() {
+    bounded(async {
+        let natted = shaped(peer_assist::net::LinkProfile {
+            unreachable: true,
+            ..Default::default()
+        });
+        let open = transport(QuicTuning::tuned());
+        let inbound = timeout(
+            Duration::from_secs(2),
+            open.connect(natted.local_addr(), natted.fingerprint()),
+        )
+        .await;
+        assert!(
+            !matches!(inbound, Ok(Ok(_))),
+            "nobody can dial an unreachable viewer"
+        );
+        let (out_a, out_b) = connect_pair(&natted, &open).await;
+        out_b.sender.send(frame(1, b"answer")).await.unwrap();
+        let mut out_a = out_a;
+        assert_eq!(out_a.receiver.recv().await.unwrap(), frame(1, b"answer"));
+    })
+    .await;
+}

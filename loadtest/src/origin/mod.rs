@@ -851,7 +851,8 @@ pub fn parse_bitrates(s: &str) -> Result<Vec<u64>, String> {
         .collect()
 }
 
-fn parse_bitrate(item: &str) -> Result<u64, String> {
+/// One bit rate: `400000`, `400k`, `2.5M`, `1G` (SI multiples of bits per second).
+pub fn parse_bitrate(item: &str) -> Result<u64, String> {
     if item.is_empty() {
         return Err("empty entry in bitrate list".to_owned());
     }

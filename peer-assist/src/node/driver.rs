@@ -198,10 +198,10 @@ enum Event {
 /// Starts a node: joins the swarm and begins. Returns once it has joined.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let client = match &config.token {
-        Some(token) => GatewayClient::new(&config.gateway)
+        Some(token) => GatewayClient::through(&config.gateway, config.link.clone())
             .with_token(token)
             .map_err(|_| NodeError::BadToken)?,
-        None => GatewayClient::new(&config.gateway),
+        None => GatewayClient::through(&config.gateway, config.link.clone()),
     };
     let transports: Vec<Transport> = [Transport::Quic, Transport::Webrtc]
         .into_iter()
@@ -215,7 +215,12 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     }
     let quic = if transports.contains(&Transport::Quic) {
         let identity = QuicIdentity::generate()?;
-        let transport = QuicTransport::bind(config.bind, identity, QuicTuning::tuned())?;
+        let transport = QuicTransport::bind_through(
+            config.bind,
+            identity,
+            QuicTuning::tuned(),
+            config.link.clone(),
+        )?;
         Some(Arc::new(transport))
     } else {
         None

@@ -6,9 +6,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::{BodyExt, Empty};
+use std::sync::Arc;
+
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+use crate::net::stream::ShapedConnector;
+use crate::net::Link;
 
 /// Longest accepted segment or playlist.
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -56,16 +61,24 @@ impl HttpError {
 #[derive(Clone, Debug)]
 pub struct GatewayClient {
     base: String,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<ShapedConnector, Empty<Bytes>>,
     /// Sent as the `token` cookie on every request (a stream under a protected prefix).
     cookie: Option<http::HeaderValue>,
 }
 
 impl GatewayClient {
     pub fn new(base: &str) -> Self {
+        Self::through(base, None)
+    }
+
+    /// A client whose connections go through an emulated link (the load-test harness).
+    pub fn through(base: &str, link: Option<Arc<Link>>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: Client::builder(TokioExecutor::new())
+                .build(ShapedConnector::new(connector, link)),
             cookie: None,
         }
     }

@@ -102,6 +102,9 @@ pub struct NodeConfig {
     /// The viewer's token for a stream under a protected prefix (docs/SECURITY.md): sent in
     /// `join` and, as the `token` cookie, on every request to the gateway.
     pub token: Option<String>,
+    /// An emulated network link for all of this node's QUIC and HTTP traffic (the load-test
+    /// harness's `--uplink`, `--rtt`, ...); None: the network as it is. WebRTC is not shaped.
+    pub link: Option<std::sync::Arc<crate::net::Link>>,
 }
 
 impl NodeConfig {
@@ -127,6 +130,7 @@ impl NodeConfig {
             test: TestBehaviour::default(),
             driven: false,
             token: None,
+            link: None,
         }
     }
 

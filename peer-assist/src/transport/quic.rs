@@ -309,6 +309,17 @@ impl QuicTransport {
         identity: QuicIdentity,
         tuning: QuicTuning,
     ) -> Result<Self, LinkError> {
+        Self::bind_through(addr, identity, tuning, None)
+    }
+
+    /// [`QuicTransport::bind`], every datagram going through an emulated link when there is one
+    /// (`crate::net`).
+    pub fn bind_through(
+        addr: SocketAddr,
+        identity: QuicIdentity,
+        tuning: QuicTuning,
+        link: Option<Arc<crate::net::Link>>,
+    ) -> Result<Self, LinkError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(LinkError::Config(
                 "QuicTransport::bind must be called within a Tokio runtime".into(),
@@ -344,12 +355,22 @@ impl QuicTransport {
         }
         let runtime = quinn::default_runtime()
             .ok_or_else(|| LinkError::Config("no async runtime found".into()))?;
-        let endpoint = quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
-            Some(server),
-            socket,
-            runtime,
-        )
+        let endpoint = match link {
+            None => quinn::Endpoint::new(
+                quinn::EndpointConfig::default(),
+                Some(server),
+                socket,
+                runtime,
+            ),
+            Some(link) => crate::net::udp::ShapedUdpSocket::new(socket, link).and_then(|shaped| {
+                quinn::Endpoint::new_with_abstract_socket(
+                    quinn::EndpointConfig::default(),
+                    Some(server),
+                    Arc::new(shaped),
+                    runtime,
+                )
+            }),
+        }
         .map_err(|e| LinkError::Io(format!("creating the endpoint on {addr}: {e}")))?;
         let local_addr = endpoint
             .local_addr()
