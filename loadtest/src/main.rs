@@ -152,6 +152,10 @@ struct RunArgs {
     /// can dial peers but nobody can dial them [default: 0].
     #[arg(long, value_name = "SHARE", value_parser = loadtest::netem::parse_share)]
     unreachable: Option<f64>,
+    /// The IP address the P2P viewers' nodes bind their QUIC sockets to and announce to peers
+    /// (a viewer in its own network namespace needs its own) [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    p2p_bind: Option<std::net::IpAddr>,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -349,6 +353,7 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
             loss: args.loss,
             unreachable: args.unreachable.unwrap_or(0.0),
         },
+        p2p_bind: args.p2p_bind,
         ..RunConfig::default()
     };
     let config = match file.overridden_by(flags).apply(base) {

@@ -152,6 +152,9 @@ pub struct RunConfig {
     pub restart_at: Option<Duration>,
     /// Each viewer's emulated link, drawn from these ranges (all its HTTP and QUIC traffic).
     pub network: Network,
+    /// The address P2P viewers' nodes bind their QUIC sockets to (and announce); default
+    /// 127.0.0.1.
+    pub p2p_bind: Option<std::net::IpAddr>,
 }
 
 /// Default upload rate of slow peers (`--slow-rate`), bytes per second.
@@ -184,6 +187,7 @@ impl Default for RunConfig {
             restart_cmd: None,
             restart_at: None,
             network: Network::default(),
+            p2p_bind: None,
         }
     }
 }
@@ -1420,7 +1424,10 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         // Both cohorts play the node's rendition, so that the comparison is fair.
         rendition = Some(sorted);
         checks.rendition = sorted;
-        let node = node_config(&url, position);
+        let mut node = node_config(&url, position);
+        if let Some(ip) = config.p2p_bind {
+            node.bind = std::net::SocketAddr::new(ip, 0);
+        }
         preflight_node(&node).await?;
         p2p = Some(P2pShared {
             node,
