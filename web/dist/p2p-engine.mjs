@@ -1010,6 +1010,8 @@ var LINK_RETRY_MAX_MS = 6e4;
 var CONNECT_TIMEOUT_MS = 15e3;
 var CONNECT_CHECK_MS = 1e3;
 var LINK_WINDOW = 256 * 1024;
+var MAX_WAITING_UPLOADS = 0;
+var DRAIN_SLACK = 32 * 1024;
 var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
 var LOWER_HEX_642 = /^[0-9a-f]{64}$/;
 var NO_BYTES = new Uint8Array(0);
@@ -1806,7 +1808,7 @@ var NodeCore = class {
     this.summary.failures[cause]++;
     const delta = this.peerDelta(t.peer);
     if (cause === "mismatch") delta.mismatch++;
-    else delta.failed++;
+    else if (cause !== "absent") delta.failed++;
     const l = this.links.get(t.link);
     if (l) {
       l.inFlight = Math.max(0, l.inFlight - 1);
@@ -1920,29 +1922,40 @@ var NodeCore = class {
   // =============================================================================================
   // Uploads: requests answered from the store within the upload policy (opt-out, privacy floor),
   // chunks paced by one token bucket for the whole node (the upload cap) and by each link's window
-  // of unwritten bytes (a slow link does not pile frames up in memory).
+  // of unwritten bytes (a slow link does not pile frames up in memory). Served one after another,
+  // not all at once (an uplink shared by every requester finishes every transfer late): the next
+  // starts once the previous one has drained from its link (DRAIN_SLACK), at most
+  // MAX_WAITING_UPLOADS wait behind it, and a request beyond them is answered Absent at once.
   serve(link, requestId, id, offset, now2) {
     const allowed = this.config.upload && this.listed.length + 1 >= this.config.privacyFloor;
     const s = this.store.get(id);
     const stored = s && offset <= s.bytes.length ? s : null;
     const duplicate = this.uploads.some((u) => u.link === link && u.requestId === requestId);
-    if (!stored || !allowed || duplicate) {
+    const busy = this.uploads.length > MAX_WAITING_UPLOADS;
+    if (!stored || !allowed || duplicate || busy) {
       this.send(link, { type: "absent", request_id: requestId });
       return;
     }
     const bytes = stored.bytes;
     this.send(link, { type: "response", request_id: requestId, size: bytes.length, offset, digest: fromHex(stored.digest) });
-    if (offset < bytes.length) this.uploads.push({ link, requestId, bytes, next: offset });
+    if (offset < bytes.length) this.uploads.push({ link, requestId, bytes, next: offset, started: false });
     this.pumpUploads(now2);
   }
-  /** Sends chunks, one per upload in turn, while the bucket and the links' windows allow. */
+  /**
+   * Sends chunks of the oldest upload while the bucket and its link's window allow; a new upload
+   * starts only once the links of earlier ones have drained.
+   */
   pumpUploads(now2) {
     this.nextUpload = null;
     for (; ; ) {
       let sent = false;
       let i = 0;
-      while (i < this.uploads.length) {
+      while (i < Math.min(this.uploads.length, 1)) {
         const u = this.uploads[i];
+        if (!u.started) {
+          const draining = [...this.links].some(([id, l2]) => id !== u.link && l2.unacked > DRAIN_SLACK);
+          if (draining) return;
+        }
         const start = u.next;
         const end = Math.min(start + RECOMMENDED_CHUNK_LEN, u.bytes.length);
         const l = this.links.get(u.link);
@@ -1959,6 +1972,7 @@ var NodeCore = class {
         const data = this.config.test.lie ? corrupt(chunk) : chunk;
         this.send(u.link, { type: "chunk", request_id: u.requestId, offset: start, data });
         this.summary.uploaded_bytes += end - start;
+        u.started = true;
         sent = true;
         if (end >= u.bytes.length) {
           this.uploads.splice(i, 1);

@@ -1127,3 +1127,49 @@ mod tests {
         out
     }
 }
+
+#[cfg(test)]
+mod tight_uplinks {
+    use super::*;
+
+    /// Offload after the first 10 s, missed deadlines and the failures of 20 playing nodes whose
+    /// uplinks carry `uplink` bytes/s, with 275 kB segments (1.1 Mbit/s).
+    fn swarm(uplink: f64) -> (f64, u64, super::super::Failures) {
+        let world = World {
+            uplink,
+            segment_bytes: 275_000,
+            ..World::default()
+        };
+        let mut sim = Sim::new(world);
+        let nodes: Vec<usize> = (0..20).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+        sim.run_for(Duration::from_secs(60));
+        let (mut p2p, mut all, mut missed) = (0, 0, 0);
+        let mut failures = super::super::Failures::default();
+        for &n in &nodes {
+            let s = sim.summary(n);
+            let (p, a) = bytes_after(&s, Duration::from_secs(10));
+            p2p += p;
+            all += a;
+            missed += s.missed_deadlines;
+            failures.timeout += s.failures.timeout;
+            failures.absent += s.failures.absent;
+        }
+        (p2p as f64 / all as f64, missed, failures)
+    }
+
+    /// A node serves its uploads one after another and says Absent while busy. When every node
+    /// answered every request at once (chunks in turn), a seeder asked by many shared its uplink
+    /// among all of them, every transfer finished late, and this swarm got 7.6% of its bytes from
+    /// peers at 5 MB/s uplinks and 0% at 600 kB/s (4.8 Mbit/s), with every viewer on time only
+    /// thanks to HTTP.
+    #[test]
+    fn uploads_in_turn_keep_a_swarm_with_tight_uplinks_sharing() {
+        let (wide, missed, _) = swarm(5_000_000.0);
+        assert_eq!(missed, 0);
+        assert!(wide >= 0.9, "5 MB/s uplinks: offload {wide:.3}");
+        let (tight, missed, failures) = swarm(600_000.0);
+        eprintln!("offload: {wide:.3} at 5 MB/s, {tight:.3} at 600 kB/s ({failures:?})");
+        assert_eq!(missed, 0, "distribution first: nobody stalls");
+        assert!(tight >= 0.3, "600 kB/s uplinks: offload {tight:.3}");
+    }
+}

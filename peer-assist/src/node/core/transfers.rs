@@ -164,10 +164,12 @@ impl NodeCore {
         }
         self.summary.failures.add(cause);
         let delta = self.peer_delta(&t.peer);
-        if cause == FailureCause::Mismatch {
-            delta.mismatch += 1;
-        } else {
-            delta.failed += 1;
+        match cause {
+            FailureCause::Mismatch => delta.mismatch += 1,
+            // A busy uploader says Absent on purpose (it serves its uploads one after another):
+            // not a failure to report against it.
+            FailureCause::Absent => {}
+            _ => delta.failed += 1,
         }
         if let Some(l) = self.links.get_mut(&t.link) {
             l.in_flight = l.in_flight.saturating_sub(1);

@@ -1,6 +1,13 @@
 //! Serving other peers: requests answered from the store within the upload policy (opt-out,
 //! privacy floor), chunks paced by one token bucket for the whole node (the upload cap) and by
 //! each link's window of unwritten bytes (a slow link does not pile frames up in memory).
+//!
+//! Uploads are served **one after another**, not all at once: an uplink shared by every requester
+//! finishes every transfer late (each requester then gives up at its deadline, and the bytes sent
+//! are wasted), where one served at a time finishes early and its requester can serve the next.
+//! The next upload starts once the previous one has drained from its link
+//! ([`DRAIN_SLACK`]); at most [`MAX_WAITING_UPLOADS`] wait behind it, and a request beyond them is
+//! answered Absent at once, so its requester asks another peer (or HTTP) while there is time.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +18,11 @@ use crate::protocol::frame::{Frame, RECOMMENDED_CHUNK_LEN};
 
 /// Bytes of frames a link may have queued and not yet written before its uploads wait.
 pub const LINK_WINDOW: u64 = 256 * 1024;
+/// Uploads accepted and waiting for the one being sent; a request beyond them is answered Absent.
+pub const MAX_WAITING_UPLOADS: usize = 0;
+/// The next upload starts when no other link holds more than this many unwritten bytes (the
+/// previous upload has all but drained into its transport).
+pub const DRAIN_SLACK: u64 = 32 * 1024;
 
 /// A token bucket in bytes (pure, explicit time).
 #[derive(Debug, Clone)]
@@ -66,6 +78,8 @@ pub(super) struct Upload {
     pub request_id: u32,
     pub bytes: Bytes,
     pub next: usize,
+    /// Its first chunk is sent.
+    pub started: bool,
 }
 
 impl NodeCore {
@@ -88,7 +102,9 @@ impl NodeCore {
             .uploads
             .iter()
             .any(|u| u.link == link && u.request_id == request_id);
-        let (Some((bytes, digest)), true, false) = (stored, allowed, duplicate) else {
+        // Busy: one upload being sent and as many waiting as may.
+        let busy = self.uploads.len() > MAX_WAITING_UPLOADS;
+        let (Some((bytes, digest)), true, false, false) = (stored, allowed, duplicate, busy) else {
             self.send(link, Frame::Absent { request_id });
             return;
         };
@@ -107,18 +123,31 @@ impl NodeCore {
                 request_id,
                 bytes,
                 next: offset as usize,
+                started: false,
             });
         }
         self.pump_uploads(now);
     }
 
-    /// Sends chunks, one per upload in turn, while the bucket and the links' windows allow.
+    /// Sends chunks of the oldest upload while the bucket and its link's window allow; a new
+    /// upload starts only once the links of earlier ones have drained (see the module docs).
     pub(super) fn pump_uploads(&mut self, now: Instant) {
         self.next_upload = None;
         loop {
             let mut sent = false;
             let mut i = 0;
-            while i < self.uploads.len() {
+            // Only the head of the queue is sent.
+            while i < self.uploads.len().min(1) {
+                if !self.uploads[i].started {
+                    let head = self.uploads[i].link;
+                    let draining = self
+                        .links
+                        .iter()
+                        .any(|(id, l)| *id != head && l.unacked > DRAIN_SLACK);
+                    if draining {
+                        return;
+                    }
+                }
                 let (link, request_id, start, end, len) = {
                     let u = &self.uploads[i];
                     let end = (u.next + RECOMMENDED_CHUNK_LEN).min(u.bytes.len());
@@ -153,6 +182,7 @@ impl NodeCore {
                     },
                 );
                 self.summary.uploaded_bytes += (end - start) as u64;
+                self.uploads[i].started = true;
                 sent = true;
                 if end >= len {
                     self.uploads.remove(i);
