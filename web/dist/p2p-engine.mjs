@@ -1012,6 +1012,7 @@ var CONNECT_CHECK_MS = 1e3;
 var LINK_WINDOW = 256 * 1024;
 var MAX_WAITING_UPLOADS = 0;
 var DRAIN_SLACK = 32 * 1024;
+var BUSY_BACKOFF_MS = 250;
 var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
 var LOWER_HEX_642 = /^[0-9a-f]{64}$/;
 var NO_BYTES = new Uint8Array(0);
@@ -1324,7 +1325,8 @@ var NodeCore = class {
           // Only verifiable bytes are worth asking for.
           has: digest !== void 0 && l.has.has(id),
           rate: l.rate,
-          inFlight: l.inFlight,
+          // A busy peer is not a candidate for a new request until its backoff ends.
+          inFlight: l.busyUntil > now2 ? Math.max(l.inFlight, MAX_IN_FLIGHT_PER_PEER) : l.inFlight,
           healthy: !this.banned.has(l.peer)
         };
       });
@@ -1611,7 +1613,7 @@ var NodeCore = class {
     }
     this.retry.delete(peer);
     this.linkOf.set(peer, link);
-    this.links.set(link, { peer, initiated, maxFrame, has: /* @__PURE__ */ new Set(), rate: null, inFlight: 0, unacked: 0 });
+    this.links.set(link, { peer, initiated, maxFrame, has: /* @__PURE__ */ new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0 });
     this.send(link, this.haveFrame(link));
     this.dirty = true;
   }
@@ -1727,6 +1729,7 @@ var NodeCore = class {
         return;
       case "absent": {
         const id = this.transferOf(link, frame.request_id);
+        if (id !== null && l.has.has(id)) l.busyUntil = now2 + BUSY_BACKOFF_MS;
         if (id !== null) this.failTransfer(id, "absent");
         return;
       }
@@ -1812,7 +1815,6 @@ var NodeCore = class {
     const l = this.links.get(t.link);
     if (l) {
       l.inFlight = Math.max(0, l.inFlight - 1);
-      if (cause === "absent") l.has.delete(id);
     }
     this.dirty = true;
   }

@@ -29,7 +29,7 @@
 
 import { HEADER_LEN, MAX_FRAME_LEN, MAX_HAVE_IDS, RECOMMENDED_CHUNK_LEN, encodedLen } from './protocol/frame.js';
 import { utf8Length } from './protocol/signal.js';
-import { DEFAULT_SCHEDULER_CONFIG, MIN_RECHECK_MS, Scheduler, TRANSFER_POLL_MS, WAIT_POLL_MS, updateRate } from './scheduler.js';
+import { DEFAULT_SCHEDULER_CONFIG, MAX_IN_FLIGHT_PER_PEER, MIN_RECHECK_MS, Scheduler, TRANSFER_POLL_MS, WAIT_POLL_MS, updateRate } from './scheduler.js';
 import { compareIds, concatBytes, fromHex, toHex } from './util.js';
 
 /** Have frames go out at most this often (the first change at once). */
@@ -63,6 +63,11 @@ export const MAX_WAITING_UPLOADS = 0;
  * previous upload has all but drained into its transport).
  */
 export const DRAIN_SLACK = 32 * 1024;
+/**
+ * A peer that answered Absent for a segment it advertises is busy (it serves one upload at a
+ * time): it is not asked for anything new for this long.
+ */
+export const BUSY_BACKOFF_MS = 250;
 
 const FAILURE_CAUSES = ['timeout', 'mismatch', 'absent', 'disconnect'];
 const LOWER_HEX_64 = /^[0-9a-f]{64}$/;
@@ -443,7 +448,8 @@ export class NodeCore {
           // Only verifiable bytes are worth asking for.
           has: digest !== undefined && l.has.has(id),
           rate: l.rate,
-          inFlight: l.inFlight,
+          // A busy peer is not a candidate for a new request until its backoff ends.
+          inFlight: l.busyUntil > now ? Math.max(l.inFlight, MAX_IN_FLIGHT_PER_PEER) : l.inFlight,
           healthy: !this.banned.has(l.peer),
         };
       });
@@ -760,7 +766,7 @@ export class NodeCore {
     }
     this.retry.delete(peer);
     this.linkOf.set(peer, link);
-    this.links.set(link, { peer, initiated, maxFrame, has: new Set(), rate: null, inFlight: 0, unacked: 0 });
+    this.links.set(link, { peer, initiated, maxFrame, has: new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0 });
     this.send(link, this.haveFrame(link));
     this.dirty = true;
   }
@@ -886,6 +892,9 @@ export class NodeCore {
         return;
       case 'absent': {
         const id = this.transferOf(link, frame.request_id);
+        // Absent for a segment it advertises: busy (it serves one upload at a time). Keep what it
+        // has; ask it again later.
+        if (id !== null && l.has.has(id)) l.busyUntil = now + BUSY_BACKOFF_MS;
         if (id !== null) this.failTransfer(id, 'absent');
         return;
       }
@@ -982,8 +991,9 @@ export class NodeCore {
     else if (cause !== 'absent') delta.failed++;
     const l = this.links.get(t.link);
     if (l) {
+      // After Absent it still has the segment if it advertises it (it was busy); a Have that no
+      // longer lists it says otherwise.
       l.inFlight = Math.max(0, l.inFlight - 1);
-      if (cause === 'absent') l.has.delete(id);
     }
     this.dirty = true;
   }

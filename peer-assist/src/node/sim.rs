@@ -1157,7 +1157,8 @@ mod tight_uplinks {
         (p2p as f64 / all as f64, missed, failures)
     }
 
-    /// A node serves its uploads one after another and says Absent while busy. When every node
+    /// A node serves its uploads one after another and says Absent while busy; a requester keeps
+    /// a busy peer as a holder and asks it again after a backoff (`BUSY_BACKOFF`). When every node
     /// answered every request at once (chunks in turn), a seeder asked by many shared its uplink
     /// among all of them, every transfer finished late, and this swarm got 7.6% of its bytes from
     /// peers at 5 MB/s uplinks and 0% at 600 kB/s (4.8 Mbit/s), with every viewer on time only
@@ -1170,6 +1171,8 @@ mod tight_uplinks {
         let (tight, missed, failures) = swarm(600_000.0);
         eprintln!("offload: {wide:.3} at 5 MB/s, {tight:.3} at 600 kB/s ({failures:?})");
         assert_eq!(missed, 0, "distribution first: nobody stalls");
-        assert!(tight >= 0.3, "600 kB/s uplinks: offload {tight:.3}");
+        // 39% with uploads in turn alone; 52% once a busy peer is asked again after a backoff
+        // instead of being forgotten as a holder.
+        assert!(tight >= 0.45, "600 kB/s uplinks: offload {tight:.3}");
     }
 }

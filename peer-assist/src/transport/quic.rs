@@ -286,6 +286,8 @@ pub struct QuicTransport {
     identity: QuicIdentity,
     provider: Arc<CryptoProvider>,
     client_transport: Arc<quinn::TransportConfig>,
+    /// The largest send window a connection's may grow to (`QuicTuning::send_window`).
+    send_window: u64,
     local_addr: SocketAddr,
     accepted: Mutex<mpsc::Receiver<PeerLink>>,
     accept_task: JoinHandle<()>,
@@ -376,12 +378,17 @@ impl QuicTransport {
             .local_addr()
             .map_err(|e| LinkError::Io(format!("local address: {e}")))?;
         let (accepted_tx, accepted_rx) = mpsc::channel(ACCEPT_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(endpoint.clone(), accepted_tx));
+        let accept_task = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            accepted_tx,
+            tuning.send_window,
+        ));
         Ok(Self {
             endpoint,
             identity,
             provider,
             client_transport,
+            send_window: tuning.send_window,
             local_addr,
             accepted: Mutex::new(accepted_rx),
             accept_task,
@@ -471,7 +478,7 @@ impl QuicTransport {
         };
         let fingerprint = peer_fingerprint(&conn);
         let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()), fingerprint);
-        tokio::spawn(drive_link(conn, Some((send, recv)), ends));
+        tokio::spawn(drive_link(conn, Some((send, recv)), ends, self.send_window));
         Ok(link)
     }
 
@@ -512,7 +519,11 @@ fn handshake_error(addr: SocketAddr, e: ConnectionError) -> LinkError {
     }
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, accepted: mpsc::Sender<PeerLink>) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    accepted: mpsc::Sender<PeerLink>,
+    send_window: u64,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let accepted = accepted.clone();
         tokio::spawn(async move {
@@ -537,7 +548,7 @@ async fn accept_loop(endpoint: quinn::Endpoint, accepted: mpsc::Sender<PeerLink>
             };
             let fingerprint = peer_fingerprint(&conn);
             let (link, ends) = new_link(RemoteAddr::Socket(conn.remote_address()), fingerprint);
-            tokio::spawn(drive_link(conn, None, ends));
+            tokio::spawn(drive_link(conn, None, ends, send_window));
             // Fails only when the transport is gone; dropping the link then closes it.
             let _ = accepted.send(link).await;
         });
@@ -552,7 +563,12 @@ fn peer_fingerprint(conn: &Connection) -> Option<String> {
 }
 
 /// Serves one link until it is closed, then closes the connection.
-async fn drive_link(conn: Connection, stream: Option<(SendStream, RecvStream)>, ends: LinkEnds) {
+async fn drive_link(
+    conn: Connection,
+    stream: Option<(SendStream, RecvStream)>,
+    ends: LinkEnds,
+    max_window: u64,
+) {
     let LinkEnds {
         outgoing,
         incoming,
@@ -585,7 +601,7 @@ async fn drive_link(conn: Connection, stream: Option<(SendStream, RecvStream)>, 
             }
         }
     };
-    serve_stream(conn, pair, outgoing, incoming, control).await;
+    serve_stream(conn, pair, outgoing, incoming, control, max_window).await;
 }
 
 async fn serve_stream(
@@ -594,8 +610,9 @@ async fn serve_stream(
     outgoing: mpsc::Receiver<Bytes>,
     incoming: mpsc::Sender<Bytes>,
     control: LinkControl,
+    max_window: u64,
 ) {
-    let writing = write_loop(send, outgoing, &control);
+    let writing = write_loop(&conn, send, outgoing, &control, max_window);
     let reading = async {
         if read_loop(recv, incoming, &control).await {
             // Tell the peer we have consumed its whole stream, so it may close the connection
@@ -671,14 +688,30 @@ fn connection_reason(e: &ConnectionError) -> String {
     }
 }
 
+/// The send window follows the congestion window: twice `cwnd`, within these bounds. quinn
+/// accepts writes until the send window is full, so a fixed 8 MiB window would take a whole
+/// segment at once however slow the uplink, and the node, which serves its uploads one after
+/// another, would start the next while the first is still on the wire (every transfer late).
+/// Twice the congestion window keeps what quinn holds near what the path carries, on slow and
+/// fast paths alike.
+const MIN_SEND_WINDOW: u64 = 64 * 1024;
+
 /// Writes queued frames until the senders are gone or the link drains, then finishes the stream
-/// and waits until the peer has received everything.
+/// and waits until the peer has received everything. The connection's send window follows its
+/// congestion window (at most `max_window`, the configured one).
 async fn write_loop(
+    conn: &Connection,
     mut send: SendStream,
     mut outgoing: mpsc::Receiver<Bytes>,
     control: &LinkControl,
+    max_window: u64,
 ) {
     while let Some(frame) = super::next_outgoing(&mut outgoing, control).await {
+        let cwnd = conn.stats().path.cwnd;
+        conn.set_send_window(
+            cwnd.saturating_mul(2)
+                .clamp(MIN_SEND_WINDOW, max_window.max(MIN_SEND_WINDOW)),
+        );
         if !write_frame(&mut send, frame, control).await {
             return;
         }

@@ -46,6 +46,9 @@ pub(super) struct Link {
     pub in_flight: usize,
     /// Bytes of frames queued on it that the driver has not reported written yet.
     pub unacked: u64,
+    /// It answered Absent for a segment it advertises (busy with another upload): not asked for
+    /// anything new before this.
+    pub busy_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,6 +225,7 @@ impl NodeCore {
                 has: HashSet::new(),
                 rate: None,
                 in_flight: 0,
+                busy_until: None,
                 unacked: 0,
             },
         );

@@ -859,7 +859,12 @@ impl NodeCore {
                     // Only verifiable bytes are worth asking for.
                     has: digest.is_some() && link.has.contains(&id),
                     rate: link.rate,
-                    in_flight: link.in_flight,
+                    // A busy peer is not a candidate for a new request until its backoff ends.
+                    in_flight: if link.busy_until.is_some_and(|t| t > now) {
+                        link.in_flight.max(crate::scheduler::MAX_IN_FLIGHT_PER_PEER)
+                    } else {
+                        link.in_flight
+                    },
                     healthy: !self.banned.contains(&link.peer),
                 })
                 .collect();

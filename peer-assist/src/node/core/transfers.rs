@@ -7,7 +7,7 @@
 //! rest and verified as a whole; if the whole does not match, the peer lied and the segment is
 //! fetched whole over HTTP.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -18,6 +18,10 @@ use crate::node::Source;
 use crate::protocol::frame::Frame;
 use crate::protocol::signal::FailureCause;
 use crate::scheduler::update_rate;
+
+/// A peer that answered Absent for a segment it advertises is busy (it serves one upload at a
+/// time): it is not asked for anything new for this long.
+pub const BUSY_BACKOFF: Duration = Duration::from_millis(250);
 
 impl NodeCore {
     pub(super) fn on_frame(&mut self, link: LinkId, frame: Frame, now: Instant) {
@@ -43,6 +47,12 @@ impl NodeCore {
             }
             Frame::Absent { request_id } => {
                 if let Some(id) = self.transfer_of(link, request_id) {
+                    // Absent for a segment it advertises: busy (it serves one upload at a time).
+                    // Keep what it has; ask it again later.
+                    let busy = self.links.get_mut(&link).filter(|l| l.has.contains(&id));
+                    if let Some(l) = busy {
+                        l.busy_until = Some(now + BUSY_BACKOFF);
+                    }
                     self.fail_transfer(&id, FailureCause::Absent);
                 }
             }
@@ -172,10 +182,9 @@ impl NodeCore {
             _ => delta.failed += 1,
         }
         if let Some(l) = self.links.get_mut(&t.link) {
+            // After Absent it still has the segment if it advertises it (it was busy); a Have
+            // that no longer lists it says otherwise.
             l.in_flight = l.in_flight.saturating_sub(1);
-            if cause == FailureCause::Absent {
-                l.has.remove(id);
-            }
         }
         self.dirty = true;
     }
