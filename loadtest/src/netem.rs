@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use peer_assist::net::link::Dice;
 use peer_assist::net::LinkProfile;
 use serde::Serialize;
 
@@ -117,15 +118,13 @@ fn serialize_ms_span<S: serde::Serializer>(
     .serialize(s)
 }
 
-/// SplitMix64, keyed by the viewer and the quantity drawn.
+/// A number in [0, 1), keyed by the run's seed, the viewer and the quantity drawn.
 fn unit(seed: u64, viewer: usize, what: u64) -> f64 {
-    let mut z = seed
-        ^ (viewer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ what.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
+    Dice::new(
+        seed ^ (viewer as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ what.wrapping_mul(0xD1B5_4A32_D192_ED03),
+    )
+    .unit()
 }
 
 impl Network {

@@ -31,6 +31,8 @@ pub struct ShapedStream {
     pending: VecDeque<(Instant, Bytes)>,
     eof: bool,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Where the socket is read into (allocated once, with the link).
+    scratch: Vec<u8>,
 }
 
 impl ShapedStream {
@@ -41,6 +43,7 @@ impl ShapedStream {
             pending: VecDeque::new(),
             eof: false,
             sleep: None,
+            scratch: Vec::new(),
         }
     }
 }
@@ -56,18 +59,20 @@ impl AsyncRead for ShapedStream {
             return Pin::new(&mut this.inner).poll_read(cx, buf);
         };
         // Take in everything the socket has now, stamping each chunk with its delivery time.
+        if this.scratch.is_empty() {
+            this.scratch = vec![0u8; CHUNK];
+        }
         while !this.eof {
-            let mut chunk = vec![0u8; CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
+            let mut read = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
                 Poll::Ready(Ok(())) => {
                     let n = read.filled().len();
                     if n == 0 {
                         this.eof = true;
                     } else {
-                        chunk.truncate(n);
+                        let chunk = Bytes::copy_from_slice(read.filled());
                         let at = link.receive_stream(Instant::now(), n);
-                        this.pending.push_back((at, Bytes::from(chunk)));
+                        this.pending.push_back((at, chunk));
                     }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

@@ -1157,6 +1157,40 @@ mod tight_uplinks {
         (p2p as f64 / all as f64, missed, failures)
     }
 
+    /// Not a check, a measurement (docs/BENCHMARKS.md, "Why it still collapses at scale"):
+    /// offload and who uploads, in swarms of 20 and 100 playing nodes with 1 MB/s uplinks and
+    /// 40 ms links. `cargo test --release -p peer-assist --lib swarm_scale -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn swarm_scale() {
+        for n in [20usize, 100] {
+            let world = World {
+                uplink: 1_000_000.0,
+                segment_bytes: 275_000,
+                link_latency: Duration::from_millis(40),
+                ..World::default()
+            };
+            let mut sim = Sim::new(world);
+            let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+            sim.run_for(Duration::from_secs(40));
+            let (mut p2p, mut all, mut timeouts) = (0, 0, 0);
+            let mut uploaded_mb = Vec::new();
+            for &k in &nodes {
+                let s = sim.summary(k);
+                let (p, a) = bytes_after(&s, Duration::from_secs(10));
+                p2p += p;
+                all += a;
+                timeouts += s.failures.timeout;
+                uploaded_mb.push(s.uploaded_bytes / 1_000_000);
+            }
+            let uploaders = uploaded_mb.iter().filter(|&&m| m > 0).count();
+            eprintln!(
+                "{n} nodes: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded; MB uploaded in join order: {uploaded_mb:?}",
+                p2p as f64 / all as f64
+            );
+        }
+    }
+
     /// A node serves its uploads one after another and says Absent while busy; a requester keeps
     /// a busy peer as a holder and asks it again after a backoff (`BUSY_BACKOFF`). When every node
     /// answered every request at once (chunks in turn), a seeder asked by many shared its uplink
