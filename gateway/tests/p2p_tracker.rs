@@ -384,7 +384,7 @@ fn report(peers: Value, p2p_bytes: u64) -> String {
 }
 
 /// One client's reports can neither get honest peers delisted (not even in another swarm) nor
-/// inflate the offload counters; a clique praising itself gets at most half of a newcomer's list.
+/// inflate the offload counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_single_client_can_ban_eclipse_or_inflate() {
     let (_origin, gw) = setup(|c| c.p2p.peers_returned = 8).await;
@@ -425,32 +425,9 @@ async fn no_single_client_can_ban_eclipse_or_inflate() {
     let counted = gw.metric("p2p_reported_bytes_total{source=\"peer\"}").await;
     assert!(counted < 1e12, "{counted} bytes counted from one report");
 
-    // Eight colluders praise one another with huge counts.
-    let mut clique = Vec::new();
-    for _ in 0..8 {
-        clique.push(member(&gw, 0).await);
-    }
-    let ids: Vec<String> = clique.iter().map(|(_, id)| id.clone()).collect();
-    for (ws, me) in &mut clique {
-        let praise: Vec<Value> = ids
-            .iter()
-            .filter(|id| *id != me)
-            .map(|id| json!({"peer_id": id, "ok": 1_000_000, "failed": 0, "mismatch": 0, "bytes": 1}))
-            .collect();
-        ws.send(Message::text(report(Value::Array(praise), 0)))
-            .await
-            .unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (mut late, _) = member(&gw, 0).await;
-    let list = latest_list(&mut late).await;
-    let colluders = list.iter().filter(|id| ids.contains(id)).count();
-    assert!(
-        colluders <= 4,
-        "{colluders} of the 8 slots went to the clique: {list:?}"
-    );
-    let honest_listed = honest.iter().filter(|(_, id)| list.contains(id)).count();
-    assert!(honest_listed >= 4, "{list:?}");
+    // How little praise earns (vouched peers fill at most half of a short list, and never
+    // change a member's mesh neighbours) is checked on the registry itself:
+    // `a_short_list_is_filled_with_vouched_peers_first_but_never_more_than_half`.
 }
 
 /// A WebSocket URL for `stream`, percent-encoded as a query value.
@@ -697,8 +674,9 @@ async fn the_501st_viewer_is_sent_to_the_next_shard_and_matched_there() {
 }
 
 /// 400 members and 428 joins: each joiner gets its list, and a member gets a new one only when
-/// its own list changed, at most once a second — not a full list to every member on every join
-/// (which would be 342,400 pushes).
+/// its own list changed (a join or leave changes the lists of its mesh neighbours, about K), at
+/// most once a second — not a full list to every member on every join (which would be 342,400
+/// pushes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
     let (_origin, gw) = setup(|c| c.p2p.max_peers_per_address = 1_000).await;
@@ -706,7 +684,8 @@ async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
     for _ in 0..400 {
         let (ws, welcome) = join_spelled(&gw, "/s/master.m3u8").await;
         assert_eq!(welcome["type"], "welcome");
-        members.push(ws);
+        let id = welcome["peer_id"].as_str().unwrap().to_owned();
+        members.push((id, ws));
     }
     for _ in 0..28 {
         let (ws, _, _, _) = join_timed(&gw).await;
@@ -719,12 +698,13 @@ async fn peer_list_pushes_grow_with_joins_not_with_joins_times_members() {
         pushed >= 428.0,
         "every joiner gets its first list: {pushed}"
     );
-    assert!(pushed <= 428.0 + 40.0, "{pushed} peer lists pushed");
-    // A member still learns what changed for it: the most senior peer leaves, every member that
-    // was given it gets one new list without it.
+    assert!(pushed <= 3.0 * 428.0, "{pushed} peer lists pushed");
+    // A member still learns what changed for it: a peer on its list leaves, and it gets a new
+    // list without it.
     let (mut newest, _, list, _) = join_timed(&gw).await;
     let senior = list[0].clone();
-    members.remove(0).close(None).await.unwrap();
+    let at = members.iter().position(|(id, _)| *id == senior).unwrap();
+    members.remove(at).1.close(None).await.unwrap();
     let mut updated = Vec::new();
     for _ in 0..10 {
         match next(&mut newest).await {

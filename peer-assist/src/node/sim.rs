@@ -1,6 +1,7 @@
 //! Many node cores wired together on virtual time: a gateway that publishes a live stream on a fixed
-//! schedule (playlist, digests, HTTP with a latency and a rate), a tracker that lists every peer in
-//! join order, and links with a latency and each node's uplink rate. Everything is deterministic,
+//! schedule (playlist, digests, HTTP with a latency and a rate), the gateway's own tracker registry
+//! choosing whom to list to whom (its mesh, its pacing), and links with a latency and each node's
+//! uplink rate. Everything is deterministic,
 //! so swarm behaviour (liars, peers killed mid-transfer, slow peers, seeder rotation) is tested in
 //! milliseconds.
 
@@ -15,8 +16,10 @@ use super::http::HttpError;
 use super::{NodeConfig, Source, Summary, TestBehaviour};
 use crate::hls::{ListedSegment, SegmentList};
 use crate::protocol::signal::{
-    ClientMessage, DigestEntry, PeerInfo, Report, ServerMessage, Transport,
+    ClientMessage, DigestEntry, PeerInfo, QuicAddress, Report, ServerMessage, Transport,
 };
+use crate::tracker::registry::Member;
+use crate::tracker::{Registry, SwarmKey, TrackerConfig};
 
 /// The simulated live stream and network.
 #[derive(Debug, Clone)]
@@ -91,6 +94,8 @@ enum Event {
     Input(usize, Input),
     /// The gateway publishes segment `n`.
     Publish(u64),
+    /// The tracker sends the peer lists that are due.
+    Lists,
 }
 
 struct SimNode {
@@ -130,11 +135,17 @@ pub struct Sim {
     /// The node whose steps are recorded, and its steps.
     recorded: Option<usize>,
     steps: Vec<Step>,
+    tracker: Registry,
+    swarm: SwarmKey,
+    /// When an [`Event::Lists`] is queued for.
+    lists_at: Option<Instant>,
 }
 
 impl Sim {
     pub fn new(world: World) -> Self {
         let t0 = Instant::now() + Duration::from_secs(3600);
+        let tracker = Registry::new(TrackerConfig::default());
+        let swarm = tracker.swarm_key(PLAYLIST, None, 0);
         let mut sim = Self {
             world,
             t0,
@@ -146,6 +157,9 @@ impl Sim {
             published: None,
             recorded: None,
             steps: Vec::new(),
+            tracker,
+            swarm,
+            lists_at: None,
         };
         // A live stream that has been running for a while: the first window is there at once.
         sim.published = Some(sim.world.window - 1);
@@ -256,34 +270,60 @@ impl Sim {
         self.feed(index, Some(Input::Signal(welcome)));
         let digests = self.digest_window();
         self.input(now, index, Input::Signal(digests));
-        self.announce();
+        self.track(index);
         index
     }
 
-    /// The tracker's full peer list to every live peer (each without itself), in join order.
-    fn announce(&mut self) {
-        let listed: Vec<PeerInfo> = self
-            .nodes
-            .iter()
-            .filter(|n| n.alive)
-            .map(|n| PeerInfo {
-                peer_id: n.core.me().to_owned(),
-                region: None,
-                transports: vec![Transport::Quic],
-                quic: Some(crate::protocol::signal::QuicAddress {
-                    addr: "127.0.0.1:1".into(),
-                    fingerprint: SIM_FINGERPRINT.to_owned(),
-                }),
-            })
-            .collect();
+    /// Node `i` joins the tracker under its current id and gets its first list; the lists this
+    /// changed go out as the tracker paces them.
+    fn track(&mut self, i: usize) {
+        let me = self.nodes[i].core.me().to_owned();
+        let member = Member {
+            id: me.clone(),
+            swarm: self.swarm.clone(),
+            region: None,
+            transports: vec![Transport::Quic],
+            quic: Some(QuicAddress {
+                addr: "127.0.0.1:1".into(),
+                fingerprint: SIM_FINGERPRINT.to_owned(),
+            }),
+            upload: true,
+            joined: 0,
+            reputation: Default::default(),
+            address: None,
+            listed: Vec::new(),
+            listed_at: None,
+        };
         let now = self.now;
-        for i in 0..self.nodes.len() {
-            if !self.nodes[i].alive {
-                continue;
-            }
-            let me = self.nodes[i].core.me().to_owned();
-            let peers = listed.iter().filter(|p| p.peer_id != me).cloned().collect();
+        if self.tracker.join(member, self.swarm.clone()).is_ok() {
+            let peers = self.tracker.first_list(&me, now);
             self.input(now, i, Input::Signal(ServerMessage::Peers { peers }));
+        }
+        self.send_lists();
+    }
+
+    /// Node `i` leaves the tracker.
+    fn untrack(&mut self, i: usize) {
+        let me = self.nodes[i].core.me().to_owned();
+        self.tracker.leave(&me);
+        self.send_lists();
+    }
+
+    /// The lists due now, to their nodes; the next look is queued.
+    fn send_lists(&mut self) {
+        let now = self.now;
+        let (due, next) = self.tracker.due_lists(now);
+        for (id, peers) in due {
+            let node = self.nodes.iter().position(|n| n.alive && n.core.me() == id);
+            if let Some(j) = node {
+                self.input(now, j, Input::Signal(ServerMessage::Peers { peers }));
+            }
+        }
+        if let Some(at) = next {
+            if self.lists_at.is_none_or(|queued| queued > at) {
+                self.lists_at = Some(at);
+                self.schedule(at, Event::Lists);
+            }
         }
     }
 
@@ -333,6 +373,7 @@ impl Sim {
 
     /// A peer's tracker session starts over under a new id (a reconnect).
     pub fn rejoin(&mut self, node: usize) {
+        self.untrack(node);
         let me = format!("{}r", self.nodes[node].core.me());
         let welcome = ServerMessage::Welcome {
             v: 1,
@@ -342,13 +383,14 @@ impl Sim {
             max_peers: 8,
         };
         self.feed(node, Some(Input::Signal(welcome)));
-        self.announce();
+        self.track(node);
     }
 
     /// A peer dies: no leave, its links break.
     pub fn kill(&mut self, node: usize) {
         let now = self.now;
         let summary = self.nodes[node].core.summary(now);
+        self.untrack(node);
         let n = &mut self.nodes[node];
         n.alive = false;
         n.summary = Some(summary);
@@ -358,7 +400,6 @@ impl Sim {
             self.nodes[remote].links.remove(&remote_link);
             self.input(at, remote, Input::LinkDown { link: remote_link });
         }
-        self.announce();
     }
 
     /// A peer leaves properly.
@@ -367,8 +408,8 @@ impl Sim {
         self.feed(node, Some(Input::Stop));
         let summary = self.nodes[node].core.summary(now);
         self.nodes[node].summary = Some(summary);
+        self.untrack(node);
         self.nodes[node].alive = false;
-        self.announce();
     }
 
     /// The summary of a node (at its end, or now).
@@ -480,6 +521,10 @@ impl Sim {
                     }
                 }
                 self.schedule(now + self.world.segment_duration, Event::Publish(n + 1));
+            }
+            Event::Lists => {
+                self.lists_at = None;
+                self.send_lists();
             }
         }
     }
@@ -1183,6 +1228,11 @@ mod tight_uplinks {
                 timeouts += s.failures.timeout;
                 uploaded_mb.push(s.uploaded_bytes / 1_000_000);
             }
+            let http_segments: Vec<u64> = nodes
+                .iter()
+                .map(|&k| sim.summary(k).http_segments)
+                .collect();
+            eprintln!("http segments in join order: {http_segments:?}");
             let uploaders = uploaded_mb.iter().filter(|&&m| m > 0).count();
             eprintln!(
                 "{n} nodes: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded; MB uploaded in join order: {uploaded_mb:?}",

@@ -25,7 +25,7 @@
 //! mismatch, or failing most transfers) and [`MIN_VOUCHING`] to promote one. No single client can
 //! get an honest peer excluded, and a clique praising itself gets at most half of a list.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -333,6 +333,9 @@ pub struct Registry {
     urgent: HashSet<String>,
     /// Peer lists computed and pushed (for tests and metrics).
     lists_pushed: u64,
+    /// The mesh of each shard: member → its neighbours, symmetric, at most `peers_returned`
+    /// each (see [`Registry::matches`]).
+    mesh: HashMap<String, BTreeSet<String>>,
 }
 
 impl Registry {
@@ -395,8 +398,9 @@ impl Registry {
             .entry(shard.clone())
             .or_default()
             .push(member.id.clone());
-        self.mark_for_newcomer(&member);
-        self.members.insert(member.id.clone(), member);
+        let id = member.id.clone();
+        self.members.insert(id.clone(), member);
+        self.mesh_join(&id);
         Ok(shard)
     }
 
@@ -425,36 +429,167 @@ impl Registry {
         Ok(swarm.clone())
     }
 
-    /// Marks the members of the newcomer's shard whose list it could enter: lists with room, and
-    /// lists holding peers of another region when it is of the member's region. (A newcomer is
-    /// the most junior and vouched for by nobody, so it displaces nobody else.)
-    fn mark_for_newcomer(&mut self, newcomer: &Member) {
+    /// Whether `a` and `b` may be neighbours: two members of one shard with a transport in
+    /// common, neither excluded.
+    fn meshable(&self, a: &Member, b: &Member) -> bool {
+        let min = self.config.min_score;
+        a.id != b.id
+            && a.swarm == b.swarm
+            && a.transports.iter().any(|t| b.transports.contains(t))
+            && !a.reputation.excluded(min)
+            && !b.reputation.excluded(min)
+    }
+
+    fn degree(&self, id: &str) -> usize {
+        self.mesh.get(id).map_or(0, BTreeSet::len)
+    }
+
+    fn adjacent(&self, a: &str, b: &str) -> bool {
+        self.mesh.get(a).is_some_and(|n| n.contains(b))
+    }
+
+    fn connect(&mut self, a: &str, b: &str) {
+        self.mesh
+            .entry(a.to_owned())
+            .or_default()
+            .insert(b.to_owned());
+        self.mesh
+            .entry(b.to_owned())
+            .or_default()
+            .insert(a.to_owned());
+    }
+
+    fn disconnect(&mut self, a: &str, b: &str) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(n) = self.mesh.get_mut(x) {
+                n.remove(y);
+                if n.is_empty() {
+                    self.mesh.remove(x);
+                }
+            }
+        }
+    }
+
+    /// A member whose neighbours changed gets a new list: at once (`urgent`) when it gained the
+    /// newcomer that is dialling it now, else paced. A member not sent a first list yet needs
+    /// nothing.
+    fn mark(&mut self, id: &str, urgent: bool) {
+        if self.members.get(id).is_some_and(|m| m.listed_at.is_some()) {
+            self.pending.insert(id.to_owned());
+            if urgent {
+                self.urgent.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Puts a member into its shard's mesh. It takes members with room first (same region
+    /// first, then the fewest neighbours, then a per-pair hash, so nobody is everyone's
+    /// neighbour); when nobody has room it splices itself into edges: `y – z` becomes
+    /// `y – id – z`, which leaves y and z as many neighbours as before. About
+    /// `peers_returned` members get a new list, whatever the size of the shard.
+    fn mesh_join(&mut self, id: &str) {
         let k = self.config.peers_returned;
-        let Some(ids) = self.swarms.get(&newcomer.swarm) else {
+        let Some(me) = self.members.get(id) else {
             return;
         };
-        for id in ids {
-            let Some(m) = self.members.get(id) else {
+        let region = |m: &Member| m.region.is_some() && m.region == me.region;
+        // Members with room (usually few), and the full ones in the order they are tried: only
+        // the first few of those are ever used, so only they are sorted out of the shard.
+        let mut with_room: Vec<(bool, usize, u64, &str)> = Vec::new();
+        let mut full: Vec<(bool, u64, &str)> = Vec::new();
+        for m in self
+            .swarm_members(&me.swarm)
+            .iter()
+            .filter_map(|p| self.members.get(p))
+            .filter(|m| self.meshable(me, m))
+        {
+            let degree = self.degree(&m.id);
+            if degree < k {
+                with_room.push((!region(m), degree, pair_hash(id, &m.id), &m.id));
+            } else {
+                full.push((!region(m), pair_hash(id, &m.id), &m.id));
+            }
+        }
+        with_room.sort_unstable();
+        let tries = (2 * k).min(full.len());
+        if tries > 0 && tries < full.len() {
+            full.select_nth_unstable(tries - 1);
+            full.truncate(tries);
+        }
+        full.sort_unstable();
+        let with_room: Vec<String> = with_room.into_iter().map(|c| c.3.to_owned()).collect();
+        let full: Vec<String> = full.into_iter().map(|c| c.2.to_owned()).collect();
+        for other in with_room {
+            if self.degree(id) >= k {
+                break;
+            }
+            self.connect(id, &other);
+            self.mark(&other, true);
+        }
+        for y in full {
+            if self.degree(id) + 2 > k {
+                break;
+            }
+            if self.adjacent(id, &y) {
+                continue;
+            }
+            let Some(me) = self.members.get(id) else {
+                return;
+            };
+            // The neighbour of y to splice out: one that may be ours too, by hash.
+            let z: Option<String> = self
+                .mesh
+                .get(&y)
+                .into_iter()
+                .flatten()
+                .filter(|z| z.as_str() != id && !self.adjacent(id, z))
+                .filter(|z| self.members.get(*z).is_some_and(|m| self.meshable(me, m)))
+                .min_by_key(|z| pair_hash(id, z))
+                .cloned();
+            let Some(z) = z else {
                 continue;
             };
-            if m.id == newcomer.id || m.listed_at.is_none() {
-                continue;
+            self.disconnect(&y, &z);
+            self.connect(id, &y);
+            self.connect(id, &z);
+            self.mark(&y, false);
+            self.mark(&z, false);
+        }
+    }
+
+    /// Takes a member out of the mesh (it left or is excluded) and pairs up the neighbours it
+    /// leaves behind, so that they keep their degree where they can.
+    fn mesh_remove(&mut self, id: &str) {
+        let k = self.config.peers_returned;
+        let Some(neighbours) = self.mesh.remove(id) else {
+            return;
+        };
+        let mut left: Vec<String> = neighbours.into_iter().collect();
+        for n in &left {
+            if let Some(set) = self.mesh.get_mut(n) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.mesh.remove(n);
+                }
             }
-            if !m.transports.iter().any(|t| newcomer.transports.contains(t)) {
-                continue;
-            }
-            let same_region = newcomer.region.is_some() && newcomer.region == m.region;
-            let could_enter = m.listed.len() < k
-                || (same_region
-                    && m.listed.iter().any(|p| {
-                        self.members
-                            .get(p)
-                            .is_none_or(|p| p.region != newcomer.region)
-                    }));
-            if could_enter {
-                self.pending.insert(id.clone());
-                if m.listed.len() < k {
-                    self.urgent.insert(id.clone());
+        }
+        left.sort_by_key(|n| pair_hash(id, n));
+        for (i, a) in left.iter().enumerate() {
+            for b in &left[i + 1..] {
+                if self.degree(a) >= k {
+                    break;
+                }
+                if self.degree(b) >= k || self.adjacent(a, b) {
+                    continue;
+                }
+                let ok = match (self.members.get(a), self.members.get(b)) {
+                    (Some(ma), Some(mb)) => self.meshable(ma, mb),
+                    _ => false,
+                };
+                if ok {
+                    self.connect(a, b);
+                    self.mark(a, false);
+                    self.mark(b, false);
                 }
             }
         }
@@ -462,6 +597,7 @@ impl Registry {
 
     /// Removes a peer; returns its swarm. Members that were given it are marked for a new list.
     pub fn leave(&mut self, id: &str) -> Option<SwarmKey> {
+        self.mesh_remove(id);
         let member = self.members.remove(id)?;
         self.introduced.remove(id);
         self.pending.remove(id);
@@ -589,41 +725,69 @@ impl Registry {
     }
 
     /// Up to K peers for `id`: same swarm, not excluded, not itself, at least one transport in
-    /// common; same region first; peers [`MIN_VOUCHING`] others vouch for take up to half the
-    /// list, the rest go by seniority (the longest-standing hold the most segments).
+    /// common. In a shard of at most K such peers, all of them. In a bigger one, its mesh
+    /// neighbours: the mesh is symmetric (a peer is listed by the peers it is given, so both ends
+    /// expect the link) and spread (each peer is the neighbour of about K others), so that every
+    /// peer uploads a share instead of the K most senior uploading to everybody. A list the mesh
+    /// leaves short is filled with peers [`MIN_VOUCHING`] others vouch for (up to half the list),
+    /// then with others by a per-pair hash. Listed in order: same region first, then seniority.
     pub fn matches(&self, id: &str) -> Vec<PeerInfo> {
         let Some(me) = self.members.get(id) else {
             return Vec::new();
         };
         let min = self.config.min_score;
-        let mut candidates: Vec<&Member> = self
-            .swarm_members(&me.swarm)
-            .iter()
-            .filter(|p| p.as_str() != id)
-            .filter_map(|p| self.members.get(p))
-            .filter(|m| !m.reputation.excluded(min))
-            .filter(|m| m.transports.iter().any(|t| me.transports.contains(t)))
-            .collect();
-        let region = |m: &Member| m.region.is_some() && m.region == me.region;
-        candidates.sort_by(|a, b| region(b).cmp(&region(a)).then(a.joined.cmp(&b.joined)));
+        let eligible = |m: &&Member| {
+            m.id != id
+                && !m.reputation.excluded(min)
+                && m.transports.iter().any(|t| me.transports.contains(t))
+        };
         let k = self.config.peers_returned;
-        let promoted_slots = k / 2;
-        let mut chosen: Vec<&Member> = candidates
+        let shard = self.swarm_members(&me.swarm);
+        let mut candidates = shard
             .iter()
-            .filter(|m| m.reputation.promoted(min))
-            .take(promoted_slots)
-            .copied()
-            .collect();
-        for m in &candidates {
-            if chosen.len() >= k {
-                break;
-            }
-            if !chosen.iter().any(|c| c.id == m.id) {
-                chosen.push(m);
+            .filter_map(|p| self.members.get(p))
+            .filter(eligible);
+        let mut chosen: Vec<&Member> = candidates.by_ref().take(k + 1).collect();
+        if chosen.len() > k {
+            // A big shard: the mesh neighbours, and a fill if they are short.
+            chosen = self
+                .neighbours(id)
+                .filter_map(|p| self.members.get(p))
+                .filter(|m| m.swarm == me.swarm)
+                .filter(eligible)
+                .take(k)
+                .collect();
+            if chosen.len() < k {
+                let mut rest: Vec<&Member> = shard
+                    .iter()
+                    .filter_map(|p| self.members.get(p))
+                    .filter(eligible)
+                    .filter(|m| !self.adjacent(id, &m.id))
+                    .collect();
+                rest.sort_by_key(|m| (!m.reputation.promoted(min), pair_hash(id, &m.id)));
+                let mut promoted = 0;
+                for m in rest {
+                    if chosen.len() >= k {
+                        break;
+                    }
+                    if m.reputation.promoted(min) {
+                        if promoted >= k / 2 {
+                            continue;
+                        }
+                        promoted += 1;
+                    }
+                    chosen.push(m);
+                }
             }
         }
+        let region = |m: &Member| m.region.is_some() && m.region == me.region;
         chosen.sort_by(|a, b| region(b).cmp(&region(a)).then(a.joined.cmp(&b.joined)));
         chosen.into_iter().map(Member::info).collect()
+    }
+
+    /// The mesh neighbours of a member (for status pages and tests).
+    pub fn neighbours(&self, id: &str) -> impl Iterator<Item = &str> {
+        self.mesh.get(id).into_iter().flatten().map(String::as_str)
     }
 
     /// Remembers that `id` was introduced to `peers` (called with every list it is sent).
@@ -678,9 +842,30 @@ impl Registry {
             if before != after && !changed.contains(&peer.swarm) {
                 changed.push(peer.swarm.clone());
             }
+            if before.0 != after.0 {
+                // Excluded: out of the mesh, its neighbours paired up; cleared: back in.
+                if after.0 {
+                    self.mesh_remove(&outcome.peer_id);
+                } else {
+                    self.mesh_join(&outcome.peer_id);
+                }
+            }
         }
         (changed, ignored)
     }
+}
+
+/// A hash of an unordered pair of ids (FNV-1a over both, smaller first): the order in which the
+/// mesh tries candidates, the same for both ends and different for every pair, so no peer is
+/// everybody's first choice. Ids are the tracker's own random ones, so clients cannot steer it.
+fn pair_hash(a: &str, b: &str) -> u64 {
+    let (x, y) = if a <= b { (a, b) } else { (b, a) };
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in x.bytes().chain([0xff]).chain(y.bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// A token bucket limiting the signalling messages of one connection.
@@ -826,7 +1011,7 @@ mod tests {
     }
 
     #[test]
-    fn at_most_k_by_seniority_vouched_peers_first_but_never_more_than_half() {
+    fn a_short_list_is_filled_with_vouched_peers_first_but_never_more_than_half() {
         let mut r = registry(4);
         let s = r.swarm_key("/s", None, 0);
         let all = ["a", "b", "c", "d", "e", "f", "g", "h"];
@@ -834,7 +1019,25 @@ mod tests {
             r.join(member(id, None), s.clone()).unwrap();
         }
         introduce_all(&mut r, &all);
-        assert_eq!(ids(&r.matches("a")), ["b", "c", "d", "e"], "seniority");
+        let mesh: Vec<String> = r.neighbours("a").map(str::to_owned).collect();
+        assert_eq!(mesh.len(), 4);
+        // A member that is not a's neighbour, and its full list.
+        let other = all
+            .iter()
+            .find(|id| **id != "a" && !mesh.iter().any(|m| m == *id))
+            .copied()
+            .unwrap();
+        assert_eq!(r.neighbours(other).count(), 4);
+        let other_before = r.matches(other);
+        let mut listed: Vec<String> = ids(&r.matches("a")).iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, mesh, "a full mesh list is the mesh neighbours");
+        // A list the mesh leaves short (here: all of a's edges gone) is filled.
+        for n in &mesh {
+            r.disconnect("a", n);
+        }
+        let by_hash = r.matches("a");
+        assert_eq!(by_hash.len(), 4);
         // A clique (f, g, h) praising one another: two voices each are not enough...
         for (reporter, subject) in [
             ("f", "g"),
@@ -846,11 +1049,29 @@ mod tests {
         ] {
             r.ingest(reporter, &[outcome(subject, 900, 0, 0)]);
         }
-        assert_eq!(ids(&r.matches("a")), ["b", "c", "d", "e"]);
-        // ... a third (e) makes g and h vouched for: they take half of a's list, no more.
-        r.ingest("e", &[outcome("h", 1, 0, 0), outcome("g", 1, 0, 0)]);
+        assert_eq!(r.matches("a"), by_hash);
+        // ... a third (e) makes f, g and h vouched for: two of them fill half of a's list, no
+        // more.
+        r.ingest(
+            "e",
+            &[
+                outcome("h", 1, 0, 0),
+                outcome("g", 1, 0, 0),
+                outcome("f", 1, 0, 0),
+            ],
+        );
+        assert_eq!(
+            r.matches(other),
+            other_before,
+            "praise never moves the mesh"
+        );
         let list = r.matches("a");
-        assert_eq!(ids(&list), ["b", "c", "g", "h"], "{list:?}");
+        let vouched = ids(&list)
+            .iter()
+            .filter(|id| ["f", "g", "h"].contains(id))
+            .count();
+        assert_eq!(list.len(), 4);
+        assert_eq!(vouched, 2, "{list:?}");
     }
 
     #[test]
@@ -1126,54 +1347,113 @@ mod tests {
         pushed += r.due_lists(now).0.len() as u64;
         assert_eq!(r.pending_lists(), 0);
         assert_eq!(pushed, r.lists_pushed());
-        // 428 first lists; the first 9 members' lists filled up as the swarm grew, one push per
-        // newcomer while they had room (8 + 7 + ... + 1 = 36: a newcomer dials at once, so the
-        // peers it dials must know it); nobody else's list changed.
-        assert!(pushed <= 428 + 36, "{pushed} pushes");
-        // Every full list is of the 8 most senior peers.
-        assert_eq!(
-            ids(&r.matches("p399")),
-            ["p000", "p001", "p002", "p003", "p004", "p005", "p006", "p007"]
-        );
+        // 428 first lists, and each join or leave changed the lists of about K members (the
+        // newcomer's mesh neighbours), coalesced by the pacing: a few pushes a join, whatever
+        // the size of the shard.
+        assert!(pushed <= 428 * 3, "{pushed} pushes");
+        let members: Vec<String> = (0..400).map(|i| format!("p{i:03}")).collect();
+        assert_mesh(&r, &members, 8);
 
-        // A senior peer leaves: the members that were given it (everybody but itself) get one
-        // new list each, not more, and not before a second has passed since their previous one.
+        // A peer leaves: only the members that were given it get a new list, once, and not
+        // before a second has passed since their previous one.
         let before = r.lists_pushed();
+        let neighbours: Vec<String> = r.neighbours("p003").map(str::to_owned).collect();
+        assert_eq!(neighbours.len(), 8);
         r.leave("p003");
         let (due, next) = r.due_lists(now);
-        assert_eq!(due.len(), 399);
+        let mut got: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+        got.sort_unstable();
+        assert_eq!(got, neighbours, "only its neighbours");
         assert!(next.is_none());
-        assert_eq!(due[0].1.len(), 8);
         assert!(!due
             .iter()
             .any(|(_, l)| l.iter().any(|p| p.peer_id == "p003")));
-        r.leave("p004");
+        // Its neighbours were paired up among themselves: they keep their degree, or lose one.
+        for n in &neighbours {
+            assert!(r.neighbours(n).count() >= 7, "{n}");
+        }
+        let (pushed_then, first) = (r.lists_pushed(), neighbours[0].clone());
+        let leaver = r.neighbours(&first).next().map(str::to_owned).unwrap();
+        r.leave(&leaver);
         let (due, next) = r.due_lists(now + Duration::from_millis(10));
-        assert!(due.is_empty(), "paced");
+        assert!(!due.iter().any(|(id, _)| *id == first), "paced");
         assert_eq!(next, Some(now + Duration::from_secs(1)));
         let (due, _) = r.due_lists(now + Duration::from_secs(1));
-        assert_eq!(due.len(), 398);
-        assert_eq!(r.lists_pushed() - before, 399 + 398);
+        assert!(due.iter().any(|(id, _)| *id == first));
+        assert!(r.lists_pushed() - pushed_then <= 8);
+        assert!(r.lists_pushed() - before <= 16);
+    }
+
+    /// The mesh of `members`: symmetric (a lists b iff b lists a), at most `k` a list and at
+    /// least `k - 1`, and nobody listed by more than `k` others.
+    fn assert_mesh(r: &Registry, members: &[String], k: usize) {
+        let mut listed_by: HashMap<String, usize> = HashMap::new();
+        for m in members {
+            let list = r.matches(m);
+            assert!(
+                list.len() <= k && list.len() + 1 >= k,
+                "{m}: {}",
+                list.len()
+            );
+            for p in &list {
+                *listed_by.entry(p.peer_id.clone()).or_default() += 1;
+                assert!(
+                    r.matches(&p.peer_id).iter().any(|q| q.peer_id == *m),
+                    "{m} lists {} but not the other way",
+                    p.peer_id
+                );
+            }
+        }
+        let most = listed_by.values().copied().max().unwrap_or(0);
+        assert!(most <= k, "a peer is listed by {most}");
     }
 
     #[test]
-    fn a_leave_or_join_that_does_not_change_a_list_sends_nothing() {
+    fn a_leave_or_join_changes_only_the_lists_of_the_mesh_neighbours() {
         let t0 = Instant::now();
-        let mut r = registry(2);
+        let mut r = registry(4);
         let s = r.swarm_key("/s", None, 0);
-        for id in ["a", "b", "c", "d"] {
+        let members: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+        for id in &members {
             r.join(member(id, None), s.clone()).unwrap();
             r.first_list(id, t0);
         }
-        let (due, _) = r.due_lists(t0 + Duration::from_secs(5));
-        // a and b only had each other when they joined; they learn of c (a) and c (b).
-        assert_eq!(due.len(), 2, "{due:?}");
-        // d was listed by nobody (everybody's list is full of seniors): its leave changes nothing.
-        r.leave("d");
+        r.due_lists(t0 + Duration::from_secs(5));
         assert_eq!(r.pending_lists(), 0);
-        // A junior newcomer displaces nobody.
-        r.join(member("e", None), s.clone()).unwrap();
-        assert_eq!(r.pending_lists(), 0);
+        assert_mesh(&r, &members, 4);
+        // A newcomer enters about K lists, by splicing itself into edges: at most K members
+        // are marked, whatever the size of the shard.
+        r.join(member("new", None), s.clone()).unwrap();
+        assert!(r.pending_lists() <= 4, "{}", r.pending_lists());
+        let first = r.first_list("new", t0 + Duration::from_secs(5));
+        assert_eq!(first.len(), 4);
+        r.due_lists(t0 + Duration::from_secs(10));
+        let mut all = members.clone();
+        all.push("new".into());
+        assert_mesh(&r, &all, 4);
+        // A leave: only the members that listed it.
+        r.leave("new");
+        assert!(r.pending_lists() <= 4);
+        r.due_lists(t0 + Duration::from_secs(15));
+        assert_mesh(&r, &members, 4);
+    }
+
+    /// In a shard of K + 1 or fewer everybody lists everybody; in a bigger one the mesh spreads
+    /// the lists, where the K most senior used to be on every list (and upload to everybody).
+    #[test]
+    fn a_big_shard_is_a_mesh_not_a_star() {
+        let mut r = registry(8);
+        let s = r.swarm_key("/s", None, 0);
+        let members: Vec<String> = (0..200).map(|i| format!("v{i:03}")).collect();
+        for id in &members {
+            r.join(member(id, None), s.clone()).unwrap();
+        }
+        assert_mesh(&r, &members, 8);
+        let seniors_listed = members[9..]
+            .iter()
+            .filter(|m| r.matches(m).iter().any(|p| p.peer_id == "v000"))
+            .count();
+        assert!(seniors_listed <= 8);
     }
 
     #[test]
