@@ -307,6 +307,53 @@ async fn a_driven_node_fetches_what_it_is_asked_for_from_a_peer() {
     assert_eq!(a.mismatches + b.mismatches, 0);
 }
 
+/// A driven node follows its player's rendition switches: it leaves one swarm and joins the other,
+/// and is served by the peers there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driven_node_switches_swarms_with_its_player() {
+    let gw = support::demo_gateway().await;
+    let start = |gw: &TestGateway, rendition: u32, may_seed: bool| {
+        let mut c = node_config(gw, 60);
+        c.driven = true;
+        c.duration = None;
+        c.rendition = rendition;
+        if !may_seed {
+            c.scheduler.http_first_count = 0;
+        }
+        node::start(c)
+    };
+    // a watches rendition 0 (240p); b starts in rendition 1.
+    let a = start(&gw, 0, true).await.expect("a joins");
+    let b = start(&gw, 1, false).await.expect("b joins");
+    let playlist = gw.get("/demo/live/240p/index.m3u8").await.text();
+    let newest = playlist
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".ts"))
+        .expect("a segment");
+    let id = format!("/demo/live/240p/{newest}");
+    let by = std::time::Instant::now() + Duration::from_secs(6);
+    let first = a.fetcher().fetch(&id, by).await.expect("a gets it");
+    // b's player switches down to 240p: its node joins a's swarm and gets the segment from a.
+    b.fetcher().switch_rendition(0);
+    b.fetcher().switch_rendition(0);
+    let second = b
+        .fetcher()
+        .fetch(&id, by + Duration::from_secs(2))
+        .await
+        .expect("b gets it");
+    assert_eq!(second.bytes, first.bytes);
+    assert_eq!(second.source, Source::P2p, "b got it from a, in a's swarm");
+    let (a, b) = (a.stop().await, b.stop().await);
+    assert_eq!(
+        b.rendition_switches, 1,
+        "a second switch to the same rendition is none"
+    );
+    assert_eq!(b.signalling_reconnects, 0);
+    assert_eq!(b.p2p_bytes, first.bytes.len() as u64);
+    assert_eq!(a.uploaded_bytes, first.bytes.len() as u64);
+}
+
 /// A live origin at `/s/`: one variant whose media playlist names each segment `/s/seg/N.ts` as
 /// `name(origin base URL, N)` (relative with `..`, absolute...), a new 2 s segment every 2 s, six
 /// in the window.

@@ -111,7 +111,11 @@ fn params_table(report: &Report) -> String {
     }
     rows.push(("p2p", mode_name(report.p2p).to_owned()));
     if let Some(p2p) = &report.peer_assist {
-        rows.push(("rendition", p2p.rendition.to_string()));
+        rows.push((
+            "rendition",
+            p2p.rendition
+                .map_or_else(|| "auto".to_owned(), |r| r.to_string()),
+        ));
     }
     rows.push(("sessions started", report.viewers.to_string()));
     rows.push(("wall time", format!("{:.1} s", report.duration_s)));

@@ -105,8 +105,8 @@ struct RunArgs {
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
     /// "auto" (adaptive bitrate) or a fixed rendition index, 0 = lowest bandwidth. With --p2p on|ab
-    /// every viewer plays one fixed rendition: this one, or by default the middle one
-    /// [default: auto].
+    /// and ABR, each P2P viewer's node switches swarms with its player; with an index, both
+    /// cohorts play that rendition [default: auto].
     #[arg(long, value_name = "auto|N", value_parser = rendition_arg)]
     rendition: Option<RenditionArg>,
     /// Peer-assisted viewers: "off" (HTTP only), "on" (every viewer runs a peer-assist node) or

@@ -36,6 +36,9 @@
 //!   as coming from peers (as the node labels the delivery).
 //! * `offload_ratio`: Σ `p2p_bytes` / Σ (`p2p_bytes` + `http_bytes`) of the node summaries of the P2P
 //!   viewers: verified peer bytes only, as the nodes count them ([`offload_from_summaries`]).
+//! * `upload_ratio` (`p50`, `p99`, `max`): per node, bytes uploaded / segment bytes received (HTTP
+//!   and peers), over the nodes that received anything; `uploaders`: nodes that uploaded anything;
+//!   `rendition_switches`: swarms the nodes joined because their players switched rendition.
 //! * `mismatches`, `uploaded_bytes`, `fallbacks` (peer transfers given up, by cause),
 //!   `peers_dropped_for_lying`: sums over the node summaries. `liars`: P2P sessions whose node
 //!   corrupts what it uploads (`--liars`). `node_start_failures`: failed attempts to start a node.
@@ -282,8 +285,9 @@ impl Cohort {
 /// Peer-assist figures of a run (flattened into the report).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct P2pFigures {
-    /// Fixed rendition of every viewer (index in bandwidth-ascending order).
-    pub rendition: usize,
+    /// Fixed rendition of every viewer (index in bandwidth-ascending order); `null`: ABR, the
+    /// nodes switching swarms with their players.
+    pub rendition: Option<usize>,
     /// Verification failures of peer data, summed over the nodes.
     pub mismatches: u64,
     /// P2P sessions whose node corrupted its uploads.
@@ -296,6 +300,13 @@ pub struct P2pFigures {
     pub unverified_segments: u64,
     /// Bytes uploaded to other peers, summed over the nodes.
     pub uploaded_bytes: u64,
+    /// Per node: bytes uploaded / segment bytes it got (HTTP and peers), nearest-rank p50, p99
+    /// and max over the nodes that got anything. Fair upload keeps p99 at a few.
+    pub upload_ratio: RatioSpread,
+    /// Nodes that uploaded anything.
+    pub uploaders: u64,
+    /// Swarms joined by the nodes because their players switched rendition (ABR), summed.
+    pub rendition_switches: u64,
     /// Peer transfers abandoned for HTTP or another peer, by cause.
     pub fallbacks: Fallbacks,
     /// Peers disconnected for sending corrupt data (sum over the nodes; one liar may count once per
@@ -305,6 +316,25 @@ pub struct P2pFigures {
     pub node_start_failures: u64,
     /// P2P sessions whose node summary was not collected.
     pub nodes_lost: u64,
+}
+
+/// A per-node ratio over the nodes (`None` when no node counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RatioSpread {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl RatioSpread {
+    fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        Self {
+            p50: percentile(&values, 0.5).map(round3),
+            p99: percentile(&values, 0.99).map(round3),
+            max: values.last().copied().map(round3),
+        }
+    }
 }
 
 /// Peer transfers that failed, by cause (sums of the nodes' `failures`).
@@ -498,8 +528,8 @@ impl SessionResult {
 /// Run-wide peer-assist inputs that are not per session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct P2pChecks {
-    /// Fixed rendition (bandwidth-ascending index).
-    pub rendition: usize,
+    /// Fixed rendition (bandwidth-ascending index); `None`: ABR.
+    pub rendition: Option<usize>,
     pub corruption: CorruptionCount,
     pub node_start_failures: u64,
 }
@@ -615,6 +645,15 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         corrupted_accepted: checks.corruption.corrupted,
         unverified_segments: checks.corruption.unverified,
         uploaded_bytes: summaries.iter().map(|s| s.uploaded_bytes).sum(),
+        upload_ratio: RatioSpread::of(
+            summaries
+                .iter()
+                .filter(|s| s.http_bytes + s.p2p_bytes > 0)
+                .map(|s| s.uploaded_bytes as f64 / (s.http_bytes + s.p2p_bytes) as f64)
+                .collect(),
+        ),
+        uploaders: summaries.iter().filter(|s| s.uploaded_bytes > 0).count() as u64,
+        rendition_switches: summaries.iter().map(|s| s.rendition_switches).sum(),
         fallbacks,
         peers_dropped_for_lying: summaries
             .iter()
@@ -1132,11 +1171,25 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             &mut out,
             "peer assist",
             format!(
-                "rendition {}, {} liar(s), {} slow peer(s), {} uploaded",
-                p.rendition,
+                "rendition {}, {} liar(s), {} slow peer(s), {} uploaded by {} node(s)",
+                p.rendition
+                    .map_or_else(|| "auto".to_owned(), |r| r.to_string()),
                 p.liars,
                 p.slow_peers,
-                fmt_bytes(p.uploaded_bytes)
+                fmt_bytes(p.uploaded_bytes),
+                p.uploaders
+            ),
+        );
+        let r = &p.upload_ratio;
+        let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"));
+        row(
+            &mut out,
+            "upload/download",
+            format!(
+                "per node p50 {}, p99 {}, max {}",
+                show(r.p50),
+                show(r.p99),
+                show(r.max)
             ),
         );
         let f = &p.fallbacks;
@@ -1535,7 +1588,7 @@ mod tests {
             gateway: None,
             harness: harness_usage(None, Duration::from_secs(10), 1),
             checks: P2pChecks {
-                rendition: 1,
+                rendition: Some(1),
                 corruption: CorruptionCount {
                     corrupted: 0,
                     unverified: 3,
@@ -1558,10 +1611,14 @@ mod tests {
         // 600 of 1000 node bytes came from peers.
         assert_eq!(report.qoe.offload_ratio, 0.6);
         let p = report.peer_assist.clone().unwrap();
-        assert_eq!(p.rendition, 1);
+        assert_eq!(p.rendition, Some(1));
         assert_eq!(p.mismatches, 2);
         assert_eq!(p.liars, 1);
         assert_eq!(p.uploaded_bytes, 120);
+        assert_eq!(p.uploaders, 2);
+        // 50 of 400 and 70 of 600 bytes.
+        assert_eq!(p.upload_ratio.p50, Some(0.117));
+        assert_eq!(p.upload_ratio.max, Some(0.125));
         assert_eq!(p.fallbacks.mismatch, 2);
         assert_eq!(p.fallbacks.timeout, 1);
         assert_eq!(p.peers_dropped_for_lying, 1);

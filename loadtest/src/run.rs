@@ -28,9 +28,15 @@
 //! HTTP from the viewer, as a real player's do. When the session ends (churn or end of run) the node
 //! is stopped and its summary collected.
 //!
-//! A node serves one rendition's swarm, so every viewer of a P2P run (both cohorts with `ab`) plays
-//! one fixed rendition: `--rendition N` (bandwidth-ascending index), by default the middle one
-//! (the lower middle one for an even count), given to the node as its index in playlist order.
+//! A node serves one rendition's swarm at a time. With ABR (the default) a P2P viewer's node starts
+//! in the swarm of the rendition the player starts with and switches swarms whenever the player
+//! asks for a segment of another rendition
+//! ([`SegmentFetcher::switch_rendition`](peer_assist::node::SegmentFetcher::switch_rendition)), as
+//! the browser engine does on a level switch. ABR is fed the time of the transfer that brought each
+//! segment in (the node's [`Fetched::took`](peer_assist::node::Fetched)), not the time the viewer
+//! waited for it, so it is fooled neither by a fast peer nor by a wait for seeders. With
+//! `--rendition N` (bandwidth-ascending index) every viewer of both cohorts plays that one
+//! rendition, given to the node as its index in playlist order.
 //!
 //! With `--p2p ab`, sessions alternate in arrival order: even-numbered ones are P2P, odd-numbered
 //! ones HTTP. With `--liars F`, `round(F × P2P sessions)` of the P2P sessions, picked from the seed,
@@ -360,11 +366,11 @@ pub fn select_renditions(
         })
 }
 
-/// The rendition P2P viewers play: `fixed` or the middle one (lower middle for an even count), as
-/// (index in bandwidth-ascending order, index of the variant in playlist order). The second is what
-/// the gateway's tracker calls the rendition: the position among the `EXT-X-STREAM-INF` entries,
-/// in order. `body` must be a multivariant playlist.
-pub fn p2p_rendition(body: &[u8], fixed: Option<usize>) -> Result<(usize, u32), String> {
+/// The index in playlist order (what the gateway's tracker calls the rendition: the position among
+/// the `EXT-X-STREAM-INF` entries) of each rendition the player plays, in the player's order
+/// (bandwidth-ascending, a stable sort): every variant, or only `fixed` (bandwidth-ascending index).
+/// `body` must be a multivariant playlist.
+pub fn p2p_positions(body: &[u8], fixed: Option<usize>) -> Result<Vec<u32>, String> {
     let master = match hls::parse(body) {
         Ok(Playlist::Multivariant(master)) => master,
         Ok(Playlist::Media(_)) => return Err(
@@ -386,12 +392,16 @@ pub fn p2p_rendition(body: &[u8], fixed: Option<usize>) -> Result<(usize, u32), 
     if count == 0 {
         return Err("the multivariant playlist has no variant stream".to_owned());
     }
-    let sorted = fixed.unwrap_or((count - 1) / 2);
-    let (position, _) = variants.get(sorted).copied().ok_or_else(|| {
-        format!("--rendition {sorted}: the stream has {count} rendition(s), numbered from 0")
-    })?;
-    let position = u32::try_from(position).map_err(|_| "too many variants".to_owned())?;
-    Ok((sorted, position))
+    let positions = variants
+        .into_iter()
+        .map(|(position, _)| u32::try_from(position).map_err(|_| "too many variants".to_owned()))
+        .collect::<Result<Vec<u32>, String>>()?;
+    match fixed {
+        None => Ok(positions),
+        Some(sorted) => positions.get(sorted).map(|&p| vec![p]).ok_or_else(|| {
+            format!("--rendition {sorted}: the stream has {count} rendition(s), numbered from 0")
+        }),
+    }
 }
 
 /// Which of `count` P2P sessions (in arrival order) run a lying node: `round(fraction × count)` of
@@ -674,8 +684,11 @@ struct Shared {
 
 /// What the P2P side of a run shares.
 struct P2pShared {
-    /// Every viewer's node starts from this (driven, fixed rendition, no duration).
+    /// Every viewer's node starts from this (driven, the player's first rendition, no duration).
     node: NodeConfig,
+    /// The player's renditions (bandwidth-ascending, as it numbers them) by their index in
+    /// playlist order, as the tracker numbers them.
+    positions: Vec<u32>,
     /// Segment path → SHA-256 (hex) of the first successful HTTP fetch of it by an HTTP viewer.
     references: Mutex<HashMap<String, String>>,
     /// Segments handed to P2P viewers by their nodes.
@@ -978,6 +991,8 @@ async fn fetch_segment_p2p(
         recorder.bytes.fetch_add(len, Ordering::Relaxed);
     }
     recorder.segment(&uri, elapsed);
+    // ABR sees the transfer that brought the segment in (a store hit: the one that stored it).
+    let took = fetched.took.max(Duration::from_millis(1));
     if let Some(p2p) = &session.shared.p2p {
         let sha256 = report::sha256_hex(&fetched.bytes);
         lock(&p2p.accepted).push(Accepted {
@@ -987,7 +1002,7 @@ async fn fetch_segment_p2p(
             peer,
         });
     }
-    (rendition, sequence, Some((len, elapsed)))
+    (rendition, sequence, Some((len, took)))
 }
 
 /// When the segment about to be fetched plays: when the buffer runs dry while playing, else in a
@@ -1074,6 +1089,9 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
     };
     let (renditions, ()) = tokio::join!(load, start);
     let fetcher = node_slot.as_ref().map(NodeHandle::fetcher);
+    // The swarm the node is in (playlist order), and the player's renditions in that numbering.
+    let positions: &[u32] = session.shared.p2p.as_ref().map_or(&[], |p| &p.positions);
+    let mut node_rendition = session.shared.p2p.as_ref().map(|p| p.node.rendition);
     // The session (and its startup time) began with the request for the URL.
     let player = player_slot.insert(Player::new(
         session.shared.player.clone(),
@@ -1140,6 +1158,12 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
                     sequence,
                     uri,
                 } => {
+                    if let (Some(fetcher), Some(&want)) = (&fetcher, positions.get(rendition)) {
+                        if node_rendition != Some(want) {
+                            fetcher.switch_rendition(want);
+                            node_rendition = Some(want);
+                        }
+                    }
                     segment_fetch = Some(match &fetcher {
                         Some(fetcher) => Box::pin(fetch_segment_p2p(
                             session.clone(),
@@ -1415,15 +1439,22 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     }
     let renditions = parse_entry_playlist(&entry.body, &url)
         .map_err(|e| RunError::Unreachable(format!("{url}: {e}")))?;
-    let mut rendition = config.rendition;
+    let rendition = config.rendition;
     let mut p2p = None;
     let mut checks = P2pChecks::default();
     if config.p2p != P2pMode::Off {
-        let (sorted, position) =
-            p2p_rendition(&entry.body, config.rendition).map_err(RunError::Usage)?;
-        // Both cohorts play the node's rendition, so that the comparison is fair.
-        rendition = Some(sorted);
-        checks.rendition = sorted;
+        let positions = p2p_positions(&entry.body, config.rendition).map_err(RunError::Usage)?;
+        checks.rendition = config.rendition;
+        // The player starts with its lowest rendition (or the one configured), its node there.
+        let first = match config.rendition {
+            Some(_) => 0,
+            None => config.player.abr.initial_rendition.unwrap_or(0),
+        };
+        let position = positions
+            .get(first)
+            .or(positions.last())
+            .copied()
+            .unwrap_or(0);
         let mut node = node_config(&url, position);
         if let Some(ip) = config.p2p_bind {
             node.bind = std::net::SocketAddr::new(ip, 0);
@@ -1431,6 +1462,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         preflight_node(&node).await?;
         p2p = Some(P2pShared {
             node,
+            positions,
             references: Mutex::new(HashMap::new()),
             accepted: Mutex::new(Vec::new()),
             node_start_failures: AtomicU64::new(0),
@@ -1892,7 +1924,7 @@ mod tests {
     }
 
     #[test]
-    fn p2p_rendition_maps_sorted_index_to_playlist_order() {
+    fn p2p_positions_map_sorted_index_to_playlist_order() {
         // Playlist order: 800k, I-frames, 300k, 2M. I-frame playlists are not renditions (for the
         // gateway's tracker and the browser engine alike).
         let master = "#EXTM3U\n\
@@ -1901,23 +1933,23 @@ mod tests {
             #EXT-X-STREAM-INF:BANDWIDTH=300000\nr0/index.m3u8\n\
             #EXT-X-STREAM-INF:BANDWIDTH=2000000\nr2/index.m3u8\n";
         let body = master.as_bytes();
-        assert_eq!(p2p_rendition(body, Some(0)), Ok((0, 1)));
-        assert_eq!(p2p_rendition(body, Some(1)), Ok((1, 0)));
-        assert_eq!(p2p_rendition(body, Some(2)), Ok((2, 2)));
-        // Default: the middle one.
-        assert_eq!(p2p_rendition(body, None), Ok((1, 0)));
-        assert!(p2p_rendition(body, Some(3))
+        // ABR: every rendition, bandwidth-ascending.
+        assert_eq!(p2p_positions(body, None), Ok(vec![1, 0, 2]));
+        assert_eq!(p2p_positions(body, Some(0)), Ok(vec![1]));
+        assert_eq!(p2p_positions(body, Some(1)), Ok(vec![0]));
+        assert_eq!(p2p_positions(body, Some(2)), Ok(vec![2]));
+        assert!(p2p_positions(body, Some(3))
             .unwrap_err()
             .contains("3 rendition"));
-        let two = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\nr0/index.m3u8\n\
-            #EXT-X-STREAM-INF:BANDWIDTH=800000\nr1/index.m3u8\n";
-        assert_eq!(p2p_rendition(two.as_bytes(), None), Ok((0, 0)));
-        assert_eq!(p2p_rendition(two.as_bytes(), Some(1)), Ok((1, 1)));
+        // Equal bandwidths keep playlist order (a stable sort, like the player's).
+        let same = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000\na.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=300000\nb.m3u8\n";
+        assert_eq!(p2p_positions(same.as_bytes(), None), Ok(vec![0, 1]));
         let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n0.ts\n";
-        assert!(p2p_rendition(media.as_bytes(), None)
+        assert!(p2p_positions(media.as_bytes(), None)
             .unwrap_err()
             .contains("multivariant"));
-        assert!(p2p_rendition(b"<html>", None).is_err());
+        assert!(p2p_positions(b"<html>", None).is_err());
     }
 
     #[test]

@@ -42,6 +42,37 @@ fn number(value: &Value, pointer: &str, text: &str) -> f64 {
         .unwrap_or_else(|| panic!("{pointer} is not a number in {text}"))
 }
 
+/// With ABR (no `--rendition`) every P2P viewer starts low and climbs; its node follows it from
+/// swarm to swarm, and peers still serve verified bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abr_viewers_take_their_nodes_from_swarm_to_swarm() {
+    let url = gateway_with_origin().await;
+    let (value, text) = run_json(
+        "abr",
+        RunConfig {
+            url,
+            viewers: 4,
+            duration: Duration::from_secs(24),
+            ramp: Duration::from_secs(2),
+            p2p: P2pMode::On,
+            ..RunConfig::default()
+        },
+    )
+    .await;
+    let f = |pointer: &str| number(&value, pointer, &text);
+    assert_eq!(value["rendition"], Value::Null, "ABR: {text}");
+    assert!(
+        f("/rendition_switches") >= 4.0,
+        "every viewer climbs: {text}"
+    );
+    assert!(f("/bytes/peer") > 0.0, "{text}");
+    assert_eq!(value["corrupted_accepted"], 0, "{text}");
+    assert_eq!(value["mismatches"], 0, "{text}");
+    assert_eq!(value["failures"], 0, "{text}");
+    assert!(f("/stall_ratio") <= 0.02, "{text}");
+    assert!(f("/upload_ratio/max") > 0.0, "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ab_cohorts_on_one_stream() {
     let url = gateway_with_origin().await;

@@ -57,6 +57,7 @@ pub struct NodeHandle {
     stats: Arc<LiveStats>,
     events: mpsc::UnboundedSender<Event>,
     waiters: Arc<AtomicU64>,
+    switch: mpsc::UnboundedSender<u32>,
 }
 
 /// Figures of a running node that can be read while it runs.
@@ -71,6 +72,7 @@ struct LiveStats {
 pub struct SegmentFetcher {
     events: mpsc::UnboundedSender<Event>,
     waiters: Arc<AtomicU64>,
+    switch: mpsc::UnboundedSender<u32>,
 }
 
 /// A segment a driven node delivered: verified against the gateway's digest when it came from peers.
@@ -123,6 +125,14 @@ impl SegmentFetcher {
         result
     }
 
+    /// The driving player switched to rendition `rendition` (its index in the multivariant
+    /// playlist): the node leaves its swarm and joins that rendition's, as the browser engine
+    /// does on a level switch. Its store and what it waits for stay. A switch to the rendition
+    /// it is in does nothing.
+    pub fn switch_rendition(&self, rendition: u32) {
+        let _ = self.switch.send(rendition);
+    }
+
     /// A media playlist the driving player loaded (the node learns what is live and fresh).
     pub fn playlist(&self, playlist: SegmentList) {
         let _ = self
@@ -150,6 +160,7 @@ impl NodeHandle {
         SegmentFetcher {
             events: self.events.clone(),
             waiters: Arc::clone(&self.waiters),
+            switch: self.switch.clone(),
         }
     }
 
@@ -265,13 +276,15 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
     let (events_tx, events) = mpsc::unbounded_channel();
     let (signal_out, signal_queue) = mpsc::unbounded_channel::<ClientMessage>();
     let reconnects = Arc::new(AtomicU64::new(0));
-    // Signalling: this connection, then new ones whenever it closes.
+    let switches = Arc::new(AtomicU64::new(0));
+    let (switch_tx, switch_rx) = mpsc::unbounded_channel();
+    // Signalling: this connection, then new ones whenever it closes or the rendition changes.
     let signalling = tokio::spawn(signalling(
         rejoin,
         (ws_tx, ws_rx),
-        signal_queue,
+        (signal_queue, switch_rx),
         events_tx.clone(),
-        Arc::clone(&reconnects),
+        (Arc::clone(&reconnects), Arc::clone(&switches)),
     ));
     let tasks = TaskSet::default();
     let link_ids = Arc::new(AtomicU64::new(1));
@@ -327,6 +340,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         me,
         peer_id,
         reconnects,
+        switches,
         shard,
         playlist,
         client,
@@ -356,6 +370,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         stats,
         events: events_tx,
         waiters: Arc::new(AtomicU64::new(1)),
+        switch: switch_tx,
     })
 }
 
@@ -429,6 +444,19 @@ struct Rejoin {
 }
 
 impl Rejoin {
+    /// Another rendition from now on (from its first shard); false if it is the current one.
+    fn switch(&mut self, to: u32) -> bool {
+        let ClientMessage::Join { rendition, .. } = &mut self.hello else {
+            return false;
+        };
+        if *rendition == to {
+            return false;
+        }
+        *rendition = to;
+        self.shard.store(0, Ordering::Relaxed);
+        true
+    }
+
     fn url(&self, shard: u32) -> String {
         if shard == 0 {
             self.ws_url.clone()
@@ -472,22 +500,48 @@ fn current(id: &std::sync::RwLock<String>) -> String {
 /// the current socket; when it closes, the core is told (`SignalClosed`, it keeps playing over HTTP
 /// and keeps its store) and the node joins again after [`Backoff`] (at once, within
 /// [`RESTART_JITTER`], when the gateway said it restarts: close code 1012), through whatever the
-/// gateway URL leads to now (a balancer picks another gateway). A new `welcome` starts a new swarm
-/// session in the core. Ends when the node stops (the core's queue closes), or after a refusal that
-/// rejoining cannot cure (`unsupported_version`, `unauthorized`).
+/// gateway URL leads to now (a balancer picks another gateway). A rendition switch sends `leave`,
+/// closes the socket and joins the other rendition's swarm at once. A new `welcome` starts a new
+/// swarm session in the core. Ends when the node stops (the core's queue closes), or after a
+/// refusal that rejoining cannot cure (`unsupported_version`, `unauthorized`).
 async fn signalling(
-    rejoin: Rejoin,
+    mut rejoin: Rejoin,
     (mut ws_tx, mut ws_rx): (WsSink, WsStream),
-    mut queue: mpsc::UnboundedReceiver<ClientMessage>,
+    (mut queue, mut switch): (
+        mpsc::UnboundedReceiver<ClientMessage>,
+        mpsc::UnboundedReceiver<u32>,
+    ),
     events: mpsc::UnboundedSender<Event>,
-    reconnects: Arc<AtomicU64>,
+    (reconnects, switches): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
     let mut backoff = Backoff::default();
     loop {
-        let code = match pump(&mut ws_tx, &mut ws_rx, &mut queue, &events).await {
+        let code = match pump(&mut ws_tx, &mut ws_rx, &mut queue, &mut switch, &events).await {
             Ended::Stopped => {
                 let _ = ws_tx.close().await;
                 return;
+            }
+            Ended::Switch(to) => {
+                if !rejoin.switch(to) {
+                    continue;
+                }
+                let leave = signal::encode_client(&ClientMessage::Leave {});
+                let _ = ws_tx.send(Message::text(leave)).await;
+                let _ = ws_tx.close().await;
+                match rejoin.join().await {
+                    Ok((tx, rx, welcome)) => {
+                        (ws_tx, ws_rx) = (tx, rx);
+                        switches.fetch_add(1, Ordering::Relaxed);
+                        if events.send(Event::Rejoined(welcome)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, rendition = to, "joining the new rendition's swarm failed");
+                        None
+                    }
+                }
             }
             Ended::Closed(code) => code,
         };
@@ -501,13 +555,15 @@ async fn signalling(
             "tracker connection closed: playing over HTTP, joining again"
         );
         loop {
-            // What the core says meanwhile (reports, relays) belongs to a session that is gone.
+            // What the core says meanwhile (reports, relays) belongs to a session that is gone;
+            // a switch meanwhile is where the next join goes.
             let sleep = tokio::time::sleep(delay);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     () = &mut sleep => break,
                     message = queue.recv() => if message.is_none() { return },
+                    Some(to) = switch.recv() => { rejoin.switch(to); }
                 }
             }
             match rejoin.join().await {
@@ -543,6 +599,8 @@ async fn signalling(
 enum Ended {
     /// The node stops.
     Stopped,
+    /// The driving player switched to this rendition.
+    Switch(u32),
     /// The socket closed, with the close code if the gateway sent one.
     Closed(Option<u16>),
 }
@@ -552,10 +610,12 @@ async fn pump(
     ws_tx: &mut WsSink,
     ws_rx: &mut WsStream,
     queue: &mut mpsc::UnboundedReceiver<ClientMessage>,
+    switch: &mut mpsc::UnboundedReceiver<u32>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Ended {
     loop {
         tokio::select! {
+            Some(to) = switch.recv() => return Ended::Switch(to),
             incoming = ws_rx.next() => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     let event = match signal::decode_server(&text) {
@@ -818,6 +878,8 @@ struct Driver {
     peer_id: Arc<std::sync::RwLock<String>>,
     /// New tracker sessions after the first.
     reconnects: Arc<AtomicU64>,
+    /// Rendition switches (the driving player's) done so far.
+    switches: Arc<AtomicU64>,
     /// The shard the signalling task joined last.
     shard: Arc<AtomicU32>,
     /// The media playlist of the joined rendition.
@@ -881,6 +943,7 @@ impl Driver {
         self.close_transports();
         let mut summary = self.core.summary(Instant::now());
         summary.signalling_reconnects = self.reconnects.load(Ordering::Relaxed);
+        summary.rendition_switches = self.switches.load(Ordering::Relaxed);
         summary.shard = self.shard.load(Ordering::Relaxed);
         summary
     }
@@ -956,7 +1019,11 @@ impl Driver {
             Event::Rejoined(welcome) => {
                 // A new session: new links present the new id; the core starts a new swarm
                 // session (its old links close) and keeps its store.
-                if let ServerMessage::Welcome { peer_id, .. } = &welcome {
+                if let ServerMessage::Welcome {
+                    peer_id, playlist, ..
+                } = &welcome
+                {
+                    self.playlist.clone_from(playlist);
                     self.me.clone_from(peer_id);
                     *self.peer_id.write().unwrap_or_else(|e| e.into_inner()) = peer_id.clone();
                     #[cfg(feature = "webrtc")]

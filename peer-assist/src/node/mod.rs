@@ -202,6 +202,9 @@ pub struct Summary {
     pub identity_mismatches: u64,
     /// Tracker sessions joined after the first (the gateway went away, or restarted).
     pub signalling_reconnects: u64,
+    /// Swarms joined because the driving player switched rendition
+    /// ([`SegmentFetcher::switch_rendition`]).
+    pub rendition_switches: u64,
     /// The shard of the swarm it joined last: 0 unless a full shard sent it on (PROTOCOL.md §2, "Swarm shards").
     pub shard: u32,
     pub duration_ms: u64,

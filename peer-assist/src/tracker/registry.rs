@@ -10,20 +10,24 @@
 //! `max_peers_per_address` peers in at most `max_swarms_per_address` streams.
 //!
 //! Peer lists are paced: a member's list is recomputed only when something that could change it
-//! happened (a join it has room for, the leave of a peer it was given, a change of reputation in
-//! its swarm), and pushed only if it differs from the last one it was sent, at most once per
+//! happened (its mesh neighbours changed, a peer it was given left, a change of reputation in its
+//! swarm), and pushed only if it differs from the last one it was sent, at most once per
 //! `peer_list_interval` ([`Registry::due_lists`]).
 //!
-//! Matching returns up to K peers:
-//! same region first, never the asker, never a peer excluded by its reputation, never a peer the
-//! asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only native
-//! peer); peers several others vouch for take up to half the list, the rest go by seniority.
+//! Matching returns up to K peers, never the asker, never a peer excluded by its reputation, never
+//! a peer the asker shares no transport with (a browser, WebRTC only, is never offered a QUIC-only
+//! native peer). A shard of K + 1 or fewer lists everybody. A bigger one keeps a mesh: each member
+//! has about K neighbours, the relation is symmetric (so both ends of a listed pair expect the
+//! link) and nobody is everybody's neighbour (so the upload is shared, not left to the first K to
+//! join). A newcomer takes members with room, else splices itself into existing edges; a leave or
+//! an exclusion pairs up the neighbours left behind. A list the mesh leaves short is filled with
+//! peers several others vouch for (at most half the list), then by a per-pair hash.
 //!
 //! Reputation is what other peers report, kept reporter by reporter: a report counts only from a
 //! peer of the same swarm that was introduced to the subject (or the subject to it), each reporter's
 //! tally is capped, and it takes [`MIN_AGREEING`] independent reporters to exclude a peer (a digest
 //! mismatch, or failing most transfers) and [`MIN_VOUCHING`] to promote one. No single client can
-//! get an honest peer excluded, and a clique praising itself gets at most half of a list.
+//! get an honest peer excluded, and praise never moves the mesh.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
