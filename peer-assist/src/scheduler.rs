@@ -69,9 +69,12 @@
 //!      64 KiB.
 //!
 //!    Then, for an **urgent** need:
-//!    1. stalled, or the peer is unhealthy or no longer in `peers`: `ReplaceWithHttp { from: done }`;
-//!    2. `projected_finish > deadline` (the peer is far behind, it will miss):
-//!       `ReplaceWithHttp { from: done }`;
+//!    1. stalled, or the peer is unhealthy or no longer in `peers`, or `projected_finish > deadline`
+//!       (the peer is far behind, it will miss): `DropPeer` while `now < http_switch_at` (another
+//!       peer may still do: the caller cancels this one, keeps it out of new requests for a
+//!       backoff and decides again by rule 2, which starts HTTP by `http_switch_at` at the
+//!       latest); from `http_switch_at` on, `ReplaceWithHttp { from: done }`;
+//!    2. (merged into 1);
 //!    3. `projected_finish > takeover_by` and `now + HTTP_START_SLACK ≥ takeover_by` (the peer is
 //!       projected to make it, but if it falters HTTP could no longer rescue it, and HTTP must start
 //!       now to make it): `RaceHttp { from: done }`. Racing only at the last moment lets the peer
@@ -233,6 +236,11 @@ pub enum Decision {
     /// Give up on a prefetch (beyond the urgent window) that no peer can serve, or whose peer
     /// transfer stalled or failed (the caller cancels the peer request): don't use HTTP for it.
     Skip,
+    /// Cancel the peer transfer of an urgent need that stalled, failed or will miss, while there
+    /// is still time to get the segment elsewhere before HTTP must start: the caller keeps the
+    /// peer out of new requests for a backoff and decides again at once (another peer, a wait for
+    /// one, or HTTP, by the idle rules).
+    DropPeer,
 }
 
 /// The deadline scheduler. See the module documentation for the rules.
@@ -383,13 +391,14 @@ impl Scheduler {
             let becomes_urgent = sat_sub(need.plays_at, self.config.urgent_window);
             return Decision::Continue(recheck(now, becomes_urgent));
         }
-        // 3a.
-        if failed {
-            return Decision::ReplaceWithHttp { from: done };
-        }
-        // 3b.
+        // 3a, 3b: a failed peer, or one that will miss. While HTTP need not start yet, another
+        // peer may still do: drop this one and decide again; else HTTP takes over.
         let takeover_by = sat_sub(f.deadline, transfer_time(remaining, self.http_rate()));
-        if projected_finish > f.deadline {
+        if failed || projected_finish > f.deadline {
+            let switch_at = sat_sub(self.http_start_by(need), HTTP_START_SLACK);
+            if now < switch_at {
+                return Decision::DropPeer;
+            }
             return Decision::ReplaceWithHttp { from: done };
         }
         if projected_finish > takeover_by && sat_add(now, HTTP_START_SLACK) >= takeover_by {
@@ -870,15 +879,16 @@ mod tests {
         let n = need(t0 + Duration::from_secs(4), Some(2 * MB), false);
         let deadline = n.plays_at - s.config().safety_margin;
         let http_rate = s.config().http_rate;
-        // 300 kB/s: far behind, replaced at once.
-        let (d, at, got) = simulate_running(&s, t0, &n, 300_000.0, None).unwrap();
-        assert_eq!(d, Decision::ReplaceWithHttp { from: got });
-        assert!(at + secs(2 * MB - got, http_rate) <= deadline);
+        let switch_at = s.http_start_by(&n) - HTTP_START_SLACK;
+        // 300 kB/s: far behind, dropped at once (there is time for another peer).
+        let (d, at, _) = simulate_running(&s, t0, &n, 300_000.0, None).unwrap();
+        assert_eq!(d, Decision::DropPeer);
         assert!(
             at <= t0 + ms(100),
-            "a far-behind peer is replaced right away"
+            "a far-behind peer is dropped right away"
         );
-        // Every rate: either the peer finishes before the deadline, or HTTP takes over in time.
+        // Every rate: either the peer finishes before the deadline, or it is dropped while the
+        // idle rules can still start HTTP in time, or HTTP takes over in time.
         let mut raced = false;
         let mut replaced = false;
         for rate_kb in (50..=4000).step_by(10) {
@@ -893,6 +903,10 @@ mod tests {
                         replaced = true;
                         assert_eq!(from, got)
                     }
+                    Decision::DropPeer => {
+                        assert!(at < switch_at, "rate {rate}: dropped too late");
+                        continue;
+                    }
                     other => panic!("rate {rate}: unexpected {other:?}"),
                 }
                 assert!(
@@ -903,7 +917,9 @@ mod tests {
                 );
             }
         }
-        assert!(raced && replaced, "both takeover kinds exercised");
+        assert!(raced, "a race exercised");
+        // Constant rates are seen to miss early, while another peer can still be tried.
+        assert!(!replaced);
     }
 
     #[test]
@@ -969,27 +985,40 @@ mod tests {
         let s = sched();
         let n = need(t0 + Duration::from_secs(4), Some(2 * MB), false);
         let deadline = n.plays_at - s.config().safety_margin;
-        // 2 MB/s for 400 ms (800 kB), then nothing.
+        // 2 MB/s for 400 ms (800 kB), then nothing: with time left, the peer is dropped (the
+        // idle rules then try another or HTTP by the switch instant).
         let (d, at, got) = simulate_running(&s, t0, &n, 2_000_000.0, Some(ms(400))).unwrap();
         assert_eq!(got, 800_000);
-        assert_eq!(d, Decision::ReplaceWithHttp { from: 800_000 });
-        assert!(at + secs(2 * MB - got, s.config().http_rate) <= deadline);
+        assert_eq!(d, Decision::DropPeer);
+        assert!(at < s.http_start_by(&n) - HTTP_START_SLACK);
         // Detected within the stall threshold (+ one step) of the last progress.
         assert!(at <= t0 + ms(400) + MIN_STALL + ms(100), "{:?}", at - t0);
-        // With only a few seconds left, the stall is still caught in time.
+        let _ = deadline;
+        // With only a few seconds left, the stall is still caught in time: dropped before the
+        // switch instant, or the rest over HTTP in time after it.
+        let mut kinds = (false, false);
         for stop_ms in (100..=1500).step_by(100) {
             let n = need(t0 + ms(3500), Some(MB), false);
             let deadline = n.plays_at - s.config().safety_margin;
+            let switch_at = s.http_start_by(&n) - HTTP_START_SLACK;
             if let Some((d, at, got)) = simulate_running(&s, t0, &n, 1_000_000.0, Some(ms(stop_ms)))
             {
-                assert_eq!(
-                    d,
-                    Decision::ReplaceWithHttp { from: got },
-                    "stop at {stop_ms}"
-                );
-                assert!(at + secs(MB - got, s.config().http_rate) <= deadline);
+                match d {
+                    Decision::DropPeer => {
+                        kinds.0 = true;
+                        assert!(at < switch_at, "stop at {stop_ms}");
+                    }
+                    Decision::ReplaceWithHttp { from } => {
+                        kinds.1 = true;
+                        assert_eq!(from, got, "stop at {stop_ms}");
+                        assert!(at >= switch_at);
+                        assert!(at + secs(MB - got, s.config().http_rate) <= deadline);
+                    }
+                    other => panic!("stop at {stop_ms}: {other:?}"),
+                }
             }
         }
+        assert!(kinds.0, "a stall with time left is dropped");
     }
 
     #[test]
@@ -1009,13 +1038,28 @@ mod tests {
         let now = t0 + ms(200);
         let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
         assert!(matches!(d, Decision::Continue(_)), "{d:?}");
-        // 501 ms without progress: stalled, the rest goes over HTTP from offset + received.
+        // 501 ms without progress: stalled. With time left, dropped for another peer; past the
+        // switch instant (2.9 s), the rest goes over HTTP from offset + received.
         let t = Transfer {
             received: 1_500_000,
             ..t
         };
         let now = t0 + ms(601);
         let d = s.decide(now, "me", NOT_SEEDER, &n, &peers, Some(&t), false);
+        assert_eq!(d, Decision::DropPeer);
+        let late = Transfer {
+            last_progress: t0 + ms(2400),
+            ..t.clone()
+        };
+        let d = s.decide(
+            t0 + ms(2950),
+            "me",
+            NOT_SEEDER,
+            &n,
+            &peers,
+            Some(&late),
+            false,
+        );
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_500_100 });
         // A peer measured slow has a longer stall threshold: 2 × 64 KiB at 100 kB/s ≈ 1.31 s.
         let slow = [peer("p", true, Some(100_000.0), 1, true)];
@@ -1027,7 +1071,7 @@ mod tests {
         let d = s.decide(now, "me", NOT_SEEDER, &n, &slow, Some(&t), false);
         assert!(matches!(d, Decision::Continue(_)), "{d:?}");
         let d = s.decide(t0 + ms(1500), "me", NOT_SEEDER, &n, &slow, Some(&t), false);
-        assert_eq!(d, Decision::ReplaceWithHttp { from: 1_999_000 });
+        assert_eq!(d, Decision::DropPeer);
     }
 
     #[test]
@@ -1045,8 +1089,14 @@ mod tests {
         let now = t0 + ms(500);
         let sick = [peer("p", true, Some(4_000_000.0), 1, false)];
         let d = s.decide(now, "me", NOT_SEEDER, &n, &sick, Some(&t), false);
-        assert_eq!(d, Decision::ReplaceWithHttp { from: 1_000_000 });
+        assert_eq!(d, Decision::DropPeer, "time for another peer");
         let d = s.decide(now, "me", NOT_SEEDER, &n, &[], Some(&t), false);
+        assert_eq!(d, Decision::DropPeer);
+        // Past the switch instant (5 s − 1 s − 0.5 s − 0.1 s), HTTP takes over the rest.
+        let late = t0 + ms(3450);
+        let d = s.decide(late, "me", NOT_SEEDER, &n, &sick, Some(&t), false);
+        assert_eq!(d, Decision::ReplaceWithHttp { from: 1_000_000 });
+        let d = s.decide(late, "me", NOT_SEEDER, &n, &[], Some(&t), false);
         assert_eq!(d, Decision::ReplaceWithHttp { from: 1_000_000 });
         let healthy = [peer("p", true, Some(4_000_000.0), 1, true)];
         let d = s.decide(now, "me", NOT_SEEDER, &n, &healthy, Some(&t), false);
@@ -1491,6 +1541,7 @@ mod tests {
             Decision::WaitUntil(at) => json!({ "kind": "WaitUntil", "at": ms_of(base, *at) }),
             Decision::Continue(at) => json!({ "kind": "Continue", "at": ms_of(base, *at) }),
             Decision::Skip => json!({ "kind": "Skip" }),
+            Decision::DropPeer => json!({ "kind": "DropPeer" }),
         }
     }
 
@@ -1780,10 +1831,19 @@ mod tests {
             last_progress: at(progress),
         };
         push(
-            "stalled transfer is replaced",
+            "stalled transfer with time left is dropped",
             d(),
             solo,
             n(3000, Some(2 * MB), false),
+            vec![peer("p", true, Some(2e6), 1, true)],
+            Some(t("p", -2000, 100_000, -1500)),
+            false,
+        );
+        push(
+            "stalled transfer past the switch instant is replaced",
+            d(),
+            solo,
+            n(1900, Some(2 * MB), false),
             vec![peer("p", true, Some(2e6), 1, true)],
             Some(t("p", -2000, 100_000, -1500)),
             false,

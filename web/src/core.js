@@ -33,7 +33,7 @@ import { DEFAULT_SCHEDULER_CONFIG, MAX_IN_FLIGHT_PER_PEER, MIN_RECHECK_MS, Sched
 import { compareIds, concatBytes, fromHex, toHex } from './util.js';
 
 /** Have frames go out at most this often (the first change at once). */
-export const HAVE_INTERVAL_MS = 1000;
+export const HAVE_INTERVAL_MS = 100;
 /** Running work for a segment nobody waits for any more is stopped after this. */
 export const ABANDONED_GRACE_MS = 3000;
 /** Largest segment accepted from a peer (by the gateway's size). */
@@ -55,7 +55,7 @@ export const CONNECT_TIMEOUT_MS = 15_000;
 /** How often the peer list is looked at again for links to open (fallbacks, retries). */
 export const CONNECT_CHECK_MS = 1000;
 /** Bytes of frames a link may have queued and not yet written before its uploads wait. */
-export const LINK_WINDOW = 256 * 1024;
+export const LINK_WINDOW = 64 * 1024;
 /** Uploads accepted and waiting for the one being sent; a request beyond them is answered Absent. */
 export const MAX_WAITING_UPLOADS = 0;
 /**
@@ -500,6 +500,15 @@ export class NodeCore {
       case 'WaitUntil':
       case 'Continue':
         return d.at;
+      case 'DropPeer': {
+        // The peer stalled, failed or will miss while there is time for another: it is kept out
+        // of new requests for a backoff, and the need is decided again.
+        const link = this.work.get(id)?.transfer?.link;
+        this.failTransfer(id, 'timeout');
+        const l = link === undefined ? undefined : this.links.get(link);
+        if (l) l.busyUntil = now + BUSY_BACKOFF_MS;
+        return now;
+      }
       case 'Skip':
         // A prefetch no peer can serve (or whose peer stalled). The player asked for it to fill its
         // buffer: waiting would only shrink the buffer, so HTTP it is.

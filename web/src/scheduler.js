@@ -27,8 +27,9 @@
 //    d. urgent: FetchHttp{from: 0} if now ≥ httpSwitchAt or (not fresh live and nobody has it), else
 //       WaitUntil(min(now + 250, httpSwitchAt)).
 // 3. A peer transfer running (done = offset + received):
-//    urgent: stalled/unhealthy/gone → ReplaceWithHttp{from: done}; projected finish after the deadline →
-//    ReplaceWithHttp; projected after takeoverBy and now + 100 ms ≥ takeoverBy → RaceHttp{from: done};
+//    urgent: stalled/unhealthy/gone, or projected finish after the deadline → DropPeer while
+//    now < httpSwitchAt, else ReplaceWithHttp{from: done}; projected after takeoverBy and
+//    now + 100 ms ≥ takeoverBy → RaceHttp{from: done};
 //    else Continue(clamp(takeoverBy − 100 ms, now + 10 ms, now + 200 ms)).
 //    prefetch: stalled/unhealthy/gone → Skip; else Continue(clamp(playsAt − urgentWindow, now + 10, now + 200)).
 // Every WaitUntil/Continue instant is strictly after `now`.
@@ -107,7 +108,8 @@ export const DEFAULT_SCHEDULER_CONFIG = Object.freeze({
  *   | {kind: "ReplaceWithHttp", from: number}
  *   | {kind: "WaitUntil", at: number}
  *   | {kind: "Continue", at: number}
- *   | {kind: "Skip"}} Decision
+ *   | {kind: "Skip"}
+ *   | {kind: "DropPeer"}} Decision
  */
 
 /** Whether a decision starts an HTTP fetch. */
@@ -198,9 +200,12 @@ export class Scheduler {
       if (failed) return { kind: 'Skip' };
       return { kind: 'Continue', at: recheck(now, need.playsAt - this.config.urgentWindowMs) };
     }
-    if (failed) return { kind: 'ReplaceWithHttp', from: done };
     const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
-    if (projectedFinish > f.deadline) return { kind: 'ReplaceWithHttp', from: done };
+    if (failed || projectedFinish > f.deadline) {
+      // While HTTP need not start yet another peer may still do: drop this one, decide again.
+      if (now < this.httpStartBy(need) - HTTP_START_SLACK_MS) return { kind: 'DropPeer' };
+      return { kind: 'ReplaceWithHttp', from: done };
+    }
     if (projectedFinish > takeoverBy && now + HTTP_START_SLACK_MS >= takeoverBy) return { kind: 'RaceHttp', from: done };
     return { kind: 'Continue', at: recheck(now, takeoverBy - HTTP_START_SLACK_MS) };
   }

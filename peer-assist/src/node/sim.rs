@@ -102,6 +102,8 @@ struct SimNode {
     core: NodeCore,
     alive: bool,
     joined: Instant,
+    /// This node's uplink, bytes/s, if not the world's.
+    uplink: Option<f64>,
     uplink_free: Instant,
     /// Our link id → (remote node, the remote's id for the same link).
     links: HashMap<LinkId, (usize, LinkId)>,
@@ -253,6 +255,7 @@ impl Sim {
             core: NodeCore::new(config, &me, now),
             alive: true,
             joined: now,
+            uplink: None,
             uplink_free: now,
             links: HashMap::new(),
             reports: Vec::new(),
@@ -384,6 +387,11 @@ impl Sim {
         };
         self.feed(node, Some(Input::Signal(welcome)));
         self.track(node);
+    }
+
+    /// Node `node`'s uplink from now on, bytes/s.
+    pub fn set_uplink(&mut self, node: usize, rate: f64) {
+        self.nodes[node].uplink = Some(rate);
     }
 
     /// A peer dies: no leave, its links break.
@@ -580,7 +588,7 @@ impl Sim {
                     return;
                 };
                 let len = frame.encoded_len() as f64;
-                let rate = self.world.uplink;
+                let rate = self.nodes[i].uplink.unwrap_or(self.world.uplink);
                 let start = self.nodes[i].uplink_free.max(now);
                 let departs = self.quantize(start + Duration::from_secs_f64(len / rate));
                 self.nodes[i].uplink_free = departs;
@@ -1208,7 +1216,8 @@ mod tight_uplinks {
     #[test]
     #[ignore]
     fn swarm_scale() {
-        for n in [20usize, 100] {
+        // (nodes, uplinks spread from 1 to 10 Mbit/s instead of 1 MB/s each)
+        for (n, spread) in [(20usize, false), (100, false), (100, true)] {
             let world = World {
                 uplink: 1_000_000.0,
                 segment_bytes: 275_000,
@@ -1217,11 +1226,21 @@ mod tight_uplinks {
             };
             let mut sim = Sim::new(world);
             let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+            if spread {
+                for &k in &nodes {
+                    // 125 kB/s .. 1.25 MB/s, evenly over the nodes, in a scrambled order.
+                    let step = (k * 37 % n) as f64 / (n - 1) as f64;
+                    sim.set_uplink(k, 125_000.0 + step * 1_125_000.0);
+                }
+            }
             sim.run_for(Duration::from_secs(40));
             let (mut p2p, mut all, mut timeouts) = (0, 0, 0);
+            let (mut uploaded, mut received) = (0, 0);
             let mut uploaded_mb = Vec::new();
             for &k in &nodes {
                 let s = sim.summary(k);
+                uploaded += s.uploaded_bytes;
+                received += s.p2p_bytes;
                 let (p, a) = bytes_after(&s, Duration::from_secs(10));
                 p2p += p;
                 all += a;
@@ -1235,8 +1254,11 @@ mod tight_uplinks {
             eprintln!("http segments in join order: {http_segments:?}");
             let uploaders = uploaded_mb.iter().filter(|&&m| m > 0).count();
             eprintln!(
-                "{n} nodes: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded; MB uploaded in join order: {uploaded_mb:?}",
-                p2p as f64 / all as f64
+                "{n} nodes{}: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded, {} MB uploaded for {} MB received from peers; MB uploaded in join order: {uploaded_mb:?}",
+                if spread { " (uplinks 1-10 Mbit/s)" } else { "" },
+                p2p as f64 / all as f64,
+                uploaded / 1_000_000,
+                received / 1_000_000,
             );
         }
     }
@@ -1258,5 +1280,88 @@ mod tight_uplinks {
         // 39% with uploads in turn alone; 52% once a busy peer is asked again after a backoff
         // instead of being forgotten as a holder.
         assert!(tight >= 0.45, "600 kB/s uplinks: offload {tight:.3}");
+    }
+}
+
+/// A diagnostic, not a check: how one live segment spreads through a 100-node swarm (when each
+/// node got segments 12 and 15, from whom: `h` HTTP, `p` peers), the failure counts, and every
+/// step of node `WATCH` (default 60) around segment 12. `SPREAD=1` spreads the uplinks from 1 to
+/// 10 Mbit/s. `cargo test --release -p peer-assist --lib propagation -- --ignored --nocapture`
+#[cfg(test)]
+mod propagation {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn propagation_timeline() {
+        let n = 100;
+        let world = World {
+            uplink: 1_000_000.0,
+            segment_bytes: 275_000,
+            link_latency: Duration::from_millis(40),
+            ..World::default()
+        };
+        let mut sim = Sim::new(world);
+        let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+        if std::env::var("SPREAD").is_ok() {
+            for &k in &nodes {
+                let step = (k * 37 % n) as f64 / (n - 1) as f64;
+                sim.set_uplink(k, 125_000.0 + step * 1_125_000.0);
+            }
+        }
+        let watch: usize = std::env::var("WATCH")
+            .ok()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(60);
+        sim.record(watch);
+        sim.run_for(Duration::from_secs(40));
+        let id12 = segment_id(12);
+        for step in sim.steps() {
+            let t = step.t.as_millis() as i64 - 14_000;
+            if !(-500..6000).contains(&t) {
+                continue;
+            }
+            let input = format!("{:?}", step.input);
+            let outs: Vec<String> = step
+                .outputs
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .filter(|o| o.contains(&id12) || o.contains("Request") || o.contains("HttpGet"))
+                .map(|o| o.chars().take(160).collect())
+                .collect();
+            let relevant =
+                input.contains(&id12) || input.contains("Absent") || input.contains("Response");
+            if relevant || !outs.is_empty() {
+                eprintln!(
+                    "{t} in={} out={outs:?}",
+                    input.chars().take(200).collect::<String>()
+                );
+            }
+        }
+        let mut f = crate::protocol::signal::Failures::default();
+        for &k in &nodes {
+            let s = sim.summary(k);
+            f.timeout += s.failures.timeout;
+            f.absent += s.failures.absent;
+            f.disconnect += s.failures.disconnect;
+        }
+        eprintln!("failures {f:?}");
+        for seg in [12u64, 15] {
+            let id = segment_id(seg);
+            let mut rows = Vec::new();
+            for &k in &nodes {
+                let s = sim.summary(k);
+                if let Some(r) = s.log.iter().find(|r| r.id == id) {
+                    rows.push((r.at_ms, r.source.label(), k));
+                }
+            }
+            rows.sort();
+            let published = (seg - 5) * 2000;
+            let line: Vec<String> = rows
+                .iter()
+                .map(|(t, s, k)| format!("{}:{}{}", t.saturating_sub(published), &s[..1], k))
+                .collect();
+            eprintln!("segment {seg}: {}", line.join(" "));
+        }
     }
 }

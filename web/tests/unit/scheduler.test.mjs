@@ -167,35 +167,43 @@ function simulateRunning(s, n, rate, stopsAfter = null) {
   }
 }
 
-test('a slow running transfer gets HTTP in time (race or replace), at every rate', () => {
+test('a slow running transfer is dropped while another peer may do, else gets HTTP in time', () => {
   const s = sched();
   const n = need(T0 + 4000, 2 * MB);
   const deadline = n.playsAt - 1000;
+  const switchAt = s.httpStartBy(n) - 100;
   const far = simulateRunning(s, n, 300_000);
-  assert.deepEqual(far.d, { kind: 'ReplaceWithHttp', from: far.got });
-  assert.ok(far.at <= T0 + 100, 'a far-behind peer is replaced right away');
+  assert.deepEqual(far.d, { kind: 'DropPeer' });
+  assert.ok(far.at <= T0 + 100, 'a far-behind peer is dropped right away');
   let raced = false;
-  let replaced = false;
   for (let kb = 50; kb <= 4000; kb += 10) {
     const r = simulateRunning(s, n, kb * 1000);
     if (!r) continue;
+    if (r.d.kind === 'DropPeer') {
+      assert.ok(r.at < switchAt, `${kb} kB/s: dropped too late`);
+      continue;
+    }
     assert.ok(r.d.kind === 'RaceHttp' || r.d.kind === 'ReplaceWithHttp', `${kb} kB/s: ${r.d.kind}`);
     assert.equal(r.d.from, r.got);
     raced ||= r.d.kind === 'RaceHttp';
-    replaced ||= r.d.kind === 'ReplaceWithHttp';
     assert.ok(r.at + ms(2 * MB - r.got, 2_000_000) <= deadline, `${kb} kB/s: HTTP misses the deadline`);
   }
-  assert.ok(raced && replaced, 'both takeover kinds happen');
+  assert.ok(raced, 'a race happens');
 });
 
-test('a stopped peer is completed over HTTP in time, from the bytes it delivered', () => {
+test('a stopped peer is dropped while there is time, else completed over HTTP from its bytes', () => {
   const s = sched();
   const n = need(T0 + 4000, 2 * MB);
   const r = simulateRunning(s, n, 2_000_000, 400);
   assert.equal(r.got, 800_000);
-  assert.deepEqual(r.d, { kind: 'ReplaceWithHttp', from: 800_000 });
+  assert.deepEqual(r.d, { kind: 'DropPeer' });
   assert.ok(r.at <= T0 + 400 + MIN_STALL_MS + 100);
-  assert.ok(r.at + ms(2 * MB - r.got, 2_000_000) <= n.playsAt - 1000);
+  // The same stall noticed past the switch instant: HTTP takes over from the bytes delivered.
+  const late = { peer: 'p', started: T0, received: 800_000, offset: 0, lastProgress: T0 + 1300 };
+  const peers = [peer('p', true, 4_000_000, 1, true)];
+  const d = s.decide(T0 + 1950, 'me', NEWER, n, peers, late, false);
+  assert.deepEqual(d, { kind: 'ReplaceWithHttp', from: 800_000 });
+  assert.ok(T0 + 1950 + ms(2 * MB - 800_000, 2_000_000) <= n.playsAt - 1000);
 });
 
 test('prefetch: skip when nobody has it, wait for a busy peer or the seeders, never HTTP', () => {

@@ -44,7 +44,7 @@ pub use uploads::{TokenBucket, LINK_WINDOW};
 /// Segments ahead of the playhead a playing node works on at once.
 pub const LOOKAHEAD: usize = 8;
 /// Have frames go out at most this often (the first change at once).
-pub const HAVE_INTERVAL: Duration = Duration::from_secs(1);
+pub const HAVE_INTERVAL: Duration = Duration::from_millis(100);
 /// Running work for a segment nobody waits for any more is stopped after this.
 pub const ABANDONED_GRACE: Duration = Duration::from_secs(3);
 /// A playing or seeding node tries a failed HTTP fetch again after this.
@@ -935,6 +935,18 @@ impl NodeCore {
                 self.start_http(id, from, now);
             }
             Decision::WaitUntil(at) | Decision::Continue(at) => return at,
+            Decision::DropPeer => {
+                let peer = self
+                    .work
+                    .get(id)
+                    .and_then(|w| w.transfer.as_ref())
+                    .map(|t| t.link);
+                self.fail_transfer(id, FailureCause::Timeout);
+                if let Some(l) = peer.and_then(|link| self.links.get_mut(&link)) {
+                    l.busy_until = Some(now + transfers::BUSY_BACKOFF);
+                }
+                return now;
+            }
             Decision::Skip => {
                 // A prefetch no peer can serve (or whose peer stalled). A caller waiting for it
                 // is filling its buffer: waiting would only shrink the buffer, so HTTP it is.

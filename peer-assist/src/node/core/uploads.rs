@@ -17,7 +17,7 @@ use super::{LinkId, NodeCore};
 use crate::protocol::frame::{Frame, RECOMMENDED_CHUNK_LEN};
 
 /// Bytes of frames a link may have queued and not yet written before its uploads wait.
-pub const LINK_WINDOW: u64 = 256 * 1024;
+pub const LINK_WINDOW: u64 = 64 * 1024;
 /// Uploads accepted and waiting for the one being sent; a request beyond them is answered Absent.
 pub const MAX_WAITING_UPLOADS: usize = 0;
 /// The next upload starts when no other link holds more than this many unwritten bytes (the
