@@ -385,9 +385,12 @@ async fn graceful_end_loses_no_queued_frame() {
         let sent = producer.await.unwrap();
         eprintln!("sent {sent}, received {received}");
         assert_eq!(received, sent);
+        // More than B's own outgoing channel holds: frames were in QUIC and in A's incoming
+        // channel when A ended its direction.
+        let own = peer_assist::transport::LINK_OUTGOING_CAPACITY as u32;
         assert!(
-            sent > 164,
-            "the test should have queued more than the channels hold"
+            sent > 100 + own,
+            "the test should have queued more than B's channel holds"
         );
         drop(link_b);
     })

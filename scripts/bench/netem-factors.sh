@@ -7,7 +7,8 @@
 #
 # Usage: scripts/bench/netem-factors.sh
 # Environment: VIEWERS [20] (per factor run), DURATION [40s], AB_VIEWERS [200] (0: skip the A/B
-#   run), AB_DURATION [60s], BENCH_SKIP_BUILD=1, BENCH_OUT [a temp dir, printed]. Loopback only.
+#   run), AB_DURATION [60s], RENDITION [auto: ABR; or an index, 0 = lowest, for every run],
+#   BENCH_SKIP_BUILD=1, BENCH_OUT [a temp dir, printed]. Loopback only.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +17,7 @@ VIEWERS="${VIEWERS:-20}"
 DURATION="${DURATION:-40s}"
 AB_VIEWERS="${AB_VIEWERS:-200}"
 AB_DURATION="${AB_DURATION:-60s}"
+RENDITION="${RENDITION:-auto}"
 log() { printf '[netem-factors] %s\n' "$*" >&2; }
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
@@ -50,14 +52,14 @@ factors=("none:" "rtt:--rtt 20ms..150ms" "uplink:--uplink 1M..10M" "downlink:--d
 for f in "${factors[@]}"; do
   name=${f%%:*}; read -r -a opts <<<"${f#*:}"
   log "$VIEWERS P2P viewers for $DURATION, emulation: ${f#*:}"
-  "$LOADTEST" run --url "$URL" --viewers "$VIEWERS" --duration "$DURATION" --ramp 5s --p2p on \
+  "$LOADTEST" run --url "$URL" --viewers "$VIEWERS" --duration "$DURATION" --ramp 5s --p2p on --rendition "$RENDITION" \
     "${opts[@]}" --quiet --json "$OUT/factor-$name.json" >"$OUT/factor-$name.log" 2>&1
   sleep 3 # the previous swarm leaves the tracker
 done
 if [[ $AB_VIEWERS != 0 ]]; then
   log "$AB_VIEWERS viewers for $AB_DURATION, --p2p ab, every condition"
   "$LOADTEST" run --url "$URL" --viewers "$AB_VIEWERS" --duration "$AB_DURATION" --ramp 20s \
-    --p2p ab --uplink 1M..10M --downlink 10M..50M --rtt 20ms..150ms --loss 0..1% \
+    --p2p ab --rendition "$RENDITION" --uplink 1M..10M --downlink 10M..50M --rtt 20ms..150ms --loss 0..1% \
     --unreachable 0.2 --quiet --json "$OUT/ab.json" >"$OUT/ab.log" 2>&1
 fi
 log "reports in $OUT"

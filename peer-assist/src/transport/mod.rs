@@ -54,6 +54,12 @@ pub const ALPN: &[u8] = b"p2pa/1";
 /// Frames buffered per direction and link before `send` waits (outgoing) or the transport stops
 /// reading from the peer (incoming).
 pub const LINK_CHANNEL_CAPACITY: usize = 64;
+/// Outgoing frames buffered per link between the node and the transport's writer. Small: what a
+/// sender has handed over here is out of its hands (a Cancel cannot take it back, and the node's
+/// per-link window and its one-upload-at-a-time rule count it as written), so the backlog must
+/// wait in the node, not here. With 64 slots, a whole segment went into the channel at once and
+/// the uplink was committed to uploads their requesters had already given up on.
+pub const LINK_OUTGOING_CAPACITY: usize = 4;
 /// How long a graceful end of a link may take before it is turned into an abort.
 pub const LINGER: Duration = Duration::from_secs(10);
 
@@ -400,7 +406,7 @@ pub(crate) fn new_link(
     remote_addr: RemoteAddr,
     remote_fingerprint: Option<String>,
 ) -> (PeerLink, LinkEnds) {
-    let (out_tx, out_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
+    let (out_tx, out_rx) = mpsc::channel(LINK_OUTGOING_CAPACITY);
     let (in_tx, in_rx) = mpsc::channel(LINK_CHANNEL_CAPACITY);
     let control = LinkControl::new();
     let link = PeerLink {
