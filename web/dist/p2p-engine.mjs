@@ -937,9 +937,11 @@ var Scheduler = class {
       if (failed) return { kind: "Skip" };
       return { kind: "Continue", at: recheck(now2, need.playsAt - this.config.urgentWindowMs) };
     }
-    if (failed) return { kind: "ReplaceWithHttp", from: done };
     const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
-    if (projectedFinish > f.deadline) return { kind: "ReplaceWithHttp", from: done };
+    if (failed || projectedFinish > f.deadline) {
+      if (now2 < this.httpStartBy(need) - HTTP_START_SLACK_MS) return { kind: "DropPeer" };
+      return { kind: "ReplaceWithHttp", from: done };
+    }
     if (projectedFinish > takeoverBy && now2 + HTTP_START_SLACK_MS >= takeoverBy) return { kind: "RaceHttp", from: done };
     return { kind: "Continue", at: recheck(now2, takeoverBy - HTTP_START_SLACK_MS) };
   }
@@ -998,7 +1000,7 @@ function recheck(now2, target) {
 }
 
 // src/core.js
-var HAVE_INTERVAL_MS = 1e3;
+var HAVE_INTERVAL_MS = 100;
 var ABANDONED_GRACE_MS = 3e3;
 var MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
 var MAX_DIGESTS = 4096;
@@ -1009,7 +1011,7 @@ var LINK_RETRY_FIRST_MS = 5e3;
 var LINK_RETRY_MAX_MS = 6e4;
 var CONNECT_TIMEOUT_MS = 15e3;
 var CONNECT_CHECK_MS = 1e3;
-var LINK_WINDOW = 256 * 1024;
+var LINK_WINDOW = 64 * 1024;
 var MAX_WAITING_UPLOADS = 0;
 var DRAIN_SLACK = 32 * 1024;
 var BUSY_BACKOFF_MS = 250;
@@ -1374,6 +1376,13 @@ var NodeCore = class {
       case "WaitUntil":
       case "Continue":
         return d.at;
+      case "DropPeer": {
+        const link = this.work.get(id)?.transfer?.link;
+        this.failTransfer(id, "timeout");
+        const l = link === void 0 ? void 0 : this.links.get(link);
+        if (l) l.busyUntil = now2 + BUSY_BACKOFF_MS;
+        return now2;
+      }
       case "Skip":
         this.failTransfer(id, "timeout");
         this.startHttp(id, 0, now2);
