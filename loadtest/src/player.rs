@@ -817,12 +817,42 @@ impl Player {
         bytes: u64,
         elapsed: Duration,
     ) {
+        self.segment_arrived(now, rendition, sequence, bytes, elapsed, false);
+    }
+
+    /// A segment arrived from peers in `elapsed`. Its rate may raise the bandwidth estimate but
+    /// never lower it (nor start it): a slow peer says nothing about this viewer's link, and the
+    /// node falls back to HTTP whenever a peer would be late, so a rendition HTTP sustains stays
+    /// reachable. Segments the node got over HTTP are ordinary samples.
+    pub fn segment_loaded_from_peers(
+        &mut self,
+        now: Instant,
+        rendition: usize,
+        sequence: u64,
+        bytes: u64,
+        elapsed: Duration,
+    ) {
+        self.segment_arrived(now, rendition, sequence, bytes, elapsed, true);
+    }
+
+    fn segment_arrived(
+        &mut self,
+        now: Instant,
+        rendition: usize,
+        sequence: u64,
+        bytes: u64,
+        elapsed: Duration,
+        from_peers: bool,
+    ) {
         self.playback.advance(now);
         let Some(segment) = self.take_segment_in_flight(rendition, sequence, None) else {
             return;
         };
         self.segment_retry_at = None;
-        self.abr.sample(bytes, elapsed);
+        let rate = bytes as f64 * 8.0 / elapsed.max(MIN_SAMPLE_TIME).as_secs_f64();
+        if !from_peers || self.abr.estimate().is_some_and(|e| rate > e) {
+            self.abr.sample(bytes, elapsed);
+        }
         let bandwidth = self.renditions.get(rendition).map_or(0, |r| r.bandwidth);
         self.playback
             .push(rendition, bandwidth, segment.duration, segment.ends_at);
@@ -1972,6 +2002,52 @@ mod tests {
         let stats = sim.stats();
         assert_eq!((stats.stalls, stats.stalled), (1, ms(2_500)));
         assert_eq!(stats.watched, ms(16_400));
+    }
+
+    /// A segment from a slow peer does not send the player down (the node would have used HTTP
+    /// had the peer been late); one from a fast peer may send it up.
+    #[test]
+    fn peer_segments_raise_the_estimate_but_never_lower_it() {
+        let t0 = Instant::now();
+        let at = |v: u64| t0 + ms(v);
+        let config = PlayerConfig {
+            abr: AbrConfig {
+                initial_rendition: Some(1),
+                min_switch_interval: Duration::ZERO,
+                ..AbrConfig::default()
+            },
+            ..PlayerConfig::default()
+        };
+        let mut player = Player::new(config, renditions(&[1_000_000, 2_000_000]), t0);
+        let window = |r, last: u64| playlist(r, secs(2), last - 5..=last, secs(2), false);
+        assert_eq!(player.poll(at(0)), Action::FetchPlaylist { rendition: 1 });
+        player.playlist_loaded(at(100), window(1, 9));
+        assert!(matches!(
+            player.poll(at(100)),
+            Action::FetchSegment {
+                rendition: 1,
+                sequence: 7,
+                ..
+            }
+        ));
+        // 500 kB from a peer in 4 s (1 Mbit/s): over HTTP this sends it down (see the test
+        // below); from peers it stays.
+        player.segment_loaded_from_peers(at(4_100), 1, 7, 500_000, ms(4_000));
+        assert_eq!(player.current_rendition(), 1);
+        if player.poll(at(4_100)) == (Action::FetchPlaylist { rendition: 1 }) {
+            player.playlist_loaded(at(4_150), window(1, 11));
+        }
+        assert!(matches!(
+            player.poll(at(4_150)),
+            Action::FetchSegment {
+                rendition: 1,
+                sequence: 8,
+                ..
+            }
+        ));
+        // The same over HTTP: down.
+        player.segment_loaded(at(8_200), 1, 8, 500_000, ms(4_000));
+        assert_eq!(player.current_rendition(), 0);
     }
 
     #[test]

@@ -880,7 +880,8 @@ impl Session {
 }
 
 type PlaylistDone = (usize, Option<MediaPlaylistUpdate>);
-type SegmentDone = (usize, u64, Option<(u64, Duration)>);
+/// (rendition, sequence, Some((bytes, time for ABR, from peers)) or None on failure).
+type SegmentDone = (usize, u64, Option<(u64, Duration, bool)>);
 type PartDone = (usize, u64, u64, bool);
 
 /// An LL-HLS part, over HTTP for every viewer: parts are at the live edge, where no peer holds
@@ -949,7 +950,11 @@ async fn fetch_segment(
             lock(&p2p.references).entry(path).or_insert(digest);
         }
     }
-    (rendition, sequence, Some((body.len() as u64, elapsed)))
+    (
+        rendition,
+        sequence,
+        Some((body.len() as u64, elapsed, false)),
+    )
 }
 
 /// A segment through the viewer's node, needed at `plays_at`.
@@ -1002,7 +1007,7 @@ async fn fetch_segment_p2p(
             peer,
         });
     }
-    (rendition, sequence, Some((len, took)))
+    (rendition, sequence, Some((len, took, peer)))
 }
 
 /// When the segment about to be fetched plays: when the buffer runs dry while playing, else in a
@@ -1228,8 +1233,11 @@ async fn drive(session: &Session, state: &mut Viewer, test: TestBehaviour) {
                 segment_fetch = None;
                 let now = Instant::now();
                 match result {
-                    Some((bytes, elapsed)) => {
+                    Some((bytes, elapsed, false)) => {
                         player.segment_loaded(now, rendition, sequence, bytes, elapsed);
+                    }
+                    Some((bytes, elapsed, true)) => {
+                        player.segment_loaded_from_peers(now, rendition, sequence, bytes, elapsed);
                     }
                     None => player.segment_failed(now, rendition, sequence),
                 }

@@ -938,9 +938,10 @@ var Scheduler = class {
       return { kind: "Continue", at: recheck(now2, need.playsAt - this.config.urgentWindowMs) };
     }
     const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
-    if (failed || projectedFinish > f.deadline) {
-      if (now2 < this.httpStartBy(need) - HTTP_START_SLACK_MS) return { kind: "DropPeer" };
-      return { kind: "ReplaceWithHttp", from: done };
+    const switchAt = this.httpStartBy(need) - HTTP_START_SLACK_MS;
+    if (failed) return now2 < switchAt ? { kind: "DropPeer" } : { kind: "ReplaceWithHttp", from: done };
+    if (projectedFinish > f.deadline) {
+      return now2 < switchAt ? { kind: "Continue", at: recheck(now2, switchAt) } : { kind: "ReplaceWithHttp", from: done };
     }
     if (projectedFinish > takeoverBy && now2 + HTTP_START_SLACK_MS >= takeoverBy) return { kind: "RaceHttp", from: done };
     return { kind: "Continue", at: recheck(now2, takeoverBy - HTTP_START_SLACK_MS) };

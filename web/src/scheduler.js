@@ -27,9 +27,10 @@
 //    d. urgent: FetchHttp{from: 0} if now ≥ httpSwitchAt or (not fresh live and nobody has it), else
 //       WaitUntil(min(now + 250, httpSwitchAt)).
 // 3. A peer transfer running (done = offset + received):
-//    urgent: stalled/unhealthy/gone, or projected finish after the deadline → DropPeer while
-//    now < httpSwitchAt, else ReplaceWithHttp{from: done}; projected after takeoverBy and
-//    now + 100 ms ≥ takeoverBy → RaceHttp{from: done};
+//    urgent: stalled/unhealthy/gone → DropPeer while now < httpSwitchAt, else
+//    ReplaceWithHttp{from: done}; projected finish after the deadline → Continue(clamp(httpSwitchAt,
+//    now + 10, now + 200)) while now < httpSwitchAt, else ReplaceWithHttp; projected after
+//    takeoverBy and now + 100 ms ≥ takeoverBy → RaceHttp{from: done};
 //    else Continue(clamp(takeoverBy − 100 ms, now + 10 ms, now + 200 ms)).
 //    prefetch: stalled/unhealthy/gone → Skip; else Continue(clamp(playsAt − urgentWindow, now + 10, now + 200)).
 // Every WaitUntil/Continue instant is strictly after `now`.
@@ -201,10 +202,12 @@ export class Scheduler {
       return { kind: 'Continue', at: recheck(now, need.playsAt - this.config.urgentWindowMs) };
     }
     const takeoverBy = f.deadline - transferTime(remaining, this.httpRate());
-    if (failed || projectedFinish > f.deadline) {
-      // While HTTP need not start yet another peer may still do: drop this one, decide again.
-      if (now < this.httpStartBy(need) - HTTP_START_SLACK_MS) return { kind: 'DropPeer' };
-      return { kind: 'ReplaceWithHttp', from: done };
+    const switchAt = this.httpStartBy(need) - HTTP_START_SLACK_MS;
+    // A failed peer: while HTTP need not start yet another peer may still do.
+    if (failed) return now < switchAt ? { kind: 'DropPeer' } : { kind: 'ReplaceWithHttp', from: done };
+    // Projected to miss: not trusted before the switch instant (round trip, slow start).
+    if (projectedFinish > f.deadline) {
+      return now < switchAt ? { kind: 'Continue', at: recheck(now, switchAt) } : { kind: 'ReplaceWithHttp', from: done };
     }
     if (projectedFinish > takeoverBy && now + HTTP_START_SLACK_MS >= takeoverBy) return { kind: 'RaceHttp', from: done };
     return { kind: 'Continue', at: recheck(now, takeoverBy - HTTP_START_SLACK_MS) };
