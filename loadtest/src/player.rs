@@ -425,6 +425,14 @@ impl Abr {
         self.slow.sample(seconds, bits_per_second);
     }
 
+    /// A sample that may raise the estimate but never lower it (nor start it).
+    fn sample_if_faster(&mut self, bytes: u64, elapsed: Duration) {
+        let bits_per_second = bytes as f64 * 8.0 / elapsed.max(MIN_SAMPLE_TIME).as_secs_f64();
+        if self.estimate().is_some_and(|e| bits_per_second > e) {
+            self.sample(bytes, elapsed);
+        }
+    }
+
     /// min(fast, slow), bits/s; `None` before the first sample.
     fn estimate(&self) -> Option<f64> {
         Some(self.fast.estimate()?.min(self.slow.estimate()?))
@@ -849,8 +857,9 @@ impl Player {
             return;
         };
         self.segment_retry_at = None;
-        let rate = bytes as f64 * 8.0 / elapsed.max(MIN_SAMPLE_TIME).as_secs_f64();
-        if !from_peers || self.abr.estimate().is_some_and(|e| rate > e) {
+        if from_peers {
+            self.abr.sample_if_faster(bytes, elapsed);
+        } else {
             self.abr.sample(bytes, elapsed);
         }
         let bandwidth = self.renditions.get(rendition).map_or(0, |r| r.bandwidth);

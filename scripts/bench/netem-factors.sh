@@ -6,9 +6,11 @@
 # and stalls per run (docs/BENCHMARKS.md, "P2P in emulated networks").
 #
 # Usage: scripts/bench/netem-factors.sh
-# Environment: VIEWERS [20] (per factor run), DURATION [40s], AB_VIEWERS [200] (0: skip the A/B
+# Environment: VIEWERS [20] (per factor run; 0: none), DURATION [40s], AB_VIEWERS [200] (0: skip the A/B
 #   run), AB_DURATION [60s], RENDITION [auto: ABR; or an index, 0 = lowest, for every run],
-#   BENCH_SKIP_BUILD=1, BENCH_OUT [a temp dir, printed]. Loopback only.
+#   FACTORS [the six below; or "name:flags;name:flags", e.g. "both:--uplink 1M..10M --rtt 20ms..150ms"],
+#   AB_EMULATION [all five conditions; issue 14's check is "--uplink 1M..10M --rtt 20ms..150ms
+#   --unreachable 0.2"], BENCH_SKIP_BUILD=1, BENCH_OUT [a temp dir, printed]. Loopback only.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -49,35 +51,39 @@ URL=http://127.0.0.1:19601/synthetic/master.m3u8
 
 factors=("none:" "rtt:--rtt 20ms..150ms" "uplink:--uplink 1M..10M" "downlink:--downlink 10M..50M"
   "loss:--loss 0..1%" "unreachable:--unreachable 0.2")
-for f in "${factors[@]}"; do
-  name=${f%%:*}; read -r -a opts <<<"${f#*:}"
+if [[ -n "${FACTORS:-}" ]]; then IFS=';' read -r -a factors <<<"$FACTORS"; fi
+if [[ $VIEWERS == 0 ]]; then factors=(); fi
+read -r -a ab_emulation <<<"${AB_EMULATION:---uplink 1M..10M --downlink 10M..50M --rtt 20ms..150ms --loss 0..1% --unreachable 0.2}"
+names=()
+for f in "${factors[@]+"${factors[@]}"}"; do
+  name=${f%%:*}; read -r -a opts <<<"${f#*:}"; names+=("$name")
   log "$VIEWERS P2P viewers for $DURATION, emulation: ${f#*:}"
   "$LOADTEST" run --url "$URL" --viewers "$VIEWERS" --duration "$DURATION" --ramp 5s --p2p on --rendition "$RENDITION" \
     "${opts[@]}" --quiet --json "$OUT/factor-$name.json" >"$OUT/factor-$name.log" 2>&1
   sleep 3 # the previous swarm leaves the tracker
 done
 if [[ $AB_VIEWERS != 0 ]]; then
-  log "$AB_VIEWERS viewers for $AB_DURATION, --p2p ab, every condition"
+  log "$AB_VIEWERS viewers for $AB_DURATION, --p2p ab, emulation: ${ab_emulation[*]}"
   "$LOADTEST" run --url "$URL" --viewers "$AB_VIEWERS" --duration "$AB_DURATION" --ramp 20s \
-    --p2p ab --rendition "$RENDITION" --uplink 1M..10M --downlink 10M..50M --rtt 20ms..150ms --loss 0..1% \
-    --unreachable 0.2 --quiet --json "$OUT/ab.json" >"$OUT/ab.log" 2>&1
+    --p2p ab --rendition "$RENDITION" "${ab_emulation[@]}" --quiet --json "$OUT/ab.json" >"$OUT/ab.log" 2>&1
 fi
 log "reports in $OUT"
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "${names[@]+"${names[@]}"}" <<'PY'
 import json, os, sys
 out = sys.argv[1]
-print("| emulation | offload | P2P timeouts | segment latency p50 ms | stalls |")
-print("|---|---:|---:|---:|---:|")
-for name in ["none", "rtt", "uplink", "downlink", "loss", "unreachable"]:
+print("| emulation | offload | P2P timeouts | segment latency p50 ms | stalls | uploaded / accepted MB | upload/download p99 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for name in sys.argv[2:]:
     r = json.load(open(f"{out}/factor-{name}.json"))
     print(f"| {name} | {r['offload_ratio']:.1%} | {r['fallbacks']['timeout']} | "
-          f"{r['segment_latency_ms']['p50']:.0f} | {r['stalls']} |")
+          f"{r['segment_latency_ms']['p50']:.0f} | {r['stalls']} | "
+          f"{r['uploaded_bytes'] / 1e6:.0f} / {r['bytes']['peer'] / 1e6:.0f} | {r['upload_ratio']['p99']} |")
 if os.path.exists(f"{out}/ab.json"):
     r = json.load(open(f"{out}/ab.json"))
     for c in ["p2p", "http"]:
         q = r["cohorts"][c]
-        print(f"| A/B, every condition, {c} cohort | {q['offload_ratio']:.1%} | - | "
-              f"{q['segment_latency_ms']['p50']:.0f} | {q['stalls']} |")
+        print(f"| A/B, {c} cohort | {q['offload_ratio']:.1%} | - | "
+              f"{q['segment_latency_ms']['p50']:.0f} | {q['stalls']} | - | - |")
     print(f"A/B: {r['uploaded_bytes'] / 1e6:.1f} MB uploaded by P2P viewers, "
           f"{r['bytes']['peer'] / 1e6:.1f} MB accepted from peers, fallbacks {r['fallbacks']}")
 PY

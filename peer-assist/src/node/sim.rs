@@ -389,6 +389,27 @@ impl Sim {
         self.track(node);
     }
 
+    /// `n` playing nodes on 275 kB segments and 40 ms links, with 1 MB/s uplinks or, `spread`,
+    /// uplinks from 125 kB/s to 1.25 MB/s (1 to 10 Mbit/s) evenly over the nodes in a scrambled
+    /// order: the swarm of the scale measurements.
+    pub fn scale_swarm(n: usize, spread: bool) -> (Sim, Vec<usize>) {
+        let world = World {
+            uplink: 1_000_000.0,
+            segment_bytes: 275_000,
+            link_latency: Duration::from_millis(40),
+            ..World::default()
+        };
+        let mut sim = Sim::new(world);
+        let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+        if spread && n > 1 {
+            for &k in &nodes {
+                let step = (k * 37 % n) as f64 / (n - 1) as f64;
+                sim.set_uplink(k, 125_000.0 + step * 1_125_000.0);
+            }
+        }
+        (sim, nodes)
+    }
+
     /// Node `node`'s uplink from now on, bytes/s.
     pub fn set_uplink(&mut self, node: usize, rate: f64) {
         self.nodes[node].uplink = Some(rate);
@@ -1218,21 +1239,7 @@ mod tight_uplinks {
     fn swarm_scale() {
         // (nodes, uplinks spread from 1 to 10 Mbit/s instead of 1 MB/s each)
         for (n, spread) in [(20usize, false), (100, false), (100, true)] {
-            let world = World {
-                uplink: 1_000_000.0,
-                segment_bytes: 275_000,
-                link_latency: Duration::from_millis(40),
-                ..World::default()
-            };
-            let mut sim = Sim::new(world);
-            let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
-            if spread {
-                for &k in &nodes {
-                    // 125 kB/s .. 1.25 MB/s, evenly over the nodes, in a scrambled order.
-                    let step = (k * 37 % n) as f64 / (n - 1) as f64;
-                    sim.set_uplink(k, 125_000.0 + step * 1_125_000.0);
-                }
-            }
+            let (mut sim, nodes) = Sim::scale_swarm(n, spread);
             sim.run_for(Duration::from_secs(40));
             let (mut p2p, mut all, mut timeouts) = (0, 0, 0);
             let (mut uploaded, mut received) = (0, 0);
@@ -1294,21 +1301,7 @@ mod propagation {
     #[test]
     #[ignore]
     fn propagation_timeline() {
-        let n = 100;
-        let world = World {
-            uplink: 1_000_000.0,
-            segment_bytes: 275_000,
-            link_latency: Duration::from_millis(40),
-            ..World::default()
-        };
-        let mut sim = Sim::new(world);
-        let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
-        if std::env::var("SPREAD").is_ok() {
-            for &k in &nodes {
-                let step = (k * 37 % n) as f64 / (n - 1) as f64;
-                sim.set_uplink(k, 125_000.0 + step * 1_125_000.0);
-            }
-        }
+        let (mut sim, nodes) = Sim::scale_swarm(100, std::env::var("SPREAD").is_ok());
         let watch: usize = std::env::var("WATCH")
             .ok()
             .and_then(|w| w.parse().ok())
