@@ -614,7 +614,7 @@ async fn serve_stream(
 ) {
     let writing = write_loop(&conn, send, outgoing, &control, max_window);
     let reading = async {
-        if read_loop(recv, incoming, &control).await {
+        if read_loop(recv, &incoming, &control).await {
             // Tell the peer we have consumed its whole stream, so it may close the connection
             // without cutting off data we have not read yet.
             match conn.open_uni().await {
@@ -659,6 +659,9 @@ async fn serve_stream(
         ),
     }
     drop(pump);
+    // Only now, with the cause recorded, may the receiver see `None`: a peer that aborts also
+    // ends its stream, and that end may arrive just before its close reason.
+    drop(incoming);
     close_connection(&conn, &control);
 }
 
@@ -742,33 +745,33 @@ async fn write_frame(send: &mut SendStream, frame: Bytes, control: &LinkControl)
 /// Delivers the peer's frames until its stream ends (returns `true`) or the link is aborted
 /// (transport failure, broken framing: returns `false`). Once the
 /// [`LinkReceiver`](super::LinkReceiver) is dropped, frames are still read (flow control keeps
-/// working, the framing is still checked) but discarded.
+/// working, the framing is still checked) but discarded. The caller keeps `incoming` open until
+/// the link is closed, so the receiver never sees the end before the reason.
 async fn read_loop(
     mut recv: RecvStream,
-    incoming: mpsc::Sender<Bytes>,
+    incoming: &mpsc::Sender<Bytes>,
     control: &LinkControl,
 ) -> bool {
     let mut frames = FrameReader::default();
-    let mut incoming = Some(incoming);
+    let mut delivering = true;
     loop {
-        let next = match &incoming {
-            Some(tx) => tokio::select! {
+        let next = if delivering {
+            tokio::select! {
                 biased;
-                () = tx.closed() => {
-                    incoming = None;
+                () = incoming.closed() => {
+                    delivering = false;
                     continue;
                 }
                 // Cancel-safe: FrameReader keeps all progress in itself.
                 next = frames.next(&mut recv) => next,
-            },
-            None => frames.next(&mut recv).await,
+            }
+        } else {
+            frames.next(&mut recv).await
         };
         match next {
             Ok(Some(frame)) => {
-                if let Some(tx) = &incoming {
-                    if tx.send(frame).await.is_err() {
-                        incoming = None;
-                    }
+                if delivering && incoming.send(frame).await.is_err() {
+                    delivering = false;
                 }
             }
             Ok(None) => {
