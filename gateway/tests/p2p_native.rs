@@ -162,6 +162,7 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
     let gw = support::demo_gateway().await;
     let mut liar_config = node_config(&gw, 30);
     liar_config.test = TestBehaviour {
+        forge_receipts: Default::default(),
         lie: true,
         slow_upload: None,
     };
@@ -231,6 +232,7 @@ async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
     let mut seed_config = node_config(&gw, 60);
     seed_config.seed = true;
     seed_config.test = TestBehaviour {
+        forge_receipts: Default::default(),
         lie: false,
         slow_upload: Some(20_000),
     };

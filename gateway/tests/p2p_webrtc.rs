@@ -101,6 +101,7 @@ async fn a_lying_webrtc_peer_is_caught_and_dropped() {
     let gw = support::demo_gateway().await;
     let mut liar_config = node_config(&gw, 26, &[Transport::Webrtc]);
     liar_config.test = TestBehaviour {
+        forge_receipts: Default::default(),
         lie: true,
         slow_upload: None,
     };

@@ -1548,6 +1548,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             (false, false)
         };
         let test = TestBehaviour {
+            forge_receipts: Default::default(),
             lie: liar,
             slow_upload: slow.then_some(config.slow_rate),
         };

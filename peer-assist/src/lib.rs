@@ -4,6 +4,7 @@
 //! one grammar for durations and sizes ([`units`]).
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod accounting;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hls;

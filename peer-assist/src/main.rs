@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
+
+use peer_assist::accounting::NodeKey;
+use peer_assist::node::http::GatewayClient;
 use peer_assist::node::{self, NodeConfig, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
 use peer_assist::units::parse_duration;
@@ -25,6 +29,21 @@ struct Cli {
 enum Command {
     /// Join a stream's swarm, play it like a player (or seed it), exchange verified segments.
     Node(NodeArgs),
+    /// Read this key's credit from a gateway's ledger (docs/LEDGER.md).
+    Ledger(LedgerArgs),
+}
+
+#[derive(clap::Args)]
+struct LedgerArgs {
+    /// Gateway base URL.
+    #[arg(long, value_name = "URL")]
+    gateway: String,
+    /// The node's key file (as given to `node --key-file`); it is not created here.
+    #[arg(long, value_name = "FILE")]
+    key_file: PathBuf,
+    /// The epoch to read (default: the current one, so far).
+    #[arg(long, value_name = "N")]
+    epoch: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -73,6 +92,14 @@ struct NodeArgs {
     /// No upload until the swarm has at least this many peers (this one included).
     #[arg(long, value_name = "N", default_value_t = 2)]
     privacy_floor: usize,
+    /// The node's Ed25519 key: its identity across runs and gateways, which receipts credit
+    /// (docs/LEDGER.md). Created on first use, readable by its owner only. Without it the node
+    /// uses a key of this run.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// TEST ONLY: with every receipt, send forged ones too (they must all be refused).
+    #[arg(long, hide = true)]
+    test_forge_receipts: bool,
     /// TEST ONLY: corrupt every chunk this node uploads.
     #[arg(long, hide = true)]
     test_lie: bool,
@@ -97,7 +124,6 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let Command::Node(args) = cli.command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,7 +134,61 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(args))
+    match cli.command {
+        Command::Node(args) => runtime.block_on(run(args)),
+        Command::Ledger(args) => runtime.block_on(ledger(args)),
+    }
+}
+
+/// `peer-assist ledger`: this key's line of an epoch, and the epoch's root.
+async fn ledger(args: LedgerArgs) -> ExitCode {
+    let key = match std::fs::metadata(&args.key_file) {
+        Ok(_) => match NodeKey::load_or_create(&args.key_file) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("peer-assist: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Err(e) => {
+            eprintln!("peer-assist: {}: {e}", args.key_file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let path = match args.epoch {
+        Some(n) => format!("/p2p/v1/ledger?epoch={n}"),
+        None => "/p2p/v1/ledger".to_owned(),
+    };
+    let client = GatewayClient::new(&args.gateway);
+    let body = match client.get(&path, 0).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("peer-assist: {}{path}: {e}", args.gateway);
+            return ExitCode::FAILURE;
+        }
+    };
+    let ledger: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("peer-assist: the gateway's ledger is not JSON: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mine = ledger["uploaders"]
+        .as_array()
+        .and_then(|list| list.iter().find(|u| u["key"] == key.public_hex()));
+    let field = |name: &str| mine.and_then(|m| m[name].as_u64()).unwrap_or(0);
+    let line = serde_json::json!({
+        "epoch": ledger["epoch"],
+        "key": key.public_hex(),
+        "bytes": field("bytes"),
+        "segments": field("segments"),
+        "receivers": field("receivers"),
+        "root": ledger["root"],
+        "closed": ledger["closed"],
+    });
+    println!("{line}");
+    ExitCode::SUCCESS
 }
 
 async fn run(args: NodeArgs) -> ExitCode {
@@ -142,7 +222,19 @@ async fn run(args: NodeArgs) -> ExitCode {
     config.test = TestBehaviour {
         lie: args.test_lie,
         slow_upload: args.test_slow_upload,
+        forge_receipts: args.test_forge_receipts,
     };
+    let key = match &args.key_file {
+        Some(path) => NodeKey::load_or_create(path),
+        None => NodeKey::generate(),
+    };
+    match key {
+        Ok(k) => config.key = Some(Arc::new(k)),
+        Err(e) => {
+            eprintln!("peer-assist: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let handle = match node::start(config).await {
         Ok(h) => h,
         Err(e) => {

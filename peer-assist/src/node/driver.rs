@@ -255,6 +255,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
             addr: t.local_addr().to_string(),
             fingerprint: t.fingerprint().to_owned(),
         }),
+        key: config.key.as_ref().map(|k| k.public_hex().to_owned()),
     };
     let rejoin = Rejoin {
         ws_url,

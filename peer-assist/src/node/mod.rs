@@ -55,6 +55,9 @@ pub struct TestBehaviour {
     pub lie: bool,
     /// Upload at most this many bytes per second, whatever the upload cap says.
     pub slow_upload: Option<u64>,
+    /// With every honest receipt, also send forged ones: a broken signature, another uploader,
+    /// an unpublished digest, the honest one again (replay), twice the bytes.
+    pub forge_receipts: bool,
 }
 
 /// Everything a node needs to run. `NodeConfig::new` gives the defaults.
@@ -105,6 +108,8 @@ pub struct NodeConfig {
     /// An emulated network link for all of this node's QUIC and HTTP traffic (the load-test
     /// harness's `--uplink`, `--rtt`, ...); None: the network as it is. WebRTC is not shaped.
     pub link: Option<std::sync::Arc<crate::net::Link>>,
+    /// The node's key (announced in `join`, signs its receipts); None: no key, no receipts.
+    pub key: Option<std::sync::Arc<crate::accounting::NodeKey>>,
 }
 
 impl NodeConfig {
@@ -131,6 +136,7 @@ impl NodeConfig {
             driven: false,
             token: None,
             link: None,
+            key: None,
         }
     }
 
@@ -155,6 +161,10 @@ impl NodeConfig {
             report_every: self.report_every,
             scheduler: self.scheduler.clone(),
             test: self.test.clone(),
+            receipts: self
+                .key
+                .as_ref()
+                .map(|k| core::ReceiptSigner::new(std::sync::Arc::clone(k))),
         }
     }
 }
@@ -205,6 +215,15 @@ pub struct Summary {
     /// Swarms joined because the driving player switched rendition
     /// ([`SegmentFetcher::switch_rendition`]).
     pub rendition_switches: u64,
+    /// This node's public key (hex), when it has one (`--key-file`, or a key of this run).
+    pub node_key: Option<String>,
+    /// Verified bytes received from peers, by the uploader's key (hex): what its receipts
+    /// credit.
+    pub received_from: std::collections::BTreeMap<String, u64>,
+    /// Receipts signed for deliveries from peers.
+    pub receipts_signed: u64,
+    /// Receipts dropped unsent (more were waiting than a node keeps).
+    pub receipts_dropped: u64,
     /// The shard of the swarm it joined last: 0 unless a full shard sent it on (PROTOCOL.md §2, "Swarm shards").
     pub shard: u32,
     pub duration_ms: u64,

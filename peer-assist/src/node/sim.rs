@@ -296,6 +296,7 @@ impl Sim {
             address: None,
             listed: Vec::new(),
             listed_at: None,
+            key: None,
         };
         let now = self.now;
         if self.tracker.join(member, self.swarm.clone()).is_ok() {
@@ -755,6 +756,7 @@ mod tests {
         let mut sim = Sim::new(World::default());
         let mut liar = play();
         liar.test = TestBehaviour {
+            forge_receipts: Default::default(),
             lie: true,
             slow_upload: None,
         };
@@ -1008,6 +1010,7 @@ mod tests {
     fn impostor(sim: &mut Sim) {
         let fingerprint = |c: &str| c.repeat(64);
         let listed = PeerInfo {
+            key: None,
             peer_id: "p900".into(),
             region: None,
             transports: vec![Transport::Quic],

@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 use thiserror::Error;
 
 use super::frame::validate_segment_id;
+use crate::accounting::Receipt;
 
 /// Value of `v` in `join` and `welcome`.
 pub const SIGNAL_VERSION: u32 = 1;
@@ -21,6 +22,8 @@ pub const MAX_SIGNAL_LEN: usize = 64 * 1024;
 pub const MAX_PEER_ID_LEN: usize = 64;
 /// Most entries in one list: peers in `peers`, segments in `digests`, peers in `report`.
 pub const MAX_LIST_LEN: usize = 256;
+/// Most receipts in one `report` (about 500 bytes each: well within [`MAX_SIGNAL_LEN`]).
+pub const MAX_RECEIPTS: usize = 64;
 
 /// How to reach a native peer over QUIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +66,10 @@ pub enum ClientMessage {
         token: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quic: Option<QuicAddress>,
+        /// The peer's public key, hex (Ed25519: 64 digits; P-256: 130): its stable identity, the
+        /// key its receipts are signed with and that others' receipts credit (docs/LEDGER.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// Forward `payload` (opaque JSON) to peer `to` in the same swarm.
     Relay {
@@ -85,6 +92,10 @@ pub struct Report {
     pub failures: Failures,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<PeerOutcome>,
+    /// Signed receipts for bytes verified from peers since the previous report (at most
+    /// [`MAX_RECEIPTS`]; docs/LEDGER.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipts: Vec<Receipt>,
 }
 
 /// Failed peer fetches by cause.
@@ -223,6 +234,9 @@ pub struct PeerInfo {
     pub transports: Vec<Transport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quic: Option<QuicAddress>,
+    /// The peer's public key (from its `join`), hex: whom a receipt for its bytes credits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,16 +314,32 @@ impl ClientMessage {
                 token: _,
                 rendition: _,
                 capabilities: _,
+                key,
             } => {
                 check_version(*v)?;
                 check_path("stream", stream)?;
                 if let Some(q) = quic {
                     check_quic(q)?;
                 }
+                if let Some(k) = key {
+                    check_key("key", k)?;
+                }
             }
             ClientMessage::Relay { to, .. } => check_peer_id("to", to)?,
             ClientMessage::Report(r) => {
                 check_list("peers", r.peers.len())?;
+                if r.receipts.len() > MAX_RECEIPTS {
+                    return Err(SignalError::Invalid(format!(
+                        "receipts: {} entries, at most {MAX_RECEIPTS}",
+                        r.receipts.len()
+                    )));
+                }
+                for receipt in &r.receipts {
+                    // The form only: a receipt that fails the gateway's checks is rejected and
+                    // counted by reason, not fatal to the connection.
+                    check_safe_integer("receipts.bytes", receipt.bytes)?;
+                    check_safe_integer("receipts.time", receipt.time)?;
+                }
                 let f = &r.failures;
                 for (field, n) in [
                     ("http_bytes", r.http_bytes),
@@ -368,6 +398,9 @@ impl ServerMessage {
                     check_peer_id("peer_id", &p.peer_id)?;
                     if let Some(q) = &p.quic {
                         check_quic(q)?;
+                    }
+                    if let Some(k) = &p.key {
+                        check_key("key", k)?;
                     }
                 }
             }
@@ -483,6 +516,17 @@ fn check_safe_integer(field: &str, n: u64) -> Result<(), SignalError> {
     Ok(())
 }
 
+/// A public key: lowercase hex of 32 (Ed25519) or 65 (P-256, uncompressed) bytes.
+fn check_key(field: &str, key: &str) -> Result<(), SignalError> {
+    let hex = key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !hex || (key.len() != 64 && key.len() != 130) {
+        return Err(SignalError::Invalid(format!(
+            "{field}: not a public key (64 or 130 lowercase hex digits)"
+        )));
+    }
+    Ok(())
+}
+
 fn check_list(field: &str, len: usize) -> Result<(), SignalError> {
     if len > MAX_LIST_LEN {
         return Err(SignalError::Invalid(format!(
@@ -536,6 +580,7 @@ mod tests {
 
     fn join() -> ClientMessage {
         ClientMessage::Join {
+            key: None,
             v: 1,
             stream: "/demo/live/master.m3u8".into(),
             rendition: 0,
@@ -593,6 +638,7 @@ mod tests {
             },
             ServerMessage::Peers {
                 peers: vec![PeerInfo {
+                    key: None,
                     peer_id: "p2".into(),
                     region: Some("eu".into()),
                     transports: vec![Transport::Quic, Transport::Webrtc],
@@ -689,6 +735,7 @@ mod tests {
     #[test]
     fn lists_and_ids() {
         let peer = PeerInfo {
+            key: None,
             peer_id: "p".into(),
             region: None,
             transports: vec![],

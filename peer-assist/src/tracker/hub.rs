@@ -20,8 +20,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::metrics::TrackerMetrics;
+use super::receipts::{Accounts, Checked, Published};
 use super::registry::{JoinError, Member, MessageBudget, Registry, SwarmKey, TrackerConfig};
 use super::reports::{self, ReportLimits};
+use crate::accounting::Rejection;
 use crate::protocol::signal::{
     self, ClientMessage, DigestEntry, ErrorCode, Report, ServerMessage, SignalError, SIGNAL_VERSION,
 };
@@ -51,6 +53,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<(), String> {
         Ok(())
     }
+    /// Where believed receipts are stored; `None`: no ledger, receipts are ignored.
+    fn ledger(&self) -> Option<Arc<dyn ReceiptLedger>> {
+        None
+    }
+}
+
+/// The ledger as the tracker sees it (the gateway's `ledger` module).
+pub trait ReceiptLedger: Send + Sync + 'static {
+    /// Stores receipts the tracker believes, in one transaction; says for each whether it was
+    /// stored or why not ([`Rejection::Replay`], [`Rejection::Duplicate`], [`Rejection::Storage`]).
+    /// A receipt reported stored is durable.
+    fn store(&self, receipts: Vec<Checked>) -> BoxFuture<'static, Vec<Result<(), Rejection>>>;
 }
 
 /// Why a rendition of a stream could not be resolved, by whose fault.
@@ -139,6 +153,10 @@ struct Inner {
     /// Set by [`Tracker::restart_all`]: every peer, and any that joins afterwards, is closed with
     /// 1012.
     restarting: tokio::sync::watch::Sender<bool>,
+    /// Receiver keys: their swarms, who was listed to them, what they reported (receipt checks).
+    accounts: Mutex<Accounts>,
+    /// Digests published to peers, by segment (receipt checks).
+    published: Mutex<Published>,
 }
 
 /// See the module docs. Cheap to clone.
@@ -206,6 +224,8 @@ impl Tracker {
                 lists_changed: Arc::new(Notify::new()),
                 pacer_started: std::sync::Once::new(),
                 restarting: tokio::sync::watch::channel(false).0,
+                accounts: Mutex::new(Accounts::default()),
+                published: Mutex::new(Published::default()),
             }),
         }
     }
@@ -227,6 +247,7 @@ impl Tracker {
 
     /// Pushes the digest of a newly cached segment of `playlist` to every peer watching it.
     pub fn publish_digest(&self, playlist: &str, entry: DigestEntry) {
+        lock(&self.inner.published).insert(&entry.id, &entry.sha256, entry.size);
         {
             let mut stats = lock(&self.inner.playlist_stats);
             if let Some(s) = stats.get_mut(playlist) {
@@ -287,6 +308,11 @@ impl Tracker {
     fn leave(&self, id: &str) {
         let (left, empty) = {
             let mut registry = lock(&self.inner.registry);
+            if let Some(m) = registry.member(id) {
+                if let Some(key) = &m.key {
+                    lock(&self.inner.accounts).left(key, &m.swarm.label(), unix_ms());
+                }
+            }
             match registry.leave(id) {
                 Some(swarm) => {
                     let empty = registry.swarm_members(&swarm).is_empty();
@@ -340,6 +366,7 @@ impl Tracker {
     fn push_due_lists(&self) -> Option<Instant> {
         let (lists, next) = lock(&self.inner.registry).due_lists(Instant::now());
         for (id, peers) in lists {
+            self.record_listed(&id, &peers);
             self.inner.metrics.peer_lists_pushed.inc();
             self.send(
                 &id,
@@ -350,6 +377,69 @@ impl Tracker {
     }
 
     /// Segments published so far for `playlist`.
+    /// Remembers whose keys were listed to `id`'s key (receipts may credit only those).
+    fn record_listed(&self, id: &str, peers: &[signal::PeerInfo]) {
+        let receiver = lock(&self.inner.registry)
+            .member(id)
+            .and_then(|m| m.key.clone());
+        if let Some(receiver) = receiver {
+            lock(&self.inner.accounts).listed(
+                &receiver,
+                peers.iter().filter_map(|p| p.key.as_deref()),
+                unix_ms(),
+            );
+        }
+    }
+
+    /// Checks the receipts of a report from `key` and stores those believed in the ledger.
+    async fn take_receipts(&self, key: Option<&str>, receipts: Vec<crate::accounting::Receipt>) {
+        if receipts.is_empty() {
+            return;
+        }
+        let Some(ledger) = self.inner.backend.ledger() else {
+            return;
+        };
+        let metrics = &self.inner.metrics;
+        let Some(key) = key else {
+            for _ in &receipts {
+                metrics.receipt_rejected(Rejection::Receiver);
+            }
+            return;
+        };
+        let now = unix_ms();
+        let mut believed = Vec::new();
+        {
+            let published = lock(&self.inner.published);
+            let mut accounts = lock(&self.inner.accounts);
+            for r in &receipts {
+                match accounts.check(r, key, &published, now) {
+                    Ok(checked) => believed.push(checked),
+                    Err(reason) => {
+                        tracing::debug!(%reason, segment = %r.segment, "receipt refused");
+                        metrics.receipt_rejected(reason);
+                    }
+                }
+            }
+        }
+        if believed.is_empty() {
+            return;
+        }
+        let bytes: Vec<u64> = believed.iter().map(|c| c.receipt.bytes).collect();
+        let outcomes = ledger.store(believed).await;
+        for (i, b) in bytes.into_iter().enumerate() {
+            match outcomes.get(i).copied().unwrap_or(Err(Rejection::Storage)) {
+                Ok(()) => {
+                    metrics.receipts_accepted.inc();
+                    metrics.receipted_bytes.inc_by(b);
+                }
+                Err(reason) => {
+                    lock(&self.inner.accounts).refund(key, b);
+                    metrics.receipt_rejected(reason);
+                }
+            }
+        }
+    }
+
     fn published(&self, playlist: &str) -> u64 {
         lock(&self.inner.playlist_stats)
             .get(playlist)
@@ -531,6 +621,7 @@ impl Tracker {
             capabilities,
             token,
             quic,
+            key,
         } = message
         else {
             return Err(End::Close(
@@ -583,6 +674,7 @@ impl Tracker {
                 address: conn.client,
                 listed: Vec::new(),
                 listed_at: None,
+                key: key.clone(),
             };
             registry.join(member, swarm).map_err(|e| match e {
                 JoinError::SwarmFull { next, .. } => End::Full {
@@ -607,6 +699,9 @@ impl Tracker {
             .entry(playlist.clone())
             .or_default()
             .insert(swarm.clone());
+        if let Some(key) = &key {
+            lock(&self.inner.accounts).joined(key, &swarm.label(), unix_ms());
+        }
         self.update_gauges();
         self.inner.lists_changed.notify_one();
         match self.greet(ws, &id, &swarm, &playlist, config).await {
@@ -649,6 +744,12 @@ impl Tracker {
         .await?;
         let window = self.inner.backend.digests(playlist).await;
         {
+            let mut published = lock(&self.inner.published);
+            for d in &window {
+                published.insert(&d.id, &d.sha256, d.size);
+            }
+        }
+        {
             let mut stats = lock(&self.inner.playlist_stats);
             let s = stats.entry(playlist.to_owned()).or_default();
             s.window = s.window.max(window.len() as u64);
@@ -665,6 +766,7 @@ impl Tracker {
         )
         .await?;
         let peers = lock(&self.inner.registry).first_list(id, Instant::now());
+        self.record_listed(id, &peers);
         self.inner.metrics.peer_lists_pushed.inc();
         let list = ServerMessage::Peers { peers };
         send_text(ws, signal::encode_server(&list).into(), config.send_timeout).await
@@ -686,6 +788,9 @@ impl Tracker {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let mut last_heard = Instant::now();
+        let key = lock(&self.inner.registry)
+            .member(id)
+            .and_then(|m| m.key.clone());
         let mut published_seen = self.published(&swarm.playlist);
         let mut ping = tokio::time::interval(config.reap_after / 4);
         ping.tick().await;
@@ -722,8 +827,12 @@ impl Tracker {
                                 self.send(id, signal::encode_server(&error).into());
                             }
                         }
-                        Ok(ClientMessage::Report(report)) => {
+                        Ok(ClientMessage::Report(mut report)) => {
+                            let receipts = std::mem::take(&mut report.receipts);
                             let (report, cut) = self.bound_report(swarm, &mut published_seen, &report);
+                            if let Some(key) = &key {
+                                lock(&self.inner.accounts).reported(key, report.p2p_bytes);
+                            }
                             if cut {
                                 self.inner.metrics.reports_cut.inc();
                             }
@@ -740,6 +849,7 @@ impl Tracker {
                             if changed {
                                 self.inner.lists_changed.notify_one();
                             }
+                            self.take_receipts(key.as_deref(), receipts).await;
                         }
                         Ok(ClientMessage::Leave {}) => return End::Left,
                         Ok(ClientMessage::Join { .. }) => return End::Close(ErrorCode::BadMessage, "already joined".into()),
@@ -810,6 +920,13 @@ fn signal_error(e: SignalError) -> (ErrorCode, String) {
         SignalError::TooLarge { .. } => (ErrorCode::MessageTooLarge, e.to_string()),
         other => (ErrorCode::BadMessage, other.to_string()),
     }
+}
+
+/// Unix time in milliseconds (receipts carry wall-clock times).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn new_peer_id() -> String {

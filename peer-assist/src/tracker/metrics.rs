@@ -22,6 +22,11 @@ pub struct TrackerMetrics {
     pub ignored_outcomes: IntCounter,
     /// Reports that claimed more than could have happened (cut before they were counted).
     pub reports_cut: IntCounter,
+    /// Receipts the ledger stored.
+    pub receipts_accepted: IntCounter,
+    /// Verified bytes those receipts credit.
+    pub receipted_bytes: IntCounter,
+    receipts_rejected: IntCounterVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -34,6 +39,16 @@ fn must<T>(r: prometheus::Result<T>) -> T {
 impl TrackerMetrics {
     /// Creates the series and registers them in `registry`.
     pub fn register(registry: &Registry) -> Self {
+        let metrics = Self::create(registry);
+        for reason in crate::accounting::Rejection::ALL {
+            metrics
+                .receipts_rejected
+                .with_label_values(&[reason.label()]);
+        }
+        metrics
+    }
+
+    fn create(registry: &Registry) -> Self {
         let gauge = |name: &str, help: &str| {
             let g = must(IntGauge::new(name, help));
             must(registry.register(Box::new(g.clone())));
@@ -90,6 +105,19 @@ impl TrackerMetrics {
                 "p2p_reports_cut_total",
                 "Reports claiming more segments or bytes than could have happened since the previous one: cut before counting.",
             ),
+            receipts_accepted: counter(
+                "p2p_receipts_accepted_total",
+                "Delivery receipts the tracker believed and the ledger stored.",
+            ),
+            receipted_bytes: counter(
+                "p2p_receipted_bytes_total",
+                "Verified peer bytes credited to uploaders by accepted receipts.",
+            ),
+            receipts_rejected: counter_vec(
+                "p2p_receipts_rejected_total",
+                "Delivery receipts refused, by reason (docs/LEDGER.md).",
+                &["reason"],
+            ),
         }
     }
 
@@ -117,6 +145,12 @@ impl TrackerMetrics {
         ] {
             self.fallbacks.with_label_values(&[cause]).inc_by(n);
         }
+    }
+
+    pub fn receipt_rejected(&self, reason: crate::accounting::Rejection) {
+        self.receipts_rejected
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     pub fn closed(&self, reason: &'static str) {

@@ -3,8 +3,9 @@
 
 pub mod hub;
 pub mod metrics;
+pub mod receipts;
 pub mod registry;
 pub mod reports;
 
-pub use hub::{Backend, ConnectionInfo, ResolveError, Tracker};
+pub use hub::{Backend, ConnectionInfo, ReceiptLedger, ResolveError, Tracker};
 pub use registry::{Registry, SwarmKey, TrackerConfig, MAX_SHARDS};

@@ -279,6 +279,8 @@ pub struct Member {
     /// Ids of the list it was last sent, and when.
     pub listed: Vec<String>,
     pub listed_at: Option<Instant>,
+    /// The public key it announced in `join` (hex), if any.
+    pub key: Option<String>,
 }
 
 impl Member {
@@ -288,6 +290,7 @@ impl Member {
             region: self.region.clone(),
             transports: self.transports.clone(),
             quic: self.quic.clone(),
+            key: self.key.clone(),
         }
     }
 }
@@ -926,6 +929,7 @@ mod tests {
             address: None,
             listed: Vec::new(),
             listed_at: None,
+            key: None,
         }
     }
 
@@ -946,6 +950,7 @@ mod tests {
                 .iter()
                 .filter(|p| *p != id)
                 .map(|p| PeerInfo {
+                    key: None,
                     peer_id: (*p).into(),
                     region: None,
                     transports: vec![],

@@ -92,6 +92,8 @@ pub fn bound(report: &Report, limits: &ReportLimits) -> (Report, bool) {
         uploaded_bytes,
         failures,
         peers,
+        // Receipts are checked one by one (`tracker::receipts`), not bounded here.
+        receipts: report.receipts.clone(),
     };
     let cut = bounded != *report;
     (bounded, cut)
@@ -103,6 +105,7 @@ mod tests {
 
     fn report(p2p_segments: u64, p2p_bytes: u64, peers: Vec<PeerOutcome>) -> Report {
         Report {
+            receipts: Default::default(),
             http_bytes: 0,
             p2p_bytes,
             http_segments: 0,

@@ -65,6 +65,9 @@ impl NodeCore {
         }
         for p in &listed {
             self.listed_since.entry(p.peer_id.clone()).or_insert(now);
+            if let Some(key) = &p.key {
+                self.peer_keys.insert(p.peer_id.clone(), key.clone());
+            }
         }
         let ids: HashSet<&str> = listed.iter().map(|p| p.peer_id.as_str()).collect();
         self.listed_since.retain(|id, _| ids.contains(id.as_str()));

@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
 
+use crate::accounting::{NodeKey, Receipt, ReceiptBody};
 use crate::protocol::frame::Frame;
 use crate::protocol::signal::{
     ClientMessage, FailureCause, PeerInfo, PeerOutcome, QuicAddress, Report, ServerMessage,
@@ -61,6 +63,8 @@ pub const MAX_FIRST_SEEN: usize = 4096;
 pub const MAX_LOG: usize = 20_000;
 /// Peers one report speaks of at most; the rest wait for the next report.
 pub const MAX_REPORT_PEERS: usize = 256;
+/// Signed receipts waiting for a report, at most (the oldest are dropped first).
+pub const MAX_PENDING_RECEIPTS: usize = 1024;
 
 /// A link, named by the driver when it reports the link up. Never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,6 +114,59 @@ pub struct CoreConfig {
     pub report_every: Duration,
     pub scheduler: SchedulerConfig,
     pub test: TestBehaviour,
+    /// Sign a receipt for every verified delivery from a peer with a key (docs/LEDGER.md);
+    /// `None`: no receipts.
+    pub receipts: Option<ReceiptSigner>,
+}
+
+/// What a node signs receipts with.
+#[derive(Debug, Clone)]
+pub struct ReceiptSigner {
+    pub key: std::sync::Arc<NodeKey>,
+    /// Unix time (ms) at an instant, to turn the core's instants into receipt times.
+    pub clock: WallClock,
+    /// The first half of every nonce (random per run); the second half counts receipts.
+    pub nonce_prefix: [u8; 8],
+}
+
+impl ReceiptSigner {
+    /// A signer with `key`, the system clock and a random nonce prefix.
+    pub fn new(key: std::sync::Arc<NodeKey>) -> Self {
+        Self {
+            key,
+            clock: WallClock::now(),
+            nonce_prefix: rand::random(),
+        }
+    }
+}
+
+/// A pairing of an [`Instant`] with the Unix time in milliseconds at that instant.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    pub at: Instant,
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// The system clock now (the only place the node reads wall time).
+    pub fn now() -> Self {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self {
+            at: Instant::now(),
+            unix_ms,
+        }
+    }
+
+    /// The Unix time (ms) at `now`.
+    pub fn unix_ms_at(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        let before = self.at.saturating_duration_since(now).as_millis();
+        let since = u64::try_from(since).unwrap_or(u64::MAX);
+        let before = u64::try_from(before).unwrap_or(u64::MAX);
+        self.unix_ms.saturating_add(since).saturating_sub(before)
+    }
 }
 
 /// Something that happened, for [`NodeCore::handle`].
@@ -377,6 +434,13 @@ pub struct NodeCore {
     reported: Summary,
     peer_deltas: BTreeMap<String, PeerOutcome>,
     next_report: Instant,
+    /// The swarm of the current tracker session (its `welcome`), named in receipts.
+    swarm: String,
+    /// Public keys of the peers ever listed, by peer id (this session and earlier ones).
+    peer_keys: HashMap<String, String>,
+    /// Signed receipts not yet reported.
+    receipts: VecDeque<Receipt>,
+    receipts_made: u64,
 }
 
 impl NodeCore {
@@ -436,11 +500,19 @@ impl NodeCore {
             last_have: None,
             summary: Summary {
                 peer_id: me.to_owned(),
+                node_key: config
+                    .receipts
+                    .as_ref()
+                    .map(|r| r.key.public_hex().to_owned()),
                 ..Summary::default()
             },
             reported: Summary::default(),
             peer_deltas: BTreeMap::new(),
             next_report: now + config.report_every,
+            swarm: String::new(),
+            peer_keys: HashMap::new(),
+            receipts: VecDeque::new(),
+            receipts_made: 0,
             config,
         }
     }
@@ -605,9 +677,13 @@ impl NodeCore {
             }
             ServerMessage::Peers { peers } => self.on_peers(peers, now),
             ServerMessage::Welcome {
-                max_peers, peer_id, ..
+                max_peers,
+                peer_id,
+                swarm,
+                ..
             } => {
                 self.max_peers = Some(max_peers as usize);
+                self.swarm = swarm;
                 if peer_id != self.me {
                     self.rejoined(peer_id, now);
                 }
@@ -1144,7 +1220,13 @@ impl NodeCore {
             };
             peers.push(outcome);
         }
+        let take = self
+            .receipts
+            .len()
+            .min(crate::protocol::signal::MAX_RECEIPTS);
+        let receipts: Vec<Receipt> = self.receipts.drain(..take).collect();
         let report = Report {
+            receipts,
             http_bytes: s.http_bytes.saturating_sub(r.http_bytes),
             p2p_bytes: s.p2p_bytes.saturating_sub(r.p2p_bytes),
             http_segments: s.http_segments.saturating_sub(r.http_segments),
@@ -1166,8 +1248,80 @@ impl NodeCore {
             .push_back(Output::Signal(ClientMessage::Report(report)));
     }
 
+    /// `peer` sent `bytes` of segment `id` that verified against `sha256`: counts them by the
+    /// peer's key and signs a receipt for them (with the test switch, forged ones too).
+    fn delivered_by(&mut self, peer: &str, id: &str, sha256: [u8; 32], bytes: u64, now: Instant) {
+        let Some(uploader) = self.peer_keys.get(peer).cloned() else {
+            return;
+        };
+        if bytes == 0 {
+            return;
+        }
+        let credited = self
+            .summary
+            .received_from
+            .entry(uploader.clone())
+            .or_default();
+        *credited = credited.saturating_add(bytes);
+        let Some(signer) = self.config.receipts.clone() else {
+            return;
+        };
+        if self.swarm.is_empty() {
+            return;
+        }
+        let mut delivery = ReceiptBody {
+            uploader,
+            swarm: self.swarm.clone(),
+            segment: id.to_owned(),
+            sha256,
+            bytes,
+            time_ms: signer.clock.unix_ms_at(now),
+            nonce: [0; 16],
+        };
+        let sign = |d: &mut ReceiptBody, core: &mut Self| {
+            core.receipts_made += 1;
+            d.nonce[..8].copy_from_slice(&signer.nonce_prefix);
+            d.nonce[8..].copy_from_slice(&core.receipts_made.to_be_bytes());
+            Receipt::sign(d, &signer.key)
+        };
+        let honest = sign(&mut delivery, self);
+        self.queue_receipt(honest.clone());
+        self.summary.receipts_signed += 1;
+        if self.config.test.forge_receipts {
+            let mut forged = Vec::new();
+            let mut bad_sig = sign(&mut delivery, self);
+            bad_sig.sig = format!("{}00", &bad_sig.sig[..bad_sig.sig.len() - 2]);
+            forged.push(bad_sig);
+            let mut other = delivery.clone();
+            other.uploader = hex::encode(Sha256::digest(other.uploader.as_bytes()));
+            forged.push(sign(&mut other, self));
+            let mut unpublished = delivery.clone();
+            unpublished.sha256 = Sha256::digest(unpublished.sha256).into();
+            forged.push(sign(&mut unpublished, self));
+            forged.push(honest);
+            let mut inflated = delivery.clone();
+            inflated.bytes = inflated.bytes.saturating_mul(2).max(1);
+            forged.push(sign(&mut inflated, self));
+            for r in forged {
+                self.queue_receipt(r);
+            }
+        }
+    }
+
+    fn queue_receipt(&mut self, receipt: Receipt) {
+        self.receipts.push_back(receipt);
+        while self.receipts.len() > MAX_PENDING_RECEIPTS {
+            self.receipts.pop_front();
+            self.summary.receipts_dropped += 1;
+        }
+    }
+
     fn stop(&mut self, now: Instant) {
         self.send_report();
+        // Every receipt still waiting goes out now, a report's worth at a time.
+        while !self.receipts.is_empty() {
+            self.send_report();
+        }
         self.outputs
             .push_back(Output::Signal(ClientMessage::Leave {}));
         let links: Vec<LinkId> = self.links.keys().copied().collect();

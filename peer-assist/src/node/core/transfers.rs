@@ -359,6 +359,7 @@ impl NodeCore {
         delta.ok += 1;
         delta.bytes += len;
         self.summary.p2p_bytes += len;
+        self.delivered_by(&t.peer, id, sha256, len, now);
         self.accept(id, bytes, sha256, Source::P2p, t.started, ended, now);
     }
 
@@ -406,6 +407,9 @@ impl NodeCore {
         }
         let peer_part = prefix.as_ref().map_or(0, |(_, len, _)| *len);
         self.summary.p2p_bytes += peer_part;
+        if let Some((peer, len, _)) = &prefix {
+            self.delivered_by(peer, id, sha256, *len, now);
+        }
         let started = prefix
             .as_ref()
             .map_or(http_started, |(_, _, s)| (*s).min(http_started));
