@@ -23,6 +23,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod hls;
 pub mod http;
+pub mod ledger;
 pub mod metrics;
 pub mod origin;
 pub mod p2p;
@@ -100,6 +101,8 @@ pub enum BuildError {
     ServerTls(#[from] crate::http::tls::TlsError),
     #[error("auth.key_file: {0}")]
     Keys(#[from] auth::KeyError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] ledger::LedgerError),
 }
 
 impl Gateway {
@@ -136,9 +139,14 @@ impl Gateway {
             (Some(cert), Some(key)) => Some(crate::http::tls::CertStore::open(cert, key)?),
             _ => None,
         };
+        let ledger = if config.p2p.enabled {
+            ledger::Ledger::open(&config.ledger)?
+        } else {
+            None
+        };
         let p2p = config.p2p.enabled.then(|| {
             let client_ip_header = auth::gate::client_ip_header(&config.auth);
-            p2p::P2p::start(&edge, &config.p2p, gate.clone(), client_ip_header)
+            p2p::P2p::start(&edge, &config.p2p, gate.clone(), client_ip_header, ledger)
         });
         Ok(Self {
             state: crate::http::service::AppState::new(

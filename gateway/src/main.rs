@@ -11,6 +11,10 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "token") {
         return gateway::tools::token(std::env::args_os().skip(1));
     }
+    // `gateway ledger export ...`: reads the ledger, does not serve.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ledger") {
+        return gateway::tools::ledger(std::env::args_os().skip(1));
+    }
     let config = match Config::from_process() {
         Ok(config) => config,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -55,6 +59,10 @@ fn init_tracing(config: &Config) {
 
 async fn run(mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let demo = config.origins.is_empty();
+    if demo && !config.ledger.enabled() {
+        // The quick start shows contribution accounting too.
+        config.ledger.path = Some("ledger.sqlite3".into());
+    }
     if demo {
         let addr = gateway::demo::spawn().await?;
         config.origins = vec![format!("http://{addr}/")];

@@ -39,6 +39,40 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cmcd: CmcdConfig,
     pub cmsd: CmsdConfig,
+    pub ledger: LedgerConfig,
+}
+
+/// The contribution ledger (docs/LEDGER.md): where believed receipts are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerConfig {
+    /// SQLite file. Default: none (no ledger; the demo without `--origin` uses `ledger.sqlite3`).
+    pub path: Option<PathBuf>,
+    /// A PostgreSQL every gateway of a fleet writes to (`postgres://user@host/db`); takes
+    /// precedence over `path`. Default: none.
+    pub database_url: Option<String>,
+    /// Length of an epoch (each is sealed with a Merkle root). Default 1 h.
+    pub epoch: Duration,
+    /// The gateway's Ed25519 key that signs epoch roots; created on first use. Default: next to
+    /// `path` (`.key`), or `ledger.key` in the working directory.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: None,
+            database_url: None,
+            epoch: Duration::from_secs(3600),
+            key_file: None,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// Whether a ledger is configured.
+    pub fn enabled(&self) -> bool {
+        self.path.is_some() || self.database_url.is_some()
+    }
 }
 
 /// Common Media Client Data (CTA-5004) from players: read into metrics by object class, never a
@@ -215,6 +249,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cmcd: CmcdConfig::default(),
             cmsd: CmsdConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -668,6 +703,15 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if self.ledger.epoch < Duration::from_secs(1)
+            || self.ledger.epoch.subsec_nanos() != 0
+            || self.ledger.epoch > Duration::from_secs(366 * 24 * 3600)
+        {
+            return Err(invalid(
+                "ledger.epoch",
+                "must be a whole number of seconds, from 1 s to 366 days",
+            ));
+        }
 
         // Durations are added to `Instant`s elsewhere; absurd values would
         // overflow (and panic) there.
@@ -707,7 +751,7 @@ const MIN_HEADER_BYTES: usize = 8192;
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Converts the process environment without panicking on non-UTF-8 entries.
-fn env_from_os(
+pub(crate) fn env_from_os(
     vars: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out = Vec::new();
@@ -761,7 +805,7 @@ fn normalize_origin(origin: &str) -> Result<String, String> {
 
 /// Names of the TOML tables; their keys are `<section>.<field>`.
 const SECTIONS: &[&str] = &[
-    "cache", "origin", "server", "follower", "p2p", "tls", "auth", "cmcd", "cmsd",
+    "cache", "origin", "server", "follower", "p2p", "tls", "auth", "cmcd", "cmsd", "ledger",
 ];
 
 type Setter = fn(&mut Config, Raw<'_>) -> Result<(), String>;
@@ -834,6 +878,10 @@ static KEYS: &[Key] = &[
     Key { name: "cmcd.enabled", set: |c, v| { c.cmcd.enabled = v.boolean()?; Ok(()) } },
     Key { name: "cmsd.enabled", set: |c, v| { c.cmsd.enabled = v.boolean()?; Ok(()) } },
     Key { name: "cmsd.server_id", set: |c, v| { c.cmsd.server_id = v.string()?; Ok(()) } },
+    Key { name: "ledger.path", set: |c, v| { c.ledger.path = v.path()?; Ok(()) } },
+    Key { name: "ledger.database_url", set: |c, v| { let s = v.string()?; c.ledger.database_url = (!s.trim().is_empty() && s.trim() != "none").then(|| s.trim().to_owned()); Ok(()) } },
+    Key { name: "ledger.epoch", set: |c, v| { c.ledger.epoch = v.duration()?; Ok(()) } },
+    Key { name: "ledger.key_file", set: |c, v| { c.ledger.key_file = v.path()?; Ok(()) } },
 ];
 
 /// `cache.max_bytes` → `GATEWAY_CACHE_MAX_BYTES`.
@@ -1408,6 +1456,22 @@ struct Cli {
     /// How CMSD-Dynamic names this gateway: 1 to 64 printable ASCII characters [default: gateway]
     #[arg(long, value_name = "ID")]
     cmsd_server_id: Option<String>,
+
+    /// Keep the contribution ledger (signed delivery receipts) in this SQLite file; "none": no ledger (the demo without --origin: ledger.sqlite3) [default: none]
+    #[arg(long, value_name = "FILE")]
+    ledger_path: Option<PathBuf>,
+
+    /// Keep the ledger in this PostgreSQL instead (every gateway of a fleet writes to one): postgres://user@host/db [default: none]
+    #[arg(long, value_name = "URL")]
+    ledger_database_url: Option<String>,
+
+    /// Length of a ledger epoch; each closed epoch's receipts are sealed under a Merkle root this gateway signs [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    ledger_epoch: Option<Duration>,
+
+    /// The gateway's Ed25519 key file that signs epoch roots, created on first use; none: next to --ledger-path, or ./ledger.key [default: none]
+    #[arg(long, value_name = "FILE")]
+    ledger_key_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -1484,6 +1548,10 @@ impl Cli {
             cmcd_enabled,
             cmsd_enabled,
             cmsd_server_id,
+            ledger_path,
+            ledger_database_url,
+            ledger_epoch,
+            ledger_key_file,
         } = self;
 
         set(&mut config.listen, listen);
@@ -1571,6 +1639,21 @@ impl Cli {
         set(&mut config.cmcd.enabled, cmcd_enabled);
         set(&mut config.cmsd.enabled, cmsd_enabled);
         set(&mut config.cmsd.server_id, cmsd_server_id);
+
+        let l = &mut config.ledger;
+        if let Some(p) = ledger_path {
+            let none = p.as_os_str().is_empty() || p.as_os_str() == "none";
+            l.path = (!none).then_some(p);
+        }
+        if let Some(url) = ledger_database_url {
+            let url = url.trim();
+            l.database_url = (!url.is_empty() && url != "none").then(|| url.to_owned());
+        }
+        set(&mut l.epoch, ledger_epoch);
+        if let Some(k) = ledger_key_file {
+            let none = k.as_os_str().is_empty() || k.as_os_str() == "none";
+            l.key_file = (!none).then_some(k);
+        }
     }
 }
 

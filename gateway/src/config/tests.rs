@@ -190,6 +190,10 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("cmcd.enabled", "false"),
     ("cmsd.enabled", "false"),
     ("cmsd.server_id", "edge-7.example"),
+    ("ledger.path", "/var/lib/gw/ledger.sqlite3"),
+    ("ledger.database_url", "postgres://gw@db.example/ledger"),
+    ("ledger.epoch", "10m"),
+    ("ledger.key_file", "/var/lib/gw/ledger.key"),
 ];
 
 fn non_default_config() -> Config {
@@ -273,6 +277,12 @@ fn non_default_config() -> Config {
         cmsd: CmsdConfig {
             enabled: false,
             server_id: "edge-7.example".into(),
+        },
+        ledger: LedgerConfig {
+            path: Some("/var/lib/gw/ledger.sqlite3".into()),
+            database_url: Some("postgres://gw@db.example/ledger".into()),
+            epoch: Duration::from_secs(600),
+            key_file: Some("/var/lib/gw/ledger.key".into()),
         },
     }
 }
@@ -1241,6 +1251,21 @@ fn origin_headers_and_query_from_a_table_and_checked() {
         }
     }
     assert!(load(&["--origin-header", "no colon"], &[]).is_err());
+}
+
+#[test]
+fn a_ledger_epoch_is_whole_seconds_and_none_turns_the_ledger_off() {
+    for bad in ["0s", "1500ms", "400d"] {
+        assert_invalid(&["--ledger-epoch", bad], &[], "ledger.epoch");
+    }
+    let c = load(
+        &["--ledger-path", "none"],
+        &[("GATEWAY_LEDGER_PATH", "/x.sqlite3")],
+    )
+    .unwrap();
+    assert!(!c.ledger.enabled());
+    let c = load(&[], &[("GATEWAY_LEDGER_DATABASE_URL", "postgres://a@b/c")]).unwrap();
+    assert!(c.ledger.enabled());
 }
 
 #[test]

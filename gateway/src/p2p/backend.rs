@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use peer_assist::protocol::signal::{self, DigestEntry};
-use peer_assist::tracker::{Backend, ResolveError};
+use peer_assist::tracker::{Backend, ReceiptLedger, ResolveError};
 
 use crate::auth::gate::Gate;
 use crate::auth::TokenError;
@@ -21,11 +21,22 @@ use crate::http::path;
 pub struct GatewayBackend {
     edge: Arc<Edge>,
     gate: Option<Arc<Gate>>,
+    ledger: Option<Arc<dyn ReceiptLedger>>,
 }
 
 impl GatewayBackend {
     pub fn new(edge: Arc<Edge>, gate: Option<Arc<Gate>>) -> Self {
-        Self { edge, gate }
+        Self {
+            edge,
+            gate,
+            ledger: None,
+        }
+    }
+
+    /// Receipts the tracker believes go to `ledger`.
+    pub fn with_ledger(mut self, ledger: Option<crate::ledger::Ledger>) -> Self {
+        self.ledger = ledger.map(|l| Arc::new(l) as Arc<dyn ReceiptLedger>);
+        self
     }
 }
 
@@ -129,6 +140,10 @@ pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestE
 }
 
 impl Backend for GatewayBackend {
+    fn ledger(&self) -> Option<Arc<dyn ReceiptLedger>> {
+        self.ledger.clone()
+    }
+
     fn resolve(
         &self,
         stream: &str,

@@ -27,6 +27,7 @@ use crate::config::P2pConfig;
 use crate::edge::Edge;
 use crate::http::response::{text, Body};
 use crate::http::ClientAddr;
+use crate::ledger::Ledger;
 use crate::p2p::backend::stream_path;
 pub use crate::p2p::backend::{digest_window, GatewayBackend};
 use crate::p2p::digests::digests_endpoint;
@@ -46,6 +47,8 @@ pub struct P2p {
     gate: Option<Arc<Gate>>,
     /// `auth.client_ip_header`: behind a balancer, the per-address caps count viewers, not it.
     client_ip_header: Option<http::HeaderName>,
+    /// The contribution ledger, when one is configured.
+    pub ledger: Option<Ledger>,
 }
 
 impl P2p {
@@ -55,6 +58,7 @@ impl P2p {
         config: &P2pConfig,
         gate: Option<Arc<Gate>>,
         client_ip_header: Option<http::HeaderName>,
+        ledger: Option<Ledger>,
     ) -> Self {
         let tracker_config = TrackerConfig {
             peers_returned: config.peers_returned,
@@ -71,9 +75,14 @@ impl P2p {
         };
         let tracker = Tracker::new(
             tracker_config,
-            Arc::new(GatewayBackend::new(Arc::clone(edge), gate.clone())),
+            Arc::new(
+                GatewayBackend::new(Arc::clone(edge), gate.clone()).with_ledger(ledger.clone()),
+            ),
             edge.metrics.registry(),
         );
+        if let Some(ledger) = &ledger {
+            ledger.spawn_sealer();
+        }
         let mut events = edge.subscribe_digests();
         let forward = tracker.clone();
         tokio::spawn(async move {
@@ -103,6 +112,7 @@ impl P2p {
             max_message_bytes: config.max_message_bytes,
             gate,
             client_ip_header,
+            ledger,
         }
     }
 
@@ -118,6 +128,11 @@ impl P2p {
         }
         if let Some(rest) = path.strip_prefix("/p2p/v1/digests/") {
             return digests_endpoint(edge, self.gate.as_deref(), &request, rest).await;
+        }
+        if let Some(response) =
+            crate::ledger::endpoints::respond(self.ledger.as_ref(), &request).await
+        {
+            return response;
         }
         text(StatusCode::NOT_FOUND, "unknown peer-assist endpoint\n")
     }
