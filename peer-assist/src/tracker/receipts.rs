@@ -23,6 +23,8 @@ pub const MAX_LISTED_PER_KEY: usize = 1024;
 pub const ACCOUNT_IDLE_MS: u64 = MAX_RECEIPT_AGE_MS;
 /// Published digests remembered (oldest forgotten first).
 pub const MAX_PUBLISHED: usize = 65_536;
+/// Nonces remembered per receiver key, to refuse a replay before it costs the ledger a write.
+pub const MAX_NONCES_PER_KEY: usize = 4096;
 
 /// What the tracker knows of one receiver key.
 #[derive(Debug, Default, Clone)]
@@ -33,6 +35,9 @@ struct Account {
     listed: HashMap<String, u64>,
     /// Bytes this key reported from peers and has not yet receipted.
     budget: u64,
+    /// Nonces of its receipts believed lately (the ledger keeps them all).
+    nonces: std::collections::HashSet<String>,
+    nonce_order: VecDeque<String>,
     connections: usize,
     idle_since: u64,
 }
@@ -138,7 +143,9 @@ impl Accounts {
         }
     }
 
-    /// Checks `receipt`, sent by a connection that joined with `key`, at `now_ms`. On success the
+    /// Checks `receipt`, sent by a connection that joined with `key`, at `now_ms`: its form, then
+    /// what the tracker knows (receiver, uploader, time, swarm, listing, digest, size), the
+    /// signature, a nonce seen lately, and last the receiver's budget. On success the
     /// receipt's bytes are taken from the key's budget ([`Accounts::refund`] gives them back if
     /// the ledger refuses it).
     pub fn check(
@@ -180,13 +187,22 @@ impl Accounts {
         if receipt.bytes == 0 || receipt.bytes > *size {
             return Err(Rejection::Size);
         }
+        receipt.check_signature()?;
+        if a.nonces.contains(&receipt.nonce) {
+            return Err(Rejection::Replay);
+        }
         if receipt.bytes > a.budget {
             return Err(Rejection::NotReported);
         }
-        // Last, as it is the costly one.
-        receipt.check_signature()?;
         if let Some(a) = self.accounts.get_mut(key) {
             a.budget -= receipt.bytes;
+            a.nonces.insert(receipt.nonce.clone());
+            a.nonce_order.push_back(receipt.nonce.clone());
+            while a.nonce_order.len() > MAX_NONCES_PER_KEY {
+                if let Some(old) = a.nonce_order.pop_front() {
+                    a.nonces.remove(&old);
+                }
+            }
         }
         Ok(Checked {
             receipt: receipt.clone(),
@@ -348,9 +364,10 @@ mod tests {
         for (want, r) in cases {
             assert_eq!(check(&mut w, &r), Err(want), "{r:?}");
         }
-        // None of them took budget: the honest receipt still fits.
+        // None of them took budget: the honest receipt still fits; sent again, it is a replay.
         let r = Receipt::sign(&honest, &w.receiver);
         assert!(check(&mut w, &r).is_ok());
+        assert_eq!(check(&mut w, &r), Err(Rejection::Replay));
     }
 
     #[test]

@@ -1290,7 +1290,11 @@ impl NodeCore {
         if self.config.test.forge_receipts {
             let mut forged = Vec::new();
             let mut bad_sig = sign(&mut delivery, self);
-            bad_sig.sig = format!("{}00", &bad_sig.sig[..bad_sig.sig.len() - 2]);
+            let mut sig = hex::decode(&bad_sig.sig).unwrap_or_default();
+            if let Some(b) = sig.first_mut() {
+                *b ^= 0xff;
+            }
+            bad_sig.sig = hex::encode(sig);
             forged.push(bad_sig);
             let mut other = delivery.clone();
             other.uploader = hex::encode(Sha256::digest(other.uploader.as_bytes()));
