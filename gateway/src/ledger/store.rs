@@ -344,3 +344,80 @@ impl Store for Sqlite {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peer_assist::accounting::{NodeKey, ReceiptBody};
+
+    fn receipt(receiver: &NodeKey, segment: &str, bytes: u64, nonce: u8) -> Checked {
+        Checked {
+            receipt: Receipt::sign(
+                &ReceiptBody {
+                    uploader: "ab".repeat(32),
+                    swarm: "/s/v0.m3u8".into(),
+                    segment: segment.into(),
+                    sha256: [1; 32],
+                    bytes,
+                    time_ms: 1,
+                    nonce: [nonce; 16],
+                },
+                receiver,
+            ),
+            segment_size: 1000,
+        }
+    }
+
+    #[tokio::test]
+    async fn replays_and_overfull_segments_are_refused_and_a_reopened_file_keeps_everything() {
+        let dir = std::env::temp_dir().join(format!("ledger-store-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.sqlite3");
+        let store = Sqlite::open(&path).unwrap();
+        let (a, b) = (NodeKey::from_seed(&[1; 32]), NodeKey::from_seed(&[2; 32]));
+        let batch = vec![
+            receipt(&a, "/s/1.ts", 600, 1),
+            receipt(&a, "/s/1.ts", 600, 1),  // the same receipt again
+            receipt(&a, "/s/1.ts", 400, 2),  // fills the segment
+            receipt(&a, "/s/1.ts", 1, 3),    // one byte too many
+            receipt(&b, "/s/1.ts", 1000, 1), // another receiver, same nonce: its own
+        ];
+        let out = store.insert(5, 10, batch).await.unwrap();
+        assert_eq!(
+            out,
+            vec![
+                Ok(()),
+                Err(Rejection::Replay),
+                Ok(()),
+                Err(Rejection::Duplicate),
+                Ok(())
+            ]
+        );
+        drop(store);
+        let store = Sqlite::open(&path).unwrap();
+        let lines = store.uploaders(5).await.unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(
+            (lines[0].bytes, lines[0].segments, lines[0].receivers),
+            (2000, 3, 2)
+        );
+        let receipts = store.receipts(5).await.unwrap();
+        assert_eq!(receipts.len(), 3);
+        assert!(receipts.windows(2).all(|w| w[0].id() < w[1].id()));
+        assert_eq!(store.unsealed(6, "k").await.unwrap(), vec![5]);
+        store
+            .seal(Sealed {
+                epoch: 5,
+                root: "r".into(),
+                receipts: 3,
+                gateway_key: "k".into(),
+                signature: "s".into(),
+            })
+            .await
+            .unwrap();
+        assert!(store.unsealed(6, "k").await.unwrap().is_empty());
+        assert_eq!(store.unsealed(6, "other").await.unwrap(), vec![5]);
+        assert_eq!(store.sealed(5, "k").await.unwrap().unwrap().root, "r");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
