@@ -343,7 +343,9 @@ __export(signal_exports, {
   ERROR_CODES: () => ERROR_CODES,
   MAX_LIST_LEN: () => MAX_LIST_LEN,
   MAX_PEER_ID_LEN: () => MAX_PEER_ID_LEN,
+  MAX_RECEIPTS: () => MAX_RECEIPTS,
   MAX_SIGNAL_LEN: () => MAX_SIGNAL_LEN,
+  RECEIPT_ALGS: () => RECEIPT_ALGS,
   SIGNAL_VERSION: () => SIGNAL_VERSION,
   SignalError: () => SignalError,
   decodeClient: () => decodeClient,
@@ -356,6 +358,7 @@ var SIGNAL_VERSION = 1;
 var MAX_SIGNAL_LEN = 64 * 1024;
 var MAX_PEER_ID_LEN = 64;
 var MAX_LIST_LEN = 256;
+var MAX_RECEIPTS = 64;
 var ERROR_CODES = Object.freeze([
   "bad_message",
   "unsupported_version",
@@ -369,6 +372,7 @@ var ERROR_CODES = Object.freeze([
   "internal"
 ]);
 var TRANSPORTS = ["quic", "webrtc"];
+var RECEIPT_ALGS = Object.freeze(["ed25519", "p256"]);
 var U32_MAX = 4294967295;
 var U64_MAX_AS_NUMBER = 2 ** 64;
 var SignalError = class extends Error {
@@ -458,6 +462,18 @@ var quicAddress = struct([
   ["addr", str],
   ["fingerprint", str]
 ]);
+var receipt = struct([
+  ["alg", oneOf(RECEIPT_ALGS)],
+  ["uploader", str],
+  ["receiver", str],
+  ["swarm", str],
+  ["segment", str],
+  ["sha256", str],
+  ["bytes", u64],
+  ["time", u64],
+  ["nonce", str],
+  ["sig", str]
+]);
 var CLIENT_SHAPES = {
   join: struct(
     [
@@ -472,7 +488,8 @@ var CLIENT_SHAPES = {
         ])
       ],
       ["token", str, OPTIONAL],
-      ["quic", quicAddress, OPTIONAL]
+      ["quic", quicAddress, OPTIONAL],
+      ["key", str, OPTIONAL]
     ],
     ["type"]
   ),
@@ -511,7 +528,8 @@ var CLIENT_SHAPES = {
           ])
         ),
         OMIT_EMPTY
-      ]
+      ],
+      ["receipts", list(receipt), OMIT_EMPTY]
     ],
     ["type"]
   ),
@@ -537,7 +555,8 @@ var SERVER_SHAPES = {
             ["peer_id", str],
             ["region", str, OPTIONAL],
             ["transports", list(oneOf(TRANSPORTS))],
-            ["quic", quicAddress, OPTIONAL]
+            ["quic", quicAddress, OPTIONAL],
+            ["key", str, OPTIONAL]
           ])
         )
       ]
@@ -600,11 +619,16 @@ var LOWER_HEX_64 = /^[0-9a-f]{64}$/;
 function checkQuic(q) {
   if (!LOWER_HEX_64.test(q.fingerprint)) throw invalid("quic.fingerprint: not 64 lowercase hex digits");
 }
+var PUBLIC_KEY = /^(?:[0-9a-f]{64}|[0-9a-f]{130})$/;
+function checkKey(field, key) {
+  if (!PUBLIC_KEY.test(key)) throw invalid(`${field}: not a public key (64 or 130 lowercase hex digits)`);
+}
 var CLIENT_RULES = {
   join(m) {
     checkVersion(m.v);
     checkPath("stream", m.stream);
     if (m.quic) checkQuic(m.quic);
+    if (m.key !== void 0) checkKey("key", m.key);
   },
   relay(m) {
     checkPeerId("to", m.to);
@@ -612,6 +636,10 @@ var CLIENT_RULES = {
   report(m) {
     const peers = m.peers ?? [];
     checkList("peers", peers.length);
+    const receipts = m.receipts ?? [];
+    if (receipts.length > MAX_RECEIPTS) {
+      throw invalid(`receipts: ${receipts.length} entries, at most ${MAX_RECEIPTS}`);
+    }
     for (const p of peers) checkPeerId("peer_id", p.peer_id);
   },
   leave() {
@@ -628,6 +656,7 @@ var SERVER_RULES = {
     for (const p of m.peers) {
       checkPeerId("peer_id", p.peer_id);
       if (p.quic) checkQuic(p.quic);
+      if (p.key !== void 0) checkKey("key", p.key);
     }
   },
   relay(m) {
@@ -1030,6 +1059,7 @@ var DEFAULT_CORE_CONFIG = Object.freeze({
   maxLinks: 8,
   reportEveryMs: 2e3,
   scheduler: DEFAULT_SCHEDULER_CONFIG,
+  receipts: false,
   test: Object.freeze({ lie: false, slowUpload: null })
 });
 var NodeCore = class {
@@ -1089,6 +1119,9 @@ var NodeCore = class {
     this.reported = newCounters();
     this.peerDeltas = /* @__PURE__ */ new Map();
     this.nextReport = now2 + c.reportEveryMs;
+    this.swarm = "";
+    this.peerKeys = /* @__PURE__ */ new Map();
+    this.receivedFrom = /* @__PURE__ */ new Map();
   }
   /** Whether `peer` was caught lying (its relays are ignored). */
   isBanned(peer) {
@@ -1216,6 +1249,7 @@ var NodeCore = class {
         break;
       case "welcome":
         this.maxPeers = m.max_peers;
+        this.swarm = m.swarm;
         if (m.peer_id !== this.me) this.rejoined(m.peer_id, now2);
         break;
       default:
@@ -1518,6 +1552,17 @@ var NodeCore = class {
     this.reported = { ...s, failures: { ...s.failures } };
     this.outputs.push({ type: "signal", message: report });
   }
+  /**
+   * `peer` sent `bytes` of segment `id` that verified against `sha256`: counted by the peer's key,
+   * and (with receipts on) a receipt to sign.
+   */
+  deliveredBy(peer, id, sha256, bytes) {
+    const uploader = this.peerKeys.get(peer);
+    if (uploader === void 0 || bytes === 0) return;
+    this.receivedFrom.set(uploader, (this.receivedFrom.get(uploader) ?? 0) + bytes);
+    if (!this.config.receipts || this.swarm === "") return;
+    this.outputs.push({ type: "delivered", uploader, swarm: this.swarm, segment: id, sha256, bytes });
+  }
   /** Leave: last report, `leave`, every link closed, HTTP fetches cancelled. Final. */
   stop() {
     this.sendReport();
@@ -1543,7 +1588,10 @@ var NodeCore = class {
   onPeers(peers, now2) {
     const listed = peers.filter((p) => p.peer_id !== this.me);
     if (this.elders === null) this.elders = new Set(listed.map((p) => p.peer_id));
-    for (const p of listed) if (!this.listedSince.has(p.peer_id)) this.listedSince.set(p.peer_id, now2);
+    for (const p of listed) {
+      if (!this.listedSince.has(p.peer_id)) this.listedSince.set(p.peer_id, now2);
+      if (p.key !== void 0) this.peerKeys.set(p.peer_id, p.key);
+    }
     const ids = new Set(listed.map((p) => p.peer_id));
     for (const id of [...this.listedSince.keys()]) if (!ids.has(id)) this.listedSince.delete(id);
     this.listed = listed;
@@ -1910,6 +1958,7 @@ var NodeCore = class {
     delta.ok++;
     delta.bytes += len;
     this.summary.p2p_bytes += len;
+    this.deliveredBy(t.peer, id, sha256, len);
     this.accept(id, bytes, sha256, "p2p", t.started, ended);
   }
   httpVerified({ id, from, prefix, httpStarted, whole }, sha256, now2) {
@@ -1928,6 +1977,7 @@ var NodeCore = class {
     }
     w.http = null;
     this.summary.p2p_bytes += prefix ? prefix.len : 0;
+    if (prefix) this.deliveredBy(prefix.peer, id, sha256, prefix.len);
     const started = prefix ? Math.min(prefix.started, httpStarted) : httpStarted;
     this.accept(id, whole, sha256, "http", started, now2);
   }
@@ -2227,11 +2277,11 @@ function createP2PLoader(Hls, engine) {
         this.delegate.abort();
         return;
       }
-      const request = this.request;
+      const request2 = this.request;
       const cb = this.finish();
       if (!cb) return;
       this.stats.aborted = true;
-      request?.cancel();
+      request2?.cancel();
       cb.onAbort?.(this.stats, this.context, null);
     }
     destroy() {
@@ -2239,9 +2289,9 @@ function createP2PLoader(Hls, engine) {
         this.delegate.destroy();
         this.delegate = null;
       }
-      const request = this.request;
+      const request2 = this.request;
       this.finish();
-      request?.cancel();
+      request2?.cancel();
     }
     getCacheAge() {
       return this.delegate?.getCacheAge?.() ?? null;
@@ -2522,6 +2572,130 @@ function watchStalls(media, { started = () => {
   };
 }
 
+// src/keys.js
+var RECEIPT_DOMAIN = "hls-p2p-receipt/1";
+var KEY_DB = "p2pa";
+var KEY_STORE = "keys";
+var KEY_ID = "node";
+var IDB_TIMEOUT_MS = 3e3;
+var ALGORITHMS = {
+  ed25519: { generate: { name: "Ed25519" }, sign: { name: "Ed25519" } },
+  p256: { generate: { name: "ECDSA", namedCurve: "P-256" }, sign: { name: "ECDSA", hash: "SHA-256" } }
+};
+function receiptText(r) {
+  return [RECEIPT_DOMAIN, r.alg, r.uploader, r.receiver, r.swarm, r.segment, r.sha256, r.bytes, r.time, r.nonce].join("\n");
+}
+function randomHex(n = 16, crypto = globalThis.crypto) {
+  return toHex(crypto.getRandomValues(new Uint8Array(n)));
+}
+async function generateKeyPair(subtle = globalThis.crypto?.subtle) {
+  if (!subtle) throw new Error("no WebCrypto");
+  let failure = null;
+  for (const alg of ["ed25519", "p256"]) {
+    try {
+      const pair = await subtle.generateKey(ALGORITHMS[alg].generate, false, ["sign", "verify"]);
+      return { alg, privateKey: pair.privateKey, publicKey: pair.publicKey };
+    } catch (e) {
+      failure = e;
+    }
+  }
+  throw failure;
+}
+async function nodeKeyOf({ alg, privateKey, publicKey }, { subtle = globalThis.crypto?.subtle, persistent = false } = {}) {
+  const params = ALGORITHMS[alg]?.sign;
+  if (!params) throw new Error(`unknown key algorithm ${alg}`);
+  const publicHex = toHex(new Uint8Array(await subtle.exportKey("raw", publicKey)));
+  const encoder = new TextEncoder();
+  return Object.freeze({
+    alg,
+    publicHex,
+    persistent,
+    async sign(text) {
+      return toHex(new Uint8Array(await subtle.sign(params, privateKey, encoder.encode(text))));
+    }
+  });
+}
+async function sessionKey(subtle = globalThis.crypto?.subtle) {
+  return nodeKeyOf(await generateKeyPair(subtle), { subtle });
+}
+async function loadOrCreateKey({ indexedDB = globalThis.indexedDB, subtle = globalThis.crypto?.subtle, warn = () => {
+} } = {}) {
+  if (!subtle) throw new Error("no WebCrypto");
+  if (indexedDB) {
+    try {
+      const stored = await withTimeout(storedKey(indexedDB, subtle), IDB_TIMEOUT_MS);
+      return await nodeKeyOf(stored, { subtle, persistent: true });
+    } catch (e) {
+      warn("key-store", e?.message ?? String(e), "using a key for this session only");
+    }
+  }
+  return sessionKey(subtle);
+}
+var pageKey = null;
+function pageNodeKey(o) {
+  pageKey ??= loadOrCreateKey(o).catch((e) => {
+    pageKey = null;
+    throw e;
+  });
+  return pageKey;
+}
+async function storedKey(indexedDB, subtle) {
+  const db = await openDb(indexedDB);
+  try {
+    const found = await request(db.transaction(KEY_STORE, "readonly").objectStore(KEY_STORE).get(KEY_ID));
+    if (isPair(found)) return found;
+    const pair = await generateKeyPair(subtle);
+    const record = { alg: pair.alg, privateKey: pair.privateKey, publicKey: pair.publicKey };
+    try {
+      const tx = db.transaction(KEY_STORE, "readwrite");
+      const done = transactionDone(tx);
+      if (found === void 0) tx.objectStore(KEY_STORE).add(record, KEY_ID);
+      else tx.objectStore(KEY_STORE).put(record, KEY_ID);
+      await done;
+      return record;
+    } catch (e) {
+      if (e?.name !== "ConstraintError") throw e;
+      const theirs = await request(db.transaction(KEY_STORE, "readonly").objectStore(KEY_STORE).get(KEY_ID));
+      if (isPair(theirs)) return theirs;
+      throw e;
+    }
+  } finally {
+    db.close();
+  }
+}
+var isPair = (r) => Boolean(r && ALGORITHMS[r.alg] && r.privateKey && r.publicKey);
+function openDb(indexedDB) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(KEY_DB, 1);
+    open.onupgradeneeded = () => {
+      if (!open.result.objectStoreNames.contains(KEY_STORE)) open.result.createObjectStore(KEY_STORE);
+    };
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error ?? new Error("IndexedDB open failed"));
+    open.onblocked = () => reject(new Error("IndexedDB open blocked"));
+  });
+}
+function request(req) {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+}
+function transactionDone(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = (e) => reject(e?.target?.error ?? tx.error ?? new Error("IndexedDB write failed"));
+    tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+  });
+}
+function withTimeout(promise, ms) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`IndexedDB did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 // src/signalling.js
 var SIGNAL_RATE = 10;
 var SIGNAL_BURST = 20;
@@ -2530,7 +2704,7 @@ var SignallingChannel = class {
   /**
    * @param {object} o
    * @param {string} o.url        ws:// or wss:// URL of /p2p/v1/ws?stream=…
-   * @param {object} o.join       {stream, rendition, upload, token?}
+   * @param {object} o.join       {stream, rendition, upload, token?, key?} (key: the node's public key, hex)
    * @param {typeof WebSocket} o.WebSocket
    * @param {SignallingHooks} o.hooks
    */
@@ -2551,6 +2725,7 @@ var SignallingChannel = class {
         capabilities: { transports: ["webrtc"], upload: join.upload }
       };
       if (join.token) msg.token = join.token;
+      if (join.key) msg.key = join.key;
       this.send(msg);
     };
     this.ws.onmessage = (e) => {
@@ -2657,6 +2832,9 @@ var RESTART_JITTER_MS = 500;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
 var MAX_SHARD_HOPS = 16;
 var TIMEOUT = /* @__PURE__ */ Symbol("timeout");
+var MAX_PENDING_RECEIPTS = 1024;
+var LAST_RECEIPT_REPORTS = 4;
+var REPORT_SIZE_LIMIT = MAX_SIGNAL_LEN - 1024;
 var P2PEngine = class {
   /** @param {P2PEngineOptions} options */
   constructor(options = {}) {
@@ -2678,7 +2856,8 @@ var P2PEngine = class {
       RTCPeerConnection: options.RTCPeerConnection ?? env.RTCPeerConnection,
       fetch: options.fetch ?? env.fetch?.bind(env)
     };
-    const core = { transports: ["webrtc"], upload: this.options.upload, maxLinks: this.options.maxPeers };
+    this.receiptsOn = (options.receipts ?? Boolean(env.crypto?.subtle)) && options.nodeKey !== null;
+    const core = { transports: ["webrtc"], upload: this.options.upload, maxLinks: this.options.maxPeers, receipts: this.receiptsOn };
     const tuning = {
       uploadRate: options.uploadRate,
       window: options.maxStoreSegments,
@@ -2709,7 +2888,15 @@ var P2PEngine = class {
       warnings: 0,
       /** Tracker sockets lost and joined again (the gateway went away or restarted). */
       signallingReconnects: 0,
-      shard: 0
+      shard: 0,
+      /** This page's public key (hex), sent in `join`; null without receipts (or until loaded). */
+      nodeKey: null,
+      keyAlg: null,
+      /** Receipts signed, sent in reports, dropped unsent (too many waiting), waiting. */
+      receiptsSigned: 0,
+      receiptsSent: 0,
+      receiptsDropped: 0,
+      receiptsPending: 0
     };
     this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
@@ -2726,6 +2913,11 @@ var P2PEngine = class {
     this.requested = new BoundedMap(1024);
     this.timings = new BoundedMap(1024);
     this.pendingReport = null;
+    this.receipts = [];
+    this.nodeKey = null;
+    this.keyPending = false;
+    this.connectWhenKeyReady = false;
+    this.stopping = false;
     this.links = /* @__PURE__ */ new Map();
     this.peerLinks = /* @__PURE__ */ new Map();
     this.nextLinkId = 1;
@@ -2753,7 +2945,30 @@ var P2PEngine = class {
     };
     env.addEventListener?.("pagehide", this.onPageHide);
     env.addEventListener?.("pageshow", this.onPageShow);
+    this.keyReady = this.receiptsOn ? this.loadKey(options.nodeKey) : Promise.resolve(null);
     this.armTimer();
+  }
+  /** Loads the key; the tracker connection waits for it. */
+  async loadKey(given) {
+    this.keyPending = true;
+    try {
+      const key = await (given ?? pageNodeKey({ warn: (...a) => this.log.warn(...a) }));
+      if (key && !this.destroyed) {
+        this.nodeKey = key;
+        this.stats.nodeKey = key.publicHex;
+        this.stats.keyAlg = key.alg;
+      }
+    } catch (e) {
+      this.log.warn("no-key", e?.message ?? e, "no receipts");
+    } finally {
+      this.keyPending = false;
+    }
+    if (this.connectWhenKeyReady) {
+      this.connectWhenKeyReady = false;
+      const idle = !this.conn && this.reconnectTimer === null;
+      if (idle && !this.destroyed && !this.suspended && !this.noReconnect && this.rendition !== null) this.connect();
+    }
+    return this.nodeKey;
   }
   /** An hls.js fragment loader class (config.fLoader) that gets segments through this engine. */
   createLoaderClass(Hls) {
@@ -2832,6 +3047,9 @@ var P2PEngine = class {
         return;
       case "deliver":
         this.deliver(o);
+        return;
+      case "delivered":
+        this.signReceipt(o);
         return;
       default:
         this.log.warn("unknown-output", o.type);
@@ -3309,6 +3527,10 @@ var P2PEngine = class {
       this.log.warn("no-webcrypto", "P2P disabled: peer bytes cannot be verified outside a secure context");
       return;
     }
+    if (this.keyPending) {
+      this.connectWhenKeyReady = true;
+      return;
+    }
     const shard = this.shard > 0 ? `&shard=${this.shard}` : "";
     const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}${shard}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === "https:" ? "wss:" : "ws:";
@@ -3322,7 +3544,13 @@ var P2PEngine = class {
     };
     conn.channel = new SignallingChannel({
       url: ws.href,
-      join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
+      join: {
+        stream: this.streamPath,
+        rendition: this.rendition,
+        upload: this.options.upload,
+        token: this.options.token,
+        key: this.nodeKey?.publicHex ?? null
+      },
       WebSocket: this.impl.WebSocket,
       hooks: {
         message: (m) => this.onSignal(conn, m),
@@ -3400,8 +3628,15 @@ var P2PEngine = class {
     if (!conn) return;
     this.conn = null;
     this.stats.peerId = this.stats.swarm = null;
-    const last = conn.peerId && conn.channel.open && this.pendingReport ? [this.pendingReport] : [];
-    if (last.length > 0) this.pendingReport = null;
+    const last = [];
+    if (conn.peerId && conn.channel.open) {
+      if (this.pendingReport) last.push(this.withReceipts(this.pendingReport));
+      this.pendingReport = null;
+      const forGood = this.stopping || this.suspended;
+      while (forGood && this.receipts.length > 0 && last.length < LAST_RECEIPT_REPORTS + 1) {
+        last.push(this.withReceipts(emptyReport()));
+      }
+    }
     conn.channel.leave(last);
     this.closePeerLinks("leave");
     this.updateStats();
@@ -3412,15 +3647,83 @@ var P2PEngine = class {
       this.leaveSwarm();
       return;
     }
-    this.pendingReport = this.pendingReport ? mergeReports(this.pendingReport, message) : message;
+    if (this.pendingReport) {
+      const merged = mergeReports(this.pendingReport, message);
+      const rest = merged.receipts?.splice(MAX_RECEIPTS) ?? [];
+      if (rest.length > 0) this.unsendReceipts(rest);
+      this.pendingReport = merged;
+    } else {
+      this.pendingReport = message;
+    }
     this.flushReport();
   }
-  /** Sends the pending report if the tracker can take it. */
+  /** Sends the pending report if the tracker can take it, with the receipts that wait. */
   flushReport() {
     const conn = this.conn;
     if (!this.pendingReport || !conn?.peerId || !conn.channel.open) return;
-    conn.channel.send(this.pendingReport);
+    conn.channel.send(this.withReceipts(this.pendingReport));
     this.pendingReport = null;
+  }
+  // ===========================================================================================
+  // Receipts
+  /** The core's `delivered`: a receipt, signed now (its time) and queued for a report. */
+  signReceipt(o) {
+    const key = this.nodeKey;
+    if (!key || o.uploader === key.publicHex) return;
+    const receipt2 = {
+      alg: key.alg,
+      uploader: o.uploader,
+      receiver: key.publicHex,
+      swarm: o.swarm,
+      segment: o.segment,
+      sha256: o.sha256,
+      bytes: o.bytes,
+      time: Date.now(),
+      nonce: randomHex(16)
+    };
+    key.sign(receiptText(receipt2)).then(
+      (sig) => {
+        if (this.destroyed) return;
+        this.stats.receiptsSigned++;
+        this.trace("receipt", { segment: o.segment, bytes: o.bytes });
+        this.queueReceipts([{ ...receipt2, sig }]);
+      },
+      (e) => this.log.warn("sign-failed", e?.message ?? e)
+    );
+  }
+  /** Queues signed receipts behind the ones waiting; beyond MAX_PENDING_RECEIPTS the oldest go. */
+  queueReceipts(receipts) {
+    this.receipts.push(...receipts);
+    if (this.receipts.length > MAX_PENDING_RECEIPTS) {
+      const dropped = this.receipts.length - MAX_PENDING_RECEIPTS;
+      this.receipts.splice(0, dropped);
+      this.stats.receiptsDropped += dropped;
+    }
+    this.stats.receiptsPending = this.receipts.length;
+  }
+  /** Receipts taken for a report that will not carry them: first in line again. */
+  unsendReceipts(receipts) {
+    this.receipts.unshift(...receipts);
+    this.queueReceipts([]);
+  }
+  /**
+   * `report` (not changed) with the receipts it has and the oldest waiting ones added: MAX_RECEIPTS
+   * at most, and the message within the tracker's size limit.
+   */
+  withReceipts(report) {
+    const own = report.receipts ?? [];
+    const room = Math.max(0, MAX_RECEIPTS - own.length);
+    if (room === 0 || this.receipts.length === 0) return report;
+    const taken = this.receipts.splice(0, room);
+    const out = { ...report, receipts: [...own, ...taken] };
+    while (taken.length > 0 && utf8Length(JSON.stringify(out)) > REPORT_SIZE_LIMIT) {
+      out.receipts.pop();
+      this.unsendReceipts([taken.pop()]);
+    }
+    if (out.receipts.length === 0) delete out.receipts;
+    this.stats.receiptsSent += taken.length;
+    this.stats.receiptsPending = this.receipts.length;
+    return out;
   }
   // ===========================================================================================
   // Lifecycle
@@ -3441,6 +3744,7 @@ var P2PEngine = class {
   /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
+    this.stopping = true;
     this.feed({ type: "stop" });
     this.destroyed = true;
     this.detach();
@@ -3455,6 +3759,17 @@ var P2PEngine = class {
     this.waiters.clear();
   }
 };
+function emptyReport() {
+  return {
+    type: "report",
+    http_bytes: 0,
+    p2p_bytes: 0,
+    http_segments: 0,
+    p2p_segments: 0,
+    uploaded_bytes: 0,
+    failures: { timeout: 0, mismatch: 0, absent: 0, disconnect: 0 }
+  };
+}
 function mergeReports(a, b) {
   const out = { ...b, failures: { ...b.failures } };
   for (const k of ["http_bytes", "p2p_bytes", "http_segments", "p2p_segments", "uploaded_bytes"]) out[k] += a[k];
@@ -3466,6 +3781,9 @@ function mergeReports(a, b) {
     else if (peers.size < MAX_LIST_LEN) peers.set(p.peer_id, { ...p });
   }
   if (peers.size > 0) out.peers = [...peers.values()];
+  const receipts = [...a.receipts ?? [], ...b.receipts ?? []];
+  if (receipts.length > 0) out.receipts = receipts;
+  else delete out.receipts;
   return out;
 }
 function describeHttpError(e) {
@@ -3482,14 +3800,19 @@ export {
   DEFAULT_SCHEDULER_CONFIG,
   NodeCore,
   P2PEngine,
+  RECEIPT_DOMAIN,
   Scheduler,
   createP2PLoader,
   fetchVariantUrls,
   frame_exports as frame,
+  loadOrCreateKey,
   loadingTimes,
   newLoadStats,
+  pageNodeKey,
   parseVariantUrls,
+  receiptText,
   renditionOfUrl,
+  sessionKey,
   signal_exports as signal,
   updateRate,
   watchStalls

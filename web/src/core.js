@@ -16,7 +16,8 @@
 //            need {waiter, id, plays_at, p2p}, abandon {waiter}, stop
 //   outputs: connect {peer, transport, quic}, send {link, frame}, close {link, reason},
 //            http_get {id, from}, http_cancel {id}, verify {ticket, bytes}, signal {message},
-//            deliver {waiters, id, ok: {bytes, source, started, finished} | err: HttpError}
+//            deliver {waiters, id, ok: {bytes, source, started, finished} | err: HttpError},
+//            delivered {uploader, swarm, segment, sha256, bytes} (only with config.receipts)
 //
 // HttpError is {kind: "absent"|"status"|"timeout"|"network"|"too_large", status?, ...}. Times are
 // milliseconds on the driver's clock; bytes are Uint8Array; frames and signalling messages are those
@@ -26,6 +27,13 @@
 // peer id, uploads first in first out), so the same inputs at the same instants give the same
 // outputs as the Rust core: tests/unit/node-traces.test.mjs replays the traces the Rust core
 // produced (peer-assist/tests/vectors/node_traces.json), and a port that drifts fails.
+//
+// Receipts (docs/LEDGER.md): the Rust core signs a receipt for every verified delivery from a peer
+// whose key the tracker listed. Signing is asynchronous in a browser (WebCrypto), so this core
+// says what to sign instead: with `config.receipts` it queues `delivered` {uploader: the peer's key,
+// swarm: the welcome's, segment, sha256: the digest the bytes matched, bytes: what that peer sent}
+// just before the segment is delivered, and the driver signs and reports it (engine.js). Without
+// `config.receipts` (the traces) the outputs are the Rust core's without a key.
 
 import { HEADER_LEN, MAX_FRAME_LEN, MAX_HAVE_IDS, RECOMMENDED_CHUNK_LEN, encodedLen } from './protocol/frame.js';
 import { utf8Length } from './protocol/signal.js';
@@ -85,6 +93,8 @@ const NO_BYTES = new Uint8Array(0);
  * @property {number} maxLinks        peer links kept open (the tracker's max_peers lowers it)
  * @property {number} reportEveryMs   delivery reports are sent this often
  * @property {object} [scheduler]     scheduler tuning (scheduler.js DEFAULT_SCHEDULER_CONFIG)
+ * @property {boolean} [receipts]     queue a `delivered` output for every verified delivery from
+ *   a peer with a key (the driver signs a receipt for it)
  * @property {{lie?: boolean, slowUpload?: number|null}} [test] misbehaviour, for tests only
  */
 
@@ -100,6 +110,7 @@ export const DEFAULT_CORE_CONFIG = Object.freeze({
   maxLinks: 8,
   reportEveryMs: 2000,
   scheduler: DEFAULT_SCHEDULER_CONFIG,
+  receipts: false,
   test: Object.freeze({ lie: false, slowUpload: null }),
 });
 
@@ -188,6 +199,12 @@ export class NodeCore {
     /** @type {Map<string, {peer_id: string, ok: number, failed: number, mismatch: number, bytes: number}>} */
     this.peerDeltas = new Map();
     this.nextReport = now + c.reportEveryMs;
+    /** The swarm of the current tracker session (its `welcome`), named in receipts. */
+    this.swarm = '';
+    /** @type {Map<string, string>} public keys of the peers ever listed, by peer id (never forgotten) */
+    this.peerKeys = new Map();
+    /** @type {Map<string, number>} verified bytes received from peers, by the uploader's key */
+    this.receivedFrom = new Map();
   }
 
   /** Whether `peer` was caught lying (its relays are ignored). */
@@ -324,6 +341,7 @@ export class NodeCore {
         break;
       case 'welcome':
         this.maxPeers = m.max_peers;
+        this.swarm = m.swarm;
         if (m.peer_id !== this.me) this.rejoined(m.peer_id, now);
         break;
       default:
@@ -657,6 +675,18 @@ export class NodeCore {
     this.outputs.push({ type: 'signal', message: report });
   }
 
+  /**
+   * `peer` sent `bytes` of segment `id` that verified against `sha256`: counted by the peer's key,
+   * and (with receipts on) a receipt to sign.
+   */
+  deliveredBy(peer, id, sha256, bytes) {
+    const uploader = this.peerKeys.get(peer);
+    if (uploader === undefined || bytes === 0) return;
+    this.receivedFrom.set(uploader, (this.receivedFrom.get(uploader) ?? 0) + bytes);
+    if (!this.config.receipts || this.swarm === '') return;
+    this.outputs.push({ type: 'delivered', uploader, swarm: this.swarm, segment: id, sha256, bytes });
+  }
+
   /** Leave: last report, `leave`, every link closed, HTTP fetches cancelled. Final. */
   stop() {
     this.sendReport();
@@ -685,7 +715,10 @@ export class NodeCore {
   onPeers(peers, now) {
     const listed = peers.filter((p) => p.peer_id !== this.me);
     if (this.elders === null) this.elders = new Set(listed.map((p) => p.peer_id));
-    for (const p of listed) if (!this.listedSince.has(p.peer_id)) this.listedSince.set(p.peer_id, now);
+    for (const p of listed) {
+      if (!this.listedSince.has(p.peer_id)) this.listedSince.set(p.peer_id, now);
+      if (p.key !== undefined) this.peerKeys.set(p.peer_id, p.key);
+    }
     const ids = new Set(listed.map((p) => p.peer_id));
     for (const id of [...this.listedSince.keys()]) if (!ids.has(id)) this.listedSince.delete(id);
     this.listed = listed;
@@ -1094,6 +1127,7 @@ export class NodeCore {
     delta.ok++;
     delta.bytes += len;
     this.summary.p2p_bytes += len;
+    this.deliveredBy(t.peer, id, sha256, len);
     this.accept(id, bytes, sha256, 'p2p', t.started, ended);
   }
 
@@ -1115,6 +1149,7 @@ export class NodeCore {
     // (Without a prefix, gateway bytes that differ from its own digest are used all the same.)
     w.http = null;
     this.summary.p2p_bytes += prefix ? prefix.len : 0;
+    if (prefix) this.deliveredBy(prefix.peer, id, sha256, prefix.len);
     const started = prefix ? Math.min(prefix.started, httpStarted) : httpStarted;
     this.accept(id, whole, sha256, 'http', started, now);
   }

@@ -10,14 +10,20 @@
 // gives a new `welcome` with a new peer id, and the core starts a new swarm session while what it
 // waits for and holds stays. Distribution first: without signalling or peers, everything goes over
 // HTTP in time.
+//
+// Contribution accounting (docs/LEDGER.md): the engine has the page's long-lived key (keys.js),
+// announces it in `join`, and for every verified delivery from a peer with a key (the core's
+// `delivered`) signs a receipt, kept until a `report` to the tracker carries it (at most
+// MAX_RECEIPTS a report; at most MAX_PENDING_RECEIPTS waiting, the oldest dropped first).
 
 import { DEFAULT_CORE_CONFIG, NodeCore } from './core.js';
 import { createP2PLoader } from './loader.js';
 import { fetchVariantUrls, renditionOfUrl } from './master.js';
 import { BUFFER_LOW, PeerLink } from './peer-link.js';
 import { watchStalls } from './playback.js';
+import { pageNodeKey, randomHex, receiptText } from './keys.js';
 import { encodedLen } from './protocol/frame.js';
-import { MAX_LIST_LEN } from './protocol/signal.js';
+import { MAX_LIST_LEN, MAX_RECEIPTS, MAX_SIGNAL_LEN, utf8Length } from './protocol/signal.js';
 import { SignallingChannel } from './signalling.js';
 import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, now, sha256Hex } from './util.js';
 
@@ -45,6 +51,15 @@ const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
 const MAX_SHARD_HOPS = 16;
 /** Stands for "the core's timer fired" in the input queue. */
 const TIMEOUT = Symbol('timeout');
+/** Signed receipts waiting for a report, at most (the oldest are dropped first). */
+export const MAX_PENDING_RECEIPTS = 1024;
+/**
+ * Leaving for good (destroy, pagehide), the receipts still waiting go out in at most this many
+ * more reports (MAX_RECEIPTS each) before `leave`.
+ */
+const LAST_RECEIPT_REPORTS = 4;
+/** A report with its receipts stays this far below the tracker's message limit. */
+const REPORT_SIZE_LIMIT = MAX_SIGNAL_LEN - 1024;
 
 /**
  * @typedef {object} P2PEngineOptions
@@ -61,6 +76,10 @@ const TIMEOUT = Symbol('timeout');
  * @property {number} [reportIntervalMs] delivery reports (default 2000)
  * @property {object} [scheduler] scheduler tuning (see scheduler.js DEFAULT_SCHEDULER_CONFIG)
  * @property {boolean} [trace]   keep the last events in `traceLog`
+ * @property {boolean} [receipts] announce the page's key in `join` and sign delivery receipts for
+ *   the bytes peers send (default: true where WebCrypto is available)
+ * @property {import('./keys.js').NodeKey|Promise<import('./keys.js').NodeKey>|null} [nodeKey] the key
+ *   to use (default: the page's key from keys.js, kept in IndexedDB); null: no key, no receipts
  * @property {typeof WebSocket} [WebSocket]
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
  * @property {typeof fetch} [fetch]
@@ -87,7 +106,9 @@ export class P2PEngine {
       RTCPeerConnection: options.RTCPeerConnection ?? env.RTCPeerConnection,
       fetch: options.fetch ?? env.fetch?.bind(env),
     };
-    const core = { transports: ['webrtc'], upload: this.options.upload, maxLinks: this.options.maxPeers };
+    /** Receipts on: the core says what to sign once the key is here. */
+    this.receiptsOn = (options.receipts ?? Boolean(env.crypto?.subtle)) && options.nodeKey !== null;
+    const core = { transports: ['webrtc'], upload: this.options.upload, maxLinks: this.options.maxPeers, receipts: this.receiptsOn };
     const tuning = {
       uploadRate: options.uploadRate,
       window: options.maxStoreSegments,
@@ -123,6 +144,14 @@ export class P2PEngine {
       /** Tracker sockets lost and joined again (the gateway went away or restarted). */
       signallingReconnects: 0,
       shard: 0,
+      /** This page's public key (hex), sent in `join`; null without receipts (or until loaded). */
+      nodeKey: null,
+      keyAlg: null,
+      /** Receipts signed, sent in reports, dropped unsent (too many waiting), waiting. */
+      receiptsSigned: 0,
+      receiptsSent: 0,
+      receiptsDropped: 0,
+      receiptsPending: 0,
     };
     /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
     this.otherHttp = { bytes: 0, segments: 0 };
@@ -151,6 +180,15 @@ export class P2PEngine {
     this.timings = new BoundedMap(1024);
     /** A report that found no open socket, merged into the next one. */
     this.pendingReport = null;
+    /** Signed receipts not yet sent, oldest first. */
+    this.receipts = [];
+    /** The page's key (keys.js NodeKey) once loaded; null without one. */
+    this.nodeKey = null;
+    /** A tracker connection waits for the key (so that `join` carries it). */
+    this.keyPending = false;
+    this.connectWhenKeyReady = false;
+    /** Leaving for good: destroy() runs. */
+    this.stopping = false;
 
     /** Peer links known to the core (open, handshake done): link id → PeerLink. */
     this.links = new Map();
@@ -186,7 +224,32 @@ export class P2PEngine {
     };
     env.addEventListener?.('pagehide', this.onPageHide);
     env.addEventListener?.('pageshow', this.onPageShow);
+    /** Resolves with the key (null: none) once it is settled. */
+    this.keyReady = this.receiptsOn ? this.loadKey(options.nodeKey) : Promise.resolve(null);
     this.armTimer();
+  }
+
+  /** Loads the key; the tracker connection waits for it. */
+  async loadKey(given) {
+    this.keyPending = true;
+    try {
+      const key = await (given ?? pageNodeKey({ warn: (...a) => this.log.warn(...a) }));
+      if (key && !this.destroyed) {
+        this.nodeKey = key;
+        this.stats.nodeKey = key.publicHex;
+        this.stats.keyAlg = key.alg;
+      }
+    } catch (e) {
+      this.log.warn('no-key', e?.message ?? e, 'no receipts');
+    } finally {
+      this.keyPending = false;
+    }
+    if (this.connectWhenKeyReady) {
+      this.connectWhenKeyReady = false;
+      const idle = !this.conn && this.reconnectTimer === null;
+      if (idle && !this.destroyed && !this.suspended && !this.noReconnect && this.rendition !== null) this.connect();
+    }
+    return this.nodeKey;
   }
 
   /** An hls.js fragment loader class (config.fLoader) that gets segments through this engine. */
@@ -270,6 +333,9 @@ export class P2PEngine {
         return;
       case 'deliver':
         this.deliver(o);
+        return;
+      case 'delivered':
+        this.signReceipt(o);
         return;
       default:
         this.log.warn('unknown-output', o.type);
@@ -797,6 +863,10 @@ export class P2PEngine {
       this.log.warn('no-webcrypto', 'P2P disabled: peer bytes cannot be verified outside a secure context');
       return;
     }
+    if (this.keyPending) {
+      this.connectWhenKeyReady = true; // `join` carries the key
+      return;
+    }
     const shard = this.shard > 0 ? `&shard=${this.shard}` : '';
     const ws = new URL(`/p2p/v1/ws?stream=${encodeURIComponent(this.streamPath)}${shard}`, this.gatewayOrigin);
     ws.protocol = ws.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -810,7 +880,13 @@ export class P2PEngine {
     };
     conn.channel = new SignallingChannel({
       url: ws.href,
-      join: { stream: this.streamPath, rendition: this.rendition, upload: this.options.upload, token: this.options.token },
+      join: {
+        stream: this.streamPath,
+        rendition: this.rendition,
+        upload: this.options.upload,
+        token: this.options.token,
+        key: this.nodeKey?.publicHex ?? null,
+      },
       WebSocket: this.impl.WebSocket,
       hooks: {
         message: (m) => this.onSignal(conn, m),
@@ -895,8 +971,16 @@ export class P2PEngine {
     if (!conn) return;
     this.conn = null;
     this.stats.peerId = this.stats.swarm = null;
-    const last = conn.peerId && conn.channel.open && this.pendingReport ? [this.pendingReport] : [];
-    if (last.length > 0) this.pendingReport = null;
+    const last = [];
+    if (conn.peerId && conn.channel.open) {
+      if (this.pendingReport) last.push(this.withReceipts(this.pendingReport));
+      this.pendingReport = null;
+      // Leaving for good: the receipts still waiting go too (another swarm session would carry them).
+      const forGood = this.stopping || this.suspended;
+      while (forGood && this.receipts.length > 0 && last.length < LAST_RECEIPT_REPORTS + 1) {
+        last.push(this.withReceipts(emptyReport()));
+      }
+    }
     conn.channel.leave(last);
     this.closePeerLinks('leave');
     this.updateStats();
@@ -908,16 +992,93 @@ export class P2PEngine {
       this.leaveSwarm(); // the core stopped (destroy): its last report went out just before
       return;
     }
-    this.pendingReport = this.pendingReport ? mergeReports(this.pendingReport, message) : message;
+    if (this.pendingReport) {
+      const merged = mergeReports(this.pendingReport, message);
+      // Receipts of both, MAX_RECEIPTS at most: the rest wait for the next report.
+      const rest = merged.receipts?.splice(MAX_RECEIPTS) ?? [];
+      if (rest.length > 0) this.unsendReceipts(rest);
+      this.pendingReport = merged;
+    } else {
+      this.pendingReport = message;
+    }
     this.flushReport();
   }
 
-  /** Sends the pending report if the tracker can take it. */
+  /** Sends the pending report if the tracker can take it, with the receipts that wait. */
   flushReport() {
     const conn = this.conn;
     if (!this.pendingReport || !conn?.peerId || !conn.channel.open) return;
-    conn.channel.send(this.pendingReport);
+    conn.channel.send(this.withReceipts(this.pendingReport));
     this.pendingReport = null;
+  }
+
+  // ===========================================================================================
+  // Receipts
+
+  /** The core's `delivered`: a receipt, signed now (its time) and queued for a report. */
+  signReceipt(o) {
+    const key = this.nodeKey;
+    // Without a key nothing is signed; a peer with this very key (another tab of this browser) is
+    // never credited by the gateway.
+    if (!key || o.uploader === key.publicHex) return;
+    const receipt = {
+      alg: key.alg,
+      uploader: o.uploader,
+      receiver: key.publicHex,
+      swarm: o.swarm,
+      segment: o.segment,
+      sha256: o.sha256,
+      bytes: o.bytes,
+      time: Date.now(),
+      nonce: randomHex(16),
+    };
+    key.sign(receiptText(receipt)).then(
+      (sig) => {
+        if (this.destroyed) return;
+        this.stats.receiptsSigned++;
+        this.trace('receipt', { segment: o.segment, bytes: o.bytes });
+        this.queueReceipts([{ ...receipt, sig }]);
+      },
+      (e) => this.log.warn('sign-failed', e?.message ?? e),
+    );
+  }
+
+  /** Queues signed receipts behind the ones waiting; beyond MAX_PENDING_RECEIPTS the oldest go. */
+  queueReceipts(receipts) {
+    this.receipts.push(...receipts);
+    if (this.receipts.length > MAX_PENDING_RECEIPTS) {
+      const dropped = this.receipts.length - MAX_PENDING_RECEIPTS;
+      this.receipts.splice(0, dropped);
+      this.stats.receiptsDropped += dropped;
+    }
+    this.stats.receiptsPending = this.receipts.length;
+  }
+
+  /** Receipts taken for a report that will not carry them: first in line again. */
+  unsendReceipts(receipts) {
+    this.receipts.unshift(...receipts);
+    this.queueReceipts([]);
+  }
+
+  /**
+   * `report` (not changed) with the receipts it has and the oldest waiting ones added: MAX_RECEIPTS
+   * at most, and the message within the tracker's size limit.
+   */
+  withReceipts(report) {
+    const own = report.receipts ?? [];
+    const room = Math.max(0, MAX_RECEIPTS - own.length);
+    if (room === 0 || this.receipts.length === 0) return report;
+    const taken = this.receipts.splice(0, room);
+    const out = { ...report, receipts: [...own, ...taken] };
+    // ~600 bytes a receipt: 64 fit unless the report is large itself (a long peers list).
+    while (taken.length > 0 && utf8Length(JSON.stringify(out)) > REPORT_SIZE_LIMIT) {
+      out.receipts.pop();
+      this.unsendReceipts([taken.pop()]);
+    }
+    if (out.receipts.length === 0) delete out.receipts;
+    this.stats.receiptsSent += taken.length;
+    this.stats.receiptsPending = this.receipts.length;
+    return out;
   }
 
   // ===========================================================================================
@@ -942,6 +1103,7 @@ export class P2PEngine {
   /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
+    this.stopping = true;
     this.feed({ type: 'stop' });
     this.destroyed = true;
     this.detach();
@@ -957,8 +1119,24 @@ export class P2PEngine {
   }
 }
 
-/** One report for two consecutive ones (the first found no open socket). */
-function mergeReports(a, b) {
+/** A report of nothing (to carry receipts). */
+function emptyReport() {
+  return {
+    type: 'report',
+    http_bytes: 0,
+    p2p_bytes: 0,
+    http_segments: 0,
+    p2p_segments: 0,
+    uploaded_bytes: 0,
+    failures: { timeout: 0, mismatch: 0, absent: 0, disconnect: 0 },
+  };
+}
+
+/**
+ * One report for two consecutive ones (the first found no open socket); their receipts one after
+ * the other (the caller keeps MAX_RECEIPTS of them).
+ */
+export function mergeReports(a, b) {
   const out = { ...b, failures: { ...b.failures } };
   for (const k of ['http_bytes', 'p2p_bytes', 'http_segments', 'p2p_segments', 'uploaded_bytes']) out[k] += a[k];
   for (const c of Object.keys(a.failures)) out.failures[c] = (out.failures[c] ?? 0) + a.failures[c];
@@ -969,6 +1147,9 @@ function mergeReports(a, b) {
     else if (peers.size < MAX_LIST_LEN) peers.set(p.peer_id, { ...p });
   }
   if (peers.size > 0) out.peers = [...peers.values()];
+  const receipts = [...(a.receipts ?? []), ...(b.receipts ?? [])];
+  if (receipts.length > 0) out.receipts = receipts;
+  else delete out.receipts;
   return out;
 }
 

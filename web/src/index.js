@@ -13,5 +13,6 @@ export { createP2PLoader, loadingTimes, newLoadStats } from './loader.js';
 export { Scheduler, DEFAULT_SCHEDULER_CONFIG, updateRate } from './scheduler.js';
 export { parseVariantUrls, renditionOfUrl, fetchVariantUrls } from './master.js';
 export { watchStalls } from './playback.js';
+export { pageNodeKey, loadOrCreateKey, sessionKey, receiptText, RECEIPT_DOMAIN } from './keys.js';
 export * as frame from './protocol/frame.js';
 export * as signal from './protocol/signal.js';

@@ -23,7 +23,7 @@ export class SignallingChannel {
   /**
    * @param {object} o
    * @param {string} o.url        ws:// or wss:// URL of /p2p/v1/ws?stream=…
-   * @param {object} o.join       {stream, rendition, upload, token?}
+   * @param {object} o.join       {stream, rendition, upload, token?, key?} (key: the node's public key, hex)
    * @param {typeof WebSocket} o.WebSocket
    * @param {SignallingHooks} o.hooks
    */
@@ -44,6 +44,7 @@ export class SignallingChannel {
         capabilities: { transports: ['webrtc'], upload: join.upload },
       };
       if (join.token) msg.token = join.token;
+      if (join.key) msg.key = join.key;
       this.send(msg);
     };
     this.ws.onmessage = (e) => {

@@ -3,7 +3,9 @@
 // Query parameters: src (multivariant playlist, default /demo/live/master.m3u8), level (fix the
 // rendition: its 0-based index in the master playlist; default automatic ABR), p2p=0 (no engine),
 // cmcd=1 (hls.js sends CMCD, CTA-5004, in the query; cmcd=headers: in CMCD-* headers).
-// Exposes window.hls, window.p2pEngine and window.p2pStats for tests and curious viewers.
+// Exposes window.hls, window.p2pEngine and window.p2pStats for tests and curious viewers; with P2P,
+// p2pStats also has this page's public key (nodeKey, keyAlg, receipts*) and what the gateway's
+// ledger credits it with this epoch (helpedViewers, helpedBytes, helpedSegments, ledger).
 
 import Hls from 'hls.js';
 import { P2PEngine } from '../engine.js';
@@ -14,6 +16,9 @@ import { Recovery } from '../recovery.js';
 const DEFAULT_SRC = '/demo/live/master.m3u8';
 const CONFIG_URL = '/player/config.json';
 const WORKER_URL = '/hls.worker.js';
+/** The gateway's contribution ledger (docs/LEDGER.md): 404 when it keeps none. */
+const LEDGER_URL = '/p2p/v1/ledger';
+const LEDGER_EVERY_MS = 10_000;
 
 main().catch((e) => {
   console.error('[player]', e);
@@ -67,6 +72,73 @@ async function main() {
 
   renderStats(hls, stats);
   setInterval(() => renderStats(hls, stats), 1000);
+  if (engine) watchLedger(engine, stats);
+}
+
+/**
+ * "You helped N viewers, M MB this hour": this page's line in the gateway's ledger (the current
+ * epoch), polled every 10 s; hidden while the gateway keeps no ledger (404) or it cannot be read.
+ * The figures go to `stats` (window.p2pStats) too: helpedViewers, helpedBytes, helpedSegments
+ * (null while unknown) and ledger ("on", "off", "error", or null before the first answer).
+ */
+function watchLedger(engine, stats) {
+  Object.assign(stats, { helpedViewers: null, helpedBytes: null, helpedSegments: null, ledger: null });
+  const poll = async () => {
+    const key = (await engine.keyReady)?.publicHex;
+    if (!key) return false; // no key, nothing to be credited with
+    let view = null;
+    try {
+      const resp = await fetch(LEDGER_URL, { credentials: 'same-origin', cache: 'no-store' });
+      if (resp.status === 404) stats.ledger = 'off';
+      else if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+      else view = await resp.json();
+    } catch (e) {
+      if (stats.ledger !== 'error') console.warn('[player] cannot read', LEDGER_URL, e?.message ?? e);
+      stats.ledger = 'error';
+    }
+    if (view && !Array.isArray(view.uploaders)) {
+      stats.ledger = 'error';
+      view = null;
+    }
+    if (!view) {
+      Object.assign(stats, { helpedViewers: null, helpedBytes: null, helpedSegments: null });
+      showHelped(null);
+      return true;
+    }
+    const mine = view.uploaders.find((u) => u?.key === key);
+    stats.ledger = 'on';
+    stats.helpedViewers = Number(mine?.receivers ?? 0);
+    stats.helpedBytes = Number(mine?.bytes ?? 0);
+    stats.helpedSegments = Number(mine?.segments ?? 0);
+    const viewers = stats.helpedViewers;
+    showHelped(
+      `You helped ${viewers} ${viewers === 1 ? 'viewer' : 'viewers'}, ${(stats.helpedBytes / 1e6).toFixed(1)} MB ${periodName(view.epoch_seconds)}`,
+    );
+    return true;
+  };
+  const loop = async () => {
+    if (await poll().catch(() => true)) setTimeout(loop, LEDGER_EVERY_MS);
+  };
+  loop();
+}
+
+/** How the ledger's epoch is named on the page ("this hour" for the usual one-hour epochs). */
+function periodName(seconds) {
+  if (!(seconds > 0) || seconds === 3600) return 'this hour';
+  if (seconds === 86_400) return 'today';
+  if (seconds % 3600 === 0) return `in these ${seconds / 3600} hours`;
+  return seconds % 60 === 0 ? `in these ${seconds / 60} minutes` : `in these ${seconds} seconds`;
+}
+
+function showHelped(text) {
+  const el = document.getElementById('helped');
+  if (!el) return;
+  if (text === null) {
+    el.hidden = true;
+    return;
+  }
+  if (el.textContent !== text) el.textContent = text;
+  el.hidden = false;
 }
 
 /**

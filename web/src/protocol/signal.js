@@ -18,6 +18,8 @@ export const SIGNAL_VERSION = 1;
 export const MAX_SIGNAL_LEN = 64 * 1024;
 export const MAX_PEER_ID_LEN = 64;
 export const MAX_LIST_LEN = 256;
+/** Most receipts in one `report`. */
+export const MAX_RECEIPTS = 64;
 
 export const ERROR_CODES = Object.freeze([
   'bad_message',
@@ -32,6 +34,8 @@ export const ERROR_CODES = Object.freeze([
   'internal',
 ]);
 const TRANSPORTS = ['quic', 'webrtc'];
+/** Receipt signature schemes (accounting/receipt.rs `Alg`). */
+export const RECEIPT_ALGS = Object.freeze(['ed25519', 'p256']);
 const U32_MAX = 0xffff_ffff;
 const U64_MAX_AS_NUMBER = 2 ** 64; // the first Number above u64::MAX
 
@@ -145,6 +149,24 @@ const quicAddress = struct([
   ['fingerprint', str],
 ]);
 
+/**
+ * A signed delivery receipt (peer-assist/src/accounting/receipt.rs `Receipt`). Only its JSON shape
+ * is checked here (and that the counters are safe integers); its form and signature are the
+ * gateway's to check.
+ */
+const receipt = struct([
+  ['alg', oneOf(RECEIPT_ALGS)],
+  ['uploader', str],
+  ['receiver', str],
+  ['swarm', str],
+  ['segment', str],
+  ['sha256', str],
+  ['bytes', u64],
+  ['time', u64],
+  ['nonce', str],
+  ['sig', str],
+]);
+
 const CLIENT_SHAPES = {
   join: struct(
     [
@@ -160,6 +182,7 @@ const CLIENT_SHAPES = {
       ],
       ['token', str, OPTIONAL],
       ['quic', quicAddress, OPTIONAL],
+      ['key', str, OPTIONAL],
     ],
     ['type'],
   ),
@@ -199,6 +222,7 @@ const CLIENT_SHAPES = {
         ),
         OMIT_EMPTY,
       ],
+      ['receipts', list(receipt), OMIT_EMPTY],
     ],
     ['type'],
   ),
@@ -226,6 +250,7 @@ const SERVER_SHAPES = {
             ['region', str, OPTIONAL],
             ['transports', list(oneOf(TRANSPORTS))],
             ['quic', quicAddress, OPTIONAL],
+            ['key', str, OPTIONAL],
           ]),
         ),
       ],
@@ -298,11 +323,19 @@ function checkQuic(q) {
   if (!LOWER_HEX_64.test(q.fingerprint)) throw invalid('quic.fingerprint: not 64 lowercase hex digits');
 }
 
+/** A public key: lowercase hex of 32 (Ed25519) or 65 (P-256, uncompressed) bytes. */
+const PUBLIC_KEY = /^(?:[0-9a-f]{64}|[0-9a-f]{130})$/;
+
+function checkKey(field, key) {
+  if (!PUBLIC_KEY.test(key)) throw invalid(`${field}: not a public key (64 or 130 lowercase hex digits)`);
+}
+
 const CLIENT_RULES = {
   join(m) {
     checkVersion(m.v);
     checkPath('stream', m.stream);
     if (m.quic) checkQuic(m.quic);
+    if (m.key !== undefined) checkKey('key', m.key);
   },
   relay(m) {
     checkPeerId('to', m.to);
@@ -310,6 +343,10 @@ const CLIENT_RULES = {
   report(m) {
     const peers = m.peers ?? [];
     checkList('peers', peers.length);
+    const receipts = m.receipts ?? [];
+    if (receipts.length > MAX_RECEIPTS) {
+      throw invalid(`receipts: ${receipts.length} entries, at most ${MAX_RECEIPTS}`);
+    }
     for (const p of peers) checkPeerId('peer_id', p.peer_id);
   },
   leave() {},
@@ -326,6 +363,7 @@ const SERVER_RULES = {
     for (const p of m.peers) {
       checkPeerId('peer_id', p.peer_id);
       if (p.quic) checkQuic(p.quic);
+      if (p.key !== undefined) checkKey('key', p.key);
     }
   },
   relay(m) {

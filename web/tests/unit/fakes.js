@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 
 import { P2PEngine } from '../../src/engine.js';
+import { sessionKey } from '../../src/keys.js';
 import { decodeClient, encodeServer } from '../../src/protocol/signal.js';
 
 export const GATEWAY = 'http://gw.test';
@@ -106,6 +107,7 @@ export class FakeTracker {
     switch (msg.type) {
       case 'join':
         ws.peerId = `p-${this.nextId++}`;
+        ws.key = msg.key ?? null;
         this.sockets.push(ws);
         ws.receive({ type: 'welcome', v: 1, peer_id: ws.peerId, swarm: `${msg.stream}#${msg.rendition}`, playlist: '/s/0.m3u8', max_peers: 8 });
         ws.receive({ type: 'digests', playlist: '/s/0.m3u8', segments: this.digests });
@@ -129,7 +131,9 @@ export class FakeTracker {
 
   announce() {
     for (const s of this.sockets) {
-      const peers = this.sockets.filter((o) => o !== s).map((o) => ({ peer_id: o.peerId, transports: ['webrtc'] }));
+      const peers = this.sockets
+        .filter((o) => o !== s)
+        .map((o) => ({ peer_id: o.peerId, transports: ['webrtc'], ...(o.key ? { key: o.key } : {}) }));
       s.receive({ type: 'peers', peers });
     }
   }
@@ -139,6 +143,11 @@ export class FakeTracker {
     const entry = { id, sha256: sha256(bytes), size: bytes.length };
     this.digests.push(entry);
     for (const s of this.sockets) s.receive({ type: 'digests', playlist: '/s/0.m3u8', segments: [entry] });
+  }
+
+  /** The receipts of every report the tracker got, in order. */
+  receipts() {
+    return this.received.filter((m) => m.type === 'report').flatMap((m) => m.receipts ?? []);
   }
 
   /** The reports the tracker got, summed. */
@@ -238,7 +247,10 @@ export function fakeWebRtc() {
 /** One WebRTC for every engine of the process: they reach each other. */
 const FakeRTCPeerConnection = fakeWebRtc();
 
-/** An engine on the fake gateway and tracker (WebRTC in the process unless `RTCPeerConnection: null`). */
+/**
+ * An engine on the fake gateway and tracker (WebRTC in the process unless `RTCPeerConnection: null`),
+ * with a key of its own (engines of one page would share the page's key).
+ */
 export function newEngine({ gateway, tracker, options = {} }) {
   return new P2PEngine({
     gateway: GATEWAY,
@@ -246,6 +258,7 @@ export function newEngine({ gateway, tracker, options = {} }) {
     fetch: gateway.fetch,
     WebSocket: tracker?.WebSocket ?? null,
     RTCPeerConnection: FakeRTCPeerConnection,
+    nodeKey: sessionKey(),
     ...options,
   });
 }

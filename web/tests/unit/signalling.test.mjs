@@ -88,6 +88,7 @@ test('the engine joins; the core learns its seniors from the first peers message
   const bytes = new Uint8Array(300);
   const gateway = fakeGateway(new Map([['/s/0/1.ts', bytes]]));
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null, fetch: gateway.fetch, reportIntervalMs: 50 });
+  await engine.keyReady; // `join` waits for the key
   try {
     // Fetched before the engine joins: the reports of it wait for the tracker.
     await new Promise((resolve) => engine.fetchSegment(`${GATEWAY}/s/0/1.ts`, { onSuccess: resolve, onError: resolve }));
@@ -139,6 +140,7 @@ test('Backoff: 1 s doubling to 30 s, each delay in [d/2, d)', () => {
 test('reconnects with backoff after a close, never after unauthorized', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  await engine.keyReady; // `join` waits for the key
   const warn = console.warn;
   console.warn = () => {};
   try {
@@ -175,6 +177,7 @@ test('reconnects with backoff after a close, never after unauthorized', async ()
 test('a full shard sends the engine on: it joins the shard named at once, keeps it across reconnects, and starts at 0 for another rendition', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  await engine.keyReady; // `join` waits for the key
   const warn = console.warn;
   console.warn = () => {};
   try {
@@ -218,6 +221,7 @@ test('a full shard sends the engine on: it joins the shard named at once, keeps 
 test('destroy reports, leaves and clears every timer', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  await engine.keyReady; // `join` waits for the key
   engine.setRendition(0);
   await sleep(0);
   const ws = FakeWebSocket.all[0];
@@ -235,6 +239,7 @@ test('destroy reports, leaves and clears every timer', async () => {
 test('pagehide leaves the swarm; pageshow from the back/forward cache joins again', async () => {
   FakeWebSocket.all = [];
   const engine = new P2PEngine({ gateway: GATEWAY, stream: '/s/master.m3u8', WebSocket: FakeWebSocket, RTCPeerConnection: null });
+  await engine.keyReady; // `join` waits for the key
   try {
     engine.setRendition(0);
     await sleep(0);
