@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
+use peer_assist::accounting::credit::read_credit;
 use peer_assist::accounting::NodeKey;
-use peer_assist::node::http::GatewayClient;
 use peer_assist::node::{self, NodeConfig, TestBehaviour};
 use peer_assist::protocol::signal::Transport;
 use peer_assist::units::parse_duration;
@@ -56,8 +56,9 @@ struct NodeArgs {
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
     /// The stream: the path of its multivariant playlist on the gateway, e.g. /demo/live/master.m3u8.
-    #[arg(long, value_name = "PATH")]
-    stream: String,
+    /// A seed (--seed) may be given several: it seeds each, under one key.
+    #[arg(long, value_name = "PATH", required = true)]
+    stream: Vec<String>,
     /// Variant index in the multivariant playlist (0 = the first listed).
     #[arg(long, value_name = "N", default_value_t = 0)]
     rendition: u32,
@@ -155,38 +156,14 @@ async fn ledger(args: LedgerArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let path = match args.epoch {
-        Some(n) => format!("/p2p/v1/ledger?epoch={n}"),
-        None => "/p2p/v1/ledger".to_owned(),
-    };
-    let client = GatewayClient::new(&args.gateway);
-    let body = match client.get(&path, 0).await {
-        Ok(b) => b,
+    let credit = match read_credit(&args.gateway, key.public_hex(), args.epoch).await {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("peer-assist: {}{path}: {e}", args.gateway);
+            eprintln!("peer-assist: {}: {e}", args.gateway);
             return ExitCode::FAILURE;
         }
     };
-    let ledger: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("peer-assist: the gateway's ledger is not JSON: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mine = ledger["uploaders"]
-        .as_array()
-        .and_then(|list| list.iter().find(|u| u["key"] == key.public_hex()));
-    let field = |name: &str| mine.and_then(|m| m[name].as_u64()).unwrap_or(0);
-    let line = serde_json::json!({
-        "epoch": ledger["epoch"],
-        "key": key.public_hex(),
-        "bytes": field("bytes"),
-        "segments": field("segments"),
-        "receivers": field("receivers"),
-        "root": ledger["root"],
-        "closed": ledger["closed"],
-    });
+    let line = serde_json::to_string(&credit).unwrap_or_default();
     println!("{line}");
     ExitCode::SUCCESS
 }
@@ -199,7 +176,17 @@ async fn run(args: NodeArgs) -> ExitCode {
         }
         d => d,
     };
-    let mut config = NodeConfig::new(&args.gateway, &args.stream);
+    if args.stream.len() > 1 && !args.seed {
+        eprintln!("peer-assist: several --stream need --seed (a viewer plays one stream)");
+        return ExitCode::from(2);
+    }
+    if args.stream.len() > 1 && args.bind.port() != 0 {
+        eprintln!(
+            "peer-assist: --bind with a fixed port serves one stream; use port 0 to seed several"
+        );
+        return ExitCode::from(2);
+    }
+    let mut config = NodeConfig::new(&args.gateway, &args.stream[0]);
     config.rendition = args.rendition;
     config.token = args.token.clone();
     config.seed = args.seed;
@@ -235,39 +222,59 @@ async fn run(args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let handle = match node::start(config).await {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("peer-assist: {e}");
-            return ExitCode::FAILURE;
+    let mut handles = Vec::new();
+    for stream in &args.stream {
+        let mut config = config.clone();
+        config.stream = stream.clone();
+        match node::start(config).await {
+            Ok(h) => {
+                match h.quic_addr {
+                    Some(addr) => eprintln!("peer-assist: joined {stream}, QUIC on {addr}"),
+                    None => eprintln!("peer-assist: joined {stream} (no QUIC)"),
+                }
+                handles.push(h);
+            }
+            Err(e) => {
+                eprintln!("peer-assist: {stream}: {e}");
+                for h in handles {
+                    let _ = h.stop().await;
+                }
+                return ExitCode::FAILURE;
+            }
         }
-    };
-    match handle.quic_addr {
-        Some(addr) => eprintln!("peer-assist: joined, QUIC on {addr}"),
-        None => eprintln!("peer-assist: joined (no QUIC)"),
     }
-    let summary = if duration.is_some() {
-        tokio::select! {
-            s = handle.wait() => s,
-        }
-    } else {
+    if duration.is_none() {
         let _ = tokio::signal::ctrl_c().await;
-        handle.stop().await
-    };
-    println!(
-        "segments {} (peer {}, http {}), bytes peer {} http {} ({:.0}% offload), uploaded {}, mismatches {}, missed deadlines {}",
-        summary.segments,
-        summary.p2p_segments,
-        summary.http_segments,
-        summary.p2p_bytes,
-        summary.http_bytes,
-        summary.offload() * 100.0,
-        summary.uploaded_bytes,
-        summary.mismatches,
-        summary.missed_deadlines
-    );
+    }
+    let mut summaries = Vec::new();
+    for h in handles {
+        summaries.push(if duration.is_some() {
+            h.wait().await
+        } else {
+            h.stop().await
+        });
+    }
+    for summary in &summaries {
+        println!(
+            "segments {} (peer {}, http {}), bytes peer {} http {} ({:.0}% offload), uploaded {}, mismatches {}, missed deadlines {}",
+            summary.segments,
+            summary.p2p_segments,
+            summary.http_segments,
+            summary.p2p_bytes,
+            summary.http_bytes,
+            summary.offload() * 100.0,
+            summary.uploaded_bytes,
+            summary.mismatches,
+            summary.missed_deadlines
+        );
+    }
     if let Some(path) = args.json {
-        let text = match serde_json::to_string_pretty(&summary) {
+        // One stream: its summary; several (a seed): one per stream, in the order given.
+        let encoded = match summaries.as_slice() {
+            [one] => serde_json::to_string_pretty(one),
+            all => serde_json::to_string_pretty(all),
+        };
+        let text = match encoded {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("peer-assist: cannot encode the summary: {e}");
