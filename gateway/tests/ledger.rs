@@ -133,6 +133,18 @@ async fn a_seed_is_credited_for_what_the_viewers_verified_from_it() {
         seed_credit <= from_seed && from_seed - seed_credit <= slack,
         "credit {seed_credit} vs verified {from_seed} (one segment: {slack})"
     );
+    // The seed reads its own credit back, as `peer-assist ledger` does.
+    if first_epoch == last_epoch {
+        let own = peer_assist::accounting::credit::read_credit(
+            &format!("http://{}", gw.addr),
+            seed_key.public_hex(),
+            Some(last_epoch),
+        )
+        .await
+        .unwrap();
+        assert_eq!(own.bytes, seed_credit);
+        assert!(own.receivers >= 1 && own.segments >= 1, "{own:?}");
+    }
     for (uploader, bytes) in &credited {
         let got = verified.get(uploader).copied().unwrap_or(0);
         assert!(
