@@ -30,6 +30,9 @@ use crate::protocol::signal::{
 
 /// How long a new connection may take to send its `join`.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reports whose receipts may be waiting for the ledger at once (a stalled database refuses the
+/// rest as `storage` instead of piling them up).
+pub const MAX_LEDGER_WRITES: usize = 256;
 /// How long the courtesy messages of a close (the `error`, the close frame) may take each.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -157,6 +160,8 @@ struct Inner {
     accounts: Mutex<Accounts>,
     /// Digests published to peers, by segment (receipt checks).
     published: Mutex<Published>,
+    /// Reports' receipts being checked and stored at once.
+    ledger_writes: Arc<tokio::sync::Semaphore>,
 }
 
 /// See the module docs. Cheap to clone.
@@ -226,6 +231,7 @@ impl Tracker {
                 restarting: tokio::sync::watch::channel(false).0,
                 accounts: Mutex::new(Accounts::default()),
                 published: Mutex::new(Published::default()),
+                ledger_writes: Arc::new(tokio::sync::Semaphore::new(MAX_LEDGER_WRITES)),
             }),
         }
     }
@@ -389,6 +395,26 @@ impl Tracker {
                 unix_ms(),
             );
         }
+    }
+
+    /// Runs [`Tracker::take_receipts`] beside the connection's loop (a slow ledger must not stall
+    /// signalling), at most [`MAX_LEDGER_WRITES`] at once: beyond, the receipts are refused as
+    /// `storage`.
+    fn spawn_receipts(&self, key: Option<String>, receipts: Vec<crate::accounting::Receipt>) {
+        if receipts.is_empty() || self.inner.backend.ledger().is_none() {
+            return;
+        }
+        let Ok(permit) = Arc::clone(&self.inner.ledger_writes).try_acquire_owned() else {
+            for _ in &receipts {
+                self.inner.metrics.receipt_rejected(Rejection::Storage);
+            }
+            return;
+        };
+        let tracker = self.clone();
+        tokio::spawn(async move {
+            tracker.take_receipts(key.as_deref(), receipts).await;
+            drop(permit);
+        });
     }
 
     /// Checks the receipts of a report from `key` and stores those believed in the ledger.
@@ -849,7 +875,7 @@ impl Tracker {
                             if changed {
                                 self.inner.lists_changed.notify_one();
                             }
-                            self.take_receipts(key.as_deref(), receipts).await;
+                            self.spawn_receipts(key.clone(), receipts);
                         }
                         Ok(ClientMessage::Leave {}) => return End::Left,
                         Ok(ClientMessage::Join { .. }) => return End::Close(ErrorCode::BadMessage, "already joined".into()),
