@@ -2832,6 +2832,7 @@ var RESTART_JITTER_MS = 500;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
 var MAX_SHARD_HOPS = 16;
 var TIMEOUT = /* @__PURE__ */ Symbol("timeout");
+var REPORT_NOW = /* @__PURE__ */ Symbol("report now");
 var MAX_PENDING_RECEIPTS = 1024;
 var LAST_RECEIPT_REPORTS = 4;
 var REPORT_SIZE_LIMIT = MAX_SIGNAL_LEN - 1024;
@@ -2986,6 +2987,7 @@ var P2PEngine = class {
       while (this.inbox.length > 0) {
         const input = this.inbox.shift();
         if (input === TIMEOUT) this.core.handleTimeout(now());
+        else if (input === REPORT_NOW) this.core.sendReport();
         else this.core.handle(input, now());
         for (let o = this.core.pollOutput(); o !== void 0; o = this.core.pollOutput()) {
           try {
@@ -3733,6 +3735,7 @@ var P2PEngine = class {
     this.suspended = true;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    this.feed(REPORT_NOW);
     this.leaveSwarm();
   }
   /** The page came back from the back/forward cache: rejoin. */

@@ -51,6 +51,8 @@ const NO_RECONNECT = new Set(['unsupported_version', 'unauthorized']);
 const MAX_SHARD_HOPS = 16;
 /** Stands for "the core's timer fired" in the input queue. */
 const TIMEOUT = Symbol('timeout');
+/** Input to `feed`: the core reports what it has now (the page is going away). */
+const REPORT_NOW = Symbol('report now');
 /** Signed receipts waiting for a report, at most (the oldest are dropped first). */
 export const MAX_PENDING_RECEIPTS = 1024;
 /**
@@ -270,6 +272,7 @@ export class P2PEngine {
       while (this.inbox.length > 0) {
         const input = this.inbox.shift();
         if (input === TIMEOUT) this.core.handleTimeout(now());
+        else if (input === REPORT_NOW) this.core.sendReport();
         else this.core.handle(input, now());
         for (let o = this.core.pollOutput(); o !== undefined; o = this.core.pollOutput()) {
           try {
@@ -1090,6 +1093,9 @@ export class P2PEngine {
     this.suspended = true;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    // What was verified since the last report is reported now: its receipts, which go out with
+    // `leave`, would otherwise be refused as `not_reported`.
+    this.feed(REPORT_NOW);
     this.leaveSwarm();
   }
 
