@@ -236,6 +236,60 @@ async fn a_seed_is_credited_for_what_the_viewers_verified_from_it() {
         .await;
     assert_eq!(missing.status, 404);
     assert_eq!(gw.get("/p2p/v1/ledger?epoch=x").await.status, 400);
+
+    // The operator's export says the same, from the file alone.
+    let export = |format: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+            .args([
+                "ledger",
+                "export",
+                "--epoch",
+                &epoch.to_string(),
+                "--format",
+                format,
+            ])
+            .arg("--ledger-path")
+            .arg(dir.join("ledger.sqlite3"))
+            .env_remove("GATEWAY_LEDGER_PATH")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let exported: serde_json::Value = serde_json::from_str(&export("json")).unwrap();
+    assert_eq!(exported["ledger"]["root"], view["root"]);
+    assert_eq!(exported["ledger"]["signature"], view["signature"]);
+    assert_eq!(exported["ledger"]["uploaders"], view["uploaders"]);
+    let all: Vec<Receipt> = serde_json::from_value(exported["receipts"].clone()).unwrap();
+    assert_eq!(
+        hex::encode(root_of(&all)),
+        root,
+        "the root, rebuilt from the export alone"
+    );
+    let csv = export("csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,key,bytes,segments,receivers,root")
+    );
+    for (line, u) in lines.zip(view["uploaders"].as_array().unwrap()) {
+        let expected = format!(
+            "{epoch},{},{},{},{},{root}",
+            u["key"].as_str().unwrap(),
+            u["bytes"],
+            u["segments"],
+            u["receivers"]
+        );
+        assert_eq!(line, expected);
+    }
+    assert_eq!(
+        csv.lines().count(),
+        view["uploaders"].as_array().unwrap().len() + 1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
