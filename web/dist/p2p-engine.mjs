@@ -1151,6 +1151,18 @@ var NodeCore = class {
       activeUploads: this.uploads.length
     };
   }
+  /**
+   * The open links, by link id (read-only: a copy of what the core keeps, for the page's peer
+   * table): the remote peer, the measured rate of its transfers to us (EWMA, bytes/s; null before
+   * the first verified one), our requests running on it and the segments it advertises.
+   * @returns {{link: number, peer: string, initiated: boolean, rate: number|null, inFlight: number, advertised: number}[]}
+   */
+  linkStats() {
+    return this.linkIds().map((link) => {
+      const l = this.links.get(link);
+      return { link, peer: l.peer, initiated: l.initiated, rate: l.rate, inFlight: l.inFlight, advertised: l.has.size };
+    });
+  }
   /** The next output to carry out, or undefined. */
   pollOutput() {
     return this.outputs.shift();
@@ -2897,8 +2909,11 @@ var P2PEngine = class {
       receiptsSigned: 0,
       receiptsSent: 0,
       receiptsDropped: 0,
-      receiptsPending: 0
+      receiptsPending: 0,
+      /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
+      httpRate: null
     };
+    Object.defineProperty(this.stats, "links", { enumerable: true, configurable: true, get: () => this.peerStats() });
     this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
     this.inbox = [];
@@ -3073,6 +3088,31 @@ var P2PEngine = class {
     s.storedSegments = c.storedSegments;
     s.storedBytes = c.storedBytes;
     s.seeder = this.conn?.peerId ? c.seeder : null;
+    s.httpRate = this.core.httpRate;
+  }
+  /**
+   * The open peer links (`stats.links`), by link id: the remote peer id, the transport, the
+   * measured rate of its transfers to us (the core's EWMA over verified transfers, bytes/s; null
+   * before the first), the segment payload bytes received from it and sent to it on this link
+   * (chunks, verified or not), our requests running on it, the segments it advertises, and how
+   * long the link has been open (s).
+   */
+  peerStats() {
+    const t = now();
+    return this.core.linkStats().map((l) => {
+      const link = this.links.get(l.link);
+      return {
+        peer: l.peer,
+        transport: "webrtc",
+        rate: l.rate,
+        bytesFrom: link?.bytesFrom ?? 0,
+        bytesTo: link?.bytesTo ?? 0,
+        inFlight: l.inFlight,
+        advertised: l.advertised,
+        initiated: l.initiated,
+        openFor: link?.readyAt === void 0 ? 0 : Math.max(0, Math.round((t - link.readyAt) / 1e3))
+      };
+    });
   }
   trace(what, details) {
     if (!this.traceLog) return;
@@ -3429,6 +3469,9 @@ var P2PEngine = class {
     }
     link.coreId = this.nextLinkId++;
     link.asked = false;
+    link.bytesFrom = 0;
+    link.bytesTo = 0;
+    link.readyAt = now();
     this.links.set(link.coreId, link);
     this.unwritten.set(link.coreId, 0);
     this.feed({ type: "link_up", link: link.coreId, peer: link.remote, initiated: link.initiator, max_frame: link.maxMessageSize });
@@ -3436,6 +3479,7 @@ var P2PEngine = class {
   onFrame(link, frame) {
     if (link.coreId === null || this.links.get(link.coreId) !== link) return;
     if (frame.type === "chunk") {
+      link.bytesFrom += frame.data.length;
       const key = `${link.coreId}:${frame.request_id}`;
       const id = this.requested.get(key);
       if (id !== void 0) {
@@ -3468,6 +3512,7 @@ var P2PEngine = class {
     }
     if (frame.type === "request") this.requested.set(`${id}:${frame.request_id}`, frame.segment);
     if (!link.sendFrame(frame)) return;
+    if (frame.type === "chunk") link.bytesTo += frame.data.length;
     this.unwritten.set(id, (this.unwritten.get(id) ?? 0) + encodedLen(frame));
     if (link.bufferedAmount <= BUFFER_LOW) this.written(id);
   }

@@ -238,6 +238,19 @@ export class NodeCore {
     };
   }
 
+  /**
+   * The open links, by link id (read-only: a copy of what the core keeps, for the page's peer
+   * table): the remote peer, the measured rate of its transfers to us (EWMA, bytes/s; null before
+   * the first verified one), our requests running on it and the segments it advertises.
+   * @returns {{link: number, peer: string, initiated: boolean, rate: number|null, inFlight: number, advertised: number}[]}
+   */
+  linkStats() {
+    return this.linkIds().map((link) => {
+      const l = this.links.get(link);
+      return { link, peer: l.peer, initiated: l.initiated, rate: l.rate, inFlight: l.inFlight, advertised: l.has.size };
+    });
+  }
+
   /** The next output to carry out, or undefined. */
   pollOutput() {
     return this.outputs.shift();

@@ -154,7 +154,11 @@ export class P2PEngine {
       receiptsSent: 0,
       receiptsDropped: 0,
       receiptsPending: 0,
+      /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
+      httpRate: null,
     };
+    // The open peer links, computed when read (the page reads it once a second): see peerStats().
+    Object.defineProperty(this.stats, 'links', { enumerable: true, configurable: true, get: () => this.peerStats() });
     /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
     this.otherHttp = { bytes: 0, segments: 0 };
     this.log = new WarningLog('[p2p]', (n) => (this.stats.warnings = n));
@@ -361,6 +365,32 @@ export class P2PEngine {
     s.storedSegments = c.storedSegments;
     s.storedBytes = c.storedBytes;
     s.seeder = this.conn?.peerId ? c.seeder : null;
+    s.httpRate = this.core.httpRate;
+  }
+
+  /**
+   * The open peer links (`stats.links`), by link id: the remote peer id, the transport, the
+   * measured rate of its transfers to us (the core's EWMA over verified transfers, bytes/s; null
+   * before the first), the segment payload bytes received from it and sent to it on this link
+   * (chunks, verified or not), our requests running on it, the segments it advertises, and how
+   * long the link has been open (s).
+   */
+  peerStats() {
+    const t = now();
+    return this.core.linkStats().map((l) => {
+      const link = this.links.get(l.link);
+      return {
+        peer: l.peer,
+        transport: 'webrtc',
+        rate: l.rate,
+        bytesFrom: link?.bytesFrom ?? 0,
+        bytesTo: link?.bytesTo ?? 0,
+        inFlight: l.inFlight,
+        advertised: l.advertised,
+        initiated: l.initiated,
+        openFor: link?.readyAt === undefined ? 0 : Math.max(0, Math.round((t - link.readyAt) / 1000)),
+      };
+    });
   }
 
   trace(what, details) {
@@ -748,6 +778,10 @@ export class P2PEngine {
     }
     link.coreId = this.nextLinkId++;
     link.asked = false;
+    /** Segment payload bytes (chunks) received on and sent over this link, and when it opened. */
+    link.bytesFrom = 0;
+    link.bytesTo = 0;
+    link.readyAt = now();
     this.links.set(link.coreId, link);
     this.unwritten.set(link.coreId, 0);
     this.feed({ type: 'link_up', link: link.coreId, peer: link.remote, initiated: link.initiator, max_frame: link.maxMessageSize });
@@ -756,6 +790,7 @@ export class P2PEngine {
   onFrame(link, frame) {
     if (link.coreId === null || this.links.get(link.coreId) !== link) return;
     if (frame.type === 'chunk') {
+      link.bytesFrom += frame.data.length;
       // The first byte of one of our requests: when its transfer started delivering.
       const key = `${link.coreId}:${frame.request_id}`;
       const id = this.requested.get(key);
@@ -792,6 +827,7 @@ export class P2PEngine {
     }
     if (frame.type === 'request') this.requested.set(`${id}:${frame.request_id}`, frame.segment);
     if (!link.sendFrame(frame)) return; // the link closes itself: link_down follows
+    if (frame.type === 'chunk') link.bytesTo += frame.data.length;
     this.unwritten.set(id, (this.unwritten.get(id) ?? 0) + encodedLen(frame));
     if (link.bufferedAmount <= BUFFER_LOW) this.written(id);
   }

@@ -51,3 +51,27 @@ test('upload off: an empty Have, every request answered Absent (no trace has it)
     { type: 'absent', request_id: 4 },
   ]);
 });
+
+test('linkStats is a read-only copy of the open links, by link id, and changes no output', () => {
+  const core = new NodeCore({}, 'p-1', 0);
+  core.handle({ type: 'signal', message: { type: 'peers', peers: [{ peer_id: 'p-2', transports: ['webrtc'] }, { peer_id: 'p-3', transports: ['webrtc'] }] } }, 0);
+  core.handle({ type: 'link_up', link: 7, peer: 'p-3', initiated: true, max_frame: 70_005 }, 1);
+  core.handle({ type: 'link_up', link: 2, peer: 'p-2', initiated: false, max_frame: 70_005 }, 1);
+  core.handle({ type: 'frame', link: 2, frame: { type: 'have', segments: ['/s/1.ts', '/s/2.ts'] } }, 2);
+  const outputs = [];
+  for (let o = core.pollOutput(); o; o = core.pollOutput()) outputs.push(o);
+  const before = core.pollTimeout();
+  const stats = core.linkStats();
+  assert.deepEqual(stats, [
+    { link: 2, peer: 'p-2', initiated: false, rate: null, inFlight: 0, advertised: 2 },
+    { link: 7, peer: 'p-3', initiated: true, rate: null, inFlight: 0, advertised: 0 },
+  ]);
+  stats[0].rate = 1;
+  stats[0].advertised = 99;
+  assert.equal(core.links.get(2).rate, null, 'a copy');
+  assert.equal(core.links.get(2).has.size, 2);
+  assert.equal(core.pollOutput(), undefined, 'no output');
+  assert.equal(core.pollTimeout(), before);
+  core.handle({ type: 'link_down', link: 7 }, 3);
+  assert.deepEqual(core.linkStats().map((l) => l.peer), ['p-2']);
+});

@@ -46,6 +46,44 @@ test('the second viewer gets a fresh live segment from the first over WebRTC, ve
   }
 });
 
+test('stats.links: each open link with its peer, measured rate and the chunk bytes each way; stats.httpRate', async () => {
+  const bytes = body(40_000);
+  const { tracker, first, second } = await linkedPair(new Map([[ID, bytes]]));
+  try {
+    const [a0] = first.stats.links;
+    const [b0] = second.stats.links;
+    assert.equal(first.stats.links.length, 1);
+    assert.equal(a0.peer, second.stats.peerId);
+    assert.equal(b0.peer, first.stats.peerId);
+    assert.equal(b0.transport, 'webrtc');
+    assert.equal(b0.rate, null, 'no transfer measured yet');
+    assert.equal(b0.bytesFrom, 0);
+    assert.equal(second.stats.httpRate, null);
+    tracker.publish(ID, bytes);
+    await ask(first, ID, 5000);
+    const b = await ask(second, ID, 5000);
+    assert.equal(b.source, 'p2p');
+    const [a1] = first.stats.links;
+    const [b1] = second.stats.links;
+    assert.equal(b1.bytesFrom, bytes.length, 'received from the first');
+    assert.equal(b1.bytesTo, 0);
+    assert.equal(a1.bytesTo, bytes.length, 'sent to the second');
+    assert.equal(a1.bytesFrom, 0);
+    assert.ok(b1.rate > 0, `a measured rate: ${b1.rate}`);
+    assert.equal(a1.rate, null, 'the first got nothing from the second');
+    assert.equal(b1.inFlight, 0);
+    assert.ok(Number.isInteger(b1.openFor) && b1.openFor >= 0);
+    assert.ok(first.stats.httpRate > 0, 'the first fetched over HTTP');
+    // A plain copy (what the page's tests read through page.evaluate) carries the links.
+    const copy = JSON.parse(JSON.stringify({ ...second.stats }));
+    assert.equal(copy.links[0].bytesFrom, bytes.length);
+  } finally {
+    first.destroy();
+    second.destroy();
+  }
+  assert.deepEqual(second.stats.links, [], 'no link after destroy');
+});
+
 test('init sections and other renditions go to the gateway at once, even for a peer that waits for seeders', async () => {
   const init = body(800, 1);
   const other = body(900, 2);
