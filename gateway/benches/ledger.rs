@@ -60,7 +60,11 @@ fn checks(receiver: &NodeKey, uploader: &NodeKey) -> f64 {
         .map(|_| {
             let mut accounts = Accounts::default();
             accounts.joined(receiver.public_hex(), "/live/v0.m3u8", NOW_MS - 60_000);
-            accounts.listed(receiver.public_hex(), [uploader.public_hex()], NOW_MS - 60_000);
+            accounts.listed(
+                receiver.public_hex(),
+                [uploader.public_hex()],
+                NOW_MS - 60_000,
+            );
             accounts.reported(receiver.public_hex(), u64::MAX / 2);
             let started = Instant::now();
             for r in &all {
@@ -95,7 +99,10 @@ async fn sqlite(batch: usize, receiver: &NodeKey, uploader: &NodeKey) -> (f64, f
             .collect();
         let started = Instant::now();
         for chunk in all.chunks(batch) {
-            let out = store.insert(1, NOW_MS, chunk.to_vec()).await.expect("insert");
+            let out = store
+                .insert(1, NOW_MS, chunk.to_vec())
+                .await
+                .expect("insert");
             assert!(out.iter().all(Result::is_ok));
         }
         runs.push(started.elapsed());
