@@ -134,7 +134,14 @@ pub struct Reference {
     /// The length the body must have at least: the end of the furthest `EXT-X-BYTERANGE` (or
     /// `EXT-X-MAP` `BYTERANGE`) naming it, when the playlist gives one.
     pub min_len: Option<u64>,
+    /// The byte ranges of it that are segments or init sections of their own, in playlist order
+    /// (at most [`MAX_RANGES`]): each is a segment id for peers
+    /// ([`peer_assist::hls::range_id`]) with its own digest.
+    pub ranges: Vec<ByteRange>,
 }
+
+/// Most byte ranges of one file that get their own digest (the node core keeps 4,096 digests).
+pub const MAX_RANGES: usize = 4096;
 
 /// The end of a live media playlist's timeline: what the follower schedules its reloads by
 /// ([`crate::edge::schedule`]).
@@ -293,9 +300,17 @@ fn parse_info(
             return false;
         };
         let end = range.map(ByteRange::end);
+        // Segments and init sections that are ranges of a file are objects for peers of their own.
+        let own = matches!(class, ObjectClass::Segment | ObjectClass::Init);
+        let own_range = range.filter(|r| own && r.length > 0).copied();
         if let Some(&i) = seen.get(&path) {
             if let Some(known) = references.get_mut(i) {
                 known.min_len = known.min_len.max(end);
+                if let Some(r) = own_range {
+                    if known.ranges.len() < MAX_RANGES && known.ranges.last() != Some(&r) {
+                        known.ranges.push(r);
+                    }
+                }
             }
             return false;
         }
@@ -305,6 +320,7 @@ fn parse_info(
             class,
             sequence,
             min_len: end,
+            ranges: own_range.into_iter().collect(),
         });
         true
     };

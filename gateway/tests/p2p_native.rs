@@ -439,3 +439,56 @@ async fn p2p_works_whatever_the_playlist_calls_its_segments() {
         support::assert_all_authentic(&gw, &[senior, newcomer]).await;
     }
 }
+
+/// A VOD whose segments are byte ranges of one file (as PeerTube publishes): native nodes name
+/// each range as a segment of its own, fetch it with a range request, and share it verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_peers_share_the_byte_ranges_of_one_file() {
+    use support::Reply;
+    let origin = support::TestOrigin::start().await;
+    let file = support::pattern(20 * 150_000, 9);
+    let mut media = String::from(
+        "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+    );
+    for _ in 0..20 {
+        media.push_str("#EXTINF:2.0,\n#EXT-X-BYTERANGE:150000\nall.bin\n");
+    }
+    media.push_str("#EXT-X-ENDLIST\n");
+    origin.set(
+        "/b/master.m3u8",
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=600000\nv.m3u8\n"),
+    );
+    origin.set("/b/v.m3u8", Reply::ok(media));
+    origin.set("/b/all.bin", Reply::ok(file));
+    let gw = TestGateway::start(support::test_config(&origin)).await;
+    let mut config = NodeConfig::new(&format!("http://{}", gw.addr), "/b/master.m3u8");
+    config.duration = Some(Duration::from_secs(24));
+    let senior = node::start(config.clone()).await.expect("node joins");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    config.duration = Some(Duration::from_secs(20));
+    let newcomer = node::start(config).await.expect("node joins");
+    let newcomer = newcomer.wait().await;
+    let senior = senior.wait().await;
+    let (from_peers, total) = after_warm_up(&newcomer);
+    let share = from_peers as f64 / total.max(1) as f64;
+    eprintln!(
+        "newcomer after warm-up: {:.1}% of {total} bytes from peers",
+        share * 100.0
+    );
+    assert!(share >= 0.5, "newcomer {newcomer:#?} senior {senior:#?}");
+    for s in [&senior, &newcomer] {
+        assert_eq!(s.mismatches + s.missed_deadlines, 0, "{s:#?}");
+        assert!(
+            s.log
+                .iter()
+                .all(|r| r.id.starts_with("/b/all.bin#bytes=") && r.bytes == 150_000),
+            "{s:#?}"
+        );
+    }
+    support::assert_all_authentic(&gw, &[senior, newcomer]).await;
+    assert_eq!(
+        origin.count("/b/all.bin"),
+        1,
+        "one origin fetch for the whole file"
+    );
+}

@@ -765,3 +765,101 @@ async fn per_address_caps_count_the_viewers_behind_a_balancer() {
     assert_eq!(m["code"], "rate_limited", "{m}");
     assert_eq!(gw.metric("p2p_peers").await, 5.0);
 }
+
+/// A VOD as PeerTube publishes it: one file, its init section and every segment a byte range.
+/// Each range is a segment for peers: pushed when the file is cached, in the join window and on
+/// the digests endpoint, with the digest and size of the range (and none for the whole file).
+#[tokio::test]
+async fn byte_ranges_of_one_file_are_segments_with_their_own_digests() {
+    let origin = TestOrigin::start().await;
+    let file = pattern(10_000, 7);
+    let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+        #EXT-X-MAP:URI=\"v.mp4\",BYTERANGE=\"1000@0\"\n\
+        #EXTINF:2,\n#EXT-X-BYTERANGE:4000@1000\nv.mp4\n\
+        #EXTINF:2,\n#EXT-X-BYTERANGE:5000\nv.mp4\n#EXT-X-ENDLIST\n";
+    origin.set(
+        "/r/master.m3u8",
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
+    );
+    origin.set("/r/v.m3u8", Reply::ok(media));
+    origin.set("/r/v.mp4", Reply::ok(file.clone()));
+    let gw = TestGateway::start(test_config(&origin)).await;
+    let expected = |offset: usize, len: usize| {
+        let id = format!("/r/v.mp4#bytes={offset}-{}", offset + len - 1);
+        let sha: String = Sha256::digest(&file[offset..offset + len])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        json!({"id": id, "sha256": sha, "size": len})
+    };
+    let ranges = [
+        expected(0, 1000),
+        expected(1000, 4000),
+        expected(5000, 5000),
+    ];
+
+    // A peer joins before anything is cached, then a viewer fetches one range: the gateway
+    // caches the file and pushes a digest for each range.
+    let mut ws = connect(&gw, "/r/master.m3u8").await;
+    let join = json!({
+        "type": "join", "v": 1, "stream": "/r/master.m3u8", "rendition": 0,
+        "capabilities": { "transports": ["quic"], "upload": true },
+        "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
+    });
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    assert_eq!(until(&mut ws, "welcome").await["type"], "welcome");
+    let r = gw
+        .get_with("/r/v.mp4", &[("range", "bytes=1000-4999")])
+        .await;
+    assert_eq!(r.status, 206);
+    assert_eq!(&r.body[..], &file[1000..5000]);
+    let mut pushed = Vec::new();
+    while pushed.len() < 3 {
+        let m = until(&mut ws, "digests").await;
+        pushed.extend(m["segments"].as_array().unwrap().iter().cloned());
+    }
+    for range in &ranges {
+        assert!(pushed.contains(range), "{range} not in {pushed:?}");
+    }
+    assert!(
+        pushed.iter().all(|d| d["id"] != "/r/v.mp4"),
+        "no digest for the whole file: {pushed:?}"
+    );
+
+    // The endpoint (and a join's window) list the ranges of the cached file.
+    let r = gw.get("/p2p/v1/digests/r/master.m3u8/0").await;
+    let body: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["segments"], json!(ranges), "{body}");
+}
+
+/// An origin whose playlist names overlapping ranges over and over: the gateway hashes no more
+/// than twice the file's length for them (the rest get no digest, so peers leave them to HTTP).
+#[tokio::test]
+async fn overlapping_byte_ranges_cost_at_most_twice_the_file() {
+    let origin = TestOrigin::start().await;
+    let mut media = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n");
+    for offset in 0..50 {
+        media.push_str(&format!(
+            "#EXTINF:2,\n#EXT-X-BYTERANGE:9000@{offset}\nv.mp4\n"
+        ));
+    }
+    media.push_str("#EXT-X-ENDLIST\n");
+    origin.set(
+        "/o/master.m3u8",
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
+    );
+    origin.set("/o/v.m3u8", Reply::ok(media));
+    origin.set("/o/v.mp4", Reply::ok(pattern(10_000, 3)));
+    let gw = TestGateway::start(test_config(&origin)).await;
+    assert_eq!(gw.get("/o/v.m3u8").await.status, 200);
+    assert_eq!(gw.get("/o/v.mp4").await.status, 200);
+    let ids = support::digest_ids(&gw, "/o/master.m3u8", 0).await;
+    assert_eq!(
+        ids,
+        ["/o/v.mp4#bytes=0-8999", "/o/v.mp4#bytes=1-9000"],
+        "two ranges of 9,000 bytes fit in 20,000"
+    );
+    // The file itself is served as usual.
+    let r = gw.get_with("/o/v.mp4", &[("range", "bytes=5-9")]).await;
+    assert_eq!(&r.body[..], &pattern(10_000, 3)[5..10]);
+}

@@ -779,6 +779,21 @@ function compareIds(a, b) {
   return a.length - b.length;
 }
 var codeOrder = (u) => u >= 55296 && u <= 57343 ? u + 8192 : u >= 57344 ? u - 2048 : u;
+function rangeId(path, start, end) {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) return null;
+  return `${path}#bytes=${start}-${end - 1}`;
+}
+function splitRangeId(id) {
+  const m = /^([^]*)#bytes=(\d+)-(\d+)$/.exec(id);
+  if (m) {
+    const first = Number(m[2]);
+    const last = Number(m[3]);
+    if (Number.isSafeInteger(first) && Number.isSafeInteger(last) && last >= first) {
+      return { path: m[1], range: { offset: first, length: last - first + 1 } };
+    }
+  }
+  return { path: id, range: null };
+}
 function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
   const out = new Uint8Array(total);
   let at = 0;
@@ -2226,8 +2241,9 @@ function createP2PLoader(Hls, engine) {
       this.callbacks = callbacks;
       const frag = context.frag;
       const ranged = (context.rangeStart ?? 0) !== 0 || (context.rangeEnd ?? 0) !== 0;
+      const range = ranged ? [context.rangeStart ?? 0, context.rangeEnd ?? 0] : null;
       const engineCan = !engine.destroyed && (!frag?.type || frag.type === "main") && !context.part;
-      if (ranged || !engineCan || !engine.segmentId(context.url)) {
+      if (!engineCan || !engine.segmentId(context.url, range)) {
         this.loadByDefault(context, config, callbacks);
         return;
       }
@@ -2236,6 +2252,7 @@ function createP2PLoader(Hls, engine) {
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
       this.request = engine.fetchSegment(context.url, {
         frag,
+        range,
         headers: context.headers,
         onSuccess: (r) => this.succeed(r),
         onError: (e) => this.fail(e)
@@ -3205,7 +3222,8 @@ var P2PEngine = class {
     if (!details || !(details.targetduration > 0)) return;
     const segments = [];
     for (const frag of details.fragments ?? []) {
-      const id = this.segmentId(frag.url);
+      const range = frag.byteRange?.length === 2 ? frag.byteRange : null;
+      const id = this.segmentId(frag.url, range);
       if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1e3 });
     }
     this.feed({ type: "playlist", ok: { segments, target_duration_ms: details.targetduration * 1e3, ended: !details.live } });
@@ -3231,14 +3249,22 @@ var P2PEngine = class {
   }
   // ===========================================================================================
   // Segments for the player
-  /** The segment id (gateway path, percent-encoded, no query) of a URL on the gateway, or null. */
-  segmentId(url) {
+  /**
+   * The segment id (gateway path, percent-encoded, no query) of a URL on the gateway, or null;
+   * with `range` ([start, end) of a byte-range segment) the id of that range (util.rangeId).
+   * @param {string} url
+   * @param {[number, number] | null} [range]
+   */
+  segmentId(url, range = null) {
+    let path;
     try {
       const u = new URL(url, this.gatewayOrigin);
-      return u.origin === this.gatewayOrigin ? u.pathname : null;
+      if (u.origin !== this.gatewayOrigin) return null;
+      path = u.pathname;
     } catch {
       return null;
     }
+    return range ? rangeId(path, range[0], range[1]) : path;
   }
   /**
    * When the player needs a fragment (ms, performance.now() scale): now + its distance from the
@@ -3257,12 +3283,14 @@ var P2PEngine = class {
    * produced them; `onError({code, text})` when HTTP failed and nothing else can deliver.
    * `headers` (hls.js's `context.headers`: its CMCD in header mode) go with the HTTP fetch, as the
    * query of `url` does (its CMCD in query mode); neither is part of the segment's id.
+   * `range` ([start, end)) asks for one byte range of the file at `url` (an EXT-X-BYTERANGE
+   * segment): a segment of its own, with its own id and digest.
    * @param {string} url
-   * @param {{frag?: object, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
+   * @param {{frag?: object, range?: [number, number] | null, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
    * @returns {{cancel: () => void}}
    */
-  fetchSegment(url, { frag = null, headers = null, playsAt = null, onSuccess, onError }) {
-    const id = this.segmentId(url);
+  fetchSegment(url, { frag = null, range = null, headers = null, playsAt = null, onSuccess, onError }) {
+    const id = this.segmentId(url, range);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
     this.urls.set(id, url);
     if (headers && Object.keys(headers).length > 0) this.requestHeaders.set(id, { ...headers });
@@ -3349,9 +3377,10 @@ var P2PEngine = class {
     this.http.set(id, fetch);
     const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
     const headers = this.requestHeaders.get(id) ?? null;
+    const { range } = splitRangeId(id);
     this.fetchBody(url, from, controller.signal, () => {
       if (!this.firstByte.has(id)) this.firstByte.set(id, now());
-    }, headers).then(
+    }, headers, range).then(
       (bytes) => {
         if (this.http.get(id) !== fetch) return;
         this.http.delete(id);
@@ -3367,24 +3396,31 @@ var P2PEngine = class {
   }
   /**
    * GET url from byte `from` (a Range request when > 0), with `headers` if any: the body from
-   * `from` on. Rejects with an HttpError ({kind, status?}) or the fetch's own error (network,
-   * abort).
+   * `from` on. With `range` ({offset, length}: a byte-range segment), `from` counts from the
+   * range's start and the body ends with the range. Rejects with an HttpError ({kind, status?})
+   * or the fetch's own error (network, abort).
    */
-  async fetchBody(url, from, signal, firstByte, headers = null) {
+  async fetchBody(url, from, signal, firstByte, headers = null, range = null) {
+    const first = (range?.offset ?? 0) + from;
+    const end = range ? range.offset + range.length : null;
+    if (end !== null && first >= end) return new Uint8Array(0);
+    const spec = end !== null ? `bytes=${first}-${end - 1}` : first > 0 ? `bytes=${first}-` : null;
     const init = { signal, credentials: "same-origin" };
-    if (headers || from > 0) init.headers = { ...headers, ...from > 0 ? { Range: `bytes=${from}-` } : {} };
+    if (headers || spec) init.headers = { ...headers, ...spec ? { Range: spec } : {} };
     const resp = await this.impl.fetch(url, init);
     if (!resp.ok) {
       const kind = resp.status === 404 || resp.status === 410 ? "absent" : "status";
       throw { kind, status: resp.status };
     }
     let skip = 0;
-    if (from > 0 && resp.status === 206) {
+    let keep = Infinity;
+    if (spec && resp.status === 206) {
       const m = /^bytes (\d+)-/.exec(resp.headers.get("content-range") ?? "");
-      if (!m || Number(m[1]) !== from) throw { kind: "network", message: `unexpected Content-Range for bytes=${from}-` };
+      if (!m || Number(m[1]) !== first) throw { kind: "network", message: `unexpected Content-Range for ${spec}` };
     } else {
-      skip = from;
+      skip = first;
     }
+    if (end !== null) keep = end - first;
     const parts = [];
     let total = 0;
     if (resp.body?.getReader) {
@@ -3408,7 +3444,8 @@ var P2PEngine = class {
       total = buf.length;
     }
     const body = concatBytes(parts, total);
-    return skip > 0 ? body.subarray(Math.min(skip, body.length)) : body;
+    const start = Math.min(skip, body.length);
+    return skip > 0 || keep < body.length ? body.subarray(start, Math.min(body.length, start + keep)) : body;
   }
   /** SHA-256 by WebCrypto, answered as `verified` (a failed hash matches no digest). */
   verify(ticket, bytes) {

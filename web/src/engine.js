@@ -25,7 +25,7 @@ import { pageNodeKey, randomHex, receiptText } from './keys.js';
 import { encodedLen } from './protocol/frame.js';
 import { MAX_LIST_LEN, MAX_RECEIPTS, MAX_SIGNAL_LEN, utf8Length } from './protocol/signal.js';
 import { SignallingChannel } from './signalling.js';
-import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, now, sha256Hex } from './util.js';
+import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, now, rangeId, sha256Hex, splitRangeId } from './util.js';
 
 export const DEFAULT_MAX_PEERS = DEFAULT_CORE_CONFIG.maxLinks;
 export const DEFAULT_REPORT_INTERVAL_MS = DEFAULT_CORE_CONFIG.reportEveryMs;
@@ -493,7 +493,8 @@ export class P2PEngine {
     if (!details || !(details.targetduration > 0)) return;
     const segments = [];
     for (const frag of details.fragments ?? []) {
-      const id = this.segmentId(frag.url);
+      const range = frag.byteRange?.length === 2 ? frag.byteRange : null;
+      const id = this.segmentId(frag.url, range);
       if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1000 });
     }
     this.feed({ type: 'playlist', ok: { segments, target_duration_ms: details.targetduration * 1000, ended: !details.live } });
@@ -523,14 +524,22 @@ export class P2PEngine {
   // ===========================================================================================
   // Segments for the player
 
-  /** The segment id (gateway path, percent-encoded, no query) of a URL on the gateway, or null. */
-  segmentId(url) {
+  /**
+   * The segment id (gateway path, percent-encoded, no query) of a URL on the gateway, or null;
+   * with `range` ([start, end) of a byte-range segment) the id of that range (util.rangeId).
+   * @param {string} url
+   * @param {[number, number] | null} [range]
+   */
+  segmentId(url, range = null) {
+    let path;
     try {
       const u = new URL(url, this.gatewayOrigin);
-      return u.origin === this.gatewayOrigin ? u.pathname : null;
+      if (u.origin !== this.gatewayOrigin) return null;
+      path = u.pathname;
     } catch {
       return null;
     }
+    return range ? rangeId(path, range[0], range[1]) : path;
   }
 
   /**
@@ -551,12 +560,14 @@ export class P2PEngine {
    * produced them; `onError({code, text})` when HTTP failed and nothing else can deliver.
    * `headers` (hls.js's `context.headers`: its CMCD in header mode) go with the HTTP fetch, as the
    * query of `url` does (its CMCD in query mode); neither is part of the segment's id.
+   * `range` ([start, end)) asks for one byte range of the file at `url` (an EXT-X-BYTERANGE
+   * segment): a segment of its own, with its own id and digest.
    * @param {string} url
-   * @param {{frag?: object, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
+   * @param {{frag?: object, range?: [number, number] | null, headers?: Record<string, string>, playsAt?: (t: number) => number, onSuccess: Function, onError: Function}} o
    * @returns {{cancel: () => void}}
    */
-  fetchSegment(url, { frag = null, headers = null, playsAt = null, onSuccess, onError }) {
-    const id = this.segmentId(url);
+  fetchSegment(url, { frag = null, range = null, headers = null, playsAt = null, onSuccess, onError }) {
+    const id = this.segmentId(url, range);
     if (!id) throw new Error(`P2PEngine.fetchSegment: ${url} is not on the gateway`);
     this.urls.set(id, url);
     if (headers && Object.keys(headers).length > 0) this.requestHeaders.set(id, { ...headers });
@@ -651,9 +662,10 @@ export class P2PEngine {
     this.http.set(id, fetch);
     const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
     const headers = this.requestHeaders.get(id) ?? null;
+    const { range } = splitRangeId(id);
     this.fetchBody(url, from, controller.signal, () => {
       if (!this.firstByte.has(id)) this.firstByte.set(id, now());
-    }, headers).then(
+    }, headers, range).then(
       (bytes) => {
         if (this.http.get(id) !== fetch) return; // cancelled or replaced
         this.http.delete(id);
@@ -670,24 +682,31 @@ export class P2PEngine {
 
   /**
    * GET url from byte `from` (a Range request when > 0), with `headers` if any: the body from
-   * `from` on. Rejects with an HttpError ({kind, status?}) or the fetch's own error (network,
-   * abort).
+   * `from` on. With `range` ({offset, length}: a byte-range segment), `from` counts from the
+   * range's start and the body ends with the range. Rejects with an HttpError ({kind, status?})
+   * or the fetch's own error (network, abort).
    */
-  async fetchBody(url, from, signal, firstByte, headers = null) {
+  async fetchBody(url, from, signal, firstByte, headers = null, range = null) {
+    const first = (range?.offset ?? 0) + from;
+    const end = range ? range.offset + range.length : null; // exclusive; null: the file's end
+    if (end !== null && first >= end) return new Uint8Array(0);
+    const spec = end !== null ? `bytes=${first}-${end - 1}` : first > 0 ? `bytes=${first}-` : null;
     const init = { signal, credentials: 'same-origin' };
-    if (headers || from > 0) init.headers = { ...headers, ...(from > 0 ? { Range: `bytes=${from}-` } : {}) };
+    if (headers || spec) init.headers = { ...headers, ...(spec ? { Range: spec } : {}) };
     const resp = await this.impl.fetch(url, init);
     if (!resp.ok) {
       const kind = resp.status === 404 || resp.status === 410 ? 'absent' : 'status';
       throw { kind, status: resp.status };
     }
     let skip = 0; // a server that ignores the Range sends the whole body
-    if (from > 0 && resp.status === 206) {
+    let keep = Infinity;
+    if (spec && resp.status === 206) {
       const m = /^bytes (\d+)-/.exec(resp.headers.get('content-range') ?? '');
-      if (!m || Number(m[1]) !== from) throw { kind: 'network', message: `unexpected Content-Range for bytes=${from}-` };
+      if (!m || Number(m[1]) !== first) throw { kind: 'network', message: `unexpected Content-Range for ${spec}` };
     } else {
-      skip = from;
+      skip = first;
     }
+    if (end !== null) keep = end - first;
     const parts = [];
     let total = 0;
     if (resp.body?.getReader) {
@@ -710,7 +729,8 @@ export class P2PEngine {
       total = buf.length;
     }
     const body = concatBytes(parts, total);
-    return skip > 0 ? body.subarray(Math.min(skip, body.length)) : body;
+    const start = Math.min(skip, body.length);
+    return skip > 0 || keep < body.length ? body.subarray(start, Math.min(body.length, start + keep)) : body;
   }
 
   /** SHA-256 by WebCrypto, answered as `verified` (a failed hash matches no digest). */

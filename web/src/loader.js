@@ -1,6 +1,7 @@
 // The hls.js fragment loader (config.fLoader) that gets media segments through the P2P engine.
-// Playlists keep hls.js's default loader; byte-range fragments, LL-HLS parts, alternate audio and
-// subtitle tracks, and anything not on the gateway go through hls.js's default loader too.
+// Playlists keep hls.js's default loader; LL-HLS parts, alternate audio and subtitle tracks, and
+// anything not on the gateway go through hls.js's default loader too. A byte-range fragment is a
+// segment of its own (its id names the range, util.rangeId).
 //
 // `stats` is hls.js's LoadStats, filled truthfully: loading.start/first/end span the real transfer
 // that produced the bytes (HTTP or peer), so hls.js's bandwidth estimate sees real transfer times,
@@ -60,9 +61,11 @@ export function createP2PLoader(Hls, engine) {
       this.context = context;
       this.callbacks = callbacks;
       const frag = context.frag;
+      // A byte-range segment is a segment of its own for peers: [rangeStart, rangeEnd).
       const ranged = (context.rangeStart ?? 0) !== 0 || (context.rangeEnd ?? 0) !== 0;
+      const range = ranged ? [context.rangeStart ?? 0, context.rangeEnd ?? 0] : null;
       const engineCan = !engine.destroyed && (!frag?.type || frag.type === 'main') && !context.part;
-      if (ranged || !engineCan || !engine.segmentId(context.url)) {
+      if (!engineCan || !engine.segmentId(context.url, range)) {
         this.loadByDefault(context, config, callbacks);
         return;
       }
@@ -71,6 +74,7 @@ export function createP2PLoader(Hls, engine) {
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
       this.request = engine.fetchSegment(context.url, {
         frag,
+        range,
         headers: context.headers,
         onSuccess: (r) => this.succeed(r),
         onError: (e) => this.fail(e),

@@ -40,6 +40,33 @@ export function compareIds(a, b) {
 /** A UTF-16 unit's rank in code point order: surrogates (code points ≥ U+10000) after U+FFFF. */
 const codeOrder = (u) => (u >= 0xd800 && u <= 0xdfff ? u + 0x2000 : u >= 0xe000 ? u - 0x800 : u);
 
+/**
+ * The segment id of bytes [start, end) of the file at gateway path `path` (an EXT-X-BYTERANGE
+ * segment): `${path}#bytes=${first}-${last}`, as `peer_assist::hls::range_id`; null for an empty
+ * or invalid range.
+ */
+export function rangeId(path, start, end) {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) return null;
+  return `${path}#bytes=${start}-${end - 1}`;
+}
+
+/**
+ * A segment id split into the gateway path to GET and, for a byte-range segment, its range
+ * `{offset, length}` (null otherwise), as `peer_assist::hls::split_range_id`.
+ * @returns {{path: string, range: {offset: number, length: number} | null}}
+ */
+export function splitRangeId(id) {
+  const m = /^([^]*)#bytes=(\d+)-(\d+)$/.exec(id);
+  if (m) {
+    const first = Number(m[2]);
+    const last = Number(m[3]);
+    if (Number.isSafeInteger(first) && Number.isSafeInteger(last) && last >= first) {
+      return { path: m[1], range: { offset: first, length: last - first + 1 } };
+    }
+  }
+  return { path: id, range: null };
+}
+
 /** Concatenates byte arrays into one. */
 export function concatBytes(parts, total = parts.reduce((n, p) => n + p.length, 0)) {
   const out = new Uint8Array(total);

@@ -353,12 +353,14 @@ mod tests {
             class: ObjectClass::Init,
             sequence: None,
             min_len: None,
+            ranges: Vec::new(),
         }];
         references.extend((first..first + count).map(|s| Reference {
             path: format!("/l/{s}.m4s"),
             class: ObjectClass::Segment,
             sequence: Some(s),
             min_len: None,
+            ranges: Vec::new(),
         }));
         PlaylistInfo {
             class: ObjectClass::LiveMedia,

@@ -31,7 +31,7 @@ use crate::error::FetchError;
 use crate::hls::{self, LiveShape, ObjectClass, PlaylistInfo};
 use crate::metrics::Metrics;
 use crate::origin::{OriginClient, OriginResponse};
-use peer_assist::hls::ParseError;
+use peer_assist::hls::{ByteRange, ParseError};
 
 use self::in_flight::InFlight;
 pub use self::in_flight::{FetchResult, Joined, SharedFetch};
@@ -122,6 +122,20 @@ pub struct Edge {
     /// Live media playlist key → a signal raised whenever a new copy of it is stored, for the
     /// blocking reloads held on it ([`blocking`]).
     stored: moka::sync::Cache<CacheKey, Arc<tokio::sync::watch::Sender<()>>>,
+    /// File path → the byte ranges of it that playlists name as segments or init sections (the
+    /// newest playlist's), each a segment for peers with its own digest.
+    ranges: moka::sync::Cache<String, Arc<[ByteRange]>>,
+    /// (digest of the whole file, range) → digest of that range, so a join does not hash a
+    /// whole VOD file again. Keyed by the file's digest: a new body never reuses an old answer.
+    range_digests: moka::sync::Cache<(Digest, ByteRange), Digest>,
+}
+
+/// The digest of one byte range of a cached file, named by its segment id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeDigest {
+    pub id: String,
+    pub digest: Digest,
+    pub size: u64,
 }
 
 /// Segments of all live playlist shapes kept at once.
@@ -188,6 +202,14 @@ impl Edge {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             digests: tokio::sync::broadcast::channel(4096).0,
+            ranges: moka::sync::Cache::builder()
+                .max_capacity(20_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+            range_digests: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
         })
     }
 
@@ -438,12 +460,23 @@ impl Edge {
         }
         self.store(object, Arc::clone(&built)).await;
         if let (Some(digest), Some(playlist)) = (built.digest, self.owners.get(&object.path)) {
-            let _ = self.digests.send(DigestEvent {
-                playlist: playlist.to_string(),
-                id: object.path.clone(),
-                digest,
-                size: built.body.len() as u64,
-            });
+            let ranged = self.range_digests_of(&object.path, &built).await;
+            if ranged.is_empty() {
+                let _ = self.digests.send(DigestEvent {
+                    playlist: playlist.to_string(),
+                    id: object.path.clone(),
+                    digest,
+                    size: built.body.len() as u64,
+                });
+            }
+            for r in ranged {
+                let _ = self.digests.send(DigestEvent {
+                    playlist: playlist.to_string(),
+                    id: r.id,
+                    digest: r.digest,
+                    size: r.size,
+                });
+            }
         }
         Ok(built)
     }
@@ -690,6 +723,65 @@ impl Edge {
         }
     }
 
+    /// The digests of the byte ranges of `file` (cached at `path`) that playlists name as
+    /// segments or init sections, in playlist order; empty when none do. Ranges past the end of
+    /// the body are left out, and so is everything past twice the body's length in all (ranges
+    /// that overlap over and over are an origin's mistake, not work for the gateway).
+    pub async fn range_digests_of(&self, path: &str, file: &CachedObject) -> Vec<RangeDigest> {
+        let (Some(whole), Some(ranges)) = (file.digest, self.ranges.get(path)) else {
+            return Vec::new();
+        };
+        let len = file.body.len() as u64;
+        let mut budget = len.saturating_mul(2);
+        let mut seen = std::collections::HashSet::new();
+        let mut wanted = Vec::new();
+        for &range in ranges.iter() {
+            if range.end() > len || range.length > budget || !seen.insert(range) {
+                continue;
+            }
+            budget -= range.length;
+            wanted.push(range);
+        }
+        let missing: Vec<ByteRange> = wanted
+            .iter()
+            .filter(|r| !self.range_digests.contains_key(&(whole, **r)))
+            .copied()
+            .collect();
+        let to_hash: u64 = missing.iter().map(|r| r.length).sum();
+        if !missing.is_empty() {
+            let body = file.body.clone();
+            let hash = move || -> Vec<(ByteRange, Digest)> {
+                missing
+                    .into_iter()
+                    .map(|r| {
+                        // In bounds: every range ends within the body (checked above).
+                        let slice = body.slice(r.offset as usize..r.end() as usize);
+                        (r, Sha256::digest(&slice).into())
+                    })
+                    .collect()
+            };
+            let hashed = if to_hash <= HASH_INLINE_MAX as u64 {
+                hash()
+            } else {
+                tokio::task::spawn_blocking(hash).await.unwrap_or_default()
+            };
+            for (range, digest) in hashed {
+                self.range_digests.insert((whole, range), digest);
+            }
+        }
+        wanted
+            .into_iter()
+            .filter_map(|range| {
+                let digest = self.range_digests.get(&(whole, range))?;
+                Some(RangeDigest {
+                    id: peer_assist::hls::range_id(path, range)?,
+                    digest,
+                    size: range.length,
+                })
+            })
+            .collect()
+    }
+
     async fn digest(&self, body: &bytes::Bytes) -> Digest {
         let started = Instant::now();
         let digest = if body.len() <= HASH_INLINE_MAX {
@@ -759,6 +851,10 @@ impl Edge {
             if media_playlist && reference.class.is_media() {
                 self.owners
                     .insert(reference.path.clone(), Arc::clone(&owner));
+                if !reference.ranges.is_empty() {
+                    self.ranges
+                        .insert(reference.path.clone(), reference.ranges.as_slice().into());
+                }
             }
             let known = self.names.get(&reference.path).map(|n| n.class);
             if known.is_none_or(|k| k == ObjectClass::Playlist || k == reference.class) {

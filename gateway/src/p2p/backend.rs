@@ -127,7 +127,16 @@ pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestE
     for reference in info.references.iter().filter(|r| r.class.is_media()) {
         let key = CacheKey(reference.path.as_str().into());
         if let Some(cached) = edge.cache.get(&key).await {
-            if let Some(digest) = cached.digest {
+            if !reference.ranges.is_empty() {
+                // A file whose segments are byte ranges: each range is a segment of its own.
+                for r in edge.range_digests_of(&reference.path, &cached).await {
+                    entries.push(DigestEntry {
+                        id: r.id,
+                        sha256: signal::digest_hex(&r.digest),
+                        size: r.size,
+                    });
+                }
+            } else if let Some(digest) = cached.digest {
                 entries.push(DigestEntry {
                     id: reference.path.clone(),
                     sha256: signal::digest_hex(&digest),

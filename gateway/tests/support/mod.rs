@@ -624,8 +624,20 @@ pub fn pattern(len: usize, seed: u8) -> Bytes {
 pub async fn assert_all_authentic(gw: &TestGateway, summaries: &[peer_assist::node::Summary]) {
     for s in summaries {
         for r in &s.log {
-            let body = gw.get(&r.id).await;
-            assert_eq!(body.status, 200, "{}", r.id);
+            // A byte-range segment is checked against that range of its file.
+            let body = match peer_assist::hls::split_range_id(&r.id) {
+                (path, Some(range)) => {
+                    let spec = format!("bytes={}-{}", range.offset, range.end() - 1);
+                    let body = gw.get_with(path, &[("range", spec.as_str())]).await;
+                    assert_eq!(body.status, 206, "{}", r.id);
+                    body
+                }
+                (path, None) => {
+                    let body = gw.get(path).await;
+                    assert_eq!(body.status, 200, "{}", r.id);
+                    body
+                }
+            };
             let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body.body));
             assert_eq!(
                 r.sha256, expected,

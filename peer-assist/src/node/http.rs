@@ -92,11 +92,28 @@ impl GatewayClient {
         Ok(self)
     }
 
-    /// GETs `path` from byte `from` on (a range request when `from > 0`).
-    pub async fn get(&self, path: &str, from: u64) -> Result<Bytes, HttpError> {
+    /// GETs `id` (a gateway path, or the byte range of one: [`crate::hls::range_id`]) from byte
+    /// `from` of it on (a range request when `from > 0` or `id` is a range).
+    pub async fn get(&self, id: &str, from: u64) -> Result<Bytes, HttpError> {
+        let (path, range) = crate::hls::split_range_id(id);
+        // The bytes of the file wanted: [first, end) (end None: to the end of the file).
+        let (first, end) = match range {
+            Some(r) => (r.offset.saturating_add(from), Some(r.end())),
+            None => (from, None),
+        };
+        if end.is_some_and(|end| first >= end) {
+            return Ok(Bytes::new());
+        }
         let mut request = http::Request::get(format!("{}{}", self.base, path));
-        if from > 0 {
-            request = request.header(http::header::RANGE, format!("bytes={from}-"));
+        match end {
+            Some(end) => {
+                let last = end - 1;
+                request = request.header(http::header::RANGE, format!("bytes={first}-{last}"));
+            }
+            None if first > 0 => {
+                request = request.header(http::header::RANGE, format!("bytes={first}-"));
+            }
+            None => {}
         }
         if let Some(cookie) = &self.cookie {
             request = request.header(http::header::COOKIE, cookie.clone());
@@ -129,12 +146,14 @@ impl GatewayClient {
         })
         .await
         .map_err(|_| HttpError::Timeout)??;
-        if status == StatusCode::PARTIAL_CONTENT && from > 0 {
+        let ranged = first > 0 || end.is_some();
+        if status == StatusCode::PARTIAL_CONTENT && ranged {
             Ok(body)
         } else if status.is_success() {
             // A server that ignored the range sent everything: keep the part asked for.
-            let from = usize::try_from(from).unwrap_or(usize::MAX).min(body.len());
-            Ok(body.slice(from..))
+            let at = |n: u64| usize::try_from(n).unwrap_or(usize::MAX).min(body.len());
+            let stop = end.map_or(body.len(), at);
+            Ok(body.slice(at(first).min(stop)..stop))
         } else {
             Err(HttpError::from_status(status))
         }

@@ -35,6 +35,8 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_LEDGER_WRITES: usize = 256;
 /// How long the courtesy messages of a close (the `error`, the close frame) may take each.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most digests sent at a join (the newest of the window): what a node core keeps.
+const MAX_WINDOW: usize = crate::node::core::MAX_DIGESTS;
 
 /// What the tracker needs from the gateway it is mounted in.
 pub trait Backend: Send + Sync + 'static {
@@ -781,16 +783,27 @@ impl Tracker {
             s.window = s.window.max(window.len() as u64);
             s.max_size = window.iter().map(|d| d.size).fold(s.max_size, u64::max);
         }
-        let digests = ServerMessage::Digests {
-            playlist: playlist.to_owned(),
-            segments: window,
-        };
-        send_text(
-            ws,
-            signal::encode_server(&digests).into(),
-            config.send_timeout,
-        )
-        .await?;
+        // A window longer than a message may list (a long VOD, a file of byte ranges) goes in
+        // several messages, its newest MAX_WINDOW entries at most; an empty one is still sent
+        // (it says "nothing cached yet").
+        let mut start = window.len().saturating_sub(MAX_WINDOW);
+        loop {
+            let end = (start + signal::MAX_LIST_LEN).min(window.len());
+            let digests = ServerMessage::Digests {
+                playlist: playlist.to_owned(),
+                segments: window.get(start..end).unwrap_or_default().to_vec(),
+            };
+            send_text(
+                ws,
+                signal::encode_server(&digests).into(),
+                config.send_timeout,
+            )
+            .await?;
+            start = end;
+            if start >= window.len() {
+                break;
+            }
+        }
         let peers = lock(&self.inner.registry).first_list(id, Instant::now());
         self.record_listed(id, &peers);
         self.inner.metrics.peer_lists_pushed.inc();

@@ -43,10 +43,12 @@ export function fakeGateway(files, { delayMs = 0 } = {}) {
     const bytes = files.get(path);
     if (!bytes) return new Response('not found', { status: 404, statusText: 'Not Found' });
     if (range) {
-      const from = Number(/^bytes=(\d+)-$/.exec(range)[1]);
-      return new Response(bytes.slice(from), {
+      const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+      const from = Number(m[1]);
+      const last = m[2] === '' ? bytes.length - 1 : Math.min(Number(m[2]), bytes.length - 1);
+      return new Response(bytes.slice(from, last + 1), {
         status: 206,
-        headers: { 'content-range': `bytes ${from}-${bytes.length - 1}/${bytes.length}` },
+        headers: { 'content-range': `bytes ${from}-${last}/${bytes.length}` },
       });
     }
     return new Response(bytes.slice(), { status: 200 });

@@ -143,13 +143,47 @@ test('hls.js\'s CMCD goes with the engine\'s HTTP fetch: the query in the URL, t
   }
 });
 
-test('byte ranges, parts, other tracks and other origins go through hls.js\'s loader', async () => {
+test('a byte-range fragment is a segment of its own: its range over HTTP, its own id', async () => {
+  const file = body(1000);
+  const gw = fakeGateway(new Map([['/s/0/v.mp4', file]]));
+  const engine = newEngine({ gateway: gw });
+  try {
+    const { Hls, used } = fakeHls();
+    const Loader = createP2PLoader(Hls, engine);
+    const r = await load(Loader, context(`${GATEWAY}/s/0/v.mp4`, { rangeStart: 100, rangeEnd: 300 }));
+    assert.equal(r.kind, 'success');
+    assert.equal(used.length, 0, 'the engine took it');
+    assert.deepEqual(new Uint8Array(r.response.data), file.slice(100, 300));
+    assert.equal(gw.requests.at(-1).range, 'bytes=100-299');
+    assert.equal(engine.segmentId(`${GATEWAY}/s/0/v.mp4`, [100, 300]), '/s/0/v.mp4#bytes=100-299');
+    assert.equal(engine.segmentId(`${GATEWAY}/s/0/v.mp4`, [300, 300]), null, 'an empty range is no segment');
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('a server that ignores the range: the engine keeps only the range asked for', async () => {
+  const file = body(1000);
+  const gw = fakeGateway(new Map([['/s/0/v.mp4', file]]));
+  const whole = gw.fetch;
+  gw.fetch = (url, init = {}) => whole(url, { ...init, headers: {} });
+  const engine = newEngine({ gateway: gw });
+  try {
+    const bytes = await engine.fetchBody(`${GATEWAY}/s/0/v.mp4`, 50, undefined, () => {}, null, { offset: 100, length: 200 });
+    assert.deepEqual(bytes, file.slice(150, 300));
+    const none = await engine.fetchBody(`${GATEWAY}/s/0/v.mp4`, 200, undefined, () => {}, null, { offset: 100, length: 200 });
+    assert.equal(none.length, 0, 'nothing left of the range: no request');
+  } finally {
+    engine.destroy();
+  }
+});
+
+test('parts, other tracks and other origins go through hls.js\'s loader', async () => {
   const engine = newEngine({ gateway: fakeGateway(new Map()) });
   try {
     const { Hls, used } = fakeHls(body(123));
     const Loader = createP2PLoader(Hls, engine);
     const cases = [
-      context(`${GATEWAY}/s/0/a.ts`, { rangeStart: 100, rangeEnd: 200 }),
       context(`${GATEWAY}/s/0/a.ts`, { part: { index: 0 } }),
       context(`${GATEWAY}/s/audio/a.aac`, { frag: { type: 'audio', level: 0, sn: 1, start: 0 } }),
       context('http://elsewhere.test/s/0/a.ts'),
@@ -159,8 +193,8 @@ test('byte ranges, parts, other tracks and other origins go through hls.js\'s lo
       assert.equal(r.kind, 'success');
       assert.equal(r.loader.stats.loading.end, 3, 'the default loader wrote into the shared stats');
     }
-    assert.equal(used.length, 4);
-    assert.equal(engine.stats.httpBytes, 4 * 123, 'still counted as HTTP bytes');
+    assert.equal(used.length, 3);
+    assert.equal(engine.stats.httpBytes, 3 * 123, 'still counted as HTTP bytes');
   } finally {
     engine.destroy();
   }

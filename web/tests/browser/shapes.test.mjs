@@ -1,0 +1,162 @@
+// Stream shapes other than the demo's MPEG-TS, in real Chromium through a real gateway whose origin
+// is a plain static file server on 127.0.0.1 holding what a real ffmpeg wrote (issue 14 item 4):
+// - VOD as PeerTube publishes it: one fragmented MP4 file, its init section and every segment a
+//   byte range of it (EXT-X-MAP BYTERANGE, EXT-X-BYTERANGE). Each range is a segment for peers.
+// - Live fMP4 (EXT-X-MAP init section, .m4s segments) from an ffmpeg live encoder.
+// In each, the second of two viewers must get at least half of its bytes from the first, verified,
+// with no stall. Needs ffmpeg (scripts/test installs it).
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { extname, join, normalize } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { launchBrowser, offloadBetween, openPlayer, sleep, startGateway, waitForPlayback } from './harness.mjs';
+
+const TYPES = {
+  '.m3u8': 'application/vnd.apple.mpegurl',
+  '.m4s': 'video/iso.segment',
+  '.mp4': 'video/mp4',
+  '.ts': 'video/mp2t',
+};
+
+/** A static origin for `dir`: GET and HEAD of whole files, nothing else (no ranges, no listing). */
+async function startOrigin(dir) {
+  const server = createServer((req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    const file = join(dir, path);
+    if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+      'content-length': statSync(file).size,
+      // A live playlist changes every segment; ffmpeg's segments never do.
+      'cache-control': extname(file) === '.m3u8' ? 'max-age=1' : 'max-age=3600',
+    });
+    if (req.method === 'HEAD') res.end();
+    else createReadStream(file).pipe(res);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
+}
+
+/** Runs ffmpeg with a test picture and tone of `seconds` into `dir`; `live` paces it in real time. */
+function ffmpeg(dir, { seconds, live, hls }) {
+  const args = [
+    '-hide_banner', '-loglevel', 'error', '-nostdin',
+    ...(live ? ['-re'] : []),
+    '-f', 'lavfi', '-i', `testsrc2=size=640x360:rate=24:duration=${seconds}`,
+    '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`,
+    '-c:v', 'libx264', '-preset', 'veryfast', '-threads', '1',
+    '-b:v', '500k', '-maxrate', '500k', '-bufsize', '500k', '-g', '48', '-keyint_min', '48', '-sc_threshold', '0',
+    '-c:a', 'aac', '-b:a', '48k', '-ac', '1',
+    '-f', 'hls', '-hls_time', '2', '-hls_segment_type', 'fmp4', ...hls,
+    '-master_pl_name', 'master.m3u8', '-var_stream_map', 'v:0,a:0', join(dir, 'v%v/index.m3u8'),
+  ];
+  const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr.on('data', (c) => (err = (err + c).slice(-4000)));
+  const exited = new Promise((r) => child.once('exit', (code) => r(code)));
+  return { child, exited, err: () => err };
+}
+
+let browser;
+let dir;
+
+before(async () => {
+  browser = await launchBrowser();
+  dir = mkdtempSync(join(tmpdir(), 'p2pa-shapes-'));
+});
+
+after(async () => {
+  await browser?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+function describeViewer(name, viewer, s) {
+  return `${name}: ${JSON.stringify(s)}\n${viewer.console.slice(-20).join('\n')}`;
+}
+
+/**
+ * Two viewers of `src` on a gateway in front of `origin`: the second opens 6 s after the first
+ * plays. Live: after an 8 s warm-up, 24 s of its bytes are measured. VOD (`whole`): all of its
+ * bytes over 32 s (hls.js buffers a short VOD ahead within seconds, so there is no steady state to
+ * wait for). Asserts the checks of issue 14.
+ */
+async function twoViewers(t, origin, src, { whole = false } = {}) {
+  const gw = await startGateway(['--origin', origin.url]);
+  let first;
+  let second;
+  try {
+    first = await openPlayer(browser, gw, `?src=${src}`);
+    await waitForPlayback(first);
+    await sleep(6_000);
+    second = await openPlayer(browser, gw, `?src=${src}`);
+    await waitForPlayback(second);
+    await sleep(8_000);
+    const before = whole ? { p2pBytes: 0, httpBytes: 0 } : await second.stats();
+    await sleep(24_000);
+    const after = await second.stats();
+    const firstEnd = await first.stats();
+    const why = `${describeViewer('second', second, after)}\n${describeViewer('first', first, firstEnd)}`;
+    const share = offloadBetween(before, after);
+    t.diagnostic(`second viewer${whole ? '' : ' after warm-up'}: ${(share * 100).toFixed(1)}% of ${
+      after.p2pBytes - before.p2pBytes + after.httpBytes - before.httpBytes} bytes from peers`);
+    assert.ok(share >= 0.5, `second viewer: ${(share * 100).toFixed(1)}% from peers${whole ? '' : ' after warm-up'}\n${why}`);
+    assert.ok(after.verifiedSegments > 0 && after.peers >= 1, why);
+    assert.equal(after.rejectedSegments, 0, why);
+    assert.equal(after.stalls, 0, why);
+    assert.equal(firstEnd.stalls, 0, why);
+  } catch (e) {
+    e.message += `\n--- gateway log (tail) ---\n${gw.logs().slice(-4000)}`;
+    throw e;
+  } finally {
+    await second?.close();
+    await first?.close();
+    await gw.stop();
+  }
+}
+
+describe('stream shapes', { timeout: 240_000 }, () => {
+  test('byte-range fMP4 VOD (one file, as PeerTube publishes): the second viewer gets its ranges from the first', async (t) => {
+    const vod = join(dir, 'vod');
+    const enc = ffmpeg(vod, { seconds: 90, live: false, hls: ['-hls_playlist_type', 'vod', '-hls_flags', 'single_file'] });
+    const code = await enc.exited;
+    assert.equal(code, 0, `ffmpeg failed: ${enc.err()}`);
+    const playlist = join(vod, 'v0/index.m3u8');
+    assert.ok(existsSync(playlist), 'ffmpeg wrote the media playlist');
+    const origin = await startOrigin(vod);
+    try {
+      await twoViewers(t, origin, '/master.m3u8', { whole: true });
+    } finally {
+      await origin.close();
+    }
+  });
+
+  test('live fMP4 with an init section, from a real ffmpeg live encoder: the second viewer gets most from the first', async (t) => {
+    const live = join(dir, 'live');
+    const enc = ffmpeg(live, {
+      seconds: 180,
+      live: true,
+      hls: ['-hls_list_size', '8', '-hls_flags', 'delete_segments+temp_file+independent_segments'],
+    });
+    const origin = await startOrigin(live);
+    try {
+      // Three segments out before the first viewer comes (hls.js starts three target durations behind).
+      const deadline = Date.now() + 30_000;
+      const ready = () => existsSync(join(live, 'master.m3u8')) && existsSync(join(live, 'v0/index2.m4s'));
+      while (!ready() && Date.now() < deadline && enc.child.exitCode === null) await sleep(250);
+      assert.ok(ready(), `the live encoder did not start: ${enc.err()}`);
+      await twoViewers(t, origin, '/master.m3u8');
+    } finally {
+      enc.child.kill('SIGKILL');
+      await enc.exited;
+      await origin.close();
+    }
+  });
+});
