@@ -9,4 +9,5 @@ pub mod player;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod tracker;

@@ -48,10 +48,76 @@ enum Command {
     /// are an error. Command-line flags override the file's values.
     #[command(verbatim_doc_comment)]
     Run(Box<RunArgs>),
+    /// Merge the JSON reports of the shards of one run (`loadtest run --shard I/N --json FILE`)
+    /// into the report of the whole run: every shard exactly once; percentiles over all the
+    /// sessions, histograms added, per-node ratios over all the nodes, CPU of all the shards.
+    Merge(MergeArgs),
     /// Measure how much later a new live segment is visible through a gateway than at its origin:
     /// poll the same media playlist at both, side by side, and print a JSON report (median, p99,
     /// and the gateway's origin playlist requests per segment duration).
     EdgeDelay(EdgeDelayArgs),
+}
+
+#[derive(clap::Args)]
+struct MergeArgs {
+    /// The shards' JSON reports.
+    #[arg(required = true, value_name = "REPORT")]
+    reports: Vec<PathBuf>,
+    /// Write the merged report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Write the merged report as self-contained HTML to this file.
+    #[arg(long, value_name = "PATH")]
+    html: Option<PathBuf>,
+}
+
+/// `loadtest merge`: reads the shards, merges them, prints the summary and writes the files.
+fn merge_reports(args: MergeArgs) -> Result<(), String> {
+    let mut shards = Vec::with_capacity(args.reports.len());
+    let mut params = None;
+    for path in &args.reports {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a JSON report: {e}", path.display()))?;
+        let shard = value
+            .get_mut("shard")
+            .map(serde_json::Value::take)
+            .ok_or_else(|| {
+                format!(
+                    "{}: not the report of a shard (run with --shard I/N)",
+                    path.display()
+                )
+            })?;
+        let shard: loadtest::shard::ShardData = serde_json::from_value(shard)
+            .map_err(|e| format!("{}: its shard data: {e}", path.display()))?;
+        if params.is_none() {
+            params = value.get("params").cloned();
+        }
+        shards.push(shard);
+    }
+    let report = loadtest::shard::merge(&shards).map_err(|e| e.to_string())?;
+    print!(
+        "{}",
+        render_summary(&report, std::io::stdout().is_terminal())
+    );
+    if let Some(path) = &args.json {
+        let mut value = serde_json::to_value(&report).map_err(|e| e.to_string())?;
+        if let (Some(object), Some(params)) = (value.as_object_mut(), params) {
+            object.insert("params".into(), params);
+            object.insert("shards".into(), shards.len().into());
+        }
+        let mut json = serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?;
+        json.push('\n');
+        std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        let html = loadtest::html::render(&report)?;
+        std::fs::write(path, html).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("HTML report written to {}", path.display());
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -156,6 +222,12 @@ struct RunArgs {
     /// (a viewer in its own network namespace needs its own) [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
     p2p_bind: Option<std::net::IpAddr>,
+    /// Play only shard I of N of the run (0-based): the sessions of the whole run whose arrival
+    /// number n has (n / 2) % N == I, on the whole run's schedule, cohorts and links. Run every
+    /// shard with the same other flags (at once, in as many processes or machines), each with
+    /// --json, then `loadtest merge` their reports.
+    #[arg(long, value_name = "I/N", value_parser = loadtest::shard::Shard::parse)]
+    shard: Option<loadtest::shard::Shard>,
     /// Write the report as JSON to this file.
     #[arg(long, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -242,6 +314,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Origin(args) => runtime.block_on(run_origin(args)),
         Command::Run(args) => runtime.block_on(run_viewers(*args)),
+        Command::Merge(args) => match merge_reports(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest: merge: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::EdgeDelay(args) => {
             if args.duration <= args.warmup || args.every.is_zero() {
                 eprintln!("loadtest: edge-delay: --duration must exceed --warmup, --every be > 0");
@@ -354,6 +433,7 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
             unreachable: args.unreachable.unwrap_or(0.0),
         },
         p2p_bind: args.p2p_bind,
+        shard: args.shard,
         ..RunConfig::default()
     };
     let config = match file.overridden_by(flags).apply(base) {

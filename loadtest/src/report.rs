@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use peer_assist::node::Summary;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::player::PlayerStats;
 
@@ -115,6 +115,9 @@ pub struct Report {
     pub restart: Option<Restart>,
     /// Segment download times per cohort, in [`LATENCY_BUCKETS`] log-spaced buckets.
     pub latency_histogram: LatencyHistogram,
+    /// A shard's raw inputs, for `loadtest merge` (`--shard` runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardData>,
 }
 
 /// What the gateway restart command did.
@@ -150,7 +153,7 @@ pub struct RunParams {
 }
 
 /// The state of the run at one instant (taken once per second).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Seconds since the start of the run.
     pub elapsed_s: f64,
@@ -231,7 +234,7 @@ impl LatencyHistogram {
 }
 
 /// How the viewers get their segments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum P2pMode {
     /// HTTP only.
@@ -426,7 +429,7 @@ pub struct Bytes {
 }
 
 /// CPU and memory of a process during the run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ProcessUsage {
     /// User + system CPU seconds spent during the run.
     pub cpu_s: f64,
@@ -801,6 +804,7 @@ pub fn build_report(inputs: ReportInputs<'_>) -> Report {
             &inputs.http.segment_latency_us,
             &inputs.p2p.segment_latency_us,
         ),
+        shard: None,
     }
 }
 

@@ -161,6 +161,8 @@ pub struct RunConfig {
     /// The address P2P viewers' nodes bind their QUIC sockets to (and announce); default
     /// 127.0.0.1.
     pub p2p_bind: Option<std::net::IpAddr>,
+    /// Play only this shard's sessions of the run (`--shard I/N`, [`crate::shard`]).
+    pub shard: Option<crate::shard::Shard>,
 }
 
 /// Default upload rate of slow peers (`--slow-rate`), bytes per second.
@@ -194,6 +196,7 @@ impl Default for RunConfig {
             restart_at: None,
             network: Network::default(),
             p2p_bind: None,
+            shard: None,
         }
     }
 }
@@ -1541,12 +1544,16 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     ));
     let mut viewers = JoinSet::new();
     for (number, (plan, cohort)) in plans.iter().zip(&cohorts).enumerate() {
-        tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.start)).await;
+        // Liars and slow peers are drawn over the whole run's P2P sessions, shards or not.
         let (liar, slow) = if *cohort == Cohort::P2p {
             liars.next().unwrap_or((false, false))
         } else {
             (false, false)
         };
+        if config.shard.is_some_and(|s| !s.holds(number)) {
+            continue;
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(start + plan.start)).await;
         let test = TestBehaviour {
             forge_receipts: Default::default(),
             lie: liar,
@@ -1625,15 +1632,20 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         eprintln!("loadtest: warning: {lost} viewer(s) did not report (not counted)");
     }
     sessions.sort_by_key(|s| s.number);
-    let distinct = {
+    let distinct_urls: Vec<String> = {
         let http = lock(&shared.recorders[0].distinct);
         let p2p = lock(&shared.recorders[1].distinct);
-        http.union(&p2p).count() as u64
+        http.union(&p2p).cloned().collect()
     };
+    let distinct = distinct_urls.len() as u64;
 
+    let mut origin_fetches = None;
     let origin_requests_per_segment = match (&metrics_url, metrics_before) {
         (Some(m), Some(before)) => match gateway_segment_fetches(&client, m, timeout).await {
-            Ok(after) => report::origin_requests_per_segment(before, after, distinct),
+            Ok(after) => {
+                origin_fetches = Some(after - before);
+                report::origin_requests_per_segment(before, after, distinct)
+            }
             Err(e) => {
                 eprintln!("loadtest: warning: cannot read {m} after the run: {e}");
                 None
@@ -1664,6 +1676,21 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let http_traffic = shared.recorder(Cohort::Http).traffic();
     let p2p_traffic = shared.recorder(Cohort::P2p).traffic();
+    let shard = config.shard.map(|shard| crate::shard::ShardData {
+        shard,
+        mode: config.p2p,
+        wall_s: wall.as_secs_f64(),
+        harness_cpu_s: harness_cpu,
+        cpus,
+        gateway,
+        origin_segment_fetches: origin_fetches,
+        checks: crate::shard::RawChecks::of(&checks),
+        sessions: sessions.iter().map(crate::shard::RawSession::of).collect(),
+        http: crate::shard::RawTraffic::of(&http_traffic),
+        p2p: crate::shard::RawTraffic::of(&p2p_traffic),
+        distinct: distinct_urls,
+        timeline: lock(&timeline).clone(),
+    });
     let mut report = report::build_report(ReportInputs {
         mode: config.p2p,
         sessions: &sessions,
@@ -1676,6 +1703,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         harness: report::harness_usage(harness_cpu, wall, cpus),
         checks,
     });
+    report.shard = shard;
     report.params = Some(RunParams {
         url: config.url.clone(),
         viewers: config.viewers as u64,
