@@ -3,12 +3,15 @@
 // - VOD as PeerTube publishes it: one fragmented MP4 file, its init section and every segment a
 //   byte range of it (EXT-X-MAP BYTERANGE, EXT-X-BYTERANGE). Each range is a segment for peers.
 // - Live fMP4 (EXT-X-MAP init section, .m4s segments) from an ffmpeg live encoder.
+// - AES-128 (EXT-X-KEY): peers share and verify the ciphertext; hls.js decrypts with the key it
+//   fetched over HTTP.
 // In each, the second of two viewers must get at least half of its bytes from the first, verified,
 // with no stall. Needs ffmpeg (scripts/test installs it).
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createReadStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
@@ -45,8 +48,11 @@ async function startOrigin(dir) {
   return { url: `http://127.0.0.1:${server.address().port}/`, close: () => new Promise((r) => server.close(r)) };
 }
 
-/** Runs ffmpeg with a test picture and tone of `seconds` into `dir`; `live` paces it in real time. */
-function ffmpeg(dir, { seconds, live, hls }) {
+/**
+ * Runs ffmpeg with a test picture and tone of `seconds` into `dir` (segments of `type`, fmp4 or
+ * mpegts); `live` paces it in real time.
+ */
+function ffmpeg(dir, { seconds, live, hls, type = 'fmp4' }) {
   const args = [
     '-hide_banner', '-loglevel', 'error', '-nostdin',
     ...(live ? ['-re'] : []),
@@ -55,7 +61,7 @@ function ffmpeg(dir, { seconds, live, hls }) {
     '-c:v', 'libx264', '-preset', 'veryfast', '-threads', '1',
     '-b:v', '500k', '-maxrate', '500k', '-bufsize', '500k', '-g', '48', '-keyint_min', '48', '-sc_threshold', '0',
     '-c:a', 'aac', '-b:a', '48k', '-ac', '1',
-    '-f', 'hls', '-hls_time', '2', '-hls_segment_type', 'fmp4', ...hls,
+    '-f', 'hls', '-hls_time', '2', '-hls_segment_type', type, ...hls,
     '-master_pl_name', 'master.m3u8', '-var_stream_map', 'v:0,a:0', join(dir, 'v%v/index.m3u8'),
   ];
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -131,6 +137,28 @@ describe('stream shapes', { timeout: 240_000 }, () => {
     const playlist = join(vod, 'v0/index.m3u8');
     assert.ok(existsSync(playlist), 'ffmpeg wrote the media playlist');
     const origin = await startOrigin(vod);
+    try {
+      await twoViewers(t, origin, '/master.m3u8', { whole: true });
+    } finally {
+      await origin.close();
+    }
+  });
+
+  test('AES-128 encrypted VOD: peers share the ciphertext, verified; the player decrypts it', async (t) => {
+    const aes = join(dir, 'aes');
+    mkdirSync(aes, { recursive: true });
+    writeFileSync(join(aes, 'enc.key'), randomBytes(16));
+    // The key URI as written in the media playlist (v0/index.m3u8), then where ffmpeg reads it.
+    writeFileSync(join(aes, 'key_info'), `../enc.key\n${join(aes, 'enc.key')}\n`);
+    const enc = ffmpeg(aes, {
+      seconds: 90,
+      live: false,
+      type: 'mpegts',
+      hls: ['-hls_playlist_type', 'vod', '-hls_key_info_file', join(aes, 'key_info')],
+    });
+    const code = await enc.exited;
+    assert.equal(code, 0, `ffmpeg failed: ${enc.err()}`);
+    const origin = await startOrigin(aes);
     try {
       await twoViewers(t, origin, '/master.m3u8', { whole: true });
     } finally {
