@@ -7,7 +7,8 @@
 #
 # Usage: scripts/bench/anchor.sh
 # Environment: VIEWERS [4], JOIN_EVERY [10] s, WATCH [60] s after the last join, ROUNDS [1],
-#   SETUPS [ours,pml-default,pml-live], STREAM [/demo/live/master.m3u8], BENCH_SKIP_BUILD=1,
+#   SETUPS [ours,pml-default,pml-live; also ours-http: our page without the engine],
+#   STREAM [/demo/live/master.m3u8], BENCH_SKIP_BUILD=1,
 #   BENCH_OUT [a temp dir, printed]. Needs chromium (apt) and the npm registry (first run).
 set -euo pipefail
 

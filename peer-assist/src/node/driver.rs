@@ -65,6 +65,7 @@ pub struct NodeHandle {
 struct LiveStats {
     uploaded_bytes: AtomicU64,
     active_uploads: AtomicUsize,
+    active_transfers: AtomicUsize,
 }
 
 /// Asks a driven node for segments (see [`NodeConfig::driven`]). Cheap to clone.
@@ -172,6 +173,11 @@ impl NodeHandle {
     /// Uploads running right now.
     pub fn active_uploads(&self) -> usize {
         self.stats.active_uploads.load(Ordering::Relaxed)
+    }
+
+    /// Transfers from peers running right now.
+    pub fn active_transfers(&self) -> usize {
+        self.stats.active_transfers.load(Ordering::Relaxed)
     }
 
     /// Ends the node abruptly, as if its process died: no leave, no goodbye to peers.
@@ -1064,6 +1070,9 @@ impl Driver {
         self.stats
             .active_uploads
             .store(self.core.active_uploads(), Ordering::Relaxed);
+        self.stats
+            .active_transfers
+            .store(self.core.active_transfers(), Ordering::Relaxed);
     }
 
     fn perform(&mut self, output: Output, now: Instant) {

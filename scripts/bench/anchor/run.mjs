@@ -1,6 +1,7 @@
 // Drives scripts/bench/anchor.sh: the same live stream of a fresh gateway, played in Debian's
 // Chromium by VIEWERS viewers joining every JOIN_EVERY seconds, each setup in turn:
 //   ours         the gateway's own player page (hls.js + our engine, the gateway's tracker)
+//   ours-http    the same page without the engine (?p2p=0): hls.js alone, the HTTP baseline
 //   pml-default  hls.js + p2p-media-loader 2.3 with its default settings (local bittorrent-tracker)
 //   pml-live     the same with live tuning (pml-page.js says which)
 // Every viewer is measured the same way for every setup, by a script the driver puts in its page:
@@ -85,8 +86,8 @@ async function openViewer(browser, setup, gw, page0, tracker) {
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.addInitScript(MEASURE);
-  const url = setup === 'ours'
-    ? `${gw.url}/player?src=${STREAM}`
+  const url = setup.startsWith('ours')
+    ? `${gw.url}/player?src=${STREAM}${setup === 'ours-http' ? '&p2p=0' : ''}`
     : `${page0.url}/pml.html?src=${encodeURIComponent(gw.url + STREAM)}&tracker=${encodeURIComponent(tracker.url)}&tuning=${setup === 'pml-live' ? 'live' : 'default'}`;
   await page.goto(url, { waitUntil: 'load' });
   const viewer = { setup, page, context, latencies: [] };
@@ -106,7 +107,7 @@ async function readViewer(v) {
   const s = await v.page.evaluate(() => {
     const m = window.__measure;
     const bytes = window.p2pStats
-      ? { http: window.p2pStats.httpBytes, p2p: window.p2pStats.p2pBytes }
+      ? { http: window.p2pStats.httpBytes ?? 0, p2p: window.p2pStats.p2pBytes ?? 0 }
       : { ...window.pmlBytes };
     return { startupMs: m.firstPlaying, stalls: m.stalls, bytes };
   });

@@ -542,6 +542,11 @@ impl NodeCore {
         self.uploads.len()
     }
 
+    /// Transfers from peers running right now (requested and not yet ended or abandoned).
+    pub fn active_transfers(&self) -> usize {
+        self.work.values().filter(|w| w.transfer.is_some()).count()
+    }
+
     /// Bytes uploaded so far.
     pub fn uploaded_bytes(&self) -> u64 {
         self.summary.uploaded_bytes
