@@ -863,3 +863,52 @@ async fn overlapping_byte_ranges_cost_at_most_twice_the_file() {
     let r = gw.get_with("/o/v.mp4", &[("range", "bytes=5-9")]).await;
     assert_eq!(&r.body[..], &pattern(10_000, 3)[5..10]);
 }
+
+/// A join's digest window longer than one message may list (256 entries) comes in several
+/// messages, every entry once: here 300 byte ranges of one cached file.
+#[tokio::test]
+async fn a_long_digest_window_comes_in_messages_of_at_most_256() {
+    let origin = TestOrigin::start().await;
+    let mut media = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n");
+    for _ in 0..300 {
+        media.push_str("#EXTINF:2,\n#EXT-X-BYTERANGE:100\nv.mp4\n");
+    }
+    media.push_str("#EXT-X-ENDLIST\n");
+    origin.set(
+        "/w/master.m3u8",
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
+    );
+    origin.set("/w/v.m3u8", Reply::ok(media));
+    origin.set("/w/v.mp4", Reply::ok(pattern(30_000, 5)));
+    let gw = TestGateway::start(test_config(&origin)).await;
+    assert_eq!(gw.get("/w/v.m3u8").await.status, 200);
+    assert_eq!(gw.get("/w/v.mp4").await.status, 200);
+
+    let mut ws = connect(&gw, "/w/master.m3u8").await;
+    let join = json!({
+        "type": "join", "v": 1, "stream": "/w/master.m3u8", "rendition": 0,
+        "capabilities": { "transports": ["quic"], "upload": true },
+        "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
+    });
+    ws.send(Message::text(join.to_string())).await.unwrap();
+    assert_eq!(until(&mut ws, "welcome").await["type"], "welcome");
+    let mut sizes = Vec::new();
+    let mut ids = Vec::new();
+    while ids.len() < 300 {
+        let m = until(&mut ws, "digests").await;
+        let segments = m["segments"].as_array().unwrap();
+        sizes.push(segments.len());
+        ids.extend(
+            segments
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(sizes, [256, 44]);
+    let expected: Vec<String> = (0..300)
+        .map(|i| format!("/w/v.mp4#bytes={}-{}", i * 100, i * 100 + 99))
+        .collect();
+    assert_eq!(ids, expected);
+    // Then the peer list, as after any join.
+    assert_eq!(until(&mut ws, "peers").await["type"], "peers");
+}
