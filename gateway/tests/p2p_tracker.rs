@@ -53,12 +53,35 @@ async fn connect(gw: &TestGateway, stream: &str) -> Ws {
 }
 
 fn join(rendition: u32) -> String {
+    join_stream("/s/master.m3u8", rendition)
+}
+
+fn join_stream(stream: &str, rendition: u32) -> String {
     json!({
-        "type": "join", "v": 1, "stream": "/s/master.m3u8", "rendition": rendition,
+        "type": "join", "v": 1, "stream": stream, "rendition": rendition,
         "capabilities": { "transports": ["quic"], "upload": true },
         "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
     })
     .to_string()
+}
+
+/// An origin holding a one-rendition VOD under `prefix`: `{prefix}/master.m3u8`, its media
+/// playlist `{prefix}/v.m3u8` (`EXTINF` lines of `ranges`, each `#EXT-X-BYTERANGE:{range}` of
+/// `v.mp4`, after the `head` tags) and the file `{prefix}/v.mp4`.
+async fn ranged_vod(prefix: &str, head: &str, ranges: &[String], file: bytes::Bytes) -> TestOrigin {
+    let origin = TestOrigin::start().await;
+    let mut media = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n{head}");
+    for range in ranges {
+        media.push_str(&format!("#EXTINF:2,\n#EXT-X-BYTERANGE:{range}\nv.mp4\n"));
+    }
+    media.push_str("#EXT-X-ENDLIST\n");
+    origin.set(
+        &format!("{prefix}/master.m3u8"),
+        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
+    );
+    origin.set(&format!("{prefix}/v.m3u8"), Reply::ok(media));
+    origin.set(&format!("{prefix}/v.mp4"), Reply::ok(file));
+    origin
 }
 
 /// The next JSON message, skipping pings.
@@ -771,18 +794,14 @@ async fn per_address_caps_count_the_viewers_behind_a_balancer() {
 /// the digests endpoint, with the digest and size of the range (and none for the whole file).
 #[tokio::test]
 async fn byte_ranges_of_one_file_are_segments_with_their_own_digests() {
-    let origin = TestOrigin::start().await;
     let file = pattern(10_000, 7);
-    let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n\
-        #EXT-X-MAP:URI=\"v.mp4\",BYTERANGE=\"1000@0\"\n\
-        #EXTINF:2,\n#EXT-X-BYTERANGE:4000@1000\nv.mp4\n\
-        #EXTINF:2,\n#EXT-X-BYTERANGE:5000\nv.mp4\n#EXT-X-ENDLIST\n";
-    origin.set(
-        "/r/master.m3u8",
-        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
-    );
-    origin.set("/r/v.m3u8", Reply::ok(media));
-    origin.set("/r/v.mp4", Reply::ok(file.clone()));
+    let origin = ranged_vod(
+        "/r",
+        "#EXT-X-MAP:URI=\"v.mp4\",BYTERANGE=\"1000@0\"\n",
+        &["4000@1000".into(), "5000".into()],
+        file.clone(),
+    )
+    .await;
     let gw = TestGateway::start(test_config(&origin)).await;
     let expected = |offset: usize, len: usize| {
         let id = format!("/r/v.mp4#bytes={offset}-{}", offset + len - 1);
@@ -801,12 +820,9 @@ async fn byte_ranges_of_one_file_are_segments_with_their_own_digests() {
     // A peer joins before anything is cached, then a viewer fetches one range: the gateway
     // caches the file and pushes a digest for each range.
     let mut ws = connect(&gw, "/r/master.m3u8").await;
-    let join = json!({
-        "type": "join", "v": 1, "stream": "/r/master.m3u8", "rendition": 0,
-        "capabilities": { "transports": ["quic"], "upload": true },
-        "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
-    });
-    ws.send(Message::text(join.to_string())).await.unwrap();
+    ws.send(Message::text(join_stream("/r/master.m3u8", 0)))
+        .await
+        .unwrap();
     assert_eq!(until(&mut ws, "welcome").await["type"], "welcome");
     let r = gw
         .get_with("/r/v.mp4", &[("range", "bytes=1000-4999")])
@@ -836,20 +852,8 @@ async fn byte_ranges_of_one_file_are_segments_with_their_own_digests() {
 /// than twice the file's length for them (the rest get no digest, so peers leave them to HTTP).
 #[tokio::test]
 async fn overlapping_byte_ranges_cost_at_most_twice_the_file() {
-    let origin = TestOrigin::start().await;
-    let mut media = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n");
-    for offset in 0..50 {
-        media.push_str(&format!(
-            "#EXTINF:2,\n#EXT-X-BYTERANGE:9000@{offset}\nv.mp4\n"
-        ));
-    }
-    media.push_str("#EXT-X-ENDLIST\n");
-    origin.set(
-        "/o/master.m3u8",
-        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
-    );
-    origin.set("/o/v.m3u8", Reply::ok(media));
-    origin.set("/o/v.mp4", Reply::ok(pattern(10_000, 3)));
+    let ranges: Vec<String> = (0..50).map(|offset| format!("9000@{offset}")).collect();
+    let origin = ranged_vod("/o", "", &ranges, pattern(10_000, 3)).await;
     let gw = TestGateway::start(test_config(&origin)).await;
     assert_eq!(gw.get("/o/v.m3u8").await.status, 200);
     assert_eq!(gw.get("/o/v.mp4").await.status, 200);
@@ -868,29 +872,15 @@ async fn overlapping_byte_ranges_cost_at_most_twice_the_file() {
 /// messages, every entry once: here 300 byte ranges of one cached file.
 #[tokio::test]
 async fn a_long_digest_window_comes_in_messages_of_at_most_256() {
-    let origin = TestOrigin::start().await;
-    let mut media = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n");
-    for _ in 0..300 {
-        media.push_str("#EXTINF:2,\n#EXT-X-BYTERANGE:100\nv.mp4\n");
-    }
-    media.push_str("#EXT-X-ENDLIST\n");
-    origin.set(
-        "/w/master.m3u8",
-        Reply::ok("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000\nv.m3u8\n"),
-    );
-    origin.set("/w/v.m3u8", Reply::ok(media));
-    origin.set("/w/v.mp4", Reply::ok(pattern(30_000, 5)));
+    let origin = ranged_vod("/w", "", &vec!["100".to_string(); 300], pattern(30_000, 5)).await;
     let gw = TestGateway::start(test_config(&origin)).await;
     assert_eq!(gw.get("/w/v.m3u8").await.status, 200);
     assert_eq!(gw.get("/w/v.mp4").await.status, 200);
 
     let mut ws = connect(&gw, "/w/master.m3u8").await;
-    let join = json!({
-        "type": "join", "v": 1, "stream": "/w/master.m3u8", "rendition": 0,
-        "capabilities": { "transports": ["quic"], "upload": true },
-        "quic": { "addr": "127.0.0.1:4000", "fingerprint": "ab".repeat(32) }
-    });
-    ws.send(Message::text(join.to_string())).await.unwrap();
+    ws.send(Message::text(join_stream("/w/master.m3u8", 0)))
+        .await
+        .unwrap();
     assert_eq!(until(&mut ws, "welcome").await["type"], "welcome");
     let mut sizes = Vec::new();
     let mut ids = Vec::new();
