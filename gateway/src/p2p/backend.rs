@@ -1,5 +1,6 @@
 //! What the tracker asks of the gateway, answered from the edge cache: which media playlist is a
-//! rendition of a stream, and the digests of the segments of a playlist that are cached.
+//! rendition of a stream (a variant, or an `EXT-X-MEDIA` playlist after the variants), and the
+//! digests of the segments of a playlist that are cached.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use peer_assist::hls;
 use peer_assist::protocol::signal::{self, DigestEntry};
 use peer_assist::tracker::{Backend, ReceiptLedger, ResolveError};
 
@@ -148,6 +150,18 @@ pub async fn digest_window(edge: &Arc<Edge>, playlist_path: &str) -> Vec<DigestE
     entries
 }
 
+/// The renditions of the multivariant playlist `body` served at `master_path`, numbered as
+/// `join.rendition` names them: variants, then `EXT-X-MEDIA` playlists ([`hls::stream_renditions`]).
+/// The cached body has its absolute origin URLs made root-relative already; the origins' bases
+/// are passed anyway, so that the numbering never depends on that rewrite.
+fn renditions_of(edge: &Edge, master_path: &str, body: &[u8]) -> Vec<hls::StreamRendition> {
+    let bases: Vec<&str> = edge.origin.bases().collect();
+    match hls::parse(body) {
+        Ok(hls::Playlist::Multivariant(m)) => hls::stream_renditions(master_path, &m, &bases),
+        _ => Vec::new(),
+    }
+}
+
 impl Backend for GatewayBackend {
     fn ledger(&self) -> Option<Arc<dyn ReceiptLedger>> {
         self.ledger.clone()
@@ -170,18 +184,19 @@ impl Backend for GatewayBackend {
                 )));
             };
             match info.class {
-                ObjectClass::Multivariant => info
-                    .references
-                    .get(..info.variants)
-                    .and_then(|variants| variants.get(rendition as usize))
-                    .map(|r| r.path.clone())
-                    .ok_or_else(|| {
-                        ResolveError::NotFound(format!(
-                            "{stream} has {} renditions, not {}",
-                            info.variants,
-                            rendition + 1
-                        ))
-                    }),
+                ObjectClass::Multivariant => {
+                    let renditions = renditions_of(&edge, &clean.path, &multivariant.body);
+                    renditions
+                        .get(rendition as usize)
+                        .map(|r| r.path.clone())
+                        .ok_or_else(|| {
+                            ResolveError::NotFound(format!(
+                                "{stream} has {} renditions, not {}",
+                                renditions.len(),
+                                u64::from(rendition) + 1
+                            ))
+                        })
+                }
                 // A stream named by its media playlist has one rendition: itself.
                 ObjectClass::LiveMedia | ObjectClass::VodMedia if rendition == 0 => Ok(clean.path),
                 _ => Err(ResolveError::NotFound(format!(

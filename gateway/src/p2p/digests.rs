@@ -31,7 +31,7 @@ pub async fn digests_endpoint<B>(
     let Ok(rendition) = rendition.parse::<u32>() else {
         return text(
             StatusCode::BAD_REQUEST,
-            "the rendition must be a variant index (0, 1, ...)\n",
+            "the rendition must be a rendition index (0, 1, ...: variants, then EXT-X-MEDIA playlists)\n",
         );
     };
     let stream = format!("/{stream}");

@@ -2,10 +2,12 @@
 //! digests), the native node and the load test (what to fetch and when), and, by the same rules,
 //! the browser engine. One parser ([`playlist`]), one way to turn a URI into a segment id
 //! ([`uri`]), one reload rule ([`reload_interval`]), one byte-preserving rewrite ([`rewrite`]),
-//! one way to name a byte range of a file as a segment ([`range_id`]).
+//! one way to name a byte range of a file as a segment ([`range_id`]), one numbering of a
+//! stream's renditions ([`stream_renditions`]).
 
 pub mod attributes;
 pub mod playlist;
+pub mod renditions;
 pub mod rewrite;
 pub mod uri;
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 pub use playlist::{
     parse, parse_with, ByteRange, Limits, MediaPlaylist, MultivariantPlaylist, ParseError, Playlist,
 };
+pub use renditions::{stream_renditions, RenditionKind, StreamRendition};
 
 /// The segment id of `range` of the file at gateway path `path` (an `EXT-X-BYTERANGE` segment):
 /// `{path}#bytes={first}-{last}`, the first and last byte as in an HTTP `Range` header. A path
