@@ -779,6 +779,14 @@ function compareIds(a, b) {
   return a.length - b.length;
 }
 var codeOrder = (u) => u >= 55296 && u <= 57343 ? u + 8192 : u >= 57344 ? u - 2048 : u;
+function gatewayPath(url, base, origin = null) {
+  try {
+    const u = new URL(url, base);
+    return u.origin === (origin ?? new URL(base).origin) ? u.pathname : null;
+  } catch {
+    return null;
+  }
+}
 function rangeId(path, start, end) {
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end <= start) return null;
   return `${path}#bytes=${start}-${end - 1}`;
@@ -2242,15 +2250,15 @@ function createP2PLoader(Hls, engine) {
       const frag = context.frag;
       const ranged = (context.rangeStart ?? 0) !== 0 || (context.rangeEnd ?? 0) !== 0;
       const range = ranged ? [context.rangeStart ?? 0, context.rangeEnd ?? 0] : null;
-      const engineCan = !engine.destroyed && (!frag?.type || frag.type === "main") && !context.part;
-      if (!engineCan || !engine.segmentId(context.url, range)) {
+      const target = engine.destroyed || context.part ? null : engine.engineFor(frag);
+      if (!target || target.destroyed || !target.segmentId(context.url, range)) {
         this.loadByDefault(context, config, callbacks);
         return;
       }
       this.stats.loading.start = now();
       const limit = config.loadPolicy?.maxLoadTimeMs ?? config.timeout;
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
-      this.request = engine.fetchSegment(context.url, {
+      this.request = target.fetchSegment(context.url, {
         frag,
         range,
         headers: context.headers,
@@ -2332,44 +2340,83 @@ function createP2PLoader(Hls, engine) {
 }
 
 // src/master.js
-function parseVariantUrls(text, baseUrl) {
-  const urls = [];
-  let expectUri = false;
-  for (const raw of text.split(/\r?\n/)) {
-    const line = raw.trim();
-    if (line.startsWith("#EXT-X-STREAM-INF")) {
-      expectUri = true;
-    } else if (line === "" || line.startsWith("#")) {
+function parseAttributes(list2) {
+  const out = /* @__PURE__ */ new Map();
+  let i = 0;
+  const n = list2.length;
+  while (i < n) {
+    while (i < n && (list2[i] === " " || list2[i] === "	")) i++;
+    const nameStart = i;
+    while (i < n && list2[i] !== "=" && list2[i] !== ",") i++;
+    if (i >= n || list2[i] !== "=") {
+      i++;
       continue;
-    } else if (expectUri) {
-      urls.push(new URL(line, baseUrl).href);
-      expectUri = false;
+    }
+    const name = list2.slice(nameStart, i).trim();
+    i++;
+    let value;
+    if (list2[i] === '"') {
+      const end = list2.indexOf('"', i + 1);
+      if (end < 0) break;
+      value = list2.slice(i + 1, end);
+      i = end + 1;
+      while (i < n && list2[i] !== ",") i++;
+    } else {
+      const start = i;
+      while (i < n && list2[i] !== ",") i++;
+      value = list2.slice(start, i).trimEnd();
+    }
+    if (!out.has(name)) out.set(name, value);
+    i++;
+  }
+  return out;
+}
+function playlistUriPath(reference, baseUrl) {
+  const ref = reference.trim().split(/[?#]/)[0];
+  if (ref === "" || ref.startsWith("//") || /^[A-Za-z][A-Za-z0-9+.-]*:/.test(ref)) return null;
+  return gatewayPath(ref, baseUrl);
+}
+function parseRenditions(text, baseUrl) {
+  const lines = text.replace(/^\uFEFF/, "").split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  if (lines[0] !== "#EXTM3U") return [];
+  const variants = [];
+  const media = [];
+  let pending = false;
+  for (const line of lines.slice(1)) {
+    if (!line.startsWith("#")) {
+      if (pending) variants.push({ uri: line, kind: "VARIANT", group: null, name: null });
+      pending = false;
+      continue;
+    }
+    const colon = line.indexOf(":");
+    const tag = colon < 0 ? line : line.slice(0, colon);
+    if (tag === "#EXT-X-STREAM-INF") {
+      pending = true;
+    } else if (tag === "#EXT-X-MEDIA") {
+      const a = parseAttributes(colon < 0 ? "" : line.slice(colon + 1));
+      if (a.has("URI")) {
+        media.push({ uri: a.get("URI"), kind: a.get("TYPE") ?? "", group: a.get("GROUP-ID") ?? "", name: a.get("NAME") ?? "" });
+      }
     }
   }
-  return urls;
-}
-function renditionOfUrl(variantUrls, levelUrl, baseUrl) {
-  let abs;
-  try {
-    abs = new URL(levelUrl, baseUrl);
-  } catch {
-    return -1;
+  const out = [];
+  const seen = /* @__PURE__ */ new Set();
+  for (const r of [...variants, ...media]) {
+    const path = playlistUriPath(r.uri, baseUrl);
+    if (path === null || seen.has(path)) continue;
+    seen.add(path);
+    out.push({ path, kind: r.kind, group: r.group, name: r.name });
   }
-  const exact = variantUrls.indexOf(abs.href);
-  if (exact >= 0) return exact;
-  const bare = (u) => {
-    const x = new URL(u);
-    x.search = "";
-    x.hash = "";
-    return x.href;
-  };
-  const target = bare(abs.href);
-  return variantUrls.findIndex((u) => bare(u) === target);
+  return out;
 }
-async function fetchVariantUrls(url, fetchImpl = globalThis.fetch) {
+function renditionOfUrl(renditions, url, baseUrl) {
+  const path = url ? gatewayPath(url, baseUrl) : null;
+  return path === null ? -1 : renditions.findIndex((r) => r.path === path);
+}
+async function fetchRenditions(url, fetchImpl = globalThis.fetch) {
   const resp = await fetchImpl(url, { credentials: "same-origin" });
   if (!resp.ok) throw new Error(`HTTP ${resp.status} for ${url}`);
-  return parseVariantUrls(await resp.text(), resp.url || url);
+  return parseRenditions(await resp.text(), resp.url || url);
 }
 
 // src/peer-link.js
@@ -2865,13 +2912,18 @@ var REPORT_NOW = /* @__PURE__ */ Symbol("report now");
 var MAX_PENDING_RECEIPTS = 1024;
 var LAST_RECEIPT_REPORTS = 4;
 var REPORT_SIZE_LIMIT = MAX_SIGNAL_LEN - 1024;
-var P2PEngine = class {
+var P2PEngine = class _P2PEngine {
   /** @param {P2PEngineOptions} options */
   constructor(options = {}) {
     const env = globalThis;
     const gateway = options.gateway ?? env.location?.origin;
     if (!gateway) throw new Error("P2PEngine: options.gateway is required outside a page");
     this.gatewayOrigin = new URL(gateway).origin;
+    this.track = options.track ?? "main";
+    this.parent = options.parent ?? null;
+    this.givenOptions = options;
+    this.tracks = /* @__PURE__ */ new Map();
+    this.trackUrl = null;
     const streamUrl = options.stream ? new URL(options.stream, this.gatewayOrigin) : null;
     this.streamPath = streamUrl ? streamUrl.pathname : null;
     this.options = {
@@ -2928,7 +2980,15 @@ var P2PEngine = class {
       receiptsDropped: 0,
       receiptsPending: 0,
       /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
-      httpRate: null
+      httpRate: null,
+      /**
+       * Each track's own figures ({rendition, swarm, peerId, peers, httpBytes, p2pBytes, httpSegments,
+       * p2pSegments, verifiedSegments, rejectedSegments, uploadedBytes}) by hls.js track type: `main`,
+       * and `audio` / `subtitle` once hls.js has such a track. The byte, segment and failure
+       * counters above are their sums; peerId, swarm, rendition, seeder, shard, peers and links are
+       * the main track's.
+       */
+      tracks: {}
     };
     Object.defineProperty(this.stats, "links", { enumerable: true, configurable: true, get: () => this.peerStats() });
     this.otherHttp = { bytes: 0, segments: 0 };
@@ -2966,7 +3026,7 @@ var P2PEngine = class {
     this.destroyed = false;
     this.hls = null;
     this.hlsHandlers = [];
-    this.variantUrls = null;
+    this.renditions = null;
     this.levelRendition = [];
     this.currentLevel = null;
     this.media = null;
@@ -3089,7 +3149,7 @@ var P2PEngine = class {
         this.log.warn("unknown-output", o.type);
     }
   }
-  /** The page's figures, from the core's counters. */
+  /** The page's figures, from the core's counters (a main engine's: with its tracks' added). */
   updateStats() {
     const c = this.core.stats();
     const s = this.stats;
@@ -3100,12 +3160,25 @@ var P2PEngine = class {
     s.verifiedSegments = c.p2pSegments;
     s.rejectedSegments = c.mismatches;
     s.uploadedBytes = c.uploadedBytes;
-    s.failures = c.failures;
+    s.failures = { ...c.failures };
     s.peers = c.links;
     s.storedSegments = c.storedSegments;
     s.storedBytes = c.storedBytes;
     s.seeder = this.conn?.peerId ? c.seeder : null;
     s.httpRate = this.core.httpRate;
+    if (this.parent) {
+      this.parent.updateStats();
+      return;
+    }
+    s.tracks = { main: trackFigures(s) };
+    for (const [type, engine] of this.tracks) {
+      const t = engine.stats;
+      s.tracks[type] = trackFigures(t);
+      for (const k of ["httpBytes", "p2pBytes", "httpSegments", "p2pSegments", "verifiedSegments", "rejectedSegments", "uploadedBytes", "storedSegments", "storedBytes"]) {
+        s[k] += t[k];
+      }
+      for (const [k, n] of Object.entries(t.failures)) s.failures[k] = (s.failures[k] ?? 0) + n;
+    }
   }
   /**
    * The open peer links (`stats.links`), by link id: the remote peer id, the transport, the
@@ -3154,6 +3227,10 @@ var P2PEngine = class {
     on(E.LEVEL_SWITCHING, (_, d) => this.onLevel(d.level));
     on(E.LEVEL_UPDATED, (_, d) => this.onLevelDetails(d.details));
     on(E.LEVEL_LOADED, (_, d) => this.onLevelDetails(d.details));
+    on(E.AUDIO_TRACK_SWITCHING, (_, d) => this.engineForTrack("audio")?.followTrack(d?.url ?? null));
+    on(E.AUDIO_TRACK_LOADED, (_, d) => this.engineForTrack("audio")?.onLevelDetails(d.details));
+    on(E.SUBTITLE_TRACK_SWITCH, (_, d) => this.engineForTrack("subtitle")?.followTrack(d?.url ?? null));
+    on(E.SUBTITLE_TRACK_LOADED, (_, d) => this.engineForTrack("subtitle")?.onLevelDetails(d.details));
     on(E.MEDIA_ATTACHED, (_, d) => this.attachMedia(d.media));
     on(E.MEDIA_DETACHING, () => this.detachMedia());
     on(E.DESTROYING, () => this.detach());
@@ -3173,16 +3250,18 @@ var P2PEngine = class {
     this.rendition = null;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    for (const engine of this.tracks.values()) engine.detach();
   }
   async loadVariants() {
-    if (!this.streamPath || this.variantUrls) return;
+    if (!this.streamPath || this.renditions) return;
     const master = new URL(this.streamPath, this.gatewayOrigin);
     if (this.options.token) master.searchParams.set("token", this.options.token);
     const url = master.href;
     for (let attempt = 0; attempt < 3 && !this.destroyed; attempt++) {
       try {
-        this.variantUrls = await fetchVariantUrls(url, this.impl.fetch);
+        this.renditions = await fetchRenditions(url, this.impl.fetch);
         this.mapLevels();
+        for (const engine of this.tracks.values()) engine.followTrack(engine.trackUrl);
         return;
       } catch (e) {
         this.log.warn("master-playlist", url, e?.message ?? e);
@@ -3193,11 +3272,11 @@ var P2PEngine = class {
   /** hls.js level index → rendition index (position in the master playlist), by URL. */
   mapLevels() {
     const hls = this.hls;
-    if (!hls || !this.variantUrls || !hls.levels) return;
-    const base = hls.url ?? new URL(this.streamPath, this.gatewayOrigin).href;
+    if (!hls || !this.renditions || !hls.levels) return;
+    const base = this.masterUrl();
     this.levelRendition = hls.levels.map((level2) => {
       const url = level2.uri ?? (Array.isArray(level2.url) ? level2.url[0] : level2.url);
-      const r = url ? renditionOfUrl(this.variantUrls, url, base) : -1;
+      const r = url ? renditionOfUrl(this.renditions, url, base) : -1;
       if (r < 0) this.log.warn("level-not-in-stream", url);
       return r;
     });
@@ -3207,6 +3286,66 @@ var P2PEngine = class {
   /** The rendition of an hls.js level index, or -1 when unknown. */
   renditionOfLevel(level) {
     return this.levelRendition[level] ?? -1;
+  }
+  /** The master playlist's URL, against which hls.js's level and track URLs are resolved. */
+  masterUrl() {
+    return this.hls?.url ?? new URL(this.streamPath, this.gatewayOrigin).href;
+  }
+  /**
+   * The rendition a fragment belongs to, or -1: a main fragment's by its hls.js level, an audio or
+   * subtitle fragment's by the playlist it was listed in (hls.js numbers tracks within a group).
+   */
+  renditionOfFrag(frag) {
+    if (!frag) return -1;
+    if (!this.parent) return this.renditionOfLevel(frag.level);
+    const renditions = this.parent.renditions;
+    return renditions ? renditionOfUrl(renditions, frag.baseurl, this.parent.masterUrl()) : -1;
+  }
+  // ===========================================================================================
+  // Tracks: alternate audio and subtitles in swarms of their own
+  /**
+   * The engine for a fragment of hls.js track type `frag.type`: this one for the main track,
+   * the track's own engine for 'audio' and 'subtitle' (made on first use); null for any other.
+   */
+  engineFor(frag) {
+    const type = frag?.type ?? "main";
+    if (type === "main" || this.parent) return this;
+    return this.engineForTrack(type);
+  }
+  /** The main engine's engine for track type `type` ('audio' or 'subtitle'), made on first use. */
+  engineForTrack(type) {
+    if (this.parent || this.destroyed || type !== "audio" && type !== "subtitle") return null;
+    let engine = this.tracks.get(type);
+    if (!engine) {
+      const options = { ...this.givenOptions, gateway: this.gatewayOrigin, track: type, parent: this, trace: Boolean(this.traceLog) };
+      if (this.receiptsOn) options.nodeKey = this.keyReady;
+      engine = new _P2PEngine(options);
+      this.tracks.set(type, engine);
+      this.updateStats();
+    }
+    return engine;
+  }
+  /**
+   * A track engine follows the hls.js track at `url` (null: none, such as subtitles off): it
+   * joins the swarm of its rendition, or leaves its swarm when the track has none (its fragments
+   * then go over HTTP, through this engine, as those of a rendition not joined do).
+   */
+  followTrack(url) {
+    if (!this.parent || this.destroyed) return;
+    this.trackUrl = url;
+    const renditions = this.parent.renditions;
+    if (!renditions) return;
+    const r = url ? renditionOfUrl(renditions, url, this.parent.masterUrl()) : -1;
+    if (r >= 0) {
+      this.setRendition(r);
+      return;
+    }
+    if (url) this.log.warn("track-not-in-stream", this.track, url);
+    this.leaveSwarm();
+    this.rendition = null;
+    this.stats.rendition = null;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
   }
   /** The hls.js level index of a rendition, or -1 (for a page that fixes the rendition). */
   levelOfRendition(rendition) {
@@ -3256,14 +3395,8 @@ var P2PEngine = class {
    * @param {[number, number] | null} [range]
    */
   segmentId(url, range = null) {
-    let path;
-    try {
-      const u = new URL(url, this.gatewayOrigin);
-      if (u.origin !== this.gatewayOrigin) return null;
-      path = u.pathname;
-    } catch {
-      return null;
-    }
+    const path = gatewayPath(url, this.gatewayOrigin);
+    if (path === null) return null;
     return range ? rangeId(path, range[0], range[1]) : path;
   }
   /**
@@ -3271,6 +3404,7 @@ var P2PEngine = class {
    * playhead at the playback rate; before playback has started, now (urgent).
    */
   playsAt(frag, t = now()) {
+    if (this.parent) return this.parent.playsAt(frag, t);
     const media = this.media;
     if (!media || !this.playbackStarted || !frag || !Number.isFinite(frag.start)) return t;
     const rate = media.playbackRate > 0 ? media.playbackRate : 1;
@@ -3298,7 +3432,7 @@ var P2PEngine = class {
     const waiter = this.nextWaiter++;
     const t = now();
     const conn = this.conn;
-    const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
+    const rendition = this.renditionOfFrag(frag);
     const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== "initSegment";
     const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
     w.sentPlaysAt = w.playsAt(t);
@@ -3829,6 +3963,7 @@ var P2PEngine = class {
   /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
+    for (const engine of this.tracks.values()) engine.destroy();
     this.stopping = true;
     this.feed({ type: "stop" });
     this.destroyed = true;
@@ -3844,6 +3979,21 @@ var P2PEngine = class {
     this.waiters.clear();
   }
 };
+function trackFigures(s) {
+  return {
+    rendition: s.rendition,
+    swarm: s.swarm,
+    peerId: s.peerId,
+    peers: s.peers,
+    httpBytes: s.httpBytes,
+    p2pBytes: s.p2pBytes,
+    httpSegments: s.httpSegments,
+    p2pSegments: s.p2pSegments,
+    verifiedSegments: s.verifiedSegments,
+    rejectedSegments: s.rejectedSegments,
+    uploadedBytes: s.uploadedBytes
+  };
+}
 function emptyReport() {
   return {
     type: "report",
@@ -3888,13 +4038,13 @@ export {
   RECEIPT_DOMAIN,
   Scheduler,
   createP2PLoader,
-  fetchVariantUrls,
+  fetchRenditions,
   frame_exports as frame,
   loadOrCreateKey,
   loadingTimes,
   newLoadStats,
   pageNodeKey,
-  parseVariantUrls,
+  parseRenditions,
   receiptText,
   renditionOfUrl,
   sessionKey,

@@ -11,6 +11,13 @@
 // waits for and holds stays. Distribution first: without signalling or peers, everything goes over
 // HTTP in time.
 //
+// Each track hls.js loads from a playlist of its own is a swarm of its own: the engine the page
+// creates follows the main track (hls.js levels, LEVEL_SWITCHING), and makes one more engine for
+// alternate audio (AUDIO_TRACK_SWITCHING) and one for subtitles (SUBTITLE_TRACK_SWITCH) when
+// hls.js has such a track, each joining the swarm of the EXT-X-MEDIA rendition selected (its
+// index after the variants, master.js). The loader hands each fragment to the engine of its
+// track (`engineFor`); `stats` adds the tracks up (`stats.tracks` has each one).
+//
 // Contribution accounting (docs/LEDGER.md): the engine has the page's long-lived key (keys.js),
 // announces it in `join`, and for every verified delivery from a peer with a key (the core's
 // `delivered`) signs a receipt, kept until a `report` to the tracker carries it (at most
@@ -18,14 +25,14 @@
 
 import { DEFAULT_CORE_CONFIG, NodeCore } from './core.js';
 import { createP2PLoader } from './loader.js';
-import { fetchVariantUrls, renditionOfUrl } from './master.js';
+import { fetchRenditions, renditionOfUrl } from './master.js';
 import { BUFFER_LOW, PeerLink } from './peer-link.js';
 import { watchStalls } from './playback.js';
 import { pageNodeKey, randomHex, receiptText } from './keys.js';
 import { encodedLen } from './protocol/frame.js';
 import { MAX_LIST_LEN, MAX_RECEIPTS, MAX_SIGNAL_LEN, utf8Length } from './protocol/signal.js';
 import { SignallingChannel } from './signalling.js';
-import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, now, rangeId, sha256Hex, splitRangeId } from './util.js';
+import { Backoff, BoundedMap, WarningLog, compareIds, concatBytes, gatewayPath, now, rangeId, sha256Hex, splitRangeId } from './util.js';
 
 export const DEFAULT_MAX_PEERS = DEFAULT_CORE_CONFIG.maxLinks;
 export const DEFAULT_REPORT_INTERVAL_MS = DEFAULT_CORE_CONFIG.reportEveryMs;
@@ -82,6 +89,9 @@ const REPORT_SIZE_LIMIT = MAX_SIGNAL_LEN - 1024;
  *   the bytes peers send (default: true where WebCrypto is available)
  * @property {import('./keys.js').NodeKey|Promise<import('./keys.js').NodeKey>|null} [nodeKey] the key
  *   to use (default: the page's key from keys.js, kept in IndexedDB); null: no key, no receipts
+ * @property {'main'|'audio'|'subtitle'} [track] the hls.js track type this engine serves (default
+ *   'main'; the main engine makes the others itself, see `engineFor`)
+ * @property {P2PEngine} [parent] for a track engine: the main engine (renditions, media, stats)
  * @property {typeof WebSocket} [WebSocket]
  * @property {typeof RTCPeerConnection} [RTCPeerConnection]
  * @property {typeof fetch} [fetch]
@@ -94,6 +104,15 @@ export class P2PEngine {
     const gateway = options.gateway ?? env.location?.origin;
     if (!gateway) throw new Error('P2PEngine: options.gateway is required outside a page');
     this.gatewayOrigin = new URL(gateway).origin;
+    /** The hls.js track type served ('main', 'audio', 'subtitle') and, for the last two, the main engine. */
+    this.track = options.track ?? 'main';
+    this.parent = options.parent ?? null;
+    /** What this engine was made with: a track engine is made with the same. */
+    this.givenOptions = options;
+    /** Track engines of the main one, by hls.js track type ('audio', 'subtitle'). */
+    this.tracks = new Map();
+    /** The URL of the hls.js track a track engine follows (null: none selected). */
+    this.trackUrl = null;
     const streamUrl = options.stream ? new URL(options.stream, this.gatewayOrigin) : null;
     this.streamPath = streamUrl ? streamUrl.pathname : null;
     this.options = {
@@ -156,6 +175,14 @@ export class P2PEngine {
       receiptsPending: 0,
       /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
       httpRate: null,
+      /**
+       * Each track's own figures ({rendition, swarm, peerId, peers, httpBytes, p2pBytes, httpSegments,
+       * p2pSegments, verifiedSegments, rejectedSegments, uploadedBytes}) by hls.js track type: `main`,
+       * and `audio` / `subtitle` once hls.js has such a track. The byte, segment and failure
+       * counters above are their sums; peerId, swarm, rendition, seeder, shard, peers and links are
+       * the main track's.
+       */
+      tracks: {},
     };
     // The open peer links, computed when read (the page reads it once a second): see peerStats().
     Object.defineProperty(this.stats, 'links', { enumerable: true, configurable: true, get: () => this.peerStats() });
@@ -217,7 +244,8 @@ export class P2PEngine {
 
     this.hls = null;
     this.hlsHandlers = [];
-    this.variantUrls = null;
+    /** The stream's renditions (master.js parseRenditions), once read. */
+    this.renditions = null;
     this.levelRendition = [];
     this.currentLevel = null;
     this.media = null;
@@ -349,7 +377,7 @@ export class P2PEngine {
     }
   }
 
-  /** The page's figures, from the core's counters. */
+  /** The page's figures, from the core's counters (a main engine's: with its tracks' added). */
   updateStats() {
     const c = this.core.stats();
     const s = this.stats;
@@ -360,12 +388,25 @@ export class P2PEngine {
     s.verifiedSegments = c.p2pSegments;
     s.rejectedSegments = c.mismatches;
     s.uploadedBytes = c.uploadedBytes;
-    s.failures = c.failures;
+    s.failures = { ...c.failures };
     s.peers = c.links;
     s.storedSegments = c.storedSegments;
     s.storedBytes = c.storedBytes;
     s.seeder = this.conn?.peerId ? c.seeder : null;
     s.httpRate = this.core.httpRate;
+    if (this.parent) {
+      this.parent.updateStats();
+      return;
+    }
+    s.tracks = { main: trackFigures(s) };
+    for (const [type, engine] of this.tracks) {
+      const t = engine.stats;
+      s.tracks[type] = trackFigures(t);
+      for (const k of ['httpBytes', 'p2pBytes', 'httpSegments', 'p2pSegments', 'verifiedSegments', 'rejectedSegments', 'uploadedBytes', 'storedSegments', 'storedBytes']) {
+        s[k] += t[k];
+      }
+      for (const [k, n] of Object.entries(t.failures)) s.failures[k] = (s.failures[k] ?? 0) + n;
+    }
   }
 
   /**
@@ -418,6 +459,11 @@ export class P2PEngine {
     on(E.LEVEL_SWITCHING, (_, d) => this.onLevel(d.level));
     on(E.LEVEL_UPDATED, (_, d) => this.onLevelDetails(d.details));
     on(E.LEVEL_LOADED, (_, d) => this.onLevelDetails(d.details));
+    // Alternate audio and subtitles: each in the swarm of its own EXT-X-MEDIA rendition.
+    on(E.AUDIO_TRACK_SWITCHING, (_, d) => this.engineForTrack('audio')?.followTrack(d?.url ?? null));
+    on(E.AUDIO_TRACK_LOADED, (_, d) => this.engineForTrack('audio')?.onLevelDetails(d.details));
+    on(E.SUBTITLE_TRACK_SWITCH, (_, d) => this.engineForTrack('subtitle')?.followTrack(d?.url ?? null));
+    on(E.SUBTITLE_TRACK_LOADED, (_, d) => this.engineForTrack('subtitle')?.onLevelDetails(d.details));
     on(E.MEDIA_ATTACHED, (_, d) => this.attachMedia(d.media));
     on(E.MEDIA_DETACHING, () => this.detachMedia());
     on(E.DESTROYING, () => this.detach());
@@ -438,17 +484,19 @@ export class P2PEngine {
     this.rendition = null;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
+    for (const engine of this.tracks.values()) engine.detach();
   }
 
   async loadVariants() {
-    if (!this.streamPath || this.variantUrls) return;
+    if (!this.streamPath || this.renditions) return;
     const master = new URL(this.streamPath, this.gatewayOrigin);
     if (this.options.token) master.searchParams.set('token', this.options.token);
     const url = master.href;
     for (let attempt = 0; attempt < 3 && !this.destroyed; attempt++) {
       try {
-        this.variantUrls = await fetchVariantUrls(url, this.impl.fetch);
+        this.renditions = await fetchRenditions(url, this.impl.fetch);
         this.mapLevels();
+        for (const engine of this.tracks.values()) engine.followTrack(engine.trackUrl);
         return;
       } catch (e) {
         this.log.warn('master-playlist', url, e?.message ?? e);
@@ -460,11 +508,11 @@ export class P2PEngine {
   /** hls.js level index → rendition index (position in the master playlist), by URL. */
   mapLevels() {
     const hls = this.hls;
-    if (!hls || !this.variantUrls || !hls.levels) return;
-    const base = hls.url ?? new URL(this.streamPath, this.gatewayOrigin).href;
+    if (!hls || !this.renditions || !hls.levels) return;
+    const base = this.masterUrl();
     this.levelRendition = hls.levels.map((level) => {
       const url = level.uri ?? (Array.isArray(level.url) ? level.url[0] : level.url);
-      const r = url ? renditionOfUrl(this.variantUrls, url, base) : -1;
+      const r = url ? renditionOfUrl(this.renditions, url, base) : -1;
       if (r < 0) this.log.warn('level-not-in-stream', url);
       return r;
     });
@@ -475,6 +523,73 @@ export class P2PEngine {
   /** The rendition of an hls.js level index, or -1 when unknown. */
   renditionOfLevel(level) {
     return this.levelRendition[level] ?? -1;
+  }
+
+  /** The master playlist's URL, against which hls.js's level and track URLs are resolved. */
+  masterUrl() {
+    return this.hls?.url ?? new URL(this.streamPath, this.gatewayOrigin).href;
+  }
+
+  /**
+   * The rendition a fragment belongs to, or -1: a main fragment's by its hls.js level, an audio or
+   * subtitle fragment's by the playlist it was listed in (hls.js numbers tracks within a group).
+   */
+  renditionOfFrag(frag) {
+    if (!frag) return -1;
+    if (!this.parent) return this.renditionOfLevel(frag.level);
+    const renditions = this.parent.renditions;
+    return renditions ? renditionOfUrl(renditions, frag.baseurl, this.parent.masterUrl()) : -1;
+  }
+
+  // ===========================================================================================
+  // Tracks: alternate audio and subtitles in swarms of their own
+
+  /**
+   * The engine for a fragment of hls.js track type `frag.type`: this one for the main track,
+   * the track's own engine for 'audio' and 'subtitle' (made on first use); null for any other.
+   */
+  engineFor(frag) {
+    const type = frag?.type ?? 'main';
+    if (type === 'main' || this.parent) return this;
+    return this.engineForTrack(type);
+  }
+
+  /** The main engine's engine for track type `type` ('audio' or 'subtitle'), made on first use. */
+  engineForTrack(type) {
+    if (this.parent || this.destroyed || (type !== 'audio' && type !== 'subtitle')) return null;
+    let engine = this.tracks.get(type);
+    if (!engine) {
+      // The same options; the page's key is loaded once, by this engine.
+      const options = { ...this.givenOptions, gateway: this.gatewayOrigin, track: type, parent: this, trace: Boolean(this.traceLog) };
+      if (this.receiptsOn) options.nodeKey = this.keyReady;
+      engine = new P2PEngine(options);
+      this.tracks.set(type, engine);
+      this.updateStats();
+    }
+    return engine;
+  }
+
+  /**
+   * A track engine follows the hls.js track at `url` (null: none, such as subtitles off): it
+   * joins the swarm of its rendition, or leaves its swarm when the track has none (its fragments
+   * then go over HTTP, through this engine, as those of a rendition not joined do).
+   */
+  followTrack(url) {
+    if (!this.parent || this.destroyed) return;
+    this.trackUrl = url;
+    const renditions = this.parent.renditions;
+    if (!renditions) return; // mapped when the master playlist has been read
+    const r = url ? renditionOfUrl(renditions, url, this.parent.masterUrl()) : -1;
+    if (r >= 0) {
+      this.setRendition(r);
+      return;
+    }
+    if (url) this.log.warn('track-not-in-stream', this.track, url);
+    this.leaveSwarm();
+    this.rendition = null;
+    this.stats.rendition = null;
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
   }
 
   /** The hls.js level index of a rendition, or -1 (for a page that fixes the rendition). */
@@ -531,14 +646,8 @@ export class P2PEngine {
    * @param {[number, number] | null} [range]
    */
   segmentId(url, range = null) {
-    let path;
-    try {
-      const u = new URL(url, this.gatewayOrigin);
-      if (u.origin !== this.gatewayOrigin) return null;
-      path = u.pathname;
-    } catch {
-      return null;
-    }
+    const path = gatewayPath(url, this.gatewayOrigin);
+    if (path === null) return null;
     return range ? rangeId(path, range[0], range[1]) : path;
   }
 
@@ -547,6 +656,7 @@ export class P2PEngine {
    * playhead at the playback rate; before playback has started, now (urgent).
    */
   playsAt(frag, t = now()) {
+    if (this.parent) return this.parent.playsAt(frag, t); // one player, one playhead
     const media = this.media;
     if (!media || !this.playbackStarted || !frag || !Number.isFinite(frag.start)) return t;
     const rate = media.playbackRate > 0 ? media.playbackRate : 1;
@@ -576,7 +686,7 @@ export class P2PEngine {
     const t = now();
     // Peers only for the swarm we are in; another rendition or an init section goes to the gateway.
     const conn = this.conn;
-    const rendition = frag ? this.renditionOfLevel(frag.level) : -1;
+    const rendition = this.renditionOfFrag(frag);
     const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== 'initSegment';
     const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
     w.sentPlaysAt = w.playsAt(t);
@@ -1165,6 +1275,8 @@ export class P2PEngine {
   /** Last report and leave, every link, timer and transfer stopped; the engine cannot be used again. */
   destroy() {
     if (this.destroyed) return;
+    // The track engines first: each reports and leaves its swarm before this one detaches them.
+    for (const engine of this.tracks.values()) engine.destroy();
     this.stopping = true;
     this.feed({ type: 'stop' });
     this.destroyed = true;
@@ -1179,6 +1291,23 @@ export class P2PEngine {
     this.http.clear();
     this.waiters.clear();
   }
+}
+
+/** One track's figures for `stats.tracks`. */
+function trackFigures(s) {
+  return {
+    rendition: s.rendition,
+    swarm: s.swarm,
+    peerId: s.peerId,
+    peers: s.peers,
+    httpBytes: s.httpBytes,
+    p2pBytes: s.p2pBytes,
+    httpSegments: s.httpSegments,
+    p2pSegments: s.p2pSegments,
+    verifiedSegments: s.verifiedSegments,
+    rejectedSegments: s.rejectedSegments,
+    uploadedBytes: s.uploadedBytes,
+  };
 }
 
 /** A report of nothing (to carry receipts). */

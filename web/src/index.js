@@ -11,7 +11,7 @@ export {
 export { NodeCore, DEFAULT_CORE_CONFIG } from './core.js';
 export { createP2PLoader, loadingTimes, newLoadStats } from './loader.js';
 export { Scheduler, DEFAULT_SCHEDULER_CONFIG, updateRate } from './scheduler.js';
-export { parseVariantUrls, renditionOfUrl, fetchVariantUrls } from './master.js';
+export { parseRenditions, renditionOfUrl, fetchRenditions } from './master.js';
 export { watchStalls } from './playback.js';
 export { pageNodeKey, loadOrCreateKey, sessionKey, receiptText, RECEIPT_DOMAIN } from './keys.js';
 export * as frame from './protocol/frame.js';

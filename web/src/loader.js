@@ -1,7 +1,8 @@
-// The hls.js fragment loader (config.fLoader) that gets media segments through the P2P engine.
-// Playlists keep hls.js's default loader; LL-HLS parts, alternate audio and subtitle tracks, and
-// anything not on the gateway go through hls.js's default loader too. A byte-range fragment is a
-// segment of its own (its id names the range, util.rangeId).
+// The hls.js fragment loader (config.fLoader) that gets media segments through the P2P engine:
+// main fragments through the engine, alternate audio and subtitle fragments through the engine of
+// their track (`engine.engineFor`), each in the swarm of its own rendition. Playlists keep hls.js's
+// default loader; LL-HLS parts and anything not on the gateway go through hls.js's default loader
+// too. A byte-range fragment is a segment of its own (its id names the range, util.rangeId).
 //
 // `stats` is hls.js's LoadStats, filled truthfully: loading.start/first/end span the real transfer
 // that produced the bytes (HTTP or peer), so hls.js's bandwidth estimate sees real transfer times,
@@ -64,15 +65,16 @@ export function createP2PLoader(Hls, engine) {
       // A byte-range segment is a segment of its own for peers: [rangeStart, rangeEnd).
       const ranged = (context.rangeStart ?? 0) !== 0 || (context.rangeEnd ?? 0) !== 0;
       const range = ranged ? [context.rangeStart ?? 0, context.rangeEnd ?? 0] : null;
-      const engineCan = !engine.destroyed && (!frag?.type || frag.type === 'main') && !context.part;
-      if (!engineCan || !engine.segmentId(context.url, range)) {
+      // Each track (main, alternate audio, subtitles) has its engine, in the swarm of its rendition.
+      const target = engine.destroyed || context.part ? null : engine.engineFor(frag);
+      if (!target || target.destroyed || !target.segmentId(context.url, range)) {
         this.loadByDefault(context, config, callbacks);
         return;
       }
       this.stats.loading.start = now();
       const limit = config.loadPolicy?.maxLoadTimeMs ?? config.timeout;
       if (Number.isFinite(limit) && limit > 0) this.timeout = setTimeout(() => this.timedOut(), limit);
-      this.request = engine.fetchSegment(context.url, {
+      this.request = target.fetchSegment(context.url, {
         frag,
         range,
         headers: context.headers,

@@ -41,6 +41,23 @@ export function compareIds(a, b) {
 const codeOrder = (u) => (u >= 0xd800 && u <= 0xdfff ? u + 0x2000 : u >= 0xe000 ? u - 0x800 : u);
 
 /**
+ * The gateway path `url` names (the browser's URL parser resolves it against `base` and
+ * percent-encodes it; query and fragment dropped): a segment id, or a playlist's path. Null when
+ * it is not a URL on `origin` (the gateway's).
+ * @param {string} url
+ * @param {string} base an absolute URL to resolve a relative `url` against
+ * @param {string} [origin] default: `base`'s
+ */
+export function gatewayPath(url, base, origin = null) {
+  try {
+    const u = new URL(url, base);
+    return u.origin === (origin ?? new URL(base).origin) ? u.pathname : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * The segment id of bytes [start, end) of the file at gateway path `path` (an EXT-X-BYTERANGE
  * segment): `${path}#bytes=${first}-${last}`, as `peer_assist::hls::range_id`; null for an empty
  * or invalid range.

@@ -12,7 +12,7 @@
 
 import Hls from 'hls.js';
 import { P2PEngine } from '../engine.js';
-import { fetchVariantUrls, renditionOfUrl } from '../master.js';
+import { fetchRenditions, renditionOfUrl } from '../master.js';
 import { watchStalls } from '../playback.js';
 import { Recovery } from '../recovery.js';
 import { drawChart } from './chart.js';
@@ -230,13 +230,13 @@ function parseLevel(value) {
 /** Plays rendition `rendition` (master playlist order) only: finds its hls.js level, then loads. */
 function fixLevel(hls, src, rendition) {
   const master = new URL(src, location.href).href;
-  const variants = fetchVariantUrls(master).catch((e) => {
+  const renditions = fetchRenditions(master).catch((e) => {
     console.warn('[player] cannot read the master playlist', e?.message ?? e);
     return [];
   });
   hls.once(Hls.Events.MANIFEST_PARSED, async () => {
-    const urls = await variants;
-    const index = hls.levels.findIndex((l) => renditionOfUrl(urls, l.uri ?? l.url?.[0], hls.url ?? master) === rendition);
+    const list = await renditions;
+    const index = hls.levels.findIndex((l) => renditionOfUrl(list, l.uri ?? l.url?.[0], hls.url ?? master) === rendition);
     if (index >= 0) hls.currentLevel = index;
     else console.warn('[player] no rendition', rendition, 'in', master, '— adaptive bitrate instead');
     hls.startLoad(-1);

@@ -7,7 +7,9 @@
 //   fetched over HTTP.
 // - A live encoder killed and restarted (segment names reused from 0): P2P viewers stall no more
 //   than an HTTP-only viewer of the same stream.
-// In the first three, the second of two viewers must get at least half of its bytes from the first,
+// - Live fMP4 with two video variants and an alternate audio rendition (EXT-X-MEDIA TYPE=AUDIO,
+//   variants with AUDIO="..."): the audio is a swarm of its own (rendition 2, after the variants).
+// In the others, the second of two viewers must get at least half of its bytes from the first,
 // verified, with no stall. Needs ffmpeg (scripts/test installs it).
 
 import assert from 'node:assert/strict';
@@ -52,19 +54,28 @@ async function startOrigin(dir) {
 
 /**
  * Runs ffmpeg with a test picture and tone of `seconds` into `dir` (segments of `type`, fmp4 or
- * mpegts); `live` paces it in real time.
+ * mpegts); `live` paces it in real time. One variant with the audio in it; with `altAudio`, two
+ * video variants (360p, 240p) and the audio as an EXT-X-MEDIA rendition of their group, in `ven/`.
  */
-function ffmpeg(dir, { seconds, live, hls, type = 'fmp4' }) {
+function ffmpeg(dir, { seconds, live, hls, type = 'fmp4', altAudio = false }) {
+  const layout = altAudio
+    ? [
+      '-map', '0:v', '-map', '0:v', '-map', '1:a',
+      '-b:v:0', '500k', '-maxrate:v:0', '500k', '-bufsize:v:0', '500k',
+      '-s:v:1', '426x240', '-b:v:1', '250k', '-maxrate:v:1', '250k', '-bufsize:v:1', '250k',
+    ]
+    : ['-b:v', '500k', '-maxrate', '500k', '-bufsize', '500k'];
+  const streams = altAudio ? 'v:0,agroup:aud v:1,agroup:aud a:0,agroup:aud,default:yes,language:en,name:en' : 'v:0,a:0';
   const args = [
     '-hide_banner', '-loglevel', 'error', '-nostdin',
     ...(live ? ['-re'] : []),
     '-f', 'lavfi', '-i', `testsrc2=size=640x360:rate=24:duration=${seconds}`,
     '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`,
-    '-c:v', 'libx264', '-preset', 'veryfast', '-threads', '1',
-    '-b:v', '500k', '-maxrate', '500k', '-bufsize', '500k', '-g', '48', '-keyint_min', '48', '-sc_threshold', '0',
-    '-c:a', 'aac', '-b:a', '48k', '-ac', '1',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-threads', '1', ...layout,
+    '-g', '48', '-keyint_min', '48', '-sc_threshold', '0',
+    '-c:a', 'aac', '-b:a', altAudio ? '64k' : '48k', '-ac', '1',
     '-f', 'hls', '-hls_time', '2', '-hls_segment_type', type, ...hls,
-    '-master_pl_name', 'master.m3u8', '-var_stream_map', 'v:0,a:0', join(dir, 'v%v/index.m3u8'),
+    '-master_pl_name', 'master.m3u8', '-var_stream_map', streams, join(dir, 'v%v/index.m3u8'),
   ];
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
@@ -90,21 +101,28 @@ function describeViewer(name, viewer, s) {
   return `${name}: ${JSON.stringify(s)}\n${viewer.console.slice(-20).join('\n')}`;
 }
 
+/** Share of a track's bytes from peers between two `stats` snapshots (`stats.tracks[track]`). */
+function trackOffload(before, after, track) {
+  const [b, a] = [before.tracks?.[track] ?? { p2pBytes: 0, httpBytes: 0 }, after.tracks?.[track]];
+  return { share: a ? offloadBetween(b, a) : 0, bytes: a ? a.p2pBytes - b.p2pBytes + a.httpBytes - b.httpBytes : 0 };
+}
+
 /**
  * Two viewers of `src` on a gateway in front of `origin`: the second opens 6 s after the first
  * plays. Live: after an 8 s warm-up, 24 s of its bytes are measured. VOD (`whole`): all of its
  * bytes over 32 s (hls.js buffers a short VOD ahead within seconds, so there is no steady state to
- * wait for). Asserts the checks of issue 14.
+ * wait for). Asserts the checks of issue 14; with `audio`, for the alternate audio track too.
+ * `query` is added to the page's (such as `&level=0`).
  */
-async function twoViewers(t, origin, src, { whole = false } = {}) {
+async function twoViewers(t, origin, src, { whole = false, audio = false, query = '' } = {}) {
   const gw = await startGateway(['--origin', origin.url]);
   let first;
   let second;
   try {
-    first = await openPlayer(browser, gw, `?src=${src}`);
+    first = await openPlayer(browser, gw, `?src=${src}${query}`);
     await waitForPlayback(first);
     await sleep(6_000);
-    second = await openPlayer(browser, gw, `?src=${src}`);
+    second = await openPlayer(browser, gw, `?src=${src}${query}`);
     await waitForPlayback(second);
     await sleep(8_000);
     const before = whole ? { p2pBytes: 0, httpBytes: 0 } : await second.stats();
@@ -115,6 +133,18 @@ async function twoViewers(t, origin, src, { whole = false } = {}) {
     const share = offloadBetween(before, after);
     t.diagnostic(`second viewer${whole ? '' : ' after warm-up'}: ${(share * 100).toFixed(1)}% of ${
       after.p2pBytes - before.p2pBytes + after.httpBytes - before.httpBytes} bytes from peers`);
+    if (audio) {
+      const a = trackOffload(before, after, 'audio');
+      const v = trackOffload(before, after, 'main');
+      const track = after.tracks?.audio;
+      t.diagnostic(`second viewer after warm-up: audio ${(a.share * 100).toFixed(1)}% of ${a.bytes} bytes from peers ` +
+        `(rendition ${track?.rendition}, ${track?.verifiedSegments} verified segments, ${track?.peers} peer links); ` +
+        `main ${(v.share * 100).toFixed(1)}% of ${v.bytes} bytes`);
+      assert.equal(track?.rendition, 2, `the audio swarm is rendition 2, after the two variants\n${why}`);
+      assert.ok(a.share >= 0.5, `second viewer's audio: ${(a.share * 100).toFixed(1)}% from peers\n${why}`);
+      assert.ok(track.verifiedSegments > 0 && track.peers >= 1 && track.rejectedSegments === 0, why);
+      assert.ok(firstEnd.tracks?.audio?.uploadedBytes > 0, `the first viewer uploaded audio\n${why}`);
+    }
     assert.ok(share >= 0.5, `second viewer: ${(share * 100).toFixed(1)}% from peers${whole ? '' : ' after warm-up'}\n${why}`);
     assert.ok(after.verifiedSegments > 0 && after.peers >= 1, why);
     assert.equal(after.rejectedSegments, 0, why);
@@ -130,7 +160,7 @@ async function twoViewers(t, origin, src, { whole = false } = {}) {
   }
 }
 
-describe('stream shapes', { timeout: 240_000 }, () => {
+describe('stream shapes', { timeout: 420_000 }, () => {
   test('byte-range fMP4 VOD (one file, as PeerTube publishes): the second viewer gets its ranges from the first', async (t) => {
     const vod = join(dir, 'vod');
     const enc = ffmpeg(vod, { seconds: 90, live: false, hls: ['-hls_playlist_type', 'vod', '-hls_flags', 'single_file'] });
@@ -239,6 +269,32 @@ describe('stream shapes', { timeout: 240_000 }, () => {
       while (!ready() && Date.now() < deadline && enc.child.exitCode === null) await sleep(250);
       assert.ok(ready(), `the live encoder did not start: ${enc.err()}`);
       await twoViewers(t, origin, '/master.m3u8');
+    } finally {
+      enc.child.kill('SIGKILL');
+      await enc.exited;
+      await origin.close();
+    }
+  });
+
+  test('live fMP4 with an alternate audio rendition: the audio swarm is its own, the second viewer gets its audio from the first', async (t) => {
+    const live = join(dir, 'alt-audio');
+    const enc = ffmpeg(live, {
+      seconds: 180,
+      live: true,
+      altAudio: true,
+      hls: ['-hls_list_size', '8', '-hls_flags', 'delete_segments+temp_file+independent_segments'],
+    });
+    const origin = await startOrigin(live);
+    try {
+      const deadline = Date.now() + 30_000;
+      const ready = () => ['master.m3u8', 'v0/index2.m4s', 'ven/index2.m4s'].every((f) => existsSync(join(live, f)));
+      while (!ready() && Date.now() < deadline && enc.child.exitCode === null) await sleep(250);
+      assert.ok(ready(), `the live encoder did not start: ${enc.err()}`);
+      const master = await (await fetch(`${origin.url}master.m3u8`)).text();
+      assert.match(master, /#EXT-X-MEDIA:TYPE=AUDIO,.*URI="ven\/index.m3u8"/, master);
+      assert.match(master, /AUDIO="group_aud"/, master);
+      // Both viewers on the 360p variant (rendition 0), so that the main track is one swarm too.
+      await twoViewers(t, origin, '/master.m3u8', { audio: true, query: '&level=0' });
     } finally {
       enc.child.kill('SIGKILL');
       await enc.exited;

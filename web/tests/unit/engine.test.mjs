@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { FakeTracker, ask, body, fakeGateway, joinedEngine, newEngine, sleep, until } from './fakes.js';
+import { FakeTracker, GATEWAY, STREAM, ask, body, fakeGateway, joinedEngine, newEngine, sleep, until } from './fakes.js';
 
 const ID = '/s/0/100.ts';
 
@@ -197,4 +197,89 @@ test('frames count as written at once while the channel buffers little, else whe
   } finally {
     engine.destroy();
   }
+});
+
+/** hls.js as the engine sees it: levels, the master URL, and events the test triggers. */
+class FakeHls {
+  static Events = Object.fromEntries(
+    ['MANIFEST_PARSED', 'LEVELS_UPDATED', 'LEVEL_SWITCHING', 'LEVEL_UPDATED', 'LEVEL_LOADED', 'AUDIO_TRACK_SWITCHING',
+      'AUDIO_TRACK_LOADED', 'SUBTITLE_TRACK_SWITCH', 'SUBTITLE_TRACK_LOADED', 'MEDIA_ATTACHED', 'MEDIA_DETACHING', 'DESTROYING']
+      .map((e) => [e, e]),
+  );
+
+  constructor(levels) {
+    this.url = GATEWAY + STREAM;
+    this.levels = levels.map((path) => ({ url: [GATEWAY + path] }));
+    this.currentLevel = -1;
+    this.handlers = new Map();
+  }
+
+  on(event, fn) {
+    this.handlers.set(event, [...(this.handlers.get(event) ?? []), fn]);
+  }
+
+  off(event, fn) {
+    this.handlers.set(event, (this.handlers.get(event) ?? []).filter((f) => f !== fn));
+  }
+
+  trigger(event, data) {
+    for (const fn of this.handlers.get(event) ?? []) fn(event, data);
+  }
+}
+
+test('alternate audio is a swarm of its own: joined by its rendition index, its fragments from the peer in it', async () => {
+  const master = `#EXTM3U
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",DEFAULT=YES,URI="audio/en.m3u8"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="s",NAME="en",URI="subs/en.m3u8"
+#EXT-X-STREAM-INF:BANDWIDTH=500000,AUDIO="a",SUBTITLES="s"
+v0/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=900000,AUDIO="a",SUBTITLES="s"
+v1/index.m3u8
+`;
+  const AUDIO = '/s/audio/en0.aac';
+  const audio = body(3000, 4);
+  const gw = fakeGateway(new Map([[STREAM, new TextEncoder().encode(master)], [AUDIO, audio]]));
+  const tracker = new FakeTracker();
+  const viewers = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const engine = newEngine({ gateway: gw, tracker });
+      const hls = new FakeHls(['/s/v1/index.m3u8', '/s/v0/index.m3u8']);
+      engine.attach(hls);
+      hls.trigger('LEVEL_SWITCHING', { level: 1 });
+      hls.trigger('AUDIO_TRACK_SWITCHING', { id: 0, url: `${GATEWAY}/s/audio/en.m3u8` });
+      await until(() => engine.conn?.peerId && engine.tracks.get('audio')?.conn?.peerId, 'both swarms joined');
+      viewers.push({ engine, hls });
+    }
+    const [first, second] = viewers.map((v) => v.engine);
+    const joins = tracker.received.filter((m) => m.type === 'join').map((m) => m.rendition);
+    assert.deepEqual(joins, [0, 2, 0, 2], 'hls.js level 1 is rendition 0 (v0); the audio, rendition 2 after the two variants');
+    const [audioA, audioB] = [first, second].map((e) => e.tracks.get('audio'));
+    await until(() => audioA.stats.peers === 1 && audioB.stats.peers === 1 && second.stats.peers === 1, 'links in both swarms');
+    assert.equal(second.stats.tracks.audio.swarm, '/s/master.m3u8#2');
+    assert.equal(second.stats.rendition, 0, 'the main track is still the main rendition');
+
+    tracker.publish(AUDIO, audio);
+    const frag = { type: 'audio', level: 0, sn: 0, start: 0, baseurl: `${GATEWAY}/s/audio/en.m3u8?_HLS_msn=1` };
+    const a = await ask(first.engineFor(frag), AUDIO, 5000, frag);
+    const b = await ask(second.engineFor(frag), AUDIO, 5000, frag);
+    assert.equal(a.source, 'http');
+    assert.equal(b.source, 'p2p');
+    assert.deepEqual(new Uint8Array(b.data), audio);
+    assert.equal(second.stats.tracks.audio.p2pBytes, audio.length);
+    assert.equal(second.stats.p2pBytes, audio.length, 'the totals count the audio track');
+    assert.equal(second.stats.verifiedSegments, 1);
+    assert.equal(first.stats.uploadedBytes, audio.length);
+    assert.deepEqual(gw.requests.filter((r) => r.path === AUDIO).length, 1, 'one HTTP fetch for the audio swarm');
+
+    // Subtitles off: no swarm; on: the subtitles' rendition (3).
+    viewers[1].hls.trigger('SUBTITLE_TRACK_SWITCH', { id: -1 });
+    assert.equal(second.tracks.get('subtitle').conn, null);
+    viewers[1].hls.trigger('SUBTITLE_TRACK_SWITCH', { id: 0, url: `${GATEWAY}/s/subs/en.m3u8` });
+    await until(() => second.tracks.get('subtitle').conn?.peerId, 'the subtitle swarm');
+    assert.equal(tracker.received.filter((m) => m.type === 'join').at(-1).rendition, 3);
+  } finally {
+    for (const { engine } of viewers) engine.destroy();
+  }
+  assert.ok(tracker.sockets.length === 0, 'every swarm left');
 });

@@ -57,8 +57,9 @@ export function fakeGateway(files, { delayMs = 0 } = {}) {
 }
 
 /**
- * The gateway's tracker for one stream: peers join in order (ids p-1, p-2, …), every change of the
- * swarm sends everyone the full list, relays are forwarded, digests can be published to all.
+ * The gateway's tracker for one stream: peers join in order (ids p-1, p-2, …) the swarm of their
+ * rendition, every change of a swarm sends its members the full list, relays are forwarded within
+ * a swarm, digests can be published to all.
  * `tracker.WebSocket` is the class to give the engines.
  */
 export class FakeTracker {
@@ -110,13 +111,14 @@ export class FakeTracker {
       case 'join':
         ws.peerId = `p-${this.nextId++}`;
         ws.key = msg.key ?? null;
+        ws.swarm = `${msg.stream}#${msg.rendition}`;
         this.sockets.push(ws);
         ws.receive({ type: 'welcome', v: 1, peer_id: ws.peerId, swarm: `${msg.stream}#${msg.rendition}`, playlist: '/s/0.m3u8', max_peers: 8 });
         ws.receive({ type: 'digests', playlist: '/s/0.m3u8', segments: this.digests });
         this.announce();
         return;
       case 'relay':
-        this.sockets.find((s) => s.peerId === msg.to)?.receive({ type: 'relay', from: ws.peerId, payload: msg.payload });
+        this.sockets.find((s) => s.peerId === msg.to && s.swarm === ws.swarm)?.receive({ type: 'relay', from: ws.peerId, payload: msg.payload });
         return;
       case 'leave':
         ws.close(1000, 'leave');
@@ -134,7 +136,7 @@ export class FakeTracker {
   announce() {
     for (const s of this.sockets) {
       const peers = this.sockets
-        .filter((o) => o !== s)
+        .filter((o) => o !== s && o.swarm === s.swarm)
         .map((o) => ({ peer_id: o.peerId, transports: ['webrtc'], ...(o.key ? { key: o.key } : {}) }));
       s.receive({ type: 'peers', peers });
     }

@@ -178,14 +178,14 @@ test('a server that ignores the range: the engine keeps only the range asked for
   }
 });
 
-test('parts, other tracks and other origins go through hls.js\'s loader', async () => {
+test('parts and other origins go through hls.js\'s loader', async () => {
   const engine = newEngine({ gateway: fakeGateway(new Map()) });
   try {
     const { Hls, used } = fakeHls(body(123));
     const Loader = createP2PLoader(Hls, engine);
     const cases = [
       context(`${GATEWAY}/s/0/a.ts`, { part: { index: 0 } }),
-      context(`${GATEWAY}/s/audio/a.aac`, { frag: { type: 'audio', level: 0, sn: 1, start: 0 } }),
+      context(`${GATEWAY}/s/audio/a.aac`, { part: { index: 0 }, frag: { type: 'audio', level: 0, sn: 1, start: 0 } }),
       context('http://elsewhere.test/s/0/a.ts'),
     ];
     for (const c of cases) {
@@ -195,9 +195,40 @@ test('parts, other tracks and other origins go through hls.js\'s loader', async 
     }
     assert.equal(used.length, 3);
     assert.equal(engine.stats.httpBytes, 3 * 123, 'still counted as HTTP bytes');
+    assert.equal(engine.tracks.size, 0, 'no track engine for parts');
   } finally {
     engine.destroy();
   }
+});
+
+test('audio and subtitle fragments go through their track\'s engine, counted in the totals and per track', async () => {
+  const audio = body(300, 1);
+  const vtt = body(40, 2);
+  const main = body(500, 3);
+  const gw = fakeGateway(new Map([['/s/audio/a.aac', audio], ['/s/subs/1.vtt', vtt], ['/s/0/7.ts', main]]));
+  const engine = newEngine({ gateway: gw });
+  try {
+    const { Hls, used } = fakeHls(body(1));
+    const Loader = createP2PLoader(Hls, engine);
+    const a = await load(Loader, context(`${GATEWAY}/s/audio/a.aac`, { frag: { type: 'audio', level: 0, sn: 1, start: 0 } }));
+    const t = await load(Loader, context(`${GATEWAY}/s/subs/1.vtt`, { frag: { type: 'subtitle', level: 0, sn: 1, start: 0 } }));
+    const m = await load(Loader, context(`${GATEWAY}/s/0/7.ts`));
+    for (const r of [a, t, m]) assert.equal(r.kind, 'success');
+    assert.deepEqual(new Uint8Array(a.response.data), audio);
+    assert.equal(used.length, 0, 'not hls.js\'s loader');
+    assert.deepEqual([...engine.tracks.keys()], ['audio', 'subtitle']);
+    assert.equal(engine.stats.httpBytes, audio.length + vtt.length + main.length, 'totals over the tracks');
+    assert.equal(engine.stats.httpSegments, 3);
+    assert.equal(engine.stats.tracks.main.httpBytes, main.length);
+    assert.equal(engine.stats.tracks.audio.httpBytes, audio.length);
+    assert.equal(engine.stats.tracks.subtitle.httpBytes, vtt.length);
+    assert.equal(engine.engineFor({ type: 'audio' }), engine.tracks.get('audio'));
+    assert.equal(engine.engineFor({ type: 'main' }), engine);
+    assert.equal(engine.engineFor({ type: 'other' }), null);
+  } finally {
+    engine.destroy();
+  }
+  assert.ok([...engine.tracks.values()].every((e) => e.destroyed), 'destroyed with the main engine');
 });
 
 test('abort: onAbort, stats.aborted, and no success afterwards', async () => {
