@@ -2903,6 +2903,7 @@ var DEFAULT_MAX_STORE_BYTES = DEFAULT_CORE_CONFIG.maxStoreBytes;
 var DEFAULT_MAX_STORE_SEGMENTS = DEFAULT_CORE_CONFIG.window;
 var MAX_SEGMENT_BYTES2 = 256 * 1024 * 1024;
 var DEADLINE_SLACK_MS = 100;
+var INIT_UNKNOWN_PLAYS_IN_MS = 2e3;
 var CLOSE_SERVICE_RESTART = 1012;
 var RESTART_JITTER_MS = 500;
 var NO_RECONNECT = /* @__PURE__ */ new Set(["unsupported_version", "unauthorized"]);
@@ -2981,6 +2982,8 @@ var P2PEngine = class _P2PEngine {
       receiptsPending: 0,
       /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
       httpRate: null,
+      /** Init sections (EXT-X-MAP) handed to hls.js, by the source of their bytes (all tracks). */
+      initSections: { http: 0, p2p: 0 },
       /**
        * Each track's own figures ({rendition, swarm, peerId, peers, httpBytes, p2pBytes, httpSegments,
        * p2pSegments, verifiedSegments, rejectedSegments, uploadedBytes}) by hls.js track type: `main`,
@@ -2992,6 +2995,7 @@ var P2PEngine = class _P2PEngine {
     };
     Object.defineProperty(this.stats, "links", { enumerable: true, configurable: true, get: () => this.peerStats() });
     this.otherHttp = { bytes: 0, segments: 0 };
+    this.initDelivered = { http: 0, p2p: 0 };
     this.log = new WarningLog("[p2p]", (n) => this.stats.warnings = n);
     this.inbox = [];
     this.busy = false;
@@ -3027,6 +3031,7 @@ var P2PEngine = class _P2PEngine {
     this.hls = null;
     this.hlsHandlers = [];
     this.renditions = null;
+    this.initUsers = /* @__PURE__ */ new WeakMap();
     this.levelRendition = [];
     this.currentLevel = null;
     this.media = null;
@@ -3178,6 +3183,10 @@ var P2PEngine = class _P2PEngine {
         s[k] += t[k];
       }
       for (const [k, n] of Object.entries(t.failures)) s.failures[k] = (s.failures[k] ?? 0) + n;
+    }
+    s.initSections = { ...this.initDelivered };
+    for (const engine of this.tracks.values()) {
+      for (const k of ["http", "p2p"]) s.initSections[k] += engine.initDelivered[k];
     }
   }
   /**
@@ -3360,11 +3369,18 @@ var P2PEngine = class _P2PEngine {
   onLevelDetails(details) {
     if (!details || !(details.targetduration > 0)) return;
     const segments = [];
+    const users = /* @__PURE__ */ new Map();
     for (const frag of details.fragments ?? []) {
       const range = frag.byteRange?.length === 2 ? frag.byteRange : null;
       const id = this.segmentId(frag.url, range);
       if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1e3 });
+      const init = frag.initSegment;
+      if (init && typeof init === "object" && Number.isFinite(frag.start)) {
+        if (!users.has(init)) users.set(init, []);
+        users.get(init).push({ start: frag.start, end: frag.start + frag.duration });
+      }
     }
+    for (const [init, list2] of users) (this.parent ?? this).initUsers.set(init, list2);
     this.feed({ type: "playlist", ok: { segments, target_duration_ms: details.targetduration * 1e3, ended: !details.live } });
   }
   attachMedia(media) {
@@ -3406,9 +3422,24 @@ var P2PEngine = class _P2PEngine {
   playsAt(frag, t = now()) {
     if (this.parent) return this.parent.playsAt(frag, t);
     const media = this.media;
-    if (!media || !this.playbackStarted || !frag || !Number.isFinite(frag.start)) return t;
+    if (!media || !this.playbackStarted || !frag) return t;
+    if (frag.sn === "initSegment") return this.initPlaysAt(frag, t);
+    if (!Number.isFinite(frag.start)) return t;
     const rate = media.playbackRate > 0 ? media.playbackRate : 1;
     return t + Math.max(0, frag.start - media.currentTime) / rate * 1e3;
+  }
+  /**
+   * When an init section is needed (playback started): when the first media fragment it
+   * initialises that has not finished playing plays (from the playlists hls.js loaded), else
+   * INIT_UNKNOWN_PLAYS_IN_MS from now.
+   */
+  initPlaysAt(init, t) {
+    const current = this.media.currentTime;
+    let first = null;
+    for (const u of this.initUsers.get(init) ?? []) {
+      if (u.end > current && (first === null || u.start < first.start)) first = u;
+    }
+    return first ? this.playsAt({ start: first.start }, t) : t + INIT_UNKNOWN_PLAYS_IN_MS;
   }
   /**
    * Gets a segment for the player: from the store, from peers or over HTTP, verified.
@@ -3433,8 +3464,9 @@ var P2PEngine = class _P2PEngine {
     const t = now();
     const conn = this.conn;
     const rendition = this.renditionOfFrag(frag);
-    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== "initSegment";
-    const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
+    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition;
+    const init = frag?.sn === "initSegment";
+    const w = { id, p2p, init, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
     w.sentPlaysAt = w.playsAt(t);
     this.waiters.set(waiter, w);
     this.trace("need", { id, in: Math.round(w.sentPlaysAt - t), level: frag?.level, p2p });
@@ -3479,6 +3511,7 @@ var P2PEngine = class _P2PEngine {
       const w = this.waiters.get(waiter);
       if (!w) continue;
       this.waiters.delete(waiter);
+      if (o.ok && w.init) this.initDelivered[o.ok.source === "p2p" ? "p2p" : "http"]++;
       queueMicrotask(() => {
         if (w.cancelled) return;
         if (o.ok) w.onSuccess({ data: o.ok.bytes.slice().buffer, source: o.ok.source, timing: { ...timing } });

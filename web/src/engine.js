@@ -44,6 +44,12 @@ const MAX_SEGMENT_BYTES = 256 * 1024 * 1024;
 /** A waiting segment's deadline is sent again to the core when it moved by more than this. */
 const DEADLINE_SLACK_MS = 100;
 /**
+ * An init section whose media fragments the engine has not seen in a playlist is needed this soon
+ * (ms): soon enough that the scheduler goes to HTTP at once unless a linked peer can deliver well
+ * before, never a wait that could delay the fragments it initialises.
+ */
+export const INIT_UNKNOWN_PLAYS_IN_MS = 2000;
+/**
  * The close code (RFC 6455 registry: Service Restart) of a gateway that shuts down: join again at
  * once, within this jitter, through the balancer (docs/PROTOCOL.md §2.2).
  */
@@ -175,6 +181,8 @@ export class P2PEngine {
       receiptsPending: 0,
       /** Measured HTTP transfer rate (EWMA of the core's fetches), bytes/s; null before the first. */
       httpRate: null,
+      /** Init sections (EXT-X-MAP) handed to hls.js, by the source of their bytes (all tracks). */
+      initSections: { http: 0, p2p: 0 },
       /**
        * Each track's own figures ({rendition, swarm, peerId, peers, httpBytes, p2pBytes, httpSegments,
        * p2pSegments, verifiedSegments, rejectedSegments, uploadedBytes}) by hls.js track type: `main`,
@@ -186,8 +194,10 @@ export class P2PEngine {
     };
     // The open peer links, computed when read (the page reads it once a second): see peerStats().
     Object.defineProperty(this.stats, 'links', { enumerable: true, configurable: true, get: () => this.peerStats() });
-    /** Fragments hls.js's own loader fetched (byte ranges, other tracks): HTTP, outside the core. */
+    /** Fragments hls.js's own loader fetched (LL-HLS parts, other origins): HTTP, outside the core. */
     this.otherHttp = { bytes: 0, segments: 0 };
+    /** Init sections this engine handed to hls.js, by source (`stats.initSections` adds the tracks). */
+    this.initDelivered = { http: 0, p2p: 0 };
     this.log = new WarningLog('[p2p]', (n) => (this.stats.warnings = n));
 
     // The core's inputs wait here while outputs are carried out (hooks may fire meanwhile).
@@ -246,6 +256,11 @@ export class P2PEngine {
     this.hlsHandlers = [];
     /** The stream's renditions (master.js parseRenditions), once read. */
     this.renditions = null;
+    /**
+     * hls.js init fragment → the [start, end) (s) of the media fragments it initialises, from the
+     * playlists hls.js loaded (the main engine's, for every track): when an init section is needed.
+     */
+    this.initUsers = new WeakMap();
     this.levelRendition = [];
     this.currentLevel = null;
     this.media = null;
@@ -406,6 +421,10 @@ export class P2PEngine {
         s[k] += t[k];
       }
       for (const [k, n] of Object.entries(t.failures)) s.failures[k] = (s.failures[k] ?? 0) + n;
+    }
+    s.initSections = { ...this.initDelivered };
+    for (const engine of this.tracks.values()) {
+      for (const k of ['http', 'p2p']) s.initSections[k] += engine.initDelivered[k];
     }
   }
 
@@ -607,11 +626,19 @@ export class P2PEngine {
   onLevelDetails(details) {
     if (!details || !(details.targetduration > 0)) return;
     const segments = [];
+    // Each init section's fragments in this playlist (the newest load says which they are).
+    const users = new Map();
     for (const frag of details.fragments ?? []) {
       const range = frag.byteRange?.length === 2 ? frag.byteRange : null;
       const id = this.segmentId(frag.url, range);
       if (id) segments.push({ sequence: frag.sn, id, duration_ms: frag.duration * 1000 });
+      const init = frag.initSegment;
+      if (init && typeof init === 'object' && Number.isFinite(frag.start)) {
+        if (!users.has(init)) users.set(init, []);
+        users.get(init).push({ start: frag.start, end: frag.start + frag.duration });
+      }
     }
+    for (const [init, list] of users) (this.parent ?? this).initUsers.set(init, list);
     this.feed({ type: 'playlist', ok: { segments, target_duration_ms: details.targetduration * 1000, ended: !details.live } });
   }
 
@@ -658,9 +685,25 @@ export class P2PEngine {
   playsAt(frag, t = now()) {
     if (this.parent) return this.parent.playsAt(frag, t); // one player, one playhead
     const media = this.media;
-    if (!media || !this.playbackStarted || !frag || !Number.isFinite(frag.start)) return t;
+    if (!media || !this.playbackStarted || !frag) return t;
+    if (frag.sn === 'initSegment') return this.initPlaysAt(frag, t);
+    if (!Number.isFinite(frag.start)) return t;
     const rate = media.playbackRate > 0 ? media.playbackRate : 1;
     return t + (Math.max(0, frag.start - media.currentTime) / rate) * 1000;
+  }
+
+  /**
+   * When an init section is needed (playback started): when the first media fragment it
+   * initialises that has not finished playing plays (from the playlists hls.js loaded), else
+   * INIT_UNKNOWN_PLAYS_IN_MS from now.
+   */
+  initPlaysAt(init, t) {
+    const current = this.media.currentTime;
+    let first = null;
+    for (const u of this.initUsers.get(init) ?? []) {
+      if (u.end > current && (first === null || u.start < first.start)) first = u;
+    }
+    return first ? this.playsAt({ start: first.start }, t) : t + INIT_UNKNOWN_PLAYS_IN_MS;
   }
 
   /**
@@ -684,11 +727,12 @@ export class P2PEngine {
     else this.requestHeaders.delete(id);
     const waiter = this.nextWaiter++;
     const t = now();
-    // Peers only for the swarm we are in; another rendition or an init section goes to the gateway.
+    // Peers only for the swarm we are in (init sections too); another rendition goes to the gateway.
     const conn = this.conn;
     const rendition = this.renditionOfFrag(frag);
-    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition && frag?.sn !== 'initSegment';
-    const w = { id, p2p, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
+    const p2p = Boolean(conn?.peerId) && rendition === conn.rendition;
+    const init = frag?.sn === 'initSegment';
+    const w = { id, p2p, init, playsAt: playsAt ?? ((at) => this.playsAt(frag, at)), sentPlaysAt: 0, onSuccess, onError, cancelled: false };
     w.sentPlaysAt = w.playsAt(t);
     this.waiters.set(waiter, w);
     this.trace('need', { id, in: Math.round(w.sentPlaysAt - t), level: frag?.level, p2p });
@@ -736,6 +780,7 @@ export class P2PEngine {
       const w = this.waiters.get(waiter);
       if (!w) continue;
       this.waiters.delete(waiter);
+      if (o.ok && w.init) this.initDelivered[o.ok.source === 'p2p' ? 'p2p' : 'http']++;
       // Later: the loader is not called back from inside its own load(), and may still abort.
       queueMicrotask(() => {
         if (w.cancelled) return;

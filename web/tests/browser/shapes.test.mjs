@@ -112,9 +112,10 @@ function trackOffload(before, after, track) {
  * plays. Live: after an 8 s warm-up, 24 s of its bytes are measured. VOD (`whole`): all of its
  * bytes over 32 s (hls.js buffers a short VOD ahead within seconds, so there is no steady state to
  * wait for). Asserts the checks of issue 14; with `audio`, for the alternate audio track too.
- * `query` is added to the page's (such as `&level=0`).
+ * `init` reports how many init sections came from peers. `query` is added to the page's (such as
+ * `&level=0`).
  */
-async function twoViewers(t, origin, src, { whole = false, audio = false, query = '' } = {}) {
+async function twoViewers(t, origin, src, { whole = false, audio = false, init = false, query = '' } = {}) {
   const gw = await startGateway(['--origin', origin.url]);
   let first;
   let second;
@@ -133,6 +134,14 @@ async function twoViewers(t, origin, src, { whole = false, audio = false, query 
     const share = offloadBetween(before, after);
     t.diagnostic(`second viewer${whole ? '' : ' after warm-up'}: ${(share * 100).toFixed(1)}% of ${
       after.p2pBytes - before.p2pBytes + after.httpBytes - before.httpBytes} bytes from peers`);
+    if (init) {
+      // Init sections are needs like segments (plays_at of the fragment they initialise): one
+      // comes from a peer only if a linked peer holds it and there is time; at startup (needed
+      // now) it goes over HTTP.
+      const i = (s) => `${s.initSections?.p2p} of ${(s.initSections?.p2p ?? 0) + (s.initSections?.http ?? 0)}`;
+      t.diagnostic(`init sections from peers: second viewer ${i(after)}, first viewer ${i(firstEnd)}`);
+      assert.ok(after.initSections.p2p + after.initSections.http >= 1, `the init section went through the engine\n${why}`);
+    }
     if (audio) {
       const a = trackOffload(before, after, 'audio');
       const v = trackOffload(before, after, 'main');
@@ -268,7 +277,7 @@ describe('stream shapes', { timeout: 420_000 }, () => {
       const ready = () => existsSync(join(live, 'master.m3u8')) && existsSync(join(live, 'v0/index2.m4s'));
       while (!ready() && Date.now() < deadline && enc.child.exitCode === null) await sleep(250);
       assert.ok(ready(), `the live encoder did not start: ${enc.err()}`);
-      await twoViewers(t, origin, '/master.m3u8');
+      await twoViewers(t, origin, '/master.m3u8', { init: true });
     } finally {
       enc.child.kill('SIGKILL');
       await enc.exited;
@@ -294,7 +303,7 @@ describe('stream shapes', { timeout: 420_000 }, () => {
       assert.match(master, /#EXT-X-MEDIA:TYPE=AUDIO,.*URI="ven\/index.m3u8"/, master);
       assert.match(master, /AUDIO="group_aud"/, master);
       // Both viewers on the 360p variant (rendition 0), so that the main track is one swarm too.
-      await twoViewers(t, origin, '/master.m3u8', { audio: true, query: '&level=0' });
+      await twoViewers(t, origin, '/master.m3u8', { audio: true, init: true, query: '&level=0' });
     } finally {
       enc.child.kill('SIGKILL');
       await enc.exited;

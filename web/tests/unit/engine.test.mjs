@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { INIT_UNKNOWN_PLAYS_IN_MS } from '../../src/engine.js';
 import { FakeTracker, GATEWAY, STREAM, ask, body, fakeGateway, joinedEngine, newEngine, sleep, until } from './fakes.js';
 
 const ID = '/s/0/100.ts';
@@ -84,7 +85,7 @@ test('stats.links: each open link with its peer, measured rate and the chunk byt
   assert.deepEqual(second.stats.links, [], 'no link after destroy');
 });
 
-test('init sections and other renditions go to the gateway at once, even for a peer that waits for seeders', async () => {
+test('other renditions go to the gateway at once; an init section nobody holds, by its deadline', async () => {
   const init = body(800, 1);
   const other = body(900, 2);
   const { gw, tracker, first, second } = await linkedPair(
@@ -95,16 +96,76 @@ test('init sections and other renditions go to the gateway at once, even for a p
   );
   try {
     tracker.publish('/s/0/init.mp4', init);
-    const started = performance.now();
-    const a = await ask(second, '/s/0/init.mp4', 5000, { type: 'main', level: 0, sn: 'initSegment', start: 0 });
+    let started = performance.now();
     const b = await ask(second, '/s/1/100.ts', 5000, { type: 'main', level: 1, sn: 100, start: 0 });
     assert.ok(performance.now() - started < 1000, 'no wait for the seeders');
-    assert.equal(a.source, 'http');
     assert.equal(b.source, 'http');
-    assert.deepEqual(gw.requests.map((r) => r.path), ['/s/0/init.mp4', '/s/1/100.ts']);
+    // A segment of the swarm like any other: this peer is no seeder and waits for one (which
+    // does not fetch it here), then goes to the gateway in time.
+    started = performance.now();
+    const a = await ask(second, '/s/0/init.mp4', 3000, { type: 'main', level: 0, sn: 'initSegment', start: 0 });
+    const took = performance.now() - started;
+    assert.equal(a.source, 'http');
+    assert.ok(took < 3000, `before it is needed: ${took} ms`);
+    assert.deepEqual(gw.requests.map((r) => r.path), ['/s/1/100.ts', '/s/0/init.mp4']);
+    assert.deepEqual(second.stats.initSections, { http: 1, p2p: 0 });
   } finally {
     first.destroy();
     second.destroy();
+  }
+});
+
+test('an init section a linked peer holds comes from it, verified, when there is time', async () => {
+  const init = body(800, 1);
+  const { gw, tracker, first, second } = await linkedPair(new Map([['/s/0/init.mp4', init]]));
+  const frag = { type: 'main', level: 0, sn: 'initSegment', start: 0 };
+  try {
+    tracker.publish('/s/0/init.mp4', init);
+    assert.equal((await ask(first, '/s/0/init.mp4', 5000, frag)).source, 'http');
+    await until(() => second.stats.links[0]?.advertised >= 1, 'the first announcing the init section');
+    const b = await ask(second, '/s/0/init.mp4', 5000, frag);
+    assert.equal(b.source, 'p2p');
+    assert.deepEqual(new Uint8Array(b.data), init);
+    assert.equal(gw.requests.length, 1, 'one HTTP fetch of it for the swarm');
+    assert.deepEqual(second.stats.initSections, { http: 0, p2p: 1 });
+    assert.deepEqual(first.stats.initSections, { http: 1, p2p: 0 });
+    // Needed now (before playback, as at startup): the gateway at once, never a wait for a peer.
+    const third = await joinedEngine({ gateway: gw, tracker });
+    try {
+      const started = performance.now();
+      assert.equal((await ask(third, '/s/0/init.mp4', 0, frag)).source, 'http');
+      assert.ok(performance.now() - started < 1000);
+    } finally {
+      third.destroy();
+    }
+  } finally {
+    first.destroy();
+    second.destroy();
+  }
+});
+
+test('an init section is needed when the first fragment it initialises that has not played plays', () => {
+  const engine = newEngine({ gateway: fakeGateway(new Map()) });
+  try {
+    const video = { currentTime: 95, playbackRate: 1 };
+    engine.media = video;
+    const init = { sn: 'initSegment', start: 0, level: 0 };
+    const other = { sn: 'initSegment', start: 0, level: 0 };
+    const frags = [90, 92, 94, 96, 98].map((start, i) => ({ url: `${GATEWAY}/s/0/${i}.m4s`, sn: i, start, duration: 2, initSegment: init }));
+    engine.onLevelDetails({ targetduration: 2, live: true, fragments: frags });
+    const t = 1000;
+    assert.equal(engine.playsAt(init, t), t, 'before playback: now');
+    engine.playbackStarted = true;
+    assert.equal(engine.playsAt(init, t), t, 'the fragment at 94 s is playing: now');
+    video.currentTime = 96.5;
+    assert.equal(engine.playsAt(init, t), t);
+    video.currentTime = 88;
+    assert.equal(engine.playsAt(init, t), t + 2000, 'the first, at 90 s');
+    video.playbackRate = 2;
+    assert.equal(engine.playsAt(init, t), t + 1000);
+    assert.equal(engine.playsAt(other, t), t + INIT_UNKNOWN_PLAYS_IN_MS, 'unknown: a short time from now');
+  } finally {
+    engine.destroy();
   }
 });
 
