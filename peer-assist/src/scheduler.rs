@@ -38,7 +38,8 @@
 //!    2. *Best peer.* Candidates are the peers other than `me` with `has && healthy && in_flight < 2`
 //!       ([`MAX_IN_FLIGHT_PER_PEER`]). Each one's `expected_finish = size / rate` (`rate` = measured
 //!       rate, else `c.default_peer_rate`). The best is the smallest `expected_finish`, ties broken by
-//!       peer id. It is *usable* iff both
+//!       the FNV-1a hash of (`me`, peer id) ([`pair_rank`]), then by peer id: requesters that know
+//!       nothing of their peers' rates spread over them instead of all asking the same one. It is *usable* iff both
 //!       - `expected_finish ≤ left × peer_time_budget` — headroom for the estimate being wrong
 //!         (with 0.5, the peer may be twice as slow as expected and still make it), and
 //!       - `expected_finish + http_time ≤ left` — if the peer fails right at the end, a full HTTP
@@ -251,6 +252,18 @@ pub struct Scheduler {
     config: SchedulerConfig,
 }
 
+/// A tie-break between equally good peers that differs from one requester to the next (FNV-1a
+/// of both ids), so that requesters who know nothing of their peers' rates do not all ask the
+/// same one.
+pub fn pair_rank(me: &str, peer: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in me.bytes().chain([0u8]).chain(peer.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 /// Quantities shared by the rules, computed once per decision.
 struct Frame {
     size: u64,
@@ -437,7 +450,11 @@ impl Scheduler {
                     .unwrap_or_else(|| self.default_peer_rate());
                 (p, transfer_time(size, rate))
             })
-            .min_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.peer.cmp(&b.peer)))
+            .min_by(|(a, ta), (b, tb)| {
+                ta.cmp(tb)
+                    .then_with(|| pair_rank(me, &a.peer).cmp(&pair_rank(me, &b.peer)))
+                    .then_with(|| a.peer.cmp(&b.peer))
+            })
     }
 
     fn frame(&self, now: Instant, need: &Need) -> Frame {
@@ -550,6 +567,37 @@ mod tests {
 
     fn sched() -> Scheduler {
         Scheduler::new(SchedulerConfig::default())
+    }
+
+    /// FNV-1a 64 of `me`, a zero byte and `peer` (the browser's `pairRank` checks the same values).
+    #[test]
+    fn pair_rank_is_fnv1a_of_both_ids() {
+        assert_eq!(pair_rank("p001", "p002"), 0x395b_bf79_c091_9ce0);
+        assert_eq!(pair_rank("p001", "p003"), 0x395b_c079_c091_9e93);
+        assert_eq!(pair_rank("", "x"), 0x0832_5007_b4eb_10c5);
+        assert_eq!(pair_rank("é", "peer"), 0x46c5_3d92_5e04_8fe3);
+    }
+
+    /// Requesters that know nothing of two holders' rates do not all pick the same one: each
+    /// picks by the rank of its own pair, so over many requesters both are asked about as often.
+    #[test]
+    fn ties_spread_over_requesters() {
+        let s = sched();
+        let peers = [
+            peer("a", true, None, 0, true),
+            peer("b", true, None, 0, true),
+        ];
+        let picked_a = (0..1000)
+            .filter(|i| {
+                let me = format!("p{i:04}");
+                s.best_peer(&me, &peers, MB)
+                    .is_some_and(|(p, _)| p.peer == "a")
+            })
+            .count();
+        assert!(
+            (350..=650).contains(&picked_a),
+            "a picked by {picked_a} of 1000"
+        );
     }
 
     fn need(plays_at: Instant, size: Option<u64>, fresh_live: bool) -> Need {
@@ -1709,13 +1757,26 @@ mod tests {
             false,
         );
         push(
-            "ties go to the smaller id",
+            "ties go by the rank of the pair (me, peer)",
             d(),
             solo,
             n(5000, Some(2 * MB), false),
             vec![
                 peer("b", true, Some(4e6), 0, true),
                 peer("a", true, Some(4e6), 1, true),
+            ],
+            None,
+            false,
+        );
+        // pair_rank("me", "d") < pair_rank("me", "c"): the larger id wins this tie.
+        push(
+            "ties: the pair's rank, not the id",
+            d(),
+            solo,
+            n(5000, Some(2 * MB), false),
+            vec![
+                peer("c", true, None, 0, true),
+                peer("d", true, None, 0, true),
             ],
             None,
             false,

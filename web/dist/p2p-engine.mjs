@@ -912,6 +912,20 @@ var DEFAULT_SCHEDULER_CONFIG = Object.freeze({
   /** Size assumed when the segment size is unknown (bytes). */
   defaultSegmentSize: 1e6
 });
+var FNV_OFFSET = 0xcbf29ce484222325n;
+var FNV_PRIME = 0x100000001b3n;
+var U64 = (1n << 64n) - 1n;
+var utf8 = new TextEncoder();
+function pairRank(me, peer) {
+  let h = FNV_OFFSET;
+  const eat = (b) => {
+    h = (h ^ BigInt(b)) * FNV_PRIME & U64;
+  };
+  for (const b of utf8.encode(me)) eat(b);
+  eat(0);
+  for (const b of utf8.encode(peer)) eat(b);
+  return h;
+}
 var Scheduler = class {
   /** @param {Partial<typeof DEFAULT_SCHEDULER_CONFIG>} [config] */
   constructor(config = {}) {
@@ -1004,8 +1018,12 @@ var Scheduler = class {
     for (const p of peers) {
       if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
       const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || expected === best.expected && compareIds(p.peer, best.peer) < 0) {
+      if (!best || expected < best.expected) {
         best = { peer: p.peer, expected };
+      } else if (expected === best.expected) {
+        const rank = pairRank(me, p.peer);
+        const bestRank = pairRank(me, best.peer);
+        if (rank < bestRank || rank === bestRank && compareIds(p.peer, best.peer) < 0) best = { peer: p.peer, expected };
       }
     }
     return best;

@@ -116,6 +116,28 @@ export const DEFAULT_SCHEDULER_CONFIG = Object.freeze({
 /** Whether a decision starts an HTTP fetch. */
 export const isHttpDecision = (d) => d.kind === 'FetchHttp' || d.kind === 'RaceHttp' || d.kind === 'ReplaceWithHttp';
 
+const FNV_OFFSET = 0xcbf29ce484222325n;
+const FNV_PRIME = 0x100000001b3n;
+const U64 = (1n << 64n) - 1n;
+const utf8 = new TextEncoder();
+
+/**
+ * A tie-break between equally good peers that differs from one requester to the next (FNV-1a,
+ * 64 bits, over the UTF-8 of `me`, a zero byte and `peer`; the Rust `pair_rank`), so that
+ * requesters who know nothing of their peers' rates do not all ask the same one.
+ * @returns {bigint}
+ */
+export function pairRank(me, peer) {
+  let h = FNV_OFFSET;
+  const eat = (b) => {
+    h = ((h ^ BigInt(b)) * FNV_PRIME) & U64;
+  };
+  for (const b of utf8.encode(me)) eat(b);
+  eat(0);
+  for (const b of utf8.encode(peer)) eat(b);
+  return h;
+}
+
 export class Scheduler {
   /** @param {Partial<typeof DEFAULT_SCHEDULER_CONFIG>} [config] */
   constructor(config = {}) {
@@ -219,8 +241,12 @@ export class Scheduler {
     for (const p of peers) {
       if (p.peer === me || !p.has || !p.healthy || p.inFlight >= MAX_IN_FLIGHT_PER_PEER) continue;
       const expected = transferTime(size, validRate(p.rate) ?? this.defaultPeerRate());
-      if (!best || expected < best.expected || (expected === best.expected && compareIds(p.peer, best.peer) < 0)) {
+      if (!best || expected < best.expected) {
         best = { peer: p.peer, expected };
+      } else if (expected === best.expected) {
+        const rank = pairRank(me, p.peer);
+        const bestRank = pairRank(me, best.peer);
+        if (rank < bestRank || (rank === bestRank && compareIds(p.peer, best.peer) < 0)) best = { peer: p.peer, expected };
       }
     }
     return best;

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
+  pairRank,
   DEFAULT_SCHEDULER_CONFIG,
   HTTP_START_SLACK_MS,
   MAX_IN_FLIGHT_PER_PEER,
@@ -325,4 +326,11 @@ test('unusable rates count as unknown; absurd inputs never throw and look again 
       }
     }
   }
+});
+
+test('pairRank is FNV-1a 64 of both ids, as the Rust pair_rank', () => {
+  assert.equal(pairRank('p001', 'p002'), 0x395bbf79c0919ce0n);
+  assert.equal(pairRank('p001', 'p003'), 0x395bc079c0919e93n);
+  assert.equal(pairRank('', 'x'), 0x08325007b4eb10c5n);
+  assert.equal(pairRank('é', 'peer'), 0x46c53d925e048fe3n);
 });
