@@ -165,6 +165,7 @@ async fn a_lying_peer_is_caught_dropped_and_no_longer_matched() {
         forge_receipts: Default::default(),
         lie: true,
         slow_upload: None,
+        honest_uploads: 0,
     };
     let liar = node::start(liar_config).await.expect("liar joins");
     // The liar gets a head start so it holds segments others will ask it for.
@@ -235,6 +236,7 @@ async fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
         forge_receipts: Default::default(),
         lie: false,
         slow_upload: Some(20_000),
+        honest_uploads: 0,
     };
     let seed = node::start(seed_config).await.expect("seed joins");
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -104,6 +104,7 @@ async fn a_lying_webrtc_peer_is_caught_and_dropped() {
         forge_receipts: Default::default(),
         lie: true,
         slow_upload: None,
+        honest_uploads: 0,
     };
     let liar = start(liar_config).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -1558,6 +1558,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             forge_receipts: Default::default(),
             lie: liar,
             slow_upload: slow.then_some(config.slow_rate),
+            honest_uploads: 0,
         };
         let (client, link) = if config.network.is_ideal() {
             (client.clone(), None)

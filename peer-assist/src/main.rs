@@ -210,6 +210,7 @@ async fn run(args: NodeArgs) -> ExitCode {
         lie: args.test_lie,
         slow_upload: args.test_slow_upload,
         forge_receipts: args.test_forge_receipts,
+        honest_uploads: 0,
     };
     let key = match &args.key_file {
         Some(path) => NodeKey::load_or_create(path),

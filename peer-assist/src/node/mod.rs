@@ -53,6 +53,8 @@ impl Source {
 pub struct TestBehaviour {
     /// Corrupt every chunk it uploads (it still claims the true digest).
     pub lie: bool,
+    /// With `lie`: this many uploads are honest first (a liar that earns trust, then lies).
+    pub honest_uploads: u64,
     /// Upload at most this many bytes per second, whatever the upload cap says.
     pub slow_upload: Option<u64>,
     /// With every honest receipt, also send forged ones: a broken signature, another uploader,
@@ -99,6 +101,9 @@ pub struct NodeConfig {
     pub report_every: Duration,
     pub scheduler: SchedulerConfig,
     pub test: TestBehaviour,
+    /// Serve segments to peers while they still arrive from a peer (see
+    /// `CoreConfig::forward_arriving`). On by default; the browser engine does not do it yet.
+    pub forward_arriving: bool,
     /// Do not play: fetch only what [`SegmentFetcher::fetch`] asks for, by the deadline it gives (a
     /// player model drives the node, as in the load-test harness).
     pub driven: bool,
@@ -133,6 +138,7 @@ impl NodeConfig {
             report_every: Duration::from_secs(2),
             scheduler: SchedulerConfig::default(),
             test: TestBehaviour::default(),
+            forward_arriving: true,
             driven: false,
             token: None,
             link: None,
@@ -165,6 +171,7 @@ impl NodeConfig {
                 .key
                 .as_ref()
                 .map(|k| core::ReceiptSigner::new(std::sync::Arc::clone(k))),
+            forward_arriving: self.forward_arriving,
         }
     }
 }

@@ -104,6 +104,9 @@ struct SimNode {
     joined: Instant,
     /// This node's uplink, bytes/s, if not the world's.
     uplink: Option<f64>,
+    /// This node's access delay, one way (half its round trip), added to every link and HTTP
+    /// exchange it takes part in.
+    delay: Duration,
     uplink_free: Instant,
     /// Our link id → (remote node, the remote's id for the same link).
     links: HashMap<LinkId, (usize, LinkId)>,
@@ -256,6 +259,7 @@ impl Sim {
             alive: true,
             joined: now,
             uplink: None,
+            delay: Duration::ZERO,
             uplink_free: now,
             links: HashMap::new(),
             reports: Vec::new(),
@@ -409,6 +413,37 @@ impl Sim {
             }
         }
         (sim, nodes)
+    }
+
+    /// The swarm of issue 14's check in the simulator: `n` playing nodes, uplinks from 1 to 10
+    /// Mbit/s and access round trips from 20 to 150 ms, each spread evenly over the nodes in its
+    /// own scrambled order, and segments of `segment_bytes` (575 kB: 2.3 Mbit/s, the top rendition
+    /// the harness's players reach).
+    pub fn real_swarm(n: usize, segment_bytes: usize) -> (Sim, Vec<usize>) {
+        let world = World {
+            segment_bytes,
+            link_latency: Duration::ZERO,
+            ..World::default()
+        };
+        let mut sim = Sim::new(world);
+        let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+        let spread = |k: usize, prime: usize| (k * prime % n) as f64 / (n.max(2) - 1) as f64;
+        for &k in &nodes {
+            sim.set_uplink(k, 125_000.0 + spread(k, 37) * 1_125_000.0);
+            sim.set_rtt(k, Duration::from_secs_f64(0.020 + spread(k, 53) * 0.130));
+        }
+        (sim, nodes)
+    }
+
+    /// Node `node`'s access round trip from now on: half of it is added each way to its links
+    /// and its HTTP exchanges.
+    pub fn set_rtt(&mut self, node: usize, rtt: Duration) {
+        self.nodes[node].delay = rtt / 2;
+    }
+
+    /// One-way delay of a frame from node `i` to node `j`.
+    fn one_way(&self, i: usize, j: usize) -> Duration {
+        self.world.link_latency + self.nodes[i].delay + self.nodes[j].delay
     }
 
     /// Node `node`'s uplink from now on, bytes/s.
@@ -568,9 +603,10 @@ impl Sim {
                     .nodes
                     .iter()
                     .position(|n| n.alive && n.core.me() == peer);
-                let at = now + self.world.link_latency * 2;
+                let at = now + self.world.link_latency * 2 + self.nodes[i].delay * 2;
                 match target {
                     Some(j) => {
+                        let at = at + self.nodes[j].delay * 2;
                         let (a, b) = (LinkId(self.next_link), LinkId(self.next_link + 1));
                         self.next_link += 2;
                         self.nodes[i].links.insert(a, (j, b));
@@ -623,12 +659,13 @@ impl Sim {
                     link: remote,
                     frame,
                 };
-                self.input(departs + self.world.link_latency, j, frame);
+                let arrives = departs + self.one_way(i, j);
+                self.input(arrives, j, frame);
             }
             Output::Close { link, .. } => {
                 if let Some((j, remote)) = self.nodes[i].links.remove(&link) {
                     if self.nodes[j].links.remove(&remote).is_some() {
-                        let at = now + self.world.link_latency;
+                        let at = now + self.one_way(i, j);
                         self.input(at, j, Input::LinkDown { link: remote });
                     }
                 }
@@ -652,13 +689,14 @@ impl Sim {
                 let len = result.as_ref().map_or(0, |b| b.len());
                 let at = now
                     + self.world.http_latency
+                    + self.nodes[i].delay * 2
                     + Duration::from_secs_f64(len as f64 / self.world.http_rate);
                 self.input(at, i, Input::Http { id, from, result });
             }
             Output::HttpCancel { .. } => {}
             Output::FetchPlaylist => {
                 let playlist = self.playlist();
-                let at = now + self.world.http_latency;
+                let at = now + self.world.http_latency + self.nodes[i].delay * 2;
                 self.input(at, i, Input::Playlist(Ok(playlist)));
             }
             Output::Verify { ticket, bytes } => {
@@ -713,6 +751,7 @@ fn bytes_after(summary: &Summary, after: Duration) -> (u64, u64) {
 mod tests {
     use super::super::trace::{self, Content, Writer};
     use super::*;
+    use crate::protocol::frame::Frame;
     use serde_json::{json, Value};
 
     fn play() -> CoreConfig {
@@ -759,6 +798,7 @@ mod tests {
             forge_receipts: Default::default(),
             lie: true,
             slow_upload: None,
+            honest_uploads: 0,
         };
         // The liar is the most senior peer: it fetches fresh segments first and offers them.
         let liar = sim.join(liar);
@@ -793,6 +833,158 @@ mod tests {
         // Peers still share among themselves.
         let p2p: u64 = honest.iter().map(|&n| sim.summary(n).p2p_bytes).sum();
         assert!(p2p > 0);
+    }
+
+    /// The recorded node's steps: (when it first sent a chunk of `id` to a peer, when it asked
+    /// to hash `id` as received from a peer).
+    fn forwarded_before_verified(sim: &Sim, id: &str) -> (Option<Duration>, Option<Duration>) {
+        let mut served = std::collections::HashSet::new();
+        let mut fetching = std::collections::HashSet::new();
+        let (mut first_chunk, mut verify) = (None, None);
+        for step in sim.steps() {
+            let mut completes = false;
+            match &step.input {
+                Some(Input::Frame {
+                    frame:
+                        Frame::Request {
+                            request_id,
+                            segment,
+                            ..
+                        },
+                    ..
+                }) if segment == id => {
+                    served.insert(*request_id);
+                }
+                Some(Input::Frame {
+                    frame:
+                        Frame::Chunk {
+                            request_id,
+                            offset,
+                            data,
+                        },
+                    ..
+                }) if fetching.contains(request_id) => {
+                    completes = *offset as usize + data.len() == sim.world.segment_bytes;
+                }
+                _ => {}
+            }
+            for output in &step.outputs {
+                match output {
+                    Output::Send {
+                        frame: Frame::Chunk { request_id, .. },
+                        ..
+                    } if served.contains(request_id) => {
+                        first_chunk.get_or_insert(step.t);
+                    }
+                    Output::Send {
+                        frame:
+                            Frame::Request {
+                                request_id,
+                                segment,
+                                ..
+                            },
+                        ..
+                    } if segment == id => {
+                        fetching.insert(*request_id);
+                    }
+                    Output::Verify { .. } if completes => {
+                        verify.get_or_insert(step.t);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        (first_chunk, verify)
+    }
+
+    /// Three nodes, the seeder on a slow uplink: the second node forwards what it receives from
+    /// the seeder to the third before it has the whole segment (its last byte only once verified),
+    /// and everyone gets authentic bytes in time.
+    #[test]
+    fn a_segment_is_forwarded_while_it_arrives() {
+        let mut sim = Sim::new(World {
+            uplink: 5_000_000.0,
+            ..World::default()
+        });
+        let seeder = sim.join(play());
+        sim.set_uplink(seeder, 150_000.0);
+        let relay = sim.join(play());
+        let last = sim.join(play());
+        sim.record(relay);
+        sim.run_for(Duration::from_secs(30));
+        let mut forwarded = 0;
+        for n in 6..18 {
+            let id = segment_id(n);
+            if let (Some(chunk), Some(verify)) = forwarded_before_verified(&sim, &id) {
+                if chunk < verify {
+                    forwarded += 1;
+                }
+            }
+        }
+        assert!(
+            forwarded >= 3,
+            "segments forwarded before verified: {forwarded}"
+        );
+        for n in [seeder, relay, last] {
+            let s = sim.summary(n);
+            assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+            assert_eq!(s.mismatches, 0, "{s:#?}");
+            assert_authentic(&mut sim, n);
+        }
+        assert!(sim.summary(last).p2p_bytes > 0);
+    }
+
+    /// The seeder earns trust with honest uploads, then lies: the relay forwards its bytes as
+    /// they arrive, finds the lie when it hashes the whole, and withdraws what it forwarded
+    /// (Absent) before the last byte: the third node never uses a wrong byte and never takes the
+    /// honest relay for the liar.
+    #[test]
+    fn a_relay_withdraws_what_a_liar_sent_it() {
+        let mut sim = Sim::new(World {
+            uplink: 5_000_000.0,
+            ..World::default()
+        });
+        let mut liar = play();
+        liar.test.lie = true;
+        liar.test.honest_uploads = 4;
+        let seeder = sim.join(liar);
+        sim.set_uplink(seeder, 150_000.0);
+        let relay = sim.join(play());
+        let last = sim.join(play());
+        sim.record(relay);
+        sim.run_for(Duration::from_secs(30));
+        // The relay answered a request (Response, chunks) and then withdrew it (Absent).
+        let mut answered = std::collections::HashSet::new();
+        let mut withdrawn = 0;
+        for step in sim.steps() {
+            for output in &step.outputs {
+                match output {
+                    Output::Send {
+                        frame: Frame::Response { request_id, .. },
+                        ..
+                    } => {
+                        answered.insert(*request_id);
+                    }
+                    Output::Send {
+                        frame: Frame::Absent { request_id },
+                        ..
+                    } if answered.contains(request_id) => withdrawn += 1,
+                    _ => {}
+                }
+            }
+        }
+        assert!(withdrawn >= 1, "the relay withdrew a forwarded segment");
+        let liar_id = sim.summary(seeder).peer_id;
+        for n in [relay, last] {
+            let s = sim.summary(n);
+            assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+            assert!(
+                s.peers_dropped_for_lying.iter().all(|p| *p == liar_id),
+                "node {n} dropped an honest peer: {s:#?}"
+            );
+            assert_authentic(&mut sim, n);
+        }
+        assert!(sim.summary(relay).mismatches >= 1 || sim.summary(last).mismatches >= 1);
     }
 
     #[test]
@@ -873,8 +1065,11 @@ mod tests {
         }
     }
 
+    /// A driven peer as the browser engine is one: it forwards nothing before it is verified.
     fn driven() -> CoreConfig {
-        Sim::config(Mode::Driven)
+        let mut config = Sim::config(Mode::Driven);
+        config.forward_arriving = false;
+        config
     }
 
     /// Runs `sim` for `span`, recording `node` from its join, and returns its trace.
@@ -1241,8 +1436,20 @@ mod tight_uplinks {
     #[ignore]
     fn swarm_scale() {
         // (nodes, uplinks spread from 1 to 10 Mbit/s instead of 1 MB/s each)
-        for (n, spread) in [(20usize, false), (100, false), (100, true)] {
-            let (mut sim, nodes) = Sim::scale_swarm(n, spread);
+        // (nodes, uplinks spread from 1 to 10 Mbit/s instead of 1 MB/s each, segment bytes with
+        // round trips spread from 20 to 150 ms)
+        let cases = [
+            (20usize, false, None),
+            (100, false, None),
+            (100, true, None),
+            (100, true, Some(275_000)),
+            (100, true, Some(575_000)),
+        ];
+        for (n, spread, real) in cases {
+            let (mut sim, nodes) = match real {
+                Some(bytes) => Sim::real_swarm(n, bytes),
+                None => Sim::scale_swarm(n, spread),
+            };
             sim.run_for(Duration::from_secs(40));
             let (mut p2p, mut all, mut timeouts) = (0, 0, 0);
             let (mut uploaded, mut received) = (0, 0);
@@ -1264,8 +1471,9 @@ mod tight_uplinks {
             eprintln!("http segments in join order: {http_segments:?}");
             let uploaders = uploaded_mb.iter().filter(|&&m| m > 0).count();
             eprintln!(
-                "{n} nodes{}: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded, {} MB uploaded for {} MB received from peers; MB uploaded in join order: {uploaded_mb:?}",
+                "{n} nodes{}{}: offload {:.3}, {timeouts} timeouts, {uploaders} nodes uploaded, {} MB uploaded for {} MB received from peers; MB uploaded in join order: {uploaded_mb:?}",
                 if spread { " (uplinks 1-10 Mbit/s)" } else { "" },
+                real.map_or(String::new(), |b| format!(", RTT 20-150 ms, {b} B segments")),
                 p2p as f64 / all as f64,
                 uploaded / 1_000_000,
                 received / 1_000_000,
@@ -1296,7 +1504,8 @@ mod tight_uplinks {
 /// A diagnostic, not a check: how one live segment spreads through a 100-node swarm (when each
 /// node got segments 12 and 15, from whom: `h` HTTP, `p` peers), the failure counts, and every
 /// step of node `WATCH` (default 60) around segment 12. `SPREAD=1` spreads the uplinks from 1 to
-/// 10 Mbit/s. `cargo test --release -p peer-assist --lib propagation -- --ignored --nocapture`
+/// 10 Mbit/s; `REAL=575000` takes [`Sim::real_swarm`] with segments of that many bytes instead.
+/// `cargo test --release -p peer-assist --lib propagation -- --ignored --nocapture`
 #[cfg(test)]
 mod propagation {
     use super::*;
@@ -1304,7 +1513,11 @@ mod propagation {
     #[test]
     #[ignore]
     fn propagation_timeline() {
-        let (mut sim, nodes) = Sim::scale_swarm(100, std::env::var("SPREAD").is_ok());
+        let real = std::env::var("REAL").ok().and_then(|b| b.parse().ok());
+        let (mut sim, nodes) = match real {
+            Some(bytes) => Sim::real_swarm(100, bytes),
+            None => Sim::scale_swarm(100, std::env::var("SPREAD").is_ok()),
+        };
         let watch: usize = std::env::var("WATCH")
             .ok()
             .and_then(|w| w.parse().ok())

@@ -49,6 +49,9 @@ pub(super) struct Link {
     /// It answered Absent for a segment it advertises (busy with another upload): not asked for
     /// anything new before this.
     pub busy_until: Option<Instant>,
+    /// It delivered a segment that matched the gateway's digest: what it sends may be forwarded
+    /// while it arrives (see `CoreConfig::forward_arriving`).
+    pub proven: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +233,7 @@ impl NodeCore {
                 in_flight: 0,
                 busy_until: None,
                 unacked: 0,
+                proven: false,
             },
         );
         let have = self.have_frame(link);
@@ -326,12 +330,20 @@ impl NodeCore {
             let max_frame = self.links.get(&link).map_or(0, |l| l.max_frame);
             let budget = MAX_FRAME_LEN.min(max_frame.saturating_sub(frame::HEADER_LEN));
             let mut size = 2;
-            for (id, stored) in self.store.newest() {
+            // Segments still arriving first (the newest live ones), then the store, newest first.
+            let arriving = self
+                .work
+                .keys()
+                .filter(|id| !self.store.contains(id) && self.arriving(id).is_some())
+                .map(String::as_str);
+            let stored = self
+                .store
+                .newest()
+                .filter(|(id, stored)| self.digests.get(id).is_some_and(|d| d.0 == stored.digest))
+                .map(|(id, _)| id);
+            for id in arriving.chain(stored) {
                 if segments.len() >= MAX_HAVE_IDS {
                     break;
-                }
-                if self.digests.get(id).is_none_or(|d| d.0 != stored.digest) {
-                    continue;
                 }
                 let len = 2 + id.len();
                 if size + len > budget {

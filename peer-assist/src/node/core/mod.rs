@@ -117,6 +117,10 @@ pub struct CoreConfig {
     /// Sign a receipt for every verified delivery from a peer with a key (docs/LEDGER.md);
     /// `None`: no receipts.
     pub receipts: Option<ReceiptSigner>,
+    /// Serve a segment to other peers while it still arrives from a peer (its last byte once it
+    /// is verified): a live segment spreads through a swarm at the pace of the slowest uplink on
+    /// its path instead of a whole segment's transfer per hop.
+    pub forward_arriving: bool,
 }
 
 /// What a node signs receipts with.
@@ -424,6 +428,8 @@ pub struct NodeCore {
 
     // Uploads.
     uploads: VecDeque<uploads::Upload>,
+    /// Uploads sent whole so far.
+    uploads_sent: u64,
     bucket: TokenBucket,
     next_upload: Option<Instant>,
     have_dirty: bool,
@@ -489,6 +495,7 @@ impl NodeCore {
             next_playlist: playing.then_some(now),
             playlist_in_flight: false,
             uploads: VecDeque::new(),
+            uploads_sent: 0,
             bucket: TokenBucket::new(
                 rate as f64,
                 // Half a second of the cap, at least one chunk.

@@ -84,6 +84,9 @@ impl NodeCore {
                     t.size = Some(size);
                     t.data.reserve(usize::try_from(size).unwrap_or(0));
                 }
+                if self.config.forward_arriving {
+                    self.have_dirty = true; // it may be forwarded from now on
+                }
                 if complete {
                     self.complete_peer_transfer(&id, now);
                 }
@@ -173,6 +176,9 @@ impl NodeCore {
             self.jobs.remove(&ticket);
         }
         self.summary.failures.add(cause);
+        if self.config.forward_arriving {
+            self.have_dirty = true; // it may no longer be arriving
+        }
         let delta = self.peer_delta(&t.peer);
         match cause {
             FailureCause::Mismatch => delta.mismatch += 1,
@@ -352,6 +358,7 @@ impl NodeCore {
         let len = bytes.len() as u64;
         if let Some(l) = self.links.get_mut(&t.link) {
             l.in_flight = l.in_flight.saturating_sub(1);
+            l.proven = true;
             l.rate =
                 update_rate(l.rate, len, ended.saturating_duration_since(t.started)).or(l.rate);
         }

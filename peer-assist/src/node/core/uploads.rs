@@ -8,6 +8,10 @@
 //! The next upload starts once the previous one has drained from its link
 //! ([`DRAIN_SLACK`]); at most [`MAX_WAITING_UPLOADS`] wait behind it, and a request beyond them is
 //! answered Absent at once, so its requester asks another peer (or HTTP) while there is time.
+//!
+//! A segment still arriving from a proven peer is served as it arrives ([`NodeCore::arriving`]):
+//! its last byte only once verified, and withdrawn (Absent after the Response) if the check
+//! fails. Such an upload, when it has sent all that arrived, does not count as the one being sent.
 
 use std::time::{Duration, Instant};
 
@@ -76,6 +80,11 @@ impl TokenBucket {
 pub(super) struct Upload {
     pub link: LinkId,
     pub request_id: u32,
+    pub id: String,
+    /// The segment's size.
+    pub size: usize,
+    /// Its bytes once stored (verified); empty while it is still arriving here (forwarded as it
+    /// arrives, see [`NodeCore::arriving`]).
     pub bytes: Bytes,
     pub next: usize,
     /// Its first chunk is sent.
@@ -96,15 +105,20 @@ impl NodeCore {
         let stored = self
             .store
             .get(id)
-            .filter(|s| offset <= s.bytes.len() as u64)
-            .map(|s| (s.bytes.clone(), s.digest));
+            .map(|s| (s.bytes.clone(), s.bytes.len() as u64, s.digest))
+            .or_else(|| {
+                let (digest, size) = self.arriving(id)?;
+                Some((Bytes::new(), size, digest))
+            })
+            .filter(|(_, size, _)| offset <= *size);
         let duplicate = self
             .uploads
             .iter()
             .any(|u| u.link == link && u.request_id == request_id);
         // Busy: one upload being sent and as many waiting as may.
-        let busy = self.uploads.len() > MAX_WAITING_UPLOADS;
-        let (Some((bytes, digest)), true, false, false) = (stored, allowed, duplicate, busy) else {
+        let busy = self.sending() > MAX_WAITING_UPLOADS;
+        let (Some((bytes, size, digest)), true, false, false) = (stored, allowed, duplicate, busy)
+        else {
             self.send(link, Frame::Absent { request_id });
             return;
         };
@@ -112,15 +126,17 @@ impl NodeCore {
             link,
             Frame::Response {
                 request_id,
-                size: bytes.len() as u64,
+                size,
                 offset,
                 digest,
             },
         );
-        if offset < bytes.len() as u64 {
+        if offset < size {
             self.uploads.push_back(Upload {
                 link,
                 request_id,
+                id: id.to_owned(),
+                size: usize::try_from(size).unwrap_or(usize::MAX),
                 bytes,
                 next: offset as usize,
                 started: false,
@@ -129,72 +145,185 @@ impl NodeCore {
         self.pump_uploads(now);
     }
 
-    /// Sends chunks of the oldest upload while the bucket and its link's window allow; a new
-    /// upload starts only once the links of earlier ones have drained (see the module docs).
+    /// Sends chunks of the oldest upload that has bytes to send, while the bucket and its link's
+    /// window allow; a new upload starts only once the links of earlier ones have drained (see
+    /// the module docs). An upload forwarding a segment that is still arriving and has sent all
+    /// that arrived does not hold the uplink: the next one is sent meanwhile.
     pub(super) fn pump_uploads(&mut self, now: Instant) {
         self.next_upload = None;
         loop {
-            let mut sent = false;
+            let mut head = None;
             let mut i = 0;
-            // Only the head of the queue is sent.
-            while i < self.uploads.len().min(1) {
-                if !self.uploads[i].started {
-                    let head = self.uploads[i].link;
-                    let draining = self
-                        .links
-                        .iter()
-                        .any(|(id, l)| *id != head && l.unacked > DRAIN_SLACK);
-                    if draining {
-                        return;
+            while i < self.uploads.len() {
+                match self.available(i) {
+                    None => {
+                        // What it was forwarding failed here: the requester must drop what it got.
+                        if let Some(u) = self.uploads.remove(i) {
+                            self.send(
+                                u.link,
+                                Frame::Absent {
+                                    request_id: u.request_id,
+                                },
+                            );
+                        }
                     }
+                    Some(available) if available > self.uploads[i].next => {
+                        head = Some((i, available));
+                        break;
+                    }
+                    Some(_) => i += 1,
                 }
-                let (link, request_id, start, end, len) = {
-                    let u = &self.uploads[i];
-                    let end = (u.next + RECOMMENDED_CHUNK_LEN).min(u.bytes.len());
-                    (u.link, u.request_id, u.next, end, u.bytes.len())
-                };
-                let open = self
+            }
+            let Some((i, available)) = head else {
+                return;
+            };
+            let (link, request_id, start, end, len, started) = {
+                let u = &self.uploads[i];
+                let end = (u.next + RECOMMENDED_CHUNK_LEN).min(available);
+                (u.link, u.request_id, u.next, end, u.size, u.started)
+            };
+            if !started {
+                let draining = self
                     .links
-                    .get(&link)
-                    .is_some_and(|l| l.unacked < LINK_WINDOW);
-                if !open {
-                    i += 1;
-                    continue;
-                }
-                if let Err(at) = self.bucket.try_take((end - start) as u64, now) {
-                    self.next_upload = Some(at);
+                    .iter()
+                    .any(|(id, l)| *id != link && l.unacked > DRAIN_SLACK);
+                if draining {
                     return;
                 }
-                let data = {
-                    let chunk = self.uploads[i].bytes.slice(start..end);
-                    if self.config.test.lie {
-                        corrupt(&chunk)
-                    } else {
-                        chunk
-                    }
-                };
-                self.send(
-                    link,
-                    Frame::Chunk {
-                        request_id,
-                        offset: start as u64,
-                        data,
-                    },
-                );
-                self.summary.uploaded_bytes += (end - start) as u64;
-                self.uploads[i].started = true;
-                sent = true;
-                if end >= len {
-                    self.uploads.remove(i);
-                } else {
-                    self.uploads[i].next = end;
-                    i += 1;
-                }
             }
-            if !sent {
+            if self
+                .links
+                .get(&link)
+                .is_none_or(|l| l.unacked >= LINK_WINDOW)
+            {
                 return;
             }
+            if let Err(at) = self.bucket.try_take((end - start) as u64, now) {
+                self.next_upload = Some(at);
+                return;
+            }
+            let data = {
+                let chunk = self.chunk_of(i, start, end);
+                let test = &self.config.test;
+                if test.lie && self.uploads_sent >= test.honest_uploads {
+                    corrupt(&chunk)
+                } else {
+                    chunk
+                }
+            };
+            self.send(
+                link,
+                Frame::Chunk {
+                    request_id,
+                    offset: start as u64,
+                    data,
+                },
+            );
+            self.summary.uploaded_bytes += (end - start) as u64;
+            self.uploads[i].started = true;
+            if end >= len {
+                self.uploads.remove(i);
+                self.uploads_sent += 1;
+            } else {
+                self.uploads[i].next = end;
+            }
         }
+    }
+
+    /// Whether an upload is sending (not only waiting for a segment to arrive): a request is
+    /// answered Absent while one is (uploads one after another).
+    pub(super) fn sending(&self) -> usize {
+        self.uploads
+            .iter()
+            .filter(|u| {
+                u.bytes.len() == u.size || self.store.contains(&u.id) || self.arrived(u) > u.next
+            })
+            .count()
+    }
+}
+
+impl NodeCore {
+    /// A segment this node may forward while it arrives: a peer transfer whose Response matched
+    /// the gateway's digest and size, or the kept prefix of one that HTTP took over, from a peer
+    /// that already delivered a verified segment here. Its digest and size (the gateway's).
+    ///
+    /// Only a proven peer's bytes are forwarded unverified: a requester that takes over such a
+    /// transfer with HTTP and finds the whole wrong blames the relay, which cannot be told from
+    /// a liar. A liar must first deliver honestly, and is dropped here at its first lie, so it
+    /// can make honest relays look bad at most once each.
+    pub(super) fn arriving(&self, id: &str) -> Option<([u8; 32], u64)> {
+        if !self.config.forward_arriving {
+            return None;
+        }
+        let work = self.work.get(id)?;
+        let proven = |peer: &str| {
+            self.link_of
+                .get(peer)
+                .and_then(|link| self.links.get(link))
+                .is_some_and(|l| l.proven)
+        };
+        let arriving = match (&work.transfer, &work.partial) {
+            (Some(t), _) if t.size.is_some() => proven(&t.peer),
+            (None, Some((peer, _, _))) => work.http.is_some() && proven(peer),
+            _ => false,
+        };
+        arriving.then(|| self.digests.get(id).copied()).flatten()
+    }
+
+    /// How many bytes of upload `i` can be sent: all of a stored segment; of one still arriving,
+    /// what has arrived but its last byte (sent only once the whole is verified and stored, so a
+    /// requester never completes a segment from what this node could not check). `None`: the
+    /// segment is neither stored nor arriving any more.
+    fn available(&mut self, i: usize) -> Option<usize> {
+        let u = &self.uploads[i];
+        if u.bytes.len() == u.size {
+            return Some(u.size);
+        }
+        if let Some(stored) = self.store.get(&u.id) {
+            let bytes = stored.bytes.clone();
+            let u = &mut self.uploads[i];
+            if bytes.len() != u.size {
+                return None;
+            }
+            u.bytes = bytes;
+            return Some(u.size);
+        }
+        self.arriving(&u.id)?;
+        Some(self.arrived(u))
+    }
+
+    /// How much of a forwarded segment has arrived, its last byte held back (0 when not
+    /// arriving).
+    fn arrived(&self, u: &Upload) -> usize {
+        let Some(work) = self.work.get(&u.id) else {
+            return 0;
+        };
+        let arrived = match (&work.transfer, &work.partial) {
+            (Some(t), _) if t.size.is_some() => t.data.len(),
+            (_, Some((_, prefix, _))) => prefix.len(),
+            _ => 0,
+        };
+        arrived.min(u.size.saturating_sub(1))
+    }
+
+    /// Bytes `start..end` of upload `i` (within [`NodeCore::available`]).
+    fn chunk_of(&self, i: usize, start: usize, end: usize) -> Bytes {
+        let u = &self.uploads[i];
+        if u.bytes.len() == u.size {
+            return u.bytes.slice(start..end);
+        }
+        let Some(work) = self.work.get(&u.id) else {
+            return Bytes::new();
+        };
+        let arrived: &[u8] = match (&work.transfer, &work.partial) {
+            (Some(t), _) if t.size.is_some() => &t.data,
+            (_, Some((_, prefix, _))) => prefix,
+            _ => &[],
+        };
+        arrived
+            .get(start..end)
+            .map(Bytes::copy_from_slice)
+            .unwrap_or_default()
     }
 }
 
