@@ -155,13 +155,15 @@ async fn two_hundred_waiters_get_the_first_bytes_as_the_origin_sends_them() {
          the origin's; 100 joining 0.5 s in: p50 {late_p50:?} max {late_max:?} after joining"
     );
     // The transfer takes 2 s: a waiter given the object whole would see its first byte ~2 s after
-    // the origin's. Loose bounds for a loaded debug build; the numbers are printed above.
+    // the origin's (a late joiner ~1.5 s after joining). Loose bounds for a loaded debug build on
+    // 2 CPUs (a CI run with a release build compiling beside it saw late joiners at p50 436 ms);
+    // the numbers are printed above and measured in docs/BENCHMARKS.md.
     assert!(
         early_max < Duration::from_millis(300),
         "first bytes at the origin's pace: p50 {early_p50:?}, max {early_max:?}"
     );
     assert!(
-        late_p50 < Duration::from_millis(300),
+        late_p50 < Duration::from_millis(750),
         "late joiners start at once: p50 {late_p50:?}, max {late_max:?}"
     );
     assert!(
