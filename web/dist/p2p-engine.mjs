@@ -1131,6 +1131,7 @@ var NodeCore = class {
     this.connecting = /* @__PURE__ */ new Map();
     this.retry = /* @__PURE__ */ new Map();
     this.banned = /* @__PURE__ */ new Set();
+    this.prefixStrikes = /* @__PURE__ */ new Set();
     this.nextConnectCheck = null;
     this.digests = new Bounded(MAX_DIGESTS);
     this.firstSeen = new Bounded(MAX_FIRST_SEEN);
@@ -2021,10 +2022,14 @@ var NodeCore = class {
     if (prefix && (!truth || truth.digest !== sha256 || truth.size !== whole.length)) {
       this.mismatches++;
       this.summary.failures.mismatch++;
-      this.peerDelta(prefix.peer).mismatch++;
       w.partial = null;
       w.http = null;
-      this.ban(prefix.peer, now2);
+      if (this.prefixStrikes.has(prefix.peer)) {
+        this.peerDelta(prefix.peer).mismatch++;
+        this.ban(prefix.peer, now2);
+      } else {
+        this.prefixStrikes.add(prefix.peer);
+      }
       this.startHttp(id, 0, now2);
       return;
     }

@@ -151,6 +151,8 @@ export class NodeCore {
     /** @type {Map<string, {at: number, delay: number}>} */
     this.retry = new Map();
     this.banned = new Set();
+    /** Peers whose prefix, joined with the HTTP rest, failed the check once (a second time bans). */
+    this.prefixStrikes = new Set();
     this.nextConnectCheck = null;
 
     // Segments.
@@ -1150,12 +1152,18 @@ export class NodeCore {
     const truth = this.digests.get(id);
     if (prefix && (!truth || truth.digest !== sha256 || truth.size !== whole.length)) {
       // The peer's part was wrong: never use it, fetch the whole segment over HTTP.
+      // The first time, the peer may be an honest relay that forwarded a liar's bytes before it
+      // found out (it withdraws them when it does): not banned nor reported. A second time, it lies.
       this.mismatches++;
       this.summary.failures.mismatch++;
-      this.peerDelta(prefix.peer).mismatch++;
       w.partial = null;
       w.http = null;
-      this.ban(prefix.peer, now);
+      if (this.prefixStrikes.has(prefix.peer)) {
+        this.peerDelta(prefix.peer).mismatch++;
+        this.ban(prefix.peer, now);
+      } else {
+        this.prefixStrikes.add(prefix.peer);
+      }
       this.startHttp(id, 0, now);
       return;
     }

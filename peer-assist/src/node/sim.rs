@@ -987,6 +987,34 @@ mod tests {
         assert!(sim.summary(relay).mismatches >= 1 || sim.summary(last).mismatches >= 1);
     }
 
+    /// A slow liar: every transfer from it is taken over by HTTP, and the whole fails the check.
+    /// The first time it may have been an honest relay of someone else's lie (not banned); the
+    /// second time it is banned and reported, and the viewer never plays a wrong byte.
+    #[test]
+    fn a_slow_liar_is_banned_at_its_second_wrong_prefix() {
+        let mut sim = Sim::new(World::default());
+        let mut liar = Sim::config(Mode::Seed);
+        liar.test.lie = true;
+        liar.test.slow_upload = Some(40_000);
+        let liar = sim.join(liar);
+        let viewer = sim.join(play());
+        sim.run_for(Duration::from_secs(30));
+        let liar_id = sim.summary(liar).peer_id;
+        let s = sim.summary(viewer);
+        assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+        assert_eq!(s.mismatches, 2, "one strike, then the ban: {s:#?}");
+        assert_eq!(s.peers_dropped_for_lying, vec![liar_id.clone()]);
+        let reported: u64 = sim
+            .reports(viewer)
+            .iter()
+            .flat_map(|r| &r.peers)
+            .filter(|p| p.peer_id == liar_id)
+            .map(|p| p.mismatch)
+            .sum();
+        assert_eq!(reported, 1, "reported once, at the ban");
+        assert_authentic(&mut sim, viewer);
+    }
+
     #[test]
     fn a_peer_killed_mid_transfer_is_replaced_by_http_in_time() {
         // A slow uplink keeps a transfer running long enough to be cut.
@@ -1144,6 +1172,19 @@ mod tests {
             "a slow peer",
             "The senior peer uploads at 20 kB/s: transfers from it are raced or replaced by HTTP \
              (Range requests for the rest) in time.",
+            &mut sim,
+            1,
+            span,
+        ));
+        let mut slow_liar = driven();
+        slow_liar.test.slow_upload = Some(20_000);
+        slow_liar.test.lie = true;
+        let mut sim = driven_swarm(trace_world(), vec![slow_liar, driven()], 1);
+        traces.push(trace(
+            "a slow liar",
+            "The senior peer uploads wrong bytes at 20 kB/s: HTTP takes over the rest, the whole \
+             fails the check and is fetched whole over HTTP; the first time the peer is kept (it \
+             may have relayed someone else's lie), the second time it is banned and reported.",
             &mut sim,
             1,
             span,

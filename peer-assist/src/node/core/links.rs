@@ -49,9 +49,6 @@ pub(super) struct Link {
     /// It answered Absent for a segment it advertises (busy with another upload): not asked for
     /// anything new before this.
     pub busy_until: Option<Instant>,
-    /// It delivered a segment that matched the gateway's digest: what it sends may be forwarded
-    /// while it arrives (see `CoreConfig::forward_arriving`).
-    pub proven: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,7 +230,6 @@ impl NodeCore {
                 in_flight: 0,
                 busy_until: None,
                 unacked: 0,
-                proven: false,
             },
         );
         let have = self.have_frame(link);

@@ -396,6 +396,9 @@ pub struct NodeCore {
     connecting: HashMap<String, Instant>,
     retry: HashMap<String, links::Retry>,
     banned: HashSet<String>,
+    /// Peers whose bytes, taken over by HTTP, made a whole that failed the check once: a second
+    /// time bans them (see `http_verified`).
+    prefix_strikes: HashSet<String>,
     next_connect_check: Option<Instant>,
 
     // Segments.
@@ -472,6 +475,7 @@ impl NodeCore {
             connecting: HashMap::new(),
             retry: HashMap::new(),
             banned: HashSet::new(),
+            prefix_strikes: HashSet::new(),
             next_connect_check: None,
             digests: Bounded::new(MAX_DIGESTS),
             first_seen: Bounded::new(MAX_FIRST_SEEN),

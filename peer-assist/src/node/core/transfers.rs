@@ -4,8 +4,9 @@
 //! A peer's Response header is only its claim: one that differs from the gateway's digest or size
 //! is a lie told up front. A complete transfer is hashed ([`Output::Verify`]) and used only if it
 //! matches. Peer bytes that HTTP took over (a Range request for the rest) are joined with the HTTP
-//! rest and verified as a whole; if the whole does not match, the peer lied and the segment is
-//! fetched whole over HTTP.
+//! rest and verified as a whole; if the whole does not match, the segment is fetched whole over
+//! HTTP, and the peer is banned the second time (the first may be an honest relay that forwarded
+//! a liar's bytes before it found out, see `uploads`).
 
 use std::time::{Duration, Instant};
 
@@ -358,7 +359,6 @@ impl NodeCore {
         let len = bytes.len() as u64;
         if let Some(l) = self.links.get_mut(&t.link) {
             l.in_flight = l.in_flight.saturating_sub(1);
-            l.proven = true;
             l.rate =
                 update_rate(l.rate, len, ended.saturating_duration_since(t.started)).or(l.rate);
         }
@@ -393,16 +393,21 @@ impl NodeCore {
         if let Some((peer, _, _)) = &prefix {
             if truth.is_none_or(|(d, size)| d != sha256 || size != whole.len() as u64) {
                 // The peer's part was wrong: never use it, fetch the whole segment over HTTP.
+                // The first time, the peer may be an honest relay that forwarded a liar's bytes
+                // and had not found out yet (it withdraws them when it does): not banned nor
+                // reported. A second time, it is a liar.
                 tracing::warn!(%peer, segment = %id, "peer prefix failed the check");
                 self.summary.mismatches += 1;
                 self.summary.failures.add(FailureCause::Mismatch);
-                self.peer_delta(peer).mismatch += 1;
                 let peer = peer.clone();
                 if let Some(w) = self.work.get_mut(id) {
                     w.partial = None;
                     w.http = None;
                 }
-                self.ban(&peer, now);
+                if !self.prefix_strikes.insert(peer.clone()) {
+                    self.peer_delta(&peer).mismatch += 1;
+                    self.ban(&peer, now);
+                }
                 self.start_http(id, 0, now);
                 return;
             }

@@ -9,7 +9,7 @@
 //! ([`DRAIN_SLACK`]); at most [`MAX_WAITING_UPLOADS`] wait behind it, and a request beyond them is
 //! answered Absent at once, so its requester asks another peer (or HTTP) while there is time.
 //!
-//! A segment still arriving from a proven peer is served as it arrives ([`NodeCore::arriving`]):
+//! A segment still arriving from a peer is served as it arrives ([`NodeCore::arriving`]):
 //! its last byte only once verified, and withdrawn (Absent after the Response) if the check
 //! fails. Such an upload, when it has sent all that arrived, does not count as the one being sent.
 
@@ -244,27 +244,21 @@ impl NodeCore {
 
 impl NodeCore {
     /// A segment this node may forward while it arrives: a peer transfer whose Response matched
-    /// the gateway's digest and size, or the kept prefix of one that HTTP took over, from a peer
-    /// that already delivered a verified segment here. Its digest and size (the gateway's).
+    /// the gateway's digest and size, or the kept prefix of one that HTTP took over. Its digest
+    /// and size (the gateway's).
     ///
-    /// Only a proven peer's bytes are forwarded unverified: a requester that takes over such a
-    /// transfer with HTTP and finds the whole wrong blames the relay, which cannot be told from
-    /// a liar. A liar must first deliver honestly, and is dropped here at its first lie, so it
-    /// can make honest relays look bad at most once each.
+    /// A requester that takes over a forwarded transfer with HTTP before this node found a lie
+    /// and withdrew it sees a whole that fails the check and cannot tell this node from the liar:
+    /// so a requester bans a peer only at the second such failure (`http_verified`), and this
+    /// node drops the liar at its first lie.
     pub(super) fn arriving(&self, id: &str) -> Option<([u8; 32], u64)> {
         if !self.config.forward_arriving {
             return None;
         }
         let work = self.work.get(id)?;
-        let proven = |peer: &str| {
-            self.link_of
-                .get(peer)
-                .and_then(|link| self.links.get(link))
-                .is_some_and(|l| l.proven)
-        };
         let arriving = match (&work.transfer, &work.partial) {
-            (Some(t), _) if t.size.is_some() => proven(&t.peer),
-            (None, Some((peer, _, _))) => work.http.is_some() && proven(peer),
+            (Some(t), _) => t.size.is_some(),
+            (None, Some(_)) => work.http.is_some(),
             _ => false,
         };
         arriving.then(|| self.digests.get(id).copied()).flatten()
