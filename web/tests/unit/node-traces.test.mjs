@@ -16,11 +16,11 @@ const vectors = loadVectors('node_traces.json');
 // ---------------------------------------------------------------------------------------------
 // Trace JSON → core inputs
 
-/** Byte i of segment n: ((i × 2654435761) ^ (n × 40503)) >> 24, in 32-bit unsigned arithmetic. */
+/** Byte i of segment n: ((i × 2654435761) + (n × 2246822519)) >> 24, in 32-bit unsigned arithmetic. */
 function segmentBytes(n, from, to) {
-  const salt = Math.imul(n, 40_503) >>> 0;
+  const salt = Math.imul(n, 2_246_822_519);
   const out = new Uint8Array(to - from);
-  for (let i = from; i < to; i++) out[i - from] = ((Math.imul(i, 2_654_435_761) ^ salt) >>> 24) & 0xff;
+  for (let i = from; i < to; i++) out[i - from] = (((Math.imul(i, 2_654_435_761) + salt) >>> 0) >>> 24) & 0xff;
   return out;
 }
 
