@@ -805,6 +805,16 @@ mod tests {
         }
     }
 
+    /// The mismatches `node` reported against `peer`, over all its reports.
+    fn mismatches_reported(sim: &Sim, node: usize, peer: &str) -> u64 {
+        sim.reports(node)
+            .iter()
+            .flat_map(|r| &r.peers)
+            .filter(|p| p.peer_id == peer)
+            .map(|p| p.mismatch)
+            .sum()
+    }
+
     #[test]
     fn a_liar_is_caught_after_one_segment() {
         let mut sim = Sim::new(World::default());
@@ -833,14 +843,7 @@ mod tests {
             assert!(s.peers_dropped_for_lying.iter().all(|p| *p == liar_id));
             // Whoever took a segment from it reported it.
             if s.mismatches == 1 {
-                let reported: u64 = sim
-                    .reports(n)
-                    .iter()
-                    .flat_map(|r| &r.peers)
-                    .filter(|p| p.peer_id == liar_id)
-                    .map(|p| p.mismatch)
-                    .sum();
-                assert_eq!(reported, 1);
+                assert_eq!(mismatches_reported(&sim, n, &liar_id), 1);
             }
         }
         let caught: u64 = honest.iter().map(|&n| sim.summary(n).mismatches).sum();
@@ -1019,14 +1022,11 @@ mod tests {
         assert_eq!(s.missed_deadlines, 0, "{s:#?}");
         assert_eq!(s.mismatches, 2, "one strike, then the ban: {s:#?}");
         assert_eq!(s.peers_dropped_for_lying, vec![liar_id.clone()]);
-        let reported: u64 = sim
-            .reports(viewer)
-            .iter()
-            .flat_map(|r| &r.peers)
-            .filter(|p| p.peer_id == liar_id)
-            .map(|p| p.mismatch)
-            .sum();
-        assert_eq!(reported, 1, "reported once, at the ban");
+        assert_eq!(
+            mismatches_reported(&sim, viewer, &liar_id),
+            1,
+            "reported once, at the ban"
+        );
         assert_authentic(&mut sim, viewer);
     }
 

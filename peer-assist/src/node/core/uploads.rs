@@ -255,13 +255,19 @@ impl NodeCore {
         if !self.config.forward_arriving {
             return None;
         }
+        self.arrived_bytes(id)?;
+        self.digests.get(id).copied()
+    }
+
+    /// What has arrived of a segment this node receives: the bytes of a peer transfer past its
+    /// Response, or the kept prefix of one that HTTP is taking over.
+    fn arrived_bytes(&self, id: &str) -> Option<&[u8]> {
         let work = self.work.get(id)?;
-        let arriving = match (&work.transfer, &work.partial) {
-            (Some(t), _) => t.size.is_some(),
-            (None, Some(_)) => work.http.is_some(),
-            _ => false,
-        };
-        arriving.then(|| self.digests.get(id).copied()).flatten()
+        match (&work.transfer, &work.partial) {
+            (Some(t), _) => t.size.is_some().then_some(&t.data[..]),
+            (None, Some((_, prefix, _))) => work.http.is_some().then_some(&prefix[..]),
+            (None, None) => None,
+        }
     }
 
     /// How many bytes of upload `i` can be sent: all of a stored segment; of one still arriving,
@@ -289,15 +295,9 @@ impl NodeCore {
     /// How much of a forwarded segment has arrived, its last byte held back (0 when not
     /// arriving).
     fn arrived(&self, u: &Upload) -> usize {
-        let Some(work) = self.work.get(&u.id) else {
-            return 0;
-        };
-        let arrived = match (&work.transfer, &work.partial) {
-            (Some(t), _) if t.size.is_some() => t.data.len(),
-            (_, Some((_, prefix, _))) => prefix.len(),
-            _ => 0,
-        };
-        arrived.min(u.size.saturating_sub(1))
+        self.arrived_bytes(&u.id)
+            .map_or(0, <[u8]>::len)
+            .min(u.size.saturating_sub(1))
     }
 
     /// Bytes `start..end` of upload `i` (within [`NodeCore::available`]).
@@ -306,16 +306,8 @@ impl NodeCore {
         if u.bytes.len() == u.size {
             return u.bytes.slice(start..end);
         }
-        let Some(work) = self.work.get(&u.id) else {
-            return Bytes::new();
-        };
-        let arrived: &[u8] = match (&work.transfer, &work.partial) {
-            (Some(t), _) if t.size.is_some() => &t.data,
-            (_, Some((_, prefix, _))) => prefix,
-            _ => &[],
-        };
-        arrived
-            .get(start..end)
+        self.arrived_bytes(&u.id)
+            .and_then(|arrived| arrived.get(start..end))
             .map(Bytes::copy_from_slice)
             .unwrap_or_default()
     }
