@@ -146,6 +146,8 @@ pub struct Sim {
     swarm: SwarmKey,
     /// When an [`Event::Lists`] is queued for.
     lists_at: Option<Instant>,
+    /// Chunk bytes sent: (departure, sender, bytes). Diagnostics.
+    pub(super) chunks_sent: Vec<(Instant, usize, u64)>,
 }
 
 impl Sim {
@@ -167,6 +169,7 @@ impl Sim {
             tracker,
             swarm,
             lists_at: None,
+            chunks_sent: Vec::new(),
         };
         // A live stream that has been running for a while: the first window is there at once.
         sim.published = Some(sim.world.window - 1);
@@ -652,6 +655,9 @@ impl Sim {
                 let start = self.nodes[i].uplink_free.max(now);
                 let departs = self.quantize(start + Duration::from_secs_f64(len / rate));
                 self.nodes[i].uplink_free = departs;
+                if let crate::protocol::frame::Frame::Chunk { data, .. } = &frame {
+                    self.chunks_sent.push((departs, i, data.len() as u64));
+                }
                 let written = Input::Written {
                     link,
                     bytes: len as u64,
@@ -771,6 +777,51 @@ mod tests {
                 "segment {n} repeats another"
             );
         }
+    }
+
+    /// The gateway publishes a segment's digest when it sees the segment: a playing node
+    /// reloads its playlist then, not up to a target duration later, so a new segment becomes a
+    /// need while the most time is left to get it from peers.
+    #[test]
+    fn a_digest_of_a_new_segment_reloads_the_playlist_at_once() {
+        let mut sim = Sim::new(World::default());
+        let nodes: Vec<usize> = (0..3).map(|_| sim.join(play())).collect();
+        sim.record(nodes[1]);
+        sim.run_for(Duration::from_secs(20));
+        let steps = sim.steps();
+        let (mut digests, mut reloaded, mut in_flight) = (0, 0, false);
+        for (i, step) in steps.iter().enumerate() {
+            if matches!(step.input, Some(Input::Playlist(_))) {
+                in_flight = false;
+            }
+            if step
+                .outputs
+                .iter()
+                .any(|o| matches!(o, Output::FetchPlaylist))
+            {
+                in_flight = true;
+            }
+            let Some(Input::Signal(ServerMessage::Digests { .. })) = &step.input else {
+                continue;
+            };
+            if step.t < Duration::from_secs(4) {
+                continue; // before the first playlist: nothing to reload yet
+            }
+            digests += 1;
+            // A reload already on its way lists the segment too.
+            let reload = in_flight
+                || steps[i..]
+                    .iter()
+                    .take_while(|s| s.t <= step.t + Duration::from_millis(1))
+                    .any(|s| s.outputs.iter().any(|o| matches!(o, Output::FetchPlaylist)));
+            reloaded += usize::from(reload);
+        }
+        assert!(digests >= 7, "{digests} digests seen");
+        assert_eq!(
+            reloaded, digests,
+            "every new segment's digest reloads the playlist"
+        );
+        assert_eq!(sim.summary(nodes[1]).missed_deadlines, 0);
     }
 
     #[test]
@@ -1558,7 +1609,8 @@ mod tight_uplinks {
 }
 
 /// A diagnostic, not a check: how one live segment spreads through a 100-node swarm (when each
-/// node got segments 12 and 15, from whom: `h` HTTP, `p` peers), the failure counts, and every
+/// node got segments 12 and 15, from whom: `h` HTTP, `p` peers), the failure counts, the share of
+/// all uplinks in use and how many nodes send, per 250 ms after segment 12 appears, and every
 /// step of node `WATCH` (default 60) around segment 12. `SPREAD=1` spreads the uplinks from 1 to
 /// 10 Mbit/s; `REAL=575000` takes [`Sim::real_swarm`] with segments of that many bytes instead.
 /// `cargo test --release -p peer-assist --lib propagation -- --ignored --nocapture`
@@ -1611,6 +1663,31 @@ mod propagation {
             f.disconnect += s.failures.disconnect;
         }
         eprintln!("failures {f:?}");
+        // Uplink use per 250 ms from segment 12's publication: bytes sent / capacity, senders.
+        let t12 = sim.t0 + Duration::from_secs(14);
+        let capacity: f64 = nodes
+            .iter()
+            .map(|&k| sim.nodes[k].uplink.unwrap_or(sim.world.uplink))
+            .sum();
+        let mut line = Vec::new();
+        for bin in 0..24u32 {
+            let from = t12 + Duration::from_millis(250) * bin;
+            let to = from + Duration::from_millis(250);
+            let (mut bytes, mut senders) = (0u64, std::collections::HashSet::new());
+            for &(at, k, b) in &sim.chunks_sent {
+                if at >= from && at < to {
+                    bytes += b;
+                    senders.insert(k);
+                }
+            }
+            line.push(format!(
+                "{}ms:{:.0}%/{}",
+                bin * 250,
+                bytes as f64 / (capacity * 0.25) * 100.0,
+                senders.len()
+            ));
+        }
+        eprintln!("uplink use: {}", line.join(" "));
         for seg in [12u64, 15] {
             let id = segment_id(seg);
             let mut rows = Vec::new();

@@ -683,10 +683,24 @@ impl NodeCore {
     fn on_signal(&mut self, message: ServerMessage, now: Instant) {
         match message {
             ServerMessage::Digests { segments, .. } => {
+                // The gateway publishes a digest when it sees a new segment: a node following its
+                // own playlist reloads it now instead of at its next reload (up to a target
+                // duration later), so the segment becomes a need while the most time is left.
+                let unseen = segments
+                    .iter()
+                    .any(|entry| !self.first_seen.contains(&entry.id));
                 for entry in segments {
                     if let Ok(digest) = crate::protocol::signal::parse_digest_hex(&entry.sha256) {
                         self.digests.insert(entry.id, (digest, entry.size));
                     }
+                }
+                if unseen
+                    && self.config.mode == Mode::Play
+                    && self.live
+                    && self.next_playlist.is_some()
+                    && !self.playlist_in_flight
+                {
+                    self.next_playlist = Some(now);
                 }
                 self.have_dirty = true;
                 self.dirty = true;
