@@ -1086,6 +1086,9 @@ var LINK_WINDOW = 64 * 1024;
 var MAX_WAITING_UPLOADS = 0;
 var DRAIN_SLACK = 32 * 1024;
 var BUSY_BACKOFF_MS = 250;
+function busyBackoffMs(streak) {
+  return BUSY_BACKOFF_MS * 2 ** Math.min(streak, 5);
+}
 var FAILURE_CAUSES = ["timeout", "mismatch", "absent", "disconnect"];
 var LOWER_HEX_642 = /^[0-9a-f]{64}$/;
 var NO_BYTES = new Uint8Array(0);
@@ -1725,7 +1728,7 @@ var NodeCore = class {
     }
     this.retry.delete(peer);
     this.linkOf.set(peer, link);
-    this.links.set(link, { peer, initiated, maxFrame, has: /* @__PURE__ */ new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0 });
+    this.links.set(link, { peer, initiated, maxFrame, has: /* @__PURE__ */ new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0, busyStreak: 0 });
     this.send(link, this.haveFrame(link));
     this.dirty = true;
   }
@@ -1841,7 +1844,10 @@ var NodeCore = class {
         return;
       case "absent": {
         const id = this.transferOf(link, frame.request_id);
-        if (id !== null && l.has.has(id)) l.busyUntil = now2 + BUSY_BACKOFF_MS;
+        if (id !== null && l.has.has(id)) {
+          l.busyUntil = now2 + busyBackoffMs(l.busyStreak);
+          l.busyStreak += 1;
+        }
         if (id !== null) this.failTransfer(id, "absent");
         return;
       }
@@ -1855,6 +1861,7 @@ var NodeCore = class {
           this.caughtLying(id, link, now2);
           return;
         }
+        l.busyStreak = 0;
         t.size = frame.size;
         t.data = new Uint8Array(frame.size);
         if (frame.size === 0) this.completePeerTransfer(id, now2);

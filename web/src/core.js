@@ -77,6 +77,15 @@ export const DRAIN_SLACK = 32 * 1024;
  */
 export const BUSY_BACKOFF_MS = 250;
 
+/**
+ * The backoff after `streak` busy answers in a row from one peer: BUSY_BACKOFF_MS doubled each
+ * time, at most 32 times as long (8 s). A requester that keeps asking the same busy peers wastes
+ * a round trip each time while other holders sit idle.
+ */
+export function busyBackoffMs(streak) {
+  return BUSY_BACKOFF_MS * 2 ** Math.min(streak, 5);
+}
+
 const FAILURE_CAUSES = ['timeout', 'mismatch', 'absent', 'disconnect'];
 const LOWER_HEX_64 = /^[0-9a-f]{64}$/;
 const NO_BYTES = new Uint8Array(0);
@@ -823,7 +832,7 @@ export class NodeCore {
     }
     this.retry.delete(peer);
     this.linkOf.set(peer, link);
-    this.links.set(link, { peer, initiated, maxFrame, has: new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0 });
+    this.links.set(link, { peer, initiated, maxFrame, has: new Set(), rate: null, inFlight: 0, unacked: 0, busyUntil: 0, busyStreak: 0 });
     this.send(link, this.haveFrame(link));
     this.dirty = true;
   }
@@ -951,7 +960,10 @@ export class NodeCore {
         const id = this.transferOf(link, frame.request_id);
         // Absent for a segment it advertises: busy (it serves one upload at a time). Keep what it
         // has; ask it again later.
-        if (id !== null && l.has.has(id)) l.busyUntil = now + BUSY_BACKOFF_MS;
+        if (id !== null && l.has.has(id)) {
+          l.busyUntil = now + busyBackoffMs(l.busyStreak);
+          l.busyStreak += 1;
+        }
         if (id !== null) this.failTransfer(id, 'absent');
         return;
       }
@@ -971,6 +983,7 @@ export class NodeCore {
           this.caughtLying(id, link, now);
           return;
         }
+        l.busyStreak = 0;
         t.size = frame.size;
         t.data = new Uint8Array(frame.size);
         if (frame.size === 0) this.completePeerTransfer(id, now);

@@ -49,6 +49,8 @@ pub(super) struct Link {
     /// It answered Absent for a segment it advertises (busy with another upload): not asked for
     /// anything new before this.
     pub busy_until: Option<Instant>,
+    /// Busy answers in a row (reset when it starts sending): each doubles the backoff.
+    pub busy_streak: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +231,7 @@ impl NodeCore {
                 rate: None,
                 in_flight: 0,
                 busy_until: None,
+                busy_streak: 0,
                 unacked: 0,
             },
         );
