@@ -104,6 +104,9 @@ pub struct NodeConfig {
     /// Serve segments to peers while they still arrive from a peer (see
     /// `CoreConfig::forward_arriving`). On by default; the browser engine does not do it yet.
     pub forward_arriving: bool,
+    /// Driven: fetch a newly announced live segment before the player asks (see
+    /// `CoreConfig::prefetch_announced`). On by default; the browser engine does not do it yet.
+    pub prefetch_announced: bool,
     /// Do not play: fetch only what [`SegmentFetcher::fetch`] asks for, by the deadline it gives (a
     /// player model drives the node, as in the load-test harness).
     pub driven: bool,
@@ -139,6 +142,7 @@ impl NodeConfig {
             scheduler: SchedulerConfig::default(),
             test: TestBehaviour::default(),
             forward_arriving: true,
+            prefetch_announced: true,
             driven: false,
             token: None,
             link: None,
@@ -172,6 +176,7 @@ impl NodeConfig {
                 .as_ref()
                 .map(|k| core::ReceiptSigner::new(std::sync::Arc::clone(k))),
             forward_arriving: self.forward_arriving,
+            prefetch_announced: self.prefetch_announced,
         }
     }
 }

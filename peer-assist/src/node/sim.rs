@@ -39,6 +39,9 @@ pub struct World {
     pub digest_delay: Duration,
     /// Driven peers ask for each new segment this long after it is published...
     pub need_after: Duration,
+    /// ... plus a part of this that differs from peer to peer (where in its reload cycle each
+    /// driving player is when the segment appears: up to a target duration).
+    pub need_spread: Duration,
     /// ... to play this long after it is published (the live latency).
     pub plays_after: Duration,
     /// Driven peers stop waiting for a segment after this long (zapping viewers).
@@ -59,6 +62,7 @@ impl Default for World {
             uplink: 5_000_000.0,
             digest_delay: Duration::from_millis(50),
             need_after: Duration::from_millis(100),
+            need_spread: Duration::ZERO,
             plays_after: Duration::from_secs(5),
             abandon_after: None,
             http_fail: Vec::new(),
@@ -425,13 +429,28 @@ impl Sim {
     /// own scrambled order, and segments of `segment_bytes` (575 kB: 2.3 Mbit/s, the top rendition
     /// the harness's players reach).
     pub fn real_swarm(n: usize, segment_bytes: usize) -> (Sim, Vec<usize>) {
+        Self::real_swarm_of(n, segment_bytes, Sim::config(Mode::Play))
+    }
+
+    /// [`Sim::real_swarm`] of driven nodes, as the harness's viewers are: each player asks for a
+    /// new segment at its own point in a 2 s reload cycle after it appears.
+    pub fn real_driven_swarm(n: usize, segment_bytes: usize, prefetch: bool) -> (Sim, Vec<usize>) {
+        let mut config = Sim::config(Mode::Driven);
+        config.prefetch_announced = prefetch;
+        let (mut sim, nodes) = Self::real_swarm_of(n, segment_bytes, config);
+        sim.world.need_spread = Duration::from_secs(2);
+        sim.world.need_after = Duration::from_millis(250);
+        (sim, nodes)
+    }
+
+    fn real_swarm_of(n: usize, segment_bytes: usize, config: CoreConfig) -> (Sim, Vec<usize>) {
         let world = World {
             segment_bytes,
             link_latency: Duration::ZERO,
             ..World::default()
         };
         let mut sim = Sim::new(world);
-        let nodes: Vec<usize> = (0..n).map(|_| sim.join(Sim::config(Mode::Play))).collect();
+        let nodes: Vec<usize> = (0..n).map(|_| sim.join(config.clone())).collect();
         let spread = |k: usize, prime: usize| (k * prime % n) as f64 / (n.max(2) - 1) as f64;
         for &k in &nodes {
             sim.set_uplink(k, 125_000.0 + spread(k, 37) * 1_125_000.0);
@@ -574,7 +593,11 @@ impl Sim {
                     self.input(at, i, Input::Signal(message));
                     if self.nodes[i].core.mode() == Mode::Driven && self.nodes[i].alive {
                         // The driving player reloads the playlist and asks for the new segment.
-                        let ask = now + self.world.need_after + Duration::from_millis(7 * i as u64);
+                        let phase = (i * 7919 % 1000) as f64 / 1000.0;
+                        let ask = now
+                            + self.world.need_after
+                            + Duration::from_millis(7 * i as u64)
+                            + self.world.need_spread.mul_f64(phase);
                         self.input(ask, i, Input::Playlist(Ok(playlist.clone())));
                         let waiter = WaiterId(self.nodes[i].next_waiter);
                         self.nodes[i].next_waiter += 1;
@@ -744,6 +767,19 @@ fn assert_authentic(sim: &mut Sim, node: usize) {
 }
 
 /// Bytes from peers and in all, counting segments accepted after `after` only.
+/// Offload of `nodes` after their first 10 s, and how many segments came after their deadline.
+fn offload_and_late(sim: &mut Sim, nodes: &[usize]) -> (f64, usize) {
+    let (mut p2p, mut all, mut late) = (0, 0, 0);
+    for &k in nodes {
+        let s = sim.summary(k);
+        let (p, a) = bytes_after(&s, Duration::from_secs(10));
+        p2p += p;
+        all += a;
+        late += s.log.iter().filter(|r| !r.in_time).count();
+    }
+    (p2p as f64 / all as f64, late)
+}
+
 fn bytes_after(summary: &Summary, after: Duration) -> (u64, u64) {
     summary
         .log
@@ -1163,6 +1199,7 @@ mod tests {
     fn driven() -> CoreConfig {
         let mut config = Sim::config(Mode::Driven);
         config.forward_arriving = false;
+        config.prefetch_announced = false;
         config
     }
 
@@ -1586,6 +1623,16 @@ mod tight_uplinks {
                 received / 1_000_000,
             );
         }
+        for prefetch in [false, true] {
+            let (mut sim, nodes) = Sim::real_driven_swarm(100, 575_000, prefetch);
+            sim.run_for(Duration::from_secs(40));
+            let (offload, late) = offload_and_late(&mut sim, &nodes);
+            eprintln!(
+                "100 driven nodes (uplinks 1-10 Mbit/s), RTT 20-150 ms, 575000 B segments, asked 0.25-2.25 s after they appear, {}: offload {:.3}, {late} late",
+                if prefetch { "announced segments fetched ahead" } else { "fetched when asked" },
+                offload,
+            );
+        }
     }
 
     /// A busy holder is asked again only after a backoff that doubles with each busy answer in a
@@ -1614,6 +1661,30 @@ mod tight_uplinks {
             per_segment < 3.0,
             "{per_segment:.1} Absent per node and segment"
         );
+    }
+
+    /// A driven node fetches a segment a digest announced before its player asks for it (from
+    /// peers; a seeder over HTTP): the player learns of it at its next reload, up to a target
+    /// duration later, and that time is the swarm's to spread it.
+    #[test]
+    fn announced_segments_are_fetched_before_the_player_asks() {
+        let run = |prefetch: bool| {
+            let (mut sim, nodes) = Sim::real_driven_swarm(30, 575_000, prefetch);
+            sim.run_for(Duration::from_secs(30));
+            for &k in &nodes {
+                assert_authentic(&mut sim, k);
+            }
+            offload_and_late(&mut sim, &nodes)
+        };
+        let (when_asked, late_asked) = run(false);
+        let (ahead, late_ahead) = run(true);
+        eprintln!("offload {when_asked:.3} fetched when asked, {ahead:.3} fetched ahead");
+        assert_eq!(
+            (late_asked, late_ahead),
+            (0, 0),
+            "distribution first: nothing late"
+        );
+        assert!(ahead >= when_asked + 0.15, "{when_asked:.3} -> {ahead:.3}");
     }
 
     /// A node serves its uploads one after another and says Absent while busy; a requester keeps

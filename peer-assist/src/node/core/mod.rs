@@ -49,6 +49,8 @@ pub const LOOKAHEAD: usize = 8;
 pub const HAVE_INTERVAL: Duration = Duration::from_millis(100);
 /// Running work for a segment nobody waits for any more is stopped after this.
 pub const ABANDONED_GRACE: Duration = Duration::from_secs(3);
+/// Announced segments fetched ahead of a driving player, at most (the newest kept).
+pub const MAX_ANNOUNCED: usize = 3;
 /// A playing or seeding node tries a failed HTTP fetch again after this.
 pub const HTTP_RETRY: Duration = Duration::from_millis(500);
 /// A playlist reload that failed is tried again after this.
@@ -121,6 +123,12 @@ pub struct CoreConfig {
     /// is verified): a live segment spreads through a swarm at the pace of the slowest uplink on
     /// its path instead of a whole segment's transfer per hop.
     pub forward_arriving: bool,
+    /// Driven: when a digest announces one newly cached segment while the player plays, fetch it
+    /// ahead of the player's ask: from peers only (never HTTP before the player asks), or over
+    /// HTTP at once if this node is one of the swarm's seeders. A player learns of a new live
+    /// segment at its next playlist reload, up to a target duration after the gateway had it;
+    /// this time is the swarm's to spread it.
+    pub prefetch_announced: bool,
 }
 
 /// What a node signs receipts with.
@@ -409,6 +417,11 @@ pub struct NodeCore {
     store: Store,
     work: BTreeMap<String, Work>,
     waiting: BTreeMap<String, Waiting>,
+    /// Driven, [`CoreConfig::prefetch_announced`]: segments a digest announced that the player
+    /// has not asked for yet, and when (oldest first, at most [`MAX_ANNOUNCED`]).
+    announced: VecDeque<(String, Instant)>,
+    /// When the driving player last asked for a segment.
+    last_need: Option<Instant>,
     waiter_segment: HashMap<WaiterId, String>,
     requests: HashMap<u32, String>,
     next_request: u32,
@@ -484,6 +497,8 @@ impl NodeCore {
             store: Store::new(config.window, config.max_store_bytes),
             work: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            announced: VecDeque::new(),
+            last_need: None,
             waiter_segment: HashMap::new(),
             requests: HashMap::new(),
             next_request: 1,
@@ -689,6 +704,11 @@ impl NodeCore {
                 let unseen = segments
                     .iter()
                     .any(|entry| !self.first_seen.contains(&entry.id));
+                // One newly cached segment (the window after `welcome` comes in bigger batches).
+                let announced = match segments.as_slice() {
+                    [one] => Some(one.id.clone()),
+                    _ => None,
+                };
                 for entry in segments {
                     if let Ok(digest) = crate::protocol::signal::parse_digest_hex(&entry.sha256) {
                         self.digests.insert(entry.id, (digest, entry.size));
@@ -701,6 +721,9 @@ impl NodeCore {
                     && !self.playlist_in_flight
                 {
                     self.next_playlist = Some(now);
+                }
+                if let Some(id) = announced {
+                    self.announce(id, now);
                 }
                 self.have_dirty = true;
                 self.dirty = true;
@@ -824,6 +847,68 @@ impl NodeCore {
         self.dirty = true;
     }
 
+    /// A digest announced one newly cached segment ([`CoreConfig::prefetch_announced`]).
+    fn announce(&mut self, id: String, now: Instant) {
+        let playing = self
+            .last_need
+            .is_some_and(|t| now.saturating_duration_since(t) < self.target * 2);
+        if self.config.mode != Mode::Driven
+            || !self.config.prefetch_announced
+            || !playing
+            || self.first_seen.contains(&id)
+            || self.store.contains(&id)
+        {
+            return;
+        }
+        self.first_seen.insert(id.clone(), now);
+        self.announced.push_back((id, now));
+        while self.announced.len() > MAX_ANNOUNCED {
+            if let Some((old, _)) = self.announced.pop_front() {
+                self.drop_unwanted(&old);
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Stops the work on a segment nobody waits for (an announcement that expired or was pushed
+    /// out).
+    fn drop_unwanted(&mut self, id: &str) {
+        if self.waiting.get(id).is_some_and(|w| !w.waiters.is_empty()) {
+            return;
+        }
+        self.fail_transfer(id, FailureCause::Timeout);
+        self.cancel_http(id);
+        self.work.remove(id);
+    }
+
+    /// The announced segments to work on now: a seeder's over HTTP at once (`None`), the others'
+    /// as prefetches, which the scheduler never sends to HTTP. An announcement ends when the
+    /// player asks for the segment, when it is stored, or after two target durations.
+    fn announced_agenda(&mut self, now: Instant) -> Vec<(String, Option<Instant>)> {
+        let expired: Vec<String> = self
+            .announced
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(*at) >= self.target * 2)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.drop_unwanted(id);
+        }
+        let store = &self.store;
+        let waiting = &self.waiting;
+        self.announced.retain(|(id, _)| {
+            !expired.contains(id)
+                && !store.contains(id)
+                && waiting.get(id).is_none_or(|w| w.waiters.is_empty())
+        });
+        let seeder = self.scheduler_now().is_seeder(self.seniority());
+        let prefetch = now + self.scheduler.config().urgent_window + WAIT_POLL;
+        self.announced
+            .iter()
+            .map(|(id, _)| (id.clone(), (!seeder).then_some(prefetch)))
+            .collect()
+    }
+
     fn on_need(
         &mut self,
         waiter: WaiterId,
@@ -832,6 +917,8 @@ impl NodeCore {
         p2p: bool,
         now: Instant,
     ) {
+        self.last_need = Some(now);
+        self.announced.retain(|(a, _)| a != &id);
         if let Some(previous) = self.waiter_segment.get(&waiter) {
             if previous != &id {
                 let previous = previous.clone();
@@ -906,12 +993,18 @@ impl NodeCore {
                     .map(|(seq, slot)| (slot.id.clone(), self.timeline.plays_at(seq, now)))
                     .collect()
             }
-            Mode::Driven => self
-                .waiting
-                .iter()
-                .filter(|(_, w)| !w.http_only && !w.waiters.is_empty())
-                .map(|(id, w)| (id.clone(), w.plays_at()))
-                .collect(),
+            Mode::Driven => {
+                let mut agenda: Vec<(String, Option<Instant>)> = self
+                    .waiting
+                    .iter()
+                    .filter(|(_, w)| !w.http_only && !w.waiters.is_empty())
+                    .map(|(id, w)| (id.clone(), w.plays_at()))
+                    .collect();
+                if !self.announced.is_empty() {
+                    agenda.extend(self.announced_agenda(now));
+                }
+                agenda
+            }
         }
     }
 
@@ -1057,10 +1150,13 @@ impl NodeCore {
                 // A prefetch no peer can serve (or whose peer stalled). A caller waiting for it
                 // is filling its buffer: waiting would only shrink the buffer, so HTTP it is.
                 // A playing node just drops its own speculative fetch.
+                // An announced segment the player has not asked for is dropped too.
                 self.fail_transfer(id, FailureCause::Timeout);
-                if self.config.mode == Mode::Driven {
+                let waited = self.waiting.get(id).is_some_and(|w| !w.waiters.is_empty());
+                if self.config.mode == Mode::Driven && waited {
                     self.start_http(id, 0, now);
                 } else {
+                    self.announced.retain(|(a, _)| a != id);
                     return now + WAIT_POLL;
                 }
             }
