@@ -1627,6 +1627,19 @@ mod tight_uplinks {
             let (mut sim, nodes) = Sim::real_driven_swarm(100, 575_000, prefetch);
             sim.run_for(Duration::from_secs(40));
             let (offload, late) = offload_and_late(&mut sim, &nodes);
+            let (mut up, mut got, mut f) = (0, 0, crate::protocol::signal::Failures::default());
+            for &k in &nodes {
+                let s = sim.summary(k);
+                up += s.uploaded_bytes;
+                got += s.p2p_bytes;
+                f.timeout += s.failures.timeout;
+                f.absent += s.failures.absent;
+            }
+            eprintln!(
+                "  {} MB uploaded, {} MB from peers, {f:?}",
+                up / 1_000_000,
+                got / 1_000_000
+            );
             eprintln!(
                 "100 driven nodes (uplinks 1-10 Mbit/s), RTT 20-150 ms, 575000 B segments, asked 0.25-2.25 s after they appear, {}: offload {:.3}, {late} late",
                 if prefetch { "announced segments fetched ahead" } else { "fetched when asked" },
