@@ -33,8 +33,9 @@
 //! asks for a segment of another rendition
 //! ([`SegmentFetcher::switch_rendition`](peer_assist::node::SegmentFetcher::switch_rendition)), as
 //! the browser engine does on a level switch. ABR is fed the time of the transfer that brought each
-//! segment in (the node's [`Fetched::took`](peer_assist::node::Fetched)), not the time the viewer
-//! waited for it, so it is fooled neither by a fast peer nor by a wait for seeders. With
+//! segment in (the node's [`Fetched::took`](peer_assist::node::Fetched); for a peer's prefix
+//! finished over HTTP, the HTTP fetch's), not the time the viewer waited for it, so it is fooled
+//! neither by a fast peer nor by a wait for seeders nor by a slow peer HTTP took over from. With
 //! `--rendition N` (bandwidth-ascending index) every viewer of both cohorts plays that one
 //! rendition, given to the node as its index in playlist order.
 //!

@@ -1983,7 +1983,7 @@ var NodeCore = class {
       kind: "http",
       id,
       from,
-      prefix: prefix && { peer: prefix.peer, len: prefix.bytes.length, started: prefix.started },
+      prefix: prefix && { peer: prefix.peer, len: prefix.bytes.length },
       httpStarted,
       whole
     });
@@ -2043,8 +2043,7 @@ var NodeCore = class {
     w.http = null;
     this.summary.p2p_bytes += prefix ? prefix.len : 0;
     if (prefix) this.deliveredBy(prefix.peer, id, sha256, prefix.len);
-    const started = prefix ? Math.min(prefix.started, httpStarted) : httpStarted;
-    this.accept(id, whole, sha256, "http", started, now2);
+    this.accept(id, whole, sha256, "http", httpStarted, now2);
   }
   // =============================================================================================
   // Uploads: requests answered from the store within the upload policy (opt-out, privacy floor),

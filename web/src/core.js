@@ -1116,7 +1116,7 @@ export class NodeCore {
       kind: 'http',
       id,
       from,
-      prefix: prefix && { peer: prefix.peer, len: prefix.bytes.length, started: prefix.started },
+      prefix: prefix && { peer: prefix.peer, len: prefix.bytes.length },
       httpStarted,
       whole,
     });
@@ -1184,8 +1184,9 @@ export class NodeCore {
     w.http = null;
     this.summary.p2p_bytes += prefix ? prefix.len : 0;
     if (prefix) this.deliveredBy(prefix.peer, id, sha256, prefix.len);
-    const started = prefix ? Math.min(prefix.started, httpStarted) : httpStarted;
-    this.accept(id, whole, sha256, 'http', started, now);
+    // Bandwidth estimation sees the HTTP fetch: a peer's pace says nothing of the viewer's HTTP
+    // path (and a prefix fetched ahead of the player would make it look slow).
+    this.accept(id, whole, sha256, 'http', httpStarted, now);
   }
 
   // =============================================================================================

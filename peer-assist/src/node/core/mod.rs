@@ -270,7 +270,9 @@ pub struct Delivery {
     /// Where it came from (a peer transfer finished over HTTP counts as HTTP).
     pub source: Source,
     /// When the transfer that produced it started and ended (for bandwidth estimation). For a
-    /// segment from the store: ending now, as long as the transfer that stored it took.
+    /// segment from the store: ending now, as long as the transfer that stored it took. For a
+    /// peer's prefix joined with an HTTP rest: the HTTP fetch's (the peer's pace says nothing of
+    /// the viewer's HTTP path, and a prefix fetched ahead of the player would make it look slow).
     pub started: Instant,
     pub finished: Instant,
     /// It was in the store already (no transfer now).
@@ -333,11 +335,11 @@ impl Waiting {
 enum Job {
     /// A complete peer transfer of `id`.
     Peer { id: String },
-    /// An HTTP body of `id` (from `from`), joined with `prefix` peer bytes: (peer, bytes, started).
+    /// An HTTP body of `id` (from `from`), joined with `prefix` peer bytes: (peer, length).
     Http {
         id: String,
         from: u64,
-        prefix: Option<(String, u64, Instant)>,
+        prefix: Option<(String, u64)>,
         http_started: Instant,
         whole: Bytes,
     },

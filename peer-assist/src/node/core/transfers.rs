@@ -311,7 +311,7 @@ impl NodeCore {
             Job::Http {
                 id,
                 from,
-                prefix: prefix.map(|(peer, bytes, started)| (peer, bytes.len() as u64, started)),
+                prefix: prefix.map(|(peer, bytes, _)| (peer, bytes.len() as u64)),
                 http_started,
                 whole: whole.clone(),
             },
@@ -388,7 +388,7 @@ impl NodeCore {
         &mut self,
         id: &str,
         from: u64,
-        prefix: Option<(String, u64, Instant)>,
+        prefix: Option<(String, u64)>,
         http_started: Instant,
         whole: Bytes,
         sha256: [u8; 32],
@@ -403,7 +403,7 @@ impl NodeCore {
             return;
         }
         let truth = self.digests.get(id).copied();
-        if let Some((peer, _, _)) = &prefix {
+        if let Some((peer, _)) = &prefix {
             if truth.is_none_or(|(d, size)| d != sha256 || size != whole.len() as u64) {
                 // The peer's part was wrong: never use it, fetch the whole segment over HTTP.
                 // The first time, the peer may be an honest relay that forwarded a liar's bytes
@@ -430,14 +430,12 @@ impl NodeCore {
         if let Some(w) = self.work.get_mut(id) {
             w.http = None;
         }
-        let peer_part = prefix.as_ref().map_or(0, |(_, len, _)| *len);
+        let peer_part = prefix.as_ref().map_or(0, |(_, len)| *len);
         self.summary.p2p_bytes += peer_part;
-        if let Some((peer, len, _)) = &prefix {
+        if let Some((peer, len)) = &prefix {
             self.delivered_by(peer, id, sha256, *len, now);
         }
-        let started = prefix
-            .as_ref()
-            .map_or(http_started, |(_, _, s)| (*s).min(http_started));
-        self.accept(id, whole, sha256, Source::Http, started, now, now);
+        // Bandwidth estimation sees the HTTP fetch (see `Delivery::started`).
+        self.accept(id, whole, sha256, Source::Http, http_started, now, now);
     }
 }
