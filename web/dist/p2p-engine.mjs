@@ -1104,8 +1104,10 @@ var DEFAULT_CORE_CONFIG = Object.freeze({
   reportEveryMs: 2e3,
   scheduler: DEFAULT_SCHEDULER_CONFIG,
   receipts: false,
+  prefetchAnnounced: true,
   test: Object.freeze({ lie: false, slowUpload: null })
 });
+var MAX_ANNOUNCED = 3;
 var NodeCore = class {
   /**
    * A node that joined as `me` at `now` (a browser that has no id yet passes ''; the first
@@ -1144,6 +1146,8 @@ var NodeCore = class {
     this.work = /* @__PURE__ */ new Map();
     this.waiting = /* @__PURE__ */ new Map();
     this.waiterSegment = /* @__PURE__ */ new Map();
+    this.announced = [];
+    this.lastNeed = null;
     this.requests = /* @__PURE__ */ new Map();
     this.nextRequest = 1;
     this.jobs = /* @__PURE__ */ new Map();
@@ -1300,6 +1304,7 @@ var NodeCore = class {
         }
         this.haveDirty = true;
         this.dirty = true;
+        if (m.segments.length === 1) this.announce(m.segments[0].id, now2);
         break;
       case "peers":
         this.onPeers(m.peers, now2);
@@ -1351,7 +1356,42 @@ var NodeCore = class {
   }
   // =============================================================================================
   // Needs
+  /** A digest announced one newly cached segment (config.prefetchAnnounced). */
+  announce(id, now2) {
+    const playing = this.lastNeed !== null && Math.max(0, now2 - this.lastNeed) < this.targetMs * 2;
+    if (!this.config.prefetchAnnounced || !playing || this.firstSeen.contains(id) || this.store.contains(id)) return;
+    this.firstSeen.insert(id, now2);
+    this.announced.push([id, now2]);
+    while (this.announced.length > MAX_ANNOUNCED) this.dropUnwanted(this.announced.shift()[0]);
+    this.dirty = true;
+  }
+  /** Stops the work on a segment nobody waits for (an announcement that expired or was pushed out). */
+  dropUnwanted(id) {
+    const waiting = this.waiting.get(id);
+    if (waiting && waiting.waiters.size > 0) return;
+    this.failTransfer(id, "timeout");
+    this.cancelHttp(id);
+    this.work.delete(id);
+  }
+  /**
+   * The announced segments to work on now: a seeder's over HTTP at once (null), the others' as
+   * prefetches, which the scheduler never sends to HTTP. An announcement ends when the player asks
+   * for the segment, when it is stored, or after two target durations.
+   */
+  announcedAgenda(now2) {
+    const expired = this.announced.filter(([, at]) => Math.max(0, now2 - at) >= this.targetMs * 2).map(([id]) => id);
+    for (const id of expired) this.dropUnwanted(id);
+    this.announced = this.announced.filter(([id]) => {
+      const waiting = this.waiting.get(id);
+      return !expired.includes(id) && !this.store.contains(id) && !(waiting && waiting.waiters.size > 0);
+    });
+    const seeder = this.schedulerNow().isSeeder(this.seniority());
+    const prefetch = now2 + this.scheduler.config.urgentWindowMs + WAIT_POLL_MS;
+    return this.announced.map(([id]) => [id, seeder ? null : prefetch]);
+  }
   onNeed(waiter, id, playsAt, p2p, now2) {
+    this.lastNeed = now2;
+    this.announced = this.announced.filter(([a]) => a !== id);
     const previous = this.waiterSegment.get(waiter);
     if (previous !== void 0 && previous !== id) {
       this.onAbandon(waiter, now2);
@@ -1390,13 +1430,14 @@ var NodeCore = class {
       }
     }
   }
-  /** Segments to decide on now, by id, with when each plays. */
-  agenda() {
+  /** Segments to decide on now, by id, with when each plays (null: over HTTP at once). */
+  agenda(now2) {
     const out = [];
     for (const id of sortedKeys(this.waiting)) {
       const w = this.waiting.get(id);
       if (!w.httpOnly && w.waiters.size > 0) out.push([id, Math.min(...w.waiters.values())]);
     }
+    if (this.announced.length > 0) out.push(...this.announcedAgenda(now2));
     return out;
   }
   /** Runs the scheduler over every segment on the agenda. */
@@ -1404,10 +1445,14 @@ var NodeCore = class {
     let next = Math.min(now2 + WAIT_POLL_MS, this.tendAbandoned(now2));
     const seniority = this.seniority();
     const scheduler = this.schedulerNow();
-    for (const [id, playsAt] of this.agenda()) {
+    for (const [id, playsAt] of this.agenda(now2)) {
       if (this.store.contains(id)) continue;
       const work = this.workOf(id);
       if (work.transfer?.verifying) continue;
+      if (playsAt === null) {
+        this.startHttp(id, 0, now2);
+        continue;
+      }
       const digest = this.digests.get(id);
       const seen = this.firstSeen.get(id);
       const freshLive = this.live && seen !== void 0 && Math.max(0, now2 - seen) < this.targetMs * 2;
@@ -1475,10 +1520,16 @@ var NodeCore = class {
         if (l) l.busyUntil = now2 + BUSY_BACKOFF_MS;
         return now2;
       }
-      case "Skip":
+      case "Skip": {
         this.failTransfer(id, "timeout");
-        this.startHttp(id, 0, now2);
-        break;
+        const waiting = this.waiting.get(id);
+        if (waiting && waiting.waiters.size > 0) {
+          this.startHttp(id, 0, now2);
+          break;
+        }
+        this.announced = this.announced.filter(([a]) => a !== id);
+        return now2 + WAIT_POLL_MS;
+      }
       default:
         throw new Error(`NodeCore: unknown decision ${d.kind}`);
     }

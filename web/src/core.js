@@ -104,6 +104,9 @@ const NO_BYTES = new Uint8Array(0);
  * @property {object} [scheduler]     scheduler tuning (scheduler.js DEFAULT_SCHEDULER_CONFIG)
  * @property {boolean} [receipts]     queue a `delivered` output for every verified delivery from
  *   a peer with a key (the driver signs a receipt for it)
+ * @property {boolean} [prefetchAnnounced] while the player plays, fetch a live segment a `digests`
+ *   message announces (one newly cached segment) before the player asks: from peers only, or over
+ *   HTTP at once on a seeder (PROTOCOL.md §2.4); the native core's `prefetch_announced`
  * @property {{lie?: boolean, slowUpload?: number|null}} [test] misbehaviour, for tests only
  */
 
@@ -120,8 +123,12 @@ export const DEFAULT_CORE_CONFIG = Object.freeze({
   reportEveryMs: 2000,
   scheduler: DEFAULT_SCHEDULER_CONFIG,
   receipts: false,
+  prefetchAnnounced: true,
   test: Object.freeze({ lie: false, slowUpload: null }),
 });
+
+/** Announced segments fetched ahead of the player, at most (the newest kept). */
+export const MAX_ANNOUNCED = 3;
 
 export class NodeCore {
   /**
@@ -178,6 +185,11 @@ export class NodeCore {
     this.waiting = new Map();
     /** @type {Map<number, string>} waiter → segment */
     this.waiterSegment = new Map();
+    /** @type {Array<[string, number]>} segments a digest announced that the player has not asked
+     * for yet, and when (oldest first, at most MAX_ANNOUNCED) */
+    this.announced = [];
+    /** When the player last asked for a segment (null: never). */
+    this.lastNeed = null;
     /** @type {Map<number, string>} request id → segment */
     this.requests = new Map();
     this.nextRequest = 1;
@@ -359,6 +371,8 @@ export class NodeCore {
         }
         this.haveDirty = true;
         this.dirty = true;
+        // One newly cached segment (the window after `welcome` comes in bigger batches).
+        if (m.segments.length === 1) this.announce(m.segments[0].id, now);
         break;
       case 'peers':
         this.onPeers(m.peers, now);
@@ -417,7 +431,45 @@ export class NodeCore {
   // =============================================================================================
   // Needs
 
+  /** A digest announced one newly cached segment (config.prefetchAnnounced). */
+  announce(id, now) {
+    const playing = this.lastNeed !== null && Math.max(0, now - this.lastNeed) < this.targetMs * 2;
+    if (!this.config.prefetchAnnounced || !playing || this.firstSeen.contains(id) || this.store.contains(id)) return;
+    this.firstSeen.insert(id, now);
+    this.announced.push([id, now]);
+    while (this.announced.length > MAX_ANNOUNCED) this.dropUnwanted(this.announced.shift()[0]);
+    this.dirty = true;
+  }
+
+  /** Stops the work on a segment nobody waits for (an announcement that expired or was pushed out). */
+  dropUnwanted(id) {
+    const waiting = this.waiting.get(id);
+    if (waiting && waiting.waiters.size > 0) return;
+    this.failTransfer(id, 'timeout');
+    this.cancelHttp(id);
+    this.work.delete(id);
+  }
+
+  /**
+   * The announced segments to work on now: a seeder's over HTTP at once (null), the others' as
+   * prefetches, which the scheduler never sends to HTTP. An announcement ends when the player asks
+   * for the segment, when it is stored, or after two target durations.
+   */
+  announcedAgenda(now) {
+    const expired = this.announced.filter(([, at]) => Math.max(0, now - at) >= this.targetMs * 2).map(([id]) => id);
+    for (const id of expired) this.dropUnwanted(id);
+    this.announced = this.announced.filter(([id]) => {
+      const waiting = this.waiting.get(id);
+      return !expired.includes(id) && !this.store.contains(id) && !(waiting && waiting.waiters.size > 0);
+    });
+    const seeder = this.schedulerNow().isSeeder(this.seniority());
+    const prefetch = now + this.scheduler.config.urgentWindowMs + WAIT_POLL_MS;
+    return this.announced.map(([id]) => [id, seeder ? null : prefetch]);
+  }
+
   onNeed(waiter, id, playsAt, p2p, now) {
+    this.lastNeed = now;
+    this.announced = this.announced.filter(([a]) => a !== id);
     const previous = this.waiterSegment.get(waiter);
     if (previous !== undefined && previous !== id) {
       this.onAbandon(waiter, now);
@@ -460,13 +512,14 @@ export class NodeCore {
     }
   }
 
-  /** Segments to decide on now, by id, with when each plays. */
-  agenda() {
+  /** Segments to decide on now, by id, with when each plays (null: over HTTP at once). */
+  agenda(now) {
     const out = [];
     for (const id of sortedKeys(this.waiting)) {
       const w = this.waiting.get(id);
       if (!w.httpOnly && w.waiters.size > 0) out.push([id, Math.min(...w.waiters.values())]);
     }
+    if (this.announced.length > 0) out.push(...this.announcedAgenda(now));
     return out;
   }
 
@@ -475,10 +528,15 @@ export class NodeCore {
     let next = Math.min(now + WAIT_POLL_MS, this.tendAbandoned(now));
     const seniority = this.seniority();
     const scheduler = this.schedulerNow();
-    for (const [id, playsAt] of this.agenda()) {
+    for (const [id, playsAt] of this.agenda(now)) {
       if (this.store.contains(id)) continue;
       const work = this.workOf(id);
       if (work.transfer?.verifying) continue;
+      if (playsAt === null) {
+        // A seeder's announced segment: over HTTP at once.
+        this.startHttp(id, 0, now);
+        continue;
+      }
       const digest = this.digests.get(id);
       const seen = this.firstSeen.get(id);
       const freshLive = this.live && seen !== undefined && Math.max(0, now - seen) < this.targetMs * 2;
@@ -551,12 +609,19 @@ export class NodeCore {
         if (l) l.busyUntil = now + BUSY_BACKOFF_MS;
         return now;
       }
-      case 'Skip':
+      case 'Skip': {
         // A prefetch no peer can serve (or whose peer stalled). The player asked for it to fill its
-        // buffer: waiting would only shrink the buffer, so HTTP it is.
+        // buffer: waiting would only shrink the buffer, so HTTP it is. An announced segment the
+        // player has not asked for is dropped.
         this.failTransfer(id, 'timeout');
-        this.startHttp(id, 0, now);
-        break;
+        const waiting = this.waiting.get(id);
+        if (waiting && waiting.waiters.size > 0) {
+          this.startHttp(id, 0, now);
+          break;
+        }
+        this.announced = this.announced.filter(([a]) => a !== id);
+        return now + WAIT_POLL_MS;
+      }
       default:
         throw new Error(`NodeCore: unknown decision ${d.kind}`);
     }

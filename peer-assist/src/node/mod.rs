@@ -105,7 +105,7 @@ pub struct NodeConfig {
     /// `CoreConfig::forward_arriving`). On by default; the browser engine does not do it yet.
     pub forward_arriving: bool,
     /// Driven: fetch a newly announced live segment before the player asks (see
-    /// `CoreConfig::prefetch_announced`). On by default; the browser engine does not do it yet.
+    /// `CoreConfig::prefetch_announced`). On by default, as in the browser engine.
     pub prefetch_announced: bool,
     /// Do not play: fetch only what [`SegmentFetcher::fetch`] asks for, by the deadline it gives (a
     /// player model drives the node, as in the load-test harness).

@@ -1304,6 +1304,30 @@ mod tests {
             0,
             span,
         ));
+        let ahead = || {
+            let mut config = driven();
+            config.prefetch_announced = true;
+            config
+        };
+        let late_players = World {
+            need_spread: Duration::from_millis(1500),
+            ..trace_world()
+        };
+        for (node, name, about) in [
+            (
+                1,
+                "announced segments, a peer",
+                "Players ask for each new segment up to 1.5 s after its digest: a peer fetches                  what a digest announces from peers before its player asks (a prefetch, never                  HTTP), and delivers it from the store when the player does.",
+            ),
+            (
+                0,
+                "announced segments, the seeder",
+                "The senior peer fetches what a digest announces over HTTP at once, before its                  player asks, and uploads it.",
+            ),
+        ] {
+            let mut sim = driven_swarm(late_players.clone(), vec![ahead(), ahead(), ahead()], node);
+            traces.push(trace(name, about, &mut sim, node, span));
+        }
         let mut sim = driven_swarm(trace_world(), vec![driven(), driven(), driven()], 1);
         sim.run_for(Duration::from_secs(6));
         sim.rejoin(1);

@@ -87,6 +87,7 @@ pub(super) fn config(c: &CoreConfig) -> Value {
         "max_links": c.max_links,
         "startup_ms": ms(c.startup),
         "report_every_ms": ms(c.report_every),
+        "prefetch_announced": c.prefetch_announced,
         "scheduler": {
             "safety_margin_ms": ms(s.safety_margin),
             "peer_time_budget": s.peer_time_budget,

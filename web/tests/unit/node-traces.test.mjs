@@ -98,6 +98,7 @@ function coreConfig(c) {
     maxStoreBytes: c.max_store_bytes,
     maxLinks: c.max_links,
     reportEveryMs: c.report_every_ms,
+    prefetchAnnounced: c.prefetch_announced,
     scheduler: {
       safetyMarginMs: s.safety_margin_ms,
       peerTimeBudget: s.peer_time_budget,
