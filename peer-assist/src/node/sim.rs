@@ -860,6 +860,50 @@ mod tests {
         assert_eq!(sim.summary(nodes[1]).missed_deadlines, 0);
     }
 
+    /// A node whose last segment came over HTTP as a fallback fetches the next fresh one at once,
+    /// as a seeder does (that HTTP would come anyway, now others can take it from it in time).
+    /// Here uplinks are too slow for any peer to deliver: the juniors fall back, then seed.
+    #[test]
+    fn a_node_that_fell_back_seeds_the_next_segment() {
+        let mut sim = Sim::new(World {
+            uplink: 10_000.0,
+            ..World::default()
+        });
+        let nodes: Vec<usize> = (0..3).map(|_| sim.join(play())).collect();
+        sim.record(nodes[2]);
+        sim.run_for(Duration::from_secs(30));
+        let mut digest_at = HashMap::new();
+        let (mut early, mut fetches) = (0, 0);
+        for step in sim.steps() {
+            if let Some(Input::Signal(ServerMessage::Digests { segments, .. })) = &step.input {
+                for entry in segments {
+                    digest_at.entry(entry.id.clone()).or_insert(step.t);
+                }
+            }
+            for output in &step.outputs {
+                let Output::HttpGet { id, from: 0 } = output else {
+                    continue;
+                };
+                let Some(&t) = digest_at.get(id) else {
+                    continue;
+                };
+                if t < Duration::from_secs(6) {
+                    continue; // the window at join
+                }
+                fetches += 1;
+                // A fallback starts 4.0-4.7 s after the digest here, at the node's deadline.
+                early += usize::from(step.t - t < Duration::from_millis(3500));
+            }
+        }
+        eprintln!("{early} of {fetches} HTTP fetches well before the deadline");
+        assert!(fetches >= 10, "{fetches} fetches");
+        // Without the rule: none (every fetch is a fallback at the deadline).
+        assert!(early * 2 >= fetches, "{early} of {fetches} early");
+        for &k in &nodes {
+            assert_eq!(sim.summary(k).missed_deadlines, 0);
+        }
+    }
+
     #[test]
     fn honest_swarm_of_five_shares_and_never_misses() {
         let mut sim = Sim::new(World::default());
@@ -1748,7 +1792,8 @@ mod tight_uplinks {
 /// node got segments 12 and 15, from whom: `h` HTTP, `p` peers), the failure counts, the share of
 /// all uplinks in use and how many nodes send, per 250 ms after segment 12 appears, and every
 /// step of node `WATCH` (default 60) around segment 12. `SPREAD=1` spreads the uplinks from 1 to
-/// 10 Mbit/s; `REAL=575000` takes [`Sim::real_swarm`] with segments of that many bytes instead.
+/// 10 Mbit/s; `REAL=575000` takes [`Sim::real_swarm`] with segments of that many bytes instead
+/// (with `DRIVEN=1`, [`Sim::real_driven_swarm`], announced segments fetched ahead).
 /// `cargo test --release -p peer-assist --lib propagation -- --ignored --nocapture`
 #[cfg(test)]
 mod propagation {
@@ -1758,7 +1803,9 @@ mod propagation {
     #[ignore]
     fn propagation_timeline() {
         let real = std::env::var("REAL").ok().and_then(|b| b.parse().ok());
+        let driven = std::env::var("DRIVEN").is_ok();
         let (mut sim, nodes) = match real {
+            Some(bytes) if driven => Sim::real_driven_swarm(100, bytes, true),
             Some(bytes) => Sim::real_swarm(100, bytes),
             None => Sim::scale_swarm(100, std::env::var("SPREAD").is_ok()),
         };
