@@ -289,6 +289,8 @@ async fn a_driven_node_fetches_what_it_is_asked_for_from_a_peer() {
         let mut c = node_config(gw, 60);
         c.driven = true;
         c.duration = None;
+        // Only what the players ask for (no new live segment a digest announces meanwhile).
+        c.prefetch_announced = false;
         if !may_seed {
             // Never an HTTP-first seeder: b waits for its peer.
             c.scheduler.http_first_count = 0;
@@ -336,6 +338,9 @@ async fn a_driven_node_switches_swarms_with_its_player() {
         c.driven = true;
         c.duration = None;
         c.rendition = rendition;
+        // Only what the players ask for: the byte counts below are of that one segment, not of
+        // a new live segment a digest announces meanwhile.
+        c.prefetch_announced = false;
         if !may_seed {
             c.scheduler.http_first_count = 0;
         }
