@@ -810,12 +810,23 @@ export class P2PEngine {
   // ===========================================================================================
   // HTTP and hashing for the core
 
+  /**
+   * The gateway URL of a segment hls.js has not asked for (one a digest announced): its id on the
+   * gateway, with the viewer's token for a stream under a protected prefix (the URLs hls.js asks
+   * for carry it already, from the playlists the gateway rewrote).
+   */
+  gatewayUrl(id) {
+    const url = new URL(id, this.gatewayOrigin);
+    if (this.options.token) url.searchParams.set('token', this.options.token);
+    return url.href;
+  }
+
   httpGet(id, from) {
     this.http.get(id)?.controller.abort();
     const controller = new AbortController();
     const fetch = { controller };
     this.http.set(id, fetch);
-    const url = this.urls.get(id) ?? new URL(id, this.gatewayOrigin).href;
+    const url = this.urls.get(id) ?? this.gatewayUrl(id);
     const headers = this.requestHeaders.get(id) ?? null;
     const { range } = splitRangeId(id);
     this.fetchBody(url, from, controller.signal, () => {
