@@ -57,7 +57,10 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{Connection, ConnectionError, ReadError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{
+    Connection, ConnectionError, ReadError, RecvStream, SendStream, StoppedError, VarInt,
+    WriteError,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
@@ -724,6 +727,11 @@ async fn write_loop(
     match send.stopped().await {
         Ok(None) => {}
         Ok(Some(code)) => debug!(%code, "peer stopped reading before the end of the stream"),
+        // The peer may end its stream (a `close()` on its side finishes it too) just before its
+        // close reaches us: keep the reason it gave, not quinn's bare "connection lost".
+        Err(StoppedError::ConnectionLost(e)) => {
+            control.abort(CloseCause::Remote, &connection_reason(&e));
+        }
         Err(e) => control.abort(CloseCause::Remote, &format!("finishing the stream: {e}")),
     }
 }
