@@ -1513,7 +1513,7 @@ var NodeCore = class {
         const running = this.work.get(id)?.transfer;
         if (running) {
           if (from > 0 && running.received >= from) {
-            this.work.get(id).partial = { peer: running.peer, bytes: running.data.slice(0, from), started: running.started };
+            this.work.get(id).partial = { peer: running.peer, bytes: running.data.slice(0, from) };
           } else {
             from = 0;
           }
@@ -2033,7 +2033,7 @@ var NodeCore = class {
     if (from !== 0) {
       const t = work.transfer;
       if (t && !t.verifying && t.received >= from) {
-        prefix = { peer: t.peer, bytes: t.data.slice(0, from), started: t.started };
+        prefix = { peer: t.peer, bytes: t.data.slice(0, from) };
       } else if (work.partial && work.partial.bytes.length === from) {
         prefix = work.partial;
       }

@@ -602,7 +602,7 @@ export class NodeCore {
         const running = this.work.get(id)?.transfer;
         if (running) {
           if (from > 0 && running.received >= from) {
-            this.work.get(id).partial = { peer: running.peer, bytes: running.data.slice(0, from), started: running.started };
+            this.work.get(id).partial = { peer: running.peer, bytes: running.data.slice(0, from) };
           } else {
             from = 0;
           }
@@ -1182,7 +1182,7 @@ export class NodeCore {
     if (from !== 0) {
       const t = work.transfer;
       if (t && !t.verifying && t.received >= from) {
-        prefix = { peer: t.peer, bytes: t.data.slice(0, from), started: t.started };
+        prefix = { peer: t.peer, bytes: t.data.slice(0, from) };
       } else if (work.partial && work.partial.bytes.length === from) {
         prefix = work.partial;
       }
@@ -1355,7 +1355,7 @@ export class NodeCore {
  * @typedef {object} Work        the work on one segment
  * @property {object|null} transfer  a peer transfer
  * @property {{from: number, started: number, verifying: boolean}|null} http
- * @property {{peer: string, bytes: Uint8Array, started: number}|null} partial  the first bytes of
+ * @property {{peer: string, bytes: Uint8Array}|null} partial  the first bytes of
  *   the segment from a peer transfer HTTP took over, joined with the HTTP rest and verified whole
  * @property {boolean} seeded  its HTTP fetch is a seeder's (a fresh live segment fetched at once)
  *

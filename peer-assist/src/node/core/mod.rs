@@ -307,9 +307,9 @@ struct HttpFetch {
 struct Work {
     transfer: Option<PeerTransfer>,
     http: Option<HttpFetch>,
-    /// The first bytes of the segment from a peer transfer HTTP took over: (peer, bytes, started).
+    /// The first bytes of the segment from a peer transfer HTTP took over: (peer, bytes).
     /// They are joined with the HTTP rest and verified as a whole.
-    partial: Option<(String, Bytes, Instant)>,
+    partial: Option<(String, Bytes)>,
     /// No new HTTP fetch before this (after a failed one).
     retry_at: Option<Instant>,
     /// Its HTTP fetch is a seeder's (a fresh live segment fetched at once), not a fallback.
@@ -1149,7 +1149,6 @@ impl NodeCore {
                         let kept = (
                             t.peer.clone(),
                             Bytes::copy_from_slice(&t.data[..from as usize]),
-                            t.started,
                         );
                         if let Some(w) = self.work.get_mut(id) {
                             w.partial = Some(kept);
@@ -1240,7 +1239,7 @@ impl NodeCore {
         };
         match (&w.transfer, &w.partial) {
             (Some(t), _) => t.data.len() as u64,
-            (None, Some((_, bytes, _))) => bytes.len() as u64,
+            (None, Some((_, bytes))) => bytes.len() as u64,
             (None, None) => 0,
         }
     }

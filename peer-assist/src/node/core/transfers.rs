@@ -269,7 +269,7 @@ impl NodeCore {
         )
         .or(self.http_rate);
         // The peer bytes this HTTP range continues: a running transfer's, or a kept prefix.
-        let prefix: Option<(String, Bytes, Instant)> = if from == 0 {
+        let prefix: Option<(String, Bytes)> = if from == 0 {
             None
         } else if let Some(t) = work
             .transfer
@@ -279,12 +279,9 @@ impl NodeCore {
             Some((
                 t.peer.clone(),
                 Bytes::copy_from_slice(&t.data[..from as usize]),
-                t.started,
             ))
         } else {
-            work.partial
-                .clone()
-                .filter(|(_, b, _)| b.len() as u64 == from)
+            work.partial.clone().filter(|(_, b)| b.len() as u64 == from)
         };
         let Some(fetch) = work.http.as_mut() else {
             return;
@@ -297,7 +294,7 @@ impl NodeCore {
         }
         fetch.verifying = true;
         let whole = match &prefix {
-            Some((_, head, _)) => {
+            Some((_, head)) => {
                 let mut joined = BytesMut::with_capacity(head.len() + body.len());
                 joined.extend_from_slice(head);
                 joined.extend_from_slice(&body);
@@ -311,7 +308,7 @@ impl NodeCore {
             Job::Http {
                 id,
                 from,
-                prefix: prefix.map(|(peer, bytes, _)| (peer, bytes.len() as u64)),
+                prefix: prefix.map(|(peer, bytes)| (peer, bytes.len() as u64)),
                 http_started,
                 whole: whole.clone(),
             },

@@ -265,7 +265,7 @@ impl NodeCore {
         let work = self.work.get(id)?;
         match (&work.transfer, &work.partial) {
             (Some(t), _) => t.size.is_some().then_some(&t.data[..]),
-            (None, Some((_, prefix, _))) => work.http.is_some().then_some(&prefix[..]),
+            (None, Some((_, prefix))) => work.http.is_some().then_some(&prefix[..]),
             (None, None) => None,
         }
     }
