@@ -39,7 +39,8 @@
 //! * `upload_ratio` (`p50`, `p99`, `max`): per node, bytes uploaded / segment bytes received (HTTP
 //!   and peers), over the nodes that received anything; `uploaders`: nodes that uploaded anything;
 //!   `rendition_switches`: swarms the nodes joined because their players switched rendition.
-//! * `mismatches`, `uploaded_bytes`, `fallbacks` (peer transfers given up, by cause),
+//! * `mismatches`, `uploaded_bytes`, `p2p_received_bytes` (segment bytes that arrived from peers,
+//!   used or not), `fallbacks` (peer transfers given up, by cause),
 //!   `peers_dropped_for_lying`: sums over the node summaries. `liars`: P2P sessions whose node
 //!   corrupts what it uploads (`--liars`). `node_start_failures`: failed attempts to start a node.
 //! * `corrupted_accepted`: segments a P2P viewer accepted (handed to it by its node, or logged as
@@ -303,6 +304,10 @@ pub struct P2pFigures {
     pub unverified_segments: u64,
     /// Bytes uploaded to other peers, summed over the nodes.
     pub uploaded_bytes: u64,
+    /// Segment bytes that arrived from peers, used or not, summed over the nodes: what
+    /// `uploaded_bytes` became at the receivers. Less the verified peer bytes it is uplink spent
+    /// for nothing (transfers given up or cut short by HTTP, chunks in flight after a Cancel).
+    pub p2p_received_bytes: u64,
     /// Per node: bytes uploaded / segment bytes it got (HTTP and peers), nearest-rank p50, p99
     /// and max over the nodes that got anything. Fair upload keeps p99 at a few.
     pub upload_ratio: RatioSpread,
@@ -648,6 +653,7 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         corrupted_accepted: checks.corruption.corrupted,
         unverified_segments: checks.corruption.unverified,
         uploaded_bytes: summaries.iter().map(|s| s.uploaded_bytes).sum(),
+        p2p_received_bytes: summaries.iter().map(|s| s.p2p_received_bytes).sum(),
         upload_ratio: RatioSpread::of(
             summaries
                 .iter()
@@ -1175,13 +1181,14 @@ pub fn render_summary(report: &Report, color: bool) -> String {
             &mut out,
             "peer assist",
             format!(
-                "rendition {}, {} liar(s), {} slow peer(s), {} uploaded by {} node(s)",
+                "rendition {}, {} liar(s), {} slow peer(s), {} uploaded by {} node(s), {} arrived",
                 p.rendition
                     .map_or_else(|| "auto".to_owned(), |r| r.to_string()),
                 p.liars,
                 p.slow_peers,
                 fmt_bytes(p.uploaded_bytes),
-                p.uploaders
+                p.uploaders,
+                fmt_bytes(p.p2p_received_bytes)
             ),
         );
         let r = &p.upload_ratio;

@@ -124,6 +124,9 @@ pub struct RawNode {
     pub http_bytes: u64,
     pub p2p_bytes: u64,
     pub uploaded_bytes: u64,
+    /// Absent in shard reports written before it existed.
+    #[serde(default)]
+    pub p2p_received_bytes: u64,
     pub mismatches: u64,
     pub failures: Failures,
     pub rendition_switches: u64,
@@ -181,6 +184,7 @@ impl RawSession {
                 http_bytes: n.http_bytes,
                 p2p_bytes: n.p2p_bytes,
                 uploaded_bytes: n.uploaded_bytes,
+                p2p_received_bytes: n.p2p_received_bytes,
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,
@@ -209,6 +213,7 @@ impl RawSession {
                 http_bytes: n.http_bytes,
                 p2p_bytes: n.p2p_bytes,
                 uploaded_bytes: n.uploaded_bytes,
+                p2p_received_bytes: n.p2p_received_bytes,
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,

@@ -211,6 +211,10 @@ pub struct Summary {
     pub http_bytes: u64,
     pub p2p_bytes: u64,
     pub uploaded_bytes: u64,
+    /// Every segment byte that arrived from peers, used or not: `p2p_bytes` plus what was thrown
+    /// away (a transfer given up or cut short by HTTP, chunks still in flight after a Cancel). The
+    /// difference is peers' uplink spent for nothing.
+    pub p2p_received_bytes: u64,
     pub mismatches: u64,
     pub missed_deadlines: u64,
     pub segments: u64,

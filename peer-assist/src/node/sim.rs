@@ -915,6 +915,7 @@ mod tests {
             assert_eq!(s.missed_deadlines, 0, "{s:#?}");
             assert_eq!(s.mismatches, 0);
             assert!(s.segments >= 18, "node {n} played {} segments", s.segments);
+            assert!(s.p2p_received_bytes >= s.p2p_bytes, "{s:#?}");
             assert_authentic(&mut sim, n);
             let (p, a) = bytes_after(&s, Duration::from_secs(8));
             p2p += p;
@@ -1198,6 +1199,10 @@ mod tests {
         );
         assert!(s.http_bytes > 0);
         assert!(sim.summary(seed).uploaded_bytes > 0, "it was asked");
+        // Its verified prefix counts; nothing arrives that the peer did not send.
+        assert!(s.p2p_bytes > 0, "{s:#?}");
+        assert!(s.p2p_received_bytes >= s.p2p_bytes, "{s:#?}");
+        assert!(s.p2p_received_bytes <= sim.summary(seed).uploaded_bytes);
         assert_authentic(&mut sim, viewer);
     }
 

@@ -110,6 +110,7 @@ impl NodeCore {
                 offset,
                 data,
             } => {
+                self.summary.p2p_received_bytes += data.len() as u64;
                 let Some(id) = self.transfer_of(link, request_id) else {
                     return;
                 };
