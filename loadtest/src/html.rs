@@ -57,7 +57,15 @@ pub fn render(report: &Report) -> Result<String, String> {
     let _ = writeln!(out, "<style>{STYLE}</style>\n</head>\n<body>");
     out.push_str("<h1>loadtest run</h1>\n");
     out.push_str(&params_table(report));
-    if report.harness.saturated {
+    if report.harness.machine_saturated() {
+        let busy = report.harness.machine_busy.unwrap_or(1.0);
+        let _ = writeln!(
+            out,
+            "<div class=\"warning\">Machine CPU saturated ({:.0}% busy): the gateway, the origin \
+             and the harness on it may have been the bottleneck; the figures are suspect.</div>",
+            busy * 100.0
+        );
+    } else if report.harness.saturated {
         let ratio = report
             .harness
             .cpu_ratio

@@ -1341,6 +1341,11 @@ fn read_cpu_ticks(pid: &str) -> Option<u64> {
     report::proc_stat_cpu_ticks(&stat)
 }
 
+fn read_machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    report::proc_stat_machine_ticks(&stat)
+}
+
 fn read_rss_bytes(pid: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     report::proc_status_rss_bytes(&status)
@@ -1498,6 +1503,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         None => None,
     };
     let harness_before = read_cpu_ticks("self");
+    let machine_before = read_machine_ticks();
 
     let plans = plan_sessions(
         config.viewers,
@@ -1671,6 +1677,9 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
     let harness_cpu = harness_before
         .zip(read_cpu_ticks("self"))
         .map(|(before, after)| report::ticks_to_seconds(after.saturating_sub(before)));
+    let machine = machine_before
+        .zip(read_machine_ticks())
+        .and_then(|(before, after)| report::machine_busy(before, after));
     if let Some(p2p) = &shared.p2p {
         checks.corruption = verify_accepted(&shared, p2p, &sessions).await;
         checks.node_start_failures = p2p.node_start_failures.load(Ordering::Relaxed);
@@ -1683,6 +1692,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         mode: config.p2p,
         wall_s: wall.as_secs_f64(),
         harness_cpu_s: harness_cpu,
+        machine_busy: machine,
         cpus,
         gateway,
         origin_segment_fetches: origin_fetches,
@@ -1702,7 +1712,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         distinct_segments: distinct,
         origin_requests_per_segment,
         gateway,
-        harness: report::harness_usage(harness_cpu, wall, cpus),
+        harness: report::harness_usage(harness_cpu, wall, cpus).with_machine(machine),
         checks,
     });
     report.shard = shard;

@@ -70,6 +70,9 @@ pub struct ShardData {
     pub wall_s: f64,
     /// This process's CPU seconds during the run, and the CPUs of its machine.
     pub harness_cpu_s: Option<f64>,
+    /// The busy share of this shard's machine during its run (absent in older shard reports).
+    #[serde(default)]
+    pub machine_busy: Option<f64>,
     pub cpus: usize,
     /// The gateway's usage as this shard read it (`--gateway-pid`).
     pub gateway: Option<ProcessUsage>,
@@ -381,11 +384,18 @@ fn harness(shards: &[ShardData]) -> HarnessUsage {
         s.harness_cpu_s
             .is_some_and(|c| s.wall_s > 0.0 && c / (s.wall_s * s.cpus.max(1) as f64) > 0.8)
     });
+    // The busiest machine: one saturated machine makes its shard's figures suspect.
+    let machine = shards
+        .iter()
+        .filter_map(|s| s.machine_busy)
+        .max_by(f64::total_cmp);
     HarnessUsage {
         cpu_s: cpu.map(|c| (c * 1e3).round() / 1e3),
         cpu_ratio: ratio.map(|r| (r * 1e3).round() / 1e3),
+        machine_busy: None,
         saturated: shard_saturated || ratio.is_some_and(|r| r > report::SATURATION_RATIO),
     }
+    .with_machine(machine)
 }
 
 /// The shards' timelines added second by second.
@@ -490,6 +500,7 @@ mod tests {
                     mode: P2pMode::Ab,
                     wall_s: 60.0 + index as f64,
                     harness_cpu_s: Some(30.0),
+                    machine_busy: Some(0.5 + 0.45 * index as f64),
                     cpus: 2,
                     gateway: None,
                     origin_segment_fetches: Some(40.0),
@@ -525,7 +536,9 @@ mod tests {
             distinct_segments: 4,
             origin_requests_per_segment: Some(10.0),
             gateway: None,
-            harness: report::harness_usage(Some(60.0), Duration::from_secs_f64(60.5), 4),
+            // The busiest shard's machine (0.95 busy) counts.
+            harness: report::harness_usage(Some(60.0), Duration::from_secs_f64(60.5), 4)
+                .with_machine(Some(0.95)),
             checks: P2pChecks::default(),
         });
         expected.timeline = vec![Sample {
@@ -536,6 +549,7 @@ mod tests {
         assert_eq!(merged, expected);
         assert_eq!(merged.viewers, 12);
         assert!(merged.cohorts.is_some());
+        assert!(merged.harness.saturated && merged.harness.machine_saturated());
     }
 
     #[test]
@@ -545,6 +559,7 @@ mod tests {
             mode: P2pMode::On,
             wall_s: 1.0,
             harness_cpu_s: None,
+            machine_busy: None,
             cpus: 1,
             gateway: None,
             origin_segment_fetches: None,
