@@ -40,7 +40,7 @@
 //!   and peers), over the nodes that received anything; `uploaders`: nodes that uploaded anything;
 //!   `rendition_switches`: swarms the nodes joined because their players switched rendition.
 //! * `mismatches`, `uploaded_bytes`, `p2p_received_bytes` (segment bytes that arrived from peers,
-//!   used or not), `fallbacks` (peer transfers given up, by cause),
+//!   used or not), `p2p_late_bytes` (those that arrived after their transfer ended), `fallbacks` (peer transfers given up, by cause),
 //!   `peers_dropped_for_lying`: sums over the node summaries. `liars`: P2P sessions whose node
 //!   corrupts what it uploads (`--liars`). `node_start_failures`: failed attempts to start a node.
 //! * `corrupted_accepted`: segments a P2P viewer accepted (handed to it by its node, or logged as
@@ -311,6 +311,9 @@ pub struct P2pFigures {
     /// `uploaded_bytes` became at the receivers. Less the verified peer bytes it is uplink spent
     /// for nothing (transfers given up or cut short by HTTP, chunks in flight after a Cancel).
     pub p2p_received_bytes: u64,
+    /// The part of it that arrived after its requester had ended the transfer (a Cancel
+    /// too late to stop it), summed over the nodes.
+    pub p2p_late_bytes: u64,
     /// Per node: bytes uploaded / segment bytes it got (HTTP and peers), nearest-rank p50, p99
     /// and max over the nodes that got anything. Fair upload keeps p99 at a few.
     pub upload_ratio: RatioSpread,
@@ -683,6 +686,7 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         unverified_segments: checks.corruption.unverified,
         uploaded_bytes: summaries.iter().map(|s| s.uploaded_bytes).sum(),
         p2p_received_bytes: summaries.iter().map(|s| s.p2p_received_bytes).sum(),
+        p2p_late_bytes: summaries.iter().map(|s| s.p2p_late_bytes).sum(),
         upload_ratio: RatioSpread::of(
             summaries
                 .iter()

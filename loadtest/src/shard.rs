@@ -130,6 +130,8 @@ pub struct RawNode {
     /// Absent in shard reports written before it existed.
     #[serde(default)]
     pub p2p_received_bytes: u64,
+    #[serde(default)]
+    pub p2p_late_bytes: u64,
     pub mismatches: u64,
     pub failures: Failures,
     pub rendition_switches: u64,
@@ -188,6 +190,7 @@ impl RawSession {
                 p2p_bytes: n.p2p_bytes,
                 uploaded_bytes: n.uploaded_bytes,
                 p2p_received_bytes: n.p2p_received_bytes,
+                p2p_late_bytes: n.p2p_late_bytes,
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,
@@ -217,6 +220,7 @@ impl RawSession {
                 p2p_bytes: n.p2p_bytes,
                 uploaded_bytes: n.uploaded_bytes,
                 p2p_received_bytes: n.p2p_received_bytes,
+                p2p_late_bytes: n.p2p_late_bytes,
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,

@@ -85,6 +85,7 @@ if os.path.exists(f"{out}/ab.json"):
         print(f"| A/B, {c} cohort | {q['offload_ratio']:.1%} | - | "
               f"{q['segment_latency_ms']['p50']:.0f} | {q['stalls']} | - | - |")
     print(f"A/B: {r['uploaded_bytes'] / 1e6:.1f} MB uploaded by P2P viewers, "
-          f"{r.get('p2p_received_bytes', 0) / 1e6:.1f} MB arrived at peers, "
+          f"{r.get('p2p_received_bytes', 0) / 1e6:.1f} MB arrived at peers "
+          f"({r.get('p2p_late_bytes', 0) / 1e6:.1f} MB after their Cancel), "
           f"{r['bytes']['peer'] / 1e6:.1f} MB accepted from peers, fallbacks {r['fallbacks']}")
 PY

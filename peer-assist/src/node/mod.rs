@@ -215,6 +215,9 @@ pub struct Summary {
     /// away (a transfer given up or cut short by HTTP, chunks still in flight after a Cancel). The
     /// difference is peers' uplink spent for nothing.
     pub p2p_received_bytes: u64,
+    /// The part of `p2p_received_bytes` that arrived for a request this node no longer ran
+    /// (cancelled, or ended by HTTP): what a sender had queued when the Cancel reached it.
+    pub p2p_late_bytes: u64,
     pub mismatches: u64,
     pub missed_deadlines: u64,
     pub segments: u64,

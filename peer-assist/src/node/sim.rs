@@ -1203,6 +1203,10 @@ mod tests {
         assert!(s.p2p_bytes > 0, "{s:#?}");
         assert!(s.p2p_received_bytes >= s.p2p_bytes, "{s:#?}");
         assert!(s.p2p_received_bytes <= sim.summary(seed).uploaded_bytes);
+        assert!(
+            s.p2p_late_bytes <= s.p2p_received_bytes - s.p2p_bytes,
+            "{s:#?}"
+        );
         assert_authentic(&mut sim, viewer);
     }
 

@@ -59,8 +59,7 @@ pub const LINK_CHANNEL_CAPACITY: usize = 64;
 /// per-link window and its one-upload-at-a-time rule count it as written), so the backlog must
 /// wait in the node, not here. With 64 slots, a whole segment went into the channel at once and
 /// the uplink was committed to uploads their requesters had already given up on; with 4, a
-/// Cancel still could not take back 64 KiB per link (one slot: 234 → 193 MB of chunks arriving
-/// after their Cancel in a 200-viewer harness run with emulated uplinks).
+/// Cancel still could not take back 64 KiB per link (docs/BENCHMARKS.md, "Seventh step").
 pub const LINK_OUTGOING_CAPACITY: usize = 1;
 /// How long a graceful end of a link may take before it is turned into an abort.
 pub const LINGER: Duration = Duration::from_secs(10);

@@ -699,9 +699,8 @@ fn connection_reason(e: &ConnectionError) -> String {
 /// a whole segment at once however slow the uplink, and the node, which serves its uploads one
 /// after another, would start the next while the first is still on the wire (every transfer
 /// late). What quinn holds beyond what the path carries is also what a requester's Cancel cannot
-/// take back: with twice `cwnd`, a 200-viewer harness run with emulated 1–10 Mbit/s uplinks
-/// threw away 313 MB of chunks that arrived after their Cancel, with `cwnd` + 32 KiB 234 MB. A
-/// fast path is not capped (`quic_windows` bench, 20 ms RTT: 26.6 ms for 2 MiB either way).
+/// take back (the harness's `p2p_late_bytes`; docs/BENCHMARKS.md, "Seventh step": twice `cwnd`
+/// wasted a third more). A fast path is not capped (`quic_windows` bench).
 const MIN_SEND_WINDOW: u64 = 64 * 1024;
 /// See [`MIN_SEND_WINDOW`]: two frames beyond the congestion window, so quinn always has the
 /// next one at hand when an acknowledgment opens the window.

@@ -112,6 +112,7 @@ impl NodeCore {
             } => {
                 self.summary.p2p_received_bytes += data.len() as u64;
                 let Some(id) = self.transfer_of(link, request_id) else {
+                    self.summary.p2p_late_bytes += data.len() as u64;
                     return;
                 };
                 let Some(t) = self.work.get_mut(&id).and_then(|w| w.transfer.as_mut()) else {
