@@ -114,6 +114,7 @@ fn params_table(report: &Report) -> String {
             rows.push(("duration", format!("{} s", p.duration_s)));
             rows.push(("ramp", format!("{} s", p.ramp_s)));
             rows.push(("churn", p.churn.to_string()));
+            rows.push(("live start", format!("{} target durations", p.live_start)));
         }
         None => rows.push(("URL", "-".to_owned())),
     }
@@ -509,6 +510,7 @@ mod tests {
             duration_s: 10.0,
             ramp_s: 1.0,
             churn: 0.0,
+            live_start: 3,
             network: None,
         });
         report.timeline = (0..=10u32)

@@ -156,6 +156,11 @@ struct RunArgs {
     /// duration) instead of at low latency (blocking reloads, parts at the live edge).
     #[arg(long)]
     no_low_latency: bool,
+    /// Live: start this many target durations behind the end of the playlist, like hls.js's
+    /// `liveSyncDurationCount` (further behind: more time for peers to bring each segment, at
+    /// that much more latency).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=30))]
+    live_start: u32,
     /// Length of the run, e.g. "20s", "2m", "500ms" or bare seconds (hard stop; required, here or
     /// in the scenario file).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
@@ -414,6 +419,7 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
     };
     let player = loadtest::player::PlayerConfig {
         low_latency: !args.no_low_latency,
+        live_start_target_durations: args.live_start,
         ..Default::default()
     };
     let base = RunConfig {

@@ -1740,8 +1740,12 @@ mod tests {
     #[test]
     fn live_start_is_three_target_durations_behind_the_edge() {
         let t0 = Instant::now();
-        let first_segment = |window: std::ops::RangeInclusive<u64>| {
-            let mut player = Player::new(PlayerConfig::default(), renditions(ONE_RENDITION), t0);
+        let first_segment_at = |window: std::ops::RangeInclusive<u64>, behind: u32| {
+            let config = PlayerConfig {
+                live_start_target_durations: behind,
+                ..PlayerConfig::default()
+            };
+            let mut player = Player::new(config, renditions(ONE_RENDITION), t0);
             assert_eq!(player.poll(t0), Action::FetchPlaylist { rendition: 0 });
             player.playlist_loaded(t0 + ms(100), playlist(0, secs(2), window, secs(2), false));
             match player.poll(t0 + ms(100)) {
@@ -1749,8 +1753,13 @@ mod tests {
                 other => panic!("expected a segment fetch, got {other:?}"),
             }
         };
+        let first_segment = |window| first_segment_at(window, 3);
         assert_eq!(first_segment(100..=109), 107);
         assert_eq!(first_segment(100..=101), 100);
+        // `--live-start N`: N target durations behind.
+        assert_eq!(first_segment_at(100..=109, 6), 104);
+        assert_eq!(first_segment_at(100..=109, 1), 109);
+        assert_eq!(first_segment_at(100..=109, 30), 100);
         // A VOD starts at its first segment.
         let mut player = Player::new(PlayerConfig::default(), renditions(ONE_RENDITION), t0);
         assert_eq!(player.poll(t0), Action::FetchPlaylist { rendition: 0 });

@@ -150,6 +150,8 @@ pub struct RunParams {
     pub ramp_s: f64,
     /// `--churn`.
     pub churn: f64,
+    /// `--live-start`: target durations behind the end a live stream starts (classic live).
+    pub live_start: u32,
     /// The emulated network (`--uplink`, `--downlink`, `--rtt`, `--loss`, `--unreachable`);
     /// absent: loopback as it is.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1722,6 +1722,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
         duration_s: config.duration.as_secs_f64(),
         ramp_s: config.ramp.as_secs_f64(),
         churn: config.churn,
+        live_start: config.player.live_start_target_durations,
         network: (!config.network.is_ideal()).then(|| config.network.clone()),
     });
     report.timeline = std::mem::take(&mut *lock(&timeline));

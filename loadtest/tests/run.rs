@@ -42,6 +42,7 @@ async fn fifty_viewers_through_the_gateway() {
             .unwrap_or_else(|| panic!("{pointer} is not a number in {text}"))
     };
     assert_eq!(value["viewers"], 50, "{text}");
+    assert_eq!(value["params"]["live_start"], 3, "{text}");
     assert!(f("/startup_ms/p95") < 5000.0, "{text}");
     assert_eq!(value["startup_failures"], 0, "{text}");
     assert!(f("/stall_ratio") < 0.02, "{text}");

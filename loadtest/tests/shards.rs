@@ -85,5 +85,20 @@ async fn two_shards_merge_into_the_whole_run() {
     assert_eq!(alone.status.code(), Some(2));
     let message = String::from_utf8_lossy(&alone.stderr);
     assert!(message.contains("shard 1/2 is missing"), "{message}");
+    // A live start outside 1..=30 target durations is refused before anything runs.
+    let refused = std::process::Command::new(bin)
+        .args([
+            "run",
+            "--url",
+            "http://127.0.0.1:9/x.m3u8",
+            "--viewers",
+            "1",
+        ])
+        .args(["--duration", "1s", "--live-start", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--live-start"), "{message}");
     let _ = std::fs::remove_dir_all(&dir);
 }
