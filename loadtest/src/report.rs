@@ -52,7 +52,7 @@
 //!
 //! # Run parameters, timeline and latency histogram
 //!
-//! * `params`: the URL, `--viewers`, `--duration`, `--ramp` and `--churn` of the run.
+//! * `params`: the URL, `--viewers`, `--duration`, `--ramp`, `--churn` and `--live-start` of the run.
 //! * `timeline`: one [`Sample`] per second from the start to the end of the run: viewers active,
 //!   stall events so far, viewers stalled at that instant (as of their last wake-up), bytes received
 //!   so far over HTTP and from peers (same definitions as `bytes`).
