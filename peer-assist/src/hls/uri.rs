@@ -5,14 +5,16 @@
 //! Resolution is RFC 3986 §5.2 (dot segments removed, `..` above the root stays at the root, as
 //! browsers do); the query and fragment are not part of a path; bytes a browser would
 //! percent-encode in a path (spaces, quotes, `<>`, `` ` ``, `{}`, controls, non-ASCII) are
-//! percent-encoded the same way.
+//! percent-encoded the same way; and, as a browser does for `http(s)` URLs, a backslash before
+//! the query is a slash ([`browser_slashes`]).
 
 /// The path on the gateway named by `reference` in the playlist at `playlist_path` (a gateway path):
 /// relative and root-relative references, and absolute URLs that start with one of `bases` (the
 /// gateway's origins: `http://origin:8080/hls` names gateway path `/x` as
 /// `http://origin:8080/hls/x`). `None` for other absolute URLs (another host) and `data:` URIs.
 pub fn resolve_path(playlist_path: &str, reference: &str, bases: &[&str]) -> Option<String> {
-    let reference = strip_query(reference.trim());
+    let reference = browser_slashes(reference.trim());
+    let reference = strip_query(&reference);
     if reference.is_empty() {
         return None;
     }
@@ -52,7 +54,8 @@ pub fn rebase(reference: &str, bases: &[&str]) -> Option<String> {
 /// The absolute URL `reference` names in a playlist whose own URL is `base` (an absolute
 /// `http(s)://authority/path?query` URL), query kept, fragment dropped.
 pub fn resolve_url(base: &str, reference: &str) -> Result<String, String> {
-    let reference = reference.trim();
+    let reference = browser_slashes(reference.trim());
+    let reference = reference.as_ref();
     let reference = reference.split('#').next().unwrap_or_default();
     let (scheme, rest) = base
         .split_once("://")
@@ -111,6 +114,32 @@ fn with_normal_path(scheme: &str, rest: &str) -> String {
     };
     let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     format!("{scheme}://{authority}{path}{query}")
+}
+
+/// `reference` with every backslash before its query or fragment made a slash, unless it names a
+/// scheme other than `http(s)`, `ws(s)`, `ftp` or `file`: what the WHATWG URL parser does for
+/// these ("special") schemes, and so what a browser's player requests (`v0\1.ts` is `v0/1.ts`).
+/// Playlist references are resolved against `http(s)` URLs, so a relative one is special too.
+pub fn browser_slashes(reference: &str) -> std::borrow::Cow<'_, str> {
+    let path_end = reference.find(['?', '#']).unwrap_or(reference.len());
+    let (path, tail) = reference.split_at(path_end);
+    if !path.contains('\\') {
+        return std::borrow::Cow::Borrowed(reference);
+    }
+    if has_scheme(path) {
+        let scheme = path
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !matches!(
+            scheme.as_str(),
+            "http" | "https" | "ws" | "wss" | "ftp" | "file"
+        ) {
+            return std::borrow::Cow::Borrowed(reference);
+        }
+    }
+    std::borrow::Cow::Owned(format!("{}{tail}", path.replace('\\', "/")))
 }
 
 /// The reference without its query and fragment.
@@ -211,6 +240,18 @@ mod tests {
         assert_eq!(p("data:text/plain,x"), None);
         assert_eq!(p("skd://key"), None);
         assert_eq!(p(""), None);
+        // A backslash before the query is a slash, as in a browser (not in the query).
+        assert_eq!(p("v0\\1.ts").as_deref(), Some("/demo/vod/240p/v0/1.ts"));
+        assert_eq!(p("..\\seg\\1.ts").as_deref(), Some("/demo/vod/seg/1.ts"));
+        assert_eq!(p("\\x\\y.ts").as_deref(), Some("/x/y.ts"));
+        assert_eq!(p("\\\\cdn.example\\x.ts"), None, "another host");
+        assert_eq!(
+            browser_slashes("a\\b.ts?k=\\#f\\"),
+            "a/b.ts?k=\\#f\\",
+            "query and fragment kept"
+        );
+        assert_eq!(browser_slashes("data:a\\b"), "data:a\\b");
+        assert_eq!(browser_slashes("HTTP://h\\a.ts"), "HTTP://h/a.ts");
     }
 
     #[test]
@@ -254,6 +295,7 @@ mod tests {
         assert_eq!(r("https://o/p/../q.ts"), "https://o/q.ts");
         assert_eq!(r(""), "http://h:1/a/b/index.m3u8?q=1");
         assert_eq!(resolve_url("http://h", "x.ts").unwrap(), "http://h/x.ts");
+        assert_eq!(r("c\\d.ts?x=\\"), "http://h:1/a/b/c/d.ts?x=\\");
         assert!(resolve_url("/relative", "x.ts").is_err());
     }
 
