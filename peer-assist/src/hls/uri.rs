@@ -44,7 +44,8 @@ fn absolute_under<'a>(reference: &'a str, bases: &[&str]) -> Option<&'a str> {
 /// fragment kept): how the gateway points viewers at itself for objects its origin named by
 /// absolute URL. `None` for anything else.
 pub fn rebase(reference: &str, bases: &[&str]) -> Option<String> {
-    let trimmed = reference.trim();
+    let trimmed = browser_slashes(reference.trim());
+    let trimmed = trimmed.as_ref();
     let path_end = trimmed.find(['?', '#']).unwrap_or(trimmed.len());
     let (url, tail) = trimmed.split_at(path_end);
     let rest = absolute_under(url, bases)?;
@@ -281,6 +282,11 @@ mod tests {
             Some("/s/1.ts?t=1#x")
         );
         assert_eq!(rebase("s/1.ts", &bases), None);
+        assert_eq!(
+            rebase("http://127.0.0.1:9000/hls\\s\\1.ts?t=\\", &bases).as_deref(),
+            Some("/s/1.ts?t=\\"),
+            "the path a browser would request"
+        );
         assert_eq!(rebase("https://elsewhere/1.ts", &bases), None);
     }
 
