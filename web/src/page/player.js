@@ -64,6 +64,11 @@ async function main() {
   const hls = new Hls({
     workerPath: WORKER_URL,
     autoStartLoad: level === null,
+    // Low-latency streams: a viewer that started (or fell) behind the target latency plays up
+    // to 1.25× until it is back (hls.js does it only within a target duration of the target
+    // and with more than 1 s buffered, so never into a stall). Without it a slow first load
+    // stays as latency for the whole session.
+    maxLiveSyncPlaybackRate: 1.25,
     ...(cmcd ? { cmcd } : {}),
     ...(engine ? { fLoader: engine.createLoaderClass(Hls) } : {}),
   });
