@@ -6,7 +6,9 @@
 //! browsers do); the query and fragment are not part of a path; bytes a browser would
 //! percent-encode in a path (spaces, quotes, `<>`, `` ` ``, `{}`, controls, non-ASCII) are
 //! percent-encoded the same way; and, as a browser does for `http(s)` URLs, a backslash before
-//! the query is a slash ([`browser_slashes`]).
+//! the query is a slash (`browser_slashes`).
+
+use std::borrow::Cow;
 
 /// The path on the gateway named by `reference` in the playlist at `playlist_path` (a gateway path):
 /// relative and root-relative references, and absolute URLs that start with one of `bases` (the
@@ -121,26 +123,23 @@ fn with_normal_path(scheme: &str, rest: &str) -> String {
 /// scheme other than `http(s)`, `ws(s)`, `ftp` or `file`: what the WHATWG URL parser does for
 /// these ("special") schemes, and so what a browser's player requests (`v0\1.ts` is `v0/1.ts`).
 /// Playlist references are resolved against `http(s)` URLs, so a relative one is special too.
-pub fn browser_slashes(reference: &str) -> std::borrow::Cow<'_, str> {
+fn browser_slashes(reference: &str) -> Cow<'_, str> {
     let path_end = reference.find(['?', '#']).unwrap_or(reference.len());
     let (path, tail) = reference.split_at(path_end);
-    if !path.contains('\\') {
-        return std::borrow::Cow::Borrowed(reference);
+    let special = || {
+        !has_scheme(path)
+            || ["http:", "https:", "ws:", "wss:", "ftp:", "file:"]
+                .iter()
+                .any(|s| {
+                    path.get(..s.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(s))
+                })
+    };
+    if path.contains('\\') && special() {
+        Cow::Owned(format!("{}{tail}", path.replace('\\', "/")))
+    } else {
+        Cow::Borrowed(reference)
     }
-    if has_scheme(path) {
-        let scheme = path
-            .split(':')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !matches!(
-            scheme.as_str(),
-            "http" | "https" | "ws" | "wss" | "ftp" | "file"
-        ) {
-            return std::borrow::Cow::Borrowed(reference);
-        }
-    }
-    std::borrow::Cow::Owned(format!("{}{tail}", path.replace('\\', "/")))
 }
 
 /// The reference without its query and fragment.
