@@ -223,6 +223,11 @@ struct RunArgs {
     /// can dial peers but nobody can dial them [default: 0].
     #[arg(long, value_name = "SHARE", value_parser = loadtest::netem::parse_share)]
     unreachable: Option<f64>,
+    /// Each P2P viewer's node declares its emulated uplink (--uplink) to the tracker when it
+    /// joins, as if it knew it: an oracle to compare the nodes' own measurement of their uplinks
+    /// against (docs/BENCHMARKS.md) [default: off, nodes only measure].
+    #[arg(long, requires = "uplink")]
+    declare_uplink: bool,
     /// The IP address the P2P viewers' nodes bind their QUIC sockets to and announce to peers
     /// (a viewer in its own network namespace needs its own) [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
@@ -437,6 +442,7 @@ async fn run_viewers(args: RunArgs) -> ExitCode {
             rtt: args.rtt,
             loss: args.loss,
             unreachable: args.unreachable.unwrap_or(0.0),
+            declare_uplink: args.declare_uplink,
         },
         p2p_bind: args.p2p_bind,
         shard: args.shard,

@@ -105,6 +105,10 @@ pub struct Network {
     pub loss: Option<Span<f64>>,
     /// Share of viewers that accept no inbound connection.
     pub unreachable: f64,
+    /// Each P2P viewer's node declares its uplink in `join` (an oracle: real viewers do not know
+    /// theirs; nodes measure it while uploading either way).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub declare_uplink: bool,
 }
 
 fn serialize_ms_span<S: serde::Serializer>(
@@ -224,6 +228,7 @@ mod tests {
             rtt: parse_duration_span("20ms..150ms").ok(),
             loss: parse_loss_span("0..1%").ok(),
             unreachable: 0.2,
+            declare_uplink: false,
         };
         let links: Vec<LinkProfile> = (0..1000).map(|v| net.draw(42, v)).collect();
         assert_eq!(

@@ -698,6 +698,8 @@ struct P2pShared {
     /// Segments handed to P2P viewers by their nodes.
     accepted: Mutex<Vec<Accepted>>,
     node_start_failures: AtomicU64,
+    /// Each node declares its emulated uplink in `join` (`--declare-uplink`).
+    declare_uplink: bool,
     /// One warning per run for node start failures.
     warned: AtomicBool,
 }
@@ -867,6 +869,13 @@ impl Session {
         let mut config = p2p.node.clone();
         config.test = test;
         config.link = self.link.clone();
+        if p2p.declare_uplink {
+            config.capacity = self
+                .link
+                .as_ref()
+                .and_then(|l| l.profile.uplink_bps)
+                .map(|b| b / 8);
+        }
         loop {
             match peer_assist::node::start(config.clone()).await {
                 Ok(node) => return Some(node),
@@ -1483,6 +1492,7 @@ pub async fn run(config: RunConfig) -> Result<Report, RunError> {
             references: Mutex::new(HashMap::new()),
             accepted: Mutex::new(Vec::new()),
             node_start_failures: AtomicU64::new(0),
+            declare_uplink: config.network.declare_uplink,
             warned: AtomicBool::new(false),
         });
     }

@@ -623,6 +623,47 @@ async fn an_emulated_link_paces_and_delays_quic_and_loses_nothing_quic_cannot_re
     .await;
 }
 
+/// While a link sends bulk, its path-rate estimate (congestion window over round trip) reads the
+/// uplink it goes through: the right order of magnitude, the node's uplink samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_path_rate_of_a_busy_link_reads_its_uplink() {
+    bounded(async {
+        let uplink = 500_000.0; // bytes/s: 4 Mbit/s
+        let a = shaped(peer_assist::net::LinkProfile {
+            uplink_bps: Some(4_000_000),
+            rtt: Duration::from_millis(60),
+            ..Default::default()
+        });
+        let b = transport(QuicTuning::tuned());
+        let (link_a, mut link_b) = connect_pair(&a, &b).await;
+        assert_eq!(link_a.sender.path_rate(), None, "nothing sent yet");
+        // 24 frames of 60 kB: 1.44 MB, about 2.9 s at 4 Mbit/s.
+        let sender = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            for seq in 0..24 {
+                link_a.sender.send(seq_frame(seq, 60_000)).await.unwrap();
+                samples.extend(link_a.sender.path_rate());
+            }
+            (link_a, samples)
+        });
+        for _ in 0..24 {
+            link_b.receiver.recv().await.expect("every frame arrives");
+        }
+        let (_link_a, mut samples) = sender.await.unwrap();
+        samples.sort_unstable();
+        let median = samples[samples.len() / 2] as f64;
+        eprintln!(
+            "path rate median {median:.0} B/s of {} samples",
+            samples.len()
+        );
+        assert!(
+            median > uplink / 3.0 && median < uplink * 3.0,
+            "{median} B/s for a {uplink} B/s uplink: {samples:?}"
+        );
+    })
+    .await;
+}
+
 /// A viewer behind a NAT that accepts no inbound connection can dial out, and cannot be dialled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_viewer_dials_out_but_cannot_be_dialled() {

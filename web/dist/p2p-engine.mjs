@@ -484,7 +484,8 @@ var CLIENT_SHAPES = {
         "capabilities",
         struct([
           ["transports", list(oneOf(TRANSPORTS))],
-          ["upload", bool]
+          ["upload", bool],
+          ["upload_rate", u64, OPTIONAL]
         ])
       ],
       ["token", str, OPTIONAL],
@@ -529,7 +530,8 @@ var CLIENT_SHAPES = {
         ),
         OMIT_EMPTY
       ],
-      ["receipts", list(receipt), OMIT_EMPTY]
+      ["receipts", list(receipt), OMIT_EMPTY],
+      ["upload_rate", u64, OPTIONAL]
     ],
     ["type"]
   ),
@@ -556,7 +558,8 @@ var SERVER_SHAPES = {
             ["region", str, OPTIONAL],
             ["transports", list(oneOf(TRANSPORTS))],
             ["quic", quicAddress, OPTIONAL],
-            ["key", str, OPTIONAL]
+            ["key", str, OPTIONAL],
+            ["upload_rate", u64, OPTIONAL]
           ])
         )
       ]

@@ -34,6 +34,8 @@ use crate::transport::{LinkReceiver, LinkSender, PeerLink};
 
 /// How long a new link may take to say who it is.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one path-rate sample per link this often (`Input::PathRate`).
+const PATH_RATE_EVERY: Duration = Duration::from_millis(100);
 /// Bodies up to this size are hashed on the node's task; larger ones on the blocking pool.
 const HASH_INLINE_MAX: usize = 64 * 1024;
 /// Relayed WebRTC signalling is paced to this many messages per second (burst: twice as many), so
@@ -255,6 +257,7 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle, NodeError> {
         capabilities: Capabilities {
             transports: transports.clone(),
             upload: config.upload,
+            upload_rate: config.capacity.map(|c| c.min(config.upload_rate)),
         },
         token: config.token.clone(),
         quic: quic.as_ref().map(|t| QuicAddress {
@@ -982,6 +985,7 @@ impl Driver {
                 let writer = sender.clone();
                 let events = self.events.clone();
                 self.tasks.spawn(async move {
+                    let mut sampled: Option<tokio::time::Instant> = None;
                     while let Some(frame) = queue.recv().await {
                         let len = frame.len() as u64;
                         if writer.send(frame).await.is_err() {
@@ -990,6 +994,18 @@ impl Driver {
                         let written = Input::Written { link, bytes: len };
                         if events.send(Event::Input(written)).is_err() {
                             break;
+                        }
+                        // The path's rate, at most every PATH_RATE_EVERY: samples of the uplink
+                        // while this link carries an upload.
+                        let now = tokio::time::Instant::now();
+                        if sampled.is_none_or(|t| now.duration_since(t) >= PATH_RATE_EVERY) {
+                            if let Some(rate) = writer.path_rate() {
+                                sampled = Some(now);
+                                let sample = Input::PathRate { link, rate };
+                                if events.send(Event::Input(sample)).is_err() {
+                                    break;
+                                }
+                            }
                         }
                     }
                 });

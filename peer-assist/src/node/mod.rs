@@ -87,6 +87,11 @@ pub struct NodeConfig {
     pub upload: bool,
     /// Upload cap in bytes per second.
     pub upload_rate: u64,
+    /// The upload capacity this node declares in `join` (bytes per second): peers expect its
+    /// transfers at this rate until they measured it, and rank seeders by it; it stands for the
+    /// whole session (the node's own measurement is not reported). None: not declared, the node
+    /// reports what it measures.
+    pub capacity: Option<u64>,
     /// No upload until the swarm has at least this many peers (this one included).
     pub privacy_floor: usize,
     /// Segments kept to serve others.
@@ -133,6 +138,7 @@ impl NodeConfig {
             ice_servers: Vec::new(),
             upload: true,
             upload_rate: 20_000_000,
+            capacity: None,
             privacy_floor: 2,
             window: 30,
             max_store_bytes: 256 * 1024 * 1024,
@@ -163,6 +169,7 @@ impl NodeConfig {
             transports,
             upload: self.upload,
             upload_rate: self.upload_rate,
+            capacity: self.capacity,
             privacy_floor: self.privacy_floor,
             window: self.window,
             max_store_bytes: self.max_store_bytes,
@@ -243,6 +250,9 @@ pub struct Summary {
     pub receipts_signed: u64,
     /// Receipts dropped unsent (more were waiting than a node keeps).
     pub receipts_dropped: u64,
+    /// Its uplink as it measured it while uploading (bytes/s; see `NodeCore`'s uplink samples),
+    /// which it reports to the tracker; None: not measured (too few uploads, or WebRTC only).
+    pub upload_capacity: Option<u64>,
     /// The shard of the swarm it joined last: 0 unless a full shard sent it on (PROTOCOL.md §2, "Swarm shards").
     pub shard: u32,
     pub duration_ms: u64,

@@ -48,6 +48,9 @@ pub struct World {
     pub abandon_after: Option<Duration>,
     /// Segments the gateway answers 503 for.
     pub http_fail: Vec<u64>,
+    /// Each chunk written also gives its node an `Input::PathRate` of its uplink (a perfect
+    /// transport estimate; real QUIC estimates it from its congestion window).
+    pub path_rates: bool,
 }
 
 impl Default for World {
@@ -66,6 +69,7 @@ impl Default for World {
             plays_after: Duration::from_secs(5),
             abandon_after: None,
             http_fail: Vec::new(),
+            path_rates: false,
         }
     }
 }
@@ -310,6 +314,7 @@ impl Sim {
             listed: Vec::new(),
             listed_at: None,
             key: None,
+            upload_rate: self.nodes[i].core.config().capacity,
         };
         let now = self.now;
         if self.tracker.join(member, self.swarm.clone()).is_ok() {
@@ -686,6 +691,13 @@ impl Sim {
                     bytes: len as u64,
                 };
                 self.input(departs, i, written);
+                if self.world.path_rates {
+                    let sample = Input::PathRate {
+                        link,
+                        rate: rate as u64,
+                    };
+                    self.input(departs, i, sample);
+                }
                 let frame = Input::Frame {
                     link: remote,
                     frame,
@@ -902,6 +914,85 @@ mod tests {
         for &k in &nodes {
             assert_eq!(sim.summary(k).missed_deadlines, 0);
         }
+    }
+
+    /// The youngest of five nodes declares five times the others' capacity: it is the swarm's
+    /// HTTP-first seeder, not the eldest. Nodes that upload measure their uplinks from the
+    /// transport's path rates (perfect here), but a declared capacity stands: they report none.
+    #[test]
+    fn the_fastest_uplink_seeds_and_uplinks_are_measured_while_uploading() {
+        let mut sim = Sim::new(World {
+            path_rates: true,
+            ..World::default()
+        });
+        let nodes: Vec<usize> = (0..5)
+            .map(|k| {
+                let mut config = play();
+                config.capacity = Some(if k == 4 { 5_000_000 } else { 1_000_000 });
+                sim.join(config)
+            })
+            .collect();
+        for &k in &nodes[..4] {
+            sim.set_uplink(k, 1_000_000.0);
+        }
+        sim.run_for(Duration::from_secs(40));
+        let http: Vec<u64> = nodes
+            .iter()
+            .map(|&k| sim.summary(k).http_segments)
+            .collect();
+        eprintln!("HTTP segments by node: {http:?}");
+        assert!(
+            http[4] >= 15 && http[..4].iter().all(|&h| h * 3 < http[4]),
+            "the fast node seeds: {http:?}"
+        );
+        for &k in &nodes {
+            let s = sim.summary(k);
+            assert_eq!(s.missed_deadlines, 0, "{s:#?}");
+            let uplink = if k == 4 { 5_000_000 } else { 1_000_000 };
+            if s.uploaded_bytes > 1_000_000 {
+                assert_eq!(s.upload_capacity, Some(uplink), "node {k}");
+            }
+            assert!(sim.reports(k).iter().all(|r| r.upload_rate.is_none()));
+        }
+        assert!(
+            nodes
+                .iter()
+                .filter(|&&k| sim.summary(k).upload_capacity.is_some())
+                .count()
+                >= 2
+        );
+    }
+
+    /// Nodes that declare nothing report the uplink they measure while uploading, and only
+    /// samples taken while an upload runs on the link count: a node that never uploads has none.
+    #[test]
+    fn measured_uplinks_are_reported() {
+        let mut sim = Sim::new(World {
+            path_rates: true,
+            ..World::default()
+        });
+        let nodes: Vec<usize> = (0..4).map(|_| sim.join(play())).collect();
+        sim.set_uplink(nodes[1], 700_000.0);
+        let mut quiet = play();
+        quiet.upload = false;
+        let silent = sim.join(quiet);
+        sim.run_for(Duration::from_secs(30));
+        let mut measured = 0;
+        for &k in &nodes {
+            let s = sim.summary(k);
+            let uplink = if k == nodes[1] { 700_000 } else { 5_000_000 };
+            if s.uploaded_bytes > 1_000_000 {
+                measured += 1;
+                assert_eq!(s.upload_capacity, Some(uplink), "node {k}");
+                assert!(
+                    sim.reports(k).iter().any(|r| r.upload_rate == Some(uplink)),
+                    "node {k} reports it"
+                );
+            }
+        }
+        assert!(measured >= 2, "{measured} nodes uploaded");
+        assert_eq!(sim.summary(silent).upload_capacity, None);
+        assert!(sim.reports(silent).iter().all(|r| r.upload_rate.is_none()));
     }
 
     #[test]
@@ -1427,6 +1518,7 @@ mod tests {
         let fingerprint = |c: &str| c.repeat(64);
         let listed = PeerInfo {
             key: None,
+            upload_rate: None,
             peer_id: "p900".into(),
             region: None,
             transports: vec![Transport::Quic],

@@ -219,6 +219,9 @@ impl Writer {
             Input::Written { link, bytes } => {
                 json!({ "type": "written", "link": link.0, "bytes": bytes })
             }
+            Input::PathRate { link, rate } => {
+                json!({ "type": "path_rate", "link": link.0, "rate": rate })
+            }
             Input::Playlist(Ok(p)) => json!({
                 "type": "playlist",
                 "ok": {

@@ -42,12 +42,23 @@ pub enum Transport {
     Webrtc,
 }
 
+/// A peer's listed upload capacity moves only when a report moves it by more than this factor,
+/// and peers rank by capacity for the seeder rule only when theirs are this far apart: so that
+/// measurement noise neither re-sends lists nor reshuffles seeders (PROTOCOL.md §2.4, §4.1).
+pub const CAPACITY_STEP: f64 = 1.25;
+/// The largest upload capacity the tracker lists, bytes/s (10 GB/s): a claim above it reads as it.
+pub const MAX_UPLOAD_RATE: u64 = 10_000_000_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     pub transports: Vec<Transport>,
     /// Whether this peer serves segments to others.
     pub upload: bool,
+    /// The upload capacity it declares, bytes per second (what it can send to others), until
+    /// its reports say what it measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_rate: Option<u64>,
 }
 
 /// Client → gateway.
@@ -96,6 +107,10 @@ pub struct Report {
     /// [`MAX_RECEIPTS`]; docs/LEDGER.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub receipts: Vec<Receipt>,
+    /// The sender's upload capacity as it measured it (bytes per second): what the tracker
+    /// lists for it from then on (see `peers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_rate: Option<u64>,
 }
 
 /// Failed peer fetches by cause.
@@ -237,6 +252,10 @@ pub struct PeerInfo {
     /// The peer's public key (from its `join`), hex: whom a receipt for its bytes credits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The peer's upload capacity, bytes per second, as it declared it in `join` or measured it
+    /// since (its latest `report` that moved it by more than 1.25×).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_rate: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -587,6 +606,7 @@ mod tests {
             capabilities: Capabilities {
                 transports: vec![Transport::Quic],
                 upload: true,
+                upload_rate: None,
             },
             token: None,
             quic: Some(QuicAddress {
@@ -639,6 +659,7 @@ mod tests {
             ServerMessage::Peers {
                 peers: vec![PeerInfo {
                     key: None,
+                    upload_rate: None,
                     peer_id: "p2".into(),
                     region: Some("eu".into()),
                     transports: vec![Transport::Quic, Transport::Webrtc],
@@ -736,6 +757,7 @@ mod tests {
     fn lists_and_ids() {
         let peer = PeerInfo {
             key: None,
+            upload_rate: None,
             peer_id: "p".into(),
             region: None,
             transports: vec![],

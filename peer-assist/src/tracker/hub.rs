@@ -703,6 +703,10 @@ impl Tracker {
                 listed: Vec::new(),
                 listed_at: None,
                 key: key.clone(),
+                upload_rate: capabilities
+                    .upload_rate
+                    .filter(|&r| r > 0)
+                    .map(|r| r.min(signal::MAX_UPLOAD_RATE)),
             };
             registry.join(member, swarm).map_err(|e| match e {
                 JoinError::SwarmFull { next, .. } => End::Full {
@@ -883,7 +887,10 @@ impl Tracker {
                                 for swarm in &changed {
                                     registry.mark_swarm(swarm);
                                 }
-                                !changed.is_empty()
+                                let moved = report
+                                    .upload_rate
+                                    .is_some_and(|rate| registry.set_upload_rate(id, rate));
+                                !changed.is_empty() || moved
                             };
                             if changed {
                                 self.inner.lists_changed.notify_one();

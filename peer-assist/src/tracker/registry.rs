@@ -33,7 +33,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::protocol::signal::{PeerInfo, PeerOutcome, QuicAddress, Transport};
+use crate::protocol::signal::{
+    PeerInfo, PeerOutcome, QuicAddress, Transport, CAPACITY_STEP, MAX_UPLOAD_RATE,
+};
 
 /// Tracker limits and matching parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +283,8 @@ pub struct Member {
     pub listed_at: Option<Instant>,
     /// The public key it announced in `join` (hex), if any.
     pub key: Option<String>,
+    /// The upload capacity it declared in `join`, bytes per second.
+    pub upload_rate: Option<u64>,
 }
 
 impl Member {
@@ -291,6 +295,7 @@ impl Member {
             transports: self.transports.clone(),
             quic: self.quic.clone(),
             key: self.key.clone(),
+            upload_rate: self.upload_rate,
         }
     }
 }
@@ -343,6 +348,9 @@ pub struct Registry {
     /// The mesh of each shard: member → its neighbours, symmetric, at most `peers_returned`
     /// each (see [`Registry::matches`]).
     mesh: HashMap<String, BTreeSet<String>>,
+    /// Marked members whose next list goes out even if it names the same peers: a capacity on
+    /// it moved (see [`Registry::set_upload_rate`]).
+    refresh: HashSet<String>,
 }
 
 impl Registry {
@@ -659,6 +667,43 @@ impl Registry {
         self.lists_pushed = self.lists_pushed.saturating_add(1);
     }
 
+    /// A member's upload capacity as it measured it (bytes/s, at most [`MAX_UPLOAD_RATE`]): listed
+    /// from now on if none was known or it moved by more than [`CAPACITY_STEP`], and then the
+    /// members whose list names it get a new list (paced). Returns whether it moved.
+    pub fn set_upload_rate(&mut self, id: &str, rate: u64) -> bool {
+        let rate = rate.min(MAX_UPLOAD_RATE);
+        let Some(m) = self.members.get_mut(id) else {
+            return false;
+        };
+        let moved = match m.upload_rate {
+            None => rate > 0,
+            Some(old) => {
+                let (old, new) = (old as f64, rate as f64);
+                new > old * CAPACITY_STEP || old > new * CAPACITY_STEP
+            }
+        };
+        if !moved {
+            return false;
+        }
+        m.upload_rate = Some(rate);
+        let swarm = m.swarm.clone();
+        let holders: Vec<String> = self
+            .swarm_members(&swarm)
+            .iter()
+            .filter(|h| {
+                self.members
+                    .get(*h)
+                    .is_some_and(|o| o.listed.iter().any(|l| l == id))
+            })
+            .cloned()
+            .collect();
+        for h in holders {
+            self.mark(&h, false);
+            self.refresh.insert(h);
+        }
+        true
+    }
+
     /// Marks every member of `swarm` for a new list (its matching changed).
     pub fn mark_swarm(&mut self, swarm: &SwarmKey) {
         if let Some(ids) = self.swarms.get(swarm) {
@@ -690,13 +735,14 @@ impl Registry {
             let peers = self.matches(id);
             let same = peers.len() == m.listed.len()
                 && peers.iter().zip(&m.listed).all(|(p, l)| &p.peer_id == l);
-            if !same {
+            if !same || self.refresh.contains(id) {
                 due.push((id.clone(), peers));
             }
         }
         for id in done {
             self.pending.remove(&id);
             self.urgent.remove(&id);
+            self.refresh.remove(&id);
         }
         for (id, peers) in &due {
             self.record_sent(id, peers, now);
@@ -930,6 +976,7 @@ mod tests {
             listed: Vec::new(),
             listed_at: None,
             key: None,
+            upload_rate: None,
         }
     }
 
@@ -951,6 +998,7 @@ mod tests {
                 .filter(|p| *p != id)
                 .map(|p| PeerInfo {
                     key: None,
+                    upload_rate: None,
                     peer_id: (*p).into(),
                     region: None,
                     transports: vec![],
@@ -1391,6 +1439,54 @@ mod tests {
         assert!(due.iter().any(|(id, _)| *id == first));
         assert!(r.lists_pushed() - pushed_then <= 8);
         assert!(r.lists_pushed() - before <= 16);
+    }
+
+    #[test]
+    fn a_measured_capacity_is_listed_again_only_when_it_moves_by_more_than_the_step() {
+        let t0 = Instant::now();
+        let mut r = Registry::new(TrackerConfig {
+            max_peers_per_address: usize::MAX,
+            ..TrackerConfig::default()
+        });
+        let s = r.swarm_key("/s", None, 0);
+        for id in ["a", "b", "c"] {
+            r.join(member(id, None), s.clone()).unwrap();
+            r.first_list(id, t0);
+        }
+        r.due_lists(t0);
+        let rate_of = |list: &[PeerInfo], id: &str| {
+            list.iter()
+                .find(|p| p.peer_id == id)
+                .and_then(|p| p.upload_rate)
+        };
+        // The first measurement: the two members whose lists name "a" get them again (the
+        // same peers), paced, with its capacity.
+        assert!(r.set_upload_rate("a", 1_000_000));
+        let (due, _) = r.due_lists(t0 + Duration::from_secs(2));
+        let mut got: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+        got.sort_unstable();
+        assert_eq!(got, ["b", "c"]);
+        assert!(due.iter().all(|(_, l)| rate_of(l, "a") == Some(1_000_000)));
+        // Noise within 1.25x changes nothing and sends nothing.
+        assert!(!r.set_upload_rate("a", 1_200_000));
+        assert!(!r.set_upload_rate("a", 810_000));
+        assert_eq!(r.pending_lists(), 0);
+        // A real move is listed; an absurd claim is capped; strangers are ignored.
+        assert!(r.set_upload_rate("a", 400_000));
+        let (due, _) = r.due_lists(t0 + Duration::from_secs(4));
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|(_, l)| rate_of(l, "a") == Some(400_000)));
+        assert!(r.set_upload_rate("b", u64::MAX));
+        assert_eq!(
+            r.member("b").and_then(|m| m.upload_rate),
+            Some(MAX_UPLOAD_RATE)
+        );
+        assert!(!r.set_upload_rate("nobody", 1_000_000));
+        // A newcomer's first list carries what is known.
+        r.join(member("d", None), s.clone()).unwrap();
+        let first = r.first_list("d", t0 + Duration::from_secs(5));
+        assert_eq!(rate_of(&first, "a"), Some(400_000));
+        assert_eq!(rate_of(&first, "c"), None);
     }
 
     /// The mesh of `members`: symmetric (a lists b iff b lists a), at most `k` a list and at

@@ -94,6 +94,7 @@ pub fn bound(report: &Report, limits: &ReportLimits) -> (Report, bool) {
         peers,
         // Receipts are checked one by one (`tracker::receipts`), not bounded here.
         receipts: report.receipts.clone(),
+        upload_rate: report.upload_rate,
     };
     let cut = bounded != *report;
     (bounded, cut)
@@ -113,6 +114,7 @@ mod tests {
             uploaded_bytes: 0,
             failures: Failures::default(),
             peers,
+            upload_rate: None,
         }
     }
 

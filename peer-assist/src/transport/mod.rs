@@ -35,6 +35,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -223,6 +224,14 @@ impl LinkSender {
         self.control.reason()
     }
 
+    /// The transport's latest estimate of the rate this link's path carries while sending, in
+    /// bytes/s: QUIC's congestion window over its smoothed round trip, taken as a large frame is
+    /// written (with a full pipe, bytes in flight over the round trip are the delivery rate,
+    /// whatever the queue). None before the first estimate, and always for WebRTC.
+    pub fn path_rate(&self) -> Option<u64> {
+        Some(self.control.path_rate.load(Ordering::Relaxed)).filter(|&r| r > 0)
+    }
+
     /// Whether `other` is a sender of the same link (not merely of a link to the same peer).
     pub fn same_link(&self, other: &LinkSender) -> bool {
         Arc::ptr_eq(&self.control.state, &other.control.state)
@@ -299,6 +308,8 @@ enum LinkState {
 #[derive(Debug, Clone)]
 pub(crate) struct LinkControl {
     state: Arc<watch::Sender<LinkState>>,
+    /// The transport's latest estimate of the rate the path carries, bytes/s (0: none yet).
+    path_rate: Arc<AtomicU64>,
 }
 
 impl LinkControl {
@@ -306,7 +317,13 @@ impl LinkControl {
         let (state, _) = watch::channel(LinkState::Open);
         Self {
             state: Arc::new(state),
+            path_rate: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Records the transport's estimate of the path's rate, bytes/s.
+    pub(crate) fn set_path_rate(&self, rate: u64) {
+        self.path_rate.store(rate, Ordering::Relaxed);
     }
 
     pub(crate) fn is_open(&self) -> bool {

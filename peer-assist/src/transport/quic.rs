@@ -706,6 +706,11 @@ const MIN_SEND_WINDOW: u64 = 64 * 1024;
 /// next one at hand when an acknowledgment opens the window.
 const SEND_WINDOW_SLACK: u64 = 32 * 1024;
 
+/// Frames this large (segment chunks) sample the path rate (see
+/// [`LinkSender::path_rate`](super::LinkSender::path_rate)): while they are written the
+/// connection is sending bulk, so its congestion window is in use.
+const PATH_RATE_MIN_FRAME: usize = 8 * 1024;
+
 /// Writes queued frames until the senders are gone or the link drains, then finishes the stream
 /// and waits until the peer has received everything. The connection's send window follows its
 /// congestion window (at most `max_window`, the configured one).
@@ -717,7 +722,11 @@ async fn write_loop(
     max_window: u64,
 ) {
     while let Some(frame) = super::next_outgoing(&mut outgoing, control).await {
-        let cwnd = conn.stats().path.cwnd;
+        let path = conn.stats().path;
+        let cwnd = path.cwnd;
+        if frame.len() >= PATH_RATE_MIN_FRAME && !path.rtt.is_zero() {
+            control.set_path_rate((cwnd as f64 / path.rtt.as_secs_f64()) as u64);
+        }
         conn.set_send_window(
             cwnd.saturating_add(SEND_WINDOW_SLACK)
                 .clamp(MIN_SEND_WINDOW, max_window.max(MIN_SEND_WINDOW)),

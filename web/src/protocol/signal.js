@@ -178,6 +178,7 @@ const CLIENT_SHAPES = {
         struct([
           ['transports', list(oneOf(TRANSPORTS))],
           ['upload', bool],
+          ['upload_rate', u64, OPTIONAL],
         ]),
       ],
       ['token', str, OPTIONAL],
@@ -223,6 +224,7 @@ const CLIENT_SHAPES = {
         OMIT_EMPTY,
       ],
       ['receipts', list(receipt), OMIT_EMPTY],
+      ['upload_rate', u64, OPTIONAL],
     ],
     ['type'],
   ),
@@ -251,6 +253,7 @@ const SERVER_SHAPES = {
             ['transports', list(oneOf(TRANSPORTS))],
             ['quic', quicAddress, OPTIONAL],
             ['key', str, OPTIONAL],
+            ['upload_rate', u64, OPTIONAL],
           ]),
         ),
       ],

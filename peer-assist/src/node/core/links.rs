@@ -40,7 +40,8 @@ pub(super) struct Link {
     pub max_frame: usize,
     /// What the peer advertised in its last Have.
     pub has: HashSet<String>,
-    /// Measured transfer rate from this peer (EWMA), bytes/s.
+    /// Measured transfer rate from this peer (EWMA), bytes/s, starting from the capacity the
+    /// tracker listed for it when the link came up (if any).
     pub rate: Option<f64>,
     /// Our requests running on it.
     pub in_flight: usize,
@@ -220,6 +221,7 @@ impl NodeCore {
             self.drop_link(existing, FailureCause::Disconnect, "duplicate link", now);
         }
         self.retry.remove(&peer);
+        let prior = self.listed_capacity(&peer);
         self.link_of.insert(peer.clone(), link);
         self.links.insert(
             link,
@@ -228,7 +230,7 @@ impl NodeCore {
                 initiated,
                 max_frame,
                 has: HashSet::new(),
-                rate: None,
+                rate: prior,
                 in_flight: 0,
                 busy_until: None,
                 busy_streak: 0,

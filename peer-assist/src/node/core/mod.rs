@@ -102,6 +102,8 @@ pub struct CoreConfig {
     pub upload: bool,
     /// Upload cap in bytes per second.
     pub upload_rate: u64,
+    /// The upload capacity declared in `join` (bytes per second), see `NodeConfig::capacity`.
+    pub capacity: Option<u64>,
     /// No upload until the swarm has at least this many peers (this one included).
     pub privacy_floor: usize,
     /// Segments kept to serve others, at most.
@@ -207,6 +209,10 @@ pub enum Input {
     Frame { link: LinkId, frame: Frame },
     /// `bytes` of frames queued on `link` were handed to the transport (upload flow control).
     Written { link: LinkId, bytes: u64 },
+    /// The transport's estimate of the rate `link`'s path carries, bytes/s (QUIC: congestion
+    /// window over smoothed round trip), taken while it was sending. While this node uploads on
+    /// that link, it is a sample of this node's uplink.
+    PathRate { link: LinkId, rate: u64 },
     /// The answer to [`Output::FetchPlaylist`], or a playlist the driving player loaded.
     Playlist(Result<SegmentList, HttpError>),
     /// The answer to [`Output::HttpGet`].
@@ -469,6 +475,8 @@ pub struct NodeCore {
     /// Signed receipts not yet reported.
     receipts: VecDeque<Receipt>,
     receipts_made: u64,
+    /// The newest samples of this node's uplink (see [`Input::PathRate`]), bytes/s.
+    uplink_samples: VecDeque<u64>,
 }
 
 impl NodeCore {
@@ -546,6 +554,7 @@ impl NodeCore {
             peer_keys: HashMap::new(),
             receipts: VecDeque::new(),
             receipts_made: 0,
+            uplink_samples: VecDeque::new(),
             config,
         }
     }
@@ -643,6 +652,7 @@ impl NodeCore {
                     l.unacked = l.unacked.saturating_sub(bytes);
                 }
             }
+            Input::PathRate { link, rate } => self.on_path_rate(link, rate),
             Input::Playlist(result) => self.on_playlist(result, now),
             Input::Http { id, from, result } => self.on_http(id, from, result, now),
             Input::Verified { ticket, sha256 } => self.on_verified(ticket, sha256, now),
@@ -689,6 +699,7 @@ impl NodeCore {
         };
         summary.stalled_ms = self.timeline.stalled().as_millis() as u64;
         summary.duration_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        summary.upload_capacity = self.measured_uplink();
         summary
     }
 
@@ -794,12 +805,62 @@ impl NodeCore {
         }
     }
 
-    /// Where this node stands in its swarm by seniority.
+    /// A sample of this node's uplink: the path rate of a link while an upload on it is under
+    /// way (uploads go one after another, so that link has the uplink to itself).
+    fn on_path_rate(&mut self, link: LinkId, rate: u64) {
+        if rate == 0 || !self.uploads.iter().any(|u| u.link == link && u.started) {
+            return;
+        }
+        if self.uplink_samples.len() >= UPLINK_SAMPLES {
+            self.uplink_samples.pop_front();
+        }
+        self.uplink_samples.push_back(rate);
+    }
+
+    /// This node's uplink as measured (the upper median of the newest [`UPLINK_SAMPLES`], once
+    /// there are [`MIN_UPLINK_SAMPLES`]), at most its upload cap.
+    fn measured_uplink(&self) -> Option<u64> {
+        if self.uplink_samples.len() < MIN_UPLINK_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<u64> = self.uplink_samples.iter().copied().collect();
+        sorted.sort_unstable();
+        Some(sorted[sorted.len() / 2].min(self.config.upload_rate))
+    }
+
+    /// The capacity the tracker lists for `peer` (bytes/s), if any: where a new link's rate
+    /// starts.
+    pub(super) fn listed_capacity(&self, peer: &str) -> Option<f64> {
+        self.listed
+            .iter()
+            .find(|p| p.peer_id == peer)
+            .and_then(|p| p.upload_rate)
+            .filter(|&r| r > 0)
+            .map(|r| r as f64)
+    }
+
+    /// The upload capacity this node ranks itself by: declared (in `join`), else measured.
+    fn capacity(&self) -> Option<u64> {
+        self.declared().or_else(|| self.measured_uplink())
+    }
+
+    /// The capacity declared in `join`, at most the upload cap.
+    fn declared(&self) -> Option<u64> {
+        self.config.capacity.map(|c| c.min(self.config.upload_rate))
+    }
+
+    /// Where this node stands in its swarm: by capacity against peers whose capacity is known
+    /// and more than `CAPACITY_STEP` apart from its own, else by seniority.
     fn seniority(&self) -> Seniority {
+        let mine = self.capacity();
         let older = self.elders.as_ref().map_or(0, |elders| {
             self.listed
                 .iter()
-                .filter(|p| elders.contains(&p.peer_id) && !self.banned.contains(&p.peer_id))
+                .filter(|p| !self.banned.contains(&p.peer_id))
+                .filter(|p| match faster(p.upload_rate, mine) {
+                    Some(above) => above,
+                    None => elders.contains(&p.peer_id),
+                })
                 .count()
         });
         Seniority {
@@ -1390,6 +1451,12 @@ impl NodeCore {
             uploaded_bytes: s.uploaded_bytes.saturating_sub(r.uploaded_bytes),
             failures: s.failures.since(&r.failures),
             peers,
+            // A declared capacity stands: the tracker lists it, not this node's measurement.
+            upload_rate: self
+                .declared()
+                .is_none()
+                .then(|| self.measured_uplink())
+                .flatten(),
         };
         self.reported = Summary {
             http_bytes: s.http_bytes,
@@ -1505,5 +1572,25 @@ impl NodeCore {
         }
         self.timeline.advance(now);
         self.stopped = true;
+    }
+}
+
+/// Uplink samples kept (see [`Input::PathRate`]); the driver sends at most one per link every
+/// 100 ms, so this is about the last 6 s of uploading.
+const UPLINK_SAMPLES: usize = 64;
+/// Samples needed before this node reports a measured uplink.
+const MIN_UPLINK_SAMPLES: usize = 4;
+
+/// Whether a peer declaring `theirs` ranks above one declaring `mine` by capacity (None: both
+/// unknown or too close to tell, seniority decides).
+fn faster(theirs: Option<u64>, mine: Option<u64>) -> Option<bool> {
+    use crate::protocol::signal::CAPACITY_STEP;
+    let (t, m) = (theirs? as f64, mine? as f64);
+    if t > m * CAPACITY_STEP {
+        Some(true)
+    } else if m > t * CAPACITY_STEP {
+        Some(false)
+    } else {
+        None
     }
 }
