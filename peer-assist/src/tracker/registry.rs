@@ -283,7 +283,8 @@ pub struct Member {
     pub listed_at: Option<Instant>,
     /// The public key it announced in `join` (hex), if any.
     pub key: Option<String>,
-    /// The upload capacity it declared in `join`, bytes per second.
+    /// Its upload capacity, bytes per second: declared in `join`, then as its reports measure it
+    /// (see [`Registry::set_upload_rate`]).
     pub upload_rate: Option<u64>,
 }
 
@@ -699,7 +700,10 @@ impl Registry {
             .collect();
         for h in holders {
             self.mark(&h, false);
-            self.refresh.insert(h);
+            // Only a member marked for a list (it had its first) is refreshed: no stale entry.
+            if self.pending.contains(&h) {
+                self.refresh.insert(h);
+            }
         }
         true
     }
