@@ -174,11 +174,15 @@ pub struct QuicTuning {
     /// Linux caps it at `net.core.rmem_max`. Datagrams arriving while it is full are dropped
     /// and count as losses for congestion control.
     pub udp_recv_buffer: usize,
+    /// Congestion window of a new connection in bytes (Cubic's initial window); 0 keeps quinn's,
+    /// RFC 9002's ten datagrams (12,000 bytes).
+    pub initial_window: u64,
 }
 
 impl QuicTuning {
     /// The settings this crate uses: 4 MiB stream and connection receive windows, 8 MiB send
-    /// window, 4 MiB UDP receive buffer, 10 s idle timeout, 3 s keep-alive.
+    /// window, 4 MiB UDP receive buffer, 10 s idle timeout, 3 s keep-alive, 64 KiB initial
+    /// congestion window.
     ///
     /// Chosen from `cargo bench -p peer-assist --bench quic_windows`, 2026-11-21, on a shared
     /// 2-core VM (AMD EPYC, 23 GiB, Linux, `net.core.rmem_max` = 4 MiB; other jobs were
@@ -217,6 +221,14 @@ impl QuicTuning {
     /// receiver allows. The UDP receive buffer is capped by `net.core.rmem_max` (often 208 KB
     /// by default; raise it to 4 MiB on hosts running native peers).
     ///
+    /// Initial congestion window 64 KiB instead of RFC 9002's 12,000 bytes: a peer link carries
+    /// a segment now and then, often on a connection it has just opened, and a 575 kB segment
+    /// that starts at 12,000 bytes spends six round trips in slow start (0.5 s at 85 ms). In the
+    /// harness's issue-14 check (200 viewers, uplinks 1-10 Mbit/s, round trips 20-150 ms, 20%
+    /// unreachable; docs/BENCHMARKS.md, "Eleventh step") 64 KiB gave 51.3-52.9% offload against
+    /// 47.4-47.8% (128 KiB 50.8-54.4%, 256 KiB 48.1-50.0%: the slowest uplinks' 250 ms queues
+    /// overflow).
+    ///
     /// Liveness: a 10 s idle timeout (the smaller of both sides' applies) bounds how long a
     /// vanished peer keeps a link open; 3 s keep-alives keep idle links well inside it even if
     /// two in a row are lost. A peer that closes properly is noticed at once.
@@ -228,6 +240,7 @@ impl QuicTuning {
             max_idle_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(3),
             udp_recv_buffer: 4 * 1024 * 1024,
+            initial_window: 64 * 1024,
         }
     }
 
@@ -241,6 +254,7 @@ impl QuicTuning {
             max_idle_timeout: Duration::from_secs(30),
             keep_alive: Duration::ZERO,
             udp_recv_buffer: 0,
+            initial_window: 0,
         }
     }
 
@@ -272,6 +286,11 @@ impl QuicTuning {
             )
         };
         config.max_idle_timeout(idle);
+        if self.initial_window > 0 {
+            let mut cubic = quinn::congestion::CubicConfig::default();
+            cubic.initial_window(self.initial_window);
+            config.congestion_controller_factory(Arc::new(cubic));
+        }
         config.keep_alive_interval((!self.keep_alive.is_zero()).then_some(self.keep_alive));
         Ok(config)
     }
