@@ -90,7 +90,8 @@ pub struct NodeConfig {
     /// The upload capacity this node declares in `join` (bytes per second): peers expect its
     /// transfers at this rate until they measured it, and rank seeders by it; it stands for the
     /// whole session (the node's own measurement is not reported). None: not declared, the node
-    /// reports what it measures.
+    /// reports what it measures. Either way its uploads are paced at 90% of it
+    /// (`core::UPLINK_PACE`).
     pub capacity: Option<u64>,
     /// No upload until the swarm has at least this many peers (this one included).
     pub privacy_floor: usize,

@@ -995,6 +995,52 @@ mod tests {
         assert!(sim.reports(silent).iter().all(|r| r.upload_rate.is_none()));
     }
 
+    /// A node whose uplink is known uploads below it (`UPLINK_PACE`), in bursts of at most
+    /// `PACE_BURST`: here the eldest declares 400 kB/s on a 5 MB/s link, and in no second does
+    /// it send more than 90% of what it declared (plus one burst and one chunk of slack).
+    #[test]
+    fn uploads_are_paced_below_the_known_uplink() {
+        use crate::node::core::{PACE_BURST, UPLINK_PACE};
+        use crate::protocol::frame::RECOMMENDED_CHUNK_LEN;
+        let mut sim = Sim::new(World::default());
+        let declared = 400_000u64;
+        let mut config = play();
+        config.capacity = Some(declared);
+        let eldest = sim.join(config);
+        for _ in 0..4 {
+            sim.join(play());
+        }
+        sim.run_for(Duration::from_secs(30));
+        let sent: Vec<(Instant, u64)> = sim
+            .chunks_sent
+            .iter()
+            .filter(|c| c.1 == eldest)
+            .map(|c| (c.0, c.2))
+            .collect();
+        let total: u64 = sent.iter().map(|c| c.1).sum();
+        assert!(total >= 2_000_000, "the eldest uploaded {total} bytes");
+        let pace = declared as f64 * UPLINK_PACE;
+        let bound = pace + pace * PACE_BURST.as_secs_f64() + 2.0 * RECOMMENDED_CHUNK_LEN as f64;
+        let busiest = sent
+            .iter()
+            .map(|&(from, _)| {
+                sent.iter()
+                    .filter(|&&(at, _)| at >= from && at < from + Duration::from_secs(1))
+                    .map(|c| c.1)
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            busiest as f64 <= bound,
+            "{busiest} bytes in one second, paced at {pace} B/s"
+        );
+        assert!(
+            busiest as f64 >= pace * 0.8,
+            "it sent at its pace when busy: {busiest} bytes in its busiest second"
+        );
+    }
+
     #[test]
     fn honest_swarm_of_five_shares_and_never_misses() {
         let mut sim = Sim::new(World::default());

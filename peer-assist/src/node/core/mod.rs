@@ -25,7 +25,7 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
 
 use crate::accounting::{NodeKey, Receipt, ReceiptBody};
-use crate::protocol::frame::Frame;
+use crate::protocol::frame::{Frame, RECOMMENDED_CHUNK_LEN};
 use crate::protocol::signal::{
     ClientMessage, FailureCause, PeerInfo, PeerOutcome, QuicAddress, Report, ServerMessage,
     Transport,
@@ -477,6 +477,8 @@ pub struct NodeCore {
     receipts_made: u64,
     /// The newest samples of this node's uplink (see [`Input::PathRate`]), bytes/s.
     uplink_samples: VecDeque<u64>,
+    /// The upload cap (bytes/s): the bucket's rate until the uplink is known.
+    upload_cap: f64,
 }
 
 impl NodeCore {
@@ -487,7 +489,7 @@ impl NodeCore {
             .slow_upload
             .map_or(config.upload_rate, |s| s.min(config.upload_rate));
         let playing = matches!(config.mode, Mode::Play | Mode::Seed);
-        Self {
+        let mut core = Self {
             scheduler: Scheduler::new(config.scheduler.clone()),
             me: me.to_owned(),
             started: now,
@@ -533,7 +535,7 @@ impl NodeCore {
             bucket: TokenBucket::new(
                 rate as f64,
                 // Half a second of the cap, at least one chunk.
-                (rate as f64 / 2.0).max(crate::protocol::frame::RECOMMENDED_CHUNK_LEN as f64),
+                (rate as f64 / 2.0).max(RECOMMENDED_CHUNK_LEN as f64),
                 now,
             ),
             next_upload: None,
@@ -555,8 +557,11 @@ impl NodeCore {
             receipts: VecDeque::new(),
             receipts_made: 0,
             uplink_samples: VecDeque::new(),
+            upload_cap: rate as f64,
             config,
-        }
+        };
+        core.pace_uploads(now);
+        core
     }
 
     /// The core's settings.
@@ -652,7 +657,7 @@ impl NodeCore {
                     l.unacked = l.unacked.saturating_sub(bytes);
                 }
             }
-            Input::PathRate { link, rate } => self.on_path_rate(link, rate),
+            Input::PathRate { link, rate } => self.on_path_rate(link, rate, now),
             Input::Playlist(result) => self.on_playlist(result, now),
             Input::Http { id, from, result } => self.on_http(id, from, result, now),
             Input::Verified { ticket, sha256 } => self.on_verified(ticket, sha256, now),
@@ -807,7 +812,7 @@ impl NodeCore {
 
     /// A sample of this node's uplink: the path rate of a link while an upload on it is under
     /// way (uploads go one after another, so that link has the uplink to itself).
-    fn on_path_rate(&mut self, link: LinkId, rate: u64) {
+    fn on_path_rate(&mut self, link: LinkId, rate: u64, now: Instant) {
         if rate == 0 || !self.uploads.iter().any(|u| u.link == link && u.started) {
             return;
         }
@@ -815,6 +820,21 @@ impl NodeCore {
             self.uplink_samples.pop_front();
         }
         self.uplink_samples.push_back(rate);
+        self.pace_uploads(now);
+    }
+
+    /// Paces uploads at [`UPLINK_PACE`] of this node's uplink once it is known (declared, else
+    /// measured), within the upload cap, with a burst of [`PACE_BURST`]. Congestion control
+    /// fills the bottleneck's queue before it backs off; below the uplink's rate that queue
+    /// stays empty, and what else this node sends (acknowledgements of its own downloads,
+    /// requests, Have, HTTP requests) does not wait behind a quarter second of its uploads.
+    fn pace_uploads(&mut self, now: Instant) {
+        let Some(capacity) = self.capacity().filter(|&c| c > 0) else {
+            return;
+        };
+        let rate = (capacity as f64 * UPLINK_PACE).min(self.upload_cap);
+        let burst = (rate * PACE_BURST.as_secs_f64()).max(RECOMMENDED_CHUNK_LEN as f64);
+        self.bucket.set_rate(rate, burst, now);
     }
 
     /// This node's uplink as measured (the upper median of the newest [`UPLINK_SAMPLES`], once
@@ -1574,6 +1594,12 @@ impl NodeCore {
         self.stopped = true;
     }
 }
+
+/// Uploads are paced at this share of the node's uplink once it is known (see
+/// `NodeCore::pace_uploads`).
+pub const UPLINK_PACE: f64 = 0.9;
+/// The burst the pace allows: this long at the paced rate (at least one chunk).
+pub const PACE_BURST: Duration = Duration::from_millis(50);
 
 /// Uplink samples kept (see [`Input::PathRate`]); the driver sends at most one per link every
 /// 100 ms, so this is about the last 6 s of uploading.

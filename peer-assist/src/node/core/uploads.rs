@@ -1,6 +1,8 @@
 //! Serving other peers: requests answered from the store within the upload policy (opt-out,
-//! privacy floor), chunks paced by one token bucket for the whole node (the upload cap) and by
-//! each link's window of unwritten bytes (a slow link does not pile frames up in memory).
+//! privacy floor), chunks paced by one token bucket for the whole node (the upload cap, and
+//! [`UPLINK_PACE`](super::UPLINK_PACE) of the uplink once it is known, so the uplink's queue
+//! stays empty for what else the node sends) and by each link's window of unwritten bytes (a slow
+//! link does not pile frames up in memory).
 //!
 //! Uploads are served **one after another**, not all at once: an uplink shared by every requester
 //! finishes every transfer late (each requester then gives up at its deadline, and the bytes sent
@@ -52,6 +54,19 @@ impl TokenBucket {
             tokens: burst,
             last: now,
         }
+    }
+
+    /// From `now` on, a new rate and burst (what filled until then is kept, up to the new
+    /// burst). An unusable rate means no limit, as in [`TokenBucket::new`].
+    pub fn set_rate(&mut self, rate: f64, burst: f64, now: Instant) {
+        self.refill(now);
+        self.rate = if rate.is_finite() && rate > 0.0 {
+            rate
+        } else {
+            f64::MAX
+        };
+        self.burst = burst;
+        self.tokens = self.tokens.min(burst);
     }
 
     fn refill(&mut self, now: Instant) {
@@ -334,6 +349,16 @@ mod tests {
         assert_eq!(b.try_take(500, t0), Ok(()), "a take may go into debt");
         assert_eq!(b.try_take(1, t0), Err(t0 + Duration::from_millis(500)));
         assert_eq!(b.try_take(1, t0 + Duration::from_millis(500)), Ok(()));
+        // A second at the old rate fills it up to the new, smaller burst.
+        let t1 = t0 + Duration::from_millis(1500);
+        b.set_rate(4000.0, 100.0, t1);
+        assert_eq!(b.try_take(100, t1), Ok(()));
+        assert_eq!(b.try_take(1, t1), Ok(()), "into debt");
+        let wait = b.try_take(1, t1).expect_err("in debt").duration_since(t1);
+        assert!(
+            wait > Duration::from_micros(240) && wait < Duration::from_micros(260),
+            "{wait:?}: one byte at 4000 B/s"
+        );
         let mut unlimited = TokenBucket::new(0.0, 0.0, t0);
         assert_eq!(unlimited.try_take(1 << 30, t0), Ok(()));
         assert_eq!(
