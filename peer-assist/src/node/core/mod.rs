@@ -477,17 +477,12 @@ pub struct NodeCore {
     receipts_made: u64,
     /// The newest samples of this node's uplink (see [`Input::PathRate`]), bytes/s.
     uplink_samples: VecDeque<u64>,
-    /// The upload cap (bytes/s): the bucket's rate until the uplink is known.
-    upload_cap: f64,
 }
 
 impl NodeCore {
     /// A node that joined as `me` at `now`.
     pub fn new(config: CoreConfig, me: &str, now: Instant) -> Self {
-        let rate = config
-            .test
-            .slow_upload
-            .map_or(config.upload_rate, |s| s.min(config.upload_rate));
+        let rate = upload_cap(&config);
         let playing = matches!(config.mode, Mode::Play | Mode::Seed);
         let mut core = Self {
             scheduler: Scheduler::new(config.scheduler.clone()),
@@ -557,7 +552,6 @@ impl NodeCore {
             receipts: VecDeque::new(),
             receipts_made: 0,
             uplink_samples: VecDeque::new(),
-            upload_cap: rate as f64,
             config,
         };
         core.pace_uploads(now);
@@ -832,7 +826,7 @@ impl NodeCore {
         let Some(capacity) = self.capacity().filter(|&c| c > 0) else {
             return;
         };
-        let rate = (capacity as f64 * UPLINK_PACE).min(self.upload_cap);
+        let rate = (capacity as f64 * UPLINK_PACE).min(upload_cap(&self.config) as f64);
         let burst = (rate * PACE_BURST.as_secs_f64()).max(RECOMMENDED_CHUNK_LEN as f64);
         self.bucket.set_rate(rate, burst, now);
     }
@@ -1593,6 +1587,15 @@ impl NodeCore {
         self.timeline.advance(now);
         self.stopped = true;
     }
+}
+
+/// The upload cap (bytes/s): `--upload-rate`, or the test's slow upload below it. The bucket's
+/// rate until the uplink is known.
+fn upload_cap(config: &CoreConfig) -> u64 {
+    config
+        .test
+        .slow_upload
+        .map_or(config.upload_rate, |s| s.min(config.upload_rate))
 }
 
 /// Uploads are paced at this share of the node's uplink once it is known (see
