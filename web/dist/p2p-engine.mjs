@@ -1151,7 +1151,6 @@ var NodeCore = class {
     this.waiterSegment = /* @__PURE__ */ new Map();
     this.announced = [];
     this.lastNeed = null;
-    this.fellBack = false;
     this.requests = /* @__PURE__ */ new Map();
     this.nextRequest = 1;
     this.jobs = /* @__PURE__ */ new Map();
@@ -1348,15 +1347,6 @@ var NodeCore = class {
     }
     return { older, swarm: this.listed.length + 1 };
   }
-  /**
-   * Where this node stands for the seeder rule: its seniority, except that a node whose last
-   * segment came over HTTP as a fallback counts as the most senior (it will fetch that HTTP anyway,
-   * so it fetches the next fresh live segment at once, for others to take).
-   */
-  standing() {
-    const s = this.seniority();
-    return this.fellBack ? { ...s, older: 0 } : s;
-  }
   onPlaylist(input, now2) {
     const playlist = input.ok;
     if (!playlist) return;
@@ -1398,7 +1388,7 @@ var NodeCore = class {
       const waiting = this.waiting.get(id);
       return !expired.includes(id) && !this.store.contains(id) && !(waiting && waiting.waiters.size > 0);
     });
-    const seeder = this.schedulerNow().isSeeder(this.standing());
+    const seeder = this.schedulerNow().isSeeder(this.seniority());
     const prefetch = now2 + this.scheduler.config.urgentWindowMs + WAIT_POLL_MS;
     return this.announced.map(([id]) => [id, seeder ? null : prefetch]);
   }
@@ -1456,14 +1446,13 @@ var NodeCore = class {
   /** Runs the scheduler over every segment on the agenda. */
   runWork(now2) {
     let next = Math.min(now2 + WAIT_POLL_MS, this.tendAbandoned(now2));
-    const seniority = this.standing();
+    const seniority = this.seniority();
     const scheduler = this.schedulerNow();
     for (const [id, playsAt] of this.agenda(now2)) {
       if (this.store.contains(id)) continue;
       const work = this.workOf(id);
       if (work.transfer?.verifying) continue;
       if (playsAt === null) {
-        work.seeded = true;
         this.startHttp(id, 0, now2);
         continue;
       }
@@ -1486,9 +1475,6 @@ var NodeCore = class {
       const t = work.transfer;
       const transfer = t && { peer: t.peer, started: t.started, received: t.received, offset: 0, lastProgress: t.lastProgress };
       const decision = scheduler.decide(now2, this.me, seniority, need, peers, transfer, work.http !== null);
-      if (decision.kind === "FetchHttp" && decision.from === 0 && freshLive && scheduler.isSeeder(seniority)) {
-        work.seeded = true;
-      }
       next = Math.min(next, this.execute(id, decision, now2));
     }
     this.nextWork = Math.max(next, now2 + MIN_RECHECK_MS);
@@ -1608,9 +1594,7 @@ var NodeCore = class {
   accept(id, bytes, digest, source, started, finished) {
     this.failTransfer(id, "timeout");
     this.cancelHttp(id);
-    const seeded = this.work.get(id)?.seeded === true;
     this.work.delete(id);
-    this.fellBack = source === "http" && !seeded;
     const waiting = this.waiting.get(id);
     this.waiting.delete(id);
     if (waiting) {
@@ -1641,7 +1625,7 @@ var NodeCore = class {
   workOf(id) {
     let w = this.work.get(id);
     if (!w) {
-      w = { transfer: null, http: null, partial: null, seeded: false };
+      w = { transfer: null, http: null, partial: null };
       this.work.set(id, w);
     }
     return w;

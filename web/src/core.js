@@ -190,8 +190,6 @@ export class NodeCore {
     this.announced = [];
     /** When the player last asked for a segment (null: never). */
     this.lastNeed = null;
-    /** The last segment taken came over HTTP as a fallback, not as a seeder's. */
-    this.fellBack = false;
     /** @type {Map<number, string>} request id → segment */
     this.requests = new Map();
     this.nextRequest = 1;
@@ -418,16 +416,6 @@ export class NodeCore {
     return { older, swarm: this.listed.length + 1 };
   }
 
-  /**
-   * Where this node stands for the seeder rule: its seniority, except that a node whose last
-   * segment came over HTTP as a fallback counts as the most senior (it will fetch that HTTP anyway,
-   * so it fetches the next fresh live segment at once, for others to take).
-   */
-  standing() {
-    const s = this.seniority();
-    return this.fellBack ? { ...s, older: 0 } : s;
-  }
-
   onPlaylist(input, now) {
     // Driven: the player's own reloads; only freshness is learnt from them.
     const playlist = input.ok;
@@ -474,7 +462,7 @@ export class NodeCore {
       const waiting = this.waiting.get(id);
       return !expired.includes(id) && !this.store.contains(id) && !(waiting && waiting.waiters.size > 0);
     });
-    const seeder = this.schedulerNow().isSeeder(this.standing());
+    const seeder = this.schedulerNow().isSeeder(this.seniority());
     const prefetch = now + this.scheduler.config.urgentWindowMs + WAIT_POLL_MS;
     return this.announced.map(([id]) => [id, seeder ? null : prefetch]);
   }
@@ -538,7 +526,7 @@ export class NodeCore {
   /** Runs the scheduler over every segment on the agenda. */
   runWork(now) {
     let next = Math.min(now + WAIT_POLL_MS, this.tendAbandoned(now));
-    const seniority = this.standing();
+    const seniority = this.seniority();
     const scheduler = this.schedulerNow();
     for (const [id, playsAt] of this.agenda(now)) {
       if (this.store.contains(id)) continue;
@@ -546,7 +534,6 @@ export class NodeCore {
       if (work.transfer?.verifying) continue;
       if (playsAt === null) {
         // A seeder's announced segment: over HTTP at once.
-        work.seeded = true;
         this.startHttp(id, 0, now);
         continue;
       }
@@ -569,9 +556,6 @@ export class NodeCore {
       const t = work.transfer;
       const transfer = t && { peer: t.peer, started: t.started, received: t.received, offset: 0, lastProgress: t.lastProgress };
       const decision = scheduler.decide(now, this.me, seniority, need, peers, transfer, work.http !== null);
-      if (decision.kind === 'FetchHttp' && decision.from === 0 && freshLive && scheduler.isSeeder(seniority)) {
-        work.seeded = true;
-      }
       next = Math.min(next, this.execute(id, decision, now));
     }
     this.nextWork = Math.max(next, now + MIN_RECHECK_MS);
@@ -705,9 +689,7 @@ export class NodeCore {
     // A transfer still running lost the race; an HTTP fetch still running is not needed.
     this.failTransfer(id, 'timeout');
     this.cancelHttp(id);
-    const seeded = this.work.get(id)?.seeded === true;
     this.work.delete(id);
-    this.fellBack = source === 'http' && !seeded;
     const waiting = this.waiting.get(id);
     this.waiting.delete(id);
     if (waiting) {
@@ -740,7 +722,7 @@ export class NodeCore {
   workOf(id) {
     let w = this.work.get(id);
     if (!w) {
-      w = { transfer: null, http: null, partial: null, seeded: false };
+      w = { transfer: null, http: null, partial: null };
       this.work.set(id, w);
     }
     return w;
@@ -1357,7 +1339,6 @@ export class NodeCore {
  * @property {{from: number, started: number, verifying: boolean}|null} http
  * @property {{peer: string, bytes: Uint8Array}|null} partial  the first bytes of
  *   the segment from a peer transfer HTTP took over, joined with the HTTP rest and verified whole
- * @property {boolean} seeded  its HTTP fetch is a seeder's (a fresh live segment fetched at once)
  *
  * @typedef {object} Waiting     callers waiting for one segment
  * @property {Map<number, number>} waiters  waiter → when it plays

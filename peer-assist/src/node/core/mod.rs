@@ -318,8 +318,6 @@ struct Work {
     partial: Option<(String, Bytes)>,
     /// No new HTTP fetch before this (after a failed one).
     retry_at: Option<Instant>,
-    /// Its HTTP fetch is a seeder's (a fresh live segment fetched at once), not a fallback.
-    seeded: bool,
 }
 
 /// Callers waiting for one segment ([`Mode::Driven`]).
@@ -432,8 +430,6 @@ pub struct NodeCore {
     announced: VecDeque<(String, Instant)>,
     /// When the driving player last asked for a segment.
     last_need: Option<Instant>,
-    /// The last segment taken came over HTTP as a fallback, not as a seeder's.
-    fell_back: bool,
     waiter_segment: HashMap<WaiterId, String>,
     requests: HashMap<u32, String>,
     next_request: u32,
@@ -510,7 +506,6 @@ impl NodeCore {
             waiting: BTreeMap::new(),
             announced: VecDeque::new(),
             last_need: None,
-            fell_back: false,
             waiter_segment: HashMap::new(),
             requests: HashMap::new(),
             next_request: 1,
@@ -788,22 +783,6 @@ impl NodeCore {
         self.dirty = true;
     }
 
-    /// Where this node stands for the seeder rule: its seniority, except that a node whose last
-    /// segment came over HTTP as a fallback (no peer delivered it in time) counts as the most
-    /// senior: it will fetch that HTTP anyway, so it fetches the next fresh live segment at once,
-    /// and others can take it from it while there is time.
-    fn standing(&self) -> Seniority {
-        let seniority = self.seniority();
-        if self.fell_back {
-            Seniority {
-                older: 0,
-                ..seniority
-            }
-        } else {
-            seniority
-        }
-    }
-
     /// A sample of this node's uplink: the path rate of a link while an upload on it is under
     /// way (uploads go one after another, so that link has the uplink to itself).
     fn on_path_rate(&mut self, link: LinkId, rate: u64, now: Instant) {
@@ -999,7 +978,7 @@ impl NodeCore {
                 && !store.contains(id)
                 && waiting.get(id).is_none_or(|w| w.waiters.is_empty())
         });
-        let seeder = self.scheduler_now().is_seeder(self.standing());
+        let seeder = self.scheduler_now().is_seeder(self.seniority());
         let prefetch = now + self.scheduler.config().urgent_window + WAIT_POLL;
         self.announced
             .iter()
@@ -1110,7 +1089,7 @@ impl NodeCore {
     fn run_work(&mut self, now: Instant) {
         let mut next = now + WAIT_POLL;
         next = next.min(self.tend_abandoned(now));
-        let seniority = self.standing();
+        let seniority = self.seniority();
         let scheduler = self.scheduler_now();
         for (id, plays_at) in self.agenda(now) {
             if self.store.contains(&id) {
@@ -1133,7 +1112,6 @@ impl NodeCore {
             }
             let Some(plays_at) = plays_at else {
                 // Seeding: everything over HTTP at once.
-                work.seeded = true;
                 self.start_http(&id, 0, now);
                 continue;
             };
@@ -1183,12 +1161,6 @@ impl NodeCore {
                 transfer.as_ref(),
                 work.http.is_some(),
             );
-            if decision == (Decision::FetchHttp { from: 0 })
-                && need.fresh_live
-                && scheduler.is_seeder(seniority)
-            {
-                work.seeded = true;
-            }
             next = next.min(self.execute(&id, decision, now));
         }
         self.next_work = Some(next.max(now + crate::scheduler::MIN_RECHECK));
@@ -1354,8 +1326,7 @@ impl NodeCore {
         // A transfer still running lost the race; an HTTP fetch still running is not needed.
         self.fail_transfer(id, FailureCause::Timeout);
         self.cancel_http(id);
-        let seeded = self.work.remove(id).is_some_and(|w| w.seeded);
-        self.fell_back = source == Source::Http && !seeded;
+        self.work.remove(id);
         let sequence = self.sequence_of.get(id).copied();
         let waiting = self.waiting.remove(id);
         let plays_at = match &waiting {
