@@ -41,6 +41,8 @@
 //!   `rendition_switches`: swarms the nodes joined because their players switched rendition.
 //! * `mismatches`, `uploaded_bytes`, `p2p_received_bytes` (segment bytes that arrived from peers,
 //!   used or not), `p2p_late_bytes` (those that arrived after their transfer ended), `fallbacks` (peer transfers given up, by cause),
+//!   `http_bytes_by_cause` (the nodes' HTTP bytes by the rule that started each fetch: `seeder`,
+//!   `seeding`, `no_holder`, `holders_too_slow`, `takeover`, `race`, `http_only`, `other`),
 //!   `peers_dropped_for_lying`: sums over the node summaries. `liars`: P2P sessions whose node
 //!   corrupts what it uploads (`--liars`). `node_start_failures`: failed attempts to start a node.
 //! * `corrupted_accepted`: segments a P2P viewer accepted (handed to it by its node, or logged as
@@ -65,7 +67,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use peer_assist::node::Summary;
+use peer_assist::node::{HttpBytesByCause, Summary};
 use serde::{Deserialize, Serialize};
 
 use crate::player::PlayerStats;
@@ -325,6 +327,8 @@ pub struct P2pFigures {
     pub rendition_switches: u64,
     /// Peer transfers abandoned for HTTP or another peer, by cause.
     pub fallbacks: Fallbacks,
+    /// The nodes' HTTP segment bytes by the rule that started each fetch, summed.
+    pub http_bytes_by_cause: HttpBytesByCause,
     /// Peers disconnected for sending corrupt data (sum over the nodes; one liar may count once per
     /// node it lied to).
     pub peers_dropped_for_lying: u64,
@@ -673,7 +677,9 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         .filter_map(|s| s.node.as_ref())
         .collect();
     let mut fallbacks = Fallbacks::default();
+    let mut http_bytes_by_cause = HttpBytesByCause::default();
     for s in &summaries {
+        http_bytes_by_cause.merge(&s.http_bytes_by_cause);
         fallbacks.timeout += s.failures.timeout;
         fallbacks.mismatch += s.failures.mismatch;
         fallbacks.absent += s.failures.absent;
@@ -699,6 +705,7 @@ pub fn p2p_figures(p2p_sessions: &[&SessionResult], checks: &P2pChecks) -> P2pFi
         uploaders: summaries.iter().filter(|s| s.uploaded_bytes > 0).count() as u64,
         rendition_switches: summaries.iter().map(|s| s.rendition_switches).sum(),
         fallbacks,
+        http_bytes_by_cause,
         peers_dropped_for_lying: summaries
             .iter()
             .map(|s| s.peers_dropped_for_lying.len() as u64)
@@ -1287,6 +1294,20 @@ pub fn render_summary(report: &Report, color: bool) -> String {
                 f.timeout, f.mismatch, f.absent, f.disconnect, p.node_start_failures, p.nodes_lost
             ),
         );
+        let h = &p.http_bytes_by_cause;
+        row(
+            &mut out,
+            "HTTP by cause",
+            format!(
+                "seeder {}, no holder {}, holders too slow {}, takeover {}, race {}, other {}",
+                fmt_bytes(h.seeder + h.seeding),
+                fmt_bytes(h.no_holder),
+                fmt_bytes(h.holders_too_slow),
+                fmt_bytes(h.takeover),
+                fmt_bytes(h.race),
+                fmt_bytes(h.http_only + h.other)
+            ),
+        );
     }
     if let Some(c) = &report.cohorts {
         out.push_str(&render_cohorts(c));
@@ -1561,6 +1582,7 @@ mod tests {
             "mismatches",
             "corrupted_accepted",
             "fallbacks",
+            "http_bytes_by_cause",
             "liars",
             "cohorts",
         ] {
@@ -1609,6 +1631,9 @@ mod tests {
         honest.failures.mismatch = 2;
         honest.failures.timeout = 1;
         honest.peers_dropped_for_lying = vec!["x".to_owned()];
+        honest.http_bytes_by_cause.seeder = 60;
+        honest.http_bytes_by_cause.takeover = 40;
+        liar_summary.http_bytes_by_cause.seeder = 100;
         let mut stalled = stats(1_000, 10_000, 8e5);
         stalled.startup = Some(Duration::from_millis(900));
         let sessions = vec![
@@ -1703,6 +1728,9 @@ mod tests {
         assert_eq!(p.upload_ratio.max, Some(0.125));
         assert_eq!(p.fallbacks.mismatch, 2);
         assert_eq!(p.fallbacks.timeout, 1);
+        assert_eq!(p.http_bytes_by_cause.seeder, 160);
+        assert_eq!(p.http_bytes_by_cause.takeover, 40);
+        assert_eq!(p.http_bytes_by_cause.total(), 200);
         assert_eq!(p.peers_dropped_for_lying, 1);
         assert_eq!(p.unverified_segments, 3);
         assert_eq!(p.node_start_failures, 1);
@@ -1736,6 +1764,8 @@ mod tests {
         assert_eq!(json["liars"], 1);
         assert_eq!(json["uploaded_bytes"], 120);
         assert_eq!(json["fallbacks"]["mismatch"], 2);
+        assert_eq!(json["http_bytes_by_cause"]["seeder"], 160);
+        assert_eq!(json["http_bytes_by_cause"]["no_holder"], 0);
         assert_eq!(json["cohorts"]["p2p"]["viewers"], 3);
         assert_eq!(json["cohorts"]["http"]["startup_ms"]["p95"], 900.0);
         assert_eq!(json["cohorts"]["p2p"]["offload_ratio"], 0.6);

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use peer_assist::node::Summary;
+use peer_assist::node::{HttpBytesByCause, Summary};
 use peer_assist::protocol::signal::Failures;
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +132,8 @@ pub struct RawNode {
     pub p2p_received_bytes: u64,
     #[serde(default)]
     pub p2p_late_bytes: u64,
+    #[serde(default)]
+    pub http_bytes_by_cause: HttpBytesByCause,
     pub mismatches: u64,
     pub failures: Failures,
     pub rendition_switches: u64,
@@ -191,6 +193,7 @@ impl RawSession {
                 uploaded_bytes: n.uploaded_bytes,
                 p2p_received_bytes: n.p2p_received_bytes,
                 p2p_late_bytes: n.p2p_late_bytes,
+                http_bytes_by_cause: n.http_bytes_by_cause.clone(),
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,
@@ -221,6 +224,7 @@ impl RawSession {
                 uploaded_bytes: n.uploaded_bytes,
                 p2p_received_bytes: n.p2p_received_bytes,
                 p2p_late_bytes: n.p2p_late_bytes,
+                http_bytes_by_cause: n.http_bytes_by_cause.clone(),
                 mismatches: n.mismatches,
                 failures: n.failures.clone(),
                 rendition_switches: n.rendition_switches,

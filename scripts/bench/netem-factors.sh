@@ -3,7 +3,8 @@
 # live stream through one gateway once on ideal loopback and once per emulated condition
 # (loadtest run --uplink / --downlink / --rtt / --loss / --unreachable, one at a time), then once
 # more as a P2P/HTTP A/B with all of them at once. Prints offload, P2P timeouts, segment latency
-# and stalls per run (docs/BENCHMARKS.md, "P2P in emulated networks").
+# and stalls per run, and for the A/B where the P2P viewers' HTTP bytes went (docs/BENCHMARKS.md,
+# "P2P in emulated networks").
 #
 # Usage: scripts/bench/netem-factors.sh
 # Environment: VIEWERS [20] (per factor run; 0: none), DURATION [40s], AB_VIEWERS [200] (0: skip the A/B
@@ -88,4 +89,7 @@ if os.path.exists(f"{out}/ab.json"):
           f"{r.get('p2p_received_bytes', 0) / 1e6:.1f} MB arrived at peers "
           f"({r.get('p2p_late_bytes', 0) / 1e6:.1f} MB after their Cancel), "
           f"{r['bytes']['peer'] / 1e6:.1f} MB accepted from peers, fallbacks {r['fallbacks']}")
+    causes = r.get("http_bytes_by_cause", {})
+    print("A/B: P2P viewers' HTTP MB by cause: " +
+          ", ".join(f"{k} {v / 1e6:.0f}" for k, v in causes.items()))
 PY

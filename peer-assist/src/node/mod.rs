@@ -212,11 +212,108 @@ pub struct SegmentRecord {
     pub in_time: bool,
 }
 
+/// Why a node fetched a segment over HTTP: the rule that started the fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpCause {
+    /// One of its swarm's seeders (no listed peer outranks it, docs/PROTOCOL.md §4.1): a fresh
+    /// live segment, at once.
+    Seeder,
+    /// A seed node (`--seed`): every segment of its playlist.
+    Seeding,
+    /// No listed peer held a verifiable copy when HTTP had to start.
+    NoHolder,
+    /// Peers held it, but none could deliver before the deadline (busy, or too slow).
+    HoldersTooSlow,
+    /// A peer transfer projected to miss its deadline, or stalled too late for another peer:
+    /// HTTP fetched the rest.
+    Takeover,
+    /// HTTP raced a peer transfer at the last moment, and finished first.
+    Race,
+    /// The player asked for this segment over HTTP only.
+    HttpOnly,
+    /// A prefetch no peer could serve while the player waited for it, or a peer's first bytes
+    /// that failed the check (the whole segment fetched again).
+    Other,
+}
+
+/// Segment bytes that came over HTTP, by the rule that started each fetch ([`HttpCause`]). The
+/// fields add up to [`Summary::http_bytes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HttpBytesByCause {
+    pub seeder: u64,
+    pub seeding: u64,
+    pub no_holder: u64,
+    pub holders_too_slow: u64,
+    pub takeover: u64,
+    pub race: u64,
+    pub http_only: u64,
+    pub other: u64,
+}
+
+impl HttpBytesByCause {
+    pub fn add(&mut self, cause: HttpCause, bytes: u64) {
+        let counter = match cause {
+            HttpCause::Seeder => &mut self.seeder,
+            HttpCause::Seeding => &mut self.seeding,
+            HttpCause::NoHolder => &mut self.no_holder,
+            HttpCause::HoldersTooSlow => &mut self.holders_too_slow,
+            HttpCause::Takeover => &mut self.takeover,
+            HttpCause::Race => &mut self.race,
+            HttpCause::HttpOnly => &mut self.http_only,
+            HttpCause::Other => &mut self.other,
+        };
+        *counter = counter.saturating_add(bytes);
+    }
+
+    /// Adds another node's counts (a harness report sums its viewers').
+    pub fn merge(&mut self, other: &HttpBytesByCause) {
+        let HttpBytesByCause {
+            seeder,
+            seeding,
+            no_holder,
+            holders_too_slow,
+            takeover,
+            race,
+            http_only,
+            other,
+        } = other;
+        for (cause, bytes) in [
+            (HttpCause::Seeder, seeder),
+            (HttpCause::Seeding, seeding),
+            (HttpCause::NoHolder, no_holder),
+            (HttpCause::HoldersTooSlow, holders_too_slow),
+            (HttpCause::Takeover, takeover),
+            (HttpCause::Race, race),
+            (HttpCause::HttpOnly, http_only),
+            (HttpCause::Other, other),
+        ] {
+            self.add(cause, *bytes);
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        [
+            self.seeder,
+            self.seeding,
+            self.no_holder,
+            self.holders_too_slow,
+            self.takeover,
+            self.race,
+            self.http_only,
+            self.other,
+        ]
+        .iter()
+        .fold(0u64, |sum, b| sum.saturating_add(*b))
+    }
+}
+
 /// What a run did. `--json FILE` writes it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub peer_id: String,
     pub http_bytes: u64,
+    /// `http_bytes` by why each fetch started.
+    pub http_bytes_by_cause: HttpBytesByCause,
     pub p2p_bytes: u64,
     pub uploaded_bytes: u64,
     /// Every segment byte that arrived from peers, used or not: `p2p_bytes` plus what was thrown

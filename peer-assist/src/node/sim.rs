@@ -916,8 +916,15 @@ mod tests {
             "{early} of {fetches} HTTP fetches well before the deadline"
         );
         for &k in &nodes {
-            assert_eq!(sim.summary(k).missed_deadlines, 0);
+            let summary = sim.summary(k);
+            assert_eq!(summary.missed_deadlines, 0);
+            // Every HTTP byte is counted under the rule that fetched it.
+            assert_eq!(summary.http_bytes_by_cause.total(), summary.http_bytes);
         }
+        // The eldest seeds; the junior's HTTP is all fallback, none of it seeding.
+        assert!(sim.summary(nodes[0]).http_bytes_by_cause.seeder > 0);
+        let junior = sim.summary(nodes[2]).http_bytes_by_cause;
+        assert!(junior.total() > 0 && junior.seeder == 0, "{junior:?}");
     }
 
     /// The youngest of five nodes declares five times the others' capacity: it is the swarm's

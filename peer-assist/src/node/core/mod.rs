@@ -37,7 +37,7 @@ use crate::scheduler::{
 
 use super::http::HttpError;
 use super::playback::Timeline;
-use super::{SegmentRecord, Source, Summary, TestBehaviour};
+use super::{HttpCause, SegmentRecord, Source, Summary, TestBehaviour};
 use crate::hls::SegmentList;
 pub use links::{CONNECT_TIMEOUT, LINK_FALLBACK, LINK_RETRY_FIRST, LINK_RETRY_MAX};
 use store::Store;
@@ -303,6 +303,8 @@ struct PeerTransfer {
 #[derive(Debug)]
 struct HttpFetch {
     from: u64,
+    /// The rule that started it.
+    cause: HttpCause,
     started: Instant,
     /// The body arrived and is being hashed.
     verifying: bool,
@@ -1034,7 +1036,7 @@ impl NodeCore {
         waiting.waiters.insert(waiter, plays_at);
         waiting.abandoned_at = None;
         if waiting.http_only {
-            self.start_http(&id, 0, now);
+            self.start_http(&id, 0, HttpCause::HttpOnly, now);
         } else {
             self.dirty = true;
         }
@@ -1112,7 +1114,12 @@ impl NodeCore {
             }
             let Some(plays_at) = plays_at else {
                 // Seeding: everything over HTTP at once.
-                self.start_http(&id, 0, now);
+                let cause = if self.config.mode == Mode::Seed {
+                    HttpCause::Seeding
+                } else {
+                    HttpCause::Seeder
+                };
+                self.start_http(&id, 0, cause, now);
                 continue;
             };
             let digest = self.digests.get(&id).copied();
@@ -1161,7 +1168,15 @@ impl NodeCore {
                 transfer.as_ref(),
                 work.http.is_some(),
             );
-            next = next.min(self.execute(&id, decision, now));
+            // Why HTTP, if the decision is a fresh fetch over HTTP.
+            let cause = if need.fresh_live && scheduler.is_seeder(seniority) {
+                HttpCause::Seeder
+            } else if peers.iter().any(|p| p.has && p.healthy) {
+                HttpCause::HoldersTooSlow
+            } else {
+                HttpCause::NoHolder
+            };
+            next = next.min(self.execute(&id, decision, cause, now));
         }
         self.next_work = Some(next.max(now + crate::scheduler::MIN_RECHECK));
     }
@@ -1179,14 +1194,20 @@ impl NodeCore {
         }
     }
 
-    /// Carries out a decision; returns when to look at the segment again.
-    fn execute(&mut self, id: &str, decision: Decision, now: Instant) -> Instant {
+    /// Carries out a decision (`cause`: why, should it be a fresh fetch over HTTP); returns when
+    /// to look at the segment again.
+    fn execute(&mut self, id: &str, decision: Decision, cause: HttpCause, now: Instant) -> Instant {
         match decision {
             Decision::FetchFromPeer(peer) => self.request_from_peer(id, &peer, now),
             Decision::FetchHttp { from } | Decision::RaceHttp { from } => {
+                let cause = if matches!(decision, Decision::RaceHttp { .. }) {
+                    HttpCause::Race
+                } else {
+                    cause
+                };
                 // A race keeps the peer transfer: the HTTP rest is joined with its first bytes.
                 let from = if self.prefix_len(id) >= from { from } else { 0 };
-                self.start_http(id, from, now);
+                self.start_http(id, from, cause, now);
             }
             Decision::ReplaceWithHttp { from } => {
                 let mut from = from;
@@ -1207,7 +1228,7 @@ impl NodeCore {
                 } else if self.prefix_len(id) < from {
                     from = 0;
                 }
-                self.start_http(id, from, now);
+                self.start_http(id, from, HttpCause::Takeover, now);
             }
             Decision::WaitUntil(at) | Decision::Continue(at) => return at,
             Decision::DropPeer => {
@@ -1230,7 +1251,7 @@ impl NodeCore {
                 self.fail_transfer(id, FailureCause::Timeout);
                 let waited = self.waiting.get(id).is_some_and(|w| !w.waiters.is_empty());
                 if self.config.mode == Mode::Driven && waited {
-                    self.start_http(id, 0, now);
+                    self.start_http(id, 0, HttpCause::Other, now);
                 } else {
                     self.announced.retain(|(a, _)| a != id);
                     return now + WAIT_POLL;
@@ -1291,7 +1312,7 @@ impl NodeCore {
         }
     }
 
-    fn start_http(&mut self, id: &str, from: u64, now: Instant) {
+    fn start_http(&mut self, id: &str, from: u64, cause: HttpCause, now: Instant) {
         let work = self.work.entry(id.to_owned()).or_default();
         if work.http.is_some() {
             return;
@@ -1301,6 +1322,7 @@ impl NodeCore {
         }
         work.http = Some(HttpFetch {
             from,
+            cause,
             started: now,
             verifying: false,
         });

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use super::MAX_SEGMENT_BYTES;
 use super::{Job, LinkId, Mode, NodeCore, Output, PeerTransfer, Ticket, HTTP_RETRY};
 use crate::node::http::HttpError;
+use crate::node::HttpCause;
 use crate::node::Source;
 use crate::protocol::frame::Frame;
 use crate::protocol::signal::FailureCause;
@@ -248,6 +249,7 @@ impl NodeCore {
             return; // cancelled, or an answer to an older fetch
         };
         let http_started = fetch.started;
+        let cause = fetch.cause;
         let body = match result {
             Ok(body) => body,
             Err(e) => {
@@ -264,6 +266,9 @@ impl NodeCore {
             }
         };
         self.summary.http_bytes += body.len() as u64;
+        self.summary
+            .http_bytes_by_cause
+            .add(cause, body.len() as u64);
         self.http_rate = update_rate(
             self.http_rate,
             body.len() as u64,
@@ -291,7 +296,7 @@ impl NodeCore {
         if from > 0 && prefix.is_none() {
             fetch.from = 0;
             work.http = None;
-            self.start_http(&id, 0, now);
+            self.start_http(&id, 0, cause, now);
             return;
         }
         fetch.verifying = true;
@@ -420,7 +425,7 @@ impl NodeCore {
                     self.peer_delta(&peer).mismatch += 1;
                     self.ban(&peer, now);
                 }
-                self.start_http(id, 0, now);
+                self.start_http(id, 0, HttpCause::Other, now);
                 return;
             }
         } else if truth.is_some_and(|(d, _)| d != sha256) {
