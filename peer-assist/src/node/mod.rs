@@ -250,9 +250,22 @@ pub struct HttpBytesByCause {
     pub other: u64,
 }
 
+impl HttpCause {
+    pub const ALL: [HttpCause; 8] = [
+        HttpCause::Seeder,
+        HttpCause::Seeding,
+        HttpCause::NoHolder,
+        HttpCause::HoldersTooSlow,
+        HttpCause::Takeover,
+        HttpCause::Race,
+        HttpCause::HttpOnly,
+        HttpCause::Other,
+    ];
+}
+
 impl HttpBytesByCause {
-    pub fn add(&mut self, cause: HttpCause, bytes: u64) {
-        let counter = match cause {
+    fn counter(&mut self, cause: HttpCause) -> &mut u64 {
+        match cause {
             HttpCause::Seeder => &mut self.seeder,
             HttpCause::Seeding => &mut self.seeding,
             HttpCause::NoHolder => &mut self.no_holder,
@@ -261,49 +274,38 @@ impl HttpBytesByCause {
             HttpCause::Race => &mut self.race,
             HttpCause::HttpOnly => &mut self.http_only,
             HttpCause::Other => &mut self.other,
-        };
+        }
+    }
+
+    pub fn get(&self, cause: HttpCause) -> u64 {
+        match cause {
+            HttpCause::Seeder => self.seeder,
+            HttpCause::Seeding => self.seeding,
+            HttpCause::NoHolder => self.no_holder,
+            HttpCause::HoldersTooSlow => self.holders_too_slow,
+            HttpCause::Takeover => self.takeover,
+            HttpCause::Race => self.race,
+            HttpCause::HttpOnly => self.http_only,
+            HttpCause::Other => self.other,
+        }
+    }
+
+    pub fn add(&mut self, cause: HttpCause, bytes: u64) {
+        let counter = self.counter(cause);
         *counter = counter.saturating_add(bytes);
     }
 
     /// Adds another node's counts (a harness report sums its viewers').
     pub fn merge(&mut self, other: &HttpBytesByCause) {
-        let HttpBytesByCause {
-            seeder,
-            seeding,
-            no_holder,
-            holders_too_slow,
-            takeover,
-            race,
-            http_only,
-            other,
-        } = other;
-        for (cause, bytes) in [
-            (HttpCause::Seeder, seeder),
-            (HttpCause::Seeding, seeding),
-            (HttpCause::NoHolder, no_holder),
-            (HttpCause::HoldersTooSlow, holders_too_slow),
-            (HttpCause::Takeover, takeover),
-            (HttpCause::Race, race),
-            (HttpCause::HttpOnly, http_only),
-            (HttpCause::Other, other),
-        ] {
-            self.add(cause, *bytes);
+        for cause in HttpCause::ALL {
+            self.add(cause, other.get(cause));
         }
     }
 
     pub fn total(&self) -> u64 {
-        [
-            self.seeder,
-            self.seeding,
-            self.no_holder,
-            self.holders_too_slow,
-            self.takeover,
-            self.race,
-            self.http_only,
-            self.other,
-        ]
-        .iter()
-        .fold(0u64, |sum, b| sum.saturating_add(*b))
+        HttpCause::ALL
+            .into_iter()
+            .fold(0u64, |sum, cause| sum.saturating_add(self.get(cause)))
     }
 }
 
